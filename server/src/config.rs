@@ -1,0 +1,112 @@
+//! Command-line flags and environment variables: every setting the server has, with its default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// A real-time WebSocket server with a Rust/wasm web client.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "server", version, about)]
+pub struct Config {
+    /// Address to listen on. Port 0 picks a free port (the real one is printed).
+    #[arg(long, env = "SERVER_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Directory of static files served at `/` (index.html, the wasm client in pkg/).
+    #[arg(long, env = "STATIC_DIR", default_value = "static")]
+    pub static_dir: PathBuf,
+
+    /// Log filter, in `tracing` syntax: `info`, `debug`, `server=debug,hyper=info`.
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Largest WebSocket message (and frame) accepted, in bytes; larger ones close with 1009.
+    #[arg(long, env = "MAX_MESSAGE_SIZE", default_value_t = 64 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_message_size: u32,
+
+    /// Most WebSocket sessions open at once; upgrades beyond it get 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Seconds between server pings; a client that has not answered by the next ping is closed.
+    #[arg(long, env = "PING_INTERVAL", default_value = "30", value_parser = parse_seconds)]
+    pub ping_interval: Duration,
+
+    /// Seconds a client may take to send its request headers (slowloris guard).
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_timeout: Duration,
+
+    /// Seconds a batch of replies may wait for a client that does not read before the
+    /// connection is closed (1008).
+    #[arg(long, env = "SEND_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub send_timeout: Duration,
+
+    /// Browser origins allowed to open WebSockets besides the server's own host
+    /// (repeatable, or comma-separated in the env var); `*` allows any.
+    #[arg(
+        long = "allowed-origin",
+        env = "ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Seconds to wait for open connections to close after Ctrl-C or SIGTERM.
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10", value_parser = parse_seconds)]
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// The defaults, as if the binary were run with no flags and no environment.
+    pub fn with_defaults() -> Config {
+        Config::parse_from(["server"])
+    }
+}
+
+/// Parses a number of seconds such as `30` or `0.25`.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|duration| !duration.is_zero())
+        .ok_or_else(|| format!("`{text}` must be a positive number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_parse_fractions_and_reject_nonsense() {
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("inf").is_err());
+    }
+
+    #[test]
+    fn origins_are_repeatable_and_comma_separated() {
+        let config = Config::parse_from([
+            "server",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin=https://b.example,https://c.example",
+        ]);
+        assert_eq!(
+            config.allowed_origins,
+            [
+                "https://a.example",
+                "https://b.example",
+                "https://c.example"
+            ]
+        );
+    }
+}

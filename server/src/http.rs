@@ -1,0 +1,274 @@
+//! HTTP requests: routing, the WebSocket handshake checks, and plain answers.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /subscriptions`, `/echo`, `/mirror` | WebSocket upgrade (or 400/403/405/426/503) |
+//! | `GET /greet/{name}` | `Greetings {name}!` |
+//! | `GET`/`HEAD` anything else | a static file, or 404 |
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+
+use crate::Shared;
+use crate::rules::App;
+use crate::session;
+
+/// The body of every response: files stream, everything else is one buffer.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Answers one request. Never fails: every problem is an HTTP status.
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    let path = request.uri().path();
+    let response = if let Some(app) = App::from_path(path) {
+        upgrade(request, app, &shared)
+    } else if let Some(encoded_name) = path.strip_prefix("/greet/") {
+        greet(request.method(), encoded_name)
+    } else if matches!(*request.method(), Method::GET | Method::HEAD) {
+        shared.static_files.serve(request).await
+    } else {
+        method_not_allowed("GET, HEAD")
+    };
+    Ok(response)
+}
+
+/// `GET /greet/{name}`: the name is percent-decoded; it must be one non-empty path segment.
+fn greet(method: &Method, encoded_name: &str) -> Response<Body> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return method_not_allowed("GET, HEAD");
+    }
+    if encoded_name.is_empty() || encoded_name.contains('/') {
+        return not_found();
+    }
+    match percent_decode_str(encoded_name).decode_utf8() {
+        Ok(name) => text(StatusCode::OK, format!("Greetings {name}!")),
+        Err(_) => text(
+            StatusCode::BAD_REQUEST,
+            "The name is not valid UTF-8 once decoded.\n",
+        ),
+    }
+}
+
+/// Checks the handshake, then answers `101` and starts the session once hyper hands over the
+/// connection.
+fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Response<Body> {
+    if let Err(refusal) = check_handshake(&request, &shared.config.allowed_origins) {
+        return refusal.into_response(app);
+    }
+    // Checked last, so that a bad request never holds a permit.
+    let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
+        tracing::warn!(
+            limit = shared.config.max_connections,
+            "connection limit reached; 503"
+        );
+        let mut response = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many WebSocket connections; try again later.\n",
+        );
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    };
+    let (response, websocket) =
+        match hyper_tungstenite::upgrade(&mut request, Some(shared.websocket_config)) {
+            Ok(upgrade) => upgrade,
+            // Unreachable after `check_handshake`, but a 400 is the honest answer if it happens.
+            Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
+        };
+    tracing::info!(path = app.path(), "upgrading to WebSocket");
+    let timing = shared.session_timing();
+    let shutdown = shared.shutdown.clone();
+    shared
+        .tracker
+        .spawn(tracing::Instrument::in_current_span(async move {
+            let _permit = permit;
+            match websocket.await {
+                Ok(ws) => session::run(app, ws, timing, shutdown).await,
+                Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+            }
+            tracing::debug!("session ended");
+        }));
+    response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
+}
+
+/// Why the server refuses a WebSocket handshake; each reason has its own status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Not `GET` (405).
+    Method,
+    /// A plain HTTP request on a WebSocket route (426 with `Upgrade: websocket`).
+    NotUpgrade,
+    /// `Sec-WebSocket-Version` other than 13 (426 with `Sec-WebSocket-Version: 13`).
+    Version,
+    /// No `Sec-WebSocket-Key` (400).
+    MissingKey,
+    /// A browser page from another site (403).
+    Origin,
+}
+
+impl Refusal {
+    fn into_response(self, app: App) -> Response<Body> {
+        match self {
+            Refusal::Method => method_not_allowed("GET"),
+            Refusal::NotUpgrade => {
+                let path = app.path();
+                let mut response = text(
+                    StatusCode::UPGRADE_REQUIRED,
+                    format!(
+                        "{path} is a WebSocket endpoint: connect with a WebSocket client \
+                         (ws://HOST{path}), not a plain HTTP request.\n"
+                    ),
+                );
+                let headers = response.headers_mut();
+                headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                response
+            }
+            Refusal::Version => {
+                let mut response = text(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "Unsupported Sec-WebSocket-Version: this server speaks 13 (RFC 6455).\n",
+                );
+                response.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                response
+            }
+            Refusal::MissingKey => text(
+                StatusCode::BAD_REQUEST,
+                "Missing Sec-WebSocket-Key header.\n",
+            ),
+            Refusal::Origin => text(
+                StatusCode::FORBIDDEN,
+                "This origin may not open WebSockets here (see --allowed-origin).\n",
+            ),
+        }
+    }
+}
+
+/// Everything that must hold before the server agrees to upgrade, checked in order.
+fn check_handshake<B>(request: &Request<B>, allowed_origins: &[String]) -> Result<(), Refusal> {
+    let headers = request.headers();
+    if request.method() != Method::GET {
+        return Err(Refusal::Method);
+    }
+    if !hyper_tungstenite::is_upgrade_request(request) {
+        return Err(Refusal::NotUpgrade);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return Err(Refusal::Version);
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .is_none_or(|key| key.is_empty())
+    {
+        return Err(Refusal::MissingKey);
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        if !origin_allowed(origin, headers, allowed_origins) {
+            tracing::warn!(origin = ?origin, "refused a WebSocket from a foreign origin; 403");
+            return Err(Refusal::Origin);
+        }
+    }
+    Ok(())
+}
+
+/// A browser always sends `Origin`; it must be the server's own host (as the client addressed
+/// it) or in the allow-list. This stops other sites from opening sockets with a visitor's
+/// cookies (cross-site WebSocket hijacking). Non-browser clients send no `Origin` at all.
+fn origin_allowed(origin: &HeaderValue, headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    if allowed
+        .iter()
+        .any(|entry| entry == "*" || entry.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let origin_host = origin.split_once("://").map(|(_, authority)| authority);
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok());
+    matches!((origin_host, host), (Some(origin_host), Some(host)) if origin_host.eq_ignore_ascii_case(host))
+}
+
+/// A short text response.
+pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::new(full(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+pub(crate) fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "Not found.\n")
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed.\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers_with_host(host: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::HOST,
+            HeaderValue::from_str(host).expect("valid header"),
+        );
+        headers
+    }
+
+    #[test]
+    fn origin_is_allowed_when_same_host_or_listed() {
+        let headers = headers_with_host("127.0.0.1:8080");
+        let check = |origin: &str, allowed: &[&str]| {
+            let allowed: Vec<String> = allowed.iter().map(|s| s.to_string()).collect();
+            origin_allowed(
+                &HeaderValue::from_str(origin).expect("valid"),
+                &headers,
+                &allowed,
+            )
+        };
+        assert!(check("http://127.0.0.1:8080", &[]));
+        assert!(check("https://127.0.0.1:8080", &[]));
+        assert!(!check("http://127.0.0.1:9090", &[]));
+        assert!(!check("https://evil.example", &[]));
+        assert!(!check("null", &[]));
+        assert!(check("https://app.example", &["https://app.example"]));
+        assert!(check("https://APP.example", &["https://app.example"]));
+        assert!(check("https://evil.example", &["*"]));
+    }
+}

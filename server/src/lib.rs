@@ -1,0 +1,192 @@
+//! The server as a library: [`run`] serves HTTP and WebSockets on a bound listener until a
+//! shutdown future resolves. `main.rs` only parses flags, binds, and handles signals, so tests
+//! run the very same code on a listener bound to port 0.
+
+pub mod config;
+mod http;
+pub mod rules;
+mod session;
+mod static_files;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+pub use config::Config;
+use session::SessionTiming;
+use static_files::StaticFiles;
+
+/// Per-connection read buffer of tungstenite. Its default (128 KiB, allocated up front) would
+/// cost 1.3 GiB for 10,000 idle sockets; 4 KiB keeps an idle session small, and larger
+/// messages still arrive (the buffer is a chunk size, not a limit).
+const READ_BUFFER_SIZE: usize = 4 * 1024;
+/// Frames are gathered up to this size before a write; `flush` writes the rest. A batch of
+/// replies therefore leaves in few syscalls.
+const WRITE_BUFFER_SIZE: usize = 16 * 1024;
+/// Most request headers hyper accepts; more get `431`.
+const MAX_HEADERS: usize = 64;
+/// Largest request head in bytes; a larger one gets `431`.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("static directory {path:?} cannot be served: {source}")]
+    StaticDir {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
+}
+
+/// State every connection shares.
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    static_files: StaticFiles,
+    websocket_config: WebSocketConfig,
+    /// One permit per open WebSocket session (`--max-connections`).
+    sessions: Arc<Semaphore>,
+    /// Every connection and session task, so shutdown can wait for them.
+    tracker: TaskTracker,
+    /// Cancelled once on shutdown; connections and sessions watch it.
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    fn session_timing(&self) -> SessionTiming {
+        SessionTiming {
+            ping_interval: self.config.ping_interval,
+            send_timeout: self.config.send_timeout,
+        }
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves, then stops accepting, sends close `1001` to
+/// every WebSocket, and waits for connections to end (at most `config.shutdown_grace`).
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let static_files =
+        StaticFiles::open(&config.static_dir).map_err(|source| StartError::StaticDir {
+            path: config.static_dir.clone(),
+            source,
+        })?;
+    let max_message_size = config.max_message_size as usize;
+    let websocket_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
+        // Bounds what a client that does not read can make us hold: one batch of the largest
+        // replies, with room for the control frames that go with it.
+        .max_write_buffer_size(WRITE_BUFFER_SIZE + 11 * (max_message_size + 14))
+        .max_message_size(Some(max_message_size))
+        .max_frame_size(Some(max_message_size));
+    let shared = Arc::new(Shared {
+        sessions: Arc::new(Semaphore::new(config.max_connections as usize)),
+        static_files,
+        websocket_config,
+        tracker: TaskTracker::new(),
+        shutdown: CancellationToken::new(),
+        config,
+    });
+
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let span = tracing::info_span!("conn", %peer);
+                let connection = serve_connection(stream, Arc::clone(&shared)).instrument(span);
+                shared.tracker.spawn(connection);
+            }
+            // Out of file descriptors or a connection reset before accept: the listener itself
+            // is fine. Yielding lets other tasks free descriptors before the next attempt.
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    drop(listener);
+    let open = shared.tracker.len();
+    tracing::info!(open, "shutting down: closing connections");
+    shared.shutdown.cancel();
+    shared.tracker.close();
+    if tokio::time::timeout(shared.config.shutdown_grace, shared.tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            still_open = shared.tracker.len(),
+            "grace period over; dropping the remaining connections"
+        );
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// One TCP connection: HTTP/1.1 with upgrades, until it ends or the server shuts down.
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    // Replies are batched by the session itself; Nagle would only add latency.
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%error, "could not set TCP_NODELAY");
+    }
+    let service = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |request| http::handle(request, Arc::clone(&shared)).in_current_span())
+    };
+    let connection = http1::Builder::new()
+        // hyper enforces the header timeout only when it has a timer.
+        .timer(TokioTimer::new())
+        .header_read_timeout(shared.config.header_timeout)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shared.shutdown.cancelled() => {
+            // Finish the request in flight, then close; an upgrade still completes and the
+            // session sees the shutdown itself.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        if error.is_timeout() {
+            tracing::info!("request headers too slow; connection closed");
+        } else if error.is_incomplete_message() || error.is_closed() {
+            tracing::debug!(%error, "client went away mid-request");
+        } else {
+            tracing::debug!(%error, "connection error");
+        }
+    }
+}
+
+/// The address to print for people: `0.0.0.0` and `::` are not addresses a browser can open.
+pub fn display_url(addr: SocketAddr) -> String {
+    let host = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+    };
+    format!("http://{host}:{}/", addr.port())
+}

@@ -1,0 +1,258 @@
+//! One WebSocket session: reads messages, performs the app's [`Reply`], pings, and closes
+//! with the right code on shutdown, protocol errors and slow clients.
+//!
+//! Expected endings (the client closes, goes away, or resets) are logged at debug; protocol
+//! violations at info with the close code sent; anything else at warn. Each is logged once,
+//! here, where the task ends.
+
+use std::io;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::HyperWebsocketStream;
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio::io::AsyncReadExt;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
+use tokio_util::sync::CancellationToken;
+
+use crate::rules::{App, Reply};
+
+/// How long the server keeps reading (and discarding) after it sent a close frame, so the
+/// client receives the close code instead of a reset (Chromium reports 1006 without this).
+pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Timing settings of a session, from the server's configuration.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SessionTiming {
+    pub ping_interval: Duration,
+    pub send_timeout: Duration,
+}
+
+/// How a session ended, decided in the loop and acted on once after it.
+#[derive(Debug)]
+enum End {
+    /// The closing handshake is under way or done, or the peer is gone: nothing more to send.
+    Finished,
+    /// The server closes normally (reply to `end`, shutdown, missed pong, slow reader).
+    Close(CloseCode, &'static str),
+    /// The client broke the protocol: send this close, then linger on the raw stream.
+    Fail(CloseCode, String),
+}
+
+/// Runs a session until it ends. Never panics on anything the client sends.
+pub(crate) async fn run(
+    app: App,
+    mut ws: HyperWebsocketStream,
+    timing: SessionTiming,
+    shutdown: CancellationToken,
+) {
+    let end = drive(app, &mut ws, timing, &shutdown).await;
+    match end {
+        End::Finished => {}
+        End::Close(code, reason) => {
+            tracing::info!(
+                code = u16::from(code),
+                reason,
+                "server closing the connection"
+            );
+            close_gracefully(&mut ws, code, reason).await;
+        }
+        End::Fail(code, reason) => {
+            tracing::info!(code = u16::from(code), %reason, "closing on protocol error");
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            // The pipe may be blocked or already broken: the close is best effort, bounded.
+            let _ = timeout(CLOSE_LINGER, ws.close(Some(frame))).await;
+            linger(&mut ws).await;
+        }
+    }
+}
+
+/// The session loop: returns how the session ends without sending the final close itself.
+async fn drive(
+    app: App,
+    ws: &mut HyperWebsocketStream,
+    timing: SessionTiming,
+    shutdown: &CancellationToken,
+) -> End {
+    if let Some(greeting) = app.greeting() {
+        if let Err(end) = send_batch(ws, std::iter::once(greeting), timing.send_timeout).await {
+            return end;
+        }
+    }
+    let mut ping = interval_at(Instant::now() + timing.ping_interval, timing.ping_interval);
+    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut awaiting_pong = false;
+    loop {
+        tokio::select! {
+            // Shutdown first, so a busy client cannot keep the session from seeing it.
+            biased;
+            () = shutdown.cancelled() => return End::Close(CloseCode::Away, "server shutting down"),
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    return End::Close(CloseCode::Away, "no pong received");
+                }
+                awaiting_pong = true;
+                let ping = Message::Ping(Default::default());
+                if let Err(end) = send_batch(ws, std::iter::once(ping), timing.send_timeout).await {
+                    return end;
+                }
+            }
+            incoming = ws.next() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    Some(Err(error)) => return classify(error),
+                    // The stream ends after the closing handshake completes.
+                    None => return End::Finished,
+                };
+                // Any message proves the client is alive.
+                awaiting_pong = false;
+                match message {
+                    Message::Text(_) | Message::Binary(_) => {}
+                    Message::Close(frame) => {
+                        log_client_close(frame.as_ref());
+                        // tungstenite has queued the echoed close; polling `next` again sends
+                        // it and ends the stream.
+                        continue;
+                    }
+                    // tungstenite queues the pong itself and sends it on the next poll.
+                    Message::Ping(_) => continue,
+                    Message::Pong(_) => continue,
+                    // Never produced when reading; only used for writing raw frames.
+                    Message::Frame(_) => continue,
+                }
+                let result = match app.reply(message) {
+                    Reply::Nothing => {
+                        tracing::debug!("ignored a binary message");
+                        Ok(())
+                    }
+                    Reply::Once(reply) => {
+                        send_batch(ws, std::iter::once(reply), timing.send_timeout).await
+                    }
+                    Reply::Repeat(reply, count) => {
+                        send_batch(ws, std::iter::repeat_n(reply, count), timing.send_timeout).await
+                    }
+                    Reply::Close => return End::Close(CloseCode::Normal, ""),
+                };
+                if let Err(end) = result {
+                    return end;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the messages as one batch with a single flush, bounded by `send_timeout`.
+///
+/// A client that does not read fills its TCP window and then our bounded write buffer; rather
+/// than buffer without limit, the session gives up on it after `send_timeout`.
+async fn send_batch(
+    ws: &mut HyperWebsocketStream,
+    messages: impl Iterator<Item = Message>,
+    send_timeout: Duration,
+) -> Result<(), End> {
+    let write = async {
+        for message in messages {
+            ws.feed(message).await?;
+        }
+        ws.flush().await
+    };
+    match timeout(send_timeout, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(classify(error)),
+        Err(_elapsed) => {
+            tracing::info!("client does not read its replies; closing");
+            Err(End::Close(CloseCode::Policy, "client too slow to read"))
+        }
+    }
+}
+
+/// Sorts an error from the socket into an expected ending or a protocol failure.
+fn classify(error: WsError) -> End {
+    use hyper_tungstenite::tungstenite::error::ProtocolError;
+    match error {
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::Finished,
+        WsError::Io(error) if is_disconnect(&error) => {
+            tracing::debug!(%error, "client disconnected");
+            End::Finished
+        }
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            tracing::debug!("client went away without a close frame");
+            End::Finished
+        }
+        WsError::Protocol(
+            ProtocolError::SendAfterClosing | ProtocolError::ReceivedAfterClosing,
+        ) => End::Finished,
+        WsError::Utf8(error) => End::Fail(CloseCode::Invalid, format!("invalid UTF-8: {error}")),
+        WsError::Capacity(error) => End::Fail(CloseCode::Size, error.to_string()),
+        WsError::Protocol(error) => End::Fail(CloseCode::Protocol, error.to_string()),
+        WsError::WriteBufferFull(_) => End::Close(CloseCode::Policy, "client too slow to read"),
+        WsError::Io(error) => {
+            tracing::warn!(%error, "socket error");
+            End::Finished
+        }
+        error @ (WsError::Tls(_)
+        | WsError::Url(_)
+        | WsError::Http(_)
+        | WsError::HttpFormat(_)
+        | WsError::AttackAttempt) => {
+            tracing::warn!(%error, "unexpected WebSocket error");
+            End::Fail(CloseCode::Error, "internal error".to_owned())
+        }
+    }
+}
+
+fn is_disconnect(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+fn log_client_close(frame: Option<&CloseFrame>) {
+    match frame {
+        Some(frame) => tracing::info!(
+            code = u16::from(frame.code),
+            reason = %frame.reason,
+            "client closed the connection"
+        ),
+        None => tracing::info!("client closed the connection without a code"),
+    }
+}
+
+/// Sends a close frame and waits (bounded) for the client's close in reply, so the server
+/// ends the TCP connection only after the client has seen the code.
+async fn close_gracefully(ws: &mut HyperWebsocketStream, code: CloseCode, reason: &'static str) {
+    let handshake = async {
+        ws.close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+        .await?;
+        // Data frames still in flight are discarded; the stream ends at the client's close.
+        while let Some(message) = ws.next().await {
+            message?;
+        }
+        Ok::<(), WsError>(())
+    };
+    match timeout(CLOSE_LINGER, handshake).await {
+        Ok(Ok(())) | Err(_) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "close handshake cut short"),
+    }
+}
+
+/// After a protocol error the frame stream cannot be trusted: read and discard raw bytes until
+/// the client closes TCP or `CLOSE_LINGER` passes.
+async fn linger(ws: &mut HyperWebsocketStream) {
+    let stream = ws.get_mut();
+    let mut sink = [0u8; 1024];
+    let discard = async { while stream.read(&mut sink).await.is_ok_and(|read| read > 0) {} };
+    let _ = timeout(CLOSE_LINGER, discard).await;
+}

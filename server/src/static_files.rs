@@ -1,0 +1,112 @@
+//! Static files from the static directory, through tower-http's `ServeDir`.
+//!
+//! `ServeDir` brings MIME types, `ETag`/`Last-Modified` with `304`, `HEAD` and ranges, and the
+//! `Compression` layer gzip/brotli by `Accept-Encoding`: all maintained code we do not write
+//! again. This module adds what they leave to the application: refusing paths that leave the
+//! directory through symlinks (or carry NUL or backslashes), and `Cache-Control`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use percent_encoding::percent_decode_str;
+use tower::ServiceExt;
+use tower_http::compression::Compression;
+use tower_http::services::ServeDir;
+
+use crate::http::{Body, not_found};
+
+/// HTML always revalidates, so a rebuilt client is picked up on the next load.
+const HTML_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+/// wasm-pack's output names carry no content hash, so the glue JS and the `.wasm` must change
+/// together: every asset is cached but revalidated (cheap: `304` by `ETag`).
+const ASSET_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=0, must-revalidate");
+
+/// The static directory, ready to serve.
+#[derive(Clone)]
+pub(crate) struct StaticFiles {
+    /// Canonical root: every file served must canonicalize to a path under it.
+    root: PathBuf,
+    service: Compression<ServeDir>,
+}
+
+impl std::fmt::Debug for StaticFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticFiles")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaticFiles {
+    /// Opens the static directory; fails if it does not exist or is not a directory.
+    pub(crate) fn open(dir: &Path) -> io::Result<StaticFiles> {
+        let root = dir.canonicalize()?;
+        if !root.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotADirectory,
+                "not a directory",
+            ));
+        }
+        let serve_dir = ServeDir::new(&root).append_index_html_on_directories(true);
+        Ok(StaticFiles {
+            root,
+            service: Compression::new(serve_dir),
+        })
+    }
+
+    /// Answers a `GET` or `HEAD` for a file.
+    pub(crate) async fn serve(&self, request: Request<Incoming>) -> Response<Body> {
+        if !self.is_inside_root(request.uri().path()).await {
+            return not_found();
+        }
+        let response = match self.service.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        };
+        let mut response = response.map(|body| body.map_err(Into::into).boxed_unsync());
+        let content_type = response.headers().get(CONTENT_TYPE).cloned();
+        let is_html = content_type
+            .as_ref()
+            .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
+        if let Some(with_charset) = content_type.as_ref().and_then(utf8_charset) {
+            response.headers_mut().insert(CONTENT_TYPE, with_charset);
+        }
+        if response.status().is_success() || response.status().is_redirection() {
+            let policy = if is_html { HTML_CACHE } else { ASSET_CACHE };
+            response.headers_mut().insert(CACHE_CONTROL, policy);
+        }
+        response
+    }
+
+    /// `ServeDir` refuses `..` (also percent-encoded) but follows symlinks and passes NUL and
+    /// backslashes to the file system; this refuses all of them.
+    async fn is_inside_root(&self, path: &str) -> bool {
+        let Ok(decoded) = percent_decode_str(path).decode_utf8() else {
+            return false;
+        };
+        if decoded.contains(['\0', '\\']) {
+            return false;
+        }
+        let relative = decoded.trim_start_matches('/');
+        match tokio::fs::canonicalize(self.root.join(relative)).await {
+            Ok(real) => real.starts_with(&self.root),
+            // Missing files are `ServeDir`'s to answer (404); nothing is served from them.
+            Err(_) => true,
+        }
+    }
+}
+
+/// Every text file this project ships is UTF-8; `mime_guess` names no charset, so browsers
+/// would guess. Returns the `text/*` type with `charset=utf-8`, or `None` to leave it as is.
+fn utf8_charset(content_type: &HeaderValue) -> Option<HeaderValue> {
+    let value = content_type.to_str().ok()?;
+    let is_text = value.starts_with("text/") || value == "image/svg+xml";
+    if !is_text || value.contains("charset") {
+        return None;
+    }
+    HeaderValue::from_str(&format!("{value}; charset=utf-8")).ok()
+}
