@@ -1,0 +1,146 @@
+//! Plain HTTP answers: `/greet/{name}`, refused handshakes, 404 and 405.
+
+use http::StatusCode;
+
+use crate::support::TestServer;
+
+const UPGRADE: &[(&str, &str)] = &[
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
+fn upgrade_with(
+    changes: &[(&'static str, Option<&'static str>)],
+) -> Vec<(&'static str, &'static str)> {
+    let mut headers: Vec<_> = UPGRADE.to_vec();
+    for (name, value) in changes {
+        headers.retain(|(existing, _)| existing != name);
+        if let Some(value) = value {
+            headers.push((name, value));
+        }
+    }
+    headers
+}
+
+#[tokio::test]
+async fn greet_answers_with_the_decoded_name() {
+    let server = TestServer::start(&[]).await;
+    for (path, expected) in [
+        ("/greet/World", "Greetings World!"),
+        ("/greet/W%C3%B6rld%20%F0%9F%91%8B", "Greetings Wörld 👋!"),
+        ("/greet/a%2Fb", "Greetings a/b!"),
+    ] {
+        let reply = server.request("GET", path, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8")
+        );
+        assert_eq!(reply.body, expected, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn greet_refuses_bad_names_and_methods() {
+    let server = TestServer::start(&[]).await;
+    assert_eq!(
+        server.request("GET", "/greet/", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server.request("GET", "/greet/a/b", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        server.request("GET", "/greet/%FF", &[]).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let reply = server.request("DELETE", "/greet/World", &[]).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+}
+
+#[tokio::test]
+async fn websocket_routes_without_upgrade_get_426_with_instructions() {
+    let server = TestServer::start(&[]).await;
+    for path in ["/subscriptions", "/echo", "/mirror"] {
+        let reply = server.request("GET", path, &[]).await;
+        assert_eq!(reply.status, StatusCode::UPGRADE_REQUIRED, "{path}");
+        assert_eq!(reply.header("upgrade"), Some("websocket"));
+        let body = String::from_utf8_lossy(&reply.body);
+        assert!(body.contains("WebSocket client"), "{body}");
+        assert_eq!(body.trim().lines().count(), 1, "one line: {body}");
+    }
+}
+
+#[tokio::test]
+async fn handshake_problems_get_their_own_status() {
+    let server = TestServer::start(&[]).await;
+    let reply = server
+        .request(
+            "GET",
+            "/subscriptions",
+            &upgrade_with(&[("sec-websocket-key", None)]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(String::from_utf8_lossy(&reply.body).contains("Sec-WebSocket-Key"));
+
+    let reply = server
+        .request(
+            "GET",
+            "/subscriptions",
+            &upgrade_with(&[("sec-websocket-version", Some("8"))]),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UPGRADE_REQUIRED);
+    assert_eq!(reply.header("sec-websocket-version"), Some("13"));
+
+    for method in ["POST", "PUT"] {
+        let reply = server.request(method, "/subscriptions", UPGRADE).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(reply.header("allow"), Some("GET"));
+    }
+}
+
+#[tokio::test]
+async fn foreign_origins_are_refused_and_own_or_listed_ones_accepted() {
+    let server = TestServer::start(&["--allowed-origin", "https://app.example"]).await;
+    let own = format!("http://{}", server.addr);
+    let cases = [
+        (Some("https://evil.example"), StatusCode::FORBIDDEN),
+        (Some("null"), StatusCode::FORBIDDEN),
+        (Some(own.as_str()), StatusCode::SWITCHING_PROTOCOLS),
+        (Some("https://app.example"), StatusCode::SWITCHING_PROTOCOLS),
+        (None, StatusCode::SWITCHING_PROTOCOLS),
+    ];
+    for (origin, expected) in cases {
+        let mut headers = UPGRADE.to_vec();
+        if let Some(origin) = origin {
+            headers.push(("origin", origin));
+        }
+        let reply = server.request("GET", "/subscriptions", &headers).await;
+        assert_eq!(reply.status, expected, "origin {origin:?}");
+    }
+    server
+        .wait_for_log("refused a WebSocket from a foreign origin")
+        .await;
+    assert!(
+        server.logs().contains("evil.example"),
+        "the refused origin is logged"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_get_404_and_other_methods_405() {
+    let server = TestServer::start(&[]).await;
+    let reply = server.request("GET", "/no/such/file.txt", &[]).await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let reply = server.request(method, "/index.html", &[]).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+    }
+}

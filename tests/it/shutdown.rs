@@ -1,0 +1,88 @@
+//! Process lifecycle: start-up errors are one clear line; SIGTERM closes sessions with 1001.
+
+use std::process::Stdio;
+
+use futures_util::SinkExt;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{PATIENCE, TestServer, expect_close, next_text, server_binary};
+
+#[tokio::test]
+async fn sigterm_sends_1001_to_every_session_and_exits_0() {
+    let mut server = TestServer::start(&["--shutdown-grace", "5"]).await;
+    let mut subscriptions = server.connect_subscriptions().await;
+    let mut mirror = server.connect("/mirror").await;
+    mirror.send(Message::text("ping?")).await.expect("send");
+    assert_eq!(next_text(&mut mirror).await, "ping?");
+
+    server.signal("TERM");
+    for client in [&mut subscriptions, &mut mirror] {
+        let (code, reason) = expect_close(client).await;
+        assert_eq!(code, 1001, "{reason}");
+    }
+    let status = server.wait().await;
+    assert!(status.success(), "exit status {status}");
+    assert!(server.logs().contains("shutting down"));
+}
+
+#[tokio::test]
+async fn sigterm_exits_within_the_grace_period_when_a_client_never_answers_the_close() {
+    let mut server = TestServer::start(&["--shutdown-grace", "3"]).await;
+    // A raw TCP client that completes the handshake, then never reads or writes again.
+    let _silent = server.connect_subscriptions().await;
+    let started = std::time::Instant::now();
+    server.signal("TERM");
+    let status = server.wait().await;
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// Runs the binary with `args`, expecting it to fail at start-up.
+async fn start_failure(args: &[&str]) -> (i32, String) {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(server_binary())
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the server gives up promptly")
+    .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.code().unwrap_or(-1), stderr)
+}
+
+#[tokio::test]
+async fn start_up_errors_are_one_clear_line_and_a_failure_exit() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let taken_addr = taken.local_addr().expect("addr").to_string();
+    let fixture = crate::support::static_fixture();
+    let static_dir = crate::support::served_dir(&fixture);
+    let static_dir = static_dir.to_str().expect("utf-8 path");
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--addr", &taken_addr, "--static-dir", static_dir],
+            "cannot listen on",
+        ),
+        (
+            &["--addr", "127.0.0.1:0", "--static-dir", "/no/such/dir"],
+            "static directory",
+        ),
+        (&["--max-message-size", "lots"], "invalid value"),
+        (&["--ping-interval=-3"], "invalid value"),
+    ];
+    for (args, expected) in cases {
+        let (code, stderr) = start_failure(args).await;
+        assert_ne!(code, 0, "{args:?} must fail");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?} panicked: {stderr}");
+    }
+}

@@ -1,0 +1,313 @@
+//! Starting the real server binary and talking to it: [`TestServer::start`], [`connect`],
+//! [`next_text`], [`http_request`].
+//!
+//! The server is started with `--addr 127.0.0.1:0`; its first stdout line names the port it got,
+//! so tests never pick ports and never sleep waiting for it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// Longest wait for anything the server should do promptly.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The server binary under test: `$SERVER_BIN` (set by `cargo xtask test` to the release
+/// build), else the debug build, built once here if needed.
+pub fn server_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("SERVER_BIN") {
+            return PathBuf::from(path);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--package", "server", "--bin", "server"])
+            .current_dir(&workspace)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the server failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        target.join("debug").join("server")
+    })
+}
+
+/// A running server process, killed when dropped.
+pub struct TestServer {
+    child: Child,
+    pub addr: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+    /// Keeps the static fixture alive as long as the server.
+    _static_dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    /// Starts the server on a free port with the standard static fixture and extra flags.
+    pub async fn start(extra_args: &[&str]) -> TestServer {
+        let static_dir = static_fixture();
+        let mut server = TestServer::start_with_dir(&served_dir(&static_dir), extra_args).await;
+        server._static_dir = Some(static_dir);
+        server
+    }
+
+    /// Starts the server serving `static_dir`, on a free port.
+    pub async fn start_with_dir(static_dir: &Path, extra_args: &[&str]) -> TestServer {
+        let addr_arg = extra_args
+            .iter()
+            .any(|arg| arg.starts_with("--addr"))
+            .then_some(vec![])
+            .unwrap_or_else(|| vec!["--addr", "127.0.0.1:0"]);
+        let mut child = Command::new(server_binary())
+            .args(addr_arg)
+            .arg("--static-dir")
+            .arg(static_dir)
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the server binary starts");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        collect_lines(
+            child.stderr.take().expect("piped stderr"),
+            Arc::clone(&stderr),
+        );
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let line = tokio::time::timeout(PATIENCE, stdout.next_line())
+            .await
+            .expect("the server prints its URL promptly")
+            .expect("stdout is readable")
+            .unwrap_or_else(|| {
+                panic!(
+                    "the server exited before listening: {}",
+                    stderr.lock().expect("lock")
+                )
+            });
+        let addr = line
+            .strip_prefix("Listening on http://")
+            .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        TestServer {
+            child,
+            addr,
+            stderr,
+            _static_dir: None,
+        }
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Opens a WebSocket to `path`.
+    pub async fn connect(&self, path: &str) -> Client {
+        let (client, _response) = tokio::time::timeout(
+            PATIENCE,
+            tokio_tungstenite::connect_async(self.ws_url(path)),
+        )
+        .await
+        .expect("the handshake completes promptly")
+        .expect("the handshake succeeds");
+        client
+    }
+
+    /// Opens `/subscriptions` and consumes the greeting.
+    pub async fn connect_subscriptions(&self) -> Client {
+        let mut client = self.connect("/subscriptions").await;
+        assert_eq!(next_text(&mut client).await, "Greetings!");
+        client
+    }
+
+    /// Sends a plain HTTP/1.1 request; the path goes out verbatim.
+    pub async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpReply {
+        http_request(self.addr, method, path, headers).await
+    }
+
+    /// Sends `signal` (e.g. `TERM`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the server is running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit.
+    pub async fn wait(&mut self) -> ExitStatus {
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("the server exits promptly")
+            .expect("wait works")
+    }
+
+    /// Everything the server has logged so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Waits until the server has logged a line containing `needle`.
+    pub async fn wait_for_log(&self, needle: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while !self.logs().contains(needle) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the server never logged {needle:?}; logs:\n{}",
+                self.logs()
+            );
+            // Polling a log buffer, not waiting for readiness: there is no event to await.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn collect_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<String>>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stream).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = into.lock().expect("lock");
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+}
+
+/// The next message, which must arrive within [`PATIENCE`].
+pub async fn next_message(client: &mut Client) -> Message {
+    tokio::time::timeout(PATIENCE, client.next())
+        .await
+        .expect("a message arrives promptly")
+        .expect("the connection is still open")
+        .expect("the message is valid")
+}
+
+/// The next message, which must be text.
+pub async fn next_text(client: &mut Client) -> String {
+    match next_message(client).await {
+        Message::Text(text) => text.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
+/// Reads until the server's close frame and returns its code and reason.
+pub async fn expect_close(client: &mut Client) -> (u16, String) {
+    loop {
+        match next_message(client).await {
+            Message::Close(Some(frame)) => return (frame.code.into(), frame.reason.to_string()),
+            Message::Close(None) => return (1005, String::new()),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// A whole HTTP response.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// One request on a fresh HTTP/1.1 connection, with the path sent exactly as given.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> HttpReply {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(connection);
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::<Bytes>::new()).expect("valid request");
+    let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
+        .await
+        .expect("the server answers promptly")
+        .expect("a response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.expect("the body arrives").to_bytes();
+    HttpReply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// A static directory with one file of each type the server must label, and a symlink that
+/// points outside it.
+pub fn static_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().join("static");
+    std::fs::create_dir_all(root.join("pkg")).expect("mkdir");
+    let files: &[(&str, &[u8])] = &[
+        ("index.html", INDEX_HTML.as_bytes()),
+        ("style.css", b"body { color: #222; }\n"),
+        ("pkg/app.js", LARGE_JS.as_bytes()),
+        ("pkg/app_bg.wasm", b"\0asm\x01\0\0\0"),
+        ("data.json", b"{\"ok\": true}\n"),
+        ("icon.svg", b"<svg xmlns=\"http://www.w3.org/2000/svg\"/>\n"),
+        ("image.png", b"\x89PNG\r\n\x1a\n"),
+        ("favicon.ico", b"\0\0\x01\0"),
+    ];
+    for (name, contents) in files {
+        std::fs::write(root.join(name), contents).expect("write fixture");
+    }
+    std::fs::write(dir.path().join("secret.txt"), "outside the static dir\n").expect("write");
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("leak.txt"))
+        .expect("symlink");
+    std::os::unix::fs::symlink(dir.path(), root.join("parent")).expect("symlink");
+    dir
+}
+
+/// Where [`static_fixture`] puts the served directory: one level down, so that `..` from it
+/// would reach `secret.txt`.
+pub fn served_dir(fixture: &tempfile::TempDir) -> PathBuf {
+    fixture.path().join("static")
+}
+
+pub const INDEX_HTML: &str = "<!doctype html><title>fixture</title><p>index</p>\n";
+
+/// Large and repetitive enough that compression clearly pays.
+pub const LARGE_JS: &str = concat!(
+    "export function hello() { return 'hello world, hello world, hello world'; }\n",
+    "export function hello2() { return 'hello world, hello world, hello world'; }\n",
+    "export function hello3() { return 'hello world, hello world, hello world'; }\n",
+    "export function hello4() { return 'hello world, hello world, hello world'; }\n",
+    "export function hello5() { return 'hello world, hello world, hello world'; }\n",
+);
