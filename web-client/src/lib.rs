@@ -1,1 +1,50 @@
-//! placeholder
+//! The browser client: an input field feeds a bounded queue; a background task sends the
+//! queue over a WebSocket to `/subscriptions`; replies are rendered in the page.
+//!
+//! Pure logic (queue, backoff, transcript, status, URL) is plain Rust that tests natively with
+//! `cargo test`; `dom` alone knows element ids, `socket` alone knows gloo-net.
+
+pub mod backoff;
+pub mod outbox;
+pub mod status;
+pub mod transcript;
+pub mod url;
+
+#[cfg(target_arch = "wasm32")]
+pub mod app;
+#[cfg(target_arch = "wasm32")]
+pub mod dom;
+#[cfg(target_arch = "wasm32")]
+pub mod socket;
+
+#[cfg(target_arch = "wasm32")]
+mod entry {
+    use wasm_bindgen::prelude::*;
+
+    use crate::app::Client;
+    use crate::dom::Page;
+    use crate::url::subscriptions_url;
+
+    /// Starts the client on the current page. Called by `index.html` once the module loaded.
+    #[wasm_bindgen]
+    pub fn start() -> Result<(), JsError> {
+        console_error_panic_hook::set_once();
+        let window = web_sys::window().ok_or_else(|| JsError::new("no window"))?;
+        let document = window
+            .document()
+            .ok_or_else(|| JsError::new("no document"))?;
+        let page = Page::find(&document).map_err(|error| JsError::new(&error))?;
+        let location = window.location();
+        let protocol = location.protocol().unwrap_or_default();
+        let host = location.host().unwrap_or_default();
+        let override_url = location
+            .search()
+            .ok()
+            .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok())
+            .and_then(|params| params.get("ws"));
+        let url = subscriptions_url(&protocol, &host, override_url.as_deref())
+            .map_err(|error| JsError::new(&error))?;
+        Client::start(page, url);
+        Ok(())
+    }
+}

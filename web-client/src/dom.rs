@@ -1,0 +1,114 @@
+//! The page: the only module that knows element ids (they are in `static/index.html`).
+//! Text always goes in as text (`textContent`), never as HTML.
+
+use gloo_events::{EventListener, EventListenerOptions};
+use wasm_bindgen::JsCast;
+use web_sys::{Document, Element, HtmlButtonElement, HtmlElement, HtmlInputElement};
+
+use crate::status::Status;
+use crate::transcript::Entry;
+
+const LOG_ID: &str = "log";
+const FORM_ID: &str = "composer";
+const INPUT_ID: &str = "message";
+const STATUS_ID: &str = "status";
+const QUEUED_ID: &str = "queued";
+const RECONNECT_ID: &str = "reconnect";
+
+/// The elements the client drives.
+#[derive(Debug, Clone)]
+pub struct Page {
+    document: Document,
+    log: Element,
+    form: Element,
+    input: HtmlInputElement,
+    status: Element,
+    queued: Element,
+    reconnect: HtmlButtonElement,
+}
+
+impl Page {
+    /// Finds every element; names the first one missing.
+    pub fn find(document: &Document) -> Result<Page, String> {
+        let element = |id: &str| {
+            document
+                .get_element_by_id(id)
+                .ok_or_else(|| format!("the page has no #{id} element"))
+        };
+        Ok(Page {
+            document: document.clone(),
+            log: element(LOG_ID)?,
+            form: element(FORM_ID)?,
+            input: element(INPUT_ID)?
+                .dyn_into()
+                .map_err(|_| format!("#{INPUT_ID} is not an <input>"))?,
+            status: element(STATUS_ID)?,
+            queued: element(QUEUED_ID)?,
+            reconnect: element(RECONNECT_ID)?
+                .dyn_into()
+                .map_err(|_| format!("#{RECONNECT_ID} is not a <button>"))?,
+        })
+    }
+
+    /// Appends a line to the log, removes `evicted` old ones, and keeps the newest in view.
+    pub fn append(&self, entry: &Entry, evicted: usize) {
+        for _ in 0..evicted {
+            if let Some(oldest) = self.log.first_element_child() {
+                oldest.remove();
+            }
+        }
+        let Ok(line) = self.document.create_element("li") else {
+            return;
+        };
+        line.set_class_name(entry.speaker.class());
+        line.set_text_content(Some(&entry.to_string()));
+        let _ = self.log.append_child(&line);
+        self.log.set_scroll_top(self.log.scroll_height());
+    }
+
+    pub fn set_status(&self, status: &Status) {
+        self.status.set_text_content(Some(&status.to_string()));
+        let _ = self.status.set_attribute("data-status", status.key());
+        self.reconnect
+            .set_hidden(!matches!(status, Status::Closed { .. }));
+    }
+
+    /// Shows how many messages wait to be sent (nothing when none do).
+    pub fn set_queued(&self, count: usize) {
+        let text = match count {
+            0 => String::new(),
+            1 => "1 message waiting to be sent".to_owned(),
+            n => format!("{n} messages waiting to be sent"),
+        };
+        self.queued.set_text_content(Some(&text));
+    }
+
+    pub fn input_value(&self) -> String {
+        self.input.value()
+    }
+
+    pub fn clear_input(&self) {
+        self.input.set_value("");
+    }
+
+    /// Calls `on_send` when the form is submitted (Enter or the Send button).
+    pub fn on_submit(&self, mut on_send: impl FnMut() + 'static) -> EventListener {
+        let options = EventListenerOptions::enable_prevent_default();
+        EventListener::new_with_options(&self.form, "submit", options, move |event| {
+            // The page must not navigate: the message goes over the socket.
+            event.prevent_default();
+            on_send();
+        })
+    }
+
+    /// Calls `on_click` when the Reconnect button is pressed.
+    pub fn on_reconnect(&self, mut on_click: impl FnMut() + 'static) -> EventListener {
+        EventListener::new(&self.reconnect, "click", move |_| on_click())
+    }
+
+    /// Moves keyboard focus to the message input.
+    pub fn focus_input(&self) {
+        let input: &HtmlElement = self.input.as_ref();
+        let _ = input.focus();
+    }
+}
