@@ -1,1 +1,285 @@
-fn main() {}
+//! `cargo xtask`: the project's commands, in plain Rust (the cargo xtask pattern).
+//!
+//! - `serve [SERVER ARGS]`: build the web client, then run the server (release).
+//! - `test`: every check and test: fmt, clippy (host and wasm), unit and integration tests,
+//!   browser end-to-end tests, and the client's `wasm-pack test` in headless Chromium.
+//! - `build-client [--dev]`: only the wasm client, into `static/pkg`.
+
+mod tools;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+
+use tools::{announce, cargo, command};
+
+pub type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  serve [ARGS]         build the web client, then run the server; ARGS go to the server
+                       (e.g. cargo xtask serve --addr 127.0.0.1:3000)
+  test                 run every check and test (installs what is missing)
+  build-client [--dev] build only the wasm client into static/pkg
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("serve") => serve(&args[1..]),
+        Some("test") => test(),
+        Some("build-client") => build_client(args.get(1).is_some_and(|arg| arg == "--dev")),
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown command `{other}`\n\n{USAGE}").into()),
+        None => Err(USAGE.into()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask's manifest lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Runs a command to completion in the workspace root; a failure names the command.
+pub fn run(command: &mut Command) -> Result<()> {
+    let status = command.current_dir(workspace_root()).status()?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{}` failed ({status})", describe(command)).into())
+    }
+}
+
+fn describe(command: &Command) -> String {
+    std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Builds the client with wasm-pack into `static/pkg`, then shrinks it with wasm-opt.
+fn build_client(dev: bool) -> Result<()> {
+    tools::ensure_wasm_target()?;
+    tools::ensure_wasm_pack()?;
+    tools::ensure_wasm_bindgen_cli()?;
+    announce(&format!(
+        "building the web client ({})",
+        if dev { "dev" } else { "release" }
+    ));
+    // `--mode no-install`: never let wasm-pack download a wasm-bindgen of its own; a version
+    // mismatch is then a clear error. `--no-opt`: wasm-opt runs below, from npm's binaryen.
+    run(command("wasm-pack").args([
+        "--log-level",
+        "warn",
+        "build",
+        "web-client",
+        if dev { "--dev" } else { "--release" },
+        "--target",
+        "web",
+        "--out-dir",
+        "../static/pkg",
+        "--out-name",
+        "web_client",
+        "--mode",
+        "no-install",
+        "--no-typescript",
+        "--no-pack",
+        "--no-opt",
+    ]))?;
+    let pkg = workspace_root().join("static/pkg");
+    let wasm = pkg.join("web_client_bg.wasm");
+    if !dev {
+        if let Some(wasm_opt) = tools::ensure_wasm_opt() {
+            // The features rustc enables by default for wasm32-unknown-unknown.
+            run(command(wasm_opt)
+                .args(["-Oz", "--strip-debug", "--strip-producers"])
+                .args([
+                    "--enable-bulk-memory",
+                    "--enable-mutable-globals",
+                    "--enable-nontrapping-float-to-int",
+                    "--enable-sign-ext",
+                    "--enable-multivalue",
+                    "--enable-reference-types",
+                ])
+                .arg(&wasm)
+                .arg("-o")
+                .arg(&wasm))?;
+        }
+    }
+    let js = pkg.join("web_client.js");
+    let (wasm_raw, wasm_gz) = sizes(&wasm)?;
+    let (js_raw, js_gz) = sizes(&js)?;
+    announce(&format!(
+        "client built: wasm {} ({} gzip), js {} ({} gzip), total {} gzip",
+        kib(wasm_raw),
+        kib(wasm_gz),
+        kib(js_raw),
+        kib(js_gz),
+        kib(wasm_gz + js_gz)
+    ));
+    Ok(())
+}
+
+/// Raw and gzip (level 9) sizes of a file.
+fn sizes(path: &Path) -> Result<(usize, usize)> {
+    use std::io::Write;
+    let bytes = std::fs::read(path)?;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&bytes)?;
+    Ok((bytes.len(), encoder.finish()?.len()))
+}
+
+fn kib(bytes: usize) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
+}
+
+/// Builds the client, then replaces this process with the release server.
+fn serve(server_args: &[String]) -> Result<()> {
+    build_client(false)?;
+    announce("starting the server (release build); Ctrl-C stops it");
+    let mut server = command(cargo());
+    server
+        .current_dir(workspace_root())
+        .args(["run", "--release", "--quiet", "--package", "server", "--"])
+        .args(server_args);
+    use std::os::unix::process::CommandExt;
+    // `exec` so that Ctrl-C and SIGTERM reach the server directly and its exit code is ours.
+    Err(server.exec().into())
+}
+
+/// Every check and test, cheapest first.
+fn test() -> Result<()> {
+    announce("checking formatting");
+    run(command(cargo()).args(["fmt", "--all", "--check"]))?;
+    announce("clippy (host)");
+    run(command(cargo()).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    tools::ensure_wasm_target()?;
+    announce("clippy (web client for wasm32)");
+    run(command(cargo()).args([
+        "clippy",
+        "--package",
+        "web-client",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+
+    build_client(false)?;
+    announce("building the server (release)");
+    run(command(cargo()).args(["build", "--release", "--package", "server"]))?;
+    let server_bin = target_dir().join("release/server");
+    let (chromium, chromedriver) = tools::ensure_chromium()?;
+
+    announce("unit, integration and browser end-to-end tests");
+    run(command(cargo())
+        .args(["test", "--workspace", "--", "--include-ignored"])
+        .env("SERVER_BIN", &server_bin)
+        .env("CHROMEDRIVER", &chromedriver)
+        .env("CHROMIUM", &chromium)
+        .env("STATIC_DIR", workspace_root().join("static")))?;
+
+    announce("web client tests in headless Chromium (wasm-pack test), against a real server");
+    let server = RunningServer::start(&server_bin)?;
+    let ws_url = format!(
+        "{}subscriptions",
+        server.url.replacen("http://", "ws://", 1)
+    );
+    let wasm_tests = run(command("wasm-pack")
+        .args([
+            "--log-level",
+            "warn",
+            "test",
+            "--headless",
+            "--chrome",
+            "--chromedriver",
+        ])
+        .arg(&chromedriver)
+        .args(["--mode", "no-install", "web-client"])
+        .env("WS_TEST_URL", ws_url)
+        .env("CHROME_BIN", &chromium));
+    server.stop()?;
+    wasm_tests?;
+    announce("all checks and tests passed");
+    Ok(())
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The server binary on a free port, for tests that run outside `cargo test`.
+struct RunningServer {
+    child: Child,
+    url: String,
+}
+
+impl RunningServer {
+    fn start(binary: &Path) -> Result<RunningServer> {
+        let mut child = Command::new(binary)
+            .current_dir(workspace_root())
+            .args(["--addr", "127.0.0.1:0", "--log", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout);
+        let mut first = String::new();
+        lines.read_line(&mut first)?;
+        let url = first
+            .trim()
+            .strip_prefix("Listening on ")
+            .ok_or_else(|| format!("the server did not start: {first:?}"))?
+            .to_owned();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
+        Ok(RunningServer { child, url })
+    }
+
+    /// SIGTERM, then wait: the server must exit 0.
+    fn stop(mut self) -> Result<()> {
+        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
+        let status = self.child.wait()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("server exited with {status}").into())
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        // After `stop` the process is gone and this does nothing; on an early error it
+        // makes sure no server outlives xtask.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
