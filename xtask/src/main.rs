@@ -205,7 +205,10 @@ fn test() -> Result<()> {
         .env("STATIC_DIR", workspace_root().join("static")))?;
 
     announce("web client tests in headless Chromium (wasm-pack test), against a real server");
-    let server = RunningServer::start(&server_bin)?;
+    // The test page comes from wasm-bindgen's runner on a port of its own, a foreign origin
+    // to the server: allow it here. The end-to-end tests load the page from the server itself
+    // and keep the same-origin check on.
+    let server = RunningServer::start(&server_bin, &["--allowed-origin", "*"])?;
     let ws_url = format!(
         "{}subscriptions",
         server.url.replacen("http://", "ws://", 1)
@@ -242,10 +245,11 @@ struct RunningServer {
 }
 
 impl RunningServer {
-    fn start(binary: &Path) -> Result<RunningServer> {
+    fn start(binary: &Path, extra_args: &[&str]) -> Result<RunningServer> {
         let mut child = Command::new(binary)
             .current_dir(workspace_root())
             .args(["--addr", "127.0.0.1:0", "--log", "warn"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()?;
