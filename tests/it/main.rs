@@ -2,6 +2,7 @@
 //!
 //! One test binary (faster to link, one place for helpers); each module covers one surface.
 
+mod browser;
 mod http_routes;
 mod shutdown;
 mod static_files;

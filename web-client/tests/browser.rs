@@ -28,7 +28,9 @@ fn ws_test_url() -> &'static str {
 }
 
 fn document() -> Document {
-    web_sys::window().and_then(|window| window.document()).expect("a document")
+    web_sys::window()
+        .and_then(|window| window.document())
+        .expect("a document")
 }
 
 /// Puts a fresh copy of the `<main>` of `index.html` into a fixture container (the body also
@@ -41,7 +43,11 @@ fn fresh_page() -> (Document, Page) {
     let fixture = document.get_element_by_id(FIXTURE_ID).unwrap_or_else(|| {
         let fixture = document.create_element("div").expect("create a div");
         fixture.set_id(FIXTURE_ID);
-        document.body().expect("a body").append_child(&fixture).expect("append");
+        document
+            .body()
+            .expect("a body")
+            .append_child(&fixture)
+            .expect("append");
         fixture
     });
     fixture.set_inner_html(&INDEX_HTML[start..end]);
@@ -51,9 +57,11 @@ fn fresh_page() -> (Document, Page) {
 
 fn log_lines(document: &Document) -> Vec<String> {
     let log = document.get_element_by_id("log").expect("#log");
-    std::iter::successors(log.first_element_child(), |line| line.next_element_sibling())
-        .map(|line| line.text_content().unwrap_or_default())
-        .collect()
+    std::iter::successors(log.first_element_child(), |line| {
+        line.next_element_sibling()
+    })
+    .map(|line| line.text_content().unwrap_or_default())
+    .collect()
 }
 
 /// Waits (at most 5 s) until the log satisfies `done`.
@@ -65,18 +73,35 @@ async fn wait_for_log(document: &Document, done: impl Fn(&[String]) -> bool) -> 
         }
         sleep(Duration::from_millis(20)).await;
     }
-    panic!("the log never reached the expected state: {:?}", log_lines(document));
+    panic!(
+        "the log never reached the expected state: {:?}",
+        log_lines(document)
+    );
 }
 
 #[wasm_bindgen_test]
 fn replies_are_rendered_as_text_never_as_html() {
     let (document, page) = fresh_page();
     let hostile = "<img src=x onerror=alert(1)><b>bold</b>";
-    page.append(&Entry { speaker: Speaker::Server, text: hostile.to_owned() }, 0);
+    page.append(
+        &Entry {
+            speaker: Speaker::Server,
+            text: hostile.to_owned(),
+        },
+        0,
+    );
     let log = document.get_element_by_id("log").expect("#log");
     let line = log.first_element_child().expect("one line");
-    assert_eq!(line.text_content().as_deref(), Some(format!("Server: {hostile}").as_str()));
-    assert_eq!(line.child_element_count(), 0, "markup was parsed: {}", line.inner_html());
+    assert_eq!(
+        line.text_content().as_deref(),
+        Some(format!("Server: {hostile}").as_str())
+    );
+    assert_eq!(
+        line.child_element_count(),
+        0,
+        "markup was parsed: {}",
+        line.inner_html()
+    );
     assert_eq!(line.class_name(), "server");
 }
 
@@ -85,7 +110,10 @@ fn the_log_keeps_only_the_newest_lines() {
     let (document, page) = fresh_page();
     let mut transcript = Transcript::with_capacity(50);
     for n in 0..120 {
-        let entry = Entry { speaker: Speaker::Server, text: n.to_string() };
+        let entry = Entry {
+            speaker: Speaker::Server,
+            text: n.to_string(),
+        };
         let evicted = transcript.push(entry.clone());
         page.append(&entry, evicted);
     }
@@ -99,13 +127,29 @@ fn the_log_keeps_only_the_newest_lines() {
 fn status_changes_show_text_state_and_the_reconnect_button() {
     let (document, page) = fresh_page();
     let status = document.get_element_by_id("status").expect("#status");
-    let reconnect: HtmlButtonElement =
-        document.get_element_by_id("reconnect").expect("#reconnect").dyn_into().expect("button");
+    let reconnect: HtmlButtonElement = document
+        .get_element_by_id("reconnect")
+        .expect("#reconnect")
+        .dyn_into()
+        .expect("button");
     let cases = [
         (Status::Connecting, "connecting", "Connecting…", true),
         (Status::Open, "open", "Connected", true),
-        (Status::Reconnecting { seconds: 4 }, "reconnecting", "Reconnecting in 4 s…", true),
-        (Status::Closed { code: 1000, reason: String::new() }, "closed", "Closed (1000)", false),
+        (
+            Status::Reconnecting { seconds: 4 },
+            "reconnecting",
+            "Reconnecting in 4 s…",
+            true,
+        ),
+        (
+            Status::Closed {
+                code: 1000,
+                reason: String::new(),
+            },
+            "closed",
+            "Closed (1000)",
+            false,
+        ),
     ];
     for (state, key, text, hidden) in cases {
         page.set_status(&state);
@@ -119,15 +163,25 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
 async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
     let (document, page) = fresh_page();
     Client::start(page, ws_test_url().to_owned());
-    let input: HtmlInputElement =
-        document.get_element_by_id("message").expect("#message").dyn_into().expect("input");
-    let send: HtmlButtonElement =
-        document.get_element_by_id("send").expect("#send").dyn_into().expect("button");
+    let input: HtmlInputElement = document
+        .get_element_by_id("message")
+        .expect("#message")
+        .dyn_into()
+        .expect("input");
+    let send: HtmlButtonElement = document
+        .get_element_by_id("send")
+        .expect("#send")
+        .dyn_into()
+        .expect("button");
 
     // Typed before the socket is open: it waits in the queue and goes out once, in order.
     input.set_value("foo");
     send.click();
-    assert_eq!(input.value(), "", "the input clears once the message is queued");
+    assert_eq!(
+        input.value(),
+        "",
+        "the input clears once the message is queued"
+    );
     input.set_value("");
     send.click();
     input.set_value("bar");
@@ -137,10 +191,17 @@ async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
     // Queued messages leave the moment the socket opens, so they may be logged before the
     // greeting arrives; each side's own order is what must hold.
     let side = |prefix: &str| -> Vec<String> {
-        lines.iter().filter(|line| line.starts_with(prefix)).cloned().collect()
+        lines
+            .iter()
+            .filter(|line| line.starts_with(prefix))
+            .cloned()
+            .collect()
     };
     assert_eq!(side("You: "), ["You: foo", "You: bar"], "{lines:?}");
-    assert_eq!(side("Server: "), ["Server: Greetings!", "Server: bar", "Server: foo"]);
+    assert_eq!(
+        side("Server: "),
+        ["Server: Greetings!", "Server: bar", "Server: foo"]
+    );
     assert_eq!(lines.len(), 5, "nothing else was logged: {lines:?}");
     let status = document.get_element_by_id("status").expect("#status");
     assert_eq!(status.get_attribute("data-status").as_deref(), Some("open"));
@@ -150,7 +211,10 @@ async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
 async fn a_real_socket_talks_to_the_real_server() {
     let socket = Socket::open(ws_test_url()).expect("a valid URL");
     assert!(socket.opened().await, "the socket opens");
-    assert_eq!(socket.next_event().await, SocketEvent::Text("Greetings!".into()));
+    assert_eq!(
+        socket.next_event().await,
+        SocketEvent::Text("Greetings!".into())
+    );
     assert!(socket.send_text("foo"));
     assert_eq!(socket.next_event().await, SocketEvent::Text("bar".into()));
     assert!(socket.send_text("hello"));
@@ -162,5 +226,8 @@ async fn a_real_socket_talks_to_the_real_server() {
         SocketEvent::Closed { code, .. } => assert_eq!(code, 1000),
         other => panic!("expected the server's close, got {other:?}"),
     }
-    assert!(!socket.send_text("too late"), "a closed socket refuses to send");
+    assert!(
+        !socket.send_text("too late"),
+        "a closed socket refuses to send"
+    );
 }

@@ -1,0 +1,282 @@
+//! End to end in a real headless Chromium, driven through chromedriver: the page served by the
+//! release server, typed into with real key events. This also proves the release wasm (after
+//! wasm-opt) loads in a browser, which `wasm-pack test` cannot.
+//!
+//! Needs Chromium, chromedriver and the built client, so the tests are ignored by a plain
+//! `cargo test`; `cargo xtask test` installs and builds all three and runs them.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::{PATIENCE, TestServer};
+
+/// The WebDriver code for the Enter key.
+const ENTER: &str = "\u{E007}";
+
+/// The repository's `static/` (or `$STATIC_DIR`), which must hold the built client.
+fn built_static_dir() -> PathBuf {
+    let dir = std::env::var_os("STATIC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../static")));
+    assert!(
+        dir.join("pkg/web_client_bg.wasm").exists(),
+        "the web client is not built in {dir:?}: run `cargo xtask build-client`"
+    );
+    dir
+}
+
+/// A chromedriver on a free port with one headless Chromium session.
+struct Browser {
+    client: Client,
+    _driver: Child,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let driver_path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let mut driver = Command::new(&driver_path)
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {driver_path}: {error}"));
+        let mut lines = BufReader::new(driver.stdout.take().expect("piped")).lines();
+        let port = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await.expect("chromedriver output") {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    return rest.trim_end_matches('.').parse::<u16>().expect("a port");
+                }
+            }
+            panic!("chromedriver exited without starting");
+        })
+        .await
+        .expect("chromedriver starts promptly");
+        // Keep reading so chromedriver never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+        let mut chrome_options = json!({
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1000,700"
+            ]
+        });
+        if let Ok(binary) = std::env::var("CHROMIUM") {
+            chrome_options["binary"] = json!(binary);
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), chrome_options);
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session");
+        Browser {
+            client,
+            _driver: driver,
+        }
+    }
+
+    async fn log_lines(&self) -> Vec<String> {
+        let script =
+            "return Array.from(document.querySelectorAll('#log li'), li => li.textContent)";
+        let value = self
+            .client
+            .execute(script, vec![])
+            .await
+            .expect("script runs");
+        serde_json::from_value(value).expect("a list of strings")
+    }
+
+    async fn status(&self) -> (String, String) {
+        let script =
+            "const s = document.getElementById('status'); return [s.dataset.status, s.textContent]";
+        let value = self
+            .client
+            .execute(script, vec![])
+            .await
+            .expect("script runs");
+        serde_json::from_value(value).expect("two strings")
+    }
+
+    async fn wait_for_status(&self, key: &str) -> String {
+        self.wait_until(&format!("status {key}"), async || {
+            let (current, text) = self.status().await;
+            (current == key).then_some(text)
+        })
+        .await
+    }
+
+    /// Polls `check` until it returns `Some` (at most 20 s): the page changes on its own time.
+    async fn wait_until<T>(&self, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(value) = check().await {
+                return value;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}; log: {:?}",
+                    self.log_lines().await
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Types `text` into the message input and presses Enter, as a person would.
+    async fn type_message(&self, text: &str) {
+        let input = self
+            .client
+            .find(Locator::Id("message"))
+            .await
+            .expect("#message");
+        input
+            .send_keys(&format!("{text}{ENTER}"))
+            .await
+            .expect("typing works");
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join(name), png).expect("write screenshot");
+    }
+}
+
+fn count(lines: &[String], line: &str) -> usize {
+    lines.iter().filter(|candidate| *candidate == line).count()
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_conversation_in_a_real_browser() {
+    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("http://{}/", server.addr))
+        .await
+        .expect("page loads");
+    browser.wait_for_status("open").await;
+
+    browser.type_message("foo").await;
+    browser.type_message("hello").await;
+    let input = browser
+        .client
+        .find(Locator::Id("message"))
+        .await
+        .expect("#message");
+    assert_eq!(
+        input.prop("value").await.expect("value").as_deref(),
+        Some(""),
+        "input clears"
+    );
+    let lines = browser
+        .wait_until("ten hellos", async || {
+            let lines = browser.log_lines().await;
+            (count(&lines, "Server: hello") == 10).then_some(lines)
+        })
+        .await;
+    assert_eq!(lines[0], "Server: Greetings!");
+    assert_eq!(count(&lines, "You: foo"), 1);
+    assert_eq!(count(&lines, "Server: bar"), 1);
+    assert_eq!(count(&lines, "You: hello"), 1);
+    browser.screenshot("conversation.png").await;
+
+    browser.type_message("end").await;
+    let status = browser.wait_for_status("closed").await;
+    assert!(
+        status.contains("1000"),
+        "status shows the close code: {status}"
+    );
+    let reconnect = browser
+        .client
+        .find(Locator::Id("reconnect"))
+        .await
+        .expect("#reconnect");
+    assert!(
+        reconnect.is_displayed().await.expect("displayed"),
+        "Reconnect is offered"
+    );
+    assert_eq!(count(&browser.log_lines().await, "You: end"), 1);
+    browser.screenshot("closed.png").await;
+
+    // The Reconnect button (pressed with the keyboard) opens a new session.
+    reconnect.send_keys(ENTER).await.expect("press Reconnect");
+    browser.wait_for_status("open").await;
+    browser
+        .wait_until("a second greeting", async || {
+            (count(&browser.log_lines().await, "Server: Greetings!") == 2).then_some(())
+        })
+        .await;
+    browser.client.close().await.expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn messages_typed_while_the_server_is_down_are_delivered_once_after_restart() {
+    let static_dir = built_static_dir();
+    let mut server = TestServer::start_with_dir(&static_dir, &[]).await;
+    let addr = server.addr.to_string();
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("http://{addr}/"))
+        .await
+        .expect("page loads");
+    browser.wait_for_status("open").await;
+
+    server.signal("TERM");
+    assert!(server.wait().await.success());
+    browser.wait_for_status("reconnecting").await;
+    browser.type_message("first").await;
+    browser.type_message("second").await;
+    let queued = browser
+        .client
+        .find(Locator::Id("queued"))
+        .await
+        .expect("#queued");
+    assert_eq!(
+        queued.text().await.expect("text"),
+        "2 messages waiting to be sent"
+    );
+    browser.screenshot("reconnecting.png").await;
+
+    // Same port again, as a restarted deployment would be.
+    let _restarted = TestServer::start_with_dir(&static_dir, &["--addr", &addr]).await;
+    let lines = browser
+        .wait_until("both messages answered", async || {
+            let lines = browser.log_lines().await;
+            let done =
+                count(&lines, "Server: first") == 10 && count(&lines, "Server: second") == 10;
+            done.then_some(lines)
+        })
+        .await;
+    assert_eq!(count(&lines, "You: first"), 1, "{lines:?}");
+    assert_eq!(count(&lines, "You: second"), 1, "{lines:?}");
+    let first = lines.iter().position(|line| line == "You: first");
+    let second = lines.iter().position(|line| line == "You: second");
+    assert!(first < second, "sent in the order typed: {lines:?}");
+    assert_eq!(
+        count(&lines, "Server: Greetings!"),
+        2,
+        "one greeting per connection"
+    );
+    assert_eq!(
+        queued.text().await.expect("text"),
+        "",
+        "the queue is empty again"
+    );
+    browser.client.close().await.expect("session closes");
+}
