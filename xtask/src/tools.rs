@@ -143,7 +143,12 @@ pub fn ensure_wasm_opt() -> Option<PathBuf> {
 }
 
 /// Chromium and chromedriver for the browser tests: `(chromium, chromedriver)`.
+/// `$CHROMIUM` and `$CHROMEDRIVER` name other binaries.
 pub fn ensure_chromium() -> Result<(PathBuf, PathBuf)> {
+    let from_env = |name: &str| std::env::var(name).ok().and_then(|path| which(&path));
+    if let (Some(chromium), Some(driver)) = (from_env("CHROMIUM"), from_env("CHROMEDRIVER")) {
+        return Ok((chromium, driver));
+    }
     if let (Some(chromium), Some(driver)) = (find_chromium(), which("chromedriver")) {
         return Ok((chromium, driver));
     }
