@@ -24,6 +24,18 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    // Each connection is a file descriptor; the usual soft limit of 1024 would cap the server
+    // far below --max-connections. Raise it to the hard limit, as servers commonly do.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < u64::from(config.max_connections) + 64 => tracing::warn!(
+            limit,
+            max_connections = config.max_connections,
+            "the open-file limit is below --max-connections; raise it (ulimit -n)"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
+    }
+
     if !config.static_dir.is_dir() {
         eprintln!(
             "error: static directory {:?} not found (run from the repository root, or pass --static-dir)",

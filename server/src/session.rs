@@ -63,7 +63,7 @@ pub(crate) async fn run(
             tracing::info!(code = u16::from(code), %reason, "closing on protocol error");
             let frame = CloseFrame {
                 code,
-                reason: reason.into(),
+                reason: truncate_reason(reason).into(),
             };
             // The pipe may be blocked or already broken: the close is best effort, bounded.
             let _ = timeout(CLOSE_LINGER, ws.close(Some(frame))).await;
@@ -206,6 +206,20 @@ fn classify(error: WsError) -> End {
     }
 }
 
+/// A close frame is a control frame: at most 125 bytes, 2 of them the code. Error texts are
+/// not bounded, so they are cut at a character boundary.
+fn truncate_reason(mut reason: String) -> String {
+    const MAX_REASON: usize = 123;
+    if reason.len() > MAX_REASON {
+        let cut = (0..=MAX_REASON)
+            .rev()
+            .find(|&at| reason.is_char_boundary(at))
+            .unwrap_or(0);
+        reason.truncate(cut);
+    }
+    reason
+}
+
 fn is_disconnect(error: &io::Error) -> bool {
     matches!(
         error.kind(),
@@ -255,4 +269,21 @@ async fn linger(ws: &mut HyperWebsocketStream) {
     let mut sink = [0u8; 1024];
     let discard = async { while stream.read(&mut sink).await.is_ok_and(|read| read > 0) {} };
     let _ = timeout(CLOSE_LINGER, discard).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_in_a_control_frame() {
+        assert_eq!(truncate_reason("short".into()), "short");
+        let long = "é".repeat(100);
+        let cut = truncate_reason(long);
+        assert!(
+            cut.len() <= 123 && cut.chars().all(|c| c == 'é'),
+            "{}",
+            cut.len()
+        );
+    }
 }

@@ -159,6 +159,27 @@ impl TestServer {
             .expect("wait works")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// The server's resident memory in KiB, from `/proc/PID/status`.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
+    /// How many file descriptors the server has open.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .expect("proc")
+            .count()
+    }
+
     /// Everything the server has logged so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().expect("lock").clone()
@@ -311,3 +332,149 @@ pub const LARGE_JS: &str = concat!(
     "export function hello4() { return 'hello world, hello world, hello world'; }\n",
     "export function hello5() { return 'hello world, hello world, hello world'; }\n",
 );
+
+/// Lets this test process open thousands of sockets (the soft limit is often 1024).
+pub fn allow_many_sockets() {
+    rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
+}
+
+/// A WebSocket client that writes frames byte by byte as told, to send what a polite client
+/// library never would: unmasked frames, reserved bits, lies about lengths.
+pub struct RawClient {
+    pub stream: TcpStream,
+}
+
+/// Frame opcodes.
+pub const TEXT: u8 = 0x1;
+pub const BINARY: u8 = 0x2;
+pub const CONTINUATION: u8 = 0x0;
+pub const CLOSE: u8 = 0x8;
+pub const PING: u8 = 0x9;
+
+impl RawClient {
+    /// Connects and completes the opening handshake on `path`.
+    pub async fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send handshake");
+        // Read the response head byte by byte so no frame bytes are consumed with it.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let byte = tokio::time::timeout(PATIENCE, stream.read_u8())
+                .await
+                .expect("handshake answered promptly")
+                .expect("handshake response");
+            head.push(byte);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "handshake refused: {head}"
+        );
+        RawClient { stream }
+    }
+
+    /// Sends one frame: `first_byte` is FIN/RSV/opcode; `mask` of `None` sends it unmasked.
+    pub async fn send_raw(&mut self, first_byte: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+        use tokio::io::AsyncWriteExt;
+        let frame = encode_frame(first_byte, payload.len() as u64, payload, mask);
+        self.stream.write_all(&frame).await.expect("send frame");
+    }
+
+    /// Sends a final, masked frame.
+    pub async fn send(&mut self, opcode: u8, payload: &[u8]) {
+        self.send_raw(0x80 | opcode, payload, Some([0x37, 0xfa, 0x21, 0x3d]))
+            .await;
+    }
+
+    /// Reads one server frame: `(opcode, payload)`; `None` at end of stream.
+    pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        let read = async {
+            let first = self.stream.read_u8().await.ok()?;
+            let second = self.stream.read_u8().await.ok()?;
+            assert_eq!(second & 0x80, 0, "server frames are never masked");
+            let length = match second & 0x7f {
+                126 => u64::from(self.stream.read_u16().await.ok()?),
+                127 => self.stream.read_u64().await.ok()?,
+                short => u64::from(short),
+            };
+            let mut payload = vec![0; usize::try_from(length).expect("sane length")];
+            self.stream.read_exact(&mut payload).await.ok()?;
+            Some((first & 0x0f, payload))
+        };
+        tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("a frame or EOF arrives promptly")
+    }
+
+    /// Skips data and ping frames until the close frame; returns its code.
+    pub async fn read_close_code(&mut self) -> u16 {
+        loop {
+            match self.read_frame().await {
+                Some((CLOSE, payload)) => {
+                    assert!(payload.len() >= 2, "close frame without a code");
+                    return u16::from_be_bytes([payload[0], payload[1]]);
+                }
+                Some(_) => continue,
+                None => panic!("the connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Waits until the server closes TCP; returns how many bytes arrived before that.
+    pub async fn read_to_end(&mut self) -> usize {
+        use tokio::io::AsyncReadExt;
+        let mut sink = vec![0u8; 64 * 1024];
+        let mut total = 0;
+        loop {
+            match tokio::time::timeout(PATIENCE, self.stream.read(&mut sink)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return total,
+                Ok(Ok(read)) => total += read,
+                Err(_) => panic!("the server kept the connection open"),
+            }
+        }
+    }
+}
+
+/// Encodes a frame whose header claims `claimed_length` (which may differ from the payload).
+pub fn encode_frame(
+    first_byte: u8,
+    claimed_length: u64,
+    payload: &[u8],
+    mask: Option<[u8; 4]>,
+) -> Vec<u8> {
+    let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+    let mut frame = vec![first_byte];
+    match claimed_length {
+        0..=125 => frame.push(mask_bit | claimed_length as u8),
+        126..=0xffff => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(claimed_length as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&claimed_length.to_be_bytes());
+        }
+    }
+    match mask {
+        Some(key) => {
+            frame.extend_from_slice(&key);
+            frame.extend(
+                payload
+                    .iter()
+                    .enumerate()
+                    .map(|(index, byte)| byte ^ key[index % 4]),
+            );
+        }
+        None => frame.extend_from_slice(payload),
+    }
+    frame
+}
