@@ -4,6 +4,7 @@
 //! - `test`: every check and test: fmt, clippy (host and wasm), unit and integration tests,
 //!   browser end-to-end tests, and the client's `wasm-pack test` in headless Chromium.
 //! - `build-client [--dev]`: only the wasm client, into `static/pkg`.
+//! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod tools;
 
@@ -23,6 +24,7 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
+  conformance          run the Autobahn|Testsuite cases 1-7, 9 and 10 against /mirror
 ";
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&args[1..]),
         Some("test") => test(),
         Some("build-client") => build_client(args.get(1).is_some_and(|arg| arg == "--dev")),
+        Some("conformance") => build_server().and_then(|server_bin| conformance(&server_bin)),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
             Ok(())
@@ -191,9 +194,7 @@ fn test() -> Result<()> {
     ]))?;
 
     build_client(false)?;
-    announce("building the server (release)");
-    run(command(cargo()).args(["build", "--release", "--package", "server"]))?;
-    let server_bin = target_dir().join("release/server");
+    let server_bin = build_server()?;
     let (chromium, chromedriver) = tools::ensure_chromium()?;
 
     announce("unit, integration and browser end-to-end tests");
@@ -228,8 +229,42 @@ fn test() -> Result<()> {
         .env("CHROME_BIN", &chromium));
     server.stop()?;
     wasm_tests?;
+
+    conformance(&server_bin)?;
     announce("all checks and tests passed");
     Ok(())
+}
+
+/// Builds the release server; returns its path.
+fn build_server() -> Result<PathBuf> {
+    announce("building the server (release)");
+    run(command(cargo()).args(["build", "--release", "--package", "server"]))?;
+    Ok(target_dir().join("release/server"))
+}
+
+/// Autobahn|Testsuite's fuzzing client against `/mirror`: fails on any FAILED case. Cases 12
+/// and 13 (permessage-deflate) are left out: the server does not offer compression.
+fn conformance(server_bin: &Path) -> Result<()> {
+    const CASES: &str = r#"["1.*","2.*","3.*","4.*","5.*","6.*","7.*","9.*","10.*"]"#;
+    announce("Autobahn|Testsuite against /mirror (installs wstest once, about a minute)");
+    // Cases 9.* send messages of up to 16 MiB; the default 64 KiB limit would (rightly) close
+    // them with 1009, which the suite counts as failures.
+    let server = RunningServer::start(server_bin, &["--max-message-size", "16777216"])?;
+    let mirror = format!("{}mirror", server.url.replacen("http://", "ws://", 1));
+    let reports = target_dir().join("autobahn");
+    let result = run(command("sh")
+        .arg(workspace_root().join("xtask/autobahn/run.sh"))
+        .arg(&mirror)
+        .arg(&reports)
+        .arg(CASES));
+    server.stop()?;
+    result.map_err(|error| {
+        format!(
+            "{error}; reports in {}",
+            reports.join("reports/index.html").display()
+        )
+        .into()
+    })
 }
 
 fn target_dir() -> PathBuf {

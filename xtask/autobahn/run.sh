@@ -1,0 +1,32 @@
+#!/bin/sh
+# (The team's shared Autobahn script, kept here unchanged so `cargo xtask conformance` works
+# in any checkout.)
+# Runs the Autobahn fuzzingclient against a WebSocket echo URL and summarises the verdicts.
+# Usage: run.sh ws://127.0.0.1:PORT/mirror [OUTDIR] [CASES]
+#   CASES: JSON list of case patterns, default ["*"] minus 12.* and 13.* (permessage-deflate).
+# Exit status: 0 when no case FAILED, 1 otherwise. The HTML/JSON reports land in OUTDIR.
+set -eu
+URL=$1
+OUT=${2:-$(mktemp -d)}
+CASES=${3:-'["*"]'}
+HERE=$(cd "$(dirname "$0")" && pwd)
+WSTEST=$("$HERE/setup.sh")
+mkdir -p "$OUT"
+cat > "$OUT/fuzzingclient.json" <<SPEC
+{"outdir": "$OUT/reports", "servers": [{"agent": "server", "url": "$URL"}],
+ "cases": $CASES, "exclude-cases": ["12.*", "13.*"], "exclude-agent-cases": {}}
+SPEC
+(cd "$OUT" && "$WSTEST" -m fuzzingclient -s "$OUT/fuzzingclient.json" > "$OUT/wstest.log" 2>&1)
+python3 - "$OUT/reports/index.json" <<'PY'
+import json, sys, collections
+index = json.load(open(sys.argv[1]))
+for agent, cases in index.items():
+    counts = collections.Counter(r["behavior"] for r in cases.values())
+    close = collections.Counter(r["behaviorClose"] for r in cases.values())
+    failed = sorted((c for c, r in cases.items() if r["behavior"] == "FAILED" or r["behaviorClose"] == "FAILED"),
+                    key=lambda c: [int(x) for x in c.split(".")])
+    print(f"{agent}: {len(cases)} cases, behavior {dict(counts)}, close {dict(close)}")
+    if failed:
+        print("FAILED: " + " ".join(failed))
+        sys.exit(1)
+PY
