@@ -1,0 +1,417 @@
+//! Load generator: N WebSocket connections to one server on 127.0.0.1, closed loop (K messages
+//! in flight per connection) or open loop (a fixed total rate), or idle (open N connections
+//! and measure the server's memory). Prints one JSON line.
+//!
+//! Kept cheap so it measures the server, not itself: one pre-masked frame is encoded once and
+//! written as is; replies are parsed only to their frame headers, payloads are skipped.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+#[derive(Debug, Parser)]
+struct Args {
+    /// Server address.
+    #[arg(long)]
+    addr: SocketAddr,
+    /// WebSocket path.
+    #[arg(long, default_value = "/mirror")]
+    path: String,
+    #[arg(long, default_value_t = 100)]
+    connections: usize,
+    /// Payload size of each message, in bytes.
+    #[arg(long, default_value_t = 32)]
+    size: usize,
+    /// Messages in flight per connection (closed loop).
+    #[arg(long, default_value_t = 1)]
+    in_flight: usize,
+    /// Total messages per second over all connections (open loop); closed loop when absent.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Replies that complete one round trip (10 on /subscriptions).
+    #[arg(long, default_value_t = 1)]
+    replies: u32,
+    /// Frames to skip after the handshake (the greeting on /subscriptions).
+    #[arg(long, default_value_t = 0)]
+    skip: u32,
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Server process to read CPU time and memory from.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Only open the connections, hold them, and report memory per connection.
+    #[arg(long)]
+    idle: bool,
+}
+
+/// What one connection measured.
+struct Tally {
+    round_trips: u64,
+    latency: Histogram<u64>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    rlimit::increase_nofile_limit(u64::MAX)?;
+    if args.idle {
+        return idle(&args).await;
+    }
+    let frame = masked_text_frame(args.size);
+    let start = Instant::now() + Duration::from_millis(200);
+    let measure_from = start + Duration::from_secs_f64(args.warmup);
+    let end = measure_from + Duration::from_secs_f64(args.duration);
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..args.connections {
+        let stream = connect(args.addr, &args.path).await?;
+        let plan = Plan {
+            frame: frame.clone(),
+            in_flight: args.in_flight,
+            interval: args
+                .rate
+                .map(|rate| Duration::from_secs_f64(args.connections as f64 / rate)),
+            // Spread open-loop senders evenly over one interval.
+            offset: args.rate.map_or(Duration::ZERO, |rate| {
+                Duration::from_secs_f64(index as f64 / rate)
+            }),
+            replies: args.replies,
+            skip: args.skip,
+            start,
+            measure_from,
+            end,
+        };
+        tasks.spawn(drive(stream, plan));
+    }
+    let cpu_before = wait_and_read_cpu(measure_from, args.pid).await;
+    let cpu_after = wait_and_read_cpu(end, args.pid).await;
+    let mut round_trips = 0;
+    let mut latency = Histogram::<u64>::new(3)?;
+    while let Some(tally) = tasks.join_next().await {
+        let tally = tally??;
+        round_trips += tally.round_trips;
+        latency.add(&tally.latency)?;
+    }
+    let per_second = round_trips as f64 / args.duration;
+    let cpu_us = match (cpu_before, cpu_after) {
+        (Some(before), Some(after)) if round_trips > 0 => {
+            json_number((after - before) * 1e6 / round_trips as f64)
+        }
+        _ => serde_json::Value::Null,
+    };
+    let line = serde_json::json!({
+        "round_trips_per_sec": per_second.round(),
+        "messages_in_per_sec": (per_second * f64::from(args.replies)).round(),
+        "p50_us": latency.value_at_quantile(0.5),
+        "p90_us": latency.value_at_quantile(0.9),
+        "p99_us": latency.value_at_quantile(0.99),
+        "p999_us": latency.value_at_quantile(0.999),
+        "server_cpu_us_per_round_trip": cpu_us,
+        "server_rss_kib": args.pid.and_then(rss_kib),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+fn json_number(value: f64) -> serde_json::Value {
+    serde_json::Value::from((value * 100.0).round() / 100.0)
+}
+
+/// Holds `connections` open sockets and reports the server's RSS growth per connection.
+async fn idle(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
+    let pid = args.pid.ok_or("--idle needs --pid")?;
+    let before = rss_kib(pid).ok_or("cannot read the server's memory")?;
+    let mut sockets = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        let mut stream = connect(args.addr, &args.path).await?;
+        skip_frames(&mut stream, args.skip).await?;
+        sockets.push(stream);
+    }
+    // Let the server finish setting up the last sessions before reading its memory.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(pid).ok_or("cannot read the server's memory")?;
+    let line = serde_json::json!({
+        "connections": sockets.len(),
+        "server_rss_kib": after,
+        "rss_per_connection_kib": json_number((after - before) as f64 / sockets.len() as f64),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+struct Plan {
+    frame: bytes::Bytes,
+    in_flight: usize,
+    interval: Option<Duration>,
+    offset: Duration,
+    replies: u32,
+    skip: u32,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+}
+
+/// One connection's loop: send on schedule (or as replies complete), count replies by header.
+async fn drive(mut stream: TcpStream, plan: Plan) -> std::io::Result<Tally> {
+    skip_frames(&mut stream, plan.skip).await?;
+    let mut tally = Tally {
+        round_trips: 0,
+        latency: Histogram::new(3).expect("valid sigfig"),
+    };
+    let mut parser = HeaderParser::default();
+    let mut buffer = vec![0u8; 64 * 1024];
+    // When each outstanding message was sent (or, open loop, was due to be sent).
+    let mut sent_at: VecDeque<Instant> = VecDeque::new();
+    let mut replies_seen = 0;
+    tokio::time::sleep_until(plan.start).await;
+    let mut next_due = plan.start + plan.offset;
+    if plan.interval.is_none() {
+        let mut burst = Vec::with_capacity(plan.frame.len() * plan.in_flight);
+        for _ in 0..plan.in_flight {
+            burst.extend_from_slice(&plan.frame);
+            sent_at.push_back(Instant::now());
+        }
+        stream.write_all(&burst).await?;
+    }
+    while Instant::now() < plan.end {
+        let due = plan.interval.map(|_| next_due);
+        let read = tokio::select! {
+            read = stream.read(&mut buffer) => Some(read?),
+            () = tokio::time::sleep_until(due.unwrap_or(plan.end).min(plan.end)) => None,
+        };
+        if let Some(interval) = plan.interval {
+            // Open loop: send everything that has come due; latency counts from the due time.
+            let now = Instant::now();
+            while next_due <= now && next_due < plan.end {
+                stream.write_all(&plan.frame).await?;
+                sent_at.push_back(next_due);
+                next_due += interval;
+            }
+        }
+        let Some(read) = read else { continue };
+        if read == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let frames = parser.count_frames(&buffer[..read]);
+        let mut resend = 0;
+        for _ in 0..frames {
+            replies_seen += 1;
+            if replies_seen < plan.replies {
+                continue;
+            }
+            replies_seen = 0;
+            let now = Instant::now();
+            if let Some(sent) = sent_at.pop_front() {
+                if now >= plan.measure_from && now < plan.end {
+                    tally.round_trips += 1;
+                    let micros = now.saturating_duration_since(sent).as_micros() as u64;
+                    let _ = tally.latency.record(micros.max(1));
+                }
+            }
+            if plan.interval.is_none() {
+                resend += 1;
+            }
+        }
+        if resend > 0 {
+            let mut burst = Vec::with_capacity(plan.frame.len() * resend);
+            for _ in 0..resend {
+                burst.extend_from_slice(&plan.frame);
+                sent_at.push_back(Instant::now());
+            }
+            stream.write_all(&burst).await?;
+        }
+    }
+    Ok(tally)
+}
+
+/// Counts complete server frames in a byte stream, skipping payloads without looking at them.
+#[derive(Default)]
+struct HeaderParser {
+    /// The header being read (at most 10 bytes for an unmasked server frame).
+    header: [u8; 10],
+    header_len: usize,
+    /// Payload bytes of the current frame still to skip.
+    skip: u64,
+    /// Whether the frame being skipped is a data frame (counted once it is complete).
+    skipping_data: bool,
+}
+
+impl HeaderParser {
+    /// Feeds bytes; returns how many data frames were completed. Control frames (pings) are
+    /// skipped without being counted.
+    fn count_frames(&mut self, bytes: &[u8]) -> usize {
+        let mut completed = 0;
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.skip > 0 {
+                let step = self.skip.min((bytes.len() - at) as u64);
+                self.skip -= step;
+                at += step as usize;
+                if self.skip == 0 && self.skipping_data {
+                    completed += 1;
+                }
+                continue;
+            }
+            self.header[self.header_len] = bytes[at];
+            self.header_len += 1;
+            at += 1;
+            if let Some((needed, payload, is_data)) = parse_header(&self.header[..self.header_len])
+            {
+                if self.header_len == needed {
+                    self.header_len = 0;
+                    self.skip = payload;
+                    self.skipping_data = is_data;
+                    if payload == 0 && is_data {
+                        completed += 1;
+                    }
+                }
+            }
+        }
+        completed
+    }
+}
+
+/// `(header length, payload length, is a data frame)` once the header is complete.
+fn parse_header(bytes: &[u8]) -> Option<(usize, u64, bool)> {
+    let first = *bytes.first()?;
+    let second = *bytes.get(1)?;
+    let is_data = first & 0x08 == 0;
+    match second & 0x7f {
+        126 => Some((
+            4,
+            u64::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+            is_data,
+        )),
+        127 => {
+            let raw: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+            Some((10, u64::from_be_bytes(raw), is_data))
+        }
+        short => Some((2, u64::from(short), is_data)),
+    }
+}
+
+/// A final, masked text frame of `size` bytes of `x`, encoded once.
+fn masked_text_frame(size: usize) -> bytes::Bytes {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![0x81];
+    match size {
+        0..=125 => frame.push(0x80 | size as u8),
+        126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(size as u16).to_be_bytes());
+        }
+        _ => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(size as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend((0..size).map(|index| b'x' ^ mask[index % 4]));
+    frame.into()
+}
+
+async fn connect(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::with_capacity(256);
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(stream.read_u8().await?);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(std::io::Error::other(
+            String::from_utf8_lossy(&head).into_owned(),
+        ));
+    }
+    Ok(stream)
+}
+
+/// Reads and drops `count` whole frames (the greeting).
+async fn skip_frames(stream: &mut TcpStream, count: u32) -> std::io::Result<()> {
+    for _ in 0..count {
+        let _first = stream.read_u8().await?;
+        let length = match stream.read_u8().await? & 0x7f {
+            126 => u64::from(stream.read_u16().await?),
+            127 => stream.read_u64().await?,
+            short => u64::from(short),
+        };
+        let mut payload = vec![0; length as usize];
+        stream.read_exact(&mut payload).await?;
+    }
+    Ok(())
+}
+
+/// Sleeps until `at`, then reads the server's CPU time in seconds.
+async fn wait_and_read_cpu(at: Instant, pid: Option<u32>) -> Option<f64> {
+    tokio::time::sleep_until(at).await;
+    cpu_seconds(pid?)
+}
+
+/// User + system CPU time of a process, from `/proc/PID/stat` (fields 14 and 15, in clock
+/// ticks; Linux reports them at USER_HZ = 100 on every mainstream architecture).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces: fields are counted after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_frame(payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![0x81];
+        match payload.len() {
+            0..=125 => frame.push(payload.len() as u8),
+            len => {
+                frame.push(126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn counts_frames_split_at_every_byte() {
+        let mut stream = Vec::new();
+        stream.extend(server_frame(b"hello"));
+        stream.extend([0x89, 2, b'p', b'!']); // a ping: not counted
+        stream.extend(server_frame(&[b'y'; 300]));
+        stream.extend(server_frame(b""));
+        for chunk_size in 1..=stream.len() {
+            let mut parser = HeaderParser::default();
+            let counted: usize = stream
+                .chunks(chunk_size)
+                .map(|c| parser.count_frames(c))
+                .sum();
+            assert_eq!(counted, 3, "chunks of {chunk_size}");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Reference server for the benchmark: plain tokio-tungstenite with default settings, the
+//! naive way: every reply is its own `send` (one flush, one syscall each). Same routes and the
+//! project's own `server::rules`.
+
+use futures_util::{SinkExt, StreamExt};
+use server::rules::{App, Reply};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let listener = bench::bind_and_announce().await?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve(stream));
+    }
+}
+
+// The callback's error type (a whole HTTP response) is fixed by tungstenite's `Callback` trait.
+#[allow(clippy::result_large_err)]
+async fn serve(stream: TcpStream) {
+    let mut app = App::Mirror;
+    let callback = |request: &Request, response: Response| {
+        app = App::from_path(request.uri().path()).unwrap_or(App::Mirror);
+        Ok(response)
+    };
+    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, callback).await else {
+        return;
+    };
+    if let Some(greeting) = app.greeting() {
+        let _ = socket.send(greeting).await;
+    }
+    while let Some(Ok(message)) = socket.next().await {
+        let sent = match app.reply(message) {
+            Reply::Nothing => Ok(()),
+            Reply::Once(reply) => socket.send(reply).await,
+            Reply::Repeat(reply, count) => {
+                let mut result = Ok(());
+                for _ in 0..count {
+                    result = socket.send(reply.clone()).await;
+                    if result.is_err() {
+                        break;
+                    }
+                }
+                result
+            }
+            Reply::Close => {
+                let _ = socket.close(None).await;
+                return;
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
