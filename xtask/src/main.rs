@@ -4,8 +4,10 @@
 //! - `test`: every check and test: fmt, clippy (host and wasm), unit and integration tests,
 //!   browser end-to-end tests, and the client's `wasm-pack test` in headless Chromium.
 //! - `build-client [--dev]`: only the wasm client, into `static/pkg`.
+//! - `bench`: the server side by side with fastwebsockets and tokio-tungstenite, and nginx.
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
+mod bench;
 mod tools;
 
 use std::io::{BufRead, BufReader};
@@ -24,6 +26,7 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
+  bench                benchmark the server against reference servers (prints a table)
   conformance          run the Autobahn|Testsuite cases 1-7, 9 and 10 against /mirror
 ";
 
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
         Some("serve") => serve(&args[1..]),
         Some("test") => test(),
         Some("build-client") => build_client(args.get(1).is_some_and(|arg| arg == "--dev")),
+        Some("bench") => bench::bench(),
         Some("conformance") => build_server().and_then(|server_bin| conformance(&server_bin)),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");
@@ -77,7 +81,7 @@ fn describe(command: &Command) -> String {
 }
 
 /// Builds the client with wasm-pack into `static/pkg`, then shrinks it with wasm-opt.
-fn build_client(dev: bool) -> Result<()> {
+pub fn build_client(dev: bool) -> Result<()> {
     tools::ensure_wasm_target()?;
     tools::ensure_wasm_pack()?;
     tools::ensure_wasm_bindgen_cli()?;
@@ -267,7 +271,7 @@ fn conformance(server_bin: &Path) -> Result<()> {
     })
 }
 
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"))

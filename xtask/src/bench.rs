@@ -1,0 +1,567 @@
+//! `cargo xtask bench`: the project's server side by side with reference servers, in one run.
+//!
+//! Each server runs pinned to core 0 and the load generator (or wrk) to core 1, one pair at a
+//! time; every scenario is repeated `BENCH_REPS` times (default 3) with the servers' order
+//! rotated, and the table shows medians with the ratio to the best. Raw runs go to
+//! `target/bench/results.jsonl`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::tools::{self, announce, cargo, command};
+use crate::{Result, run, target_dir, workspace_root};
+
+/// A server under test: a name and the command line that starts it on a free port.
+struct ServerKind {
+    name: &'static str,
+    binary: PathBuf,
+    args: Vec<String>,
+}
+
+/// One load-generator scenario.
+struct Scenario {
+    name: &'static str,
+    what: &'static str,
+    loadgen_args: &'static [&'static str],
+}
+
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "echo-32B",
+        what: "/mirror, 100 connections x 4 in flight, 32 B",
+        loadgen_args: &[
+            "--path",
+            "/mirror",
+            "--connections",
+            "100",
+            "--in-flight",
+            "4",
+            "--size",
+            "32",
+        ],
+    },
+    Scenario {
+        name: "echo-16KiB",
+        what: "/mirror, 100 connections x 1 in flight, 16 KiB",
+        loadgen_args: &[
+            "--path",
+            "/mirror",
+            "--connections",
+            "100",
+            "--size",
+            "16384",
+        ],
+    },
+    Scenario {
+        name: "latency-1conn",
+        what: "/mirror, 1 connection, 32 B, one at a time",
+        loadgen_args: &["--path", "/mirror", "--connections", "1", "--size", "32"],
+    },
+    Scenario {
+        name: "open-40k",
+        what: "/mirror, 100 connections, 40,000 msg/s in total, 32 B",
+        loadgen_args: &[
+            "--path",
+            "/mirror",
+            "--connections",
+            "100",
+            "--size",
+            "32",
+            "--rate",
+            "40000",
+        ],
+    },
+    Scenario {
+        name: "app-10x",
+        what: "/subscriptions, 100 connections, each message answered 10 times",
+        loadgen_args: &[
+            "--path",
+            "/subscriptions",
+            "--skip",
+            "1",
+            "--replies",
+            "10",
+            "--connections",
+            "100",
+            "--size",
+            "32",
+        ],
+    },
+    Scenario {
+        name: "idle-10k",
+        what: "10,000 idle WebSockets: server RSS per connection",
+        loadgen_args: &["--path", "/mirror", "--connections", "10000", "--idle"],
+    },
+];
+
+pub fn bench() -> Result<()> {
+    let reps: usize = env_number("BENCH_REPS", 3);
+    let seconds: f64 = env_number("BENCH_SECONDS", 3.0);
+    crate::build_client(false)?;
+    announce("building the server, load generator and reference servers (release)");
+    run(command(cargo()).args([
+        "build",
+        "--release",
+        "--package",
+        "server",
+        "--package",
+        "bench",
+    ]))?;
+    let release = target_dir().join("release");
+    let static_dir = workspace_root().join("static");
+    let servers = [
+        ServerKind {
+            name: "server",
+            binary: release.join("server"),
+            args: vec![
+                "--log".into(),
+                "warn".into(),
+                "--static-dir".into(),
+                path_arg(&static_dir),
+            ],
+        },
+        ServerKind {
+            name: "fastwebsockets",
+            binary: release.join("ref-fastwebsockets"),
+            args: vec![],
+        },
+        ServerKind {
+            name: "tungstenite-naive",
+            binary: release.join("ref-tungstenite"),
+            args: vec![],
+        },
+    ];
+    let pinning = Pinning::detect();
+    let out_dir = target_dir().join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    let mut jsonl = std::fs::File::create(out_dir.join("results.jsonl"))?;
+    // scenario -> server -> runs
+    let mut results: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
+
+    for scenario in SCENARIOS {
+        announce(&format!(
+            "{}: {} ({reps} rounds)",
+            scenario.name, scenario.what
+        ));
+        for rep in 0..reps {
+            for offset in 0..servers.len() {
+                let server = &servers[(rep + offset) % servers.len()];
+                let running = Running::start(&pinning, server)?;
+                let mut loadgen = pinning.on_client(&release.join("loadgen"));
+                loadgen
+                    .args(["--addr", &running.addr, "--pid", &running.pid().to_string()])
+                    .args(["--duration", &seconds.to_string()])
+                    .args(scenario.loadgen_args);
+                let output = loadgen.output()?;
+                drop(running);
+                if !output.status.success() {
+                    return Err(format!(
+                        "loadgen failed for {} on {}: {}",
+                        scenario.name,
+                        server.name,
+                        String::from_utf8_lossy(&output.stderr)
+                    )
+                    .into());
+                }
+                let mut line: Value = serde_json::from_slice(&output.stdout)?;
+                line["scenario"] = scenario.name.into();
+                line["server"] = server.name.into();
+                line["round"] = rep.into();
+                writeln!(jsonl, "{line}")?;
+                results
+                    .entry(scenario.name)
+                    .or_default()
+                    .entry(server.name)
+                    .or_default()
+                    .push(line);
+            }
+        }
+    }
+
+    let statics = static_files(&pinning, &servers[0], &static_dir, reps, seconds)?;
+    let start_ms = start_up_ms(&servers[0], 9)?;
+    for line in &statics {
+        writeln!(jsonl, "{line}")?;
+    }
+    writeln!(
+        jsonl,
+        "{}",
+        serde_json::json!({"scenario": "start-up", "server": "server", "ms": start_ms})
+    )?;
+
+    let table = render_table(
+        &results, &statics, start_ms, &servers, &pinning, reps, seconds,
+    );
+    std::fs::write(out_dir.join("results.md"), &table)?;
+    println!("\n{table}");
+    announce(&format!(
+        "raw runs in {}",
+        out_dir.join("results.jsonl").display()
+    ));
+    Ok(())
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Server on core 0, client on core 1, when the machine has two cores and `taskset`.
+struct Pinning {
+    enabled: bool,
+}
+
+impl Pinning {
+    fn detect() -> Pinning {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let enabled = cores >= 2 && tools::which("taskset").is_some();
+        if !enabled {
+            announce("not pinning to cores (needs 2 cores and taskset): numbers will be noisier");
+        }
+        Pinning { enabled }
+    }
+
+    fn on_core(&self, core: &str, program: &Path) -> Command {
+        if self.enabled {
+            let mut command = command("taskset");
+            command.args(["-c", core]).arg(program);
+            command
+        } else {
+            command(program)
+        }
+    }
+
+    fn on_server(&self, program: &Path) -> Command {
+        self.on_core("0", program)
+    }
+
+    fn on_client(&self, program: &Path) -> Command {
+        self.on_core("1", program)
+    }
+}
+
+/// A started server, stopped (SIGTERM, then wait) when dropped.
+struct Running {
+    child: Child,
+    addr: String,
+}
+
+impl Running {
+    fn start(pinning: &Pinning, server: &ServerKind) -> Result<Running> {
+        let mut start = pinning.on_server(&server.binary);
+        Running::spawn(
+            start.current_dir(workspace_root()).args(&server.args),
+            server.name,
+        )
+    }
+
+    fn spawn(command: &mut Command, name: &str) -> Result<Running> {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first)?;
+        let addr = first
+            .trim()
+            .strip_prefix("Listening on http://")
+            .map(|rest| rest.trim_end_matches('/'));
+        match addr {
+            Some(addr) => Ok(Running {
+                addr: addr.to_owned(),
+                child,
+            }),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("{name} did not start: {first:?}").into())
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// wrk against the server and nginx for `/` and the `.wasm`; `None` rows when a tool is missing.
+fn static_files(
+    pinning: &Pinning,
+    server: &ServerKind,
+    static_dir: &Path,
+    reps: usize,
+    seconds: f64,
+) -> Result<Vec<Value>> {
+    let (Some(wrk), Some(nginx)) = (tools::which("wrk"), find_nginx()) else {
+        announce("static files: wrk or nginx missing (apt-get install -y wrk nginx); skipped");
+        return Ok(vec![]);
+    };
+    announce(&format!("static files: wrk vs nginx ({reps} rounds)"));
+    let mut lines = Vec::new();
+    for rep in 0..reps {
+        for turn in 0..2 {
+            let use_nginx = (rep + turn) % 2 == 1;
+            let (name, addr, mut guard): (&str, String, Box<dyn FnMut()>) = if use_nginx {
+                let nginx = Nginx::start(pinning, &nginx, static_dir)?;
+                let addr = nginx.addr.clone();
+                let mut nginx = Some(nginx);
+                ("nginx", addr, Box::new(move || drop(nginx.take())))
+            } else {
+                let running = Running::start(pinning, server)?;
+                let addr = running.addr.clone();
+                let mut running = Some(running);
+                ("server", addr, Box::new(move || drop(running.take())))
+            };
+            for (target, path) in [
+                ("static-index", "/"),
+                ("static-wasm", "/pkg/web_client_bg.wasm"),
+            ] {
+                let output = pinning
+                    .on_client(&wrk)
+                    .args(["-t1", "-c32", &format!("-d{}s", seconds.ceil() as u64)])
+                    .arg(format!("http://{addr}{path}"))
+                    .output()?;
+                let text = String::from_utf8_lossy(&output.stdout);
+                let per_second = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("Requests/sec:"))
+                    .and_then(|value| value.trim().parse::<f64>().ok())
+                    .ok_or_else(|| format!("wrk printed no rate: {text}"))?;
+                lines.push(serde_json::json!({
+                    "scenario": target, "server": name, "round": rep, "requests_per_sec": per_second.round()
+                }));
+            }
+            guard();
+        }
+    }
+    Ok(lines)
+}
+
+fn find_nginx() -> Option<PathBuf> {
+    tools::which("nginx").or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()))
+}
+
+/// nginx serving the same directory, one worker, in a private prefix under target/bench.
+struct Nginx {
+    child: Child,
+    addr: String,
+}
+
+impl Nginx {
+    fn start(pinning: &Pinning, nginx: &Path, static_dir: &Path) -> Result<Nginx> {
+        let prefix = target_dir().join("bench/nginx");
+        std::fs::create_dir_all(prefix.join("tmp"))?;
+        // nginx cannot listen on port 0: borrow a free port from the kernel for it. Another
+        // program could take it in between; the bench then fails loudly and can be re-run.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let tmp = path_arg(&prefix.join("tmp"));
+        let config = format!(
+            "worker_processes 1; daemon off; master_process off; pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  include /etc/nginx/mime.types; access_log off; sendfile on; tcp_nopush on; etag on;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+  server {{ listen {addr}; root {root}; }}
+}}
+",
+            prefix = path_arg(&prefix),
+            root = path_arg(static_dir),
+        );
+        let config_path = prefix.join("nginx.conf");
+        std::fs::write(&config_path, config)?;
+        let child = pinning
+            .on_server(nginx)
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        // nginx prints nothing when ready: wait until it accepts connections.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if Instant::now() > deadline {
+                return Err("nginx did not start listening".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Nginx { child, addr })
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Milliseconds from spawning the server to its `Listening on` line: the median of `runs`.
+fn start_up_ms(server: &ServerKind, runs: usize) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let running = Running::start(&Pinning { enabled: false }, server)?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+        drop(running);
+    }
+    Ok((median(times) * 10.0).round() / 10.0)
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn median_of(runs: &[Value], key: &str) -> Option<f64> {
+    let values: Vec<f64> = runs.iter().filter_map(|run| run[key].as_f64()).collect();
+    (!values.is_empty()).then(|| median(values))
+}
+
+fn render_table(
+    results: &BTreeMap<&str, BTreeMap<&str, Vec<Value>>>,
+    statics: &[Value],
+    start_ms: f64,
+    servers: &[ServerKind],
+    pinning: &Pinning,
+    reps: usize,
+    seconds: f64,
+) -> String {
+    let mut out = String::new();
+    let pinned = if pinning.enabled {
+        "server on core 0, load on core 1"
+    } else {
+        "not pinned"
+    };
+    out.push_str(&format!(
+        "Medians of {reps} rounds of {seconds} s each ({pinned}); ratio = this server / best.\n\n"
+    ));
+    out.push_str("| scenario | server | round trips/s | ratio | p50 µs | p99 µs | p99.9 µs | server CPU µs/round trip | ratio (lower is better) |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for scenario in SCENARIOS.iter().filter(|s| s.name != "idle-10k") {
+        let Some(by_server) = results.get(scenario.name) else {
+            continue;
+        };
+        let rate = |name: &str| {
+            by_server
+                .get(name)
+                .and_then(|runs| median_of(runs, "round_trips_per_sec"))
+        };
+        let cpu = |name: &str| {
+            by_server
+                .get(name)
+                .and_then(|runs| median_of(runs, "server_cpu_us_per_round_trip"))
+        };
+        let best_rate = servers
+            .iter()
+            .filter_map(|s| rate(s.name))
+            .fold(0.0, f64::max);
+        let best_cpu = servers
+            .iter()
+            .filter_map(|s| cpu(s.name))
+            .fold(f64::INFINITY, f64::min);
+        for server in servers {
+            let Some(runs) = by_server.get(server.name) else {
+                continue;
+            };
+            let cell = |key: &str| median_of(runs, key).map_or("-".into(), |v| format!("{v:.0}"));
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                scenario.name,
+                server.name,
+                cell("round_trips_per_sec"),
+                rate(server.name).map_or("-".into(), |r| format!("{:.2}", r / best_rate)),
+                cell("p50_us"),
+                cell("p99_us"),
+                cell("p999_us"),
+                cpu(server.name).map_or("-".into(), |c| format!("{c:.2}")),
+                cpu(server.name).map_or("-".into(), |c| format!("{:.2}", c / best_cpu)),
+            ));
+        }
+    }
+    if let Some(by_server) = results.get("idle-10k") {
+        out.push_str("\n| idle WebSockets | server | connections | server RSS KiB | RSS per connection KiB |\n");
+        out.push_str("|---|---|---:|---:|---:|\n");
+        for server in servers {
+            let Some(runs) = by_server.get(server.name) else {
+                continue;
+            };
+            let cell = |key: &str| median_of(runs, key).map_or("-".into(), |v| format!("{v:.1}"));
+            out.push_str(&format!(
+                "| idle-10k | {} | {} | {} | {} |\n",
+                server.name,
+                cell("connections"),
+                cell("server_rss_kib"),
+                cell("rss_per_connection_kib")
+            ));
+        }
+    }
+    if !statics.is_empty() {
+        out.push_str(
+            "\n| static files (wrk, 32 connections) | server | requests/s | ratio to nginx |\n",
+        );
+        out.push_str("|---|---|---:|---:|\n");
+        for target in ["static-index", "static-wasm"] {
+            let rate = |name: &str| {
+                let values: Vec<f64> = statics
+                    .iter()
+                    .filter(|line| line["scenario"] == target && line["server"] == name)
+                    .filter_map(|line| line["requests_per_sec"].as_f64())
+                    .collect();
+                (!values.is_empty()).then(|| median(values))
+            };
+            let nginx = rate("nginx");
+            for name in ["server", "nginx"] {
+                if let Some(value) = rate(name) {
+                    let ratio = nginx.map_or("-".into(), |n| format!("{:.2}", value / n));
+                    out.push_str(&format!("| {target} | {name} | {value:.0} | {ratio} |\n"));
+                }
+            }
+        }
+    }
+    out.push_str(&format!(
+        "\nServer start to listening: {start_ms} ms (median of 9).\n"
+    ));
+    out
+}
