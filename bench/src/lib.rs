@@ -1,17 +1,29 @@
-//! Pieces the benchmark binaries share: how a reference server announces its address, in the
-//! same `Listening on http://ADDR/` line as the project's server, so xtask starts them alike.
+//! What the reference servers share: binding, announcing the address in the same
+//! `Listening on http://ADDR/` line as the project's server (so xtask starts them alike), and
+//! the accept loop.
 
+use std::future::Future;
 use std::net::SocketAddr;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
-/// Binds `127.0.0.1:0` (or the address given as the first argument) and prints the URL line.
-pub async fn bind_and_announce() -> std::io::Result<TcpListener> {
+/// Binds `127.0.0.1:0` (or the address given as the first argument), prints the URL line, and
+/// hands every accepted connection (with `TCP_NODELAY`, as the project's server sets it) to
+/// `serve` on a task of its own. Runs until accepting fails.
+pub async fn serve_forever<F, Fut>(serve: F) -> std::io::Result<()>
+where
+    F: Fn(TcpStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let addr: SocketAddr = std::env::args()
         .nth(1)
         .and_then(|arg| arg.parse().ok())
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let listener = TcpListener::bind(addr).await?;
     println!("Listening on http://{}/", listener.local_addr()?);
-    Ok(listener)
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve(stream));
+    }
 }

@@ -89,16 +89,18 @@ fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Re
     tracing::info!(path = app.path(), "upgrading to WebSocket");
     let timing = shared.session_timing();
     let shutdown = shared.shutdown.clone();
+    let session = async move {
+        // Held for the life of the session: the slot frees when the task ends.
+        let _permit = permit;
+        match websocket.await {
+            Ok(ws) => session::run(app, ws, timing, shutdown).await,
+            Err(error) => tracing::debug!(%error, "upgrade did not complete"),
+        }
+        tracing::debug!("session ended");
+    };
     shared
         .tracker
-        .spawn(tracing::Instrument::in_current_span(async move {
-            let _permit = permit;
-            match websocket.await {
-                Ok(ws) => session::run(app, ws, timing, shutdown).await,
-                Err(error) => tracing::debug!(%error, "upgrade did not complete"),
-            }
-            tracing::debug!("session ended");
-        }));
+        .spawn(tracing::Instrument::in_current_span(session));
     response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
 }
 

@@ -459,6 +459,16 @@ fn median_of(runs: &[Value], key: &str) -> Option<f64> {
     (!values.is_empty()).then(|| median(values))
 }
 
+/// A number with `digits` decimals, or `-` when there is none.
+fn number(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.digits$}"))
+}
+
+/// One markdown table row.
+fn row<const N: usize>(cells: [String; N]) -> String {
+    format!("| {} |\n", cells.join(" | "))
+}
+
 fn render_table(
     results: &BTreeMap<&str, BTreeMap<&str, Vec<Value>>>,
     statics: &[Value],
@@ -505,19 +515,18 @@ fn render_table(
             let Some(runs) = by_server.get(server.name) else {
                 continue;
             };
-            let cell = |key: &str| median_of(runs, key).map_or("-".into(), |v| format!("{v:.0}"));
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                scenario.name,
-                server.name,
+            let cell = |key: &str| number(median_of(runs, key), 0);
+            out.push_str(&row([
+                scenario.name.to_owned(),
+                server.name.to_owned(),
                 cell("round_trips_per_sec"),
-                rate(server.name).map_or("-".into(), |r| format!("{:.2}", r / best_rate)),
+                number(rate(server.name).map(|r| r / best_rate), 2),
                 cell("p50_us"),
                 cell("p99_us"),
                 cell("p999_us"),
-                cpu(server.name).map_or("-".into(), |c| format!("{c:.2}")),
-                cpu(server.name).map_or("-".into(), |c| format!("{:.2}", c / best_cpu)),
-            ));
+                number(cpu(server.name), 2),
+                number(cpu(server.name).map(|c| c / best_cpu), 2),
+            ]));
         }
     }
     if let Some(by_server) = results.get("idle-10k") {
@@ -527,14 +536,14 @@ fn render_table(
             let Some(runs) = by_server.get(server.name) else {
                 continue;
             };
-            let cell = |key: &str| median_of(runs, key).map_or("-".into(), |v| format!("{v:.1}"));
-            out.push_str(&format!(
-                "| idle-10k | {} | {} | {} | {} |\n",
-                server.name,
-                cell("connections"),
-                cell("server_rss_kib"),
-                cell("rss_per_connection_kib")
-            ));
+            let cell = |key: &str, digits| number(median_of(runs, key), digits);
+            out.push_str(&row([
+                "idle-10k".to_owned(),
+                server.name.to_owned(),
+                cell("connections", 0),
+                cell("server_rss_kib", 0),
+                cell("rss_per_connection_kib", 1),
+            ]));
         }
     }
     if !statics.is_empty() {
@@ -554,8 +563,12 @@ fn render_table(
             let nginx = rate("nginx");
             for name in ["server", "nginx"] {
                 if let Some(value) = rate(name) {
-                    let ratio = nginx.map_or("-".into(), |n| format!("{:.2}", value / n));
-                    out.push_str(&format!("| {target} | {name} | {value:.0} | {ratio} |\n"));
+                    out.push_str(&row([
+                        target.to_owned(),
+                        name.to_owned(),
+                        number(Some(value), 0),
+                        number(nginx.map(|nginx| value / nginx), 2),
+                    ]));
                 }
             }
         }

@@ -17,18 +17,13 @@ type Socket = FragmentCollector<TokioIo<hyper::upgrade::Upgraded>>;
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let listener = bench::bind_and_announce().await?;
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let service = service_fn(handle);
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
-        });
-    }
+    bench::serve_forever(|stream| async move {
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service_fn(handle))
+            .with_upgrades()
+            .await;
+    })
+    .await
 }
 
 async fn handle(mut request: Request<Incoming>) -> Result<Response<Empty<Bytes>>, WebSocketError> {

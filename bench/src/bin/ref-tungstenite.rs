@@ -9,12 +9,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let listener = bench::bind_and_announce().await?;
-    loop {
-        let (stream, _) = listener.accept().await?;
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(serve(stream));
-    }
+    bench::serve_forever(serve).await
 }
 
 // The callback's error type (a whole HTTP response) is fixed by tungstenite's `Callback` trait.
