@@ -87,11 +87,15 @@ async fn drive(
     let mut ping = interval_at(Instant::now() + timing.ping_interval, timing.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut awaiting_pong = false;
+    // One future for the whole session: a fresh `cancelled()` per message would register and
+    // unregister a waiter on the token (a lock) every time round the loop.
+    let shutdown = shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             // Shutdown first, so a busy client cannot keep the session from seeing it.
             biased;
-            () = shutdown.cancelled() => return End::Close(CloseCode::Away, "server shutting down"),
+            () = &mut shutdown => return End::Close(CloseCode::Away, "server shutting down"),
             _ = ping.tick() => {
                 if awaiting_pong {
                     return End::Close(CloseCode::Away, "no pong received");

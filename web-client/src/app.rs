@@ -109,7 +109,7 @@ impl Client {
                 Err(error) => {
                     self.notice(format!("Cannot connect to {url}: {error}"));
                     self.page.set_status(&Status::Closed {
-                        code: 1015,
+                        code: crate::socket::ABNORMAL_CLOSURE,
                         reason: error,
                     });
                     return;
