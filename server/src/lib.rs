@@ -3,6 +3,7 @@
 //! run the very same code on a listener bound to port 0.
 
 pub mod config;
+mod file_cache;
 mod http;
 pub mod rules;
 mod session;

@@ -2,8 +2,9 @@
 //!
 //! `ServeDir` brings MIME types, `ETag`/`Last-Modified` with `304`, `HEAD` and ranges, and the
 //! `Compression` layer gzip/brotli by `Accept-Encoding`: all maintained code we do not write
-//! again. This module adds what they leave to the application: refusing paths that leave the
-//! directory through symlinks (or carry NUL or backslashes), and `Cache-Control`.
+//! again. Files come from memory through [`CachedBackend`] (see `file_cache.rs` for why), which
+//! also refuses symlinks that lead outside the directory. This module adds what is left to the
+//! application: refusing NUL and backslashes, `charset=utf-8`, and `Cache-Control`.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,9 @@ use percent_encoding::percent_decode_str;
 use tower::ServiceExt;
 use tower_http::compression::Compression;
 use tower_http::services::ServeDir;
+use tower_http::services::fs::DefaultServeDirFallback;
 
+use crate::file_cache::CachedBackend;
 use crate::http::{Body, not_found};
 
 /// HTML always revalidates, so a rebuilt client is picked up on the next load.
@@ -30,7 +33,7 @@ const ASSET_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=0, mu
 pub(crate) struct StaticFiles {
     /// Canonical root: every file served must canonicalize to a path under it.
     root: PathBuf,
-    service: Compression<ServeDir>,
+    service: Compression<ServeDir<DefaultServeDirFallback, CachedBackend>>,
 }
 
 impl std::fmt::Debug for StaticFiles {
@@ -51,7 +54,9 @@ impl StaticFiles {
                 "not a directory",
             ));
         }
-        let serve_dir = ServeDir::new(&root).append_index_html_on_directories(true);
+        let backend = CachedBackend::new(root.clone());
+        let serve_dir =
+            ServeDir::with_backend(&root, backend).append_index_html_on_directories(true);
         Ok(StaticFiles {
             root,
             service: Compression::new(serve_dir),
@@ -60,7 +65,7 @@ impl StaticFiles {
 
     /// Answers a `GET` or `HEAD` for a file.
     pub(crate) async fn serve(&self, request: Request<Incoming>) -> Response<Body> {
-        if !self.is_inside_root(request.uri().path()).await {
+        if !Self::is_plain_path(request.uri().path()) {
             return not_found();
         }
         let response = match self.service.clone().oneshot(request).await {
@@ -82,21 +87,13 @@ impl StaticFiles {
         response
     }
 
-    /// `ServeDir` refuses `..` (also percent-encoded) but follows symlinks and passes NUL and
-    /// backslashes to the file system; this refuses all of them.
-    async fn is_inside_root(&self, path: &str) -> bool {
-        let Ok(decoded) = percent_decode_str(path).decode_utf8() else {
-            return false;
-        };
-        if decoded.contains(['\0', '\\']) {
-            return false;
-        }
-        let relative = decoded.trim_start_matches('/');
-        match tokio::fs::canonicalize(self.root.join(relative)).await {
-            Ok(real) => real.starts_with(&self.root),
-            // Missing files are `ServeDir`'s to answer (404); nothing is served from them.
-            Err(_) => true,
-        }
+    /// `ServeDir` refuses `..` (also percent-encoded) but hands NUL and backslashes to the
+    /// file system; they never name a file we serve. Symlinks that lead outside the root are
+    /// refused by [`CachedBackend`] when it loads a file.
+    fn is_plain_path(path: &str) -> bool {
+        percent_decode_str(path)
+            .decode_utf8()
+            .is_ok_and(|decoded| !decoded.contains(['\0', '\\']))
     }
 }
 

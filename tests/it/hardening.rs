@@ -273,6 +273,11 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
     let peak = server.rss_kib();
     // Whatever was in flight arrives, then the server closes: finite, not 80 MiB.
     let received = client.read_to_end().await;
+    eprintln!(
+        "no-read attack: RSS {rss_before} KiB before, {peak} KiB at peak, {} KiB after; \
+         {received} bytes reached the client before the server closed",
+        server.rss_kib()
+    );
     assert!(received < 40 * 1024 * 1024, "received {received} bytes");
     assert!(
         peak < rss_before + 64 * 1024,
@@ -401,6 +406,10 @@ async fn churn_and_resets_leak_no_file_descriptors() {
     while server.fd_count() > baseline && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!(
+        "churn: {baseline} fds before {rounds} connections, {} after",
+        server.fd_count()
+    );
     assert_eq!(
         server.fd_count(),
         baseline,

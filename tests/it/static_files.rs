@@ -170,3 +170,48 @@ async fn paths_that_leave_the_static_directory_are_404() {
         assert!(!body.contains("root:"), "{path} leaked /etc/passwd");
     }
 }
+
+#[tokio::test]
+async fn a_file_changed_on_disk_is_served_fresh_within_about_a_second() {
+    let server = TestServer::start(&[]).await;
+    let file = server.static_dir().expect("fixture").join("style.css");
+    let first = server.request("GET", "/style.css", &[]).await;
+    let old_etag = first.header("etag").expect("ETag").to_owned();
+    // A rebuilt asset, as `cargo xtask build-client` would leave it.
+    std::fs::write(&file, "body { color: rebeccapurple; margin: 0; }\n").expect("rewrite");
+    let changed_at = std::time::Instant::now();
+    loop {
+        let reply = server.request("GET", "/style.css", &[]).await;
+        if reply.body == "body { color: rebeccapurple; margin: 0; }\n" {
+            assert_ne!(reply.header("etag"), Some(old_etag.as_str()), "a new ETag");
+            let revalidated = server
+                .request("GET", "/style.css", &[("if-none-match", &old_etag)])
+                .await;
+            assert_eq!(
+                revalidated.status,
+                StatusCode::OK,
+                "the old ETag no longer matches"
+            );
+            break;
+        }
+        assert_eq!(
+            reply.body, first.body,
+            "either the old or the new file, never a mix"
+        );
+        assert!(
+            changed_at.elapsed() < std::time::Duration::from_secs(3),
+            "the change was not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Deleted files are not served from memory.
+    std::fs::remove_file(&file).expect("remove");
+    let deleted_at = std::time::Instant::now();
+    while server.request("GET", "/style.css", &[]).await.status != StatusCode::NOT_FOUND {
+        assert!(
+            deleted_at.elapsed() < std::time::Duration::from_secs(3),
+            "still served"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -113,6 +113,11 @@ impl TestServer {
         }
     }
 
+    /// The static directory this server serves, when it was started with the fixture.
+    pub fn static_dir(&self) -> Option<PathBuf> {
+        self._static_dir.as_ref().map(served_dir)
+    }
+
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
     }

@@ -322,10 +322,7 @@ fn static_files(
     reps: usize,
     seconds: f64,
 ) -> Result<Vec<Value>> {
-    let (Some(wrk), Some(nginx)) = (tools::which("wrk"), find_nginx()) else {
-        announce("static files: wrk or nginx missing (apt-get install -y wrk nginx); skipped");
-        return Ok(vec![]);
-    };
+    let (wrk, nginx) = tools::ensure_wrk_and_nginx()?;
     announce(&format!("static files: wrk vs nginx ({reps} rounds)"));
     let mut lines = Vec::new();
     for rep in 0..reps {
@@ -365,10 +362,6 @@ fn static_files(
         }
     }
     Ok(lines)
-}
-
-fn find_nginx() -> Option<PathBuf> {
-    tools::which("nginx").or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.exists()))
 }
 
 /// nginx serving the same directory, one worker, in a private prefix under target/bench.

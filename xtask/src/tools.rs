@@ -149,33 +149,48 @@ pub fn ensure_chromium() -> Result<(PathBuf, PathBuf)> {
     if let (Some(chromium), Some(driver)) = (from_env("CHROMIUM"), from_env("CHROMEDRIVER")) {
         return Ok((chromium, driver));
     }
-    if let (Some(chromium), Some(driver)) = (find_chromium(), which("chromedriver")) {
-        return Ok((chromium, driver));
+    if find_chromium().is_none() || which("chromedriver").is_none() {
+        let why = "the browser tests need Chromium and chromedriver";
+        apt_install(&["chromium", "chromium-driver"], why)?;
     }
-    const APT_LINE: &str = "apt-get install -y chromium chromium-driver";
-    let is_root = output_of("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
-    if !is_root || !works("apt-get", &["--version"]) {
-        return Err(format!(
-            "the browser tests need Chromium and chromedriver; install them with: sudo {APT_LINE}"
-        )
-        .into());
-    }
-    announce("installing Chromium and chromedriver (apt-get, about a minute, once)");
-    run(command("apt-get").args(["update", "-q"]))?;
-    run(command("apt-get")
-        .args([
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "chromium",
-            "chromium-driver",
-        ])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
     match (find_chromium(), which("chromedriver")) {
         (Some(chromium), Some(driver)) => Ok((chromium, driver)),
-        _ => Err(format!("Chromium is still missing after `{APT_LINE}`").into()),
+        _ => Err("Chromium or chromedriver is still missing after installing them".into()),
     }
+}
+
+/// wrk and nginx for the static-file rows of the benchmark: `(wrk, nginx)`.
+pub fn ensure_wrk_and_nginx() -> Result<(PathBuf, PathBuf)> {
+    // Debian puts nginx in /usr/sbin, which a non-root PATH often lacks.
+    let nginx = || which("nginx").or_else(|| which("/usr/sbin/nginx"));
+    if which("wrk").is_none() || nginx().is_none() {
+        apt_install(
+            &["wrk", "nginx"],
+            "the static-file benchmark needs wrk and nginx",
+        )?;
+    }
+    match (which("wrk"), nginx()) {
+        (Some(wrk), Some(nginx)) => Ok((wrk, nginx)),
+        _ => Err("wrk or nginx is still missing after installing them".into()),
+    }
+}
+
+/// Installs Debian packages when running as root; otherwise says the one line to run.
+fn apt_install(packages: &[&str], why: &str) -> Result<()> {
+    let line = format!("apt-get install -y {}", packages.join(" "));
+    let is_root = output_of("id", &["-u"]).is_some_and(|uid| uid.trim() == "0");
+    if !is_root || !works("apt-get", &["--version"]) {
+        return Err(format!("{why}; install them with: sudo {line}").into());
+    }
+    announce(&format!(
+        "installing {} (apt-get, about a minute, once)",
+        packages.join(", ")
+    ));
+    run(command("apt-get").args(["update", "-q"]))?;
+    run(command("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn find_chromium() -> Option<PathBuf> {
