@@ -167,7 +167,7 @@ async fn drive(mut stream: TcpStream, plan: Plan) -> std::io::Result<Tally> {
     };
     let mut parser = HeaderParser::default();
     let mut buffer = vec![0u8; 64 * 1024];
-    // When each outstanding message was sent (or, open loop, was due to be sent).
+    // When each outstanding message was written.
     let mut sent_at: VecDeque<Instant> = VecDeque::new();
     let mut replies_seen = 0;
     tokio::time::sleep_until(plan.start).await;
@@ -187,11 +187,14 @@ async fn drive(mut stream: TcpStream, plan: Plan) -> std::io::Result<Tally> {
             () = tokio::time::sleep_until(due.unwrap_or(plan.end).min(plan.end)) => None,
         };
         if let Some(interval) = plan.interval {
-            // Open loop: send everything that has come due; latency counts from the due time.
+            // Open loop: send everything that has come due. The schedule never waits for
+            // replies, so there is no coordinated omission to correct for; latency starts at
+            // the actual write, which keeps tokio's 1 ms timer granularity (the generator's
+            // own lateness in waking up) out of the server's numbers.
             let now = Instant::now();
             while next_due <= now && next_due < plan.end {
                 stream.write_all(&plan.frame).await?;
-                sent_at.push_back(next_due);
+                sent_at.push_back(Instant::now());
                 next_due += interval;
             }
         }
