@@ -30,73 +30,21 @@ struct Scenario {
     loadgen_args: &'static [&'static str],
 }
 
+// One scenario a line reads as the table it is.
+#[rustfmt::skip]
 const SCENARIOS: &[Scenario] = &[
-    Scenario {
-        name: "echo-32B",
-        what: "/mirror, 100 connections x 4 in flight, 32 B",
-        loadgen_args: &[
-            "--path",
-            "/mirror",
-            "--connections",
-            "100",
-            "--in-flight",
-            "4",
-            "--size",
-            "32",
-        ],
-    },
-    Scenario {
-        name: "echo-16KiB",
-        what: "/mirror, 100 connections x 1 in flight, 16 KiB",
-        loadgen_args: &[
-            "--path",
-            "/mirror",
-            "--connections",
-            "100",
-            "--size",
-            "16384",
-        ],
-    },
-    Scenario {
-        name: "latency-1conn",
-        what: "/mirror, 1 connection, 32 B, one at a time",
-        loadgen_args: &["--path", "/mirror", "--connections", "1", "--size", "32"],
-    },
-    Scenario {
-        name: "open-40k",
-        what: "/mirror, 100 connections, 40,000 msg/s in total, 32 B",
-        loadgen_args: &[
-            "--path",
-            "/mirror",
-            "--connections",
-            "100",
-            "--size",
-            "32",
-            "--rate",
-            "40000",
-        ],
-    },
-    Scenario {
-        name: "app-10x",
-        what: "/subscriptions, 100 connections, each message answered 10 times",
-        loadgen_args: &[
-            "--path",
-            "/subscriptions",
-            "--skip",
-            "1",
-            "--replies",
-            "10",
-            "--connections",
-            "100",
-            "--size",
-            "32",
-        ],
-    },
-    Scenario {
-        name: "idle-10k",
-        what: "10,000 idle WebSockets: server RSS per connection",
-        loadgen_args: &["--path", "/mirror", "--connections", "10000", "--idle"],
-    },
+    Scenario { name: "echo-32B", what: "/mirror, 100 connections x 4 in flight, 32 B",
+        loadgen_args: &["--path", "/mirror", "--connections", "100", "--in-flight", "4", "--size", "32"] },
+    Scenario { name: "echo-16KiB", what: "/mirror, 100 connections x 1 in flight, 16 KiB",
+        loadgen_args: &["--path", "/mirror", "--connections", "100", "--size", "16384"] },
+    Scenario { name: "latency-1conn", what: "/mirror, 1 connection, 32 B, one at a time",
+        loadgen_args: &["--path", "/mirror", "--connections", "1", "--size", "32"] },
+    Scenario { name: "open-40k", what: "/mirror, 100 connections, 40,000 msg/s in total, 32 B",
+        loadgen_args: &["--path", "/mirror", "--connections", "100", "--size", "32", "--rate", "40000"] },
+    Scenario { name: "app-10x", what: "/subscriptions, 100 connections, each message answered 10 times",
+        loadgen_args: &["--path", "/subscriptions", "--skip", "1", "--replies", "10", "--connections", "100", "--size", "32"] },
+    Scenario { name: "idle-10k", what: "10,000 idle WebSockets: server RSS per connection",
+        loadgen_args: &["--path", "/mirror", "--connections", "10000", "--idle"] },
 ];
 
 pub fn bench() -> Result<()> {
