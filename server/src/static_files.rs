@@ -31,7 +31,7 @@ const ASSET_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=0, mu
 /// The static directory, ready to serve.
 #[derive(Clone)]
 pub(crate) struct StaticFiles {
-    /// Canonical root: every file served must canonicalize to a path under it.
+    /// Canonical root, for debug output; `CachedBackend` keeps every file served under it.
     root: PathBuf,
     service: Compression<ServeDir<DefaultServeDirFallback, CachedBackend>>,
 }
