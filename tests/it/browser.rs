@@ -168,6 +168,15 @@ async fn a_conversation_in_a_real_browser() {
         .goto(&format!("http://{}/", server.addr))
         .await
         .expect("page loads");
+    // Record what would reach the console as an error from here on.
+    let watch = "window.__errors = []; \
+        addEventListener('error', e => __errors.push(String(e.message || e.type))); \
+        addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));";
+    browser
+        .client
+        .execute(watch, vec![])
+        .await
+        .expect("script runs");
     browser.wait_for_status("open").await;
 
     browser.type_message("foo").await;
@@ -193,6 +202,37 @@ async fn a_conversation_in_a_real_browser() {
     assert_eq!(count(&lines, "Server: bar"), 1);
     assert_eq!(count(&lines, "You: hello"), 1);
     browser.screenshot("conversation.png").await;
+
+    // A normal session leaves the console clean: every resource the page loaded (the favicon
+    // too) answered below 400, and nothing threw.
+    let script = "return performance.getEntriesByType('resource')
+        .concat(performance.getEntriesByType('navigation'))
+        .map(e => [e.name, e.responseStatus])";
+    let loaded = browser
+        .client
+        .execute(script, vec![])
+        .await
+        .expect("script runs");
+    let loaded: Vec<(String, u16)> = serde_json::from_value(loaded).expect("name, status pairs");
+    assert!(
+        loaded
+            .iter()
+            .any(|(name, _)| name.ends_with("/favicon.svg")),
+        "{loaded:?}"
+    );
+    assert!(
+        loaded.iter().any(|(name, _)| name.ends_with(".wasm")),
+        "{loaded:?}"
+    );
+    for (name, status) in &loaded {
+        assert!(*status < 400, "{name} answered {status}");
+    }
+    let errors = browser
+        .client
+        .execute("return window.__errors", vec![])
+        .await
+        .expect("runs");
+    assert_eq!(errors, json!([]), "errors on the page");
 
     browser.type_message("end").await;
     let status = browser.wait_for_status("closed").await;
