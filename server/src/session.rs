@@ -5,10 +5,11 @@
 //! violations at info with the close code sent; anything else at warn. Each is logged once,
 //! here, where the task ends.
 
+use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use hyper_tungstenite::HyperWebsocketStream;
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -22,6 +23,10 @@ use crate::rules::{App, Reply};
 /// How long the server keeps reading (and discarding) after it sent a close frame, so the
 /// client receives the close code instead of a reset (Chromium reports 1006 without this).
 pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Most messages answered before a flush, so a client that keeps sending cannot keep its
+/// replies (or the shutdown and ping checks) waiting. tokio's cooperative budget also applies.
+const MAX_MESSAGES_PER_FLUSH: usize = 64;
 
 /// Timing settings of a session, from the server's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -107,46 +112,65 @@ async fn drive(
                 }
             }
             incoming = ws.next() => {
-                let message = match incoming {
-                    Some(Ok(message)) => message,
-                    Some(Err(error)) => return classify(error),
-                    // The stream ends after the closing handshake completes.
-                    None => return End::Finished,
-                };
-                // Any message proves the client is alive.
-                awaiting_pong = false;
-                match message {
-                    Message::Text(_) | Message::Binary(_) => {}
-                    Message::Close(frame) => {
-                        log_client_close(frame.as_ref());
-                        // tungstenite has queued the echoed close; polling `next` again sends
-                        // it and ends the stream.
-                        continue;
+                let mut incoming = incoming;
+                // Answer every message that has already arrived, then flush once: a burst of
+                // messages is answered with one write instead of one per message.
+                for _ in 0..MAX_MESSAGES_PER_FLUSH {
+                    let message = match incoming {
+                        Some(Ok(message)) => message,
+                        Some(Err(error)) => return classify(error),
+                        // The stream ends after the closing handshake completes.
+                        None => return End::Finished,
+                    };
+                    // Any message proves the client is alive.
+                    awaiting_pong = false;
+                    if let Err(end) = answer(app, ws, message, timing.send_timeout).await {
+                        // Replies fed so far leave with the close frame, before it.
+                        return end;
                     }
-                    // tungstenite queues the pong itself and sends it on the next poll.
-                    Message::Ping(_) => continue,
-                    Message::Pong(_) => continue,
-                    // Never produced when reading; only used for writing raw frames.
-                    Message::Frame(_) => continue,
+                    match ws.next().now_or_never() {
+                        Some(next) => incoming = next,
+                        None => break,
+                    }
                 }
-                let result = match app.reply(message) {
-                    Reply::Nothing => {
-                        tracing::debug!("ignored a binary message");
-                        Ok(())
-                    }
-                    Reply::Once(reply) => {
-                        send_batch(ws, std::iter::once(reply), timing.send_timeout).await
-                    }
-                    Reply::Repeat(reply, count) => {
-                        send_batch(ws, std::iter::repeat_n(reply, count), timing.send_timeout).await
-                    }
-                    Reply::Close => return End::Close(CloseCode::Normal, ""),
-                };
-                if let Err(end) = result {
+                if let Err(end) = flush(ws, timing.send_timeout).await {
                     return end;
                 }
             }
         }
+    }
+}
+
+/// Feeds the app's answer to one message into the socket's write buffer, without flushing.
+async fn answer(
+    app: App,
+    ws: &mut HyperWebsocketStream,
+    message: Message,
+    send_timeout: Duration,
+) -> Result<(), End> {
+    match message {
+        Message::Text(_) | Message::Binary(_) => {}
+        Message::Close(frame) => {
+            log_client_close(frame.as_ref());
+            // tungstenite has queued the echoed close; polling `next` again sends it and ends
+            // the stream.
+            return Ok(());
+        }
+        // tungstenite queues the pong itself and sends it on the next poll.
+        Message::Ping(_) | Message::Pong(_) => return Ok(()),
+        // Never produced when reading; only used for writing raw frames.
+        Message::Frame(_) => return Ok(()),
+    }
+    match app.reply(message) {
+        Reply::Nothing => {
+            tracing::debug!("ignored a binary message");
+            Ok(())
+        }
+        Reply::Once(reply) => feed(ws, std::iter::once(reply), send_timeout).await,
+        Reply::Repeat(reply, count) => {
+            feed(ws, std::iter::repeat_n(reply, count), send_timeout).await
+        }
+        Reply::Close => Err(End::Close(CloseCode::Normal, "")),
     }
 }
 
@@ -159,12 +183,36 @@ async fn send_batch(
     messages: impl Iterator<Item = Message>,
     send_timeout: Duration,
 ) -> Result<(), End> {
-    let write = async {
+    feed(ws, messages, send_timeout).await?;
+    flush(ws, send_timeout).await
+}
+
+/// Queues messages in the write buffer; tungstenite writes to the socket only when the buffer
+/// passes `WRITE_BUFFER_SIZE`, which may wait for the client: bounded by `send_timeout`.
+async fn feed(
+    ws: &mut HyperWebsocketStream,
+    messages: impl Iterator<Item = Message>,
+    send_timeout: Duration,
+) -> Result<(), End> {
+    within(send_timeout, async {
         for message in messages {
             ws.feed(message).await?;
         }
-        ws.flush().await
-    };
+        Ok(())
+    })
+    .await
+}
+
+/// Writes out everything queued, bounded by `send_timeout`.
+async fn flush(ws: &mut HyperWebsocketStream, send_timeout: Duration) -> Result<(), End> {
+    within(send_timeout, ws.flush()).await
+}
+
+/// Runs a write; an error ends the session, and so does a client that is too slow to read.
+async fn within(
+    send_timeout: Duration,
+    write: impl Future<Output = Result<(), WsError>>,
+) -> Result<(), End> {
     match timeout(send_timeout, write).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(classify(error)),
