@@ -59,13 +59,6 @@ pub struct Config {
     pub shutdown_grace: Duration,
 }
 
-impl Config {
-    /// The defaults, as if the binary were run with no flags and no environment.
-    pub fn with_defaults() -> Config {
-        Config::parse_from(["server"])
-    }
-}
-
 /// Parses a number of seconds such as `30` or `0.25`.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text

@@ -1,6 +1,6 @@
-//! The server as a library: [`run`] serves HTTP and WebSockets on a bound listener until a
-//! shutdown future resolves. `main.rs` only parses flags, binds, and handles signals, so tests
-//! run the very same code on a listener bound to port 0.
+//! The server as a library: [`Server::new`] checks the configuration and opens the static
+//! directory, then [`Server::run`] serves HTTP and WebSockets on a bound listener until a
+//! shutdown future resolves. `main.rs` only parses flags, binds, and handles signals.
 
 pub mod config;
 mod file_cache;
@@ -43,7 +43,10 @@ const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("static directory {path:?} cannot be served: {source}")]
+    #[error(
+        "static directory {path:?} cannot be served: {source} \
+         (run from the repository root, or pass --static-dir)"
+    )]
     StaticDir {
         path: std::path::PathBuf,
         source: io::Error,
@@ -73,73 +76,83 @@ impl Shared {
     }
 }
 
-/// Serves on `listener` until `shutdown` resolves, then stops accepting, sends close `1001` to
-/// every WebSocket, and waits for connections to end (at most `config.shutdown_grace`).
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), StartError> {
-    let static_files =
-        StaticFiles::open(&config.static_dir).map_err(|source| StartError::StaticDir {
-            path: config.static_dir.clone(),
-            source,
-        })?;
-    let max_message_size = config.max_message_size as usize;
-    let websocket_config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER_SIZE)
-        .write_buffer_size(WRITE_BUFFER_SIZE)
-        // Bounds what a client that does not read can make us hold: one batch of the largest
-        // replies, with room for the control frames that go with it.
-        .max_write_buffer_size(WRITE_BUFFER_SIZE + 11 * (max_message_size + 14))
-        .max_message_size(Some(max_message_size))
-        .max_frame_size(Some(max_message_size));
-    let shared = Arc::new(Shared {
-        sessions: Arc::new(Semaphore::new(config.max_connections as usize)),
-        static_files,
-        websocket_config,
-        tracker: TaskTracker::new(),
-        shutdown: CancellationToken::new(),
-        config,
-    });
+/// A server ready to run: its configuration checked and its static directory open.
+#[derive(Debug)]
+pub struct Server {
+    shared: Arc<Shared>,
+}
 
-    tokio::pin!(shutdown);
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = &mut shutdown => break,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let span = tracing::info_span!("conn", %peer);
-                let connection = serve_connection(stream, Arc::clone(&shared)).instrument(span);
-                shared.tracker.spawn(connection);
-            }
-            // Out of file descriptors or a connection reset before accept: the listener itself
-            // is fine. Yielding lets other tasks free descriptors before the next attempt.
-            Err(error) => {
-                tracing::warn!(%error, "accept failed");
-                tokio::task::yield_now().await;
+impl Server {
+    /// Opens the static directory and prepares the shared state; fails before anything is
+    /// bound or printed.
+    pub fn new(config: Config) -> Result<Server, StartError> {
+        let static_files =
+            StaticFiles::open(&config.static_dir).map_err(|source| StartError::StaticDir {
+                path: config.static_dir.clone(),
+                source,
+            })?;
+        let max_message_size = config.max_message_size as usize;
+        let websocket_config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER_SIZE)
+            .write_buffer_size(WRITE_BUFFER_SIZE)
+            // Bounds what a client that does not read can make us hold: one batch of the
+            // largest replies, with room for the control frames that go with it.
+            .max_write_buffer_size(WRITE_BUFFER_SIZE + 11 * (max_message_size + 14))
+            .max_message_size(Some(max_message_size))
+            .max_frame_size(Some(max_message_size));
+        let shared = Arc::new(Shared {
+            sessions: Arc::new(Semaphore::new(config.max_connections as usize)),
+            static_files,
+            websocket_config,
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            config,
+        });
+        Ok(Server { shared })
+    }
+
+    /// Serves on `listener` until `shutdown` resolves, then stops accepting, sends close
+    /// `1001` to every WebSocket, and waits for connections to end (at most
+    /// `--shutdown-grace`).
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        let shared = self.shared;
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = &mut shutdown => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let span = tracing::info_span!("conn", %peer);
+                    let connection = serve_connection(stream, Arc::clone(&shared)).instrument(span);
+                    shared.tracker.spawn(connection);
+                }
+                // Out of file descriptors or a connection reset before accept: the listener
+                // itself is fine. Yielding lets other tasks free descriptors before retrying.
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::task::yield_now().await;
+                }
             }
         }
-    }
 
-    drop(listener);
-    let open = shared.tracker.len();
-    tracing::info!(open, "shutting down: closing connections");
-    shared.shutdown.cancel();
-    shared.tracker.close();
-    if tokio::time::timeout(shared.config.shutdown_grace, shared.tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            still_open = shared.tracker.len(),
-            "grace period over; dropping the remaining connections"
-        );
+        drop(listener);
+        let open = shared.tracker.len();
+        tracing::info!(open, "shutting down: closing connections");
+        shared.shutdown.cancel();
+        shared.tracker.close();
+        if tokio::time::timeout(shared.config.shutdown_grace, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_open = shared.tracker.len(),
+                "grace period over; dropping the remaining connections"
+            );
+        }
+        tracing::info!("stopped");
     }
-    tracing::info!("stopped");
-    Ok(())
 }
 
 /// One TCP connection: HTTP/1.1 with upgrades, until it ends or the server shuts down.

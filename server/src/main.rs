@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use server::{Config, display_url};
+use server::{Config, Server, display_url};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -36,20 +36,18 @@ async fn main() -> ExitCode {
         Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
 
-    if !config.static_dir.is_dir() {
-        eprintln!(
-            "error: static directory {:?} not found (run from the repository root, or pass --static-dir)",
-            config.static_dir
-        );
-        return ExitCode::FAILURE;
-    }
-    let listener = match TcpListener::bind(config.addr).await {
+    let addr = config.addr;
+    let server = match Server::new(config) {
+        Ok(server) => server,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!(
-                "error: cannot listen on {}: {error} (choose another with --addr)",
-                config.addr
-            );
+            eprintln!("error: cannot listen on {addr}: {error} (choose another with --addr)");
             return ExitCode::FAILURE;
         }
     };
@@ -63,13 +61,8 @@ async fn main() -> ExitCode {
     // Scripts and tests read this line to learn the port when `--addr` ends in `:0`.
     println!("Listening on {}", display_url(local_addr));
 
-    match server::run(listener, config, shutdown_signal()).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    server.run(listener, shutdown_signal()).await;
+    ExitCode::SUCCESS
 }
 
 /// Resolves at the first Ctrl-C or SIGTERM; a second one exits at once.
