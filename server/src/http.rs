@@ -101,7 +101,7 @@ fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Re
     shared
         .tracker
         .spawn(tracing::Instrument::in_current_span(session));
-    response.map(|body| body.map_err(|never| match never {}).boxed_unsync())
+    response.map(boxed)
 }
 
 /// Why the server refuses a WebSocket handshake; each reason has its own status.
@@ -213,7 +213,7 @@ fn origin_allowed(origin: &HeaderValue, headers: &HeaderMap, allowed: &[String])
 
 /// A short text response.
 pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(full(body.into()));
+    let mut response = Response::new(boxed(Full::new(body.into())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -234,10 +234,9 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     response
 }
 
-fn full(bytes: Bytes) -> Body {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
+/// A whole-buffer body (hyper-tungstenite's `101` response uses one too) as [`Body`].
+fn boxed(body: Full<Bytes>) -> Body {
+    body.map_err(|never| match never {}).boxed_unsync()
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::rules::{App, Reply};
 
 /// How long the server keeps reading (and discarding) after it sent a close frame, so the
 /// client receives the close code instead of a reset (Chromium reports 1006 without this).
-pub(crate) const CLOSE_LINGER: Duration = Duration::from_secs(1);
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Most messages answered before a flush, so a client that keeps sending cannot keep its
 /// replies (or the shutdown and ping checks) waiting. tokio's cooperative budget also applies.
@@ -44,6 +44,13 @@ enum End {
     Close(CloseCode, &'static str),
     /// The client broke the protocol: send this close, then linger on the raw stream.
     Fail(CloseCode, String),
+}
+
+impl End {
+    /// The client does not read its replies fast enough (send timeout or full write buffer).
+    fn slow_reader() -> End {
+        End::Close(CloseCode::Policy, "client too slow to read")
+    }
 }
 
 /// Runs a session until it ends. Never panics on anything the client sends.
@@ -85,7 +92,7 @@ async fn drive(
     shutdown: &CancellationToken,
 ) -> End {
     if let Some(greeting) = app.greeting() {
-        if let Err(end) = send_batch(ws, std::iter::once(greeting), timing.send_timeout).await {
+        if let Err(end) = send(ws, greeting, timing.send_timeout).await {
             return end;
         }
     }
@@ -107,7 +114,7 @@ async fn drive(
                 }
                 awaiting_pong = true;
                 let ping = Message::Ping(Default::default());
-                if let Err(end) = send_batch(ws, std::iter::once(ping), timing.send_timeout).await {
+                if let Err(end) = send(ws, ping, timing.send_timeout).await {
                     return end;
                 }
             }
@@ -174,16 +181,13 @@ async fn answer(
     }
 }
 
-/// Writes the messages as one batch with a single flush, bounded by `send_timeout`.
-///
-/// A client that does not read fills its TCP window and then our bounded write buffer; rather
-/// than buffer without limit, the session gives up on it after `send_timeout`.
-async fn send_batch(
+/// Sends one message (the greeting, a ping) and flushes it.
+async fn send(
     ws: &mut HyperWebsocketStream,
-    messages: impl Iterator<Item = Message>,
+    message: Message,
     send_timeout: Duration,
 ) -> Result<(), End> {
-    feed(ws, messages, send_timeout).await?;
+    feed(ws, std::iter::once(message), send_timeout).await?;
     flush(ws, send_timeout).await
 }
 
@@ -209,6 +213,9 @@ async fn flush(ws: &mut HyperWebsocketStream, send_timeout: Duration) -> Result<
 }
 
 /// Runs a write; an error ends the session, and so does a client that is too slow to read.
+///
+/// A client that does not read fills its TCP window and then our bounded write buffer; rather
+/// than buffer without limit, the session gives up on it after `send_timeout`.
 async fn within(
     send_timeout: Duration,
     write: impl Future<Output = Result<(), WsError>>,
@@ -218,7 +225,7 @@ async fn within(
         Ok(Err(error)) => Err(classify(error)),
         Err(_elapsed) => {
             tracing::info!("client does not read its replies; closing");
-            Err(End::Close(CloseCode::Policy, "client too slow to read"))
+            Err(End::slow_reader())
         }
     }
 }
@@ -242,7 +249,7 @@ fn classify(error: WsError) -> End {
         WsError::Utf8(error) => End::Fail(CloseCode::Invalid, format!("invalid UTF-8: {error}")),
         WsError::Capacity(error) => End::Fail(CloseCode::Size, error.to_string()),
         WsError::Protocol(error) => End::Fail(CloseCode::Protocol, error.to_string()),
-        WsError::WriteBufferFull(_) => End::Close(CloseCode::Policy, "client too slow to read"),
+        WsError::WriteBufferFull(_) => End::slow_reader(),
         WsError::Io(error) => {
             tracing::warn!(%error, "socket error");
             End::Finished
