@@ -6,13 +6,14 @@
 //! `target/bench/results.jsonl`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::process::ServerProcess;
 use crate::tools::{self, announce, cargo, command};
 use crate::{Result, run, target_dir, workspace_root};
 
@@ -99,7 +100,7 @@ pub fn bench() -> Result<()> {
         for rep in 0..reps {
             for offset in 0..servers.len() {
                 let server = &servers[(rep + offset) % servers.len()];
-                let running = Running::start(&pinning, server)?;
+                let running = start(&pinning, server)?;
                 let mut loadgen = pinning.on_client(&release.join("loadgen"));
                 loadgen
                     .args(["--addr", &running.addr, "--pid", &running.pid().to_string()])
@@ -199,67 +200,15 @@ impl Pinning {
     }
 }
 
-/// A started server, stopped (SIGTERM, then wait) when dropped.
-struct Running {
-    child: Child,
-    addr: String,
-}
-
-impl Running {
-    fn start(pinning: &Pinning, server: &ServerKind) -> Result<Running> {
-        let mut start = pinning.on_server(&server.binary);
-        Running::spawn(
-            start.current_dir(workspace_root()).args(&server.args),
-            server.name,
-        )
-    }
-
-    fn spawn(command: &mut Command, name: &str) -> Result<Running> {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut first = String::new();
-        BufReader::new(stdout).read_line(&mut first)?;
-        let addr = first
-            .trim()
-            .strip_prefix("Listening on http://")
-            .map(|rest| rest.trim_end_matches('/'));
-        match addr {
-            Some(addr) => Ok(Running {
-                addr: addr.to_owned(),
-                child,
-            }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(format!("{name} did not start: {first:?}").into())
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a server under test pinned to the server core; it stops when dropped (the reference
+/// servers simply die on SIGTERM, so their exit status is not checked).
+fn start(pinning: &Pinning, server: &ServerKind) -> Result<ServerProcess> {
+    let mut command = pinning.on_server(&server.binary);
+    command
+        .current_dir(workspace_root())
+        .args(&server.args)
+        .stderr(Stdio::null());
+    ServerProcess::spawn(&mut command, server.name)
 }
 
 /// wrk against the server and nginx for `/` and the `.wasm`; `None` rows when a tool is missing.
@@ -282,7 +231,7 @@ fn static_files(
                 let mut nginx = Some(nginx);
                 ("nginx", addr, Box::new(move || drop(nginx.take())))
             } else {
-                let running = Running::start(pinning, server)?;
+                let running = start(pinning, server)?;
                 let addr = running.addr.clone();
                 let mut running = Some(running);
                 ("server", addr, Box::new(move || drop(running.take())))
@@ -379,7 +328,7 @@ fn start_up_ms(server: &ServerKind, runs: usize) -> Result<f64> {
     let mut times = Vec::new();
     for _ in 0..runs {
         let started = Instant::now();
-        let running = Running::start(&Pinning { enabled: false }, server)?;
+        let running = start(&Pinning { enabled: false }, server)?;
         times.push(started.elapsed().as_secs_f64() * 1000.0);
         drop(running);
     }

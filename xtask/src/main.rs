@@ -8,12 +8,13 @@
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
+mod process;
 mod tools;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 
+use process::ServerProcess;
 use tools::{announce, cargo, command};
 
 pub type Result<T, E = Box<dyn std::error::Error>> = std::result::Result<T, E>;
@@ -213,11 +214,8 @@ fn test() -> Result<()> {
     // The test page comes from wasm-bindgen's runner on a port of its own, a foreign origin
     // to the server: allow it here. The end-to-end tests load the page from the server itself
     // and keep the same-origin check on.
-    let server = RunningServer::start(&server_bin, &["--allowed-origin", "*"])?;
-    let ws_url = format!(
-        "{}subscriptions",
-        server.url.replacen("http://", "ws://", 1)
-    );
+    let server = start_server(&server_bin, &["--allowed-origin", "*"])?;
+    let ws_url = server.ws_url("/subscriptions");
     let wasm_tests = run(command("wasm-pack")
         .args([
             "--log-level",
@@ -253,8 +251,8 @@ fn conformance(server_bin: &Path) -> Result<()> {
     announce("Autobahn|Testsuite against /mirror (installs wstest once, about a minute)");
     // Cases 9.* send messages of up to 16 MiB; the default 64 KiB limit would (rightly) close
     // them with 1009, which the suite counts as failures.
-    let server = RunningServer::start(server_bin, &["--max-message-size", "16777216"])?;
-    let mirror = format!("{}mirror", server.url.replacen("http://", "ws://", 1));
+    let server = start_server(server_bin, &["--max-message-size", "16777216"])?;
+    let mirror = server.ws_url("/mirror");
     let reports = target_dir().join("autobahn");
     let result = run(command("sh")
         .arg(workspace_root().join("xtask/autobahn/run.sh"))
@@ -277,52 +275,12 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-/// The server binary on a free port, for tests that run outside `cargo test`.
-struct RunningServer {
-    child: Child,
-    url: String,
-}
-
-impl RunningServer {
-    fn start(binary: &Path, extra_args: &[&str]) -> Result<RunningServer> {
-        let mut child = Command::new(binary)
-            .current_dir(workspace_root())
-            .args(["--addr", "127.0.0.1:0", "--log", "warn"])
-            .args(extra_args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout);
-        let mut first = String::new();
-        lines.read_line(&mut first)?;
-        let url = first
-            .trim()
-            .strip_prefix("Listening on ")
-            .ok_or_else(|| format!("the server did not start: {first:?}"))?
-            .to_owned();
-        // Keep draining stdout so the server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut lines, &mut std::io::sink()));
-        Ok(RunningServer { child, url })
-    }
-
-    /// SIGTERM, then wait: the server must exit 0.
-    fn stop(mut self) -> Result<()> {
-        run(Command::new("kill").args(["-TERM", &self.child.id().to_string()]))?;
-        let status = self.child.wait()?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!("server exited with {status}").into())
-        }
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        // After `stop` the process is gone and this does nothing; on an early error it
-        // makes sure no server outlives xtask.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The project's server on a free port (logging warnings only), for checks outside `cargo test`.
+fn start_server(binary: &Path, extra_args: &[&str]) -> Result<ServerProcess> {
+    let mut command = Command::new(binary);
+    command
+        .current_dir(workspace_root())
+        .args(["--addr", "127.0.0.1:0", "--log", "warn"])
+        .args(extra_args);
+    ServerProcess::spawn(&mut command, "the server")
 }
