@@ -133,13 +133,16 @@ impl Browser {
         }
     }
 
+    /// The element with this id; it must exist.
+    async fn element(&self, id: &str) -> fantoccini::elements::Element {
+        let locator = Locator::Id(id);
+        let found = self.client.find(locator).await;
+        found.unwrap_or_else(|error| panic!("no #{id} on the page: {error}"))
+    }
+
     /// Types `text` into the message input and presses Enter, as a person would.
     async fn type_message(&self, text: &str) {
-        let input = self
-            .client
-            .find(Locator::Id("message"))
-            .await
-            .expect("#message");
+        let input = self.element("message").await;
         input
             .send_keys(&format!("{text}{ENTER}"))
             .await
@@ -181,11 +184,7 @@ async fn a_conversation_in_a_real_browser() {
 
     browser.type_message("foo").await;
     browser.type_message("hello").await;
-    let input = browser
-        .client
-        .find(Locator::Id("message"))
-        .await
-        .expect("#message");
+    let input = browser.element("message").await;
     assert_eq!(
         input.prop("value").await.expect("value").as_deref(),
         Some(""),
@@ -240,11 +239,7 @@ async fn a_conversation_in_a_real_browser() {
         status.contains("1000"),
         "status shows the close code: {status}"
     );
-    let reconnect = browser
-        .client
-        .find(Locator::Id("reconnect"))
-        .await
-        .expect("#reconnect");
+    let reconnect = browser.element("reconnect").await;
     assert!(
         reconnect.is_displayed().await.expect("displayed"),
         "Reconnect is offered"
@@ -282,11 +277,7 @@ async fn messages_typed_while_the_server_is_down_are_delivered_once_after_restar
     browser.wait_for_status("reconnecting").await;
     browser.type_message("first").await;
     browser.type_message("second").await;
-    let queued = browser
-        .client
-        .find(Locator::Id("queued"))
-        .await
-        .expect("#queued");
+    let queued = browser.element("queued").await;
     assert_eq!(
         queued.text().await.expect("text"),
         "2 messages waiting to be sent"

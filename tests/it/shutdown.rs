@@ -28,7 +28,8 @@ async fn sigterm_sends_1001_to_every_session_and_exits_0() {
 #[tokio::test]
 async fn sigterm_exits_within_the_grace_period_when_a_client_never_answers_the_close() {
     let mut server = TestServer::start(&["--shutdown-grace", "3"]).await;
-    // A raw TCP client that completes the handshake, then never reads or writes again.
+    // A client that completes the handshake and is never polled again, so it never answers
+    // the server's close.
     let _silent = server.connect_subscriptions().await;
     let started = std::time::Instant::now();
     server.signal("TERM");
