@@ -15,6 +15,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 use percent_encoding::percent_decode_str;
 
 use crate::Shared;
@@ -80,20 +81,27 @@ fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Re
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return response;
     };
-    let (response, websocket) =
-        match hyper_tungstenite::upgrade(&mut request, Some(shared.websocket_config)) {
-            Ok(upgrade) => upgrade,
-            // Unreachable after `check_handshake`, but a 400 is the honest answer if it happens.
-            Err(error) => return text(StatusCode::BAD_REQUEST, format!("{error}\n")),
-        };
+    let Some(accept) = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|key| derive_accept_key(key.as_bytes()))
+    else {
+        // Unreachable after `check_handshake`, but a 400 is the honest answer if it happens.
+        return Refusal::MissingKey.into_response(app);
+    };
+    let on_upgrade = hyper::upgrade::on(&mut request);
     tracing::info!(path = app.path(), "upgrading to WebSocket");
+    let config = shared.websocket_config;
     let timing = shared.session_timing();
     let shutdown = shared.shutdown.clone();
     let session = async move {
         // Held for the life of the session: the slot frees when the task ends.
         let _permit = permit;
-        match websocket.await {
-            Ok(ws) => session::run(app, ws, timing, shutdown).await,
+        match on_upgrade.await {
+            Ok(upgraded) => match session::socket(upgraded, config).await {
+                Some(ws) => session::run(app, ws, timing, shutdown).await,
+                None => tracing::error!("upgraded connection is not a TCP stream"),
+            },
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
         tracing::debug!("session ended");
@@ -101,7 +109,19 @@ fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Re
     shared
         .tracker
         .spawn(tracing::Instrument::in_current_span(session));
-    response.map(boxed)
+    switching_protocols(accept)
+}
+
+/// The `101` that completes the handshake (RFC 6455, section 4.2.2).
+fn switching_protocols(accept: String) -> Response<Body> {
+    let mut response = Response::new(boxed(Full::default()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    let accept = HeaderValue::try_from(accept).expect("base64 is a valid header value");
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
 }
 
 /// Why the server refuses a WebSocket handshake; each reason has its own status.
@@ -234,7 +254,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     response
 }
 
-/// A whole-buffer body (hyper-tungstenite's `101` response uses one too) as [`Body`].
+/// A whole-buffer body as [`Body`].
 fn boxed(body: Full<Bytes>) -> Body {
     body.map_err(|never| match never {}).boxed_unsync()
 }

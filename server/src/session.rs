@@ -10,15 +10,22 @@ use std::io;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use hyper_tungstenite::HyperWebsocketStream;
-use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper::upgrade::Upgraded;
+use hyper_tungstenite::WebSocketStream;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
+use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
 
+use crate::read_ahead::ReadAhead;
 use crate::rules::{App, Reply};
+
+/// A session's socket: tungstenite over the TCP stream itself (see `read_ahead.rs`).
+pub(crate) type Socket = WebSocketStream<ReadAhead>;
 
 /// How long the server keeps reading (and discarding) after it sent a close frame, so the
 /// client receives the close code instead of a reset (Chromium reports 1006 without this).
@@ -53,10 +60,21 @@ impl End {
     }
 }
 
+/// Takes the TCP stream back from hyper once the `101` is sent, with any bytes the client sent
+/// right behind its handshake, and puts tungstenite on it. `None` if hyper was serving
+/// something other than a `TcpStream`, which this server never does.
+pub(crate) async fn socket(upgraded: Upgraded, config: WebSocketConfig) -> Option<Socket> {
+    // Reading the `TcpStream` directly, not through hyper's boxed `Upgraded`, is what lets
+    // `ReadAhead` use `readv`.
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    let stream = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
+    Some(WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await)
+}
+
 /// Runs a session until it ends. Never panics on anything the client sends.
 pub(crate) async fn run(
     app: App,
-    mut ws: HyperWebsocketStream,
+    mut ws: Socket,
     timing: SessionTiming,
     shutdown: CancellationToken,
 ) {
@@ -87,7 +105,7 @@ pub(crate) async fn run(
 /// The session loop: returns how the session ends without sending the final close itself.
 async fn drive(
     app: App,
-    ws: &mut HyperWebsocketStream,
+    ws: &mut Socket,
     timing: SessionTiming,
     shutdown: &CancellationToken,
 ) -> End {
@@ -151,7 +169,7 @@ async fn drive(
 /// Feeds the app's answer to one message into the socket's write buffer, without flushing.
 async fn answer(
     app: App,
-    ws: &mut HyperWebsocketStream,
+    ws: &mut Socket,
     message: Message,
     send_timeout: Duration,
 ) -> Result<(), End> {
@@ -182,11 +200,7 @@ async fn answer(
 }
 
 /// Sends one message (the greeting, a ping) and flushes it.
-async fn send(
-    ws: &mut HyperWebsocketStream,
-    message: Message,
-    send_timeout: Duration,
-) -> Result<(), End> {
+async fn send(ws: &mut Socket, message: Message, send_timeout: Duration) -> Result<(), End> {
     feed(ws, std::iter::once(message), send_timeout).await?;
     flush(ws, send_timeout).await
 }
@@ -194,7 +208,7 @@ async fn send(
 /// Queues messages in the write buffer; tungstenite writes to the socket only when the buffer
 /// passes `WRITE_BUFFER_SIZE`, which may wait for the client: bounded by `send_timeout`.
 async fn feed(
-    ws: &mut HyperWebsocketStream,
+    ws: &mut Socket,
     messages: impl Iterator<Item = Message>,
     send_timeout: Duration,
 ) -> Result<(), End> {
@@ -208,7 +222,7 @@ async fn feed(
 }
 
 /// Writes out everything queued, bounded by `send_timeout`.
-async fn flush(ws: &mut HyperWebsocketStream, send_timeout: Duration) -> Result<(), End> {
+async fn flush(ws: &mut Socket, send_timeout: Duration) -> Result<(), End> {
     within(send_timeout, ws.flush()).await
 }
 
@@ -302,7 +316,7 @@ fn log_client_close(frame: Option<&CloseFrame>) {
 
 /// Sends a close frame and waits (bounded) for the client's close in reply, so the server
 /// ends the TCP connection only after the client has seen the code.
-async fn close_gracefully(ws: &mut HyperWebsocketStream, code: CloseCode, reason: &'static str) {
+async fn close_gracefully(ws: &mut Socket, code: CloseCode, reason: &'static str) {
     let handshake = async {
         ws.close(Some(CloseFrame {
             code,
@@ -323,7 +337,7 @@ async fn close_gracefully(ws: &mut HyperWebsocketStream, code: CloseCode, reason
 
 /// After a protocol error the frame stream cannot be trusted: read and discard raw bytes until
 /// the client closes TCP or `CLOSE_LINGER` passes.
-async fn linger(ws: &mut HyperWebsocketStream) {
+async fn linger(ws: &mut Socket) {
     let stream = ws.get_mut();
     let mut sink = [0u8; 1024];
     let discard = async { while stream.read(&mut sink).await.is_ok_and(|read| read > 0) {} };

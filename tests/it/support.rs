@@ -359,16 +359,21 @@ pub const PING: u8 = 0x9;
 impl RawClient {
     /// Connects and completes the opening handshake on `path`.
     pub async fn connect(addr: SocketAddr, path: &str) -> RawClient {
+        RawClient::connect_sending(addr, path, &[]).await
+    }
+
+    /// Like [`RawClient::connect`], but `early` bytes (frames) go out in the same write as the
+    /// handshake request, before the server has answered it.
+    pub async fn connect_sending(addr: SocketAddr, path: &str, early: &[u8]) -> RawClient {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
         );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send handshake");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(early);
+        stream.write_all(&bytes).await.expect("send handshake");
         // Read the response head byte by byte so no frame bytes are consumed with it.
         let mut head = Vec::new();
         while !head.ends_with(b"\r\n\r\n") {

@@ -3,7 +3,9 @@
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{TestServer, expect_close, next_message, next_text};
+use crate::support::{
+    BINARY, RawClient, TEXT, TestServer, encode_frame, expect_close, next_message, next_text,
+};
 
 /// Asserts that `text` comes back exactly ten times, then proves no eleventh copy is on its way:
 /// the next reply must be the answer to a probe sent afterwards.
@@ -142,4 +144,25 @@ async fn mirror_sends_every_text_and_binary_message_back_once() {
         .await
         .expect("send");
     assert_eq!(next_text(&mut client).await, "still here");
+}
+
+#[tokio::test]
+async fn frames_sent_right_behind_the_handshake_are_answered_in_order() {
+    // hyper may read some of these along with the request; the session must get those bytes
+    // first, then the rest from the socket.
+    let server = TestServer::start(&[]).await;
+    let mask = Some([9, 8, 7, 6]);
+    let large = vec![0x5a; 20_000];
+    let mut early = encode_frame(0x80 | TEXT, 3, b"foo", mask);
+    early.extend(encode_frame(
+        0x80 | BINARY,
+        large.len() as u64,
+        &large,
+        mask,
+    ));
+    early.extend(encode_frame(0x80 | TEXT, 3, b"bar", mask));
+    let mut client = RawClient::connect_sending(server.addr, "/mirror", &early).await;
+    assert_eq!(client.read_frame().await, Some((TEXT, b"foo".to_vec())));
+    assert_eq!(client.read_frame().await, Some((BINARY, large)));
+    assert_eq!(client.read_frame().await, Some((TEXT, b"bar".to_vec())));
 }
