@@ -33,6 +33,20 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 #[derive(Debug, Clone)]
 pub(crate) struct CachedBackend {
     inner: Arc<Inner>,
+    /// Where a per-request backend (see [`CachedBackend::recording`]) leaves the in-memory
+    /// content it opened.
+    opened: Option<Arc<Mutex<Option<Bytes>>>>,
+}
+
+/// The in-memory content a request's backend opened, if any.
+#[derive(Debug, Default)]
+pub(crate) struct Opened(Arc<Mutex<Option<Bytes>>>);
+
+impl Opened {
+    /// The content of the last in-memory file opened for this request.
+    pub(crate) fn take(&self) -> Option<Bytes> {
+        lock(&self.0).take()
+    }
 }
 
 #[derive(Debug)]
@@ -102,7 +116,20 @@ impl CachedBackend {
                 root,
                 entries: Mutex::default(),
             }),
+            opened: None,
         }
+    }
+
+    /// A backend for one request, sharing this one's cache, that also tells what it opened:
+    /// the caller can then send the cached bytes as the body instead of the copy that
+    /// `ServeDir`'s reader makes of them.
+    pub(crate) fn recording(&self) -> (CachedBackend, Opened) {
+        let opened = Opened::default();
+        let backend = CachedBackend {
+            inner: Arc::clone(&self.inner),
+            opened: Some(Arc::clone(&opened.0)),
+        };
+        (backend, opened)
     }
 
     /// The cached answer for `path`, or a fresh look at the disk when it is older than
@@ -140,12 +167,16 @@ impl CachedBackend {
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Entry>> {
-        // A panic while holding the lock leaves a map that is still consistent.
-        self.inner
-            .entries
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.inner.entries)
     }
+}
+
+/// A panic while holding one of these locks leaves the data consistent: every update is a
+/// single insert, remove or replace.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Looks `path` up on disk, reusing `previous` content when the file has not changed.
@@ -194,10 +225,15 @@ impl Backend for CachedBackend {
         let backend = self.clone();
         Box::pin(async move {
             match backend.find(path).await? {
-                Found::File { content, meta } => Ok(CachedFile::Memory {
-                    content: Cursor::new(content),
-                    meta,
-                }),
+                Found::File { content, meta } => {
+                    if let Some(opened) = &backend.opened {
+                        *lock(opened) = Some(content.clone());
+                    }
+                    Ok(CachedFile::Memory {
+                        content: Cursor::new(content),
+                        meta,
+                    })
+                }
                 Found::Large { real_path, meta } => Ok(CachedFile::Disk {
                     file: tokio::fs::File::open(real_path).await?,
                     meta,

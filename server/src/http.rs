@@ -114,7 +114,7 @@ fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Re
 
 /// The `101` that completes the handshake (RFC 6455, section 4.2.2).
 fn switching_protocols(accept: String) -> Response<Body> {
-    let mut response = Response::new(boxed(Full::default()));
+    let mut response = Response::new(full_body(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -233,7 +233,7 @@ fn origin_allowed(origin: &HeaderValue, headers: &HeaderMap, allowed: &[String])
 
 /// A short text response.
 pub(crate) fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    let mut response = Response::new(boxed(Full::new(body.into())));
+    let mut response = Response::new(full_body(body.into()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -255,8 +255,10 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 /// A whole-buffer body as [`Body`].
-fn boxed(body: Full<Bytes>) -> Body {
-    body.map_err(|never| match never {}).boxed_unsync()
+pub(crate) fn full_body(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 #[cfg(test)]

@@ -116,6 +116,35 @@ async fn compressible_files_are_sent_gzip_or_brotli_by_accept_encoding() {
 }
 
 #[tokio::test]
+async fn range_requests_get_just_those_bytes() {
+    // Whole files are sent from memory as they are; a range must still be cut out of them.
+    let server = TestServer::start(&[]).await;
+    let part = server
+        .request("GET", "/pkg/app.js", &[("range", "bytes=10-19")])
+        .await;
+    assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+    let total = LARGE_JS.len();
+    assert_eq!(
+        part.header("content-range"),
+        Some(format!("bytes 10-19/{total}").as_str())
+    );
+    assert_eq!(part.body, LARGE_JS[10..20].as_bytes());
+    let tail = server
+        .request("GET", "/pkg/app.js", &[("range", "bytes=-5")])
+        .await;
+    assert_eq!(tail.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail.body, LARGE_JS[total - 5..].as_bytes());
+    let beyond = server
+        .request(
+            "GET",
+            "/pkg/app.js",
+            &[("range", &format!("bytes={total}-"))],
+        )
+        .await;
+    assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
+}
+
+#[tokio::test]
 async fn head_sends_the_headers_without_a_body() {
     let server = TestServer::start(&[]).await;
     let reply = server.request("HEAD", "/pkg/app.js", &[]).await;
