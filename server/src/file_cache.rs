@@ -5,7 +5,8 @@
 //! every request, several thread hops per file, which measured at 0.17x nginx's requests/s on
 //! one core. `ServeDir` keeps every HTTP rule (ETag, 304, ranges, HEAD, MIME types); only file
 //! access changes here. The containment check (no symlink may lead outside the static root)
-//! runs when a file is loaded, so the hot path makes no system call at all.
+//! runs when a file is loaded, so the hot path makes no system call at all. Compressed
+//! copies of the files in memory are answered here too (`compressed.rs`).
 
 use std::collections::HashMap;
 use std::future::{Future, Ready, ready};
@@ -20,8 +21,10 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::fs::{Backend, File, Metadata};
 
+use crate::compressed::{Encoding, Variants, is_compressible};
+
 /// Files up to this size are kept in memory; larger ones stream from disk.
-const MAX_CACHED_FILE: u64 = 4 * 1024 * 1024;
+pub(crate) const MAX_CACHED_FILE: u64 = 4 * 1024 * 1024;
 /// Most paths remembered; past it, files are still served, just not remembered.
 const MAX_ENTRIES: usize = 1024;
 /// How long a cached answer is trusted before the disk is asked again.
@@ -69,6 +72,8 @@ enum Found {
     File {
         content: Bytes,
         meta: FileMeta,
+        /// Its compressed copies, made on demand; a new version of the file gets new ones.
+        variants: Arc<Variants>,
     },
     Directory(FileMeta),
     /// Too large to keep: opened from disk on each request.
@@ -84,6 +89,17 @@ impl Found {
             Found::File { meta, .. } | Found::Directory(meta) | Found::Large { meta, .. } => *meta,
         }
     }
+}
+
+/// What a name of the form `X.br` or `X.gz` turned out to be.
+#[derive(Debug)]
+enum Variant {
+    /// A compressed copy of `X`, which is held in memory.
+    Made(Bytes, FileMeta),
+    /// `X` is held in memory but has no copy in this encoding (not worth compressing).
+    None,
+    /// Not such a name, or `X` is not held in memory: look the name up as it is.
+    PlainName,
 }
 
 /// What `ServeDir` needs to know of a file: enough for `Last-Modified` and the `ETag`.
@@ -166,6 +182,39 @@ impl CachedBackend {
         found
     }
 
+    /// Answers `X.br` and `X.gz`, the names `ServeDir` asks for to find a compressed copy of
+    /// `X`, when `X` is a file held in memory: those names then always mean the server's own
+    /// copies, and files by those names on disk are not looked at (nor looked for, which
+    /// would cost a trip to the blocking pool on every request for an image).
+    async fn find_variant(&self, path: &Path) -> io::Result<Variant> {
+        let Some((encoding, original)) = Encoding::split(path) else {
+            return Ok(Variant::PlainName);
+        };
+        let Ok(Found::File {
+            content,
+            meta,
+            variants,
+        }) = self.find(original.clone()).await
+        else {
+            // Not a file in memory (missing, large or a directory): `X.br` is just a name.
+            return Ok(Variant::PlainName);
+        };
+        if !is_compressible(&original) {
+            return Ok(Variant::None);
+        }
+        Ok(match variants.get(encoding, &content).await? {
+            Some(compressed) => {
+                // `ServeDir` makes the `ETag` from length and date: the copy gets its own.
+                let meta = FileMeta {
+                    len: compressed.len() as u64,
+                    ..meta
+                };
+                Variant::Made(compressed, meta)
+            }
+            None => Variant::None,
+        })
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Entry>> {
         lock(&self.inner.entries)
     }
@@ -201,9 +250,18 @@ fn load(root: &Path, path: &Path, previous: Option<Found>) -> io::Result<Found> 
     if meta.len > MAX_CACHED_FILE {
         return Ok(Found::Large { real_path, meta });
     }
-    if let Some(Found::File { content, meta: old }) = previous {
+    if let Some(Found::File {
+        content,
+        meta: old,
+        variants,
+    }) = previous
+    {
         if old == meta {
-            return Ok(Found::File { content, meta });
+            return Ok(Found::File {
+                content,
+                meta,
+                variants,
+            });
         }
     }
     let content = Bytes::from(std::fs::read(&real_path)?);
@@ -212,7 +270,11 @@ fn load(root: &Path, path: &Path, previous: Option<Found>) -> io::Result<Found> 
         len: content.len() as u64,
         ..meta
     };
-    Ok(Found::File { content, meta })
+    Ok(Found::File {
+        content,
+        meta,
+        variants: Arc::default(),
+    })
 }
 
 impl Backend for CachedBackend {
@@ -224,28 +286,39 @@ impl Backend for CachedBackend {
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
         let backend = self.clone();
         Box::pin(async move {
-            match backend.find(path).await? {
-                Found::File { content, meta } => {
-                    if let Some(opened) = &backend.opened {
-                        *lock(opened) = Some(content.clone());
+            let (content, meta) = match backend.find_variant(&path).await? {
+                Variant::Made(content, meta) => (content, meta),
+                Variant::None => return Err(io::ErrorKind::NotFound.into()),
+                Variant::PlainName => match backend.find(path).await? {
+                    Found::File { content, meta, .. } => (content, meta),
+                    Found::Large { real_path, meta } => {
+                        return Ok(CachedFile::Disk {
+                            file: tokio::fs::File::open(real_path).await?,
+                            meta,
+                        });
                     }
-                    Ok(CachedFile::Memory {
-                        content: Cursor::new(content),
-                        meta,
-                    })
-                }
-                Found::Large { real_path, meta } => Ok(CachedFile::Disk {
-                    file: tokio::fs::File::open(real_path).await?,
-                    meta,
-                }),
-                Found::Directory(_) => Err(io::Error::other("is a directory")),
+                    Found::Directory(_) => return Err(io::Error::other("is a directory")),
+                },
+            };
+            if let Some(opened) = &backend.opened {
+                *lock(opened) = Some(content.clone());
             }
+            Ok(CachedFile::Memory {
+                content: Cursor::new(content),
+                meta,
+            })
         })
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
         let backend = self.clone();
-        Box::pin(async move { backend.find(path).await.map(|found| found.meta()) })
+        Box::pin(async move {
+            match backend.find_variant(&path).await? {
+                Variant::Made(_, meta) => Ok(meta),
+                Variant::None => Err(io::ErrorKind::NotFound.into()),
+                Variant::PlainName => backend.find(path).await.map(|found| found.meta()),
+            }
+        })
     }
 }
 

@@ -9,16 +9,17 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::{Extensions, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use tower::ServiceExt;
 use tower_http::compression::Compression;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::services::ServeDir;
 
-use crate::file_cache::CachedBackend;
+use crate::file_cache::{CachedBackend, MAX_CACHED_FILE};
 use crate::http::{Body, full_body, not_found};
 
 /// HTML always revalidates, so a rebuilt client is picked up on the next load.
@@ -66,9 +67,16 @@ impl StaticFiles {
         // A `ServeDir` per request costs what cloning a shared one did (it owns its root
         // path), and lets the backend say which cached bytes it opened.
         let (backend, opened) = self.backend.recording();
-        let serve_dir =
-            ServeDir::with_backend(&self.root, backend).append_index_html_on_directories(true);
-        let response = match Compression::new(serve_dir).oneshot(request).await {
+        let serve_dir = ServeDir::with_backend(&self.root, backend)
+            .append_index_html_on_directories(true)
+            // Compressed copies made once per file version (`compressed.rs`); `Compression`
+            // below is left for the files too large to hold in memory.
+            .precompressed_br()
+            .precompressed_gzip();
+        // Files held in memory come compressed already, or are not worth compressing.
+        let compression = Compression::new(serve_dir)
+            .compress_when(DefaultPredicate::new().and(not_held_in_memory as IsLarge));
+        let response = match compression.oneshot(request).await {
             Ok(response) => response,
             Err(infallible) => match infallible {},
         };
@@ -109,15 +117,21 @@ impl StaticFiles {
     }
 }
 
+/// The predicate type `Compression` is given, a plain function.
+type IsLarge = fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool;
+
+/// Whether a response is a file too large to be held (and compressed once) in memory.
+fn not_held_in_memory(_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions) -> bool {
+    header_length(headers).is_none_or(|length| length as u64 > MAX_CACHED_FILE)
+}
+
 /// The `Content-Length` a response declares, if any.
 fn content_length<B>(response: &Response<B>) -> Option<usize> {
-    response
-        .headers()
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
+    header_length(response.headers())
+}
+
+fn header_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// Every text file this project ships is UTF-8; `mime_guess` names no charset, so browsers

@@ -105,6 +105,26 @@ async fn compressible_files_are_sent_gzip_or_brotli_by_accept_encoding() {
     assert_eq!(plain.header("content-encoding"), None);
     assert_eq!(plain.body, LARGE_JS);
 
+    // The copies are made once and stored: sent with a length (not streamed), marked as
+    // varying by encoding, each with its own ETag, which revalidates.
+    for reply in [&gzip, &brotli] {
+        assert_eq!(
+            reply.header("content-length"),
+            Some(reply.body.len().to_string().as_str())
+        );
+        assert_eq!(reply.header("vary"), Some("accept-encoding"));
+        assert_ne!(reply.header("etag"), plain.header("etag"));
+    }
+    let etag = brotli.header("etag").expect("ETag");
+    let revalidated = server
+        .request(
+            "GET",
+            "/pkg/app.js",
+            &[("accept-encoding", "br"), ("if-none-match", etag)],
+        )
+        .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+
     let image = server
         .request("GET", "/image.png", &[("accept-encoding", "gzip")])
         .await;
@@ -128,12 +148,12 @@ async fn range_requests_get_just_those_bytes() {
         part.header("content-range"),
         Some(format!("bytes 10-19/{total}").as_str())
     );
-    assert_eq!(part.body, LARGE_JS[10..20].as_bytes());
+    assert_eq!(part.body, &LARGE_JS.as_bytes()[10..20]);
     let tail = server
         .request("GET", "/pkg/app.js", &[("range", "bytes=-5")])
         .await;
     assert_eq!(tail.status, StatusCode::PARTIAL_CONTENT);
-    assert_eq!(tail.body, LARGE_JS[total - 5..].as_bytes());
+    assert_eq!(tail.body, &LARGE_JS.as_bytes()[total - 5..]);
     let beyond = server
         .request(
             "GET",
@@ -207,12 +227,26 @@ async fn a_file_changed_on_disk_is_served_fresh_within_about_a_second() {
     let first = server.request("GET", "/style.css", &[]).await;
     let old_etag = first.header("etag").expect("ETag").to_owned();
     // A rebuilt asset, as `cargo xtask build-client` would leave it.
-    std::fs::write(&file, "body { color: rebeccapurple; margin: 0; }\n").expect("rewrite");
+    // Long enough that its compressed copy is smaller, so one is made and stored.
+    let new_css = "body { color: rebeccapurple; margin: 0; }\n".repeat(20);
+    std::fs::write(&file, &new_css).expect("rewrite");
     let changed_at = std::time::Instant::now();
     loop {
         let reply = server.request("GET", "/style.css", &[]).await;
-        if reply.body == "body { color: rebeccapurple; margin: 0; }\n" {
+        if reply.body == new_css {
             assert_ne!(reply.header("etag"), Some(old_etag.as_str()), "a new ETag");
+            let compressed = server
+                .request("GET", "/style.css", &[("accept-encoding", "gzip")])
+                .await;
+            let mut decoded = String::new();
+            flate2::read::GzDecoder::new(&compressed.body[..])
+                .read_to_string(&mut decoded)
+                .expect("gzip");
+            assert_eq!(decoded, new_css, "a new copy");
+            assert!(
+                compressed.header("content-length").is_some(),
+                "a stored copy"
+            );
             let revalidated = server
                 .request("GET", "/style.css", &[("if-none-match", &old_etag)])
                 .await;

@@ -211,6 +211,18 @@ fn start(pinning: &Pinning, server: &ServerKind) -> Result<ServerProcess> {
     ServerProcess::spawn(&mut command, server.name)
 }
 
+/// What wrk asks for: scenario, path, and the `Accept-Encoding` it sends. wrk sends none by
+/// default (both servers then send the file as it is); browsers send `gzip, deflate, br`.
+const STATIC_TARGETS: &[(&str, &str, Option<&str>)] = &[
+    ("static-index", "/", None),
+    ("static-wasm", "/pkg/web_client_bg.wasm", None),
+    (
+        "static-wasm-browser",
+        "/pkg/web_client_bg.wasm",
+        Some("gzip, deflate, br"),
+    ),
+];
+
 /// wrk against the server and nginx for `/` and the `.wasm`; `None` rows when a tool is missing.
 fn static_files(
     pinning: &Pinning,
@@ -236,15 +248,13 @@ fn static_files(
                 let mut running = Some(running);
                 ("server", addr, Box::new(move || drop(running.take())))
             };
-            for (target, path) in [
-                ("static-index", "/"),
-                ("static-wasm", "/pkg/web_client_bg.wasm"),
-            ] {
-                let output = pinning
-                    .on_client(&wrk)
-                    .args(["-t1", "-c32", &format!("-d{}s", seconds.ceil() as u64)])
-                    .arg(format!("http://{addr}{path}"))
-                    .output()?;
+            for &(target, path, accept_encoding) in STATIC_TARGETS {
+                let mut wrk = pinning.on_client(&wrk);
+                wrk.args(["-t1", "-c32", &format!("-d{}s", seconds.ceil() as u64)]);
+                if let Some(encodings) = accept_encoding {
+                    wrk.args(["-H", &format!("Accept-Encoding: {encodings}")]);
+                }
+                let output = wrk.arg(format!("http://{addr}{path}")).output()?;
                 let text = String::from_utf8_lossy(&output.stdout);
                 let per_second = text
                     .lines()
@@ -284,6 +294,7 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   include /etc/nginx/mime.types; access_log off; sendfile on; tcp_nopush on; etag on;
+  gzip on; gzip_types application/wasm application/javascript text/css;
   client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
   uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
   server {{ listen {addr}; root {root}; }}
@@ -441,7 +452,7 @@ fn render_table(
             "\n| static files (wrk, 32 connections) | server | requests/s | ratio to nginx |\n",
         );
         out.push_str("|---|---|---:|---:|\n");
-        for target in ["static-index", "static-wasm"] {
+        for &(target, _, _) in STATIC_TARGETS {
             let rate = |name: &str| {
                 let values: Vec<f64> = statics
                     .iter()
