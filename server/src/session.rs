@@ -64,8 +64,8 @@ impl End {
 /// right behind its handshake, and puts tungstenite on it. `None` if hyper was serving
 /// something other than a `TcpStream`, which this server never does.
 pub(crate) async fn socket(upgraded: Upgraded, config: WebSocketConfig) -> Option<Socket> {
-    // Reading the `TcpStream` directly, not through hyper's boxed `Upgraded`, is what lets
-    // `ReadAhead` use `readv`.
+    // The `TcpStream` itself rather than hyper's `Upgraded`, which would add a boxed,
+    // dynamically dispatched layer (and its allocation) under every read and write.
     let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
     let stream = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
     Some(WebSocketStream::from_raw_socket(stream, Role::Server, Some(config)).await)
