@@ -360,6 +360,21 @@ fn median_of(runs: &[Value], key: &str) -> Option<f64> {
     (!values.is_empty()).then(|| median(values))
 }
 
+/// The median over rounds of `ours[key] / theirs[key]`, pairing runs of the same round. The
+/// servers of one round run back to back, so this cancels the slow drifts of a shared VM that
+/// a ratio of two medians keeps (p99 at 40k msg/s moved from 0.6 to 13 ms between rounds for
+/// every server alike).
+fn paired_ratio(ours: &[Value], theirs: &[Value], key: &str) -> Option<f64> {
+    let ratios: Vec<f64> = ours
+        .iter()
+        .filter_map(|run| {
+            let other = theirs.iter().find(|other| other["round"] == run["round"])?;
+            Some(run[key].as_f64()? / other[key].as_f64()?)
+        })
+        .collect();
+    (!ratios.is_empty()).then(|| median(ratios))
+}
+
 /// A number with `digits` decimals, or `-` when there is none.
 fn number(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |value| format!("{value:.digits$}"))
@@ -368,6 +383,37 @@ fn number(value: Option<f64>, digits: usize) -> String {
 /// One markdown table row.
 fn row<const N: usize>(cells: [String; N]) -> String {
     format!("| {} |\n", cells.join(" | "))
+}
+
+/// This server against each reference, round by round (see [`paired_ratio`]).
+fn paired_table(
+    results: &BTreeMap<&str, BTreeMap<&str, Vec<Value>>>,
+    servers: &[ServerKind],
+) -> String {
+    let Some((ours, references)) = servers.split_first() else {
+        return String::new();
+    };
+    let mut out = format!(
+        "\n| {} / reference, paired by round | scenario | round trips/s | server CPU per round trip (lower is better) | p99 (lower is better) |\n|---|---|---:|---:|---:|\n",
+        ours.name
+    );
+    for reference in references {
+        for scenario in SCENARIOS.iter().filter(|s| s.name != "idle-10k") {
+            let runs = |name: &str| results.get(scenario.name).and_then(|by| by.get(name));
+            let (Some(mine), Some(theirs)) = (runs(ours.name), runs(reference.name)) else {
+                continue;
+            };
+            let ratio = |key: &str| number(paired_ratio(mine, theirs, key), 2);
+            out.push_str(&row([
+                reference.name.to_owned(),
+                scenario.name.to_owned(),
+                ratio("round_trips_per_sec"),
+                ratio("server_cpu_us_per_round_trip"),
+                ratio("p99_us"),
+            ]));
+        }
+    }
+    out
 }
 
 fn render_table(
@@ -430,6 +476,7 @@ fn render_table(
             ]));
         }
     }
+    out.push_str(&paired_table(results, servers));
     if let Some(by_server) = results.get("idle-10k") {
         out.push_str("\n| idle WebSockets | server | connections | server RSS KiB | RSS per connection KiB |\n");
         out.push_str("|---|---|---:|---:|---:|\n");
@@ -449,7 +496,7 @@ fn render_table(
     }
     if !statics.is_empty() {
         out.push_str(
-            "\n| static files (wrk, 32 connections) | server | requests/s | ratio to nginx |\n",
+            "\n| static files (wrk, 32 connections) | server | requests/s | ratio to nginx, paired by round |\n",
         );
         out.push_str("|---|---|---:|---:|\n");
         for &(target, _, _) in STATIC_TARGETS {
@@ -461,14 +508,21 @@ fn render_table(
                     .collect();
                 (!values.is_empty()).then(|| median(values))
             };
-            let nginx = rate("nginx");
-            for name in ["server", "nginx"] {
+            let runs = |name: &str| -> Vec<Value> {
+                statics
+                    .iter()
+                    .filter(|line| line["scenario"] == target && line["server"] == name)
+                    .cloned()
+                    .collect()
+            };
+            let (server_runs, nginx_runs) = (runs("server"), runs("nginx"));
+            for (name, mine) in [("server", &server_runs), ("nginx", &nginx_runs)] {
                 if let Some(value) = rate(name) {
                     out.push_str(&row([
                         target.to_owned(),
                         name.to_owned(),
                         number(Some(value), 0),
-                        number(nginx.map(|nginx| value / nginx), 2),
+                        number(paired_ratio(mine, &nginx_runs, "requests_per_sec"), 2),
                     ]));
                 }
             }
