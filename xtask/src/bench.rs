@@ -46,7 +46,16 @@ const SCENARIOS: &[Scenario] = &[
         loadgen_args: &["--path", "/subscriptions", "--skip", "1", "--replies", "10", "--connections", "100", "--size", "32"] },
     Scenario { name: "idle-10k", what: "10,000 idle WebSockets: server RSS per connection",
         loadgen_args: &["--path", "/mirror", "--connections", "10000", "--idle"] },
+    Scenario { name: "idle-1k-after-8KiB", what: "1,000 WebSockets idle after one 8 KiB message (10 replies of 8 KiB)",
+        loadgen_args: &["--path", "/subscriptions", "--skip", "1", "--replies", "10", "--connections", "1000", "--idle", "--after-one-message", "--size", "8192"] },
 ];
+
+impl Scenario {
+    /// Memory scenarios: connections held open, RSS per connection reported.
+    fn is_idle(&self) -> bool {
+        self.loadgen_args.contains(&"--idle")
+    }
+}
 
 pub fn bench() -> Result<()> {
     let reps: usize = env_number("BENCH_REPS", 3);
@@ -398,7 +407,7 @@ fn paired_table(
         ours.name
     );
     for reference in references {
-        for scenario in SCENARIOS.iter().filter(|s| s.name != "idle-10k") {
+        for scenario in SCENARIOS.iter().filter(|s| !s.is_idle()) {
             let runs = |name: &str| results.get(scenario.name).and_then(|by| by.get(name));
             let (Some(mine), Some(theirs)) = (runs(ours.name), runs(reference.name)) else {
                 continue;
@@ -436,7 +445,7 @@ fn render_table(
     ));
     out.push_str("| scenario | server | round trips/s | ratio | p50 µs | p99 µs | p99.9 µs | server CPU µs/round trip | ratio (lower is better) |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for scenario in SCENARIOS.iter().filter(|s| s.name != "idle-10k") {
+    for scenario in SCENARIOS.iter().filter(|s| !s.is_idle()) {
         let Some(by_server) = results.get(scenario.name) else {
             continue;
         };
@@ -477,16 +486,21 @@ fn render_table(
         }
     }
     out.push_str(&paired_table(results, servers));
-    if let Some(by_server) = results.get("idle-10k") {
-        out.push_str("\n| idle WebSockets | server | connections | server RSS KiB | RSS per connection KiB |\n");
-        out.push_str("|---|---|---:|---:|---:|\n");
+    out.push_str(
+        "\n| idle WebSockets | server | connections | server RSS KiB | RSS per connection KiB |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|\n");
+    for scenario in SCENARIOS.iter().filter(|s| s.is_idle()) {
+        let Some(by_server) = results.get(scenario.name) else {
+            continue;
+        };
         for server in servers {
             let Some(runs) = by_server.get(server.name) else {
                 continue;
             };
             let cell = |key: &str, digits| number(median_of(runs, key), digits);
             out.push_str(&row([
-                "idle-10k".to_owned(),
+                scenario.name.to_owned(),
                 server.name.to_owned(),
                 cell("connections", 0),
                 cell("server_rss_kib", 0),

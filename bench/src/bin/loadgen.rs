@@ -50,6 +50,10 @@ struct Args {
     /// Only open the connections, hold them, and report memory per connection.
     #[arg(long)]
     idle: bool,
+    /// With `--idle`: each connection first sends one message of `--size` bytes and reads its
+    /// `--replies`, so the memory is that of sessions idle after some activity.
+    #[arg(long, requires = "idle")]
+    after_one_message: bool,
 }
 
 /// What one connection measured.
@@ -128,10 +132,15 @@ fn json_number(value: f64) -> serde_json::Value {
 async fn idle(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let pid = args.pid.ok_or("--idle needs --pid")?;
     let before = rss_kib(pid).ok_or("cannot read the server's memory")?;
+    let frame = masked_text_frame(args.size);
     let mut sockets = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let mut stream = connect(args.addr, &args.path).await?;
         skip_frames(&mut stream, args.skip).await?;
+        if args.after_one_message {
+            stream.write_all(&frame).await?;
+            skip_frames(&mut stream, args.replies).await?;
+        }
         sockets.push(stream);
     }
     // Let the server finish setting up the last sessions before reading its memory.
