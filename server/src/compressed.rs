@@ -8,9 +8,9 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use tokio::sync::OnceCell;
 
 /// Brotli quality for the stored copies: made once, so the smallest output is worth it
 /// (11 is brotli's best: 141 ms for the 76 KiB wasm file, 27.7 KiB against 32.1 KiB from
@@ -94,12 +94,12 @@ pub(crate) fn is_compressible(path: &Path) -> bool {
 /// once made means compressing did not make it smaller.
 #[derive(Debug, Default)]
 pub(crate) struct Variants {
-    brotli: OnceLock<Option<Bytes>>,
-    gzip: OnceLock<Option<Bytes>>,
+    brotli: OnceCell<Option<Bytes>>,
+    gzip: OnceCell<Option<Bytes>>,
 }
 
 impl Variants {
-    fn slot(&self, encoding: Encoding) -> &OnceLock<Option<Bytes>> {
+    fn slot(&self, encoding: Encoding) -> &OnceCell<Option<Bytes>> {
         match encoding {
             Encoding::Brotli => &self.brotli,
             Encoding::Gzip => &self.gzip,
@@ -107,49 +107,48 @@ impl Variants {
     }
 
     /// The copy of `content` in `encoding`, made on the blocking pool the first time: brotli
-    /// at its best quality takes tens of milliseconds for a 100 KiB file.
+    /// at its best quality takes tens of milliseconds for a 100 KiB file. Requests that come
+    /// while it is being made wait for that one (asynchronously: a cold start with many
+    /// browsers at once must not park a blocking thread per request).
     pub(crate) async fn get(
-        self: &Arc<Variants>,
+        &self,
         encoding: Encoding,
         content: &Bytes,
     ) -> io::Result<Option<Bytes>> {
-        if let Some(made) = self.slot(encoding).get() {
-            return Ok(made.clone());
-        }
         if content.len() < MIN_COMPRESSIBLE {
             return Ok(None);
         }
-        let variants = Arc::clone(self);
         let content = content.clone();
-        tokio::task::spawn_blocking(move || {
-            // Concurrent first requests wait here for one compression instead of each
-            // making their own.
-            let made = variants.slot(encoding).get_or_init(|| {
-                let started = std::time::Instant::now();
-                match encoding.compress(&content) {
-                    Ok(compressed) if compressed.len() < content.len() => {
-                        tracing::debug!(
-                            ?encoding,
-                            from = content.len(),
-                            to = compressed.len(),
-                            ms = started.elapsed().as_millis() as u64,
-                            "compressed a static file"
-                        );
-                        Some(Bytes::from(compressed))
-                    }
-                    Ok(_) => None,
-                    Err(error) => {
-                        // Writing into memory does not fail; if it ever did, the file is
-                        // still served, uncompressed.
-                        tracing::warn!(%error, ?encoding, "could not compress a static file");
-                        None
-                    }
-                }
-            });
-            made.clone()
-        })
-        .await
-        .map_err(io::Error::other)
+        let make = || async move {
+            tokio::task::spawn_blocking(move || make(encoding, &content))
+                .await
+                .map_err(io::Error::other)
+        };
+        self.slot(encoding).get_or_try_init(make).await.cloned()
+    }
+}
+
+/// Compresses `content`; `None` when that does not make it smaller.
+fn make(encoding: Encoding, content: &[u8]) -> Option<Bytes> {
+    let started = std::time::Instant::now();
+    match encoding.compress(content) {
+        Ok(compressed) if compressed.len() < content.len() => {
+            tracing::debug!(
+                ?encoding,
+                from = content.len(),
+                to = compressed.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "compressed a static file"
+            );
+            Some(Bytes::from(compressed))
+        }
+        Ok(_) => None,
+        Err(error) => {
+            // Writing into memory does not fail; if it ever did, the file is still served,
+            // uncompressed.
+            tracing::warn!(%error, ?encoding, "could not compress a static file");
+            None
+        }
     }
 }
 
@@ -189,7 +188,7 @@ mod tests {
     #[tokio::test]
     async fn copies_decompress_to_the_original_and_are_made_once() {
         let content = Bytes::from("hello compressed world ".repeat(200));
-        let variants = Arc::new(Variants::default());
+        let variants = Variants::default();
         let brotli = variants
             .get(Encoding::Brotli, &content)
             .await
@@ -219,8 +218,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn concurrent_first_requests_share_one_copy() {
+        let content = Bytes::from("share me ".repeat(5000));
+        let variants = std::sync::Arc::new(Variants::default());
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (variants, content) = (variants.clone(), content.clone());
+            tasks.spawn(async move {
+                let copy = variants.get(Encoding::Brotli, &content).await;
+                copy.expect("made").expect("smaller").as_ptr() as usize
+            });
+        }
+        let pointers: std::collections::HashSet<usize> =
+            tasks.join_all().await.into_iter().collect();
+        assert_eq!(pointers.len(), 1, "one copy made, every request got it");
+    }
+
+    #[tokio::test]
     async fn incompressible_or_tiny_content_has_no_copy() {
-        let variants = Arc::new(Variants::default());
+        let variants = Variants::default();
         let tiny = Bytes::from_static(b"hi");
         assert_eq!(variants.get(Encoding::Gzip, &tiny).await.expect("ok"), None);
         // Bytes with no pattern (xorshift) do not shrink.
@@ -234,7 +250,7 @@ mod tests {
             })
             .collect();
         let noise = Bytes::from(noise);
-        let variants = Arc::new(Variants::default());
+        let variants = Variants::default();
         assert_eq!(
             variants.get(Encoding::Gzip, &noise).await.expect("ok"),
             None

@@ -86,10 +86,11 @@ impl StaticFiles {
                 && content_length(&response) == Some(content.len())
         });
         let mut response = match whole_file {
-            // The whole file, unencoded (on-the-fly compression drops `Content-Length`): send
-            // the cached bytes themselves. `ServeDir`'s reader would copy them into fresh
-            // 64 KiB buffers on every request, which measured 7% of the server's CPU on the
-            // wasm file.
+            // The whole file or its stored compressed copy, as opened (a body compressed on
+            // the fly has no `Content-Length`, so it never matches): send the cached bytes
+            // themselves. `ServeDir`'s reader would copy them into fresh 64 KiB buffers on
+            // every request; sending them as they are took the wasm file from 29k to 39k
+            // requests/s.
             Some(content) => response.map(|_| full_body(content)),
             None => response.map(|body| body.map_err(Into::into).boxed_unsync()),
         };
