@@ -38,14 +38,18 @@ pub(crate) struct CachedBackend {
     inner: Arc<Inner>,
     /// Where a per-request backend (see [`CachedBackend::recording`]) leaves the in-memory
     /// content it opened.
-    opened: Option<Arc<Mutex<Option<Bytes>>>>,
+    opened: Option<Opened>,
 }
 
-/// The in-memory content a request's backend opened, if any.
-#[derive(Debug, Default)]
+/// The in-memory content a request's backend opened, if any. Clones share it.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Opened(Arc<Mutex<Option<Bytes>>>);
 
 impl Opened {
+    fn record(&self, content: &Bytes) {
+        *lock(&self.0) = Some(content.clone());
+    }
+
     /// The content of the last in-memory file opened for this request.
     pub(crate) fn take(&self) -> Option<Bytes> {
         lock(&self.0).take()
@@ -143,7 +147,7 @@ impl CachedBackend {
         let opened = Opened::default();
         let backend = CachedBackend {
             inner: Arc::clone(&self.inner),
-            opened: Some(Arc::clone(&opened.0)),
+            opened: Some(opened.clone()),
         };
         (backend, opened)
     }
@@ -301,7 +305,7 @@ impl Backend for CachedBackend {
                 },
             };
             if let Some(opened) = &backend.opened {
-                *lock(opened) = Some(content.clone());
+                opened.record(&content);
             }
             Ok(CachedFile::Memory {
                 content: Cursor::new(content),

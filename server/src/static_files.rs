@@ -75,7 +75,7 @@ impl StaticFiles {
             .precompressed_gzip();
         // Files held in memory come compressed already, or are not worth compressing.
         let compression = Compression::new(serve_dir)
-            .compress_when(DefaultPredicate::new().and(not_held_in_memory as IsLarge));
+            .compress_when(DefaultPredicate::new().and(not_held_in_memory as ResponsePredicate));
         let response = match compression.oneshot(request).await {
             Ok(response) => response,
             Err(infallible) => match infallible {},
@@ -118,8 +118,8 @@ impl StaticFiles {
     }
 }
 
-/// The predicate type `Compression` is given, a plain function.
-type IsLarge = fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool;
+/// A response predicate for `Compression`, as a plain function.
+type ResponsePredicate = fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool;
 
 /// Whether a response is a file too large to be held (and compressed once) in memory.
 fn not_held_in_memory(_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions) -> bool {
