@@ -36,23 +36,27 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 #[derive(Debug, Clone)]
 pub(crate) struct CachedBackend {
     inner: Arc<Inner>,
-    /// Where a per-request backend (see [`CachedBackend::recording`]) leaves the in-memory
-    /// content it opened.
-    opened: Option<Opened>,
+    /// What the backend of one request knows (see [`CachedBackend::for_request`]).
+    request: Option<Arc<RequestScope>>,
 }
 
-/// The in-memory content a request's backend opened, if any. Clones share it.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Opened(Arc<Mutex<Option<Bytes>>>);
+/// One request's view of the backend.
+#[derive(Debug, Default)]
+pub(crate) struct RequestScope {
+    /// The request names a `.br` or `.gz` file itself: such names are then files like any
+    /// other, not the compressed copies `ServeDir` asks for when it negotiates an encoding.
+    names_encoded_file: bool,
+    /// The in-memory content last opened, for the caller to send as it is.
+    opened: Mutex<Option<Bytes>>,
+    /// Paths found missing: while it tries `X.br` and `X.gz`, `ServeDir` asks about `X` up to
+    /// four times, and a miss is never cached, so each would be a trip to the disk.
+    missing: Mutex<Vec<PathBuf>>,
+}
 
-impl Opened {
-    fn record(&self, content: &Bytes) {
-        *lock(&self.0) = Some(content.clone());
-    }
-
+impl RequestScope {
     /// The content of the last in-memory file opened for this request.
-    pub(crate) fn take(&self) -> Option<Bytes> {
-        lock(&self.0).take()
+    pub(crate) fn take_opened(&self) -> Option<Bytes> {
+        lock(&self.opened).take()
     }
 }
 
@@ -88,6 +92,14 @@ enum Found {
 }
 
 impl Found {
+    /// Whether both are the same version of the same file, as far as the disk says.
+    fn same_version(&self, other: &Found) -> bool {
+        match (self, other) {
+            (Found::File { meta: a, .. }, Found::File { meta: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+
     fn meta(&self) -> FileMeta {
         match self {
             Found::File { meta, .. } | Found::Directory(meta) | Found::Large { meta, .. } => *meta,
@@ -136,20 +148,42 @@ impl CachedBackend {
                 root,
                 entries: Mutex::default(),
             }),
-            opened: None,
+            request: None,
         }
     }
 
-    /// A backend for one request, sharing this one's cache, that also tells what it opened:
-    /// the caller can then send the cached bytes as the body instead of the copy that
-    /// `ServeDir`'s reader makes of them.
-    pub(crate) fn recording(&self) -> (CachedBackend, Opened) {
-        let opened = Opened::default();
+    /// A backend for one request for `uri_path`, sharing this one's cache. It tells what it
+    /// opened (the caller can then send the cached bytes as the body instead of the copy
+    /// `ServeDir`'s reader makes of them) and remembers misses for the rest of the request.
+    pub(crate) fn for_request(&self, uri_path: &str) -> (CachedBackend, Arc<RequestScope>) {
+        let scope = Arc::new(RequestScope {
+            names_encoded_file: Encoding::split(Path::new(uri_path)).is_some(),
+            ..RequestScope::default()
+        });
         let backend = CachedBackend {
             inner: Arc::clone(&self.inner),
-            opened: Some(opened.clone()),
+            request: Some(Arc::clone(&scope)),
         };
-        (backend, opened)
+        (backend, scope)
+    }
+
+    /// [`CachedBackend::find`], answering paths this request already found missing without
+    /// asking the disk again.
+    async fn find_once(&self, path: PathBuf) -> io::Result<Found> {
+        let Some(scope) = &self.request else {
+            return self.find(path).await;
+        };
+        if lock(&scope.missing).contains(&path) {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        let found = self.find(path.clone()).await;
+        if found
+            .as_ref()
+            .is_err_and(|error| error.kind() == io::ErrorKind::NotFound)
+        {
+            lock(&scope.missing).push(path);
+        }
+        found
     }
 
     /// The cached answer for `path`, or a fresh look at the disk when it is older than
@@ -168,40 +202,63 @@ impl CachedBackend {
             .await
             .map_err(io::Error::other)?;
         let mut entries = self.entries();
-        match &found {
-            Ok(found) if entries.len() < MAX_ENTRIES || entries.contains_key(&key) => {
-                entries.insert(
-                    key,
-                    Entry {
-                        checked: Instant::now(),
-                        found: found.clone(),
-                    },
-                );
+        match found {
+            Ok(found) => {
+                // Requests that missed the cache together each loaded the file; they must
+                // end up with one entry, or each would make its own compressed copies.
+                let found = match entries.get(&key) {
+                    Some(Entry {
+                        found: existing, ..
+                    }) if existing.same_version(&found) => existing.clone(),
+                    _ => found,
+                };
+                if entries.len() < MAX_ENTRIES || entries.contains_key(&key) {
+                    entries.insert(
+                        key,
+                        Entry {
+                            checked: Instant::now(),
+                            found: found.clone(),
+                        },
+                    );
+                }
+                Ok(found)
             }
-            Ok(_) => {}
-            Err(_) => {
+            Err(error) => {
                 entries.remove(&key);
+                Err(error)
             }
         }
-        found
     }
 
-    /// Answers `X.br` and `X.gz`, the names `ServeDir` asks for to find a compressed copy of
-    /// `X`, when `X` is a file held in memory: those names then always mean the server's own
-    /// copies, and files by those names on disk are not looked at (nor looked for, which
-    /// would cost a trip to the blocking pool on every request for an image).
+    /// Answers `X.br` and `X.gz` when `ServeDir` asks for them to find a compressed copy of
+    /// `X` (the request did not name such a file itself). When `X` is held in memory they are
+    /// the server's own copies, and files by those names on disk are not looked at (nor looked
+    /// for, which would cost a trip to the blocking pool on every request for an image); when
+    /// `X` does not exist, neither do they.
     async fn find_variant(&self, path: &Path) -> io::Result<Variant> {
-        let Some((encoding, original)) = Encoding::split(path) else {
+        let names_encoded_file = self
+            .request
+            .as_ref()
+            .is_some_and(|scope| scope.names_encoded_file);
+        let Some((encoding, original)) = Encoding::split(path).filter(|_| !names_encoded_file)
+        else {
             return Ok(Variant::PlainName);
         };
-        let Ok(Found::File {
-            content,
-            meta,
-            variants,
-        }) = self.find(original.clone()).await
-        else {
-            // Not a file in memory (missing, large or a directory): `X.br` is just a name.
-            return Ok(Variant::PlainName);
+        let (content, meta, variants) = match self.find_once(original.clone()).await {
+            // Copies are made only for files the cache keeps (all but past 1024 paths):
+            // otherwise every request would compress anew.
+            Ok(Found::File { meta, .. }) if !self.is_cached(&original, meta) => {
+                return Ok(Variant::None);
+            }
+            Ok(Found::File {
+                content,
+                meta,
+                variants,
+            }) => (content, meta, variants),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Variant::None),
+            // Too large to hold, or a directory: a precompressed file on disk may stand next
+            // to it, so the name is looked up as it is.
+            _ => return Ok(Variant::PlainName),
         };
         if !is_compressible(&original) {
             return Ok(Variant::None);
@@ -217,6 +274,13 @@ impl CachedBackend {
             }
             None => Variant::None,
         })
+    }
+
+    /// Whether the cache holds this version of the file at `path`.
+    fn is_cached(&self, path: &Path, meta: FileMeta) -> bool {
+        self.entries().get(path).is_some_and(
+            |entry| matches!(&entry.found, Found::File { meta: cached, .. } if *cached == meta),
+        )
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Entry>> {
@@ -293,7 +357,7 @@ impl Backend for CachedBackend {
             let (content, meta) = match backend.find_variant(&path).await? {
                 Variant::Made(content, meta) => (content, meta),
                 Variant::None => return Err(io::ErrorKind::NotFound.into()),
-                Variant::PlainName => match backend.find(path).await? {
+                Variant::PlainName => match backend.find_once(path).await? {
                     Found::File { content, meta, .. } => (content, meta),
                     Found::Large { real_path, meta } => {
                         return Ok(CachedFile::Disk {
@@ -304,8 +368,8 @@ impl Backend for CachedBackend {
                     Found::Directory(_) => return Err(io::Error::other("is a directory")),
                 },
             };
-            if let Some(opened) = &backend.opened {
-                opened.record(&content);
+            if let Some(scope) = &backend.request {
+                *lock(&scope.opened) = Some(content.clone());
             }
             Ok(CachedFile::Memory {
                 content: Cursor::new(content),
@@ -320,7 +384,7 @@ impl Backend for CachedBackend {
             match backend.find_variant(&path).await? {
                 Variant::Made(_, meta) => Ok(meta),
                 Variant::None => Err(io::ErrorKind::NotFound.into()),
-                Variant::PlainName => backend.find(path).await.map(|found| found.meta()),
+                Variant::PlainName => backend.find_once(path).await.map(|found| found.meta()),
             }
         })
     }

@@ -65,8 +65,8 @@ impl StaticFiles {
         }
         let is_get = request.method() == Method::GET;
         // A `ServeDir` per request costs what cloning a shared one did (it owns its root
-        // path), and lets the backend say which cached bytes it opened.
-        let (backend, opened) = self.backend.recording();
+        // path), and lets the backend keep what it learns during the request.
+        let (backend, scope) = self.backend.for_request(request.uri().path());
         let serve_dir = ServeDir::with_backend(&self.root, backend)
             .append_index_html_on_directories(true)
             // Compressed copies made once per file version (`compressed.rs`); `Compression`
@@ -80,7 +80,7 @@ impl StaticFiles {
             Ok(response) => response,
             Err(infallible) => match infallible {},
         };
-        let whole_file = opened.take().filter(|content| {
+        let whole_file = scope.take_opened().filter(|content| {
             is_get
                 && response.status() == StatusCode::OK
                 && content_length(&response) == Some(content.len())

@@ -136,6 +136,57 @@ async fn compressible_files_are_sent_gzip_or_brotli_by_accept_encoding() {
 }
 
 #[tokio::test]
+async fn a_gz_file_on_disk_is_served_when_asked_for_by_name() {
+    // Next to a file held in memory, `X.gz` is what the server negotiates for `X`; asked
+    // for by name, it is the file on disk like any other.
+    let server = TestServer::start(&[]).await;
+    let dir = server.static_dir().expect("fixture");
+    let text = "plain notes, plain notes, plain notes, plain notes\n".repeat(10);
+    std::fs::write(dir.join("notes.txt"), &text).expect("write");
+    std::fs::write(dir.join("notes.txt.gz"), "not the server's copy").expect("write");
+    let by_name = server.request("GET", "/notes.txt.gz", &[]).await;
+    assert_eq!(by_name.status, StatusCode::OK);
+    assert_eq!(by_name.body, "not the server's copy");
+    let negotiated = server
+        .request("GET", "/notes.txt", &[("accept-encoding", "gzip")])
+        .await;
+    assert_eq!(negotiated.header("content-encoding"), Some("gzip"));
+    let mut decoded = String::new();
+    flate2::read::GzDecoder::new(&negotiated.body[..])
+        .read_to_string(&mut decoded)
+        .expect("gzip");
+    assert_eq!(decoded, text);
+    let missing = server
+        .request("GET", "/missing.js", &[("accept-encoding", "gzip, br")])
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn browsers_arriving_together_share_one_compressed_copy() {
+    let server = TestServer::start(&["--log", "info,server::compressed=debug"]).await;
+    let dir = server.static_dir().expect("fixture");
+    let script = "export const greeting = 'hello';\n".repeat(2000);
+    std::fs::write(dir.join("fresh.js"), &script).expect("write");
+    let requests = (0..20).map(|_| {
+        server.request(
+            "GET",
+            "/fresh.js",
+            &[("accept-encoding", "gzip, deflate, br")],
+        )
+    });
+    for reply in futures_util::future::join_all(requests).await {
+        assert_eq!(reply.header("content-encoding"), Some("br"));
+    }
+    server.wait_for_log("compressed a static file").await;
+    let made = server.logs().matches("compressed a static file").count();
+    assert_eq!(
+        made, 1,
+        "one brotli copy for 20 requests that came together"
+    );
+}
+
+#[tokio::test]
 async fn range_requests_get_just_those_bytes() {
     // Whole files are sent from memory as they are; a range must still be cut out of them.
     let server = TestServer::start(&[]).await;
