@@ -6,6 +6,24 @@ use http::StatusCode;
 
 use crate::support::{INDEX_HTML, LARGE_JS, TestServer};
 
+/// A gzip body, decoded to text.
+fn gunzip(body: &[u8]) -> String {
+    let mut decoded = String::new();
+    flate2::read::GzDecoder::new(body)
+        .read_to_string(&mut decoded)
+        .expect("gzip");
+    decoded
+}
+
+/// A brotli body, decoded to text.
+fn unbrotli(body: &[u8]) -> String {
+    let mut decoded = String::new();
+    brotli_decompressor::Decompressor::new(body, 4096)
+        .read_to_string(&mut decoded)
+        .expect("brotli");
+    decoded
+}
+
 #[tokio::test]
 async fn root_serves_index_html_without_caching() {
     let server = TestServer::start(&[]).await;
@@ -85,20 +103,14 @@ async fn compressible_files_are_sent_gzip_or_brotli_by_accept_encoding() {
         .await;
     assert_eq!(gzip.header("content-encoding"), Some("gzip"));
     assert!(gzip.body.len() < LARGE_JS.len());
-    let mut decoded = String::new();
-    flate2::read::GzDecoder::new(&gzip.body[..])
-        .read_to_string(&mut decoded)
-        .expect("gzip");
+    let decoded = gunzip(&gzip.body);
     assert_eq!(decoded, LARGE_JS);
 
     let brotli = server
         .request("GET", "/pkg/app.js", &[("accept-encoding", "br, gzip")])
         .await;
     assert_eq!(brotli.header("content-encoding"), Some("br"));
-    let mut decoded = String::new();
-    brotli_decompressor::Decompressor::new(&brotli.body[..], 4096)
-        .read_to_string(&mut decoded)
-        .expect("brotli");
+    let decoded = unbrotli(&brotli.body);
     assert_eq!(decoded, LARGE_JS);
 
     let plain = server.request("GET", "/pkg/app.js", &[]).await;
@@ -151,10 +163,7 @@ async fn a_gz_file_on_disk_is_served_when_asked_for_by_name() {
         .request("GET", "/notes.txt", &[("accept-encoding", "gzip")])
         .await;
     assert_eq!(negotiated.header("content-encoding"), Some("gzip"));
-    let mut decoded = String::new();
-    flate2::read::GzDecoder::new(&negotiated.body[..])
-        .read_to_string(&mut decoded)
-        .expect("gzip");
+    let decoded = gunzip(&negotiated.body);
     assert_eq!(decoded, text);
     let missing = server
         .request("GET", "/missing.js", &[("accept-encoding", "gzip, br")])
@@ -289,10 +298,7 @@ async fn a_file_changed_on_disk_is_served_fresh_within_about_a_second() {
             let compressed = server
                 .request("GET", "/style.css", &[("accept-encoding", "gzip")])
                 .await;
-            let mut decoded = String::new();
-            flate2::read::GzDecoder::new(&compressed.body[..])
-                .read_to_string(&mut decoded)
-                .expect("gzip");
+            let decoded = gunzip(&compressed.body);
             assert_eq!(decoded, new_css, "a new copy");
             assert!(
                 compressed.header("content-length").is_some(),
