@@ -157,6 +157,12 @@ mod tests {
     use super::*;
     use std::io::Read;
 
+    fn decompress(mut decoder: impl Read) -> Vec<u8> {
+        let mut decoded = Vec::new();
+        decoder.read_to_end(&mut decoded).expect("decodes");
+        decoded
+    }
+
     #[test]
     fn variant_names_split_into_encoding_and_file() {
         assert_eq!(
@@ -194,21 +200,16 @@ mod tests {
             .await
             .expect("made")
             .expect("smaller");
-        let mut decoded = Vec::new();
-        brotli::Decompressor::new(&brotli[..], 4096)
-            .read_to_end(&mut decoded)
-            .expect("brotli");
-        assert_eq!(decoded, content);
+        assert_eq!(
+            decompress(brotli::Decompressor::new(&brotli[..], 4096)),
+            content
+        );
         let gzip = variants
             .get(Encoding::Gzip, &content)
             .await
             .expect("made")
             .expect("smaller");
-        let mut decoded = Vec::new();
-        flate2::read::GzDecoder::new(&gzip[..])
-            .read_to_end(&mut decoded)
-            .expect("gzip");
-        assert_eq!(decoded, content);
+        assert_eq!(decompress(flate2::read::GzDecoder::new(&gzip[..])), content);
         let again = variants.get(Encoding::Gzip, &content).await.expect("made");
         assert_eq!(
             again.expect("smaller").as_ptr(),

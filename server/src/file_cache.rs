@@ -81,7 +81,9 @@ enum Found {
         content: Bytes,
         meta: FileMeta,
         /// Its compressed copies, made on demand; a new version of the file gets new ones.
-        variants: Arc<Variants>,
+        /// `None` when the cache could not keep the file (past 1024 paths): copies made for
+        /// it would be thrown away and made anew on every request.
+        variants: Option<Arc<Variants>>,
     },
     Directory(FileMeta),
     /// Too large to keep: opened from disk on each request.
@@ -97,6 +99,18 @@ impl Found {
         match (self, other) {
             (Found::File { meta: a, .. }, Found::File { meta: b, .. }) => a == b,
             _ => false,
+        }
+    }
+
+    /// The same answer, for a file the cache does not keep: no compressed copies.
+    fn without_variants(self) -> Found {
+        match self {
+            Found::File { content, meta, .. } => Found::File {
+                content,
+                meta,
+                variants: None,
+            },
+            other => other,
         }
     }
 
@@ -220,8 +234,10 @@ impl CachedBackend {
                             found: found.clone(),
                         },
                     );
+                    Ok(found)
+                } else {
+                    Ok(found.without_variants())
                 }
-                Ok(found)
             }
             Err(error) => {
                 entries.remove(&key);
@@ -245,16 +261,13 @@ impl CachedBackend {
             return Ok(Variant::PlainName);
         };
         let (content, meta, variants) = match self.find_once(original.clone()).await {
-            // Copies are made only for files the cache keeps (all but past 1024 paths):
-            // otherwise every request would compress anew.
-            Ok(Found::File { meta, .. }) if !self.is_cached(&original, meta) => {
-                return Ok(Variant::None);
-            }
             Ok(Found::File {
                 content,
                 meta,
-                variants,
+                variants: Some(variants),
             }) => (content, meta, variants),
+            // Held, but not kept by the cache: sent as it is.
+            Ok(Found::File { variants: None, .. }) => return Ok(Variant::None),
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Variant::None),
             // Too large to hold, or a directory: a precompressed file on disk may stand next
             // to it, so the name is looked up as it is.
@@ -274,13 +287,6 @@ impl CachedBackend {
             }
             None => Variant::None,
         })
-    }
-
-    /// Whether the cache holds this version of the file at `path`.
-    fn is_cached(&self, path: &Path, meta: FileMeta) -> bool {
-        self.entries().get(path).is_some_and(
-            |entry| matches!(&entry.found, Found::File { meta: cached, .. } if *cached == meta),
-        )
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, Entry>> {
@@ -341,7 +347,7 @@ fn load(root: &Path, path: &Path, previous: Option<Found>) -> io::Result<Found> 
     Ok(Found::File {
         content,
         meta,
-        variants: Arc::default(),
+        variants: Some(Arc::default()),
     })
 }
 

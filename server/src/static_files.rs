@@ -83,7 +83,7 @@ impl StaticFiles {
         let whole_file = scope.take_opened().filter(|content| {
             is_get
                 && response.status() == StatusCode::OK
-                && content_length(&response) == Some(content.len())
+                && header_length(response.headers()) == Some(content.len())
         });
         let mut response = match whole_file {
             // The whole file or its stored compressed copy, as opened (a body compressed on
@@ -127,10 +127,6 @@ fn not_held_in_memory(_: StatusCode, _: Version, headers: &HeaderMap, _: &Extens
 }
 
 /// The `Content-Length` a response declares, if any.
-fn content_length<B>(response: &Response<B>) -> Option<usize> {
-    header_length(response.headers())
-}
-
 fn header_length(headers: &HeaderMap) -> Option<usize> {
     headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }

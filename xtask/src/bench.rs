@@ -514,14 +514,6 @@ fn render_table(
         );
         out.push_str("|---|---|---:|---:|\n");
         for &(target, _, _) in STATIC_TARGETS {
-            let rate = |name: &str| {
-                let values: Vec<f64> = statics
-                    .iter()
-                    .filter(|line| line["scenario"] == target && line["server"] == name)
-                    .filter_map(|line| line["requests_per_sec"].as_f64())
-                    .collect();
-                (!values.is_empty()).then(|| median(values))
-            };
             let runs = |name: &str| -> Vec<Value> {
                 statics
                     .iter()
@@ -531,7 +523,7 @@ fn render_table(
             };
             let (server_runs, nginx_runs) = (runs("server"), runs("nginx"));
             for (name, mine) in [("server", &server_runs), ("nginx", &nginx_runs)] {
-                if let Some(value) = rate(name) {
+                if let Some(value) = median_of(mine, "requests_per_sec") {
                     out.push_str(&row([
                         target.to_owned(),
                         name.to_owned(),
