@@ -270,6 +270,13 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
             break;
         }
     }
+    // The client must not read before the server gives up: the kernel's buffers can take all
+    // 8 MiB of requests in a fraction of a second, and a client that then read at once would
+    // get every reply (the server does not block for a second) and prove nothing.
+    server
+        .wait_for_log("client does not read its replies")
+        .await;
+    // The session still holds its buffers while it tries to close.
     let peak = server.rss_kib();
     // Whatever was in flight arrives, then the server closes: finite, not 80 MiB.
     let received = client.read_to_end().await;
@@ -283,9 +290,6 @@ async fn a_client_that_never_reads_is_closed_and_memory_stays_bounded() {
         peak < rss_before + 64 * 1024,
         "RSS grew from {rss_before} KiB to {peak} KiB"
     );
-    server
-        .wait_for_log("client does not read its replies")
-        .await;
     assert_still_serving(&server).await;
 }
 
