@@ -58,42 +58,63 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let signals = match Signals::watch() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("error: cannot watch for Ctrl-C and SIGTERM: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Scripts and tests read this line to learn the port when `--addr` ends in `:0`.
     println!("Listening on {}", display_url(local_addr));
 
-    server.run(listener, shutdown_signal()).await;
+    server.run(listener, signals.shutdown()).await;
     ExitCode::SUCCESS
 }
 
-/// Resolves at the first Ctrl-C or SIGTERM; a second one exits at once.
-async fn shutdown_signal() {
-    wait_for_signal().await;
-    tracing::info!("signal received; shutting down (send it again to exit at once)");
-    tokio::spawn(async {
-        wait_for_signal().await;
-        eprintln!("second signal: exiting now");
-        std::process::exit(130);
-    });
+/// Ctrl-C and SIGTERM, watched from before the URL is printed: a script that sends SIGTERM
+/// as soon as it has read the URL gets a graceful shutdown, not a process killed by the
+/// default action (tokio installs a handler only when a stream is created).
+struct Signals {
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = terminate.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot watch SIGTERM; only Ctrl-C stops the server");
-                let _ = ctrl_c.await;
-            }
+impl Signals {
+    fn watch() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    /// Resolves at the next Ctrl-C or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// Resolves at the first signal; a second one exits at once.
+    async fn shutdown(mut self) {
+        self.next().await;
+        tracing::info!("signal received; shutting down (send it again to exit at once)");
+        tokio::spawn(async move {
+            self.next().await;
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        });
+    }
 }
