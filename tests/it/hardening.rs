@@ -94,6 +94,23 @@ async fn protocol_violations_close_with_1002() {
 }
 
 #[tokio::test]
+async fn the_web_clients_message_limit_is_the_servers_default() {
+    // The client refuses longer messages itself, so its limit must be what a server started
+    // without `--max-message-size` accepts: no less (it would refuse good messages), no more
+    // (the server would close with 1009 and the message would be lost).
+    let limit = web_client::outbox::MAX_MESSAGE_BYTES;
+    let server = TestServer::start(&[]).await;
+    let mut client = RawClient::connect(server.addr, "/mirror").await;
+    client.send(TEXT, "a".repeat(limit).as_bytes()).await;
+    assert_eq!(
+        client.read_frame().await.map(|(op, p)| (op, p.len())),
+        Some((TEXT, limit))
+    );
+    client.send(TEXT, "a".repeat(limit + 1).as_bytes()).await;
+    assert_eq!(client.read_close_code().await, 1009);
+}
+
+#[tokio::test]
 async fn oversized_messages_close_with_1009_without_allocating_them() {
     let server = TestServer::start(&["--max-message-size", "65536"]).await;
     // At the limit is fine.

@@ -12,9 +12,9 @@ use wasm_bindgen_futures::spawn_local;
 
 use crate::backoff::Backoff;
 use crate::dom::Page;
-use crate::outbox::{OUTBOX_CAPACITY, Outbox, PushError};
+use crate::outbox::{MAX_MESSAGE_BYTES, OUTBOX_CAPACITY, Outbox, PushError};
 use crate::socket::{Socket, SocketEvent};
-use crate::status::{AfterClose, Status, after_close};
+use crate::status::{AfterClose, Status, after_close, close_notice};
 use crate::transcript::{Entry, Speaker, Transcript};
 
 /// Everything the tasks and event handlers share. Single-threaded: `RefCell` borrows are never
@@ -65,6 +65,13 @@ impl Client {
             Ok(()) => self.page.clear_input(),
             // Nothing to send; nothing to say either.
             Err(PushError::Empty) => return,
+            Err(PushError::TooLong { bytes }) => {
+                self.notice(format!(
+                    "This message is {bytes} bytes; the server accepts at most \
+                     {MAX_MESSAGE_BYTES}. It was kept in the input: shorten it and send again."
+                ));
+                return;
+            }
             Err(PushError::Full) => {
                 self.notice(format!(
                     "{OUTBOX_CAPACITY} messages are already waiting; this one was kept in the \
@@ -115,6 +122,9 @@ impl Client {
                     return;
                 }
             };
+            if let Some(text) = close_notice(code, &reason) {
+                self.notice(text);
+            }
             match after_close(code) {
                 AfterClose::StayClosed => {
                     self.page.set_status(&Status::Closed { code, reason });

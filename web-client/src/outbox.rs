@@ -6,6 +6,12 @@ use std::collections::VecDeque;
 /// Queue size, as the `Queue.bounded(100)` of the client this project is modelled on.
 pub const OUTBOX_CAPACITY: usize = 100;
 
+/// Longest message, in bytes as sent (UTF-8): the server's default `--max-message-size`. The
+/// server closes the connection (1009) on a longer one, and the message would be lost, so it
+/// is refused here and stays in the input. The input's `maxlength` cannot do this: it counts
+/// UTF-16 units, and 65,536 of them can be up to 196,608 bytes of UTF-8.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
 /// Why a message was not queued; each is shown to the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
@@ -13,6 +19,8 @@ pub enum PushError {
     Empty,
     /// The queue holds [`OUTBOX_CAPACITY`] messages already.
     Full,
+    /// The message is longer than [`MAX_MESSAGE_BYTES`]; `bytes` is its length.
+    TooLong { bytes: usize },
 }
 
 /// Messages typed by the user and not yet sent.
@@ -40,6 +48,9 @@ impl Outbox {
     pub fn push(&mut self, text: String) -> Result<(), PushError> {
         if text.is_empty() {
             return Err(PushError::Empty);
+        }
+        if text.len() > MAX_MESSAGE_BYTES {
+            return Err(PushError::TooLong { bytes: text.len() });
         }
         if self.queue.len() >= self.capacity {
             return Err(PushError::Full);
@@ -85,6 +96,27 @@ mod tests {
         assert_eq!(outbox.pop().as_deref(), Some(" "));
         assert_eq!(outbox.pop().as_deref(), Some("c"));
         assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn messages_longer_than_the_server_accepts_are_refused_by_their_utf8_length() {
+        let mut outbox = Outbox::default();
+        assert_eq!(outbox.push("a".repeat(MAX_MESSAGE_BYTES)), Ok(()));
+        assert_eq!(
+            outbox.push("a".repeat(MAX_MESSAGE_BYTES + 1)),
+            Err(PushError::TooLong {
+                bytes: MAX_MESSAGE_BYTES + 1
+            })
+        );
+        // Half as many characters, each two bytes: one byte over.
+        let accented = "é".repeat(MAX_MESSAGE_BYTES / 2) + "a";
+        assert_eq!(
+            outbox.push(accented),
+            Err(PushError::TooLong {
+                bytes: MAX_MESSAGE_BYTES + 1
+            })
+        );
+        assert_eq!(outbox.len(), 1, "refused messages are not queued");
     }
 
     #[test]

@@ -61,9 +61,39 @@ pub fn after_close(code: u16) -> AfterClose {
     }
 }
 
+/// A line for the conversation about a close the user caused and can avoid; `None` for the
+/// rest (the status line shows every code and reason). The server's limit may be lower than
+/// the one the client checks (`--max-message-size`), so a 1009 can still happen.
+pub fn close_notice(code: u16, reason: &str) -> Option<String> {
+    const MESSAGE_TOO_BIG: u16 = 1009;
+    (code == MESSAGE_TOO_BIG).then(|| {
+        let detail = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({reason})")
+        };
+        format!("The server refused a message as too large and closed the connection{detail}.")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_message_too_big_gets_a_notice() {
+        assert_eq!(
+            close_notice(1009, "Message too long: 70000 > 65536").as_deref(),
+            Some(
+                "The server refused a message as too large and closed the connection \
+                 (Message too long: 70000 > 65536)."
+            )
+        );
+        assert!(close_notice(1009, "").is_some_and(|text| text.ends_with("connection.")));
+        for code in [1000, 1001, 1006, 1008, 1011] {
+            assert_eq!(close_notice(code, "x"), None, "{code}");
+        }
+    }
 
     #[test]
     fn labels() {

@@ -214,6 +214,48 @@ async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
 }
 
 #[wasm_bindgen_test]
+async fn a_message_longer_than_the_server_accepts_stays_in_the_input_with_a_notice() {
+    let (document, page) = fresh_page();
+    Client::start(page, ws_test_url().to_owned());
+    let input: HtmlInputElement = document
+        .get_element_by_id("message")
+        .expect("#message")
+        .dyn_into()
+        .expect("input");
+    let send: HtmlButtonElement = document
+        .get_element_by_id("send")
+        .expect("#send")
+        .dyn_into()
+        .expect("button");
+    wait_for_log(&document, |lines| {
+        lines.iter().any(|l| l == "Server: Greetings!")
+    })
+    .await;
+
+    // 32,769 characters, well under the input's maxlength of 65,536 UTF-16 units, but 65,538
+    // bytes of UTF-8: the server would close with 1009 and the message would be lost.
+    let too_long = "é".repeat(32_769);
+    input.set_value(&too_long);
+    send.click();
+    assert_eq!(input.value(), too_long, "the text stays in the input");
+
+    // The socket is still open and nothing was sent: the next message is answered normally.
+    input.set_value("foo");
+    send.click();
+    let lines = wait_for_log(&document, |lines| lines.iter().any(|l| l == "Server: bar")).await;
+    assert_eq!(
+        lines,
+        [
+            "Server: Greetings!",
+            "This message is 65538 bytes; the server accepts at most 65536. It was kept in the \
+             input: shorten it and send again.",
+            "You: foo",
+            "Server: bar",
+        ]
+    );
+}
+
+#[wasm_bindgen_test]
 async fn a_real_socket_talks_to_the_real_server() {
     let socket = Socket::open(ws_test_url()).expect("a valid URL");
     assert!(socket.opened().await, "the socket opens");
