@@ -80,6 +80,10 @@ impl StaticFiles {
             Ok(response) => response,
             Err(infallible) => match infallible {},
         };
+        // `ServeDir`'s 404 has an empty body; every 404 of this server says what happened.
+        if response.status() == StatusCode::NOT_FOUND {
+            return not_found();
+        }
         let whole_file = scope.take_opened().filter(|content| {
             is_get
                 && response.status() == StatusCode::OK

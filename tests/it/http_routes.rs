@@ -136,8 +136,17 @@ async fn foreign_origins_are_refused_and_own_or_listed_ones_accepted() {
 #[tokio::test]
 async fn unknown_paths_get_404_and_other_methods_405() {
     let server = TestServer::start(&[]).await;
-    let reply = server.request("GET", "/no/such/file.txt", &[]).await;
-    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    // A missing file, a path no file could have, and a route's malformed path: one answer.
+    for path in ["/no/such/file.txt", "/a%00b", "/greet/"] {
+        let reply = server.request("GET", path, &[]).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(reply.body, "Not found.\n", "{path}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/plain; charset=utf-8"),
+            "{path}"
+        );
+    }
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
         let reply = server.request(method, "/index.html", &[]).await;
         assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
