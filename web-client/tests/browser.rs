@@ -61,6 +61,21 @@ fn fresh_page() -> (Document, Page) {
     (document, page)
 }
 
+/// The message input and the Send button.
+fn composer(document: &Document) -> (HtmlInputElement, HtmlButtonElement) {
+    let input = document
+        .get_element_by_id("message")
+        .expect("#message")
+        .dyn_into()
+        .expect("input");
+    let send = document
+        .get_element_by_id("send")
+        .expect("#send")
+        .dyn_into()
+        .expect("button");
+    (input, send)
+}
+
 fn log_lines(document: &Document) -> Vec<String> {
     let log = document.get_element_by_id("log").expect("#log");
     std::iter::successors(log.first_element_child(), |line| {
@@ -169,16 +184,7 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
 async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
     let (document, page) = fresh_page();
     Client::start(page, ws_test_url().to_owned());
-    let input: HtmlInputElement = document
-        .get_element_by_id("message")
-        .expect("#message")
-        .dyn_into()
-        .expect("input");
-    let send: HtmlButtonElement = document
-        .get_element_by_id("send")
-        .expect("#send")
-        .dyn_into()
-        .expect("button");
+    let (input, send) = composer(&document);
 
     // Typed before the socket is open: it waits in the queue and goes out once, in order.
     input.set_value("foo");
@@ -217,16 +223,7 @@ async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
 async fn a_message_longer_than_the_server_accepts_stays_in_the_input_with_a_notice() {
     let (document, page) = fresh_page();
     Client::start(page, ws_test_url().to_owned());
-    let input: HtmlInputElement = document
-        .get_element_by_id("message")
-        .expect("#message")
-        .dyn_into()
-        .expect("input");
-    let send: HtmlButtonElement = document
-        .get_element_by_id("send")
-        .expect("#send")
-        .dyn_into()
-        .expect("button");
+    let (input, send) = composer(&document);
     wait_for_log(&document, |lines| {
         lines.iter().any(|l| l == "Server: Greetings!")
     })
