@@ -81,8 +81,9 @@ enum Found {
         content: Bytes,
         meta: FileMeta,
         /// Its compressed copies, made on demand; a new version of the file gets new ones.
-        /// `None` when the cache could not keep the file (past 1024 paths): copies made for
-        /// it would be thrown away and made anew on every request.
+        /// `None` when its type is not worth compressing (decided once, when it is loaded),
+        /// or when the cache could not keep the file (past 1024 paths): copies made for it
+        /// would be thrown away and made anew on every request.
         variants: Option<Arc<Variants>>,
     },
     Directory(FileMeta),
@@ -260,22 +261,19 @@ impl CachedBackend {
         else {
             return Ok(Variant::PlainName);
         };
-        let (content, meta, variants) = match self.find_once(original.clone()).await {
+        let (content, meta, variants) = match self.find_once(original).await {
             Ok(Found::File {
                 content,
                 meta,
                 variants: Some(variants),
             }) => (content, meta, variants),
-            // Held, but not kept by the cache: sent as it is.
+            // Held, but not worth compressing or not kept by the cache: sent as it is.
             Ok(Found::File { variants: None, .. }) => return Ok(Variant::None),
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Variant::None),
             // Too large to hold, or a directory: a precompressed file on disk may stand next
             // to it, so the name is looked up as it is.
             _ => return Ok(Variant::PlainName),
         };
-        if !is_compressible(&original) {
-            return Ok(Variant::None);
-        }
         Ok(match variants.get(encoding, &content).await? {
             Some(compressed) => {
                 // `ServeDir` makes the `ETag` from length and date: the copy gets its own.
@@ -347,7 +345,7 @@ fn load(root: &Path, path: &Path, previous: Option<Found>) -> io::Result<Found> 
     Ok(Found::File {
         content,
         meta,
-        variants: Some(Arc::default()),
+        variants: is_compressible(path).then(Arc::default),
     })
 }
 
