@@ -19,8 +19,8 @@ use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 use percent_encoding::percent_decode_str;
 
 use crate::Shared;
-use crate::rules::App;
 use crate::session;
+use rules::App;
 
 /// The body of every response: files stream, everything else is one buffer.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;

@@ -7,7 +7,6 @@ pub mod config;
 mod file_cache;
 mod http;
 mod read_ahead;
-pub mod rules;
 mod session;
 mod static_files;
 

@@ -21,8 +21,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_util::sync::CancellationToken;
 
+use rules::{App, Reply};
+
 use crate::read_ahead::ReadAhead;
-use crate::rules::{App, Reply};
 
 /// A session's socket: tungstenite over the TCP stream itself (see `read_ahead.rs`).
 pub(crate) type Socket = WebSocketStream<ReadAhead>;
@@ -110,7 +111,7 @@ async fn drive(
     shutdown: &CancellationToken,
 ) -> End {
     if let Some(greeting) = app.greeting() {
-        if let Err(end) = send(ws, greeting, timing.send_timeout).await {
+        if let Err(end) = send(ws, Message::text(greeting), timing.send_timeout).await {
             return end;
         }
     }
@@ -173,8 +174,9 @@ async fn answer(
     message: Message,
     send_timeout: Duration,
 ) -> Result<(), End> {
-    match message {
-        Message::Text(_) | Message::Binary(_) => {}
+    let reply = match &message {
+        Message::Text(text) => app.reply_to_text(text),
+        Message::Binary(_) => app.reply_to_binary(),
         Message::Close(frame) => {
             log_client_close(frame.as_ref());
             // tungstenite has queued the echoed close; polling `next` again sends it and ends
@@ -185,15 +187,16 @@ async fn answer(
         Message::Ping(_) | Message::Pong(_) => return Ok(()),
         // Never produced when reading; only used for writing raw frames.
         Message::Frame(_) => return Ok(()),
-    }
-    match app.reply(message) {
+    };
+    match reply {
         Reply::Nothing => {
             tracing::debug!("ignored a binary message");
             Ok(())
         }
-        Reply::Once(reply) => feed(ws, std::iter::once(reply), send_timeout).await,
-        Reply::Repeat(reply, count) => {
-            feed(ws, std::iter::repeat_n(reply, count), send_timeout).await
+        Reply::Send(text) => feed(ws, std::iter::once(Message::text(text)), send_timeout).await,
+        // Copies share the payload (`Bytes`): repeating a message allocates nothing.
+        Reply::SendBack { times } => {
+            feed(ws, std::iter::repeat_n(message, times), send_timeout).await
         }
         Reply::Close => Err(End::Close(CloseCode::Normal, "")),
     }

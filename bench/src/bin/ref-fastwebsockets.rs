@@ -1,5 +1,5 @@
 //! Reference server for the benchmark: fastwebsockets on hyper, the same routes, deciding its
-//! replies with the project's own `server::rules` (so only the WebSocket engine differs).
+//! replies with the project's own `rules` crate (so only the WebSocket engine differs).
 //! `/mirror` echoes the frame it read as is, the way fastwebsockets' own echo example does.
 
 use bytes::Bytes;
@@ -9,9 +9,8 @@ use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_tungstenite::tungstenite::Message;
 use hyper_util::rt::TokioIo;
-use server::rules::{App, Reply};
+use rules::{App, Reply};
 
 type Socket = FragmentCollector<TokioIo<hyper::upgrade::Upgraded>>;
 
@@ -43,31 +42,40 @@ async fn handle(mut request: Request<Incoming>) -> Result<Response<Empty<Bytes>>
 
 async fn serve(app: App, mut socket: Socket) -> Result<(), WebSocketError> {
     if let Some(greeting) = app.greeting() {
-        write(&mut socket, greeting).await?;
+        write_text(&mut socket, greeting).await?;
     }
     loop {
         let frame = socket.read_frame().await?;
-        let message = match frame.opcode {
+        let (opcode, payload, reply) = match frame.opcode {
             OpCode::Close => return Ok(()),
             _ if app == App::Mirror && matches!(frame.opcode, OpCode::Text | OpCode::Binary) => {
                 socket.write_frame(frame).await?;
                 continue;
             }
-            OpCode::Text => match String::from_utf8(frame.payload.to_vec()) {
-                Ok(text) => Message::text(text),
-                Err(_) => return Ok(()),
-            },
-            OpCode::Binary => Message::binary(frame.payload.to_vec()),
+            OpCode::Text => {
+                let payload = frame.payload.to_vec();
+                let Ok(text) = std::str::from_utf8(&payload) else {
+                    return Ok(());
+                };
+                let reply = app.reply_to_text(text);
+                (OpCode::Text, payload, reply)
+            }
+            OpCode::Binary => (
+                OpCode::Binary,
+                frame.payload.to_vec(),
+                app.reply_to_binary(),
+            ),
             OpCode::Continuation | OpCode::Ping | OpCode::Pong => continue,
         };
-        match app.reply(message) {
+        match reply {
             Reply::Nothing => {}
-            Reply::Once(reply) => write(&mut socket, reply).await?,
-            Reply::Repeat(reply, count) => {
-                for _ in 0..count {
-                    write(&mut socket, reply.clone()).await?;
+            Reply::SendBack { times } => {
+                for _ in 0..times {
+                    let copy = Frame::new(true, opcode, None, Payload::Borrowed(&payload));
+                    socket.write_frame(copy).await?;
                 }
             }
+            Reply::Send(text) => write_text(&mut socket, text).await?,
             Reply::Close => {
                 socket.write_frame(Frame::close(1000, b"")).await?;
                 return Ok(());
@@ -76,11 +84,8 @@ async fn serve(app: App, mut socket: Socket) -> Result<(), WebSocketError> {
     }
 }
 
-async fn write(socket: &mut Socket, message: Message) -> Result<(), WebSocketError> {
-    let frame = match &message {
-        Message::Text(text) => Frame::text(Payload::Borrowed(text.as_bytes())),
-        Message::Binary(bytes) => Frame::binary(Payload::Borrowed(bytes)),
-        _ => return Ok(()),
-    };
-    socket.write_frame(frame).await
+async fn write_text(socket: &mut Socket, text: &str) -> Result<(), WebSocketError> {
+    socket
+        .write_frame(Frame::text(Payload::Borrowed(text.as_bytes())))
+        .await
 }

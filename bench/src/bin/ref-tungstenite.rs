@@ -1,10 +1,11 @@
 //! Reference server for the benchmark: plain tokio-tungstenite with default settings, the
 //! naive way: every reply is its own `send` (one flush, one syscall each). Same routes and the
-//! project's own `server::rules`.
+//! project's own `rules` crate.
 
 use futures_util::{SinkExt, StreamExt};
-use server::rules::{App, Reply};
+use rules::{App, Reply};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
 
 #[tokio::main]
@@ -24,16 +25,23 @@ async fn serve(stream: TcpStream) {
         return;
     };
     if let Some(greeting) = app.greeting() {
-        let _ = socket.send(greeting).await;
+        let _ = socket.send(Message::text(greeting)).await;
     }
     while let Some(Ok(message)) = socket.next().await {
-        let sent = match app.reply(message) {
+        let reply = match &message {
+            Message::Text(text) => app.reply_to_text(text),
+            Message::Binary(_) => app.reply_to_binary(),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) | Message::Frame(_) => {
+                Reply::Nothing
+            }
+        };
+        let sent = match reply {
             Reply::Nothing => Ok(()),
-            Reply::Once(reply) => socket.send(reply).await,
-            Reply::Repeat(reply, count) => {
+            Reply::Send(text) => socket.send(Message::text(text)).await,
+            Reply::SendBack { times } => {
                 let mut result = Ok(());
-                for _ in 0..count {
-                    result = socket.send(reply.clone()).await;
+                for _ in 0..times {
+                    result = socket.send(message.clone()).await;
                     if result.is_err() {
                         break;
                     }
