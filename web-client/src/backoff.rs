@@ -1,32 +1,37 @@
-//! When to reconnect: exponential backoff with jitter, from 0.5 s up to 30 s.
+//! When to reconnect: exponential backoff with full jitter, over a window from 0.5 s up to 30 s.
 
 use std::time::Duration;
 
-/// First delay after a drop.
-pub const MIN_DELAY: Duration = Duration::from_millis(500);
-/// Longest delay between attempts.
-pub const MAX_DELAY: Duration = Duration::from_secs(30);
+/// The backoff window after the first drop.
+pub const MIN_WINDOW: Duration = Duration::from_millis(500);
+/// The widest window between attempts.
+pub const MAX_WINDOW: Duration = Duration::from_secs(30);
 
-/// Delays between reconnection attempts. Jitter spreads clients out so a restarted server is
-/// not hit by every client at the same instant.
+/// Delays between reconnection attempts. "Full jitter": the delay is anywhere in the window,
+/// so that the pages a restarted server dropped return spread over the whole window instead
+/// of all at its end (10,000 pages over 0-0.5 s, then over 0-1 s, ...).
 #[derive(Debug, Default)]
 pub struct Backoff {
     failures: u32,
 }
 
 impl Backoff {
-    /// The delay before the next attempt. `jitter` is a random number in `[0, 1)`; the delay is
-    /// between half and all of the exponential step ("equal jitter").
-    pub fn next_delay(&mut self, jitter: f64) -> Duration {
-        let step = MIN_DELAY
+    /// The window the next delay is drawn from: doubles with each failure, up to the cap.
+    pub fn window(&self) -> Duration {
+        MIN_WINDOW
             .saturating_mul(1 << self.failures.min(16))
-            .min(MAX_DELAY);
-        self.failures = self.failures.saturating_add(1);
-        let jitter = jitter.clamp(0.0, 1.0);
-        (step / 2 + step.mul_f64(jitter / 2.0)).max(MIN_DELAY / 2)
+            .min(MAX_WINDOW)
     }
 
-    /// Called once a connection opened: the next drop starts from the shortest delay again.
+    /// The delay before the next attempt. `jitter` is a random number in `[0, 1)`; the delay
+    /// is that fraction of the window.
+    pub fn next_delay(&mut self, jitter: f64) -> Duration {
+        let window = self.window();
+        self.failures = self.failures.saturating_add(1);
+        window.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+
+    /// Called once a connection opened: the next drop starts from the smallest window again.
     pub fn reset(&mut self) {
         self.failures = 0;
     }
@@ -37,27 +42,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grows_exponentially_up_to_the_cap() {
+    fn the_window_grows_exponentially_up_to_the_cap() {
         let mut backoff = Backoff::default();
-        let delays: Vec<_> = (0..10).map(|_| backoff.next_delay(1.0)).collect();
-        assert_eq!(delays[0], Duration::from_millis(500));
-        assert_eq!(delays[1], Duration::from_secs(1));
-        assert_eq!(delays[2], Duration::from_secs(2));
-        assert_eq!(delays[6], Duration::from_secs(30));
-        assert_eq!(delays[9], Duration::from_secs(30));
+        let windows: Vec<_> = (0..10)
+            .map(|_| {
+                let window = backoff.window();
+                backoff.next_delay(0.5);
+                window
+            })
+            .collect();
+        assert_eq!(windows[0], Duration::from_millis(500));
+        assert_eq!(windows[1], Duration::from_secs(1));
+        assert_eq!(windows[2], Duration::from_secs(2));
+        assert_eq!(windows[6], Duration::from_secs(30));
+        assert_eq!(windows[9], Duration::from_secs(30));
     }
 
     #[test]
-    fn jitter_stays_within_half_to_full_step() {
-        let mut low = Backoff::default();
-        let mut high = Backoff::default();
-        for _ in 0..20 {
-            let (a, b) = (low.next_delay(0.0), high.next_delay(0.999));
-            assert!(
-                a <= b && b <= MAX_DELAY && a >= MIN_DELAY / 2,
-                "{a:?} {b:?}"
-            );
+    fn the_delay_is_the_jitter_fraction_of_the_whole_window() {
+        for (jitter, expected) in [
+            (0.0, Duration::ZERO),
+            (0.25, Duration::from_millis(500)),
+            (0.5, Duration::from_secs(1)),
+            (0.999, Duration::from_millis(1998)),
+        ] {
+            let mut backoff = Backoff::default();
+            backoff.next_delay(0.0);
+            backoff.next_delay(0.0);
+            // Third attempt: the window is 2 s.
+            assert_eq!(backoff.next_delay(jitter), expected, "jitter {jitter}");
         }
+    }
+
+    #[test]
+    fn pages_dropped_together_return_spread_over_the_window() {
+        // A thousand pages with evenly spread random numbers: their first delays cover the
+        // whole first window, not its upper half.
+        let delays: Vec<Duration> = (0..1000)
+            .map(|n| Backoff::default().next_delay(f64::from(n) / 1000.0))
+            .collect();
+        let early = delays.iter().filter(|d| **d < MIN_WINDOW / 4).count();
+        let late = delays.iter().filter(|d| **d >= MIN_WINDOW * 3 / 4).count();
+        assert_eq!((early, late), (250, 250));
+        assert!(delays.iter().all(|d| *d < MIN_WINDOW));
     }
 
     #[test]
@@ -67,6 +94,7 @@ mod tests {
             backoff.next_delay(1.0);
         }
         backoff.reset();
-        assert_eq!(backoff.next_delay(1.0), MIN_DELAY);
+        assert_eq!(backoff.window(), MIN_WINDOW);
+        assert_eq!(backoff.next_delay(1.0), MIN_WINDOW);
     }
 }

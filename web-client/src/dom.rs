@@ -3,8 +3,11 @@
 
 use gloo_events::{EventListener, EventListenerOptions};
 use wasm_bindgen::JsCast;
-use web_sys::{Document, Element, HtmlButtonElement, HtmlElement, HtmlInputElement};
+use web_sys::{
+    Document, Element, HtmlButtonElement, HtmlElement, HtmlInputElement, VisibilityState,
+};
 
+use crate::outbox::Waiting;
 use crate::status::Status;
 use crate::transcript::Entry;
 
@@ -73,14 +76,9 @@ impl Page {
             .set_hidden(!matches!(status, Status::Closed { .. }));
     }
 
-    /// Shows how many messages wait to be sent (nothing when none do).
-    pub fn set_queued(&self, count: usize) {
-        let text = match count {
-            0 => String::new(),
-            1 => "1 message waiting to be sent".to_owned(),
-            n => format!("{n} messages waiting to be sent"),
-        };
-        self.queued.set_text_content(Some(&text));
+    /// Shows how many messages wait, and for what (nothing when none do).
+    pub fn set_waiting(&self, waiting: Waiting) {
+        self.queued.set_text_content(Some(&waiting.to_string()));
     }
 
     pub fn input_value(&self) -> String {
@@ -104,6 +102,22 @@ impl Page {
     /// Calls `on_click` when the Reconnect button is pressed.
     pub fn on_reconnect(&self, mut on_click: impl FnMut() + 'static) -> EventListener {
         EventListener::new(&self.reconnect, "click", move |_| on_click())
+    }
+
+    /// Calls `on_online` when the browser says the network is back.
+    pub fn on_online(&self, mut on_online: impl FnMut() + 'static) -> Option<EventListener> {
+        let window = self.document.default_view()?;
+        Some(EventListener::new(&window, "online", move |_| on_online()))
+    }
+
+    /// Calls `on_visible` when the tab, hidden until now, becomes visible.
+    pub fn on_visible(&self, mut on_visible: impl FnMut() + 'static) -> EventListener {
+        let document = self.document.clone();
+        EventListener::new(&self.document, "visibilitychange", move |_| {
+            if document.visibility_state() == VisibilityState::Visible {
+                on_visible();
+            }
+        })
     }
 
     /// Moves keyboard focus to the message input.

@@ -1,7 +1,7 @@
 //! The browser client: an input field feeds a bounded queue; a background task sends the
 //! queue over a WebSocket to `/subscriptions`; replies are rendered in the page.
 //!
-//! Pure logic (queue, backoff, transcript, status, URL) is plain Rust that tests natively with
+//! Pure logic (outbox, backoff, transcript, status, settings) is plain Rust that tests natively with
 //! `cargo test`; `dom` alone knows element ids, `socket` alone knows gloo-net.
 
 pub mod backoff;
@@ -23,7 +23,7 @@ mod entry {
 
     use crate::app::Client;
     use crate::dom::Page;
-    use crate::url::subscriptions_url;
+    use crate::url::Settings;
 
     /// Starts the client on the current page. Called by `index.html` once the module loaded.
     #[wasm_bindgen]
@@ -37,14 +37,20 @@ mod entry {
         let location = window.location();
         let protocol = location.protocol().unwrap_or_default();
         let host = location.host().unwrap_or_default();
-        let override_url = location
+        let params = location
             .search()
             .ok()
-            .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok())
-            .and_then(|params| params.get("ws"));
-        let url = subscriptions_url(&protocol, &host, override_url.as_deref())
-            .map_err(|error| JsError::new(&error))?;
-        Client::start(page, url);
+            .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok());
+        let param = |name: &str| params.as_ref().and_then(|params| params.get(name));
+        let settings = Settings::for_page(
+            &protocol,
+            &host,
+            param("ws").as_deref(),
+            param("reply-timeout").as_deref(),
+        );
+        // Bad settings are shown on the page by the client itself, which keeps the form's
+        // listeners: the form must never submit natively.
+        Client::start(page, settings);
         Ok(())
     }
 }

@@ -5,10 +5,8 @@
 //! sending into a socket that is closing or closed does not fail: the browser drops the data.
 //! So [`Socket::send_text`] refuses unless the socket is open, and callers keep the message.
 
-use std::cell::RefCell;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::rc::Rc;
 
 use futures::{Sink, StreamExt};
 use gloo_net::websocket::futures::WebSocket;
@@ -25,16 +23,12 @@ pub enum SocketEvent {
     Closed { code: u16, reason: String },
 }
 
-/// A shared handle on one browser WebSocket. The socket is borrowed only inside a poll or a
-/// synchronous send, never across an `await`, so reading and sending can share it.
-#[derive(Clone)]
-pub struct Socket(Rc<RefCell<WebSocket>>);
+/// One browser WebSocket, owned by the task that talks over it.
+pub struct Socket(WebSocket);
 
 impl std::fmt::Debug for Socket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Socket")
-            .field(&self.0.borrow().state())
-            .finish()
+        f.debug_tuple("Socket").field(&self.0.state()).finish()
     }
 }
 
@@ -42,37 +36,39 @@ impl Socket {
     /// Starts connecting to `url`; fails at once only for a malformed URL.
     pub fn open(url: &str) -> Result<Socket, String> {
         WebSocket::open(url)
-            .map(|socket| Socket(Rc::new(RefCell::new(socket))))
+            .map(Socket)
             .map_err(|error| error.to_string())
     }
 
     /// Resolves once the socket has left the connecting state: `true` if it is open.
-    pub async fn opened(&self) -> bool {
+    pub async fn opened(&mut self) -> bool {
         // gloo's sink is ready once the browser fired `open` or `error`.
-        let _ = poll_fn(|cx| Pin::new(&mut *self.0.borrow_mut()).poll_ready(cx)).await;
+        let _ = poll_fn(|cx| Pin::new(&mut self.0).poll_ready(cx)).await;
         self.is_open()
     }
 
     pub fn is_open(&self) -> bool {
-        matches!(self.0.borrow().state(), State::Open)
+        matches!(self.0.state(), State::Open)
+    }
+
+    /// The extensions the server accepted (`WebSocket.extensions`).
+    pub fn extensions(&self) -> String {
+        self.0.extensions()
     }
 
     /// Sends a text message now if the socket is open; `false` means it was not sent.
-    pub fn send_text(&self, text: &str) -> bool {
-        if !self.is_open() {
-            return false;
-        }
-        let mut socket = self.0.borrow_mut();
-        Pin::new(&mut *socket)
-            .start_send(Message::Text(text.to_owned()))
-            .is_ok()
+    pub fn send_text(&mut self, text: &str) -> bool {
+        self.is_open()
+            && Pin::new(&mut self.0)
+                .start_send(Message::Text(text.to_owned()))
+                .is_ok()
     }
 
-    /// The next event; after [`SocketEvent::Closed`] the socket is finished.
-    pub async fn next_event(&self) -> SocketEvent {
+    /// The next event; after [`SocketEvent::Closed`] the socket is finished. Cancel-safe:
+    /// dropping the future loses no event.
+    pub async fn next_event(&mut self) -> SocketEvent {
         loop {
-            let next = poll_fn(|cx| self.0.borrow_mut().poll_next_unpin(cx)).await;
-            return match next {
+            return match self.0.next().await {
                 Some(Ok(Message::Text(text))) => SocketEvent::Text(text),
                 Some(Ok(Message::Bytes(bytes))) => SocketEvent::Binary(bytes.len()),
                 Some(Err(WebSocketError::ConnectionClose(close))) => SocketEvent::Closed {
@@ -91,5 +87,13 @@ impl Socket {
                 },
             };
         }
+    }
+
+    /// Closes with an application code and reason, without waiting for the server: the
+    /// browser finishes the closing handshake, or gives up on it, on its own.
+    pub fn close(self, code: u16, reason: &str) {
+        // Fails only for a code outside 1000 and 3000-4999 or a reason over 123 bytes, which
+        // the callers' constants rule out; the socket is dropped (and closed) either way.
+        let _ = self.0.close(Some(code), Some(reason));
     }
 }

@@ -1,6 +1,7 @@
 //! The connection's state as the user sees it, and what to do after a close.
 
 use std::fmt;
+use std::time::Duration;
 
 /// Where the connection stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,10 @@ pub enum Status {
         code: u16,
         reason: String,
     },
+    /// The page cannot connect at all (its settings are wrong); retrying would not help.
+    Failed {
+        reason: String,
+    },
 }
 
 impl Status {
@@ -26,6 +31,7 @@ impl Status {
             Status::Open => "open",
             Status::Reconnecting { .. } => "reconnecting",
             Status::Closed { .. } => "closed",
+            Status::Failed { .. } => "failed",
         }
     }
 }
@@ -38,7 +44,47 @@ impl fmt::Display for Status {
             Status::Reconnecting { seconds } => write!(f, "Reconnecting in {seconds} s…"),
             Status::Closed { code, reason } if reason.is_empty() => write!(f, "Closed ({code})"),
             Status::Closed { code, reason } => write!(f, "Closed ({code}: {reason})"),
+            Status::Failed { reason } => write!(f, "Cannot connect: {reason}"),
         }
+    }
+}
+
+/// The close code the client sends when the server stops answering (4000-4999 are for
+/// applications).
+pub const NO_REPLY: u16 = 4000;
+
+/// The close reason sent with [`NO_REPLY`], and the line the conversation shows.
+pub fn no_reply_reason(timeout: Duration) -> String {
+    format!("no answer from the server for {}", seconds(timeout))
+}
+
+/// A line for the conversation when the client gives up on a hung server.
+pub fn no_reply_notice(timeout: Duration) -> String {
+    format!(
+        "The server has not answered for {}: the client closed the connection ({NO_REPLY}) and \
+         reconnects. Unanswered messages will be sent again.",
+        seconds(timeout)
+    )
+}
+
+/// The reason for giving up on a connection that did not open in time.
+pub fn open_timeout_reason(timeout: Duration) -> String {
+    format!(
+        "the server did not accept the connection within {}",
+        seconds(timeout)
+    )
+}
+
+/// "5 s", "2.5 s". Integer arithmetic: formatting an `f64` would add 10 KiB (gzip) of float
+/// printing code to the wasm for this one line.
+fn seconds(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    let (whole, fraction) = (millis / 1000, millis % 1000);
+    if fraction == 0 {
+        format!("{whole} s")
+    } else {
+        let fraction = format!("{fraction:03}");
+        format!("{whole}.{} s", fraction.trim_end_matches('0'))
     }
 }
 
@@ -114,6 +160,29 @@ mod tests {
         };
         assert_eq!(closed.to_string(), "Closed (1008: too slow)");
         assert_eq!(closed.key(), "closed");
+    }
+
+    #[test]
+    fn a_hung_server_is_explained() {
+        let timeout = Duration::from_millis(2500);
+        assert_eq!(
+            no_reply_reason(timeout),
+            "no answer from the server for 2.5 s"
+        );
+        assert!(
+            no_reply_reason(Duration::from_secs(60)).len() <= 123,
+            "fits a close frame"
+        );
+        assert_eq!(
+            no_reply_notice(Duration::from_secs(5)),
+            "The server has not answered for 5 s: the client closed the connection (4000) and \
+             reconnects. Unanswered messages will be sent again."
+        );
+        let failed = Status::Failed {
+            reason: "bad URL".into(),
+        };
+        assert_eq!(failed.to_string(), "Cannot connect: bad URL");
+        assert_eq!(failed.key(), "failed");
     }
 
     #[test]

@@ -11,6 +11,8 @@ pub const TRANSCRIPT_CAPACITY: usize = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Speaker {
     You,
+    /// The user's message, sent again on a new connection because its answer never came.
+    YouAgain,
     Server,
     /// Notices from the client itself: connection changes, a full queue.
     Notice,
@@ -20,6 +22,7 @@ impl Speaker {
     pub fn class(self) -> &'static str {
         match self {
             Speaker::You => "you",
+            Speaker::YouAgain => "you again",
             Speaker::Server => "server",
             Speaker::Notice => "notice",
         }
@@ -37,6 +40,7 @@ impl fmt::Display for Entry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.speaker {
             Speaker::You => write!(f, "You: {}", self.text),
+            Speaker::YouAgain => write!(f, "You (sent again): {}", self.text),
             Speaker::Server => write!(f, "Server: {}", self.text),
             Speaker::Notice => f.write_str(&self.text),
         }
@@ -101,6 +105,10 @@ mod tests {
     fn lines_name_the_speaker() {
         assert_eq!(entry(Speaker::Server, "bar").to_string(), "Server: bar");
         assert_eq!(entry(Speaker::You, "foo").to_string(), "You: foo");
+        assert_eq!(
+            entry(Speaker::YouAgain, "foo").to_string(),
+            "You (sent again): foo"
+        );
         assert_eq!(entry(Speaker::Notice, "Connected").to_string(), "Connected");
     }
 

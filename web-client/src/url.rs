@@ -1,23 +1,64 @@
-//! Where the client connects: `/subscriptions` on the page's own host, `wss:` under `https:`,
-//! unless the page's `?ws=` query parameter names another WebSocket URL (for development).
+//! What the page talks to and how patiently, from its own location: `/subscriptions` on the
+//! page's own host (`wss:` under `https:`), unless the query names another WebSocket URL
+//! (`?ws=`) or another reply timeout (`?reply-timeout=`, in seconds).
 
-/// The path of the WebSocket app the page talks to.
-pub const SUBSCRIPTIONS_PATH: &str = "/subscriptions";
+use std::time::Duration;
 
-/// The WebSocket URL for a page at `protocol//host` (as `location.protocol` and
-/// `location.host` give them), or the override when one is given.
-pub fn subscriptions_url(
-    protocol: &str,
-    host: &str,
-    override_url: Option<&str>,
-) -> Result<String, String> {
-    if let Some(url) = override_url {
-        return if url.starts_with("ws://") || url.starts_with("wss://") {
-            Ok(url.to_owned())
-        } else {
-            Err(format!("?ws= must be a ws:// or wss:// URL, not {url:?}"))
-        };
+use rules::App;
+
+/// The app the page talks to unless `?ws=` says otherwise.
+pub const DEFAULT_APP: App = App::Subscriptions;
+
+/// How long a sent message may go without any frame from the server before the client
+/// decides the server hangs. Answers take milliseconds; a congested mobile link can hold a
+/// round trip for a second or two. Five seconds keeps false alarms rare and still notices a
+/// hung server before a person gives up on the page.
+pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest `?reply-timeout=` accepted: past an hour the check is as good as off.
+const MAX_REPLY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Where the client connects and how long it waits for answers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub url: String,
+    /// The app served at `url`: its rules say what answers each message.
+    pub app: App,
+    pub reply_timeout: Duration,
+}
+
+impl Settings {
+    /// Settings for `url` with the default reply timeout.
+    pub fn for_url(url: &str) -> Result<Settings, String> {
+        Ok(Settings {
+            app: app_of(url)?,
+            url: url.to_owned(),
+            reply_timeout: DEFAULT_REPLY_TIMEOUT,
+        })
     }
+
+    /// Settings for a page at `protocol//host` (as `location.protocol` and `location.host`
+    /// give them), with the query parameters `ws` and `reply-timeout` when present. The error
+    /// says what is wrong, for the page to show.
+    pub fn for_page(
+        protocol: &str,
+        host: &str,
+        ws: Option<&str>,
+        reply_timeout: Option<&str>,
+    ) -> Result<Settings, String> {
+        let url = match ws {
+            Some(url) => url.to_owned(),
+            None => default_url(protocol, host)?,
+        };
+        let mut settings = Settings::for_url(&url)?;
+        if let Some(seconds) = reply_timeout {
+            settings.reply_timeout = parse_reply_timeout(seconds)?;
+        }
+        Ok(settings)
+    }
+}
+
+fn default_url(protocol: &str, host: &str) -> Result<String, String> {
     let scheme = match protocol {
         "https:" => "wss",
         "http:" => "ws",
@@ -26,32 +67,119 @@ pub fn subscriptions_url(
     if host.is_empty() {
         return Err("the page has no host".to_owned());
     }
-    Ok(format!("{scheme}://{host}{SUBSCRIPTIONS_PATH}"))
+    Ok(format!("{scheme}://{host}{}", DEFAULT_APP.path()))
+}
+
+/// The app a WebSocket URL leads to, by the end of its path (a proxy may mount the server
+/// under a prefix).
+fn app_of(url: &str) -> Result<App, String> {
+    let Some(rest) = url
+        .strip_prefix("ws://")
+        .or_else(|| url.strip_prefix("wss://"))
+    else {
+        return Err(format!("?ws= must be a ws:// or wss:// URL, not {url:?}"));
+    };
+    let path = rest.find('/').map_or("", |start| &rest[start..]);
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    App::ALL
+        .into_iter()
+        .find(|app| path.ends_with(app.path()))
+        .ok_or_else(|| {
+            let paths: Vec<&str> = App::ALL.iter().map(|app| app.path()).collect();
+            format!(
+                "?ws= must lead to one of {}, so the page knows what answers to expect; {url:?} does not",
+                paths.join(", ")
+            )
+        })
+}
+
+fn parse_reply_timeout(seconds: &str) -> Result<Duration, String> {
+    parse_seconds(seconds.trim())
+        .filter(|timeout| !timeout.is_zero() && *timeout <= MAX_REPLY_TIMEOUT)
+        .ok_or_else(|| {
+            format!(
+                "?reply-timeout= must be a number of seconds above 0 and at most {}, not {seconds:?}",
+                MAX_REPLY_TIMEOUT.as_secs()
+            )
+        })
+}
+
+/// `"5"`, `"2.5"`, `"0.25"` as a duration, to the millisecond. Not `str::parse::<f64>`: the
+/// standard library's float parser would add about 10 KiB (gzip) to the wasm.
+fn parse_seconds(text: &str) -> Option<Duration> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 3 {
+        return None;
+    }
+    let whole: u64 = whole.parse().ok()?;
+    let millis: u64 = format!("{fraction:0<3}").parse().ok()?;
+    Some(Duration::from_secs(whole) + Duration::from_millis(millis))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn derives_from_the_page_location() {
-        assert_eq!(
-            subscriptions_url("http:", "127.0.0.1:8080", None).as_deref(),
-            Ok("ws://127.0.0.1:8080/subscriptions")
-        );
-        assert_eq!(
-            subscriptions_url("https:", "chat.example", None).as_deref(),
-            Ok("wss://chat.example/subscriptions")
-        );
-        assert!(subscriptions_url("file:", "", None).is_err());
+    fn page(protocol: &str, host: &str) -> Result<Settings, String> {
+        Settings::for_page(protocol, host, None, None)
     }
 
     #[test]
-    fn honours_a_websocket_override_only() {
+    fn derives_from_the_page_location() {
+        let settings = page("http:", "127.0.0.1:8080").expect("valid");
+        assert_eq!(settings.url, "ws://127.0.0.1:8080/subscriptions");
+        assert_eq!(settings.app, App::Subscriptions);
+        assert_eq!(settings.reply_timeout, DEFAULT_REPLY_TIMEOUT);
         assert_eq!(
-            subscriptions_url("http:", "a:1", Some("ws://b:2/echo")).as_deref(),
-            Ok("ws://b:2/echo")
+            page("https:", "chat.example").map(|s| s.url).as_deref(),
+            Ok("wss://chat.example/subscriptions")
         );
-        assert!(subscriptions_url("http:", "a:1", Some("javascript:alert(1)")).is_err());
+        assert!(page("file:", "").is_err());
+        assert!(page("http:", "").is_err());
+    }
+
+    #[test]
+    fn honours_a_websocket_override_and_knows_its_app() {
+        let settings = Settings::for_page("http:", "a:1", Some("ws://b:2/echo"), None);
+        assert_eq!(
+            settings.map(|s| (s.url, s.app)),
+            Ok(("ws://b:2/echo".to_owned(), App::Echo))
+        );
+        let behind_a_proxy = Settings::for_url("wss://chat.example/api/mirror?x=1");
+        assert_eq!(behind_a_proxy.map(|s| s.app), Ok(App::Mirror));
+    }
+
+    #[test]
+    fn explains_a_bad_override() {
+        let error = Settings::for_page("http:", "a:1", Some("javascript:alert(1)"), None)
+            .expect_err("not a WebSocket URL");
+        assert!(error.contains("ws://"), "{error}");
+        let error = Settings::for_url("ws://b:2/elsewhere").expect_err("unknown app");
+        assert!(error.contains("/subscriptions, /echo, /mirror"), "{error}");
+        assert!(Settings::for_url("ws://b:2").is_err(), "no path at all");
+    }
+
+    #[test]
+    fn the_reply_timeout_is_settable_in_seconds() {
+        let with = |value| Settings::for_page("http:", "a:1", None, Some(value));
+        assert_eq!(
+            with("2.5").map(|s| s.reply_timeout),
+            Ok(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            with("0.25").map(|s| s.reply_timeout),
+            Ok(Duration::from_millis(250))
+        );
+        assert_eq!(
+            with("3").map(|s| s.reply_timeout),
+            Ok(Duration::from_secs(3))
+        );
+        for bad in [
+            "0", "0.0", "-1", "soon", "NaN", "inf", "3601", "1e3", ".5", "1.2345", "",
+        ] {
+            let error = with(bad).expect_err(bad);
+            assert!(error.contains("?reply-timeout="), "{error}");
+        }
     }
 }

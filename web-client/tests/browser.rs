@@ -15,6 +15,7 @@ use web_client::dom::Page;
 use web_client::socket::{Socket, SocketEvent};
 use web_client::status::Status;
 use web_client::transcript::{Entry, Speaker, Transcript};
+use web_client::url::Settings;
 use web_sys::{Document, HtmlButtonElement, HtmlInputElement};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -183,7 +184,7 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
 #[wasm_bindgen_test]
 async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
     let (document, page) = fresh_page();
-    Client::start(page, ws_test_url().to_owned());
+    Client::start(page, Settings::for_url(ws_test_url()));
     let (input, send) = composer(&document);
 
     // Typed before the socket is open: it waits in the queue and goes out once, in order.
@@ -222,7 +223,7 @@ async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
 #[wasm_bindgen_test]
 async fn a_message_longer_than_the_server_accepts_stays_in_the_input_with_a_notice() {
     let (document, page) = fresh_page();
-    Client::start(page, ws_test_url().to_owned());
+    Client::start(page, Settings::for_url(ws_test_url()));
     let (input, send) = composer(&document);
     wait_for_log(&document, |lines| {
         lines.iter().any(|l| l == "Server: Greetings!")
@@ -254,7 +255,7 @@ async fn a_message_longer_than_the_server_accepts_stays_in_the_input_with_a_noti
 
 #[wasm_bindgen_test]
 async fn a_real_socket_talks_to_the_real_server() {
-    let socket = Socket::open(ws_test_url()).expect("a valid URL");
+    let mut socket = Socket::open(ws_test_url()).expect("a valid URL");
     assert!(socket.opened().await, "the socket opens");
     assert_eq!(
         socket.next_event().await,
@@ -274,5 +275,90 @@ async fn a_real_socket_talks_to_the_real_server() {
     assert!(
         !socket.send_text("too late"),
         "a closed socket refuses to send"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_message_the_server_never_answered_is_sent_again_on_the_next_connection() {
+    let (document, page) = fresh_page();
+    Client::start(page, Settings::for_url(ws_test_url()));
+    let (input, send) = composer(&document);
+    wait_for_log(&document, |lines| {
+        lines.iter().any(|l| l == "Server: Greetings!")
+    })
+    .await;
+
+    // Both leave in one go: the server closes on `end` and never reads `hello`.
+    input.set_value("end");
+    send.click();
+    input.set_value("hello");
+    send.click();
+    let status = document.get_element_by_id("status").expect("#status");
+    for _ in 0..250 {
+        if status.get_attribute("data-status").as_deref() == Some("closed") {
+            break;
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        status.get_attribute("data-status").as_deref(),
+        Some("closed")
+    );
+    let queued = document.get_element_by_id("queued").expect("#queued");
+    assert_eq!(
+        queued.text_content().as_deref(),
+        Some("1 message waiting to be sent"),
+        "the unanswered message is still kept"
+    );
+
+    let reconnect: HtmlButtonElement = document
+        .get_element_by_id("reconnect")
+        .expect("#reconnect")
+        .dyn_into()
+        .expect("button");
+    reconnect.click();
+    let lines = wait_for_log(&document, |lines| {
+        lines.iter().filter(|l| *l == "Server: hello").count() == 10
+    })
+    .await;
+    let position = |line: &str| lines.iter().position(|l| l == line);
+    assert!(position("You: hello").is_some(), "{lines:?}");
+    assert!(
+        position("You: hello") < position("You (sent again): hello"),
+        "marked when sent again: {lines:?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("Server: Greetings!"))
+            .count(),
+        2
+    );
+    assert_eq!(queued.text_content().as_deref(), Some(""));
+}
+
+#[wasm_bindgen_test]
+async fn bad_settings_are_explained_and_the_form_still_queues() {
+    let (document, page) = fresh_page();
+    Client::start(page, Settings::for_url("ws://127.0.0.1:1/nowhere"));
+    let (input, send) = composer(&document);
+    let lines = wait_for_log(&document, |lines| !lines.is_empty()).await;
+    assert!(
+        lines[0].starts_with("Cannot connect: ?ws= must lead to one of /subscriptions"),
+        "{lines:?}"
+    );
+    let status = document.get_element_by_id("status").expect("#status");
+    assert_eq!(
+        status.get_attribute("data-status").as_deref(),
+        Some("failed")
+    );
+    // Submitting does not navigate (the test page would be gone); the message waits.
+    input.set_value("kept");
+    send.click();
+    assert_eq!(input.value(), "");
+    let queued = document.get_element_by_id("queued").expect("#queued");
+    assert_eq!(
+        queued.text_content().as_deref(),
+        Some("1 message waiting to be sent")
     );
 }
