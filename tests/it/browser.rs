@@ -149,6 +149,27 @@ impl Browser {
             .expect("typing works");
     }
 
+    /// Records from here on what would reach the console as an error.
+    async fn watch_for_errors(&self) {
+        let watch = "window.__errors = []; \
+            addEventListener('error', e => __errors.push(String(e.message || e.type))); \
+            addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));";
+        self.client
+            .execute(watch, vec![])
+            .await
+            .expect("script runs");
+    }
+
+    /// Nothing threw on the page since [`Browser::watch_for_errors`].
+    async fn assert_no_errors(&self) {
+        let errors = self
+            .client
+            .execute("return window.__errors", vec![])
+            .await
+            .expect("runs");
+        assert_eq!(errors, json!([]), "errors on the page");
+    }
+
     async fn screenshot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e"));
@@ -171,15 +192,7 @@ async fn a_conversation_in_a_real_browser() {
         .goto(&format!("http://{}/", server.addr))
         .await
         .expect("page loads");
-    // Record what would reach the console as an error from here on.
-    let watch = "window.__errors = []; \
-        addEventListener('error', e => __errors.push(String(e.message || e.type))); \
-        addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));";
-    browser
-        .client
-        .execute(watch, vec![])
-        .await
-        .expect("script runs");
+    browser.watch_for_errors().await;
     browser.wait_for_status("open").await;
 
     browser.type_message("foo").await;
@@ -226,12 +239,7 @@ async fn a_conversation_in_a_real_browser() {
     for (name, status) in &loaded {
         assert!(*status < 400, "{name} answered {status}");
     }
-    let errors = browser
-        .client
-        .execute("return window.__errors", vec![])
-        .await
-        .expect("runs");
-    assert_eq!(errors, json!([]), "errors on the page");
+    browser.assert_no_errors().await;
 
     browser.type_message("end").await;
     let status = browser.wait_for_status("closed").await;
@@ -309,5 +317,102 @@ async fn messages_typed_while_the_server_is_down_are_delivered_once_after_restar
         "",
         "the queue is empty again"
     );
+    browser.client.close().await.expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn nothing_typed_is_lost_when_the_server_hangs_then_dies_then_comes_back() {
+    const REPLY_TIMEOUT_SECONDS: u64 = 2;
+    let static_dir = built_static_dir();
+    let mut server = TestServer::start_with_dir(&static_dir, &[]).await;
+    let addr = server.addr.to_string();
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!(
+            "http://{addr}/?reply-timeout={REPLY_TIMEOUT_SECONDS}"
+        ))
+        .await
+        .expect("page loads");
+    browser.watch_for_errors().await;
+    browser.wait_for_status("open").await;
+    browser.type_message("one").await;
+    browser
+        .wait_until("one answered", async || {
+            (count(&browser.log_lines().await, "Server: one") == 10).then_some(())
+        })
+        .await;
+
+    // The server hangs: the browser takes the messages into a socket nobody reads.
+    server.signal("STOP");
+    let hung_at = tokio::time::Instant::now();
+    browser.type_message("two").await;
+    browser.type_message("three").await;
+    let notice = format!("The server has not answered for {REPLY_TIMEOUT_SECONDS} s");
+    browser
+        .wait_until("the hang noticed", async || {
+            let lines = browser.log_lines().await;
+            lines
+                .iter()
+                .any(|line| line.starts_with(&notice))
+                .then_some(())
+        })
+        .await;
+    let noticed_after = hung_at.elapsed();
+    assert!(
+        noticed_after <= Duration::from_secs(REPLY_TIMEOUT_SECONDS + 1),
+        "the hang was noticed after {noticed_after:?}"
+    );
+    browser.screenshot("hung.png").await;
+    browser.type_message("four").await;
+
+    // The server dies; the page keeps what was typed while it is down.
+    server.signal("KILL");
+    server.wait().await;
+    browser.type_message("five").await;
+
+    // Same port again, as a restarted deployment would be.
+    let _restarted = TestServer::start_with_dir(&static_dir, &["--addr", &addr]).await;
+    let typed = ["two", "three", "four", "five"];
+    let lines = browser
+        .wait_until("every message answered", async || {
+            let lines = browser.log_lines().await;
+            typed
+                .iter()
+                .all(|text| count(&lines, &format!("Server: {text}")) >= 10)
+                .then_some(lines)
+        })
+        .await;
+    for text in typed {
+        assert_eq!(
+            count(&lines, &format!("Server: {text}")),
+            10,
+            "{text} answered exactly ten times: {lines:?}"
+        );
+    }
+    // Answered in the order typed: each message's first answer comes after the previous
+    // message's last.
+    let first = |line: String| lines.iter().position(|l| *l == line);
+    let last = |line: String| lines.iter().rposition(|l| *l == line);
+    for pair in typed.windows(2) {
+        assert!(
+            last(format!("Server: {}", pair[0])) < first(format!("Server: {}", pair[1])),
+            "{} before {}: {lines:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    // Those the hung server swallowed were sent again, and the page says so.
+    for text in ["two", "three"] {
+        assert!(
+            first(format!("You (sent again): {text}")).is_some(),
+            "{lines:?}"
+        );
+    }
+    let queued = browser.element("queued").await;
+    assert_eq!(queued.text().await.expect("text"), "", "nothing waits");
+    browser.assert_no_errors().await;
+    browser.screenshot("recovered.png").await;
     browser.client.close().await.expect("session closes");
 }
