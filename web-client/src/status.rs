@@ -78,7 +78,8 @@ pub fn open_timeout_reason(timeout: Duration) -> String {
 /// "5 s", "2.5 s". Integer arithmetic: formatting an `f64` would add 10 KiB (gzip) of float
 /// printing code to the wasm for this one line.
 fn seconds(duration: Duration) -> String {
-    let millis = duration.as_millis();
+    // u64, not `as_millis()`'s u128, whose formatting and division are large in wasm too.
+    let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     let (whole, fraction) = (millis / 1000, millis % 1000);
     if fraction == 0 {
         format!("{whole} s")
