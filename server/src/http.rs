@@ -255,7 +255,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 /// A whole-buffer body as [`Body`].
-pub(crate) fn full_body(bytes: Bytes) -> Body {
+fn full_body(bytes: Bytes) -> Body {
     Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()

@@ -2,9 +2,7 @@
 //! directory, then [`Server::run`] serves HTTP and WebSockets on a bound listener until a
 //! shutdown future resolves. `main.rs` only parses flags, binds, and handles signals.
 
-mod compressed;
 pub mod config;
-mod file_cache;
 mod http;
 mod read_ahead;
 mod session;

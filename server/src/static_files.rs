@@ -1,26 +1,28 @@
 //! Static files from the static directory, through tower-http's `ServeDir`.
 //!
-//! `ServeDir` brings MIME types, `ETag`/`Last-Modified` with `304`, `HEAD` and ranges, and the
-//! `Compression` layer gzip/brotli by `Accept-Encoding`: all maintained code we do not write
-//! again. Files come from memory through [`CachedBackend`] (see `file_cache.rs` for why), which
-//! also refuses symlinks that lead outside the directory. This module adds what is left to the
-//! application: refusing NUL and backslashes, `charset=utf-8`, and `Cache-Control`.
+//! `ServeDir` does the HTTP: MIME types, `ETag`/`Last-Modified` with `304`, `HEAD`, byte
+//! ranges, `..` refused, and the `.br`/`.gz` copies that `cargo xtask build-client` writes next
+//! to every compressible file, chosen by `Accept-Encoding` (with `Vary`). Nothing is compressed
+//! per request. This module adds only what is the application's to decide: NUL and backslashes
+//! refused, no symlink leading out of the directory, `charset=utf-8`, `Cache-Control`, and one
+//! 404 for every miss.
 
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue};
-use http::{Extensions, Method, Request, Response, StatusCode, Version};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
 use tower::ServiceExt;
-use tower_http::compression::Compression;
-use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::services::ServeDir;
+use tower_http::services::fs::{Backend, TokioBackend, TokioFile};
 
-use crate::file_cache::{CachedBackend, MAX_CACHED_FILE};
-use crate::http::{Body, full_body, not_found};
+use crate::http::{Body, not_found};
 
 /// HTML always revalidates, so a rebuilt client is picked up on the next load.
 const HTML_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
@@ -28,24 +30,18 @@ const HTML_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 /// together: every asset is cached but revalidated (cheap: `304` by `ETag`).
 const ASSET_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=0, must-revalidate");
 
-/// The static directory, ready to serve.
-#[derive(Clone)]
-pub(crate) struct StaticFiles {
-    /// Canonical root; `CachedBackend` keeps every file served under it.
-    root: PathBuf,
-    backend: CachedBackend,
-}
+/// The encodings the build writes copies for, by file suffix; `ServeDir` looks for the same.
+const COPY_SUFFIXES: [&str; 2] = ["br", "gz"];
 
-impl std::fmt::Debug for StaticFiles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticFiles")
-            .field("root", &self.root)
-            .finish_non_exhaustive()
-    }
+/// The static directory, ready to serve.
+#[derive(Debug, Clone)]
+pub(crate) struct StaticFiles {
+    serve_dir: ServeDir<tower_http::services::fs::DefaultServeDirFallback, ContainedBackend>,
 }
 
 impl StaticFiles {
-    /// Opens the static directory; fails if it does not exist or is not a directory.
+    /// Opens the static directory; fails if it does not exist or is not a directory. Warns
+    /// about compressed copies older than their file: browsers would be sent the old content.
     pub(crate) fn open(dir: &Path) -> io::Result<StaticFiles> {
         let root = dir.canonicalize()?;
         if !root.is_dir() {
@@ -54,29 +50,29 @@ impl StaticFiles {
                 "not a directory",
             ));
         }
-        let backend = CachedBackend::new(root.clone());
-        Ok(StaticFiles { root, backend })
+        for stale in stale_copies(&root) {
+            tracing::warn!(
+                copy = %stale.display(),
+                "compressed copy is older than its file and would be sent instead of it: \
+                 run `cargo xtask build-client`, or delete the copy"
+            );
+        }
+        let backend = ContainedBackend {
+            root: Arc::from(root.as_path()),
+        };
+        let serve_dir = ServeDir::with_backend(&root, backend)
+            .append_index_html_on_directories(true)
+            .precompressed_br()
+            .precompressed_gzip();
+        Ok(StaticFiles { serve_dir })
     }
 
     /// Answers a `GET` or `HEAD` for a file.
     pub(crate) async fn serve(&self, request: Request<Incoming>) -> Response<Body> {
-        if !Self::is_plain_path(request.uri().path()) {
+        if !is_plain_path(request.uri().path()) {
             return not_found();
         }
-        let is_get = request.method() == Method::GET;
-        // A `ServeDir` per request costs what cloning a shared one did (it owns its root
-        // path), and lets the backend keep what it learns during the request.
-        let (backend, scope) = self.backend.for_request(request.uri().path());
-        let serve_dir = ServeDir::with_backend(&self.root, backend)
-            .append_index_html_on_directories(true)
-            // Compressed copies made once per file version (`compressed.rs`); `Compression`
-            // below is left for the files too large to hold in memory.
-            .precompressed_br()
-            .precompressed_gzip();
-        // Files held in memory come compressed already, or are not worth compressing.
-        let compression = Compression::new(serve_dir)
-            .compress_when(DefaultPredicate::new().and(not_held_in_memory as ResponsePredicate));
-        let response = match compression.oneshot(request).await {
+        let response = match self.serve_dir.clone().oneshot(request).await {
             Ok(response) => response,
             Err(infallible) => match infallible {},
         };
@@ -84,55 +80,28 @@ impl StaticFiles {
         if response.status() == StatusCode::NOT_FOUND {
             return not_found();
         }
-        let whole_file = scope.take_opened().filter(|content| {
-            is_get
-                && response.status() == StatusCode::OK
-                && header_length(response.headers()) == Some(content.len())
-        });
-        let mut response = match whole_file {
-            // The whole file or its stored compressed copy, as opened (a body compressed on
-            // the fly has no `Content-Length`, so it never matches): send the cached bytes
-            // themselves. `ServeDir`'s reader would copy them into fresh 64 KiB buffers on
-            // every request; sending them as they are took the wasm file from 29k to 39k
-            // requests/s.
-            Some(content) => response.map(|_| full_body(content)),
-            None => response.map(|body| body.map_err(Into::into).boxed_unsync()),
-        };
+        let mut response = response.map(|body| body.map_err(Into::into).boxed_unsync());
         let content_type = response.headers().get(CONTENT_TYPE).cloned();
-        let is_html = content_type
-            .as_ref()
-            .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
         if let Some(with_charset) = content_type.as_ref().and_then(utf8_charset) {
             response.headers_mut().insert(CONTENT_TYPE, with_charset);
         }
         if response.status().is_success() || response.status().is_redirection() {
+            let is_html = content_type
+                .as_ref()
+                .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
             let policy = if is_html { HTML_CACHE } else { ASSET_CACHE };
             response.headers_mut().insert(CACHE_CONTROL, policy);
         }
         response
     }
-
-    /// `ServeDir` refuses `..` (also percent-encoded) but hands NUL and backslashes to the
-    /// file system; they never name a file we serve. Symlinks that lead outside the root are
-    /// refused by [`CachedBackend`] when it loads a file.
-    fn is_plain_path(path: &str) -> bool {
-        percent_decode_str(path)
-            .decode_utf8()
-            .is_ok_and(|decoded| !decoded.contains(['\0', '\\']))
-    }
 }
 
-/// A response predicate for `Compression`, as a plain function.
-type ResponsePredicate = fn(StatusCode, Version, &HeaderMap, &Extensions) -> bool;
-
-/// Whether a response is a file too large to be held (and compressed once) in memory.
-fn not_held_in_memory(_: StatusCode, _: Version, headers: &HeaderMap, _: &Extensions) -> bool {
-    header_length(headers).is_none_or(|length| length as u64 > MAX_CACHED_FILE)
-}
-
-/// The `Content-Length` a response declares, if any.
-fn header_length(headers: &HeaderMap) -> Option<usize> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+/// `ServeDir` refuses `..` (also percent-encoded) but hands NUL and backslashes to the file
+/// system; they never name a file we serve.
+fn is_plain_path(path: &str) -> bool {
+    percent_decode_str(path)
+        .decode_utf8()
+        .is_ok_and(|decoded| !decoded.contains(['\0', '\\']))
 }
 
 /// Every text file this project ships is UTF-8; `mime_guess` names no charset, so browsers
@@ -144,4 +113,128 @@ fn utf8_charset(content_type: &HeaderValue) -> Option<HeaderValue> {
         return None;
     }
     HeaderValue::from_str(&format!("{value}; charset=utf-8")).ok()
+}
+
+/// `ServeDir`'s own file access (tokio's), except that a path which resolves outside the
+/// static root (through a symlink) does not exist. `ServeDir` has no such option, and every
+/// path it touches (the file, its compressed copies, `index.html`) passes through here.
+#[derive(Debug, Clone)]
+struct ContainedBackend {
+    /// Canonical static root.
+    root: Arc<Path>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
+
+impl ContainedBackend {
+    /// The path with every symlink resolved, if it stays under the root.
+    async fn contained(root: Arc<Path>, path: PathBuf) -> io::Result<PathBuf> {
+        let real = tokio::fs::canonicalize(&path).await?;
+        if real.starts_with(&root) {
+            Ok(real)
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "resolves outside the static directory",
+            ))
+        }
+    }
+}
+
+impl Backend for ContainedBackend {
+    type File = TokioFile;
+    type Metadata = std::fs::Metadata;
+    type OpenFuture = BoxFuture<TokioFile>;
+    type MetadataFuture = BoxFuture<std::fs::Metadata>;
+
+    fn open(&self, path: PathBuf) -> Self::OpenFuture {
+        let root = Arc::clone(&self.root);
+        Box::pin(async move { TokioBackend.open(Self::contained(root, path).await?).await })
+    }
+
+    fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
+        let root = Arc::clone(&self.root);
+        Box::pin(async move {
+            TokioBackend
+                .metadata(Self::contained(root, path).await?)
+                .await
+        })
+    }
+}
+
+/// Compressed copies (`X.br`, `X.gz`) older than the file `X` beside them, anywhere under
+/// `root` (symlinks are not followed; unreadable entries are skipped).
+fn stale_copies(root: &Path) -> Vec<PathBuf> {
+    let modified = |path: &Path| {
+        path.symlink_metadata()
+            .and_then(|meta| meta.modified())
+            .ok()
+    };
+    let mut stale = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                dirs.push(path);
+                continue;
+            }
+            let is_copy = path
+                .extension()
+                .is_some_and(|suffix| COPY_SUFFIXES.iter().any(|copy| suffix == *copy));
+            let original = path.with_extension("");
+            if is_copy && modified(&path) < modified(&original) {
+                stale.push(path);
+            }
+        }
+    }
+    stale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_gets_a_charset_and_nothing_else_does() {
+        let charset = |value: &'static str| utf8_charset(&HeaderValue::from_static(value));
+        assert_eq!(
+            charset("text/css"),
+            Some(HeaderValue::from_static("text/css; charset=utf-8"))
+        );
+        assert_eq!(
+            charset("image/svg+xml"),
+            Some(HeaderValue::from_static("image/svg+xml; charset=utf-8"))
+        );
+        assert_eq!(charset("application/wasm"), None);
+        assert_eq!(charset("text/plain; charset=latin1"), None);
+    }
+
+    #[test]
+    fn a_copy_older_than_its_file_is_found() {
+        let dir = std::env::temp_dir().join(format!("stale-copies-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("pkg")).expect("mkdir");
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        let write = |name: &str, aged: bool| {
+            let path = dir.join(name);
+            std::fs::write(&path, name).expect("write");
+            if aged {
+                let file = std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .expect("open");
+                file.set_modified(old).expect("set mtime");
+            }
+        };
+        write("index.html", false);
+        write("index.html.br", true);
+        write("pkg/app.js", true);
+        write("pkg/app.js.gz", false);
+        write("notes.gz", true);
+        assert_eq!(stale_copies(&dir), [dir.join("index.html.br")]);
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 }

@@ -314,11 +314,30 @@ pub fn static_fixture() -> tempfile::TempDir {
     for (name, contents) in files {
         std::fs::write(root.join(name), contents).expect("write fixture");
     }
+    // What `cargo xtask build-client` writes beside every compressible file it makes.
+    std::fs::write(root.join("pkg/app.js.gz"), gzip(LARGE_JS.as_bytes())).expect("write");
+    std::fs::write(root.join("pkg/app.js.br"), brotli(LARGE_JS.as_bytes())).expect("write");
     std::fs::write(dir.path().join("secret.txt"), "outside the static dir\n").expect("write");
     std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("leak.txt"))
         .expect("symlink");
     std::os::unix::fs::symlink(dir.path(), root.join("parent")).expect("symlink");
     dir
+}
+
+pub fn gzip(content: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(content).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+pub fn brotli(content: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut output = Vec::new();
+    let mut writer = brotli::CompressorWriter::new(&mut output, 4096, 11, 22);
+    writer.write_all(content).expect("brotli");
+    drop(writer);
+    output
 }
 
 /// Where [`static_fixture`] puts the served directory: one level down, so that `..` from it

@@ -8,6 +8,7 @@
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
+mod precompress;
 mod process;
 mod tools;
 
@@ -130,6 +131,12 @@ pub fn build_client(dev: bool) -> Result<()> {
                 .arg(&wasm))?;
         }
     }
+    let static_dir = workspace_root().join("static");
+    let copies = precompress::precompress(&static_dir)?;
+    announce(&format!(
+        "compressed copies (.br, .gz) in static/: {} written, {} already up to date",
+        copies.written, copies.fresh
+    ));
     let js = pkg.join("web_client.js");
     let (wasm_raw, wasm_gz) = sizes(&wasm)?;
     let (js_raw, js_gz) = sizes(&js)?;
