@@ -54,6 +54,17 @@ pub struct Config {
     )]
     pub allowed_origins: Vec<String>,
 
+    /// Extra sources the page may connect to, added to its Content-Security-Policy
+    /// `connect-src` (repeatable, or comma-separated in the env var): for a page pointed at
+    /// another server with `?ws=`, e.g. `ws://127.0.0.1:9000`.
+    #[arg(
+        long = "connect-src",
+        env = "CONNECT_SRC",
+        value_delimiter = ',',
+        value_parser = parse_csp_source
+    )]
+    pub connect_src: Vec<String>,
+
     /// Seconds to wait for open connections to close after Ctrl-C or SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
@@ -71,6 +82,22 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("`{text}` must be a positive number of seconds"))
 }
 
+/// One CSP source expression: no white space, no `;` or `,` (which would start another
+/// directive or policy), no quotes, printable ASCII.
+fn parse_csp_source(text: &str) -> Result<String, String> {
+    let fits = !text.is_empty()
+        && text
+            .bytes()
+            .all(|byte| byte.is_ascii_graphic() && !matches!(byte, b';' | b',' | b'\''));
+    if fits {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not one CSP source (like ws://host:port or https://host)"
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +110,17 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("inf").is_err());
+    }
+
+    #[test]
+    fn connect_sources_cannot_smuggle_directives() {
+        assert_eq!(
+            parse_csp_source("ws://127.0.0.1:9000"),
+            Ok("ws://127.0.0.1:9000".into())
+        );
+        for bad in ["", "a b", "ws://x; script-src *", "'unsafe-inline'", "a\nb"] {
+            assert!(parse_csp_source(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 pub use config::Config;
+use http::SecurityHeaders;
 use session::SessionTiming;
 use static_files::StaticFiles;
 
@@ -52,6 +53,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    #[error("--connect-src cannot go into a Content-Security-Policy header: {0}")]
+    ConnectSrc(#[from] ::http::header::InvalidHeaderValue),
 }
 
 /// State every connection shares.
@@ -59,6 +62,7 @@ pub enum StartError {
 struct Shared {
     config: Config,
     static_files: StaticFiles,
+    security_headers: SecurityHeaders,
     websocket_config: WebSocketConfig,
     /// One permit per open WebSocket session (`--max-connections`).
     sessions: Arc<Semaphore>,
@@ -92,6 +96,7 @@ impl Server {
                 path: config.static_dir.clone(),
                 source,
             })?;
+        let security_headers = SecurityHeaders::new(&config.connect_src)?;
         let max_message_size = config.max_message_size as usize;
         let websocket_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_SIZE)
@@ -104,6 +109,7 @@ impl Server {
         let shared = Arc::new(Shared {
             sessions: Arc::new(Semaphore::new(config.max_connections as usize)),
             static_files,
+            security_headers,
             websocket_config,
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),

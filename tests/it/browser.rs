@@ -75,6 +75,8 @@ impl Browser {
         }
         let mut capabilities = serde_json::Map::new();
         capabilities.insert("goog:chromeOptions".into(), chrome_options);
+        // Keep the console (CSP violations, failed loads, unused preloads are logged there).
+        capabilities.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
         let client = ClientBuilder::new(HttpConnector::new())
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
@@ -160,6 +162,36 @@ impl Browser {
             .expect("script runs");
     }
 
+    /// The browser console since the last call, as `(level, message)` (chromedriver's
+    /// log endpoint: it sees what happened during page load, before any script of ours ran).
+    async fn console(&self) -> Vec<(String, String)> {
+        let entries = self
+            .client
+            .issue_cmd(ConsoleLog)
+            .await
+            .expect("chromedriver returns the browser log");
+        let entries: Vec<serde_json::Value> =
+            serde_json::from_value(entries).expect("a list of log entries");
+        entries
+            .into_iter()
+            .map(|entry| {
+                let field = |name: &str| entry[name].as_str().unwrap_or_default().to_owned();
+                (field("level"), field("message"))
+            })
+            .collect()
+    }
+
+    /// No Content-Security-Policy violation was logged.
+    async fn assert_no_csp_violations(&self) -> Vec<(String, String)> {
+        let console = self.console().await;
+        let violations: Vec<_> = console
+            .iter()
+            .filter(|(_, message)| message.contains("Content Security Policy"))
+            .collect();
+        assert!(violations.is_empty(), "CSP violations: {violations:?}");
+        console
+    }
+
     /// Nothing threw on the page since [`Browser::watch_for_errors`].
     async fn assert_no_errors(&self) {
         let errors = self
@@ -175,6 +207,27 @@ impl Browser {
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(name), png).expect("write screenshot");
+    }
+}
+
+/// chromedriver's `POST /session/{id}/se/log` with `{"type": "browser"}`.
+#[derive(Debug)]
+struct ConsoleLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
     }
 }
 
@@ -240,6 +293,14 @@ async fn a_conversation_in_a_real_browser() {
         assert!(*status < 400, "{name} answered {status}");
     }
     browser.assert_no_errors().await;
+    // The console is clean from the first byte: no CSP violation, nothing failed to load, no
+    // preload left unused (which would mean the wasm was fetched twice).
+    let console = browser.assert_no_csp_violations().await;
+    let problems: Vec<_> = console
+        .iter()
+        .filter(|(level, message)| level == "SEVERE" || message.contains("preload"))
+        .collect();
+    assert!(problems.is_empty(), "console: {problems:?}");
 
     browser.type_message("end").await;
     let status = browser.wait_for_status("closed").await;
@@ -413,6 +474,7 @@ async fn nothing_typed_is_lost_when_the_server_hangs_then_dies_then_comes_back()
     let queued = browser.element("queued").await;
     assert_eq!(queued.text().await.expect("text"), "", "nothing waits");
     browser.assert_no_errors().await;
+    browser.assert_no_csp_violations().await;
     browser.screenshot("recovered.png").await;
     browser.client.close().await.expect("session closes");
 }

@@ -153,3 +153,57 @@ async fn unknown_paths_get_404_and_other_methods_405() {
         assert_eq!(reply.header("allow"), Some("GET, HEAD"));
     }
 }
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let server = TestServer::start(&[]).await;
+    let policy = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
+                  img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
+                  frame-ancestors 'none'";
+    let requests: [(&str, &str, &[(&str, &str)]); 6] = [
+        ("GET", "/", &[]),
+        ("GET", "/pkg/app.js", &[("accept-encoding", "br")]),
+        ("GET", "/missing", &[]),
+        ("GET", "/greet/you", &[]),
+        ("GET", "/subscriptions", &[]),
+        ("POST", "/", &[]),
+    ];
+    for (method, path, headers) in requests {
+        let reply = server.request(method, path, headers).await;
+        assert_eq!(
+            reply.header("content-security-policy"),
+            Some(policy),
+            "{method} {path}"
+        );
+        assert_eq!(
+            reply.header("x-content-type-options"),
+            Some("nosniff"),
+            "{method} {path}"
+        );
+        assert_eq!(
+            reply.header("referrer-policy"),
+            Some("no-referrer"),
+            "{method} {path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn connect_sources_widen_only_connect_src() {
+    let server = TestServer::start(&[
+        "--connect-src",
+        "ws://127.0.0.1:9000",
+        "--connect-src=wss://chat.example",
+    ])
+    .await;
+    let reply = server.request("GET", "/", &[]).await;
+    let policy = reply.header("content-security-policy").unwrap_or_default();
+    assert!(
+        policy.contains("; connect-src 'self' ws://127.0.0.1:9000 wss://chat.example;"),
+        "{policy}"
+    );
+    assert!(
+        policy.contains("script-src 'self' 'wasm-unsafe-eval';"),
+        "{policy}"
+    );
+}

@@ -82,7 +82,7 @@ async fn start_up_errors_are_one_clear_line_and_a_failure_exit() {
     let fixture = crate::support::static_fixture();
     let static_dir = crate::support::served_dir(&fixture);
     let static_dir = static_dir.to_str().expect("utf-8 path");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (
             &["--addr", &taken_addr, "--static-dir", static_dir],
             "cannot listen on",
@@ -93,6 +93,10 @@ async fn start_up_errors_are_one_clear_line_and_a_failure_exit() {
         ),
         (&["--max-message-size", "lots"], "invalid value"),
         (&["--ping-interval=-3"], "invalid value"),
+        (
+            &["--connect-src", "ws://a; script-src *"],
+            "is not one CSP source",
+        ),
     ];
     for (args, expected) in cases {
         let (code, stderr) = start_failure(args).await;
