@@ -154,13 +154,20 @@ async fn unknown_paths_get_404_and_other_methods_405() {
     }
 }
 
+/// A method, a path and request headers.
+type Request = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 #[tokio::test]
 async fn every_response_carries_the_security_headers() {
     let server = TestServer::start(&[]).await;
     let policy = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; \
                   img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; \
                   frame-ancestors 'none'";
-    let requests: [(&str, &str, &[(&str, &str)]); 6] = [
+    let requests: [Request; 6] = [
         ("GET", "/", &[]),
         ("GET", "/pkg/app.js", &[("accept-encoding", "br")]),
         ("GET", "/missing", &[]),
