@@ -41,7 +41,7 @@ pub(crate) struct StaticFiles {
 
 impl StaticFiles {
     /// Opens the static directory; fails if it does not exist or is not a directory. Warns
-    /// about compressed copies older than their file: browsers would be sent the old content.
+    /// about compressed copies that do not hold their file: browsers would be sent old content.
     pub(crate) fn open(dir: &Path) -> io::Result<StaticFiles> {
         let root = dir.canonicalize()?;
         if !root.is_dir() {
@@ -53,7 +53,7 @@ impl StaticFiles {
         for stale in stale_copies(&root) {
             tracing::warn!(
                 copy = %stale.display(),
-                "compressed copy is older than its file and would be sent instead of it: \
+                "compressed copy does not match its file and would be sent instead of it: \
                  run `cargo xtask build-client`, or delete the copy"
             );
         }
@@ -162,8 +162,10 @@ impl Backend for ContainedBackend {
     }
 }
 
-/// Compressed copies (`X.br`, `X.gz`) older than the file `X` beside them, anywhere under
-/// `root` (symlinks are not followed; unreadable entries are skipped).
+/// Compressed copies (`X.br`, `X.gz`) under `root` that do not hold the file `X` beside them
+/// (symlinks are not followed; unreadable entries are skipped). Only copies older than their
+/// file are decompressed to be sure: a `cp -r` of a good build leaves copies older than their
+/// files, with the right content.
 fn stale_copies(root: &Path) -> Vec<PathBuf> {
     let modified = |path: &Path| {
         path.symlink_metadata()
@@ -182,16 +184,36 @@ fn stale_copies(root: &Path) -> Vec<PathBuf> {
                 dirs.push(path);
                 continue;
             }
-            let is_copy = path
-                .extension()
-                .is_some_and(|suffix| COPY_SUFFIXES.iter().any(|copy| suffix == *copy));
+            let Some(suffix) = path.extension().and_then(|suffix| suffix.to_str()) else {
+                continue;
+            };
             let original = path.with_extension("");
-            if is_copy && modified(&path) < modified(&original) {
+            let suspect = COPY_SUFFIXES.contains(&suffix) && modified(&path) < modified(&original);
+            if suspect && !holds(&path, suffix, &original) {
                 stale.push(path);
             }
         }
     }
     stale
+}
+
+/// Whether the compressed `copy` decompresses to exactly the content of `original`.
+fn holds(copy: &Path, suffix: &str, original: &Path) -> bool {
+    use std::io::Read;
+    let (Ok(compressed), Ok(expected)) = (std::fs::read(copy), std::fs::read(original)) else {
+        return false;
+    };
+    let reader: Box<dyn Read> = match suffix {
+        "gz" => Box::new(flate2::read::GzDecoder::new(&compressed[..])),
+        _ => Box::new(brotli_decompressor::Decompressor::new(
+            &compressed[..],
+            4096,
+        )),
+    };
+    // One byte more than the file is enough to tell; never more (a copy could be a bomb).
+    let mut content = Vec::with_capacity(expected.len() + 1);
+    let limit = expected.len() as u64 + 1;
+    reader.take(limit).read_to_end(&mut content).is_ok() && content == expected
 }
 
 #[cfg(test)]
@@ -214,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copy_older_than_its_file_is_found() {
+    fn a_copy_older_than_its_file_is_found_unless_it_holds_it() {
         let dir = std::env::temp_dir().join(format!("stale-copies-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("pkg")).expect("mkdir");
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
@@ -234,6 +256,20 @@ mod tests {
         write("pkg/app.js", true);
         write("pkg/app.js.gz", false);
         write("notes.gz", true);
+        // Older than its file, but holding exactly that file: a copy made by `cp -r`.
+        write("style.css", false);
+        let gzip = |content: &[u8]| {
+            use std::io::Write;
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+            encoder.write_all(content).expect("gzip");
+            encoder.finish().expect("gzip")
+        };
+        std::fs::write(dir.join("style.css.gz"), gzip(b"style.css")).expect("write");
+        std::fs::File::options()
+            .write(true)
+            .open(dir.join("style.css.gz"))
+            .and_then(|file| file.set_modified(old))
+            .expect("set mtime");
         assert_eq!(stale_copies(&dir), [dir.join("index.html.br")]);
         std::fs::remove_dir_all(&dir).expect("clean up");
     }

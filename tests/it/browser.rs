@@ -6,16 +6,12 @@
 //! `cargo test`; `cargo xtask test` installs and builds all three and runs them.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
-use hyper_util::client::legacy::connect::HttpConnector;
+use fantoccini::{Client, Locator};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-use crate::support::{PATIENCE, TestServer};
+use crate::support::TestServer;
 
 /// The WebDriver code for the Enter key.
 const ENTER: &str = "\u{E007}";
@@ -32,59 +28,20 @@ fn built_static_dir() -> PathBuf {
     dir
 }
 
-/// A chromedriver on a free port with one headless Chromium session.
+/// The shared headless browser, with what these tests ask of the page.
 struct Browser {
     client: Client,
-    _driver: Child,
+    headless: headless::Browser,
 }
 
 impl Browser {
     async fn start() -> Browser {
-        let driver_path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let mut driver = Command::new(&driver_path)
-            .arg("--port=0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|error| panic!("cannot start {driver_path}: {error}"));
-        let mut lines = BufReader::new(driver.stdout.take().expect("piped")).lines();
-        let port = tokio::time::timeout(PATIENCE, async {
-            while let Some(line) = lines.next_line().await.expect("chromedriver output") {
-                if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                    return rest.trim_end_matches('.').parse::<u16>().expect("a port");
-                }
-            }
-            panic!("chromedriver exited without starting");
-        })
-        .await
-        .expect("chromedriver starts promptly");
-        // Keep reading so chromedriver never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-
-        let mut chrome_options = json!({
-            "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1000,700"
-            ]
-        });
-        if let Ok(binary) = std::env::var("CHROMIUM") {
-            chrome_options["binary"] = json!(binary);
-        }
-        let mut capabilities = serde_json::Map::new();
-        capabilities.insert("goog:chromeOptions".into(), chrome_options);
-        // Keep the console (CSP violations, failed loads, unused preloads are logged there).
-        capabilities.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{port}"))
+        let headless = headless::Browser::start()
             .await
-            .expect("a WebDriver session");
+            .unwrap_or_else(|error| panic!("the browser starts: {error}"));
         Browser {
-            client,
-            _driver: driver,
+            client: headless.client.clone(),
+            headless,
         }
     }
 
@@ -162,23 +119,11 @@ impl Browser {
             .expect("script runs");
     }
 
-    /// The browser console since the last call, as `(level, message)` (chromedriver's
-    /// log endpoint: it sees what happened during page load, before any script of ours ran).
     async fn console(&self) -> Vec<(String, String)> {
-        let entries = self
-            .client
-            .issue_cmd(ConsoleLog)
+        self.headless
+            .console()
             .await
-            .expect("chromedriver returns the browser log");
-        let entries: Vec<serde_json::Value> =
-            serde_json::from_value(entries).expect("a list of log entries");
-        entries
-            .into_iter()
-            .map(|entry| {
-                let field = |name: &str| entry[name].as_str().unwrap_or_default().to_owned();
-                (field("level"), field("message"))
-            })
-            .collect()
+            .unwrap_or_else(|error| panic!("chromedriver returns the browser log: {error}"))
     }
 
     /// No Content-Security-Policy violation was logged.
@@ -207,27 +152,6 @@ impl Browser {
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(name), png).expect("write screenshot");
-    }
-}
-
-/// chromedriver's `POST /session/{id}/se/log` with `{"type": "browser"}`.
-#[derive(Debug)]
-struct ConsoleLog;
-
-impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/se/log",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
     }
 }
 

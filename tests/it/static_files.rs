@@ -178,18 +178,30 @@ async fn nothing_is_compressed_per_request() {
 }
 
 #[tokio::test]
-async fn a_compressed_copy_older_than_its_file_is_reported_at_start() {
+async fn a_compressed_copy_that_does_not_match_its_file_is_reported_at_start() {
     let fixture = crate::support::static_fixture();
     let dir = crate::support::served_dir(&fixture);
     let long_ago = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    // An old build's copy: older than its file, and another content.
+    std::fs::write(
+        dir.join("pkg/app.js.br"),
+        crate::support::brotli(b"old build"),
+    )
+    .expect("write");
     std::fs::File::options()
         .write(true)
         .open(dir.join("pkg/app.js.br"))
         .and_then(|copy| copy.set_modified(long_ago))
         .expect("age the copy");
+    // Copied in any order (as `cp -r` does): older, but the same content. Not reported.
+    std::fs::File::options()
+        .write(true)
+        .open(dir.join("pkg/app.js.gz"))
+        .and_then(|copy| copy.set_modified(long_ago))
+        .expect("age the copy");
     let server = TestServer::start_with_dir(&dir, &[]).await;
     server
-        .wait_for_log("compressed copy is older than its file")
+        .wait_for_log("compressed copy does not match its file")
         .await;
     let logs = server.logs();
     assert!(logs.contains("app.js.br"), "{logs}");

@@ -17,6 +17,8 @@ const INPUT_ID: &str = "message";
 const STATUS_ID: &str = "status";
 const QUEUED_ID: &str = "queued";
 const RECONNECT_ID: &str = "reconnect";
+/// The `elementtiming` name of the conversation's lines.
+const LOG_LINE_TIMING: &str = "log-line";
 
 /// The elements the client drives.
 #[derive(Debug, Clone)]
@@ -64,6 +66,9 @@ impl Page {
             return;
         };
         line.set_class_name(entry.speaker.class());
+        // Element Timing: the browser records when each line was first painted, for real-user
+        // monitoring and the page-load benchmark (navigation to "Greetings!" on screen).
+        let _ = line.set_attribute("elementtiming", LOG_LINE_TIMING);
         line.set_text_content(Some(&entry.to_string()));
         let _ = self.log.append_child(&line);
         self.log.set_scroll_top(self.log.scroll_height());

@@ -280,7 +280,9 @@ fn static_files(
     Ok(lines)
 }
 
-/// nginx serving the same directory, one worker, in a private prefix under target/bench.
+/// nginx serving the same directory, one worker, in a private prefix under target/bench, as
+/// its users would set it up for static files: `sendfile`, `open_file_cache`, and
+/// `gzip_static` sending the same `.gz` copies the server has (nginx has no brotli built in).
 struct Nginx {
     child: Child,
     addr: String,
@@ -303,7 +305,8 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   include /etc/nginx/mime.types; access_log off; sendfile on; tcp_nopush on; etag on;
-  gzip on; gzip_types application/wasm application/javascript text/css;
+  gzip_static on; gzip on; gzip_types application/wasm application/javascript text/css;
+  open_file_cache max=1000 inactive=60s; open_file_cache_valid 30s;
   client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
   uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
   server {{ listen {addr}; root {root}; }}

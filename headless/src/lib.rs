@@ -1,0 +1,115 @@
+//! A headless Chromium with a fresh profile, driven through chromedriver on a port the
+//! driver picks itself: [`Browser::start`], and the browser console ([`Browser::console`]),
+//! which fantoccini does not offer.
+//!
+//! `$CHROMEDRIVER` and `$CHROMIUM` name the binaries (default: `chromedriver` on `PATH` and
+//! the browser it finds).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Longest wait for chromedriver to start.
+const DRIVER_START: Duration = Duration::from_secs(20);
+
+/// Why the browser did not start.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// A chromedriver with one headless Chromium session; both end when this is dropped.
+#[derive(Debug)]
+pub struct Browser {
+    pub client: Client,
+    _driver: Child,
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium with a new, empty profile, keeping its
+    /// console log.
+    pub async fn start() -> Result<Browser, Error> {
+        let driver_path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let mut driver = Command::new(&driver_path)
+            .arg("--port=0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| format!("cannot start {driver_path}: {error}"))?;
+        let mut lines = BufReader::new(driver.stdout.take().ok_or("no stdout")?).lines();
+        let port = tokio::time::timeout(DRIVER_START, async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                    return Ok(rest.trim_end_matches('.').parse::<u16>()?);
+                }
+            }
+            Err::<u16, Error>("chromedriver exited without starting".into())
+        })
+        .await
+        .map_err(|_| "chromedriver did not start in time")??;
+        // Keep reading so chromedriver never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+        let mut chrome_options = json!({
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1000,700"
+            ]
+        });
+        if let Ok(binary) = std::env::var("CHROMIUM") {
+            chrome_options["binary"] = json!(binary);
+        }
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert("goog:chromeOptions".into(), chrome_options);
+        // Keep the console (CSP violations, failed loads, unused preloads are logged there).
+        capabilities.insert("goog:loggingPrefs".into(), json!({ "browser": "ALL" }));
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await?;
+        Ok(Browser {
+            client,
+            _driver: driver,
+        })
+    }
+
+    /// The browser console since the last call, as `(level, message)`: chromedriver's log
+    /// endpoint sees what happened during page load, before any script of ours ran.
+    pub async fn console(&self) -> Result<Vec<(String, String)>, Error> {
+        let entries = self.client.issue_cmd(ConsoleLog).await?;
+        let entries: Vec<serde_json::Value> = serde_json::from_value(entries)?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let field = |name: &str| entry[name].as_str().unwrap_or_default().to_owned();
+                (field("level"), field("message"))
+            })
+            .collect())
+    }
+}
+
+/// chromedriver's `POST /session/{id}/se/log` with `{"type": "browser"}`.
+#[derive(Debug)]
+struct ConsoleLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/se/log",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+    }
+}
