@@ -57,10 +57,36 @@ impl Scenario {
     }
 }
 
-pub fn bench() -> Result<()> {
+/// Which part of the benchmark to run: all of it, or only the page-load rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    All,
+    PageLoad,
+}
+
+pub fn bench(section: Section) -> Result<()> {
     let reps: usize = env_number("BENCH_REPS", 3);
     let seconds: f64 = env_number("BENCH_SECONDS", 3.0);
     crate::build_client(false)?;
+    if section == Section::PageLoad {
+        run(command(cargo()).args([
+            "build",
+            "--release",
+            "--package",
+            "server",
+            "--package",
+            "bench",
+        ]))?;
+        let (table, runs) = crate::page_load::page_load(&Pinning::detect(), reps)?;
+        let out_dir = target_dir().join("bench");
+        std::fs::create_dir_all(&out_dir)?;
+        let mut jsonl = std::fs::File::create(out_dir.join("page-load.jsonl"))?;
+        for line in &runs {
+            writeln!(jsonl, "{line}")?;
+        }
+        println!("{table}");
+        return Ok(());
+    }
     announce("building the server, load generator and reference servers (release)");
     run(command(cargo()).args([
         "build",
@@ -142,8 +168,9 @@ pub fn bench() -> Result<()> {
     }
 
     let statics = static_files(&pinning, &servers[0], &static_dir, reps, seconds)?;
+    let (page_load_table, page_loads) = crate::page_load::page_load(&pinning, reps)?;
     let start_ms = start_up_ms(&servers[0], 9)?;
-    for line in &statics {
+    for line in statics.iter().chain(&page_loads) {
         writeln!(jsonl, "{line}")?;
     }
     writeln!(
@@ -154,7 +181,7 @@ pub fn bench() -> Result<()> {
 
     let table = render_table(
         &results, &statics, start_ms, &servers, &pinning, reps, seconds,
-    );
+    ) + &page_load_table;
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");
     announce(&format!(
@@ -176,12 +203,12 @@ fn path_arg(path: &Path) -> String {
 }
 
 /// Server on core 0, client on core 1, when the machine has two cores and `taskset`.
-struct Pinning {
-    enabled: bool,
+pub(crate) struct Pinning {
+    pub(crate) enabled: bool,
 }
 
 impl Pinning {
-    fn detect() -> Pinning {
+    pub(crate) fn detect() -> Pinning {
         let cores = std::thread::available_parallelism().map_or(1, usize::from);
         let enabled = cores >= 2 && tools::which("taskset").is_some();
         if !enabled {
@@ -200,11 +227,11 @@ impl Pinning {
         }
     }
 
-    fn on_server(&self, program: &Path) -> Command {
+    pub(crate) fn on_server(&self, program: &Path) -> Command {
         self.on_core("0", program)
     }
 
-    fn on_client(&self, program: &Path) -> Command {
+    pub(crate) fn on_client(&self, program: &Path) -> Command {
         self.on_core("1", program)
     }
 }
@@ -358,7 +385,7 @@ fn start_up_ms(server: &ServerKind, runs: usize) -> Result<f64> {
     Ok((median(times) * 10.0).round() / 10.0)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -367,7 +394,7 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn median_of(runs: &[Value], key: &str) -> Option<f64> {
+pub(crate) fn median_of(runs: &[Value], key: &str) -> Option<f64> {
     let values: Vec<f64> = runs.iter().filter_map(|run| run[key].as_f64()).collect();
     (!values.is_empty()).then(|| median(values))
 }
@@ -376,7 +403,7 @@ fn median_of(runs: &[Value], key: &str) -> Option<f64> {
 /// servers of one round run back to back, so this cancels the slow drifts of a shared VM that
 /// a ratio of two medians keeps (p99 at 40k msg/s moved from 0.6 to 13 ms between rounds for
 /// every server alike).
-fn paired_ratio(ours: &[Value], theirs: &[Value], key: &str) -> Option<f64> {
+pub(crate) fn paired_ratio(ours: &[Value], theirs: &[Value], key: &str) -> Option<f64> {
     let ratios: Vec<f64> = ours
         .iter()
         .filter_map(|run| {
@@ -388,12 +415,12 @@ fn paired_ratio(ours: &[Value], theirs: &[Value], key: &str) -> Option<f64> {
 }
 
 /// A number with `digits` decimals, or `-` when there is none.
-fn number(value: Option<f64>, digits: usize) -> String {
+pub(crate) fn number(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |value| format!("{value:.digits$}"))
 }
 
 /// One markdown table row.
-fn row<const N: usize>(cells: [String; N]) -> String {
+pub(crate) fn row<const N: usize>(cells: [String; N]) -> String {
     format!("| {} |\n", cells.join(" | "))
 }
 

@@ -8,6 +8,7 @@
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
+mod page_load;
 mod precompress;
 mod process;
 mod tools;
@@ -28,7 +29,8 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench                benchmark the server against reference servers (prints a table)
+  bench [page-load]    benchmark the server against reference servers (prints a table);
+                       page-load: only the page-load rows
   conformance          run the Autobahn|Testsuite cases 1-7, 9 and 10 against /mirror
 ";
 
@@ -38,7 +40,11 @@ fn main() -> ExitCode {
         Some("serve") => serve(&args[1..]),
         Some("test") => test(),
         Some("build-client") => build_client(args.get(1).is_some_and(|arg| arg == "--dev")),
-        Some("bench") => bench::bench(),
+        Some("bench") => match args.get(1).map(String::as_str) {
+            None => bench::bench(bench::Section::All),
+            Some("page-load") => bench::bench(bench::Section::PageLoad),
+            Some(other) => Err(format!("unknown bench section `{other}`\n\n{USAGE}").into()),
+        },
         Some("conformance") => build_server().and_then(|server_bin| conformance(&server_bin)),
         Some("-h" | "--help" | "help") => {
             print!("{USAGE}");

@@ -18,6 +18,9 @@ struct Args {
     /// Loads after the first one, in the same browser.
     #[arg(long, default_value_t = 3)]
     warm: usize,
+    /// Also print, to stderr, when each resource of every load started and ended.
+    #[arg(long)]
+    timeline: bool,
 }
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -27,9 +30,11 @@ async fn main() -> Result<(), Error> {
     let args = Args::parse();
     let browser = headless::Browser::start().await?;
     let cold = greeting_painted_ms(&browser, &args.url).await?;
+    print_timeline(&browser, args.timeline).await?;
     let mut warm = Vec::with_capacity(args.warm);
     for _ in 0..args.warm {
         warm.push(greeting_painted_ms(&browser, &args.url).await?);
+        print_timeline(&browser, args.timeline).await?;
     }
     browser.client.close().await?;
     println!(
@@ -60,4 +65,19 @@ async fn greeting_painted_ms(browser: &headless::Browser, url: &str) -> Result<f
     painted
         .as_f64()
         .ok_or_else(|| format!("{GREETING_LINE:?} was not painted within 10 s of {url}").into())
+}
+
+/// Each resource of the current page: start, response start and end, in milliseconds since
+/// navigation, and its status (`304` for a revalidated copy).
+async fn print_timeline(browser: &headless::Browser, enabled: bool) -> Result<(), Error> {
+    if !enabled {
+        return Ok(());
+    }
+    let script = "return performance.getEntriesByType('navigation')
+        .concat(performance.getEntriesByType('resource'))
+        .map(e => [e.name, Math.round(e.startTime), Math.round(e.responseStart),
+                   Math.round(e.responseEnd), e.responseStatus, e.transferSize])";
+    let entries = browser.client.execute(script, vec![]).await?;
+    eprintln!("{entries}");
+    Ok(())
 }
