@@ -57,10 +57,13 @@ impl Scenario {
     }
 }
 
-/// Which part of the benchmark to run: all of it, or only the page-load rows.
+/// Which part of the benchmark to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     All,
+    /// Only the static-file rows (wrk against nginx).
+    Static,
+    /// Only the page-load rows (headless Chromium).
     PageLoad,
 }
 
@@ -68,25 +71,6 @@ pub fn bench(section: Section) -> Result<()> {
     let reps: usize = env_number("BENCH_REPS", 3);
     let seconds: f64 = env_number("BENCH_SECONDS", 3.0);
     crate::build_client(false)?;
-    if section == Section::PageLoad {
-        run(command(cargo()).args([
-            "build",
-            "--release",
-            "--package",
-            "server",
-            "--package",
-            "bench",
-        ]))?;
-        let (table, runs) = crate::page_load::page_load(&Pinning::detect(), reps)?;
-        let out_dir = target_dir().join("bench");
-        std::fs::create_dir_all(&out_dir)?;
-        let mut jsonl = std::fs::File::create(out_dir.join("page-load.jsonl"))?;
-        for line in &runs {
-            writeln!(jsonl, "{line}")?;
-        }
-        println!("{table}");
-        return Ok(());
-    }
     announce("building the server, load generator and reference servers (release)");
     run(command(cargo()).args([
         "build",
@@ -127,7 +111,12 @@ pub fn bench(section: Section) -> Result<()> {
     // scenario -> server -> runs
     let mut results: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
 
-    for scenario in SCENARIOS {
+    let scenarios = if section == Section::All {
+        SCENARIOS
+    } else {
+        &[]
+    };
+    for scenario in scenarios {
         announce(&format!(
             "{}: {} ({reps} rounds)",
             scenario.name, scenario.what
@@ -167,21 +156,34 @@ pub fn bench(section: Section) -> Result<()> {
         }
     }
 
-    let statics = static_files(&pinning, &servers[0], &static_dir, reps, seconds)?;
-    let (page_load_table, page_loads) = crate::page_load::page_load(&pinning, reps)?;
-    let start_ms = start_up_ms(&servers[0], 9)?;
+    let statics = match section {
+        Section::All | Section::Static => {
+            static_files(&pinning, &servers[0], &static_dir, reps, seconds)?
+        }
+        Section::PageLoad => Vec::new(),
+    };
+    let (page_load_table, page_loads) = match section {
+        Section::All | Section::PageLoad => crate::page_load::page_load(&pinning, reps)?,
+        Section::Static => (String::new(), Vec::new()),
+    };
     for line in statics.iter().chain(&page_loads) {
         writeln!(jsonl, "{line}")?;
     }
-    writeln!(
-        jsonl,
-        "{}",
-        serde_json::json!({"scenario": "start-up", "server": "server", "ms": start_ms})
-    )?;
-
-    let table = render_table(
-        &results, &statics, start_ms, &servers, &pinning, reps, seconds,
-    ) + &page_load_table;
+    let table = match section {
+        Section::All => {
+            let start_ms = start_up_ms(&servers[0], 9)?;
+            writeln!(
+                jsonl,
+                "{}",
+                serde_json::json!({"scenario": "start-up", "server": "server", "ms": start_ms})
+            )?;
+            render_table(&results, start_ms, &servers, &pinning, reps, seconds)
+                + &static_table(&statics)
+                + &page_load_table
+        }
+        Section::Static => static_table(&statics),
+        Section::PageLoad => page_load_table,
+    };
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");
     announce(&format!(
@@ -419,6 +421,39 @@ pub(crate) fn number(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "-".to_owned(), |value| format!("{value:.digits$}"))
 }
 
+/// The static-file rows: this server and nginx, requests/s and the ratio paired by round.
+fn static_table(statics: &[Value]) -> String {
+    if statics.is_empty() {
+        return String::new();
+    }
+    let mut out = String::new();
+    out.push_str(
+        "\n| static files (wrk, 32 connections) | server | requests/s | ratio to nginx, paired by round |\n",
+    );
+    out.push_str("|---|---|---:|---:|\n");
+    for &(target, _, _) in STATIC_TARGETS {
+        let runs = |name: &str| -> Vec<Value> {
+            statics
+                .iter()
+                .filter(|line| line["scenario"] == target && line["server"] == name)
+                .cloned()
+                .collect()
+        };
+        let (server_runs, nginx_runs) = (runs("server"), runs("nginx"));
+        for (name, mine) in [("server", &server_runs), ("nginx", &nginx_runs)] {
+            if let Some(value) = median_of(mine, "requests_per_sec") {
+                out.push_str(&row([
+                    target.to_owned(),
+                    name.to_owned(),
+                    number(Some(value), 0),
+                    number(paired_ratio(mine, &nginx_runs, "requests_per_sec"), 2),
+                ]));
+            }
+        }
+    }
+    out
+}
+
 /// One markdown table row.
 pub(crate) fn row<const N: usize>(cells: [String; N]) -> String {
     format!("| {} |\n", cells.join(" | "))
@@ -457,7 +492,6 @@ fn paired_table(
 
 fn render_table(
     results: &BTreeMap<&str, BTreeMap<&str, Vec<Value>>>,
-    statics: &[Value],
     start_ms: f64,
     servers: &[ServerKind],
     pinning: &Pinning,
@@ -536,32 +570,6 @@ fn render_table(
                 cell("server_rss_kib", 0),
                 cell("rss_per_connection_kib", 1),
             ]));
-        }
-    }
-    if !statics.is_empty() {
-        out.push_str(
-            "\n| static files (wrk, 32 connections) | server | requests/s | ratio to nginx, paired by round |\n",
-        );
-        out.push_str("|---|---|---:|---:|\n");
-        for &(target, _, _) in STATIC_TARGETS {
-            let runs = |name: &str| -> Vec<Value> {
-                statics
-                    .iter()
-                    .filter(|line| line["scenario"] == target && line["server"] == name)
-                    .cloned()
-                    .collect()
-            };
-            let (server_runs, nginx_runs) = (runs("server"), runs("nginx"));
-            for (name, mine) in [("server", &server_runs), ("nginx", &nginx_runs)] {
-                if let Some(value) = median_of(mine, "requests_per_sec") {
-                    out.push_str(&row([
-                        target.to_owned(),
-                        name.to_owned(),
-                        number(Some(value), 0),
-                        number(paired_ratio(mine, &nginx_runs, "requests_per_sec"), 2),
-                    ]));
-                }
-            }
         }
     }
     out.push_str(&format!(

@@ -29,8 +29,9 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [page-load]    benchmark the server against reference servers (prints a table);
-                       page-load: only the page-load rows
+  bench [static|page-load]
+                       benchmark the server against reference servers (prints a table);
+                       static: only the static-file rows; page-load: only the page-load rows
   conformance          run the Autobahn|Testsuite cases 1-7, 9 and 10 against /mirror
 ";
 
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Some("build-client") => build_client(args.get(1).is_some_and(|arg| arg == "--dev")),
         Some("bench") => match args.get(1).map(String::as_str) {
             None => bench::bench(bench::Section::All),
+            Some("static") => bench::bench(bench::Section::Static),
             Some("page-load") => bench::bench(bench::Section::PageLoad),
             Some(other) => Err(format!("unknown bench section `{other}`\n\n{USAGE}").into()),
         },
