@@ -12,15 +12,17 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use percent_encoding::percent_decode_str;
+use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
-use tower_http::services::fs::{Backend, TokioBackend, TokioFile};
+use tower_http::services::fs::Backend;
 
 use crate::http::{Body, not_found};
 
@@ -115,50 +117,126 @@ fn utf8_charset(content_type: &HeaderValue) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("{value}; charset=utf-8")).ok()
 }
 
-/// `ServeDir`'s own file access (tokio's), except that a path which resolves outside the
-/// static root (through a symlink) does not exist. `ServeDir` has no such option, and every
-/// path it touches (the file, its compressed copies, `index.html`) passes through here.
+/// `ServeDir`'s file access. Like tokio's own backend, except that:
+/// - a path which resolves outside the static root (through a symlink) does not exist.
+///   `ServeDir` has no such option, and every path it touches (the file, its compressed
+///   copies, `index.html`) passes through here;
+/// - each call is one trip to the blocking pool, not several: opening checks the path, opens,
+///   reads the metadata and (for files up to [`READ_WHOLE_UP_TO`]) the content in one go.
+///   tokio's backend takes a trip for each of those and for every read, and so served
+///   `index.html` at about 4,000 requests/s on one core, a tenth of nginx.
 #[derive(Debug, Clone)]
 struct ContainedBackend {
     /// Canonical static root.
     root: Arc<Path>,
 }
 
+/// Files up to this size are read whole when opened (every file this project ships is).
+const READ_WHOLE_UP_TO: u64 = 256 * 1024;
+
 type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 
-impl ContainedBackend {
-    /// The path with every symlink resolved, if it stays under the root.
-    async fn contained(root: Arc<Path>, path: PathBuf) -> io::Result<PathBuf> {
-        let real = tokio::fs::canonicalize(&path).await?;
-        if real.starts_with(&root) {
-            Ok(real)
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "resolves outside the static directory",
-            ))
-        }
+/// The path with every symlink resolved, if it stays under `root`.
+fn contained(root: &Path, path: &Path) -> io::Result<PathBuf> {
+    let real = path.canonicalize()?;
+    if real.starts_with(root) {
+        Ok(real)
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "resolves outside the static directory",
+        ))
     }
 }
 
+/// Runs blocking file work on tokio's blocking pool.
+fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> BoxFuture<T> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|join_error| Err(io::Error::other(join_error)))
+    })
+}
+
 impl Backend for ContainedBackend {
-    type File = TokioFile;
+    type File = OpenFile;
     type Metadata = std::fs::Metadata;
-    type OpenFuture = BoxFuture<TokioFile>;
+    type OpenFuture = BoxFuture<OpenFile>;
     type MetadataFuture = BoxFuture<std::fs::Metadata>;
 
     fn open(&self, path: PathBuf) -> Self::OpenFuture {
         let root = Arc::clone(&self.root);
-        Box::pin(async move { TokioBackend.open(Self::contained(root, path).await?).await })
+        blocking(move || {
+            use std::io::Read;
+            let mut file = std::fs::File::open(contained(&root, &path)?)?;
+            let metadata = file.metadata()?;
+            let content = if metadata.len() <= READ_WHOLE_UP_TO {
+                let mut bytes = Vec::with_capacity(metadata.len() as usize);
+                (&mut file).take(metadata.len()).read_to_end(&mut bytes)?;
+                Content::Memory(io::Cursor::new(bytes))
+            } else {
+                Content::Disk(tokio::fs::File::from_std(file))
+            };
+            Ok(OpenFile { content, metadata })
+        })
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
         let root = Arc::clone(&self.root);
-        Box::pin(async move {
-            TokioBackend
-                .metadata(Self::contained(root, path).await?)
-                .await
-        })
+        blocking(move || contained(&root, &path)?.metadata())
+    }
+}
+
+/// An opened file with the metadata read when it was opened.
+#[derive(Debug)]
+struct OpenFile {
+    content: Content,
+    metadata: std::fs::Metadata,
+}
+
+#[derive(Debug)]
+enum Content {
+    Memory(io::Cursor<Vec<u8>>),
+    Disk(tokio::fs::File),
+}
+
+impl AsyncRead for OpenFile {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().content {
+            Content::Memory(bytes) => Pin::new(bytes).poll_read(cx, buf),
+            Content::Disk(file) => Pin::new(file).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncSeek for OpenFile {
+    fn start_seek(self: Pin<&mut Self>, position: io::SeekFrom) -> io::Result<()> {
+        match &mut self.get_mut().content {
+            Content::Memory(bytes) => Pin::new(bytes).start_seek(position),
+            Content::Disk(file) => Pin::new(file).start_seek(position),
+        }
+    }
+
+    fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
+        match &mut self.get_mut().content {
+            Content::Memory(bytes) => Pin::new(bytes).poll_complete(cx),
+            Content::Disk(file) => Pin::new(file).poll_complete(cx),
+        }
+    }
+}
+
+impl tower_http::services::fs::File for OpenFile {
+    type Metadata = std::fs::Metadata;
+    type MetadataFuture<'a> = std::future::Ready<io::Result<std::fs::Metadata>>;
+
+    fn metadata(&self) -> Self::MetadataFuture<'_> {
+        std::future::ready(Ok(self.metadata.clone()))
     }
 }
 
