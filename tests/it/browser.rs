@@ -155,6 +155,18 @@ impl Browser {
     }
 }
 
+/// The release server serving the built client, and a browser on `path_and_query` of it.
+async fn open_page(path_and_query: &str) -> (TestServer, Browser) {
+    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("http://{}{path_and_query}", server.addr))
+        .await
+        .expect("page loads");
+    (server, browser)
+}
+
 fn count(lines: &[String], line: &str) -> usize {
     lines.iter().filter(|candidate| *candidate == line).count()
 }
@@ -162,13 +174,7 @@ fn count(lines: &[String], line: &str) -> usize {
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn a_conversation_in_a_real_browser() {
-    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
-    let browser = Browser::start().await;
-    browser
-        .client
-        .goto(&format!("http://{}/", server.addr))
-        .await
-        .expect("page loads");
+    let (_server, browser) = open_page("/").await;
     browser.watch_for_errors().await;
     browser.wait_for_status("open").await;
 
@@ -254,15 +260,8 @@ async fn a_conversation_in_a_real_browser() {
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn messages_typed_while_the_server_is_down_are_delivered_once_after_restart() {
-    let static_dir = built_static_dir();
-    let mut server = TestServer::start_with_dir(&static_dir, &[]).await;
-    let addr = server.addr.to_string();
-    let browser = Browser::start().await;
-    browser
-        .client
-        .goto(&format!("http://{addr}/"))
-        .await
-        .expect("page loads");
+    let (mut server, browser) = open_page("/").await;
+    let (static_dir, addr) = (built_static_dir(), server.addr.to_string());
     browser.wait_for_status("open").await;
 
     server.signal("TERM");
@@ -309,17 +308,9 @@ async fn messages_typed_while_the_server_is_down_are_delivered_once_after_restar
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn nothing_typed_is_lost_when_the_server_hangs_then_dies_then_comes_back() {
     const REPLY_TIMEOUT_SECONDS: u64 = 2;
-    let static_dir = built_static_dir();
-    let mut server = TestServer::start_with_dir(&static_dir, &[]).await;
-    let addr = server.addr.to_string();
-    let browser = Browser::start().await;
-    browser
-        .client
-        .goto(&format!(
-            "http://{addr}/?reply-timeout={REPLY_TIMEOUT_SECONDS}"
-        ))
-        .await
-        .expect("page loads");
+    let (mut server, browser) =
+        open_page(&format!("/?reply-timeout={REPLY_TIMEOUT_SECONDS}")).await;
+    let (static_dir, addr) = (built_static_dir(), server.addr.to_string());
     browser.watch_for_errors().await;
     browser.wait_for_status("open").await;
     browser.type_message("one").await;

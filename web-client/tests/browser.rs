@@ -101,6 +101,18 @@ async fn wait_for_log(document: &Document, done: impl Fn(&[String]) -> bool) -> 
     );
 }
 
+/// A client on a fresh page, talking to the real server, once its greeting arrived.
+async fn greeted_client() -> (Document, HtmlInputElement, HtmlButtonElement) {
+    let (document, page) = fresh_page();
+    Client::start(page, Settings::for_url(ws_test_url()));
+    let (input, send) = composer(&document);
+    wait_for_log(&document, |lines| {
+        lines.iter().any(|l| l == "Server: Greetings!")
+    })
+    .await;
+    (document, input, send)
+}
+
 #[wasm_bindgen_test]
 fn replies_are_rendered_as_text_never_as_html() {
     let (document, page) = fresh_page();
@@ -222,13 +234,7 @@ async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
 
 #[wasm_bindgen_test]
 async fn a_message_longer_than_the_server_accepts_stays_in_the_input_with_a_notice() {
-    let (document, page) = fresh_page();
-    Client::start(page, Settings::for_url(ws_test_url()));
-    let (input, send) = composer(&document);
-    wait_for_log(&document, |lines| {
-        lines.iter().any(|l| l == "Server: Greetings!")
-    })
-    .await;
+    let (document, input, send) = greeted_client().await;
 
     // 32,769 characters, well under the input's maxlength of 65,536 UTF-16 units, but 65,538
     // bytes of UTF-8: the server would close with 1009 and the message would be lost.
@@ -280,13 +286,7 @@ async fn a_real_socket_talks_to_the_real_server() {
 
 #[wasm_bindgen_test]
 async fn a_message_the_server_never_answered_is_sent_again_on_the_next_connection() {
-    let (document, page) = fresh_page();
-    Client::start(page, Settings::for_url(ws_test_url()));
-    let (input, send) = composer(&document);
-    wait_for_log(&document, |lines| {
-        lines.iter().any(|l| l == "Server: Greetings!")
-    })
-    .await;
+    let (document, input, send) = greeted_client().await;
 
     // Both leave in one go: the server closes on `end` and never reads `hello`.
     input.set_value("end");
