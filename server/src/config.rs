@@ -65,6 +65,11 @@ pub struct Config {
     )]
     pub connect_src: Vec<String>,
 
+    /// Seconds between Ctrl-C or SIGTERM and closing: `/readyz` answers 503 while everything
+    /// else still works, so a load balancer stops sending new clients before the 1001s go out.
+    #[arg(long, env = "SHUTDOWN_DELAY", default_value = "0", value_parser = parse_seconds_or_zero)]
+    pub shutdown_delay: Duration,
+
     /// Seconds to wait for open connections to close after Ctrl-C or SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
@@ -80,6 +85,14 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .ok()
         .filter(|duration| !duration.is_zero())
         .ok_or_else(|| format!("`{text}` must be a positive number of seconds"))
+}
+
+/// Parses a number of seconds that may be zero.
+fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_seconds(text),
+    }
 }
 
 /// One CSP source expression: no white space, no `;` or `,` (which would start another

@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `GET /subscriptions`, `/echo`, `/mirror` | WebSocket upgrade (or 400/403/405/426/503) |
 //! | `GET /greet/{name}` | `Greetings {name}!` |
+//! | `GET /healthz` | 200 while the process runs |
+//! | `GET /readyz` | 200 while it accepts work, 503 from the moment shutdown starts |
 //! | `GET`/`HEAD` anything else | a static file, or 404 |
 
 use std::convert::Infallible;
@@ -33,6 +35,8 @@ pub(crate) async fn handle(
     let path = request.uri().path();
     let response = if let Some(app) = App::from_path(path) {
         upgrade(request, app, &shared)
+    } else if let Some(probe) = Probe::from_path(path) {
+        probe.answer(request.method(), &shared)
     } else if let Some(encoded_name) = path.strip_prefix("/greet/") {
         greet(request.method(), encoded_name)
     } else if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -90,6 +94,42 @@ impl SecurityHeaders {
     }
 }
 
+/// The health checks a supervisor or load balancer polls. Cheap, and never logged.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// `/healthz`: the process runs and answers.
+    Health,
+    /// `/readyz`: the server takes new work; 503 from the moment shutdown starts.
+    Ready,
+}
+
+impl Probe {
+    fn from_path(path: &str) -> Option<Probe> {
+        match path {
+            "/healthz" => Some(Probe::Health),
+            "/readyz" => Some(Probe::Ready),
+            _ => None,
+        }
+    }
+
+    fn answer(self, method: &Method, shared: &Shared) -> Response<Body> {
+        if !matches!(*method, Method::GET | Method::HEAD) {
+            return method_not_allowed("GET, HEAD");
+        }
+        let mut response = match self {
+            Probe::Health => text(StatusCode::OK, "ok\n"),
+            Probe::Ready if shared.draining.is_cancelled() => {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+            }
+            Probe::Ready => text(StatusCode::OK, "ready\n"),
+        };
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+}
+
 /// `GET /greet/{name}`: the name is percent-decoded; it must be one non-empty path segment.
 fn greet(method: &Method, encoded_name: &str) -> Response<Body> {
     if !matches!(*method, Method::GET | Method::HEAD) {
@@ -137,7 +177,7 @@ fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Re
         return Refusal::MissingKey.into_response(app);
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    tracing::info!(path = app.path(), "upgrading to WebSocket");
+    tracing::debug!(path = app.path(), "upgrading to WebSocket");
     let config = shared.websocket_config;
     let timing = shared.session_timing();
     let shutdown = shared.shutdown.clone();

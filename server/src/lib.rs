@@ -68,7 +68,10 @@ struct Shared {
     sessions: Arc<Semaphore>,
     /// Every connection and session task, so shutdown can wait for them.
     tracker: TaskTracker,
-    /// Cancelled once on shutdown; connections and sessions watch it.
+    /// Cancelled when shutdown starts: `/readyz` answers 503 from then on.
+    draining: CancellationToken,
+    /// Cancelled once connections are to close (after `--shutdown-delay`); connections and
+    /// sessions watch it.
     shutdown: CancellationToken,
 }
 
@@ -112,22 +115,32 @@ impl Server {
             security_headers,
             websocket_config,
             tracker: TaskTracker::new(),
+            draining: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             config,
         });
         Ok(Server { shared })
     }
 
-    /// Serves on `listener` until `shutdown` resolves, then stops accepting, sends close
-    /// `1001` to every WebSocket, and waits for connections to end (at most
-    /// `--shutdown-grace`).
+    /// Serves on `listener` until `shutdown` resolves, answers `/readyz` with 503 from then
+    /// on, keeps serving for `--shutdown-delay`, then stops accepting, sends close `1001` to
+    /// every WebSocket, and waits for connections to end (at most `--shutdown-grace`).
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
         let shared = self.shared;
-        tokio::pin!(shutdown);
+        let stop_accepting = async {
+            shutdown.await;
+            shared.draining.cancel();
+            let delay = shared.config.shutdown_delay;
+            if !delay.is_zero() {
+                tracing::info!(?delay, "draining: readiness answers 503 until closing");
+                tokio::time::sleep(delay).await;
+            }
+        };
+        tokio::pin!(stop_accepting);
         loop {
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
-                () = &mut shutdown => break,
+                () = &mut stop_accepting => break,
             };
             match accepted {
                 Ok((stream, peer)) => {

@@ -1,4 +1,5 @@
-//! Process lifecycle: start-up errors are one clear line; SIGTERM closes sessions with 1001.
+//! Process lifecycle: start-up errors are one clear line; SIGTERM closes sessions with 1001;
+//! health and readiness probes.
 
 use std::process::Stdio;
 
@@ -23,6 +24,45 @@ async fn sigterm_sends_1001_to_every_session_and_exits_0() {
     let status = server.wait().await;
     assert!(status.success(), "exit status {status}");
     assert!(server.logs().contains("shutting down"));
+}
+
+#[tokio::test]
+async fn readyz_turns_503_when_shutdown_starts_while_everything_else_still_works() {
+    let mut server = TestServer::start(&["--shutdown-delay", "1.5"]).await;
+    for (path, body) in [("/healthz", "ok\n"), ("/readyz", "ready\n")] {
+        let reply = server.request("GET", path, &[]).await;
+        assert_eq!(reply.status, http::StatusCode::OK, "{path}");
+        assert_eq!(reply.body, body, "{path}");
+        assert_eq!(reply.header("cache-control"), Some("no-store"), "{path}");
+    }
+    let mut client = server.connect_subscriptions().await;
+
+    server.signal("TERM");
+    server.wait_for_log("draining").await;
+    let ready = server.request("GET", "/readyz", &[]).await;
+    assert_eq!(ready.status, http::StatusCode::SERVICE_UNAVAILABLE);
+    let health = server.request("GET", "/healthz", &[]).await;
+    assert_eq!(
+        health.status,
+        http::StatusCode::OK,
+        "the process still runs"
+    );
+    // While draining, open sessions and new requests are served as usual.
+    client.send(Message::text("foo")).await.expect("send");
+    assert_eq!(next_text(&mut client).await, "bar");
+    assert_eq!(
+        server.request("GET", "/", &[]).await.status,
+        http::StatusCode::OK
+    );
+
+    let (code, _) = expect_close(&mut client).await;
+    assert_eq!(code, 1001, "then the sessions close");
+    assert!(server.wait().await.success());
+    let logs = server.logs();
+    assert!(
+        !logs.contains("/healthz") && !logs.contains("/readyz"),
+        "probes are not logged: {logs}"
+    );
 }
 
 #[tokio::test]
