@@ -22,6 +22,10 @@ pub struct Config {
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
     pub log_filter: String,
 
+    /// Log line format: `text` for people, `json` (one object a line) for log shippers.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// Largest WebSocket message (and frame) accepted, in bytes; larger ones close with 1009.
     #[arg(long, env = "MAX_MESSAGE_SIZE", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -73,6 +77,13 @@ pub struct Config {
     /// Seconds to wait for open connections to close after Ctrl-C or SIGTERM.
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10", value_parser = parse_seconds)]
     pub shutdown_grace: Duration,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Parses a number of seconds such as `30` or `0.25`.

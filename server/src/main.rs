@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use server::config::LogFormat;
 use server::{Config, Server, display_url};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -18,11 +19,17 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
+    // Lines go to a thread of their own through a bounded queue: a slow or stuck stderr
+    // (a full pipe, a stalled log shipper) drops lines instead of stalling the workers that
+    // serve connections. The guard flushes what is queued when `main` returns.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        .with_writer(writer);
+    match config.log_format {
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 
     // Each connection is a file descriptor; the usual soft limit of 1024 would cap the server
     // far below --max-connections. Raise it to the hard limit, as servers commonly do.

@@ -48,11 +48,25 @@ pub fn server_binary() -> &'static Path {
     })
 }
 
+/// How [`TestServer::launch`] starts the binary.
+#[derive(Debug, Default)]
+pub struct Launch {
+    /// Shell commands run before `exec`ing the server, e.g. `ulimit -n 64 &&`.
+    pub shell_prefix: Option<&'static str>,
+    /// Keep stderr as a pipe nobody reads: it fills up after 64 KiB.
+    pub never_read_stderr: bool,
+}
+
 /// A running server process, killed when dropped.
 pub struct TestServer {
     child: Child,
     pub addr: SocketAddr,
+    /// Whether it speaks TLS (`Listening on https://…`).
+    pub tls: bool,
+    /// Where it serves `/metrics`, when started with `--metrics-addr`.
+    pub metrics_addr: Option<SocketAddr>,
     stderr: Arc<Mutex<String>>,
+    _unread_stderr: Option<tokio::process::ChildStderr>,
     /// Keeps the static fixture alive as long as the server.
     _static_dir: Option<tempfile::TempDir>,
 }
@@ -68,12 +82,30 @@ impl TestServer {
 
     /// Starts the server serving `static_dir`, on a free port.
     pub async fn start_with_dir(static_dir: &Path, extra_args: &[&str]) -> TestServer {
+        TestServer::launch(static_dir, extra_args, Launch::default()).await
+    }
+
+    /// Starts the server as `launch` says: under a shell prefix (`ulimit -n 64 &&`), or with
+    /// a stderr nobody reads.
+    pub async fn launch(static_dir: &Path, extra_args: &[&str], launch: Launch) -> TestServer {
         let addr_arg = extra_args
             .iter()
             .any(|arg| arg.starts_with("--addr"))
             .then_some(vec![])
             .unwrap_or_else(|| vec!["--addr", "127.0.0.1:0"]);
-        let mut child = Command::new(server_binary())
+        let mut command = match launch.shell_prefix {
+            // `$0` is the binary, `$@` its arguments: no quoting problems.
+            Some(prefix) => {
+                let mut command = Command::new("sh");
+                command
+                    .arg("-c")
+                    .arg(format!("{prefix} exec \"$0\" \"$@\""))
+                    .arg(server_binary());
+                command
+            }
+            None => Command::new(server_binary()),
+        };
+        let mut child = command
             .args(addr_arg)
             .arg("--static-dir")
             .arg(static_dir)
@@ -86,29 +118,46 @@ impl TestServer {
             .spawn()
             .expect("the server binary starts");
         let stderr = Arc::new(Mutex::new(String::new()));
-        collect_lines(
-            child.stderr.take().expect("piped stderr"),
-            Arc::clone(&stderr),
-        );
+        let unread_stderr = child.stderr.take().expect("piped stderr");
+        let unread_stderr = if launch.never_read_stderr {
+            Some(unread_stderr)
+        } else {
+            collect_lines(unread_stderr, Arc::clone(&stderr));
+            None
+        };
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let line = tokio::time::timeout(PATIENCE, stdout.next_line())
-            .await
-            .expect("the server prints its URL promptly")
-            .expect("stdout is readable")
-            .unwrap_or_else(|| {
-                panic!(
-                    "the server exited before listening: {}",
-                    stderr.lock().expect("lock")
-                )
-            });
-        let addr = line
-            .strip_prefix("Listening on http://")
-            .and_then(|rest| rest.trim_end_matches('/').parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let mut metrics_addr = None;
+        let (addr, tls) = loop {
+            let line = tokio::time::timeout(PATIENCE, stdout.next_line())
+                .await
+                .expect("the server prints its URL promptly")
+                .expect("stdout is readable")
+                .unwrap_or_else(|| {
+                    panic!(
+                        "the server exited before listening: {}",
+                        stderr.lock().expect("lock")
+                    )
+                });
+            if let Some(rest) = line.strip_prefix("Metrics on http://") {
+                metrics_addr = rest.trim_end_matches("/metrics").parse().ok();
+                continue;
+            }
+            let (rest, tls) = match line.strip_prefix("Listening on https://") {
+                Some(rest) => (Some(rest), true),
+                None => (line.strip_prefix("Listening on http://"), false),
+            };
+            let addr = rest
+                .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+                .unwrap_or_else(|| panic!("unexpected line: {line:?}"));
+            break (addr, tls);
+        };
         TestServer {
             child,
             addr,
+            tls,
+            metrics_addr,
             stderr,
+            _unread_stderr: unread_stderr,
             _static_dir: None,
         }
     }
