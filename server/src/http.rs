@@ -24,6 +24,10 @@ use crate::Shared;
 use crate::session;
 use rules::App;
 
+/// A TCP connection's place under the connection cap, shared by the connection task and a
+/// WebSocket session started from it: the place frees when both have ended.
+pub(crate) type ConnectionSlot = Arc<tokio::sync::OwnedSemaphorePermit>;
+
 /// The body of every response: files stream, everything else is one buffer.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -31,10 +35,11 @@ pub(crate) type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + S
 pub(crate) async fn handle(
     request: Request<Incoming>,
     shared: Arc<Shared>,
+    slot: ConnectionSlot,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
     let response = if let Some(app) = App::from_path(path) {
-        upgrade(request, app, &shared)
+        upgrade(request, app, &shared, slot)
     } else if let Some(probe) = Probe::from_path(path) {
         probe.answer(request.method(), &shared)
     } else if let Some(encoded_name) = path.strip_prefix("/greet/") {
@@ -149,7 +154,12 @@ fn greet(method: &Method, encoded_name: &str) -> Response<Body> {
 
 /// Checks the handshake, then answers `101` and starts the session once hyper hands over the
 /// connection.
-fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Response<Body> {
+fn upgrade(
+    mut request: Request<Incoming>,
+    app: App,
+    shared: &Arc<Shared>,
+    slot: ConnectionSlot,
+) -> Response<Body> {
     if let Err(refusal) = check_handshake(&request, &shared.config.allowed_origins) {
         return refusal.into_response(app);
     }
@@ -182,8 +192,9 @@ fn upgrade(mut request: Request<Incoming>, app: App, shared: &Arc<Shared>) -> Re
     let timing = shared.session_timing();
     let shutdown = shared.shutdown.clone();
     let session = async move {
-        // Held for the life of the session: the slot frees when the task ends.
-        let _permit = permit;
+        // Held for the life of the session: the session slot frees when the task ends, and
+        // the TCP connection's slot too (hyper's connection task ends at the upgrade).
+        let _permits = (permit, slot);
         match on_upgrade.await {
             Ok(upgraded) => match session::socket(upgraded, config).await {
                 Some(ws) => session::run(app, ws, timing, shutdown).await,

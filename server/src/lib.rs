@@ -17,8 +17,10 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_tungstenite::tungstenite::protocol::WebSocketConfig;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -66,6 +68,8 @@ struct Shared {
     websocket_config: WebSocketConfig,
     /// One permit per open WebSocket session (`--max-connections`).
     sessions: Arc<Semaphore>,
+    /// One permit per open TCP connection, below the open-file limit.
+    connections: Arc<Semaphore>,
     /// Every connection and session task, so shutdown can wait for them.
     tracker: TaskTracker,
     /// Cancelled when shutdown starts: `/readyz` answers 503 from then on.
@@ -111,6 +115,7 @@ impl Server {
             .max_frame_size(Some(max_message_size));
         let shared = Arc::new(Shared {
             sessions: Arc::new(Semaphore::new(config.max_connections as usize)),
+            connections: Arc::new(Semaphore::new(connection_cap())),
             static_files,
             security_headers,
             websocket_config,
@@ -137,22 +142,52 @@ impl Server {
             }
         };
         tokio::pin!(stop_accepting);
+        let mut failures = AcceptFailures::default();
+        let mut capped = false;
         loop {
+            // A place under the cap first: at the cap, new connections wait in the kernel's
+            // listen queue instead of taking file descriptors the process does not have.
+            let slot = match Arc::clone(&shared.connections).try_acquire_owned() {
+                Ok(slot) => {
+                    capped = false;
+                    slot
+                }
+                Err(_) => {
+                    if !capped {
+                        tracing::warn!(
+                            cap = connection_cap(),
+                            "at the connection cap (the open-file limit); new connections wait"
+                        );
+                        capped = true;
+                    }
+                    tokio::select! {
+                        slot = Arc::clone(&shared.connections).acquire_owned() => {
+                            slot.expect("the connection semaphore is never closed")
+                        }
+                        () = &mut stop_accepting => break,
+                    }
+                }
+            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = &mut stop_accepting => break,
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    failures.succeeded();
                     let span = tracing::info_span!("conn", %peer);
-                    let connection = serve_connection(stream, Arc::clone(&shared)).instrument(span);
+                    let connection =
+                        serve_connection(stream, Arc::clone(&shared), slot).instrument(span);
                     shared.tracker.spawn(connection);
                 }
-                // Out of file descriptors or a connection reset before accept: the listener
-                // itself is fine. Yielding lets other tasks free descriptors before retrying.
+                // Out of file descriptors or memory, or a connection reset before accept: the
+                // listener itself is fine. Back off so that the failure cannot spin a core.
                 Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::task::yield_now().await;
+                    let pause = failures.failed(&error);
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = &mut stop_accepting => break,
+                    }
                 }
             }
         }
@@ -175,15 +210,61 @@ impl Server {
     }
 }
 
+/// File descriptors kept free for everything but client connections: standard streams, the
+/// listeners, the runtime's own, static files being read, the log writer.
+const RESERVED_FDS: u64 = 32;
+
+/// Most TCP connections at once: the open-file limit (as `main` raised it) less the reserve.
+fn connection_cap() -> usize {
+    let (soft_limit, _) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    usize::try_from(soft_limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
+}
+
+/// Consecutive accept failures: the pause before the next try (5 ms, doubling up to a
+/// second), and one log line per episode rather than one per attempt.
+#[derive(Debug, Default)]
+struct AcceptFailures {
+    count: u32,
+}
+
+impl AcceptFailures {
+    const FIRST_PAUSE: Duration = Duration::from_millis(5);
+    const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+    fn failed(&mut self, error: &io::Error) -> Duration {
+        if self.count == 0 {
+            tracing::warn!(%error, "accept failing; backing off until it works again");
+        }
+        self.count = self.count.saturating_add(1);
+        Self::pause_after(self.count)
+    }
+
+    fn succeeded(&mut self) {
+        if self.count > 0 {
+            tracing::info!(failures = self.count, "accepting again");
+        }
+        self.count = 0;
+    }
+
+    fn pause_after(failures: u32) -> Duration {
+        Self::FIRST_PAUSE
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(Self::LONGEST_PAUSE)
+    }
+}
+
 /// One TCP connection: HTTP/1.1 with upgrades, until it ends or the server shuts down.
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, slot: OwnedSemaphorePermit) {
+    let slot: http::ConnectionSlot = Arc::new(slot);
     // Replies are batched by the session itself; Nagle would only add latency.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
     let service = {
         let shared = Arc::clone(&shared);
-        service_fn(move |request| http::handle(request, Arc::clone(&shared)).in_current_span())
+        service_fn(move |request| {
+            http::handle(request, Arc::clone(&shared), Arc::clone(&slot)).in_current_span()
+        })
     };
     let connection = http1::Builder::new()
         // hyper enforces the header timeout only when it has a timer.
@@ -223,4 +304,18 @@ pub fn display_url(addr: SocketAddr) -> String {
         std::net::IpAddr::V4(ip) => ip.to_string(),
     };
     format!("http://{host}:{}/", addr.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_pauses_double_from_5_ms_up_to_a_second() {
+        let pauses: Vec<u128> = (1..=10)
+            .map(|n| AcceptFailures::pause_after(n).as_millis())
+            .collect();
+        assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        assert_eq!(AcceptFailures::pause_after(u32::MAX).as_millis(), 1000);
+    }
 }

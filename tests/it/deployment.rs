@@ -1,9 +1,11 @@
 //! Running for real: logs that cannot stall the server, the open-file limit, metrics, a
 //! reverse proxy in front of several instances, TLS.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
+use http::StatusCode;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{Launch, PATIENCE, TestServer, next_text, served_dir, static_fixture};
@@ -44,6 +46,71 @@ async fn json_logs_are_one_object_per_line() {
     for line in logs.lines() {
         let object: serde_json::Value =
             serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}"));
-        assert!(object["level"].is_string() && object["fields"].is_object(), "{line}");
+        assert!(
+            object["level"].is_string() && object["fields"].is_object(),
+            "{line}"
+        );
     }
+}
+
+/// User plus system CPU time of a process so far, from `/proc/PID/stat`.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // Linux reports in clock ticks of 1/100 s on every common configuration.
+    Duration::from_millis(ticks * 10)
+}
+
+#[tokio::test]
+async fn a_flood_of_idle_connections_at_a_low_open_file_limit_neither_spins_nor_floods_the_log() {
+    let fixture = static_fixture();
+    let launch = Launch {
+        shell_prefix: Some("ulimit -n 64 &&"),
+        ..Launch::default()
+    };
+    let server = TestServer::launch(&served_dir(&fixture), &[], launch).await;
+    // Far more connections than the server has descriptors for; none sends a request.
+    let mut flood = Vec::new();
+    for _ in 0..150 {
+        flood.push(
+            tokio::time::timeout(PATIENCE, TcpStream::connect(server.addr))
+                .await
+                .expect("the kernel queues the connection")
+                .expect("connect"),
+        );
+    }
+    // A measurement window, not a wait for readiness: how much CPU does the flood cost?
+    let before = cpu_time(server.pid());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let spent = cpu_time(server.pid()) - before;
+    assert!(
+        spent < Duration::from_millis(200),
+        "the server spent {spent:?} of CPU in 2 s while flooded"
+    );
+    let warnings = server
+        .logs()
+        .lines()
+        .filter(|line| line.contains("WARN"))
+        .count();
+    assert!(warnings <= 3, "{}", server.logs());
+    assert!(
+        !server.logs().contains("accept failing"),
+        "{}",
+        server.logs()
+    );
+
+    // Once the flood is gone, the server serves again.
+    drop(flood);
+    let reply = tokio::time::timeout(PATIENCE, server.request("GET", "/healthz", &[]))
+        .await
+        .expect("served promptly after the flood");
+    assert_eq!(reply.status, StatusCode::OK);
 }
