@@ -14,6 +14,11 @@ pub struct Config {
     #[arg(long, env = "SERVER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
+    /// Serve `GET /metrics` (Prometheus text format) on this address, a listener of its own;
+    /// off unless given. Port 0 picks a free port (printed as `Metrics on http://…/metrics`).
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+
     /// Directory of static files served at `/` (index.html, the wasm client in pkg/).
     #[arg(long, env = "STATIC_DIR", default_value = "static")]
     pub static_dir: PathBuf,

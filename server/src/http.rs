@@ -51,6 +51,7 @@ pub(crate) async fn handle(
     };
     let mut response = response;
     shared.security_headers.apply(response.headers_mut());
+    shared.metrics.responded(response.status());
     Ok(response)
 }
 
@@ -96,6 +97,23 @@ impl SecurityHeaders {
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
         );
+    }
+}
+
+/// The metrics listener's answer: `GET /metrics` in the Prometheus text format, 404 else.
+pub(crate) fn metrics_response(method: &Method, path: &str, shared: &Shared) -> Response<Body> {
+    match (method, path) {
+        (&Method::GET | &Method::HEAD, "/metrics") => {
+            let mut response = Response::new(full_body(shared.metrics.render().into()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        _ => not_found(),
     }
 }
 
@@ -161,7 +179,9 @@ fn upgrade(
     slot: ConnectionSlot,
 ) -> Response<Body> {
     if let Err(refusal) = check_handshake(&request, &shared.config.allowed_origins) {
-        return refusal.into_response(app);
+        let response = refusal.into_response(app);
+        shared.metrics.handshake_refused(response.status());
+        return response;
     }
     // Checked last, so that a bad request never holds a permit.
     let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
@@ -176,6 +196,7 @@ fn upgrade(
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        shared.metrics.handshake_refused(response.status());
         return response;
     };
     let Some(accept) = request
@@ -189,15 +210,19 @@ fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut request);
     tracing::debug!(path = app.path(), "upgrading to WebSocket");
     let config = shared.websocket_config;
-    let timing = shared.session_timing();
-    let shutdown = shared.shutdown.clone();
+    let context = session::SessionContext {
+        app,
+        timing: shared.session_timing(),
+        shutdown: shared.shutdown.clone(),
+        metrics: shared.metrics.session(app),
+    };
     let session = async move {
         // Held for the life of the session: the session slot frees when the task ends, and
         // the TCP connection's slot too (hyper's connection task ends at the upgrade).
         let _permits = (permit, slot);
         match on_upgrade.await {
             Ok(upgraded) => match session::socket(upgraded, config).await {
-                Some(ws) => session::run(app, ws, timing, shutdown).await,
+                Some(ws) => session::run(ws, context).await,
                 None => tracing::error!("upgraded connection is not a TCP stream"),
             },
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),

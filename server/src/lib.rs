@@ -4,6 +4,7 @@
 
 pub mod config;
 mod http;
+mod metrics;
 mod read_ahead;
 mod session;
 mod static_files;
@@ -27,6 +28,7 @@ use tracing::Instrument;
 
 pub use config::Config;
 use http::SecurityHeaders;
+use metrics::Metrics;
 use session::SessionTiming;
 use static_files::StaticFiles;
 
@@ -65,6 +67,7 @@ struct Shared {
     config: Config,
     static_files: StaticFiles,
     security_headers: SecurityHeaders,
+    metrics: Metrics,
     websocket_config: WebSocketConfig,
     /// One permit per open WebSocket session (`--max-connections`).
     sessions: Arc<Semaphore>,
@@ -118,6 +121,7 @@ impl Server {
             connections: Arc::new(Semaphore::new(connection_cap())),
             static_files,
             security_headers,
+            metrics: Metrics::new(),
             websocket_config,
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -130,8 +134,17 @@ impl Server {
     /// Serves on `listener` until `shutdown` resolves, answers `/readyz` with 503 from then
     /// on, keeps serving for `--shutdown-delay`, then stops accepting, sends close `1001` to
     /// every WebSocket, and waits for connections to end (at most `--shutdown-grace`).
-    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        metrics_listener: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let shared = self.shared;
+        if let Some(metrics_listener) = metrics_listener {
+            let metrics = serve_metrics(metrics_listener, Arc::clone(&shared));
+            shared.tracker.spawn(metrics);
+        }
         let stop_accepting = async {
             shutdown.await;
             shared.draining.cancel();
@@ -207,6 +220,44 @@ impl Server {
             );
         }
         tracing::info!("stopped");
+    }
+}
+
+/// The metrics listener: `GET /metrics` and nothing else, until connections close at
+/// shutdown (it keeps answering while the server drains).
+async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::debug!(%error, "metrics accept failed");
+                    tokio::time::sleep(AcceptFailures::FIRST_PAUSE).await;
+                    continue;
+                }
+            },
+            () = shared.shutdown.cancelled() => return,
+        };
+        let service = {
+            let shared = Arc::clone(&shared);
+            service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let response =
+                    http::metrics_response(request.method(), request.uri().path(), &shared);
+                std::future::ready(Ok::<_, std::convert::Infallible>(response))
+            })
+        };
+        let connection = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.config.header_timeout)
+            .serve_connection(TokioIo::new(stream), service);
+        let shutdown = shared.shutdown.clone();
+        shared.tracker.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
     }
 }
 

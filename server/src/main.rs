@@ -43,7 +43,7 @@ async fn main() -> ExitCode {
         Err(error) => tracing::warn!(%error, "cannot raise the open-file limit"),
     }
 
-    let addr = config.addr;
+    let (addr, metrics_addr) = (config.addr, config.metrics_addr);
     let server = match Server::new(config) {
         Ok(server) => server,
         Err(error) => {
@@ -65,6 +65,21 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics_listener = match metrics_addr {
+        Some(addr) => match TcpListener::bind(addr).await.and_then(|listener| {
+            let local = listener.local_addr()?;
+            Ok((listener, local))
+        }) {
+            Ok((listener, local)) => Some((listener, local)),
+            Err(error) => {
+                eprintln!(
+                    "error: cannot listen on {addr} for metrics: {error} (choose another with --metrics-addr)"
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let signals = match Signals::watch() {
         Ok(signals) => signals,
         Err(error) => {
@@ -72,10 +87,17 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Scripts and tests read this line to learn the port when `--addr` ends in `:0`.
+    if let Some((_, metrics_local)) = &metrics_listener {
+        println!("Metrics on {}metrics", display_url(*metrics_local));
+    }
+    // Scripts and tests read this line to learn the port when `--addr` ends in `:0`; it comes
+    // last, once everything is ready.
     println!("Listening on {}", display_url(local_addr));
 
-    server.run(listener, signals.shutdown()).await;
+    let metrics_listener = metrics_listener.map(|(listener, _)| listener);
+    server
+        .run(listener, metrics_listener, signals.shutdown())
+        .await;
     ExitCode::SUCCESS
 }
 

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use rules::{App, Reply};
 
+use crate::metrics::SessionMetrics;
 use crate::read_ahead::ReadAhead;
 
 /// A session's socket: tungstenite over the TCP stream itself (see `read_ahead.rs`).
@@ -41,6 +42,15 @@ const MAX_MESSAGES_PER_FLUSH: usize = 64;
 pub(crate) struct SessionTiming {
     pub ping_interval: Duration,
     pub send_timeout: Duration,
+}
+
+/// What a session needs besides its socket.
+#[derive(Debug)]
+pub(crate) struct SessionContext {
+    pub app: App,
+    pub timing: SessionTiming,
+    pub shutdown: CancellationToken,
+    pub metrics: SessionMetrics,
 }
 
 /// How a session ended, decided in the loop and acted on once after it.
@@ -73,13 +83,8 @@ pub(crate) async fn socket(upgraded: Upgraded, config: WebSocketConfig) -> Optio
 }
 
 /// Runs a session until it ends. Never panics on anything the client sends.
-pub(crate) async fn run(
-    app: App,
-    mut ws: Socket,
-    timing: SessionTiming,
-    shutdown: CancellationToken,
-) {
-    let end = drive(app, &mut ws, timing, &shutdown).await;
+pub(crate) async fn run(mut ws: Socket, context: SessionContext) {
+    let end = drive(&mut ws, &context).await;
     match end {
         End::Finished => {}
         End::Close(code, reason) => {
@@ -88,10 +93,12 @@ pub(crate) async fn run(
                 reason,
                 "server closing the connection"
             );
+            context.metrics.closed_with(code.into());
             close_gracefully(&mut ws, code, reason).await;
         }
         End::Fail(code, reason) => {
             tracing::info!(code = u16::from(code), %reason, "closing on protocol error");
+            context.metrics.closed_with(code.into());
             let frame = CloseFrame {
                 code,
                 reason: truncate_reason(reason).into(),
@@ -104,23 +111,20 @@ pub(crate) async fn run(
 }
 
 /// The session loop: returns how the session ends without sending the final close itself.
-async fn drive(
-    app: App,
-    ws: &mut Socket,
-    timing: SessionTiming,
-    shutdown: &CancellationToken,
-) -> End {
-    if let Some(greeting) = app.greeting() {
+async fn drive(ws: &mut Socket, context: &SessionContext) -> End {
+    let timing = context.timing;
+    if let Some(greeting) = context.app.greeting() {
         if let Err(end) = send(ws, Message::text(greeting), timing.send_timeout).await {
             return end;
         }
+        context.metrics.sent(1);
     }
     let mut ping = interval_at(Instant::now() + timing.ping_interval, timing.ping_interval);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut awaiting_pong = false;
     // One future for the whole session: a fresh `cancelled()` per message would register and
     // unregister a waiter on the token (a lock) every time round the loop.
-    let shutdown = shutdown.cancelled();
+    let shutdown = context.shutdown.cancelled();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -150,7 +154,7 @@ async fn drive(
                     };
                     // Any message proves the client is alive.
                     awaiting_pong = false;
-                    if let Err(end) = answer(app, ws, message, timing.send_timeout).await {
+                    if let Err(end) = answer(context, ws, message).await {
                         // Replies fed so far leave with the close frame, before it.
                         return end;
                     }
@@ -168,12 +172,8 @@ async fn drive(
 }
 
 /// Feeds the app's answer to one message into the socket's write buffer, without flushing.
-async fn answer(
-    app: App,
-    ws: &mut Socket,
-    message: Message,
-    send_timeout: Duration,
-) -> Result<(), End> {
+async fn answer(context: &SessionContext, ws: &mut Socket, message: Message) -> Result<(), End> {
+    let (app, send_timeout) = (context.app, context.timing.send_timeout);
     let reply = match &message {
         Message::Text(text) => app.reply_to_text(text),
         Message::Binary(_) => app.reply_to_binary(),
@@ -188,14 +188,19 @@ async fn answer(
         // Never produced when reading; only used for writing raw frames.
         Message::Frame(_) => return Ok(()),
     };
+    context.metrics.received();
     match reply {
         Reply::Nothing => {
             tracing::debug!("ignored a binary message");
             Ok(())
         }
-        Reply::Send(text) => feed(ws, std::iter::once(Message::text(text)), send_timeout).await,
+        Reply::Send(text) => {
+            context.metrics.sent(1);
+            feed(ws, std::iter::once(Message::text(text)), send_timeout).await
+        }
         // Copies share the payload (`Bytes`): repeating a message allocates nothing.
         Reply::SendBack { times } => {
+            context.metrics.sent(times);
             feed(ws, std::iter::repeat_n(message, times), send_timeout).await
         }
         Reply::Close => Err(End::Close(CloseCode::Normal, "")),

@@ -8,7 +8,9 @@ use http::StatusCode;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Launch, PATIENCE, TestServer, next_text, served_dir, static_fixture};
+use crate::support::{
+    Launch, PATIENCE, TestServer, expect_close, http_request, next_text, served_dir, static_fixture,
+};
 
 #[tokio::test]
 async fn a_stuck_log_reader_does_not_stall_the_server() {
@@ -113,4 +115,86 @@ async fn a_flood_of_idle_connections_at_a_low_open_file_limit_neither_spins_nor_
         .await
         .expect("served promptly after the flood");
     assert_eq!(reply.status, StatusCode::OK);
+}
+
+/// The metrics text, or panics.
+async fn scrape(server: &TestServer) -> String {
+    let addr = server.metrics_addr.expect("started with --metrics-addr");
+    let reply = http_request(addr, "GET", "/metrics", &[]).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply
+            .header("content-type")
+            .is_some_and(|value| value.starts_with("application/openmetrics-text")),
+        "{:?}",
+        reply.header("content-type")
+    );
+    String::from_utf8(reply.body.to_vec()).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn metrics_count_sessions_messages_closes_refusals_and_responses() {
+    let server = TestServer::start(&["--metrics-addr", "127.0.0.1:0"]).await;
+    let mut client = server.connect_subscriptions().await;
+    client.send(Message::text("hello")).await.expect("send");
+    for _ in 0..10 {
+        assert_eq!(next_text(&mut client).await, "hello");
+    }
+    client.send(Message::text("foo")).await.expect("send");
+    assert_eq!(next_text(&mut client).await, "bar");
+    let refused = server
+        .request(
+            "GET",
+            "/subscriptions",
+            &[
+                ("connection", "Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-version", "13"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ("origin", "https://elsewhere.example"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        server.request("GET", "/missing", &[]).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let text = scrape(&server).await;
+    for line in [
+        "chat_websocket_sessions_open{app=\"/subscriptions\"} 1",
+        "chat_websocket_sessions_opened_total{app=\"/subscriptions\"} 1",
+        "chat_websocket_messages_received_total{app=\"/subscriptions\"} 2",
+        // The greeting, ten copies of hello, and bar.
+        "chat_websocket_messages_sent_total{app=\"/subscriptions\"} 12",
+        "chat_websocket_handshakes_refused_total{status=\"403\"} 1",
+        "chat_http_responses_total{class=\"1xx\"} 1",
+        "chat_http_responses_total{class=\"4xx\"} 2",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+
+    client.send(Message::text("end")).await.expect("send");
+    assert_eq!(expect_close(&mut client).await.0, 1000);
+    // The session ends a moment after its close frame went out.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let text = scrape(&server).await;
+        if text.contains("chat_websocket_sessions_open{app=\"/subscriptions\"} 0") {
+            assert!(
+                text.contains("chat_websocket_close_codes_sent_total{code=\"1000\"} 1"),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session stays counted as open:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Only the metrics listener serves them.
+    let main_port = server.request("GET", "/metrics", &[]).await;
+    assert_eq!(main_port.status, StatusCode::NOT_FOUND);
 }

@@ -1,0 +1,211 @@
+//! Counters for `/metrics` (Prometheus text format, through `prometheus-client`): sessions
+//! open and opened per app, messages received and sent per app, close codes sent, refused
+//! handshakes by status, HTTP responses by status class.
+//!
+//! A session takes its own handles once ([`Metrics::session`]), so counting a message is one
+//! atomic add: no label lookup on the hot path.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use rules::App;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    app: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabels {
+    class: &'static str,
+}
+
+/// Every metric the server keeps, and the registry that renders them.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    sessions_open: Family<AppLabels, Gauge>,
+    sessions_opened: Family<AppLabels, Counter>,
+    messages_received: Family<AppLabels, Counter>,
+    messages_sent: Family<AppLabels, Counter>,
+    close_codes_sent: Family<CodeLabels, Counter>,
+    handshakes_refused: Family<StatusLabels, Counter>,
+    http_responses: Family<ClassLabels, Counter>,
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("chat");
+        let sessions_open = Family::default();
+        let sessions_opened = Family::default();
+        let messages_received = Family::default();
+        let messages_sent = Family::default();
+        let close_codes_sent = Family::default();
+        let handshakes_refused = Family::default();
+        let http_responses = Family::default();
+        registry.register(
+            "websocket_sessions_open",
+            "WebSocket sessions open now, per app",
+            sessions_open.clone(),
+        );
+        registry.register(
+            "websocket_sessions_opened",
+            "WebSocket sessions opened, per app",
+            sessions_opened.clone(),
+        );
+        registry.register(
+            "websocket_messages_received",
+            "Data messages received from clients, per app",
+            messages_received.clone(),
+        );
+        registry.register(
+            "websocket_messages_sent",
+            "Data messages sent to clients (greetings and replies), per app",
+            messages_sent.clone(),
+        );
+        registry.register(
+            "websocket_close_codes_sent",
+            "Close frames the server sent, by close code",
+            close_codes_sent.clone(),
+        );
+        registry.register(
+            "websocket_handshakes_refused",
+            "WebSocket handshakes refused, by HTTP status",
+            handshakes_refused.clone(),
+        );
+        registry.register(
+            "http_responses",
+            "HTTP responses, by status class (1xx for WebSocket upgrades)",
+            http_responses.clone(),
+        );
+        Metrics {
+            registry,
+            sessions_open,
+            sessions_opened,
+            messages_received,
+            messages_sent,
+            close_codes_sent,
+            handshakes_refused,
+            http_responses,
+        }
+    }
+
+    /// A session of `app` opened: its handles, which count it as open until dropped.
+    pub(crate) fn session(&self, app: App) -> SessionMetrics {
+        let labels = AppLabels { app: app.path() };
+        self.sessions_opened.get_or_create(&labels).inc();
+        let open = self.sessions_open.get_or_create(&labels).clone();
+        open.inc();
+        SessionMetrics {
+            received: self.messages_received.get_or_create(&labels).clone(),
+            sent: self.messages_sent.get_or_create(&labels).clone(),
+            close_codes_sent: self.close_codes_sent.clone(),
+            open,
+        }
+    }
+
+    pub(crate) fn handshake_refused(&self, status: http::StatusCode) {
+        let labels = StatusLabels {
+            status: status.as_u16(),
+        };
+        self.handshakes_refused.get_or_create(&labels).inc();
+    }
+
+    pub(crate) fn responded(&self, status: http::StatusCode) {
+        let class = match status.as_u16() {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.http_responses
+            .get_or_create(&ClassLabels { class })
+            .inc();
+    }
+
+    /// Everything, in the Prometheus / OpenMetrics text format.
+    pub(crate) fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a `String` cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// One session's counters.
+#[derive(Debug)]
+pub(crate) struct SessionMetrics {
+    received: Counter,
+    sent: Counter,
+    open: Gauge,
+    close_codes_sent: Family<CodeLabels, Counter>,
+}
+
+impl SessionMetrics {
+    pub(crate) fn received(&self) {
+        self.received.inc();
+    }
+
+    pub(crate) fn sent(&self, messages: usize) {
+        self.sent.inc_by(messages as u64);
+    }
+
+    pub(crate) fn closed_with(&self, code: u16) {
+        self.close_codes_sent
+            .get_or_create(&CodeLabels { code })
+            .inc();
+    }
+}
+
+impl Drop for SessionMetrics {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_counted_while_open_and_its_messages_by_app() {
+        let metrics = Metrics::new();
+        let session = metrics.session(App::Echo);
+        session.received();
+        session.sent(10);
+        session.closed_with(1000);
+        metrics.handshake_refused(http::StatusCode::FORBIDDEN);
+        metrics.responded(http::StatusCode::SWITCHING_PROTOCOLS);
+        let text = metrics.render();
+        for line in [
+            "chat_websocket_sessions_open{app=\"/echo\"} 1",
+            "chat_websocket_sessions_opened_total{app=\"/echo\"} 1",
+            "chat_websocket_messages_received_total{app=\"/echo\"} 1",
+            "chat_websocket_messages_sent_total{app=\"/echo\"} 10",
+            "chat_websocket_close_codes_sent_total{code=\"1000\"} 1",
+            "chat_websocket_handshakes_refused_total{status=\"403\"} 1",
+            "chat_http_responses_total{class=\"1xx\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+        drop(session);
+        assert!(
+            metrics
+                .render()
+                .contains("chat_websocket_sessions_open{app=\"/echo\"} 0")
+        );
+    }
+}
