@@ -327,7 +327,13 @@ fn check_handshake<B>(request: &Request<B>, allowed_origins: &[String]) -> Resul
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         if !origin_allowed(origin, headers, allowed_origins) {
-            tracing::warn!(origin = ?origin, "refused a WebSocket from a foreign origin; 403");
+            tracing::warn!(
+                origin = ?origin,
+                host = ?headers.get(header::HOST),
+                "refused a WebSocket from a foreign origin; 403. Behind a proxy, forward the \
+                 Host with its port (nginx: proxy_set_header Host $http_host), or allow the \
+                 origin with --allowed-origin"
+            );
             return Err(Refusal::Origin);
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
-use crate::support::TestServer;
+use crate::support::{Nginx, TestServer};
 
 /// The WebDriver code for the Enter key.
 const ENTER: &str = "\u{E007}";
@@ -391,5 +391,77 @@ async fn nothing_typed_is_lost_when_the_server_hangs_then_dies_then_comes_back()
     browser.assert_no_errors().await;
     browser.assert_no_csp_violations().await;
     browser.screenshot("recovered.png").await;
+    browser.client.close().await.expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs nginx, Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn behind_nginx_the_page_moves_to_the_other_instance_when_its_instance_dies() {
+    let static_dir = built_static_dir();
+    // Upgrades are logged at debug: that tells which instance holds the page's socket.
+    let debug = ["--log", "info,server=debug"];
+    let mut first = TestServer::start_with_dir(&static_dir, &debug).await;
+    let mut second = TestServer::start_with_dir(&static_dir, &debug).await;
+    // The shipped file, with the instances and the port of this test put in.
+    let port = Nginx::free_port();
+    let shipped = crate::deployment::shipped_nginx_conf();
+    let config = [
+        ("server 127.0.0.1:8081 ", format!("server {} ", first.addr)),
+        ("server 127.0.0.1:8082 ", format!("server {} ", second.addr)),
+        ("listen 80;", format!("listen 127.0.0.1:{port};")),
+    ]
+    .iter()
+    .fold(shipped.clone(), |config, (from, to)| {
+        assert_eq!(
+            shipped.matches(from).count(),
+            1,
+            "{from} in deploy/nginx.conf"
+        );
+        config.replace(from, to)
+    });
+    let nginx = Nginx::start(&config, port).await;
+
+    let browser = Browser::start().await;
+    browser
+        .client
+        .goto(&format!("http://{}/?reply-timeout=2", nginx.addr))
+        .await
+        .expect("page loads");
+    browser.watch_for_errors().await;
+    browser.wait_for_status("open").await;
+    browser.type_message("one").await;
+    browser
+        .wait_until("one answered", async || {
+            (count(&browser.log_lines().await, "Server: one") == 10).then_some(())
+        })
+        .await;
+    const UPGRADED: &str = "upgrading to WebSocket";
+    let (holder, other) = if first.logs().contains(UPGRADED) {
+        (&mut first, &second)
+    } else {
+        (&mut second, &first)
+    };
+    assert!(!other.logs().contains(UPGRADED), "one socket, one instance");
+
+    holder.signal("KILL");
+    holder.wait().await;
+    browser.type_message("two").await;
+    let lines = browser
+        .wait_until("two answered by the other instance", async || {
+            let lines = browser.log_lines().await;
+            (count(&lines, "Server: two") == 10).then_some(lines)
+        })
+        .await;
+    assert_eq!(count(&lines, "Server: Greetings!"), 2, "{lines:?}");
+    assert!(other.logs().contains(UPGRADED), "{}", other.logs());
+    let queued = browser.element("queued").await;
+    assert_eq!(queued.text().await.expect("text"), "", "nothing waits");
+    browser.assert_no_errors().await;
+    browser.assert_no_csp_violations().await;
+    assert!(
+        !nginx.error_log().contains("[emerg]"),
+        "{}",
+        nginx.error_log()
+    );
     browser.client.close().await.expect("session closes");
 }

@@ -198,3 +198,20 @@ async fn metrics_count_sessions_messages_closes_refusals_and_responses() {
     let main_port = server.request("GET", "/metrics", &[]).await;
     assert_eq!(main_port.status, StatusCode::NOT_FOUND);
 }
+
+/// The nginx configuration the repository ships, as users copy it.
+pub fn shipped_nginx_conf() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nginx.conf"))
+        .expect("deploy/nginx.conf")
+}
+
+#[test]
+fn the_readme_shows_the_shipped_nginx_configuration() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+        .expect("README.md");
+    let shown = format!("```nginx\n{}```", shipped_nginx_conf());
+    assert!(
+        readme.contains(&shown),
+        "README.md must show deploy/nginx.conf exactly, in an nginx code block"
+    );
+}

@@ -131,6 +131,11 @@ async fn foreign_origins_are_refused_and_own_or_listed_ones_accepted() {
         server.logs().contains("evil.example"),
         "the refused origin is logged"
     );
+    let logs = server.logs();
+    assert!(
+        logs.contains("proxy_set_header Host $http_host") && logs.contains("--allowed-origin"),
+        "the refusal says how to fix it: {logs}"
+    );
 }
 
 #[tokio::test]

@@ -556,3 +556,83 @@ pub fn encode_frame(
     }
     frame
 }
+
+/// Real nginx with `http_config` inside its `http` block, in a private prefix (pid, logs and
+/// temporary files), listening on `addr`; stopped when dropped. `$NGINX` names the binary.
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    prefix: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// A free loopback port for nginx, which cannot listen on port 0 itself: the kernel picks
+    /// it, and it is given back just before nginx takes it.
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port()
+    }
+
+    pub async fn start(http_config: &str, port: u16) -> Nginx {
+        let prefix = tempfile::tempdir().expect("temp dir");
+        let path = |name: &str| prefix.path().join(name).display().to_string();
+        let config = format!(
+            "daemon off; master_process off; worker_processes 1;
+pid {pid}; error_log {error_log} warn;
+events {{ worker_connections 256; }}
+http {{
+  access_log off;
+  client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp};
+  uwsgi_temp_path {tmp}; scgi_temp_path {tmp};
+{http_config}
+}}
+",
+            pid = path("nginx.pid"),
+            error_log = path("error.log"),
+            tmp = prefix.path().display(),
+        );
+        let config_path = prefix.path().join("nginx.conf");
+        std::fs::write(&config_path, config).expect("write nginx.conf");
+        let binary = std::env::var("NGINX").unwrap_or_else(|_| "nginx".into());
+        let child = Command::new(&binary)
+            .arg("-p")
+            .arg(prefix.path())
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+        let nginx = Nginx {
+            child,
+            addr,
+            prefix,
+        };
+        // nginx says nothing when it is ready: it is once it accepts a connection.
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nginx did not start: {}",
+                nginx.error_log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        nginx
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

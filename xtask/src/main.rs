@@ -216,6 +216,7 @@ fn test() -> Result<()> {
     build_client(false)?;
     let server_bin = build_server()?;
     let (chromium, chromedriver) = tools::ensure_chromium()?;
+    let nginx = tools::ensure_nginx()?;
 
     announce("unit, integration and browser end-to-end tests");
     run(command(cargo())
@@ -223,6 +224,7 @@ fn test() -> Result<()> {
         .env("SERVER_BIN", &server_bin)
         .env("CHROMEDRIVER", &chromedriver)
         .env("CHROMIUM", &chromium)
+        .env("NGINX", &nginx)
         .env("STATIC_DIR", workspace_root().join("static")))?;
 
     announce("web client tests in headless Chromium (wasm-pack test), against a real server");

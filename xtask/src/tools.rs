@@ -159,6 +159,15 @@ pub fn ensure_chromium() -> Result<(PathBuf, PathBuf)> {
     }
 }
 
+/// nginx for the reverse-proxy end-to-end test.
+pub fn ensure_nginx() -> Result<PathBuf> {
+    let nginx = || which("nginx").or_else(|| which("/usr/sbin/nginx"));
+    if nginx().is_none() {
+        apt_install(&["nginx-light"], "the reverse-proxy test needs nginx")?;
+    }
+    nginx().ok_or_else(|| "nginx is still missing after installing it".into())
+}
+
 /// wrk and nginx for the static-file rows of the benchmark: `(wrk, nginx)`.
 pub fn ensure_wrk_and_nginx() -> Result<(PathBuf, PathBuf)> {
     // Debian puts nginx in /usr/sbin, which a non-root PATH often lacks.
