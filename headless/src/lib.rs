@@ -31,6 +31,12 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium with a new, empty profile, keeping its
     /// console log.
     pub async fn start() -> Result<Browser, Error> {
+        Browser::start_with_args(&[]).await
+    }
+
+    /// [`Browser::start`] with more Chromium flags (`--ignore-certificate-errors` for a
+    /// server with a certificate made by the test).
+    pub async fn start_with_args(extra_args: &[&str]) -> Result<Browser, Error> {
         let driver_path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let mut driver = Command::new(&driver_path)
             .arg("--port=0")
@@ -61,6 +67,9 @@ impl Browser {
                 "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1000,700"
             ]
         });
+        if let Some(args) = chrome_options["args"].as_array_mut() {
+            args.extend(extra_args.iter().map(|arg| json!(arg)));
+        }
         if let Ok(binary) = std::env::var("CHROMIUM") {
             chrome_options["binary"] = json!(binary);
         }

@@ -14,6 +14,15 @@ pub struct Config {
     #[arg(long, env = "SERVER_ADDR", default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
+    /// PEM certificate chain: with `--tls-key`, the server speaks HTTPS and `wss:` (rustls)
+    /// on `--addr` instead of plain HTTP.
+    #[arg(long, env = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// Serve `GET /metrics` (Prometheus text format) on this address, a listener of its own;
     /// off unless given. Port 0 picks a free port (printed as `Metrics on http://…/metrics`).
     #[arg(long, env = "METRICS_ADDR")]

@@ -221,10 +221,7 @@ fn upgrade(
         // the TCP connection's slot too (hyper's connection task ends at the upgrade).
         let _permits = (permit, slot);
         match on_upgrade.await {
-            Ok(upgraded) => match session::socket(upgraded, config).await {
-                Some(ws) => session::run(ws, context).await,
-                None => tracing::error!("upgraded connection is not a TCP stream"),
-            },
+            Ok(upgraded) => session::run_upgraded(upgraded, config, context).await,
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
         tracing::debug!("session ended");

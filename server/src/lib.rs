@@ -12,6 +12,7 @@ mod static_files;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use hyper::server::conn::http1;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -57,6 +59,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("--connect-src cannot go into a Content-Security-Policy header: {0}")]
     ConnectSrc(#[from] ::http::header::InvalidHeaderValue),
 }
@@ -67,6 +71,8 @@ struct Shared {
     config: Config,
     static_files: StaticFiles,
     security_headers: SecurityHeaders,
+    /// Set with `--tls-cert` and `--tls-key`: every connection starts with a TLS handshake.
+    tls: Option<Tls>,
     metrics: Metrics,
     websocket_config: WebSocketConfig,
     /// One permit per open WebSocket session (`--max-connections`).
@@ -107,6 +113,10 @@ impl Server {
                 source,
             })?;
         let security_headers = SecurityHeaders::new(&config.connect_src)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(Tls(tls_acceptor(cert, key)?)),
+            _ => None,
+        };
         let max_message_size = config.max_message_size as usize;
         let websocket_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_SIZE)
@@ -121,6 +131,7 @@ impl Server {
             connections: Arc::new(Semaphore::new(connection_cap())),
             static_files,
             security_headers,
+            tls,
             metrics: Metrics::new(),
             websocket_config,
             tracker: TaskTracker::new(),
@@ -129,6 +140,11 @@ impl Server {
             config,
         });
         Ok(Server { shared })
+    }
+
+    /// Whether the server speaks HTTPS (`--tls-cert`, `--tls-key`).
+    pub fn is_tls(&self) -> bool {
+        self.shared.tls.is_some()
     }
 
     /// Serves on `listener` until `shutdown` resolves, answers `/readyz` with 503 from then
@@ -304,13 +320,92 @@ impl AcceptFailures {
     }
 }
 
-/// One TCP connection: HTTP/1.1 with upgrades, until it ends or the server shuts down.
+/// The TLS acceptor (rustls's has no `Debug`).
+#[derive(Clone)]
+struct Tls(TlsAcceptor);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
+    }
+}
+
+/// The TLS configuration from PEM files: the certificate chain and its private key.
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, StartError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|error| StartError::Tls(format!("certificate {}: {error}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|error| StartError::Tls(format!("key {}: {error}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| builder.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|error| StartError::Tls(error.to_string()))?;
+    // HTTP/1.1 only: WebSockets upgrade over it (RFC 8441's HTTP/2 WebSockets are not served).
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// One TCP connection: the TLS handshake when configured, then HTTP/1.1 with upgrades, until
+/// it ends or the server shuts down.
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, slot: OwnedSemaphorePermit) {
-    let slot: http::ConnectionSlot = Arc::new(slot);
     // Replies are batched by the session itself; Nagle would only add latency.
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
+    let Some(Tls(acceptor)) = shared.tls.clone() else {
+        return serve_http(TokioIo::new(stream), shared, slot).await;
+    };
+    // Bounded like request headers: a client that says nothing is not kept forever.
+    let limit = shared.config.header_timeout;
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(limit, stream.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        Ok(Ok(1)) => return refuse_plain_http(stream).await,
+        Ok(Ok(_) | Err(_)) => return,
+        Err(_) => {
+            tracing::info!("no TLS handshake within the header timeout; connection closed");
+            return;
+        }
+    }
+    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve_http(TokioIo::new(tls), shared, slot).await,
+        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
+        Err(_) => tracing::info!("TLS handshake too slow; connection closed"),
+    }
+}
+
+/// Plain HTTP sent to the TLS port: a plain-text 400 that says what to do, instead of a
+/// connection that dies without a word.
+async fn refuse_plain_http(mut stream: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+        Content-Type: text/plain; charset=utf-8\r\n\
+        Content-Length: 54\r\n\
+        Connection: close\r\n\r\n\
+        This port speaks HTTPS only: use an https:// address.\n";
+    tracing::debug!("plain HTTP on the TLS port; 400");
+    // Read what the client sent (its request head, mostly) so that closing does not reset
+    // the connection under the answer.
+    let mut request = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut request)).await;
+    let _ = stream.write_all(ANSWER).await;
+    let _ = stream.shutdown().await;
+}
+
+/// HTTP/1.1 with upgrades over `io`, until it ends or the server shuts down.
+async fn serve_http<I>(io: I, shared: Arc<Shared>, slot: OwnedSemaphorePermit)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let slot: http::ConnectionSlot = Arc::new(slot);
     let service = {
         let shared = Arc::clone(&shared);
         service_fn(move |request| {
@@ -323,7 +418,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, slot: OwnedSem
         .header_read_timeout(shared.config.header_timeout)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -347,14 +442,15 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, slot: OwnedSem
 }
 
 /// The address to print for people: `0.0.0.0` and `::` are not addresses a browser can open.
-pub fn display_url(addr: SocketAddr) -> String {
+pub fn display_url(addr: SocketAddr, tls: bool) -> String {
     let host = match addr.ip() {
         ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
         ip if ip.is_unspecified() => "[::1]".to_owned(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
         std::net::IpAddr::V4(ip) => ip.to_string(),
     };
-    format!("http://{host}:{}/", addr.port())
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host}:{}/", addr.port())
 }
 
 #[cfg(test)]

@@ -88,11 +88,11 @@ async fn main() -> ExitCode {
         }
     };
     if let Some((_, metrics_local)) = &metrics_listener {
-        println!("Metrics on {}metrics", display_url(*metrics_local));
+        println!("Metrics on {}metrics", display_url(*metrics_local, false));
     }
     // Scripts and tests read this line to learn the port when `--addr` ends in `:0`; it comes
     // last, once everything is ready.
-    println!("Listening on {}", display_url(local_addr));
+    println!("Listening on {}", display_url(local_addr, server.is_tls()));
 
     let metrics_listener = metrics_listener.map(|(listener, _)| listener);
     server

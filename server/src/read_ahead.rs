@@ -1,4 +1,4 @@
-//! The socket under tungstenite: a `TcpStream` that reads everything the kernel has at once.
+//! The stream under tungstenite: reads everything the kernel (or the TLS layer) has at once.
 //!
 //! Why: tungstenite reads at most `read_buffer_size` bytes per call. A small buffer keeps idle
 //! sessions small (a few KiB each), but then a 16 KiB message took five `recv` calls, and the
@@ -18,7 +18,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 
 /// Most bytes one read takes.
 const CHUNK_SIZE: usize = 64 * 1024;
@@ -56,17 +55,17 @@ struct Pending {
     end: usize,
 }
 
-/// A TCP stream whose reads take everything the kernel has in one system call.
+/// A stream whose reads take everything available in one call below.
 #[derive(Debug)]
-pub(crate) struct ReadAhead {
-    stream: TcpStream,
+pub(crate) struct ReadAhead<S> {
+    stream: S,
     pending: Option<Pending>,
 }
 
-impl ReadAhead {
+impl<S> ReadAhead<S> {
     /// Wraps `stream`; `already_read` are bytes that arrived before the wrapper existed
     /// (sent by the client right behind its handshake) and are read first.
-    pub(crate) fn new(stream: TcpStream, already_read: &[u8]) -> ReadAhead {
+    pub(crate) fn new(stream: S, already_read: &[u8]) -> ReadAhead<S> {
         let pending = (!already_read.is_empty()).then(|| Pending {
             chunk: Box::from(already_read),
             start: 0,
@@ -82,7 +81,7 @@ impl ReadAhead {
     }
 }
 
-impl AsyncRead for ReadAhead {
+impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -128,7 +127,7 @@ impl AsyncRead for ReadAhead {
         }
     }
 }
-impl AsyncWrite for ReadAhead {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadAhead<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -162,9 +161,9 @@ impl AsyncWrite for ReadAhead {
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
+    use tokio::net::{TcpListener, TcpStream};
 
-    async fn pair(already_read: &[u8]) -> (ReadAhead, TcpStream) {
+    async fn pair(already_read: &[u8]) -> (ReadAhead<TcpStream>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let client = TcpStream::connect(listener.local_addr().expect("addr"))
             .await

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fantoccini::{Client, Locator};
 use serde_json::json;
 
-use crate::support::{Nginx, TestServer};
+use crate::support::{Nginx, TestCertificate, TestServer};
 
 /// The WebDriver code for the Enter key.
 const ENTER: &str = "\u{E007}";
@@ -36,7 +36,11 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
-        let headless = headless::Browser::start()
+        Browser::start_with_args(&[]).await
+    }
+
+    async fn start_with_args(extra_args: &[&str]) -> Browser {
+        let headless = headless::Browser::start_with_args(extra_args)
             .await
             .unwrap_or_else(|error| panic!("the browser starts: {error}"));
         Browser {
@@ -463,5 +467,48 @@ async fn behind_nginx_the_page_moves_to_the_other_instance_when_its_instance_die
         "{}",
         nginx.error_log()
     );
+    browser.client.close().await.expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn over_https_the_page_talks_over_wss() {
+    let certificate = TestCertificate::new();
+    let server = TestServer::start_with_dir(
+        &built_static_dir(),
+        &[
+            "--tls-cert",
+            &certificate.cert_path(),
+            "--tls-key",
+            &certificate.key_path(),
+        ],
+    )
+    .await;
+    assert!(server.tls);
+    // The certificate is the test's own: Chromium is told to accept it.
+    let browser = Browser::start_with_args(&["--ignore-certificate-errors"]).await;
+    browser
+        .client
+        .goto(&format!("https://{}/", server.addr))
+        .await
+        .expect("page loads");
+    browser.watch_for_errors().await;
+    browser.wait_for_status("open").await;
+    let scheme = browser
+        .client
+        .execute("return location.protocol", vec![])
+        .await
+        .expect("script runs");
+    assert_eq!(scheme, json!("https:"));
+    browser.type_message("foo").await;
+    browser
+        .wait_until("bar over wss", async || {
+            (count(&browser.log_lines().await, "Server: bar") == 1).then_some(())
+        })
+        .await;
+    // That answer came over wss: a page served over https cannot open a ws: socket (mixed
+    // content), and the server speaks nothing but TLS on its port.
+    browser.assert_no_errors().await;
+    browser.assert_no_csp_violations().await;
     browser.client.close().await.expect("session closes");
 }

@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{
-    Launch, PATIENCE, TestServer, expect_close, http_request, next_text, served_dir, static_fixture,
+    Launch, PATIENCE, TestCertificate, TestServer, expect_close, http_request, next_text,
+    served_dir, static_fixture,
 };
 
 #[tokio::test]
@@ -214,4 +216,97 @@ fn the_readme_shows_the_shipped_nginx_configuration() {
         readme.contains(&shown),
         "README.md must show deploy/nginx.conf exactly, in an nginx code block"
     );
+}
+
+/// A TLS connection to the server, trusting `certificate`.
+async fn tls_connect(
+    server: &TestServer,
+    certificate: &TestCertificate,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+    tokio::time::timeout(PATIENCE, certificate.connector().connect(name, tcp))
+        .await
+        .expect("the TLS handshake completes promptly")
+        .expect("the TLS handshake succeeds")
+}
+
+#[tokio::test]
+async fn with_a_certificate_the_server_speaks_https_and_wss_on_the_same_port() {
+    let certificate = TestCertificate::new();
+    let server = TestServer::start(&[
+        "--tls-cert",
+        &certificate.cert_path(),
+        "--tls-key",
+        &certificate.key_path(),
+    ])
+    .await;
+    assert!(server.tls, "the printed URL says https://");
+
+    // wss: the conversation works as over plain TCP.
+    let tls = tls_connect(&server, &certificate).await;
+    let url = format!("wss://127.0.0.1:{}/subscriptions", server.addr.port());
+    let (mut client, _) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("the WebSocket handshake over TLS");
+    assert_eq!(next_text(&mut client).await, "Greetings!");
+    client.send(Message::text("hello")).await.expect("send");
+    for _ in 0..10 {
+        assert_eq!(next_text(&mut client).await, "hello");
+    }
+    client.send(Message::text("end")).await.expect("send");
+    assert_eq!(expect_close(&mut client).await.0, 1000);
+
+    // https: the page.
+    let mut tls = tls_connect(&server, &certificate).await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut answer = String::new();
+    tokio::time::timeout(PATIENCE, tls.read_to_string(&mut answer))
+        .await
+        .expect("answered promptly")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+#[tokio::test]
+async fn plain_http_to_the_tls_port_gets_a_clear_400_and_silence_is_cut_off() {
+    let certificate = TestCertificate::new();
+    let server = TestServer::start(&[
+        "--tls-cert",
+        &certificate.cert_path(),
+        "--tls-key",
+        &certificate.key_path(),
+        "--header-timeout",
+        "1",
+    ])
+    .await;
+    let reply = tokio::time::timeout(PATIENCE, server.request("GET", "/", &[]))
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("HTTPS only"),
+        "{:?}",
+        reply.body
+    );
+    // A client that connects and says nothing is closed after the header timeout.
+    let mut silent = TcpStream::connect(server.addr).await.expect("connect");
+    let mut buffer = [0u8; 16];
+    let read = tokio::time::timeout(PATIENCE, silent.read(&mut buffer))
+        .await
+        .expect("closed, not kept forever");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    assert_still_serving_tls(&server, &certificate).await;
+}
+
+async fn assert_still_serving_tls(server: &TestServer, certificate: &TestCertificate) {
+    let tls = tls_connect(server, certificate).await;
+    let url = format!("wss://127.0.0.1:{}/echo", server.addr.port());
+    let (mut client, _) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("the WebSocket handshake over TLS");
+    client.send(Message::text("FOO")).await.expect("send");
+    assert_eq!(next_text(&mut client).await, "BAR");
 }

@@ -122,7 +122,7 @@ async fn start_up_errors_are_one_clear_line_and_a_failure_exit() {
     let fixture = crate::support::static_fixture();
     let static_dir = crate::support::served_dir(&fixture);
     let static_dir = static_dir.to_str().expect("utf-8 path");
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 7] = [
         (
             &["--addr", &taken_addr, "--static-dir", static_dir],
             "cannot listen on",
@@ -137,6 +137,18 @@ async fn start_up_errors_are_one_clear_line_and_a_failure_exit() {
             &["--connect-src", "ws://a; script-src *"],
             "is not one CSP source",
         ),
+        (
+            &[
+                "--static-dir",
+                static_dir,
+                "--tls-cert",
+                "/no/cert.pem",
+                "--tls-key",
+                "/no/key.pem",
+            ],
+            "TLS: certificate /no/cert.pem",
+        ),
+        (&["--tls-cert", "/no/cert.pem"], "--tls-key"),
     ];
     for (args, expected) in cases {
         let (code, stderr) = start_failure(args).await;

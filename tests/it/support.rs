@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::Message;
@@ -269,7 +269,9 @@ fn collect_lines(
 }
 
 /// The next message, which must arrive within [`PATIENCE`].
-pub async fn next_message(client: &mut Client) -> Message {
+pub async fn next_message<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> Message {
     tokio::time::timeout(PATIENCE, client.next())
         .await
         .expect("a message arrives promptly")
@@ -278,7 +280,9 @@ pub async fn next_message(client: &mut Client) -> Message {
 }
 
 /// The next message, which must be text.
-pub async fn next_text(client: &mut Client) -> String {
+pub async fn next_text<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> String {
     match next_message(client).await {
         Message::Text(text) => text.to_string(),
         other => panic!("expected a text message, got {other:?}"),
@@ -286,7 +290,9 @@ pub async fn next_text(client: &mut Client) -> String {
 }
 
 /// Reads until the server's close frame and returns its code and reason.
-pub async fn expect_close(client: &mut Client) -> (u16, String) {
+pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut WebSocketStream<S>,
+) -> (u16, String) {
     loop {
         match next_message(client).await {
             Message::Close(Some(frame)) => return (frame.code.into(), frame.reason.to_string()),
@@ -634,5 +640,51 @@ http {{
 impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
+    }
+}
+
+/// A self-signed certificate for `127.0.0.1` and `localhost`, written as PEM files.
+pub struct TestCertificate {
+    pub dir: tempfile::TempDir,
+    /// The certificate, DER, for a client to trust.
+    pub der: Vec<u8>,
+}
+
+impl TestCertificate {
+    pub fn new() -> TestCertificate {
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let made = rcgen::generate_simple_self_signed(names).expect("a certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("cert.pem"), made.cert.pem()).expect("write");
+        std::fs::write(dir.path().join("key.pem"), made.signing_key.serialize_pem())
+            .expect("write");
+        TestCertificate {
+            der: made.cert.der().to_vec(),
+            dir,
+        }
+    }
+
+    pub fn cert_path(&self) -> String {
+        self.dir.path().join("cert.pem").display().to_string()
+    }
+
+    pub fn key_path(&self) -> String {
+        self.dir.path().join("key.pem").display().to_string()
+    }
+
+    /// A TLS client that trusts only this certificate.
+    pub fn connector(&self) -> tokio_rustls::TlsConnector {
+        use tokio_rustls::rustls;
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from(self.der.clone()))
+            .expect("a valid root");
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
     }
 }
