@@ -65,6 +65,8 @@ pub enum Section {
     Static,
     /// Only the page-load rows (headless Chromium).
     PageLoad,
+    /// Only the rows with metrics served, plain and over TLS.
+    Deployment,
 }
 
 pub fn bench(section: Section) -> Result<()> {
@@ -160,13 +162,19 @@ pub fn bench(section: Section) -> Result<()> {
         Section::All | Section::Static => {
             static_files(&pinning, &servers[0], &static_dir, reps, seconds)?
         }
-        Section::PageLoad => Vec::new(),
+        Section::PageLoad | Section::Deployment => Vec::new(),
     };
     let (page_load_table, page_loads) = match section {
         Section::All | Section::PageLoad => crate::page_load::page_load(&pinning, reps)?,
-        Section::Static => (String::new(), Vec::new()),
+        Section::Static | Section::Deployment => (String::new(), Vec::new()),
     };
-    for line in statics.iter().chain(&page_loads) {
+    let (deployment_table, deployment_runs) = match section {
+        Section::All | Section::Deployment => {
+            crate::deployment_bench::deployment(&pinning, reps, seconds)?
+        }
+        Section::Static | Section::PageLoad => (String::new(), Vec::new()),
+    };
+    for line in statics.iter().chain(&page_loads).chain(&deployment_runs) {
         writeln!(jsonl, "{line}")?;
     }
     let table = match section {
@@ -178,11 +186,13 @@ pub fn bench(section: Section) -> Result<()> {
                 serde_json::json!({"scenario": "start-up", "server": "server", "ms": start_ms})
             )?;
             render_table(&results, start_ms, &servers, &pinning, reps, seconds)
+                + &deployment_table
                 + &static_table(&statics)
                 + &page_load_table
         }
         Section::Static => static_table(&statics),
         Section::PageLoad => page_load_table,
+        Section::Deployment => deployment_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");

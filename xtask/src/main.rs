@@ -8,6 +8,7 @@
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
+mod deployment_bench;
 mod page_load;
 mod precompress;
 mod process;
@@ -29,9 +30,9 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load]
-                       benchmark the server against reference servers (prints a table);
-                       static: only the static-file rows; page-load: only the page-load rows
+  bench [static|page-load|deployment]
+                       benchmark the server against reference servers (prints a table), or
+                       only the static-file, page-load, or metrics+TLS rows
   conformance          run the Autobahn|Testsuite cases 1-7, 9 and 10 against /mirror
 ";
 
@@ -44,6 +45,7 @@ fn main() -> ExitCode {
         Some("bench") => match args.get(1).map(String::as_str) {
             None => bench::bench(bench::Section::All),
             Some("static") => bench::bench(bench::Section::Static),
+            Some("deployment") => bench::bench(bench::Section::Deployment),
             Some("page-load") => bench::bench(bench::Section::PageLoad),
             Some(other) => Err(format!("unknown bench section `{other}`\n\n{USAGE}").into()),
         },

@@ -23,16 +23,24 @@ impl ServerProcess {
             .stdout(Stdio::piped())
             .spawn()?;
         let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut first = String::new();
-        stdout.read_line(&mut first)?;
-        let addr = first
-            .trim()
-            .strip_prefix("Listening on http://")
-            .map(|rest| rest.trim_end_matches('/').to_owned());
+        // `Metrics on …` may come first; `Listening on http(s)://ADDR/` comes last.
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            stdout.read_line(&mut line)?;
+            if line.starts_with("Metrics on ") {
+                continue;
+            }
+            break line
+                .trim()
+                .strip_prefix("Listening on http://")
+                .or_else(|| line.trim().strip_prefix("Listening on https://"))
+                .map(|rest| rest.trim_end_matches('/').to_owned());
+        };
         let Some(addr) = addr else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("{name} did not start: {first:?}").into());
+            return Err(format!("{name} did not start: {line:?}").into());
         };
         // Keep draining stdout so the server never blocks on (or dies of) a closed pipe.
         std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));

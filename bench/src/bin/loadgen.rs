@@ -14,6 +14,8 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::client::TlsStream;
+use tokio_util::either::Either;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -54,6 +56,62 @@ struct Args {
     /// `--replies`, so the memory is that of sessions idle after some activity.
     #[arg(long, requires = "idle")]
     after_one_message: bool,
+    /// Speak TLS (`wss:`), trusting the PEM certificate in this file.
+    #[arg(long)]
+    tls_ca: Option<std::path::PathBuf>,
+}
+
+/// A connection: plain TCP, or TLS over TCP.
+type Connection = Either<TcpStream, TlsStream<TcpStream>>;
+
+/// How connections are opened: where to, and with which TLS client, if any.
+struct Dialer {
+    addr: SocketAddr,
+    path: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl Dialer {
+    fn new(args: &Args) -> Result<Dialer, Box<dyn std::error::Error>> {
+        let tls = match &args.tls_ca {
+            None => None,
+            Some(path) => {
+                use rustls_pki_types::CertificateDer;
+                use rustls_pki_types::pem::PemObject;
+                use tokio_rustls::rustls;
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_file_iter(path)? {
+                    roots.add(cert?)?;
+                }
+                let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+                let config = rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+                Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                    config,
+                )))
+            }
+        };
+        Ok(Dialer {
+            addr: args.addr,
+            path: args.path.clone(),
+            tls,
+        })
+    }
+
+    async fn connect(&self) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let stream = match &self.tls {
+            None => Either::Left(stream),
+            Some(connector) => {
+                let name = rustls_pki_types::ServerName::from(self.addr.ip());
+                Either::Right(connector.connect(name, stream).await?)
+            }
+        };
+        handshake(stream, self.addr, &self.path).await
+    }
 }
 
 /// What one connection measured.
@@ -69,13 +127,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.idle {
         return idle(&args).await;
     }
+    let dialer = Dialer::new(&args)?;
     let frame = masked_text_frame(args.size);
     let start = Instant::now() + Duration::from_millis(200);
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..args.connections {
-        let stream = connect(args.addr, &args.path).await?;
+        let stream = dialer.connect().await?;
         let plan = Plan {
             frame: frame.clone(),
             in_flight: args.in_flight,
@@ -133,9 +192,10 @@ async fn idle(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let pid = args.pid.ok_or("--idle needs --pid")?;
     let before = rss_kib(pid).ok_or("cannot read the server's memory")?;
     let frame = masked_text_frame(args.size);
+    let dialer = Dialer::new(args)?;
     let mut sockets = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
-        let mut stream = connect(args.addr, &args.path).await?;
+        let mut stream = dialer.connect().await?;
         skip_frames(&mut stream, args.skip).await?;
         if args.after_one_message {
             stream.write_all(&frame).await?;
@@ -168,7 +228,7 @@ struct Plan {
 }
 
 /// One connection's loop: send on schedule (or as replies complete), count replies by header.
-async fn drive(mut stream: TcpStream, plan: Plan) -> std::io::Result<Tally> {
+async fn drive(mut stream: Connection, plan: Plan) -> std::io::Result<Tally> {
     skip_frames(&mut stream, plan.skip).await?;
     let mut tally = Tally {
         round_trips: 0,
@@ -329,9 +389,12 @@ fn masked_text_frame(size: usize) -> bytes::Bytes {
     frame.into()
 }
 
-async fn connect(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+/// The WebSocket opening handshake on an open connection.
+async fn handshake(
+    mut stream: Connection,
+    addr: SocketAddr,
+    path: &str,
+) -> std::io::Result<Connection> {
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -350,7 +413,7 @@ async fn connect(addr: SocketAddr, path: &str) -> std::io::Result<TcpStream> {
 }
 
 /// Reads and drops `count` whole frames (the greeting).
-async fn skip_frames(stream: &mut TcpStream, count: u32) -> std::io::Result<()> {
+async fn skip_frames(stream: &mut Connection, count: u32) -> std::io::Result<()> {
     for _ in 0..count {
         let _first = stream.read_u8().await?;
         let length = match stream.read_u8().await? & 0x7f {
