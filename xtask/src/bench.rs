@@ -34,15 +34,17 @@ struct Scenario {
 // One scenario a line reads as the table it is.
 #[rustfmt::skip]
 const SCENARIOS: &[Scenario] = &[
-    Scenario { name: "echo-32B", what: "/mirror, 100 connections x 4 in flight, 32 B",
-        loadgen_args: &["--path", "/mirror", "--connections", "100", "--in-flight", "4", "--size", "32"] },
-    Scenario { name: "echo-16KiB", what: "/mirror, 100 connections x 1 in flight, 16 KiB",
+    Scenario { name: "echo-32B", what: "standard shape: /mirror, 100 connections x 1 in flight, 32 B",
+        loadgen_args: &["--path", "/mirror", "--connections", "100", "--size", "32"] },
+    Scenario { name: "echo-16KiB", what: "standard shape: /mirror, 100 connections x 1 in flight, 16 KiB",
         loadgen_args: &["--path", "/mirror", "--connections", "100", "--size", "16384"] },
+    Scenario { name: "echo-32B-pipelined", what: "pipelined (favours batching servers): /mirror, 100 connections x 4 in flight, 32 B",
+        loadgen_args: &["--path", "/mirror", "--connections", "100", "--in-flight", "4", "--size", "32"] },
     Scenario { name: "latency-1conn", what: "/mirror, 1 connection, 32 B, one at a time",
         loadgen_args: &["--path", "/mirror", "--connections", "1", "--size", "32"] },
     Scenario { name: "open-40k", what: "/mirror, 100 connections, 40,000 msg/s in total, 32 B",
         loadgen_args: &["--path", "/mirror", "--connections", "100", "--size", "32", "--rate", "40000"] },
-    Scenario { name: "app-10x", what: "/subscriptions, 100 connections, each message answered 10 times",
+    Scenario { name: "app-10x", what: "/subscriptions, 100 connections x 1 in flight, each message answered 10 times",
         loadgen_args: &["--path", "/subscriptions", "--skip", "1", "--replies", "10", "--connections", "100", "--size", "32"] },
     Scenario { name: "idle-10k", what: "10,000 idle WebSockets: server RSS per connection",
         loadgen_args: &["--path", "/mirror", "--connections", "10000", "--idle"] },
@@ -67,6 +69,8 @@ pub enum Section {
     PageLoad,
     /// Only the rows with metrics served, plain and over TLS.
     Deployment,
+    /// Only the instructions per message under callgrind.
+    Instructions,
 }
 
 pub fn bench(section: Section) -> Result<()> {
@@ -99,6 +103,11 @@ pub fn bench(section: Section) -> Result<()> {
             name: "fastwebsockets",
             binary: release.join("ref-fastwebsockets"),
             args: vec![],
+        },
+        ServerKind {
+            name: "fastwebsockets-batch",
+            binary: release.join("ref-fastwebsockets"),
+            args: vec!["--batch".into()],
         },
         ServerKind {
             name: "tungstenite-naive",
@@ -162,19 +171,30 @@ pub fn bench(section: Section) -> Result<()> {
         Section::All | Section::Static => {
             static_files(&pinning, &servers[0], &static_dir, reps, seconds)?
         }
-        Section::PageLoad | Section::Deployment => Vec::new(),
+        Section::PageLoad | Section::Deployment | Section::Instructions => Vec::new(),
     };
     let (page_load_table, page_loads) = match section {
         Section::All | Section::PageLoad => crate::page_load::page_load(&pinning, reps)?,
-        Section::Static | Section::Deployment => (String::new(), Vec::new()),
+        Section::Static | Section::Deployment | Section::Instructions => {
+            (String::new(), Vec::new())
+        }
     };
     let (deployment_table, deployment_runs) = match section {
         Section::All | Section::Deployment => {
             crate::deployment_bench::deployment(&pinning, reps, seconds)?
         }
-        Section::Static | Section::PageLoad => (String::new(), Vec::new()),
+        Section::Static | Section::PageLoad | Section::Instructions => (String::new(), Vec::new()),
     };
-    for line in statics.iter().chain(&page_loads).chain(&deployment_runs) {
+    let (instructions_table, instruction_runs) = match section {
+        Section::All | Section::Instructions => crate::instructions::instructions(&release)?,
+        Section::Static | Section::PageLoad | Section::Deployment => (String::new(), Vec::new()),
+    };
+    for line in statics
+        .iter()
+        .chain(&page_loads)
+        .chain(&deployment_runs)
+        .chain(&instruction_runs)
+    {
         writeln!(jsonl, "{line}")?;
     }
     let table = match section {
@@ -186,6 +206,7 @@ pub fn bench(section: Section) -> Result<()> {
                 serde_json::json!({"scenario": "start-up", "server": "server", "ms": start_ms})
             )?;
             render_table(&results, start_ms, &servers, &pinning, reps, seconds)
+                + &instructions_table
                 + &deployment_table
                 + &static_table(&statics)
                 + &page_load_table
@@ -193,6 +214,7 @@ pub fn bench(section: Section) -> Result<()> {
         Section::Static => static_table(&statics),
         Section::PageLoad => page_load_table,
         Section::Deployment => deployment_table,
+        Section::Instructions => instructions_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");

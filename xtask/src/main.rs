@@ -9,6 +9,7 @@
 
 mod bench;
 mod deployment_bench;
+mod instructions;
 mod page_load;
 mod precompress;
 mod process;
@@ -30,9 +31,9 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load|deployment]
+  bench [static|page-load|deployment|instructions]
                        benchmark the server against reference servers (prints a table), or
-                       only the static-file, page-load, or metrics+TLS rows
+                       only the static-file, page-load, metrics+TLS, or callgrind rows
   conformance          run the Autobahn|Testsuite cases 1-7, 9 and 10 against /mirror
 ";
 
@@ -46,6 +47,7 @@ fn main() -> ExitCode {
             None => bench::bench(bench::Section::All),
             Some("static") => bench::bench(bench::Section::Static),
             Some("deployment") => bench::bench(bench::Section::Deployment),
+            Some("instructions") => bench::bench(bench::Section::Instructions),
             Some("page-load") => bench::bench(bench::Section::PageLoad),
             Some(other) => Err(format!("unknown bench section `{other}`\n\n{USAGE}").into()),
         },

@@ -159,6 +159,14 @@ pub fn ensure_chromium() -> Result<(PathBuf, PathBuf)> {
     }
 }
 
+/// valgrind, for the instruction counts of the benchmark.
+pub fn ensure_valgrind() -> Result<PathBuf> {
+    if which("valgrind").is_none() {
+        apt_install(&["valgrind"], "the instruction counts need valgrind")?;
+    }
+    which("valgrind").ok_or_else(|| "valgrind is still missing after installing it".into())
+}
+
 /// nginx for the reverse-proxy end-to-end test.
 pub fn ensure_nginx() -> Result<PathBuf> {
     let nginx = || which("nginx").or_else(|| which("/usr/sbin/nginx"));

@@ -56,6 +56,11 @@ struct Args {
     /// `--replies`, so the memory is that of sessions idle after some activity.
     #[arg(long, requires = "idle")]
     after_one_message: bool,
+    /// Send exactly this many messages in all (closed loop, one in flight per connection, as
+    /// fast as the server answers), then stop: for instruction counts, which depend on the
+    /// work done, not on time. Prints `{"messages": N}`.
+    #[arg(long, conflicts_with_all = ["idle", "rate"])]
+    messages: Option<u64>,
     /// Speak TLS (`wss:`), trusting the PEM certificate in this file.
     #[arg(long)]
     tls_ca: Option<std::path::PathBuf>,
@@ -126,6 +131,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     rlimit::increase_nofile_limit(u64::MAX)?;
     if args.idle {
         return idle(&args).await;
+    }
+    if let Some(messages) = args.messages {
+        return fixed_count(&args, messages).await;
     }
     let dialer = Dialer::new(&args)?;
     let frame = masked_text_frame(args.size);
@@ -212,6 +220,43 @@ async fn idle(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         "rss_per_connection_kib": json_number((after - before) as f64 / sockets.len() as f64),
     });
     println!("{line}");
+    Ok(())
+}
+
+/// `--messages`: that many round trips in all, spread over the connections, then stop.
+async fn fixed_count(args: &Args, messages: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let dialer = Dialer::new(args)?;
+    let frame = masked_text_frame(args.size);
+    let connections = args.connections.max(1) as u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..connections {
+        let mut stream = dialer.connect().await?;
+        // The first connections take the remainder.
+        let count = messages / connections + u64::from(index < messages % connections);
+        let (frame, replies, skip) = (frame.clone(), args.replies as usize, args.skip);
+        tasks.spawn(async move {
+            skip_frames(&mut stream, skip).await?;
+            let mut parser = HeaderParser::default();
+            let mut buffer = vec![0u8; 64 * 1024];
+            for _ in 0..count {
+                stream.write_all(&frame).await?;
+                let mut seen = 0;
+                while seen < replies {
+                    let read = stream.read(&mut buffer).await?;
+                    if read == 0 {
+                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+                    }
+                    seen += parser.count_frames(&buffer[..read]);
+                }
+            }
+            Ok::<u64, std::io::Error>(count)
+        });
+    }
+    let mut done = 0;
+    while let Some(count) = tasks.join_next().await {
+        done += count??;
+    }
+    println!("{}", serde_json::json!({ "messages": done }));
     Ok(())
 }
 
