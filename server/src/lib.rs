@@ -360,9 +360,21 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, slot: OwnedSem
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
-    let Some(Tls(acceptor)) = shared.tls.clone() else {
-        return serve_http(TokioIo::new(stream), shared, slot).await;
-    };
+    match shared.tls.clone() {
+        None => serve_http(TokioIo::new(stream), shared, slot).await,
+        // Boxed: a connection task is as large as its largest state, and rustls's would make
+        // every plain connection (and, through the allocator, every idle socket) larger.
+        Some(Tls(acceptor)) => Box::pin(serve_tls(stream, acceptor, shared, slot)).await,
+    }
+}
+
+/// The TLS handshake (after checking that the client starts one), then HTTP over TLS.
+async fn serve_tls(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    slot: OwnedSemaphorePermit,
+) {
     // Bounded like request headers: a client that says nothing is not kept forever.
     let limit = shared.config.header_timeout;
     let mut first = [0u8; 1];

@@ -112,6 +112,17 @@ impl Browser {
             .expect("typing works");
     }
 
+    /// Types `text` and waits until the conversation shows `answers` copies of it from the
+    /// server.
+    async fn type_and_wait_for_answers(&self, text: &str, answers: usize) {
+        self.type_message(text).await;
+        let line = format!("Server: {text}");
+        self.wait_until(&format!("{answers} answers to {text}"), async || {
+            (count(&self.log_lines().await, &line) == answers).then_some(())
+        })
+        .await;
+    }
+
     /// Records from here on what would reach the console as an error.
     async fn watch_for_errors(&self) {
         let watch = "window.__errors = []; \
@@ -317,12 +328,7 @@ async fn nothing_typed_is_lost_when_the_server_hangs_then_dies_then_comes_back()
     let (static_dir, addr) = (built_static_dir(), server.addr.to_string());
     browser.watch_for_errors().await;
     browser.wait_for_status("open").await;
-    browser.type_message("one").await;
-    browser
-        .wait_until("one answered", async || {
-            (count(&browser.log_lines().await, "Server: one") == 10).then_some(())
-        })
-        .await;
+    browser.type_and_wait_for_answers("one", 10).await;
 
     // The server hangs: the browser takes the messages into a socket nobody reads.
     server.signal("STOP");
@@ -433,12 +439,7 @@ async fn behind_nginx_the_page_moves_to_the_other_instance_when_its_instance_die
         .expect("page loads");
     browser.watch_for_errors().await;
     browser.wait_for_status("open").await;
-    browser.type_message("one").await;
-    browser
-        .wait_until("one answered", async || {
-            (count(&browser.log_lines().await, "Server: one") == 10).then_some(())
-        })
-        .await;
+    browser.type_and_wait_for_answers("one", 10).await;
     const UPGRADED: &str = "upgrading to WebSocket";
     let (holder, other) = if first.logs().contains(UPGRADED) {
         (&mut first, &second)

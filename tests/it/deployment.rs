@@ -234,13 +234,7 @@ async fn tls_connect(
 #[tokio::test]
 async fn with_a_certificate_the_server_speaks_https_and_wss_on_the_same_port() {
     let certificate = TestCertificate::new();
-    let server = TestServer::start(&[
-        "--tls-cert",
-        &certificate.cert_path(),
-        "--tls-key",
-        &certificate.key_path(),
-    ])
-    .await;
+    let server = certificate.start_server(&[]).await;
     assert!(server.tls, "the printed URL says https://");
 
     // wss: the conversation works as over plain TCP.
@@ -273,15 +267,7 @@ async fn with_a_certificate_the_server_speaks_https_and_wss_on_the_same_port() {
 #[tokio::test]
 async fn plain_http_to_the_tls_port_gets_a_clear_400_and_silence_is_cut_off() {
     let certificate = TestCertificate::new();
-    let server = TestServer::start(&[
-        "--tls-cert",
-        &certificate.cert_path(),
-        "--tls-key",
-        &certificate.key_path(),
-        "--header-timeout",
-        "1",
-    ])
-    .await;
+    let server = certificate.start_server(&["--header-timeout", "1"]).await;
     let reply = tokio::time::timeout(PATIENCE, server.request("GET", "/", &[]))
         .await
         .expect("an answer, not a hang");

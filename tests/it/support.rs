@@ -672,6 +672,14 @@ impl TestCertificate {
         self.dir.path().join("key.pem").display().to_string()
     }
 
+    /// The server with the standard fixture, speaking TLS with this certificate.
+    pub async fn start_server(&self, extra_args: &[&str]) -> TestServer {
+        let (cert, key) = (self.cert_path(), self.key_path());
+        let mut args = vec!["--tls-cert", &cert, "--tls-key", &key];
+        args.extend_from_slice(extra_args);
+        TestServer::start(&args).await
+    }
+
     /// A TLS client that trusts only this certificate.
     pub fn connector(&self) -> tokio_rustls::TlsConnector {
         use tokio_rustls::rustls;
