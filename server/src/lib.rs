@@ -398,17 +398,18 @@ async fn serve_tls(
 /// connection that dies without a word.
 async fn refuse_plain_http(mut stream: TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const ANSWER: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
-        Content-Type: text/plain; charset=utf-8\r\n\
-        Content-Length: 54\r\n\
-        Connection: close\r\n\r\n\
-        This port speaks HTTPS only: use an https:// address.\n";
+    const BODY: &str = "This port speaks HTTPS only: use an https:// address.\n";
+    let answer = format!(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{BODY}",
+        BODY.len()
+    );
     tracing::debug!("plain HTTP on the TLS port; 400");
     // Read what the client sent (its request head, mostly) so that closing does not reset
     // the connection under the answer.
     let mut request = [0u8; 4096];
     let _ = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut request)).await;
-    let _ = stream.write_all(ANSWER).await;
+    let _ = stream.write_all(answer.as_bytes()).await;
     let _ = stream.shutdown().await;
 }
 

@@ -30,7 +30,6 @@ fn built_static_dir() -> PathBuf {
 
 /// The shared headless browser, with what these tests ask of the page.
 struct Browser {
-    client: Client,
     headless: headless::Browser,
 }
 
@@ -43,17 +42,14 @@ impl Browser {
         let headless = headless::Browser::start_with_args(extra_args)
             .await
             .unwrap_or_else(|error| panic!("the browser starts: {error}"));
-        Browser {
-            client: headless.client.clone(),
-            headless,
-        }
+        Browser { headless }
     }
 
     async fn log_lines(&self) -> Vec<String> {
         let script =
             "return Array.from(document.querySelectorAll('#log li'), li => li.textContent)";
         let value = self
-            .client
+            .client()
             .execute(script, vec![])
             .await
             .expect("script runs");
@@ -64,7 +60,7 @@ impl Browser {
         let script =
             "const s = document.getElementById('status'); return [s.dataset.status, s.textContent]";
         let value = self
-            .client
+            .client()
             .execute(script, vec![])
             .await
             .expect("script runs");
@@ -99,7 +95,7 @@ impl Browser {
     /// The element with this id; it must exist.
     async fn element(&self, id: &str) -> fantoccini::elements::Element {
         let locator = Locator::Id(id);
-        let found = self.client.find(locator).await;
+        let found = self.client().find(locator).await;
         found.unwrap_or_else(|error| panic!("no #{id} on the page: {error}"))
     }
 
@@ -128,10 +124,15 @@ impl Browser {
         let watch = "window.__errors = []; \
             addEventListener('error', e => __errors.push(String(e.message || e.type))); \
             addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));";
-        self.client
+        self.client()
             .execute(watch, vec![])
             .await
             .expect("script runs");
+    }
+
+    /// The WebDriver client of the shared browser.
+    fn client(&self) -> &Client {
+        &self.headless.client
     }
 
     async fn console(&self) -> Vec<(String, String)> {
@@ -155,7 +156,7 @@ impl Browser {
     /// Nothing threw on the page since [`Browser::watch_for_errors`].
     async fn assert_no_errors(&self) {
         let errors = self
-            .client
+            .client()
             .execute("return window.__errors", vec![])
             .await
             .expect("runs");
@@ -163,7 +164,7 @@ impl Browser {
     }
 
     async fn screenshot(&self, name: &str) {
-        let png = self.client.screenshot().await.expect("screenshot");
+        let png = self.client().screenshot().await.expect("screenshot");
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(name), png).expect("write screenshot");
@@ -175,7 +176,7 @@ async fn open_page(path_and_query: &str) -> (TestServer, Browser) {
     let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
     let browser = Browser::start().await;
     browser
-        .client
+        .client()
         .goto(&format!("http://{}{path_and_query}", server.addr))
         .await
         .expect("page loads");
@@ -219,7 +220,7 @@ async fn a_conversation_in_a_real_browser() {
         .concat(performance.getEntriesByType('navigation'))
         .map(e => [e.name, e.responseStatus])";
     let loaded = browser
-        .client
+        .client()
         .execute(script, vec![])
         .await
         .expect("script runs");
@@ -269,7 +270,12 @@ async fn a_conversation_in_a_real_browser() {
             (count(&browser.log_lines().await, "Server: Greetings!") == 2).then_some(())
         })
         .await;
-    browser.client.close().await.expect("session closes");
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
 }
 
 #[tokio::test]
@@ -316,7 +322,12 @@ async fn messages_typed_while_the_server_is_down_are_delivered_once_after_restar
         "",
         "the queue is empty again"
     );
-    browser.client.close().await.expect("session closes");
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
 }
 
 #[tokio::test]
@@ -401,7 +412,12 @@ async fn nothing_typed_is_lost_when_the_server_hangs_then_dies_then_comes_back()
     browser.assert_no_errors().await;
     browser.assert_no_csp_violations().await;
     browser.screenshot("recovered.png").await;
-    browser.client.close().await.expect("session closes");
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
 }
 
 #[tokio::test]
@@ -412,28 +428,37 @@ async fn behind_nginx_the_page_moves_to_the_other_instance_when_its_instance_die
     let debug = ["--log", "info,server=debug"];
     let mut first = TestServer::start_with_dir(&static_dir, &debug).await;
     let mut second = TestServer::start_with_dir(&static_dir, &debug).await;
-    // The shipped file, with the instances and the port of this test put in.
+    // The shipped file, with the instances and the port of this test put in: its upstream's
+    // `server` lines, in order, and its `listen` line.
     let port = Nginx::free_port();
     let shipped = crate::deployment::shipped_nginx_conf();
-    let config = [
-        ("server 127.0.0.1:8081 ", format!("server {} ", first.addr)),
-        ("server 127.0.0.1:8082 ", format!("server {} ", second.addr)),
-        ("listen 80;", format!("listen 127.0.0.1:{port};")),
-    ]
-    .iter()
-    .fold(shipped.clone(), |config, (from, to)| {
-        assert_eq!(
-            shipped.matches(from).count(),
-            1,
-            "{from} in deploy/nginx.conf"
-        );
-        config.replace(from, to)
-    });
+    let mut instances = [first.addr, second.addr].into_iter();
+    let config: Vec<String> = shipped
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("server ") {
+            Some(rest) if rest.contains("max_fails") => {
+                let instance = instances.next().expect("two upstream servers in the file");
+                let options = rest.split_once(' ').map_or("", |(_, options)| options);
+                format!("    server {instance} {options}")
+            }
+            _ if line.trim() == "listen 80;" => format!("    listen 127.0.0.1:{port};"),
+            _ => line.to_owned(),
+        })
+        .collect();
+    assert!(
+        instances.next().is_none(),
+        "deploy/nginx.conf lists two instances"
+    );
+    let config = config.join("\n");
+    assert!(
+        config.contains(&format!("listen 127.0.0.1:{port};")),
+        "{config}"
+    );
     let nginx = Nginx::start(&config, port).await;
 
     let browser = Browser::start().await;
     browser
-        .client
+        .client()
         .goto(&format!("http://{}/?reply-timeout=2", nginx.addr))
         .await
         .expect("page loads");
@@ -468,7 +493,12 @@ async fn behind_nginx_the_page_moves_to_the_other_instance_when_its_instance_die
         "{}",
         nginx.error_log()
     );
-    browser.client.close().await.expect("session closes");
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
 }
 
 #[tokio::test]
@@ -489,14 +519,14 @@ async fn over_https_the_page_talks_over_wss() {
     // The certificate is the test's own: Chromium is told to accept it.
     let browser = Browser::start_with_args(&["--ignore-certificate-errors"]).await;
     browser
-        .client
+        .client()
         .goto(&format!("https://{}/", server.addr))
         .await
         .expect("page loads");
     browser.watch_for_errors().await;
     browser.wait_for_status("open").await;
     let scheme = browser
-        .client
+        .client()
         .execute("return location.protocol", vec![])
         .await
         .expect("script runs");
@@ -511,5 +541,10 @@ async fn over_https_the_page_talks_over_wss() {
     // content), and the server speaks nothing but TLS on its port.
     browser.assert_no_errors().await;
     browser.assert_no_csp_violations().await;
-    browser.client.close().await.expect("session closes");
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
 }

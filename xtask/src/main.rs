@@ -163,13 +163,13 @@ pub fn build_client(dev: bool) -> Result<()> {
     Ok(())
 }
 
-/// Raw and gzip (level 9) sizes of a file.
+/// Raw and gzip sizes of a built file: the `.gz` copy `precompress` wrote beside it (best
+/// level), so nothing is compressed twice; the raw size when no copy was worth keeping.
 fn sizes(path: &Path) -> Result<(usize, usize)> {
-    use std::io::Write;
-    let bytes = std::fs::read(path)?;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(&bytes)?;
-    Ok((bytes.len(), encoder.finish()?.len()))
+    let raw = std::fs::metadata(path)?.len() as usize;
+    let copy = PathBuf::from(format!("{}.gz", path.display()));
+    let gzip = std::fs::metadata(copy).map_or(raw, |meta| meta.len() as usize);
+    Ok((raw, gzip))
 }
 
 fn kib(bytes: usize) -> String {
