@@ -45,6 +45,12 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_size: u32,
 
+    /// Accept permessage-deflate (RFC 7692) when a client offers it, as every browser does:
+    /// messages of 128 bytes or more are sent compressed. Off by default. No context takeover
+    /// either way, so an idle connection costs no compression memory.
+    #[arg(long, env = "COMPRESSION")]
+    pub compression: bool,
+
     /// Most WebSocket sessions open at once; upgrades beyond it get 503.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..))]

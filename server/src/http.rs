@@ -21,6 +21,7 @@ use hyper_tungstenite::tungstenite::handshake::derive_accept_key;
 use percent_encoding::percent_decode_str;
 
 use crate::Shared;
+use crate::deflate::{self, Agreement};
 use crate::session;
 use rules::App;
 
@@ -210,11 +211,17 @@ fn upgrade(
     let on_upgrade = hyper::upgrade::on(&mut request);
     tracing::debug!(path = app.path(), "upgrading to WebSocket");
     let config = shared.websocket_config;
+    let compression = if shared.config.compression {
+        deflate::negotiate(request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS))
+    } else {
+        None
+    };
     let context = session::SessionContext {
         app,
         timing: shared.session_timing(),
         shutdown: shared.shutdown.clone(),
         metrics: shared.metrics.session(app),
+        compression,
     };
     let session = async move {
         // Held for the life of the session: the session slot frees when the task ends, and
@@ -229,11 +236,11 @@ fn upgrade(
     shared
         .tracker
         .spawn(tracing::Instrument::in_current_span(session));
-    switching_protocols(accept)
+    switching_protocols(accept, compression)
 }
 
 /// The `101` that completes the handshake (RFC 6455, section 4.2.2).
-fn switching_protocols(accept: String) -> Response<Body> {
+fn switching_protocols(accept: String, compression: Option<Agreement>) -> Response<Body> {
     let mut response = Response::new(full_body(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -241,6 +248,9 @@ fn switching_protocols(accept: String) -> Response<Body> {
     headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     let accept = HeaderValue::try_from(accept).expect("base64 is a valid header value");
     headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    if let Some(agreement) = compression {
+        headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, agreement.response());
+    }
     response
 }
 

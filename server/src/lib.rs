@@ -3,6 +3,8 @@
 //! shutdown future resolves. `main.rs` only parses flags, binds, and handles signals.
 
 pub mod config;
+mod deflate;
+mod deflate_stream;
 mod http;
 mod metrics;
 mod read_ahead;

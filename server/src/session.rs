@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 
 use rules::{App, Reply};
 
+use crate::deflate::Agreement;
+use crate::deflate_stream::{DeflateStream, Violation};
 use crate::metrics::SessionMetrics;
 use crate::read_ahead::ReadAhead;
 
@@ -56,6 +58,8 @@ pub(crate) struct SessionContext {
     pub timing: SessionTiming,
     pub shutdown: CancellationToken,
     pub metrics: SessionMetrics,
+    /// permessage-deflate, if the client offered it and `--compression` is on.
+    pub compression: Option<Agreement>,
 }
 
 /// How a session ended, decided in the loop and acted on once after it.
@@ -94,7 +98,7 @@ pub(crate) async fn run_upgraded(
             let stream = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
             // hyper's read buffer (8 KiB or more) must not live as long as the session.
             drop(parts.read_buf);
-            return run(start(stream, config).await, context).await;
+            return serve(stream, config, context).await;
         }
         Err(upgraded) => upgraded,
     };
@@ -105,11 +109,24 @@ pub(crate) async fn run_upgraded(
         Ok(parts) => {
             let stream = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
             drop(parts.read_buf);
-            return Box::pin(async move { run(start(stream, config).await, context).await }).await;
+            return Box::pin(serve(stream, config, context)).await;
         }
         Err(upgraded) => upgraded,
     };
-    Box::pin(async move { run(start(TokioIo::new(upgraded), config).await, context).await }).await;
+    Box::pin(serve(TokioIo::new(upgraded), config, context)).await;
+}
+
+/// Runs the session on `stream`, under permessage-deflate if it was agreed. The compressed
+/// session is boxed too, for the same reason as the TLS one.
+async fn serve<S: Stream>(stream: S, config: WebSocketConfig, context: SessionContext) {
+    let Some(agreement) = context.compression else {
+        return run(start(stream, config).await, context).await;
+    };
+    let limit = config.max_message_size.unwrap_or(usize::MAX);
+    let stream = DeflateStream::new(stream, agreement, limit);
+    // The layer hands up inflated messages unmasked; it checks every client frame's mask.
+    let config = config.accept_unmasked_frames(true);
+    Box::pin(async move { run(start(stream, config).await, context).await }).await;
 }
 
 async fn start<S: Stream>(stream: S, config: WebSocketConfig) -> Socket<S> {
@@ -302,6 +319,11 @@ fn classify(error: WsError) -> End {
         WsError::Io(error) if is_disconnect(&error) => {
             tracing::debug!(%error, "client disconnected");
             End::Finished
+        }
+        // A rule of permessage-deflate, or masking under it, broken (see `deflate_stream`).
+        WsError::Io(error) if Violation::of(&error).is_some() => {
+            let violation = Violation::of(&error).expect("checked by the guard");
+            End::Fail(violation.code, violation.reason.to_owned())
         }
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             tracing::debug!("client went away without a close frame");

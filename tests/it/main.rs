@@ -3,6 +3,7 @@
 //! One test binary (faster to link, one place for helpers); each module covers one surface.
 
 mod browser;
+mod compression;
 mod deployment;
 mod hardening;
 mod http_routes;

@@ -439,11 +439,28 @@ impl RawClient {
     /// Like [`RawClient::connect`], but `early` bytes (frames) go out in the same write as the
     /// handshake request, before the server has answered it.
     pub async fn connect_sending(addr: SocketAddr, path: &str, early: &[u8]) -> RawClient {
+        let (client, head) = RawClient::handshake(addr, path, "", early).await;
+        assert!(
+            head.starts_with("HTTP/1.1 101"),
+            "handshake refused: {head}"
+        );
+        client
+    }
+
+    /// Sends the opening handshake with `extra_headers` (whole `Name: value\r\n` lines) and
+    /// `early` bytes behind it; returns the client and the response head, whatever it is.
+    pub async fn handshake(
+        addr: SocketAddr,
+        path: &str,
+        extra_headers: &str,
+        early: &[u8],
+    ) -> (RawClient, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = TcpStream::connect(addr).await.expect("connect");
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             {extra_headers}\r\n"
         );
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(early);
@@ -457,12 +474,8 @@ impl RawClient {
                 .expect("handshake response");
             head.push(byte);
         }
-        let head = String::from_utf8_lossy(&head);
-        assert!(
-            head.starts_with("HTTP/1.1 101"),
-            "handshake refused: {head}"
-        );
-        RawClient { stream }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        (RawClient { stream }, head)
     }
 
     /// Sends one frame: `first_byte` is FIN/RSV/opcode; `mask` of `None` sends it unmasked.
@@ -480,6 +493,12 @@ impl RawClient {
 
     /// Reads one server frame: `(opcode, payload)`; `None` at end of stream.
     pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let (first, payload) = self.read_frame_with_flags().await?;
+        Some((first & 0x0f, payload))
+    }
+
+    /// Reads one server frame: `(first byte: FIN, RSV bits and opcode, payload)`.
+    pub async fn read_frame_with_flags(&mut self) -> Option<(u8, Vec<u8>)> {
         use tokio::io::AsyncReadExt;
         let read = async {
             let first = self.stream.read_u8().await.ok()?;
@@ -492,7 +511,7 @@ impl RawClient {
             };
             let mut payload = vec![0; usize::try_from(length).expect("sane length")];
             self.stream.read_exact(&mut payload).await.ok()?;
-            Some((first & 0x0f, payload))
+            Some((first, payload))
         };
         tokio::time::timeout(PATIENCE, read)
             .await

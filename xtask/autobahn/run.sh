@@ -1,20 +1,23 @@
 #!/bin/sh
-# (The team's shared Autobahn script, kept here unchanged so `cargo xtask conformance` works
-# in any checkout.)
+# (The team's shared Autobahn script, so `cargo xtask conformance` works in any checkout; the
+# optional EXCLUDE argument was added for the permessage-deflate run.)
 # Runs the Autobahn fuzzingclient against a WebSocket echo URL and summarises the verdicts.
-# Usage: run.sh ws://127.0.0.1:PORT/mirror [OUTDIR] [CASES]
-#   CASES: JSON list of case patterns, default ["*"] minus 12.* and 13.* (permessage-deflate).
+# Usage: run.sh ws://127.0.0.1:PORT/mirror [OUTDIR] [CASES] [EXCLUDE]
+#   CASES: JSON list of case patterns, default ["*"]
+#   EXCLUDE: JSON list of case patterns left out, default ["12.*", "13.*"] (permessage-deflate)
+# The agent's name in the reports and the summary is $AUTOBAHN_AGENT (default: server).
 # Exit status: 0 when no case FAILED, 1 otherwise. The HTML/JSON reports land in OUTDIR.
 set -eu
 URL=$1
 OUT=${2:-$(mktemp -d)}
 CASES=${3:-'["*"]'}
+EXCLUDE=${4:-'["12.*", "13.*"]'}
 HERE=$(cd "$(dirname "$0")" && pwd)
 WSTEST=$("$HERE/setup.sh")
 mkdir -p "$OUT"
 cat > "$OUT/fuzzingclient.json" <<SPEC
-{"outdir": "$OUT/reports", "servers": [{"agent": "server", "url": "$URL"}],
- "cases": $CASES, "exclude-cases": ["12.*", "13.*"], "exclude-agent-cases": {}}
+{"outdir": "$OUT/reports", "servers": [{"agent": "${AUTOBAHN_AGENT:-server}", "url": "$URL"}],
+ "cases": $CASES, "exclude-cases": $EXCLUDE, "exclude-agent-cases": {}}
 SPEC
 (cd "$OUT" && "$WSTEST" -m fuzzingclient -s "$OUT/fuzzingclient.json" > "$OUT/wstest.log" 2>&1)
 python3 - "$OUT/reports/index.json" <<'PY'

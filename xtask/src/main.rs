@@ -34,7 +34,8 @@ commands:
   bench [static|page-load|deployment|instructions]
                        benchmark the server against reference servers (prints a table), or
                        only the static-file, page-load, metrics+TLS, or callgrind rows
-  conformance          run the Autobahn|Testsuite cases 1-7, 9 and 10 against /mirror
+  conformance          run the Autobahn|Testsuite against /mirror: cases 1-7, 9 and 10,
+                       and with --compression also 12 and 13 (permessage-deflate)
 ";
 
 fn main() -> ExitCode {
@@ -265,29 +266,59 @@ fn build_server() -> Result<PathBuf> {
     Ok(target_dir().join("release/server"))
 }
 
-/// Autobahn|Testsuite's fuzzing client against `/mirror`: fails on any FAILED case. Cases 12
-/// and 13 (permessage-deflate) are left out: the server does not offer compression.
+/// Autobahn|Testsuite's fuzzing client against `/mirror`, two runs side by side (the client is
+/// single-threaded Python): cases 1-7, 9 and 10 against a server without compression, and the
+/// same plus the permessage-deflate cases 12 and 13 against one with `--compression`. Fails on
+/// any FAILED case.
 fn conformance(server_bin: &Path) -> Result<()> {
-    const CASES: &str = r#"["1.*","2.*","3.*","4.*","5.*","6.*","7.*","9.*","10.*"]"#;
-    announce("Autobahn|Testsuite against /mirror (installs wstest once, about a minute)");
+    const CORE: &str = r#""1.*","2.*","3.*","4.*","5.*","6.*","7.*","9.*","10.*""#;
+    announce("Autobahn|Testsuite against /mirror, compression off and on (installs wstest once)");
+    let script = |name: &str| workspace_root().join("xtask/autobahn").join(name);
+    // Installed once here, so the two runs do not both install it.
+    run(command("sh").arg(script("setup.sh")))?;
     // Cases 9.* send messages of up to 16 MiB; the default 64 KiB limit would (rightly) close
     // them with 1009, which the suite counts as failures.
-    let server = start_server(server_bin, &["--max-message-size", "16777216"])?;
-    let mirror = server.ws_url("/mirror");
-    let reports = target_dir().join("autobahn");
-    let result = run(command("sh")
-        .arg(workspace_root().join("xtask/autobahn/run.sh"))
-        .arg(&mirror)
-        .arg(&reports)
-        .arg(CASES));
-    server.stop()?;
-    result.map_err(|error| {
-        format!(
-            "{error}; reports in {}",
-            reports.join("reports/index.html").display()
+    let limit = ["--max-message-size", "16777216"];
+    let runs = [
+        ("compression-off", format!("[{CORE}]"), vec![]),
+        (
+            "compression-on",
+            format!(r#"[{CORE},"12.*","13.*"]"#),
+            vec!["--compression"],
+        ),
+    ];
+    let mut started = Vec::new();
+    for (agent, cases, flags) in runs {
+        let server = start_server(server_bin, &[&limit[..], &flags[..]].concat())?;
+        let reports = target_dir().join("autobahn").join(agent);
+        let child = command("sh")
+            .env("AUTOBAHN_AGENT", agent)
+            .arg(script("run.sh"))
+            .arg(server.ws_url("/mirror"))
+            .arg(&reports)
+            .arg(cases)
+            .arg("[]")
+            .current_dir(workspace_root())
+            .spawn()?;
+        started.push((server, reports, child));
+    }
+    let mut failures = Vec::new();
+    for (server, reports, mut child) in started {
+        let status = child.wait()?;
+        server.stop()?;
+        if !status.success() {
+            failures.push(format!("{}", reports.join("reports/index.html").display()));
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "Autobahn cases FAILED; reports in {}",
+            failures.join(" and ")
         )
-        .into()
-    })
+        .into())
+    }
 }
 
 pub fn target_dir() -> PathBuf {

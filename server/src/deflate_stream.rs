@@ -1,0 +1,733 @@
+//! permessage-deflate one layer under tungstenite, which refuses RSV1 and has no extension
+//! hook: `DeflateStream` reads the client's frames and hands tungstenite ordinary ones, and
+//! compresses the data frames tungstenite writes.
+//!
+//! Reading: a frame that is not part of a compressed message passes through untouched (still
+//! masked; tungstenite unmasks and checks it). A compressed message is unmasked and inflated
+//! here, at most [`OUT_CHUNK`] bytes at a time, each piece handed up as an unmasked frame of
+//! the same message (fragments, the last with FIN), so no more than one piece is held however
+//! far a small frame inflates; past `--max-message-size` inflated bytes it is refused (1009).
+//! tungstenite is told to accept unmasked frames for that reason, so the masking rule is
+//! enforced here, for every frame, along with the rules RFC 7692 adds (RSV1 only on a
+//! message's first frame). Those failures come up as an `io::Error` holding a [`Violation`],
+//! which the session turns into its close code.
+//!
+//! Writing: tungstenite's bytes are parsed as frames as they come; a whole text or binary
+//! frame of at least [`MIN_COMPRESSED_SIZE`] bytes is gathered and sent compressed with RSV1,
+//! everything else passes through. The layer takes no new bytes while it still holds
+//! compressed ones, so it adds at most one message to what a session buffers.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::deflate::{Agreement, InflateError, Inflater, MIN_COMPRESSED_SIZE, compress};
+
+/// Most inflated bytes handed up as one frame.
+const OUT_CHUNK: usize = 16 * 1024;
+/// Most compressed bytes read at a time.
+const IN_CHUNK: usize = 16 * 1024;
+/// Buffers larger than this are freed once drained, so idle sessions stay small.
+const KEEP: usize = 1024;
+/// The longest frame header: 2 bytes, 8 of length, 4 of mask.
+const MAX_HEADER: usize = 14;
+
+const FIN: u8 = 0x80;
+const RSV1: u8 = 0x40;
+const MASKED: u8 = 0x80;
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+
+/// A client broke a rule only this layer sees; the session closes with `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub(crate) struct Violation {
+    pub code: CloseCode,
+    pub reason: &'static str,
+}
+
+impl Violation {
+    fn protocol(reason: &'static str) -> Violation {
+        Violation {
+            code: CloseCode::Protocol,
+            reason,
+        }
+    }
+
+    /// The violation an I/O error from this layer carries, if it is one.
+    pub(crate) fn of(error: &io::Error) -> Option<Violation> {
+        error.get_ref()?.downcast_ref::<Violation>().copied()
+    }
+}
+
+impl From<InflateError> for Violation {
+    fn from(error: InflateError) -> Violation {
+        match error {
+            InflateError::Invalid => Violation {
+                code: CloseCode::Invalid,
+                reason: "invalid compressed data",
+            },
+            InflateError::TooLarge => Violation {
+                code: CloseCode::Size,
+                reason: "message too large once inflated",
+            },
+        }
+    }
+}
+
+impl From<Violation> for io::Error {
+    fn from(violation: Violation) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, violation)
+    }
+}
+
+/// The stream under tungstenite when the client and the server agreed on permessage-deflate.
+#[derive(Debug)]
+pub(crate) struct DeflateStream<S> {
+    stream: S,
+    reader: Reader,
+    writer: Writer,
+}
+
+impl<S> DeflateStream<S> {
+    /// `max_message_size` bounds an inflated message, as it bounds any other.
+    pub(crate) fn new(
+        stream: S,
+        agreement: Agreement,
+        max_message_size: usize,
+    ) -> DeflateStream<S> {
+        DeflateStream {
+            stream,
+            reader: Reader::new(max_message_size),
+            writer: Writer::new(agreement.compress_window_bits()),
+        }
+    }
+}
+
+/// A frame header's bytes, as many as have arrived.
+#[derive(Debug, Default)]
+struct HeaderBytes {
+    bytes: [u8; MAX_HEADER],
+    len: usize,
+}
+
+/// A parsed frame header.
+#[derive(Debug, Clone, Copy)]
+struct Header {
+    /// FIN, RSV and opcode bits.
+    first: u8,
+    masked: bool,
+    mask: [u8; 4],
+    len: u64,
+}
+
+impl Header {
+    fn fin(&self) -> bool {
+        self.first & FIN != 0
+    }
+    fn rsv1(&self) -> bool {
+        self.first & RSV1 != 0
+    }
+    fn opcode(&self) -> u8 {
+        self.first & 0x0f
+    }
+    fn is_control(&self) -> bool {
+        self.opcode() & 0x8 != 0
+    }
+}
+
+impl HeaderBytes {
+    /// The header's whole length, as far as the bytes so far tell.
+    fn needed(&self) -> usize {
+        if self.len < 2 {
+            return 2;
+        }
+        let extended = match self.bytes[1] & 0x7f {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let mask = if self.bytes[1] & MASKED != 0 { 4 } else { 0 };
+        2 + extended + mask
+    }
+
+    fn missing(&self) -> usize {
+        self.needed() - self.len
+    }
+
+    /// Takes header bytes from the front of `bytes`; returns how many.
+    fn fill(&mut self, bytes: &[u8]) -> usize {
+        let mut used = 0;
+        while self.missing() > 0 && used < bytes.len() {
+            let take = self.missing().min(bytes.len() - used);
+            self.bytes[self.len..self.len + take].copy_from_slice(&bytes[used..used + take]);
+            self.len += take;
+            used += take;
+        }
+        used
+    }
+
+    fn raw(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    /// Parses a complete header and starts over for the next one.
+    fn take(&mut self) -> Header {
+        let b = &self.bytes;
+        let (len, at) = match b[1] & 0x7f {
+            126 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
+            127 => {
+                let mut long = [0; 8];
+                long.copy_from_slice(&b[2..10]);
+                (u64::from_be_bytes(long), 10)
+            }
+            short => (u64::from(short), 2),
+        };
+        let masked = b[1] & MASKED != 0;
+        let mut mask = [0; 4];
+        if masked {
+            mask.copy_from_slice(&b[at..at + 4]);
+        }
+        self.len = 0;
+        Header {
+            first: b[0],
+            masked,
+            mask,
+            len,
+        }
+    }
+}
+
+/// Appends an unmasked frame header to `out`, with the shortest length encoding.
+fn put_header(out: &mut Vec<u8>, first: u8, len: usize) {
+    out.push(first);
+    match len {
+        0..=125 => out.push(len as u8),
+        126..=0xffff => {
+            out.push(126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// Frees a drained buffer that has grown past [`KEEP`].
+fn release(buffer: &mut Vec<u8>) {
+    buffer.clear();
+    if buffer.capacity() > KEEP {
+        *buffer = Vec::new();
+    }
+}
+
+/// The message a continuation frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Open {
+    None,
+    Plain,
+    Compressed,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ReadState {
+    Header,
+    /// Passing `left` bytes of an untouched frame straight through.
+    Forward {
+        left: u64,
+    },
+    /// Reading `left` more compressed bytes of a frame; `mask_at` is where the next byte
+    /// falls in the mask; `tail` once the sync flush's tail has been given to the inflater.
+    Compressed {
+        left: u64,
+        mask: [u8; 4],
+        mask_at: usize,
+        fin: bool,
+        tail: bool,
+    },
+}
+
+#[derive(Debug)]
+struct Reader {
+    header: HeaderBytes,
+    state: ReadState,
+    open: Open,
+    /// Most inflated bytes a message may have.
+    limit: usize,
+    /// Most compressed bytes a message may have: inflating never makes data smaller by more
+    /// than stored blocks' few bytes of framing, so this only stops endless empty blocks.
+    compressed_limit: u64,
+    compressed_so_far: u64,
+    inflater: Option<Inflater>,
+    /// Compressed bytes read and unmasked, not yet inflated: `input[input_at..]`.
+    input: Vec<u8>,
+    input_at: usize,
+    /// The inflater filled its output last time and may hold more.
+    more_output: bool,
+    /// Inflated bytes not yet made into a frame.
+    inflated: Vec<u8>,
+    /// Opcode of the next frame made of inflated bytes: the message's, then continuation.
+    next_opcode: u8,
+    /// Bytes for tungstenite: `ready[ready_at..]`.
+    ready: Vec<u8>,
+    ready_at: usize,
+    /// After a violation the frames cannot be trusted: raw bytes pass (the session only
+    /// drains them).
+    failed: bool,
+}
+
+impl Reader {
+    fn new(limit: usize) -> Reader {
+        Reader {
+            header: HeaderBytes::default(),
+            state: ReadState::Header,
+            open: Open::None,
+            limit,
+            compressed_limit: limit as u64 + limit as u64 / 64 + 1024,
+            compressed_so_far: 0,
+            inflater: None,
+            input: Vec::new(),
+            input_at: 0,
+            more_output: false,
+            inflated: Vec::new(),
+            next_opcode: CONTINUATION,
+            ready: Vec::new(),
+            ready_at: 0,
+            failed: false,
+        }
+    }
+
+    /// Decides what to do with the frame whose header just completed.
+    fn start_frame(&mut self) -> Result<(), Violation> {
+        let raw_len = self.header.len;
+        let mut raw = [0; MAX_HEADER];
+        raw[..raw_len].copy_from_slice(self.header.raw());
+        let header = self.header.take();
+        if !header.masked {
+            return Err(Violation::protocol("unmasked frame from the client"));
+        }
+        let compressed = match (header.opcode(), self.open) {
+            // Control frames may come between fragments; tungstenite checks the rest of them.
+            _ if header.is_control() => false,
+            (CONTINUATION, _) if header.rsv1() => {
+                return Err(Violation::protocol("RSV1 set on a continuation frame"));
+            }
+            (CONTINUATION, Open::None) => {
+                return Err(Violation::protocol(
+                    "continuation frame with no message to continue",
+                ));
+            }
+            (CONTINUATION, open) => open == Open::Compressed,
+            (TEXT | BINARY, Open::Plain | Open::Compressed) => {
+                return Err(Violation::protocol(
+                    "a new message began before the last one ended",
+                ));
+            }
+            (opcode @ (TEXT | BINARY), Open::None) if header.rsv1() => {
+                self.inflater = Some(Inflater::start(self.limit));
+                self.next_opcode = opcode;
+                self.compressed_so_far = 0;
+                self.inflated = Vec::with_capacity(OUT_CHUNK);
+                self.open = Open::Compressed;
+                true
+            }
+            (TEXT | BINARY, Open::None) => {
+                if !header.fin() {
+                    self.open = Open::Plain;
+                }
+                false
+            }
+            // Reserved opcodes: tungstenite refuses them.
+            _ => false,
+        };
+        if compressed {
+            self.compressed_so_far += header.len;
+            if self.compressed_so_far > self.compressed_limit {
+                return Err(InflateError::TooLarge.into());
+            }
+            self.state = ReadState::Compressed {
+                left: header.len,
+                mask: header.mask,
+                mask_at: 0,
+                fin: header.fin(),
+                tail: false,
+            };
+        } else {
+            if header.fin() && header.opcode() == CONTINUATION {
+                self.open = Open::None;
+            }
+            self.ready.extend_from_slice(&raw[..raw_len]);
+            self.state = ReadState::Forward { left: header.len };
+        }
+        Ok(())
+    }
+
+    /// Makes the inflated bytes so far a frame for tungstenite.
+    fn emit(&mut self, fin: bool) {
+        let first = if fin { FIN } else { 0 } | self.next_opcode;
+        put_header(&mut self.ready, first, self.inflated.len());
+        self.ready.extend_from_slice(&self.inflated);
+        self.inflated.clear();
+        self.next_opcode = CONTINUATION;
+    }
+
+    /// Ends a compressed message: everything handed up, the inflater given back.
+    fn end_message(&mut self) {
+        self.emit(true);
+        if let Some(inflater) = self.inflater.take() {
+            inflater.finish();
+        }
+        self.open = Open::None;
+        self.state = ReadState::Header;
+        self.inflated = Vec::new();
+        self.input = Vec::new();
+        self.input_at = 0;
+        self.more_output = false;
+    }
+
+    fn poll_read<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.failed {
+            return Pin::new(stream).poll_read(cx, buf);
+        }
+        loop {
+            if self.ready_at < self.ready.len() {
+                let count = buf.remaining().min(self.ready.len() - self.ready_at);
+                buf.put_slice(&self.ready[self.ready_at..self.ready_at + count]);
+                self.ready_at += count;
+                if self.ready_at == self.ready.len() {
+                    release(&mut self.ready);
+                    self.ready_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match self.state {
+                ReadState::Header => {
+                    let missing = self.header.missing();
+                    if missing > 0 {
+                        let at = self.header.len;
+                        let mut into = ReadBuf::new(&mut self.header.bytes[at..at + missing]);
+                        ready!(Pin::new(&mut *stream).poll_read(cx, &mut into))?;
+                        let read = into.filled().len();
+                        if read == 0 {
+                            // The end of the stream: tungstenite decides what it means.
+                            return Poll::Ready(Ok(()));
+                        }
+                        self.header.len += read;
+                        continue;
+                    }
+                    if let Err(violation) = self.start_frame() {
+                        self.failed = true;
+                        return Poll::Ready(Err(violation.into()));
+                    }
+                }
+                ReadState::Forward { left: 0 } => self.state = ReadState::Header,
+                ReadState::Forward { left } => {
+                    let want = buf
+                        .remaining()
+                        .min(usize::try_from(left).unwrap_or(usize::MAX));
+                    if want == 0 {
+                        return Poll::Ready(Ok(()));
+                    }
+                    let read = {
+                        let mut into = ReadBuf::new(buf.initialize_unfilled_to(want));
+                        ready!(Pin::new(&mut *stream).poll_read(cx, &mut into))?;
+                        into.filled().len()
+                    };
+                    buf.advance(read);
+                    self.state = ReadState::Forward {
+                        left: left - read as u64,
+                    };
+                    return Poll::Ready(Ok(()));
+                }
+                ReadState::Compressed { .. } => {
+                    if let Err(violation) = ready!(self.poll_inflate(stream, cx)) {
+                        self.failed = true;
+                        return Poll::Ready(Err(violation));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One step of a compressed frame: inflate, read more of it, or end it. Ready once it made
+    /// progress (the caller loops), pending only while waiting for the client.
+    fn poll_inflate<S: AsyncRead + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let ReadState::Compressed {
+            left,
+            mask,
+            mask_at,
+            fin,
+            tail,
+        } = self.state
+        else {
+            return Poll::Ready(Ok(()));
+        };
+        if self.input_at < self.input.len() || self.more_output {
+            if self.inflated.len() == self.inflated.capacity() {
+                self.emit(false);
+                return Poll::Ready(Ok(()));
+            }
+            let inflater = self
+                .inflater
+                .as_mut()
+                .expect("a compressed message has an inflater");
+            let used = inflater
+                .inflate(&self.input[self.input_at..], &mut self.inflated)
+                .map_err(Violation::from)?;
+            self.input_at += used;
+            self.more_output = self.inflated.len() == self.inflated.capacity();
+            return Poll::Ready(Ok(()));
+        }
+        self.input.clear();
+        self.input_at = 0;
+        if left > 0 {
+            let want = IN_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.input.resize(want, 0);
+            let mut into = ReadBuf::new(&mut self.input);
+            let polled = Pin::new(stream).poll_read(cx, &mut into);
+            let read = into.filled().len();
+            self.input.truncate(read);
+            ready!(polled)?;
+            if read == 0 {
+                // The end of the stream mid-frame: tungstenite sees it end.
+                return Poll::Ready(Ok(()));
+            }
+            for (offset, byte) in self.input.iter_mut().enumerate() {
+                *byte ^= mask[(mask_at + offset) % 4];
+            }
+            self.state = ReadState::Compressed {
+                left: left - read as u64,
+                mask,
+                mask_at: (mask_at + read) % 4,
+                fin,
+                tail,
+            };
+        } else if !fin {
+            // The message goes on in a continuation frame.
+            self.state = ReadState::Header;
+        } else if !tail {
+            self.input.extend_from_slice(Inflater::tail());
+            self.state = ReadState::Compressed {
+                left,
+                mask,
+                mask_at,
+                fin,
+                tail: true,
+            };
+        } else {
+            self.end_message();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum WriteState {
+    Header,
+    /// Passing `left` bytes of a frame through untouched.
+    Forward {
+        left: u64,
+    },
+    /// Gathering a frame's payload to compress it: `first` is its header's first byte.
+    Gather {
+        first: u8,
+        left: usize,
+    },
+}
+
+#[derive(Debug)]
+struct Writer {
+    header: HeaderBytes,
+    state: WriteState,
+    /// `None`: send every message as it is (the client asked for a window zlib cannot keep to).
+    window_bits: Option<u8>,
+    /// A payload being gathered.
+    payload: Vec<u8>,
+    /// Bytes to send before taking any more: `out[out_at..]`.
+    out: Vec<u8>,
+    out_at: usize,
+}
+
+impl Writer {
+    fn new(window_bits: Option<u8>) -> Writer {
+        Writer {
+            header: HeaderBytes::default(),
+            state: WriteState::Header,
+            window_bits,
+            payload: Vec::new(),
+            out: Vec::new(),
+            out_at: 0,
+        }
+    }
+
+    fn start_frame(&mut self) {
+        let raw_len = self.header.len;
+        let mut raw = [0; MAX_HEADER];
+        raw[..raw_len].copy_from_slice(self.header.raw());
+        let header = self.header.take();
+        let whole_message =
+            header.fin() && !header.rsv1() && matches!(header.opcode(), TEXT | BINARY);
+        match usize::try_from(header.len) {
+            Ok(len)
+                if whole_message && len >= MIN_COMPRESSED_SIZE && self.window_bits.is_some() =>
+            {
+                self.payload.reserve_exact(len);
+                self.state = WriteState::Gather {
+                    first: header.first,
+                    left: len,
+                };
+            }
+            _ => {
+                self.out.extend_from_slice(&raw[..raw_len]);
+                self.state = WriteState::Forward { left: header.len };
+            }
+        }
+    }
+
+    /// The gathered payload goes out compressed, or as it is if that would not be smaller.
+    fn finish_gathered(&mut self, first: u8) {
+        let mut compressed = Vec::new();
+        let bits = self.window_bits.unwrap_or(15);
+        if compress(&self.payload, bits, &mut compressed) {
+            put_header(&mut self.out, first | RSV1, compressed.len());
+            self.out.extend_from_slice(&compressed);
+        } else {
+            put_header(&mut self.out, first, self.payload.len());
+            self.out.extend_from_slice(&self.payload);
+        }
+        release(&mut self.payload);
+        self.state = WriteState::Header;
+    }
+
+    /// Sends what the layer holds. Ready once it is all sent.
+    fn poll_drain<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.out_at < self.out.len() {
+            let written = ready!(Pin::new(&mut *stream).poll_write(cx, &self.out[self.out_at..]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out_at += written;
+        }
+        release(&mut self.out);
+        self.out_at = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_write<S: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut S,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        // Bytes taken so far: once some are, the answer is `Ready(Ok(used))`, never `Pending`.
+        let mut used = 0;
+        let blocked = |used: usize| {
+            if used > 0 {
+                Poll::Ready(Ok(used))
+            } else {
+                Poll::Pending
+            }
+        };
+        loop {
+            match self.poll_drain(stream, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return blocked(used),
+            }
+            let rest = &buf[used..];
+            if rest.is_empty() {
+                return Poll::Ready(Ok(used));
+            }
+            match self.state {
+                WriteState::Header => {
+                    used += self.header.fill(rest);
+                    if self.header.missing() == 0 {
+                        self.start_frame();
+                    }
+                }
+                WriteState::Forward { left: 0 } => self.state = WriteState::Header,
+                WriteState::Forward { left } => {
+                    let take = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    match Pin::new(&mut *stream).poll_write(cx, &rest[..take]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                        }
+                        Poll::Ready(Ok(written)) => {
+                            used += written;
+                            self.state = WriteState::Forward {
+                                left: left - written as u64,
+                            };
+                        }
+                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                        Poll::Pending => return blocked(used),
+                    }
+                }
+                WriteState::Gather { first, left } => {
+                    let take = rest.len().min(left);
+                    self.payload.extend_from_slice(&rest[..take]);
+                    used += take;
+                    if take == left {
+                        self.finish_gathered(first);
+                    } else {
+                        self.state = WriteState::Gather {
+                            first,
+                            left: left - take,
+                        };
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for DeflateStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.reader.poll_read(&mut this.stream, cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for DeflateStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.writer.poll_write(&mut this.stream, cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.writer.poll_drain(&mut this.stream, cx))?;
+        Pin::new(&mut this.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.writer.poll_drain(&mut this.stream, cx))?;
+        Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}

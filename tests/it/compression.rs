@@ -1,0 +1,263 @@
+//! permessage-deflate (`--compression`), through raw sockets: the negotiation as the `101`
+//! says it, compressed frames made here with flate2 (miniz_oxide, another implementation than
+//! the server's zlib-rs), and every way a compressed message can be wrong.
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+
+use crate::support::{CONTINUATION, PING, RawClient, TEXT, TestServer};
+
+/// What a browser offers.
+const BROWSER_OFFER: &str =
+    "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+/// What the server agrees to.
+const AGREED: &str = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+const RSV1: u8 = 0x40;
+const FIN: u8 = 0x80;
+const MASK: Option<[u8; 4]> = Some([0x5a, 0x01, 0xc3, 0x7e]);
+
+/// Raw deflate with a sync flush and the `00 00 ff ff` tail removed, as RFC 7692 sends it.
+fn deflate(payload: &[u8]) -> Vec<u8> {
+    let mut compress = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    while compress.total_in() < payload.len() as u64 || out.len() == out.capacity() {
+        out.reserve(out.capacity() + 64);
+        let read = compress.total_in() as usize;
+        compress
+            .compress_vec(&payload[read..], &mut out, FlushCompress::Sync)
+            .expect("compress");
+    }
+    assert!(
+        out.ends_with(&[0, 0, 0xff, 0xff]),
+        "a sync flush ends with its tail"
+    );
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn inflate(compressed: &[u8]) -> Vec<u8> {
+    let mut input = compressed.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut decompress = Decompress::new(false);
+    let mut out = Vec::with_capacity(1 << 20);
+    decompress
+        .decompress_vec(&input, &mut out, FlushDecompress::Sync)
+        .expect("the server's compressed data inflates");
+    out
+}
+
+fn header_line<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+async fn compressed_client(server: &TestServer, path: &str) -> RawClient {
+    let (client, head) = RawClient::handshake(server.addr, path, BROWSER_OFFER, &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        header_line(&head, "sec-websocket-extensions"),
+        Some(AGREED),
+        "{head}"
+    );
+    client
+}
+
+/// A text of `len` bytes that compresses well, like chat or JSON does.
+fn chatty_text(len: usize) -> String {
+    let mut text = String::new();
+    let mut n = 0;
+    while text.len() < len {
+        text.push_str(&format!(
+            "{{\"user\":\"user{}\",\"text\":\"message number {n}\"}}",
+            n % 7
+        ));
+        n += 1;
+    }
+    text.truncate(len);
+    text
+}
+
+#[tokio::test]
+async fn without_the_flag_an_offer_gets_no_extension_and_rsv1_is_refused() {
+    let server = TestServer::start(&[]).await;
+    let (mut client, head) = RawClient::handshake(server.addr, "/mirror", BROWSER_OFFER, &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        header_line(&head, "sec-websocket-extensions"),
+        None,
+        "{head}"
+    );
+    client
+        .send_raw(FIN | RSV1 | TEXT, &deflate(b"hello"), MASK)
+        .await;
+    assert_eq!(client.read_close_code().await, 1002);
+}
+
+#[tokio::test]
+async fn a_browser_offer_is_agreed_and_the_conversation_works_compressed() {
+    let server = TestServer::start(&["--compression"]).await;
+    let mut client = compressed_client(&server, "/subscriptions").await;
+    // Small messages go out as they are: RSV1 is per message.
+    let (first, greeting) = client.read_frame_with_flags().await.expect("greeting");
+    assert_eq!(
+        (first, greeting.as_slice()),
+        (FIN | TEXT, &b"Greetings!"[..])
+    );
+    client
+        .send_raw(FIN | RSV1 | TEXT, &deflate(b"foo"), MASK)
+        .await;
+    let (first, reply) = client.read_frame_with_flags().await.expect("reply");
+    assert_eq!((first, reply.as_slice()), (FIN | TEXT, &b"bar"[..]));
+    // A client may send any message uncompressed, too.
+    client.send(TEXT, b"bar").await;
+    assert_eq!(client.read_frame().await, Some((TEXT, b"foo".to_vec())));
+    // A long message comes back ten times, each compressed, each whole.
+    let long = chatty_text(4000);
+    let packed = deflate(long.as_bytes());
+    assert!(packed.len() < long.len() / 4, "{}", packed.len());
+    client.send_raw(FIN | RSV1 | TEXT, &packed, MASK).await;
+    for copy in 0..10 {
+        let (first, payload) = client.read_frame_with_flags().await.expect("copy");
+        assert_eq!(first, FIN | RSV1 | TEXT, "copy {copy} is compressed");
+        assert!(payload.len() < long.len() / 4, "{}", payload.len());
+        assert_eq!(inflate(&payload), long.as_bytes(), "copy {copy}");
+    }
+    client
+        .send_raw(FIN | RSV1 | TEXT, &deflate(b"end"), MASK)
+        .await;
+    assert_eq!(client.read_close_code().await, 1000);
+}
+
+#[tokio::test]
+async fn a_fragmented_compressed_message_with_a_ping_between_is_answered() {
+    let server = TestServer::start(&["--compression"]).await;
+    let mut client = compressed_client(&server, "/mirror").await;
+    let text = chatty_text(50_000);
+    let packed = deflate(text.as_bytes());
+    let (one, rest) = packed.split_at(packed.len() / 3);
+    let (two, three) = rest.split_at(rest.len() / 2);
+    client.send_raw(RSV1 | TEXT, one, MASK).await;
+    client.send_raw(FIN | PING, b"between", MASK).await;
+    client.send_raw(CONTINUATION, two, MASK).await;
+    client.send_raw(FIN | CONTINUATION, three, MASK).await;
+    let (first, pong) = client.read_frame_with_flags().await.expect("pong");
+    assert_eq!((first, pong.as_slice()), (FIN | 0xA, &b"between"[..]));
+    let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
+    assert_eq!(first, FIN | RSV1 | TEXT);
+    assert_eq!(inflate(&echoed), text.as_bytes());
+}
+
+#[tokio::test]
+async fn a_window_the_client_asks_for_is_kept_and_an_offer_the_server_cannot_honour_is_declined() {
+    let server = TestServer::start(&["--compression"]).await;
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n";
+    let (mut client, head) = RawClient::handshake(server.addr, "/mirror", offer, &[]).await;
+    assert_eq!(
+        header_line(&head, "sec-websocket-extensions"),
+        Some(&*format!("{AGREED}; server_max_window_bits=10")),
+    );
+    let text = chatty_text(3000);
+    client.send(TEXT, text.as_bytes()).await;
+    let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
+    assert_eq!(first, FIN | RSV1 | TEXT);
+    assert_eq!(inflate(&echoed), text.as_bytes());
+
+    // Declined, not half-accepted: the session goes on without the extension.
+    let offer =
+        "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=7, x-other\r\n";
+    let (mut client, head) = RawClient::handshake(server.addr, "/mirror", offer, &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        header_line(&head, "sec-websocket-extensions"),
+        None,
+        "{head}"
+    );
+    client.send(TEXT, text.as_bytes()).await;
+    assert_eq!(
+        client.read_frame_with_flags().await,
+        Some((FIN | TEXT, text.into_bytes()))
+    );
+}
+
+#[tokio::test]
+async fn a_message_that_inflates_to_100_mb_closes_with_1009_and_memory_stays_bounded() {
+    let server = TestServer::start(&["--compression"]).await;
+    let before = server.rss_kib();
+    // Independently compressed, sync-flushed pieces make one valid stream, each with its
+    // sync flush's tail but the last: 100 pieces of 1 MiB of zeros, about 100 KiB on the wire.
+    let piece = deflate(&vec![0u8; 1 << 20]);
+    let mut bomb = Vec::new();
+    for _ in 0..99 {
+        bomb.extend_from_slice(&piece);
+        bomb.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    }
+    bomb.extend_from_slice(&piece);
+    assert!(bomb.len() < 200 * 1024, "{}", bomb.len());
+    let mut client = compressed_client(&server, "/mirror").await;
+    client
+        .send_raw(FIN | RSV1 | BINARY_OPCODE, &bomb, MASK)
+        .await;
+    assert_eq!(client.read_close_code().await, 1009);
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 8 * 1024, "the server grew by {grown} KiB");
+
+    // The same through a limit of 16 MiB: refused at the limit, not at 100 MB.
+    let server = TestServer::start(&["--compression", "--max-message-size", "16777216"]).await;
+    let before = server.rss_kib();
+    let mut client = compressed_client(&server, "/mirror").await;
+    client
+        .send_raw(FIN | RSV1 | BINARY_OPCODE, &bomb, MASK)
+        .await;
+    assert_eq!(client.read_close_code().await, 1009);
+    let grown = server.rss_kib().saturating_sub(before);
+    assert!(grown < 40 * 1024, "the server grew by {grown} KiB");
+}
+
+const BINARY_OPCODE: u8 = 0x2;
+
+#[tokio::test]
+async fn broken_compressed_messages_get_their_close_codes() {
+    let server = TestServer::start(&["--compression"]).await;
+    // Not deflate at all (BTYPE 11 is reserved).
+    let mut client = compressed_client(&server, "/mirror").await;
+    client
+        .send_raw(FIN | RSV1 | TEXT, &[0xff, 0xff, 0xff, 0xff], MASK)
+        .await;
+    assert_eq!(client.read_close_code().await, 1007);
+    // Inflates fine, but not to UTF-8.
+    let mut client = compressed_client(&server, "/mirror").await;
+    client
+        .send_raw(FIN | RSV1 | TEXT, &deflate(b"ok \xff\xfe no"), MASK)
+        .await;
+    assert_eq!(client.read_close_code().await, 1007);
+    // RSV1 belongs on a message's first frame only.
+    let mut client = compressed_client(&server, "/mirror").await;
+    client.send_raw(RSV1 | TEXT, &deflate(b"one"), MASK).await;
+    client
+        .send_raw(FIN | RSV1 | CONTINUATION, &deflate(b"two"), MASK)
+        .await;
+    assert_eq!(client.read_close_code().await, 1002);
+    // ... and never on a control frame.
+    let mut client = compressed_client(&server, "/mirror").await;
+    client.send_raw(FIN | RSV1 | PING, b"", MASK).await;
+    assert_eq!(client.read_close_code().await, 1002);
+    // The layer hands tungstenite unmasked frames, so it checks the mask itself.
+    let mut client = compressed_client(&server, "/mirror").await;
+    client.send_raw(FIN | TEXT, b"unmasked", None).await;
+    assert_eq!(client.read_close_code().await, 1002);
+    // A new message in the middle of a compressed one.
+    let mut client = compressed_client(&server, "/mirror").await;
+    client.send_raw(RSV1 | TEXT, &deflate(b"half"), MASK).await;
+    client.send_raw(FIN | TEXT, b"another", MASK).await;
+    assert_eq!(client.read_close_code().await, 1002);
+    // The server goes on serving.
+    let mut client = compressed_client(&server, "/mirror").await;
+    client
+        .send_raw(FIN | RSV1 | TEXT, &deflate(b"still here"), MASK)
+        .await;
+    assert_eq!(
+        client.read_frame().await,
+        Some((TEXT, b"still here".to_vec()))
+    );
+}
