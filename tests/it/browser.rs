@@ -173,7 +173,12 @@ impl Browser {
 
 /// The release server serving the built client, and a browser on `path_and_query` of it.
 async fn open_page(path_and_query: &str) -> (TestServer, Browser) {
-    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    open_page_of(&[], path_and_query).await
+}
+
+/// Like [`open_page`], with a server started with `server_args`.
+async fn open_page_of(server_args: &[&str], path_and_query: &str) -> (TestServer, Browser) {
+    let server = TestServer::start_with_dir(&built_static_dir(), server_args).await;
     let browser = Browser::start().await;
     browser
         .client()
@@ -192,7 +197,8 @@ fn count(lines: &[String], line: &str) -> usize {
 async fn a_conversation_in_a_real_browser() {
     let (_server, browser) = open_page("/").await;
     browser.watch_for_errors().await;
-    browser.wait_for_status("open").await;
+    // Compression is off unless the server is asked for it.
+    assert_eq!(browser.wait_for_status("open").await, "Connected");
 
     browser.type_message("foo").await;
     browser.type_message("hello").await;
@@ -270,6 +276,46 @@ async fn a_conversation_in_a_real_browser() {
             (count(&browser.log_lines().await, "Server: Greetings!") == 2).then_some(())
         })
         .await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn with_compression_the_browser_negotiates_permessage_deflate_and_talks_through_it() {
+    let (_server, browser) = open_page_of(&["--compression"], "/").await;
+    browser.watch_for_errors().await;
+    assert_eq!(
+        browser.wait_for_status("open").await,
+        "Connected (compressed)"
+    );
+    let script = "return document.getElementById('status').dataset.extensions";
+    let extensions = browser
+        .client()
+        .execute(script, vec![])
+        .await
+        .expect("script runs");
+    assert_eq!(
+        extensions.as_str(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover"),
+        "the page's WebSocket.extensions"
+    );
+    // Chromium compresses what it sends; the server compresses replies of 128 bytes or more.
+    let long = "a message long enough to be compressed on the way back, ".repeat(4);
+    let long = long.trim_end();
+    browser.type_message("foo").await;
+    browser.type_and_wait_for_answers(long, 10).await;
+    browser.type_and_wait_for_answers("short one", 10).await;
+    let lines = browser.log_lines().await;
+    assert_eq!(lines[0], "Server: Greetings!");
+    assert_eq!(count(&lines, "Server: bar"), 1);
+    browser.assert_no_errors().await;
+    browser.assert_no_csp_violations().await;
+    browser.screenshot("compressed.png").await;
     browser
         .client()
         .clone()

@@ -213,7 +213,11 @@ impl Client {
         if opened {
             backoff.reset();
             self.outbox.borrow_mut().connection_opened();
-            self.page.set_status(&Status::Open);
+            let extensions = socket.extensions();
+            self.page.show_extensions(&extensions);
+            self.page.set_status(&Status::Open {
+                compressed: extensions.starts_with("permessage-deflate"),
+            });
             self.send_waiting(&mut socket);
         }
         // When the oldest unanswered message last saw progress: it was sent, or a frame came.

@@ -81,6 +81,12 @@ impl Page {
             .set_hidden(!matches!(status, Status::Closed { .. }));
     }
 
+    /// Keeps the connection's `WebSocket.extensions` on the status line (`data-extensions`),
+    /// for whoever inspects the page.
+    pub fn show_extensions(&self, extensions: &str) {
+        let _ = self.status.set_attribute("data-extensions", extensions);
+    }
+
     /// Shows how many messages wait, and for what (nothing when none do).
     pub fn set_waiting(&self, waiting: Waiting) {
         self.queued.set_text_content(Some(&waiting.to_string()));

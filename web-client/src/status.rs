@@ -7,7 +7,10 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Connecting,
-    Open,
+    /// Connected; `compressed` when the server agreed to permessage-deflate.
+    Open {
+        compressed: bool,
+    },
     /// Waiting to try again, `seconds` from now.
     Reconnecting {
         seconds: u32,
@@ -28,7 +31,7 @@ impl Status {
     pub fn key(&self) -> &'static str {
         match self {
             Status::Connecting => "connecting",
-            Status::Open => "open",
+            Status::Open { .. } => "open",
             Status::Reconnecting { .. } => "reconnecting",
             Status::Closed { .. } => "closed",
             Status::Failed { .. } => "failed",
@@ -40,7 +43,8 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Status::Connecting => f.write_str("Connecting…"),
-            Status::Open => f.write_str("Connected"),
+            Status::Open { compressed: false } => f.write_str("Connected"),
+            Status::Open { compressed: true } => f.write_str("Connected (compressed)"),
             Status::Reconnecting { seconds } => write!(f, "Reconnecting in {seconds} s…"),
             Status::Closed { code, reason } if reason.is_empty() => write!(f, "Closed ({code})"),
             Status::Closed { code, reason } => write!(f, "Closed ({code}: {reason})"),
@@ -145,7 +149,11 @@ mod tests {
     #[test]
     fn labels() {
         assert_eq!(Status::Connecting.to_string(), "Connecting…");
-        assert_eq!(Status::Open.to_string(), "Connected");
+        assert_eq!(Status::Open { compressed: false }.to_string(), "Connected");
+        assert_eq!(
+            Status::Open { compressed: true }.to_string(),
+            "Connected (compressed)"
+        );
         assert_eq!(
             Status::Reconnecting { seconds: 3 }.to_string(),
             "Reconnecting in 3 s…"

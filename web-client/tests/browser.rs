@@ -168,7 +168,18 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
         .expect("button");
     let cases = [
         (Status::Connecting, "connecting", "Connecting…", true),
-        (Status::Open, "open", "Connected", true),
+        (
+            Status::Open { compressed: false },
+            "open",
+            "Connected",
+            true,
+        ),
+        (
+            Status::Open { compressed: true },
+            "open",
+            "Connected (compressed)",
+            true,
+        ),
         (
             Status::Reconnecting { seconds: 4 },
             "reconnecting",
