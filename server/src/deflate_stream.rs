@@ -14,8 +14,9 @@
 //!
 //! Writing: tungstenite's bytes are parsed as frames as they come; a whole text or binary
 //! frame of at least [`MIN_COMPRESSED_SIZE`] bytes is gathered and sent compressed with RSV1,
-//! everything else passes through. The layer takes no new bytes while it still holds
-//! compressed ones, so it adds at most one message to what a session buffers.
+//! everything else passes through. Frames gather until [`WRITE_CHUNK`] bytes or a flush, so a
+//! batch of replies still leaves in one write; the layer takes no new bytes while that much
+//! waits, so it adds at most a chunk and one message to what a session buffers.
 
 use std::io;
 use std::pin::Pin;
@@ -28,6 +29,9 @@ use crate::deflate::{Agreement, InflateError, Inflater, MIN_COMPRESSED_SIZE, com
 
 /// Most inflated bytes handed up as one frame.
 const OUT_CHUNK: usize = 16 * 1024;
+/// Bytes gathered before they are written: tungstenite's batch of replies goes out in one
+/// write, compressed or not, as it does without the layer.
+const WRITE_CHUNK: usize = 16 * 1024;
 /// Most compressed bytes read at a time.
 const IN_CHUNK: usize = 16 * 1024;
 /// Buffers larger than this are freed once drained, so idle sessions stay small.
@@ -557,7 +561,8 @@ struct Writer {
     window_bits: Option<u8>,
     /// A payload being gathered.
     payload: Vec<u8>,
-    /// Bytes to send before taking any more: `out[out_at..]`.
+    /// Frames ready to send, written once [`WRITE_CHUNK`] have gathered or on flush:
+    /// `out[out_at..]`.
     out: Vec<u8>,
     out_at: usize,
 }
@@ -593,7 +598,11 @@ impl Writer {
             }
             _ => {
                 self.out.extend_from_slice(&raw[..raw_len]);
-                self.state = WriteState::Forward { left: header.len };
+                self.state = if header.len == 0 {
+                    WriteState::Header
+                } else {
+                    WriteState::Forward { left: header.len }
+                };
             }
         }
     }
@@ -639,18 +648,14 @@ impl Writer {
     ) -> Poll<io::Result<usize>> {
         // Bytes taken so far: once some are, the answer is `Ready(Ok(used))`, never `Pending`.
         let mut used = 0;
-        let blocked = |used: usize| {
-            if used > 0 {
-                Poll::Ready(Ok(used))
-            } else {
-                Poll::Pending
-            }
-        };
         loop {
-            match self.poll_drain(stream, cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                Poll::Pending => return blocked(used),
+            if self.out.len() - self.out_at >= WRITE_CHUNK {
+                match self.poll_drain(stream, cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending if used > 0 => return Poll::Ready(Ok(used)),
+                    Poll::Pending => return Poll::Pending,
+                }
             }
             let rest = &buf[used..];
             if rest.is_empty() {
@@ -663,22 +668,19 @@ impl Writer {
                         self.start_frame();
                     }
                 }
-                WriteState::Forward { left: 0 } => self.state = WriteState::Header,
                 WriteState::Forward { left } => {
-                    let take = rest.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    match Pin::new(&mut *stream).poll_write(cx, &rest[..take]) {
-                        Poll::Ready(Ok(0)) => {
-                            return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                        }
-                        Poll::Ready(Ok(written)) => {
-                            used += written;
-                            self.state = WriteState::Forward {
-                                left: left - written as u64,
-                            };
-                        }
-                        Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                        Poll::Pending => return blocked(used),
-                    }
+                    let take = rest
+                        .len()
+                        .min(WRITE_CHUNK)
+                        .min(usize::try_from(left).unwrap_or(usize::MAX));
+                    self.out.extend_from_slice(&rest[..take]);
+                    used += take;
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        WriteState::Header
+                    } else {
+                        WriteState::Forward { left }
+                    };
                 }
                 WriteState::Gather { first, left } => {
                     let take = rest.len().min(left);
@@ -729,5 +731,177 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for DeflateStream<S> {
         let this = self.get_mut();
         ready!(this.writer.poll_drain(&mut this.stream, cx))?;
         Pin::new(&mut this.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deflate::negotiate;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn agreement() -> Agreement {
+        negotiate([&http::HeaderValue::from_static("permessage-deflate")]).expect("agreed")
+    }
+
+    /// A frame as tungstenite writes it (unmasked) or as a client sends it (masked).
+    fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_header(&mut out, first, payload.len());
+        if let Some(mask) = mask {
+            out[1] |= MASKED;
+            out.extend_from_slice(&mask);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    /// Splits a byte stream of unmasked frames into `(first byte, payload)`.
+    fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut found = Vec::new();
+        while !bytes.is_empty() {
+            let mut header = HeaderBytes::default();
+            let used = header.fill(bytes);
+            let parsed = header.take();
+            let len = parsed.len as usize;
+            found.push((parsed.first, bytes[used..used + len].to_vec()));
+            bytes = &bytes[used + len..];
+        }
+        found
+    }
+
+    fn inflate(compressed: &[u8]) -> Vec<u8> {
+        let mut inflater = Inflater::start(1 << 20);
+        let mut out = Vec::with_capacity(1 << 20);
+        let mut input = compressed.to_vec();
+        input.extend_from_slice(Inflater::tail());
+        let used = inflater.inflate(&input, &mut out).expect("inflates");
+        assert_eq!(used, input.len());
+        out
+    }
+
+    const LONG: &str = "{\"user\":\"ada\",\"text\":\"the deploy is green again\"}";
+
+    #[tokio::test]
+    async fn large_data_frames_leave_compressed_and_the_rest_as_they_were_however_split() {
+        let long = LONG.repeat(40);
+        let written: Vec<u8> = [
+            frame(FIN | TEXT, b"short", None),
+            frame(FIN | TEXT, long.as_bytes(), None),
+            frame(FIN | 0x9, b"ping", None),
+            frame(FIN | BINARY, &[], None),
+            frame(FIN | BINARY, long.as_bytes(), None),
+        ]
+        .concat();
+        for split in [1, 2, 5, 13, 4096] {
+            let mut layer = DeflateStream::new(Vec::new(), agreement(), 1 << 20);
+            for piece in written.chunks(split) {
+                layer.write_all(piece).await.expect("write");
+            }
+            layer.flush().await.expect("flush");
+            let sent = frames(&layer.stream);
+            assert_eq!(sent.len(), 5, "split {split}");
+            assert_eq!(sent[0], (FIN | TEXT, b"short".to_vec()));
+            assert_eq!(sent[1].0, FIN | RSV1 | TEXT);
+            assert_eq!(inflate(&sent[1].1), long.as_bytes());
+            assert_eq!(sent[2], (FIN | 0x9, b"ping".to_vec()));
+            assert_eq!(sent[3], (FIN | BINARY, Vec::new()));
+            assert_eq!(sent[4].0, FIN | RSV1 | BINARY);
+            assert_eq!(inflate(&sent[4].1), long.as_bytes());
+        }
+    }
+
+    #[tokio::test]
+    async fn tungstenite_reads_compressed_messages_as_plain_frames_however_small_its_reads() {
+        let long = LONG.repeat(2000);
+        let mut packed = Vec::new();
+        assert!(compress(long.as_bytes(), 15, &mut packed));
+        let (one, two) = packed.split_at(packed.len() / 2);
+        let mask = Some([9, 8, 7, 6]);
+        let received: Vec<u8> = [
+            frame(FIN | TEXT, b"plain", mask),
+            frame(RSV1 | TEXT, one, mask),
+            frame(FIN | 0x9, b"ping", mask),
+            frame(FIN | CONTINUATION, two, mask),
+        ]
+        .concat();
+        for read_size in [1, 7, 100, 1 << 16] {
+            let mut layer = DeflateStream::new(&received[..], agreement(), 1 << 20);
+            let mut handed_up = Vec::new();
+            let mut chunk = vec![0; read_size];
+            loop {
+                let read = layer.read(&mut chunk).await.expect("read");
+                if read == 0 {
+                    break;
+                }
+                handed_up.extend_from_slice(&chunk[..read]);
+            }
+            // The plain frame and the ping pass untouched (still masked: split them by hand).
+            let plain = frame(FIN | TEXT, b"plain", mask);
+            assert_eq!(
+                &handed_up[..plain.len()],
+                &plain[..],
+                "reads of {read_size}"
+            );
+            let rest = &handed_up[plain.len()..];
+            let mut message = Vec::new();
+            let mut at = 0;
+            let mut saw_ping = false;
+            while at < rest.len() {
+                if rest[at] & 0x0f == 0x9 {
+                    let ping = frame(FIN | 0x9, b"ping", mask);
+                    assert_eq!(&rest[at..at + ping.len()], &ping[..]);
+                    at += ping.len();
+                    saw_ping = true;
+                    continue;
+                }
+                let (first, payload) = frames(&rest[at..]).remove(0);
+                let mut header = HeaderBytes::default();
+                at += header.fill(&rest[at..]) + payload.len();
+                assert_eq!(first & RSV1, 0, "tungstenite never sees RSV1");
+                assert_eq!(
+                    first & 0x0f,
+                    if message.is_empty() {
+                        TEXT
+                    } else {
+                        CONTINUATION
+                    }
+                );
+                message.extend_from_slice(&payload);
+                if first & FIN != 0 {
+                    assert_eq!(at, rest.len(), "the last piece ends the stream");
+                }
+            }
+            assert!(saw_ping);
+            assert_eq!(message, long.as_bytes(), "reads of {read_size}");
+        }
+    }
+
+    #[tokio::test]
+    async fn what_breaks_the_rules_comes_up_as_a_violation_with_its_close_code() {
+        let mask = Some([1, 2, 3, 4]);
+        let cases: [(Vec<u8>, CloseCode); 4] = [
+            (frame(FIN | TEXT, b"unmasked", None), CloseCode::Protocol),
+            (
+                frame(FIN | CONTINUATION, b"orphan", mask),
+                CloseCode::Protocol,
+            ),
+            (
+                frame(FIN | RSV1 | TEXT, &[0xff; 8], mask),
+                CloseCode::Invalid,
+            ),
+            (
+                [frame(TEXT, b"half", mask), frame(FIN | TEXT, b"new", mask)].concat(),
+                CloseCode::Protocol,
+            ),
+        ];
+        for (bytes, code) in cases {
+            let mut layer = DeflateStream::new(&bytes[..], agreement(), 1 << 20);
+            let mut sink = Vec::new();
+            let error = layer.read_to_end(&mut sink).await.expect_err("a violation");
+            assert_eq!(Violation::of(&error).map(|v| v.code), Some(code), "{error}");
+        }
     }
 }

@@ -64,6 +64,14 @@ struct Args {
     /// Speak TLS (`wss:`), trusting the PEM certificate in this file.
     #[arg(long)]
     tls_ca: Option<std::path::PathBuf>,
+    /// Messages are chat-like JSON (`{"user":…,"text":…}` lines) instead of one repeated
+    /// byte, so they compress as real traffic does.
+    #[arg(long)]
+    chat: bool,
+    /// Offer permessage-deflate as browsers do (failing if the server declines) and send every
+    /// message compressed, as Chromium does.
+    #[arg(long)]
+    deflate: bool,
 }
 
 /// A connection: plain TCP, or TLS over TCP.
@@ -74,6 +82,7 @@ struct Dialer {
     addr: SocketAddr,
     path: String,
     tls: Option<tokio_rustls::TlsConnector>,
+    deflate: bool,
 }
 
 impl Dialer {
@@ -102,6 +111,7 @@ impl Dialer {
             addr: args.addr,
             path: args.path.clone(),
             tls,
+            deflate: args.deflate,
         })
     }
 
@@ -115,7 +125,7 @@ impl Dialer {
                 Either::Right(connector.connect(name, stream).await?)
             }
         };
-        handshake(stream, self.addr, &self.path).await
+        handshake(stream, self.addr, &self.path, self.deflate).await
     }
 }
 
@@ -123,6 +133,8 @@ impl Dialer {
 struct Tally {
     round_trips: u64,
     latency: Histogram<u64>,
+    /// WebSocket bytes sent and received while measuring (frames, not TCP/IP headers).
+    wire_bytes: u64,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -136,7 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return fixed_count(&args, messages).await;
     }
     let dialer = Dialer::new(&args)?;
-    let frame = masked_text_frame(args.size);
+    let frame = message_frame(&args);
     let start = Instant::now() + Duration::from_millis(200);
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
@@ -164,10 +176,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu_before = wait_and_read_cpu(measure_from, args.pid).await;
     let cpu_after = wait_and_read_cpu(end, args.pid).await;
     let mut round_trips = 0;
+    let mut wire_bytes = 0;
     let mut latency = Histogram::<u64>::new(3)?;
     while let Some(tally) = tasks.join_next().await {
         let tally = tally??;
         round_trips += tally.round_trips;
+        wire_bytes += tally.wire_bytes;
         latency.add(&tally.latency)?;
     }
     let per_second = round_trips as f64 / args.duration;
@@ -185,6 +199,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "p99_us": latency.value_at_quantile(0.99),
         "p999_us": latency.value_at_quantile(0.999),
         "server_cpu_us_per_round_trip": cpu_us,
+        "wire_bytes_per_round_trip": json_number(wire_bytes as f64 / round_trips.max(1) as f64),
         "server_rss_kib": args.pid.and_then(rss_kib),
     });
     println!("{line}");
@@ -199,7 +214,7 @@ fn json_number(value: f64) -> serde_json::Value {
 async fn idle(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let pid = args.pid.ok_or("--idle needs --pid")?;
     let before = rss_kib(pid).ok_or("cannot read the server's memory")?;
-    let frame = masked_text_frame(args.size);
+    let frame = message_frame(args);
     let dialer = Dialer::new(args)?;
     let mut sockets = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
@@ -226,7 +241,7 @@ async fn idle(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
 /// `--messages`: that many round trips in all, spread over the connections, then stop.
 async fn fixed_count(args: &Args, messages: u64) -> Result<(), Box<dyn std::error::Error>> {
     let dialer = Dialer::new(args)?;
-    let frame = masked_text_frame(args.size);
+    let frame = message_frame(args);
     let connections = args.connections.max(1) as u64;
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..connections {
@@ -278,7 +293,9 @@ async fn drive(mut stream: Connection, plan: Plan) -> std::io::Result<Tally> {
     let mut tally = Tally {
         round_trips: 0,
         latency: Histogram::new(3).expect("valid sigfig"),
+        wire_bytes: 0,
     };
+    let measuring = |at: Instant| at >= plan.measure_from && at < plan.end;
     let mut parser = HeaderParser::default();
     let mut buffer = vec![0u8; 64 * 1024];
     // When each outstanding message was written.
@@ -308,6 +325,9 @@ async fn drive(mut stream: Connection, plan: Plan) -> std::io::Result<Tally> {
             let now = Instant::now();
             while next_due <= now && next_due < plan.end {
                 stream.write_all(&plan.frame).await?;
+                if measuring(now) {
+                    tally.wire_bytes += plan.frame.len() as u64;
+                }
                 sent_at.push_back(Instant::now());
                 next_due += interval;
             }
@@ -315,6 +335,9 @@ async fn drive(mut stream: Connection, plan: Plan) -> std::io::Result<Tally> {
         let Some(read) = read else { continue };
         if read == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if measuring(Instant::now()) {
+            tally.wire_bytes += read as u64;
         }
         let frames = parser.count_frames(&buffer[..read]);
         let mut resend = 0;
@@ -343,6 +366,9 @@ async fn drive(mut stream: Connection, plan: Plan) -> std::io::Result<Tally> {
                 sent_at.push_back(Instant::now());
             }
             stream.write_all(&burst).await?;
+            if measuring(Instant::now()) {
+                tally.wire_bytes += burst.len() as u64;
+            }
         }
     }
     Ok(tally)
@@ -414,10 +440,22 @@ fn parse_header(bytes: &[u8]) -> Option<(usize, u64, bool)> {
     }
 }
 
-/// A final, masked text frame of `size` bytes of `x`, encoded once.
-fn masked_text_frame(size: usize) -> bytes::Bytes {
+/// The one message every connection sends, as a final, masked text frame encoded once:
+/// `--size` bytes of `x`, or of chat-like JSON with `--chat`; compressed with `--deflate`.
+fn message_frame(args: &Args) -> bytes::Bytes {
+    let payload: Vec<u8> = if args.chat {
+        chat_text(args.size).into_bytes()
+    } else {
+        vec![b'x'; args.size]
+    };
+    let (first, payload) = if args.deflate {
+        (0xc1, deflate(&payload))
+    } else {
+        (0x81, payload)
+    };
     let mask = [0x11, 0x22, 0x33, 0x44];
-    let mut frame = vec![0x81];
+    let size = payload.len();
+    let mut frame = vec![first];
     match size {
         0..=125 => frame.push(0x80 | size as u8),
         126..=0xffff => {
@@ -430,29 +468,88 @@ fn masked_text_frame(size: usize) -> bytes::Bytes {
         }
     }
     frame.extend_from_slice(&mask);
-    frame.extend((0..size).map(|index| b'x' ^ mask[index % 4]));
+    frame.extend(
+        payload
+            .iter()
+            .enumerate()
+            .map(|(index, byte)| byte ^ mask[index % 4]),
+    );
     frame.into()
 }
 
-/// The WebSocket opening handshake on an open connection.
+/// `len` bytes of JSON chat lines, varied enough that deflate does what it does on real chat.
+fn chat_text(len: usize) -> String {
+    const WORDS: [&str; 12] = [
+        "hello", "the", "deploy", "is", "green", "again", "after", "lunch", "ok", "shipping",
+        "tomorrow", "thanks",
+    ];
+    let mut text = String::with_capacity(len + 64);
+    let mut n = 0usize;
+    while text.len() < len {
+        let words: Vec<&str> = (0..6)
+            .map(|k| WORDS[(n * 7 + k * 5 + n / 3) % WORDS.len()])
+            .collect();
+        text.push_str(&format!(
+            "{{\"user\":\"user{}\",\"at\":{},\"text\":\"{}\"}}\n",
+            n % 13,
+            1_700_000_000 + n * 37,
+            words.join(" ")
+        ));
+        n += 1;
+    }
+    text.truncate(len);
+    text
+}
+
+/// Raw deflate, sync flush, the `00 00 ff ff` tail removed: one permessage-deflate message.
+fn deflate(payload: &[u8]) -> Vec<u8> {
+    use flate2::{Compress, Compression, FlushCompress};
+    let mut compress = Compress::new(Compression::default(), false);
+    let mut out = Vec::with_capacity(payload.len() + 64);
+    loop {
+        let read = compress.total_in() as usize;
+        compress
+            .compress_vec(&payload[read..], &mut out, FlushCompress::Sync)
+            .expect("deflate never fails on a buffer");
+        if compress.total_in() as usize == payload.len() && out.len() < out.capacity() {
+            break;
+        }
+        out.reserve(out.capacity());
+    }
+    out.truncate(out.len().saturating_sub(4));
+    out
+}
+
+/// The WebSocket opening handshake on an open connection; with `deflate`, the offer Chromium
+/// sends, which the server must accept.
 async fn handshake(
     mut stream: Connection,
     addr: SocketAddr,
     path: &str,
+    deflate: bool,
 ) -> std::io::Result<Connection> {
+    let offer = if deflate {
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+    } else {
+        ""
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{offer}\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     let mut head = Vec::with_capacity(256);
     while !head.ends_with(b"\r\n\r\n") {
         head.push(stream.read_u8().await?);
     }
-    if !head.starts_with(b"HTTP/1.1 101") {
-        return Err(std::io::Error::other(
-            String::from_utf8_lossy(&head).into_owned(),
-        ));
+    let head = String::from_utf8_lossy(&head);
+    if !head.starts_with("HTTP/1.1 101") {
+        return Err(std::io::Error::other(head.into_owned()));
+    }
+    if deflate && !head.to_ascii_lowercase().contains("permessage-deflate") {
+        return Err(std::io::Error::other(format!(
+            "the server declined permessage-deflate (is --compression on?): {head}"
+        )));
     }
     Ok(stream)
 }
