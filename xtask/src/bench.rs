@@ -69,6 +69,8 @@ pub enum Section {
     PageLoad,
     /// Only the rows with metrics served, plain and over TLS.
     Deployment,
+    /// Only the rows with permessage-deflate against without.
+    Compression,
     /// Only the instructions per message under callgrind.
     Instructions,
 }
@@ -171,28 +173,33 @@ pub fn bench(section: Section) -> Result<()> {
         Section::All | Section::Static => {
             static_files(&pinning, &servers[0], &static_dir, reps, seconds)?
         }
-        Section::PageLoad | Section::Deployment | Section::Instructions => Vec::new(),
+        _ => Vec::new(),
     };
     let (page_load_table, page_loads) = match section {
         Section::All | Section::PageLoad => crate::page_load::page_load(&pinning, reps)?,
-        Section::Static | Section::Deployment | Section::Instructions => {
-            (String::new(), Vec::new())
-        }
+        _ => (String::new(), Vec::new()),
     };
     let (deployment_table, deployment_runs) = match section {
         Section::All | Section::Deployment => {
-            crate::deployment_bench::deployment(&pinning, reps, seconds)?
+            crate::variants_bench::deployment(&pinning, reps, seconds)?
         }
-        Section::Static | Section::PageLoad | Section::Instructions => (String::new(), Vec::new()),
+        _ => (String::new(), Vec::new()),
+    };
+    let (compression_table, compression_runs) = match section {
+        Section::All | Section::Compression => {
+            crate::variants_bench::compression(&pinning, reps, seconds)?
+        }
+        _ => (String::new(), Vec::new()),
     };
     let (instructions_table, instruction_runs) = match section {
         Section::All | Section::Instructions => crate::instructions::instructions(&release)?,
-        Section::Static | Section::PageLoad | Section::Deployment => (String::new(), Vec::new()),
+        _ => (String::new(), Vec::new()),
     };
     for line in statics
         .iter()
         .chain(&page_loads)
         .chain(&deployment_runs)
+        .chain(&compression_runs)
         .chain(&instruction_runs)
     {
         writeln!(jsonl, "{line}")?;
@@ -208,12 +215,14 @@ pub fn bench(section: Section) -> Result<()> {
             render_table(&results, start_ms, &servers, &pinning, reps, seconds)
                 + &instructions_table
                 + &deployment_table
+                + &compression_table
                 + &static_table(&statics)
                 + &page_load_table
         }
         Section::Static => static_table(&statics),
         Section::PageLoad => page_load_table,
         Section::Deployment => deployment_table,
+        Section::Compression => compression_table,
         Section::Instructions => instructions_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;

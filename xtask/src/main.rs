@@ -8,12 +8,12 @@
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
-mod deployment_bench;
 mod instructions;
 mod page_load;
 mod precompress;
 mod process;
 mod tools;
+mod variants_bench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -31,9 +31,10 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load|deployment|instructions]
+  bench [static|page-load|deployment|compression|instructions]
                        benchmark the server against reference servers (prints a table), or
-                       only the static-file, page-load, metrics+TLS, or callgrind rows
+                       only the static-file, page-load, metrics+TLS, permessage-deflate, or
+                       callgrind rows
   conformance          run the Autobahn|Testsuite against /mirror: cases 1-7, 9 and 10,
                        and with --compression also 12 and 13 (permessage-deflate)
 ";
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
             None => bench::bench(bench::Section::All),
             Some("static") => bench::bench(bench::Section::Static),
             Some("deployment") => bench::bench(bench::Section::Deployment),
+            Some("compression") => bench::bench(bench::Section::Compression),
             Some("instructions") => bench::bench(bench::Section::Instructions),
             Some("page-load") => bench::bench(bench::Section::PageLoad),
             Some(other) => Err(format!("unknown bench section `{other}`\n\n{USAGE}").into()),
