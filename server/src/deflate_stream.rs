@@ -14,9 +14,10 @@
 //!
 //! Writing: tungstenite's bytes are parsed as frames as they come; a whole text or binary
 //! frame of at least [`MIN_COMPRESSED_SIZE`] bytes is gathered and sent compressed with RSV1,
-//! everything else passes through. Frames gather until [`WRITE_CHUNK`] bytes or a flush, so a
-//! batch of replies still leaves in one write; the layer takes no new bytes while that much
-//! waits, so it adds at most a chunk and one message to what a session buffers.
+//! everything else passes through. The frames of one `write` call leave together at its end
+//! (every [`WRITE_CHUNK`] bytes if it is longer), so a batch of replies still leaves in one
+//! write; the layer takes no new bytes while a chunk waits for the socket, so it adds at most
+//! a chunk and one message to what a session buffers.
 
 use std::io;
 use std::pin::Pin;
@@ -561,8 +562,8 @@ struct Writer {
     window_bits: Option<u8>,
     /// A payload being gathered.
     payload: Vec<u8>,
-    /// Frames ready to send, written once [`WRITE_CHUNK`] have gathered or on flush:
-    /// `out[out_at..]`.
+    /// Frames ready to send, written at the end of each `write` call, once [`WRITE_CHUNK`]
+    /// have gathered, or on flush: `out[out_at..]`.
     out: Vec<u8>,
     out_at: usize,
 }
@@ -659,6 +660,12 @@ impl Writer {
             }
             let rest = &buf[used..];
             if rest.is_empty() {
+                // Everything tungstenite wrote in this call leaves now, in one write: it counts
+                // its bytes as sent once written, and may never flush (its reply to a close).
+                // What the socket cannot take yet waits for the next write or flush.
+                if let Poll::Ready(Err(error)) = self.poll_drain(stream, cx) {
+                    return Poll::Ready(Err(error));
+                }
                 return Poll::Ready(Ok(used));
             }
             match self.state {

@@ -16,7 +16,7 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
 use tokio_rustls::server::TlsStream;
@@ -137,7 +137,11 @@ async fn start<S: Stream>(stream: S, config: WebSocketConfig) -> Socket<S> {
 async fn run<S: Stream>(mut ws: Socket<S>, context: SessionContext) {
     let end = drive(&mut ws, &context).await;
     match end {
-        End::Finished => {}
+        // tungstenite counts bytes as sent once written to the stream (its close reply, for
+        // one); a stream that gathers them, as the compression layer does, sends them on flush.
+        End::Finished => {
+            let _ = timeout(CLOSE_LINGER, ws.get_mut().flush()).await;
+        }
         End::Close(code, reason) => {
             tracing::info!(
                 code = u16::from(code),

@@ -4,7 +4,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
-use crate::support::{CONTINUATION, PING, RawClient, TEXT, TestServer};
+use crate::support::{CLOSE, CONTINUATION, PING, RawClient, TEXT, TestServer};
 
 /// What a browser offers.
 const BROWSER_OFFER: &str =
@@ -260,4 +260,21 @@ async fn broken_compressed_messages_get_their_close_codes() {
         client.read_frame().await,
         Some((TEXT, b"still here".to_vec()))
     );
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered_before_the_connection_ends() {
+    // The compression layer gathers what tungstenite writes; tungstenite never flushes its
+    // reply to a close, so this is the case that would lose it.
+    let server = TestServer::start(&["--compression"]).await;
+    let mut client = compressed_client(&server, "/mirror").await;
+    client
+        .send_raw(FIN | RSV1 | TEXT, &deflate(b"hello"), MASK)
+        .await;
+    assert_eq!(client.read_frame().await, Some((TEXT, b"hello".to_vec())));
+    client
+        .send_raw(FIN | CLOSE, &1000u16.to_be_bytes(), MASK)
+        .await;
+    assert_eq!(client.read_close_code().await, 1000);
+    assert_eq!(client.read_to_end().await, 0, "nothing after the close");
 }
