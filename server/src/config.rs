@@ -48,7 +48,7 @@ pub struct Config {
     /// Accept permessage-deflate (RFC 7692) when a client offers it, as every browser does:
     /// messages of 128 bytes or more are sent compressed. Off by default. No context takeover
     /// either way, so an idle connection costs no compression memory.
-    #[arg(long, env = "COMPRESSION")]
+    #[arg(long, env = "COMPRESSION", value_parser = clap::builder::BoolishValueParser::new())]
     pub compression: bool,
 
     /// Most WebSocket sessions open at once; upgrades beyond it get 503.
