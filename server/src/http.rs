@@ -220,7 +220,7 @@ fn upgrade(
         app,
         timing: shared.session_timing(),
         shutdown: shared.shutdown.clone(),
-        metrics: shared.metrics.session(app),
+        metrics: shared.metrics.session(app, compression.is_some()),
         compression,
     };
     let session = async move {

@@ -1,6 +1,6 @@
 //! Counters for `/metrics` (Prometheus text format, through `prometheus-client`): sessions
-//! open and opened per app, messages received and sent per app, close codes sent, refused
-//! handshakes by status, HTTP responses by status class.
+//! open, opened and opened with compression per app, messages received and sent per app,
+//! close codes sent, refused handshakes by status, HTTP responses by status class.
 //!
 //! A session takes its own handles once ([`Metrics::session`]), so counting a message is one
 //! atomic add: no label lookup on the hot path.
@@ -38,6 +38,7 @@ pub(crate) struct Metrics {
     registry: Registry,
     sessions_open: Family<AppLabels, Gauge>,
     sessions_opened: Family<AppLabels, Counter>,
+    sessions_compressed: Family<AppLabels, Counter>,
     messages_received: Family<AppLabels, Counter>,
     messages_sent: Family<AppLabels, Counter>,
     close_codes_sent: Family<CodeLabels, Counter>,
@@ -50,6 +51,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("chat");
         let sessions_open = Family::default();
         let sessions_opened = Family::default();
+        let sessions_compressed = Family::default();
         let messages_received = Family::default();
         let messages_sent = Family::default();
         let close_codes_sent = Family::default();
@@ -64,6 +66,11 @@ impl Metrics {
             "websocket_sessions_opened",
             "WebSocket sessions opened, per app",
             sessions_opened.clone(),
+        );
+        registry.register(
+            "websocket_sessions_compressed",
+            "WebSocket sessions opened with permessage-deflate, per app",
+            sessions_compressed.clone(),
         );
         registry.register(
             "websocket_messages_received",
@@ -94,6 +101,7 @@ impl Metrics {
             registry,
             sessions_open,
             sessions_opened,
+            sessions_compressed,
             messages_received,
             messages_sent,
             close_codes_sent,
@@ -102,10 +110,14 @@ impl Metrics {
         }
     }
 
-    /// A session of `app` opened: its handles, which count it as open until dropped.
-    pub(crate) fn session(&self, app: App) -> SessionMetrics {
+    /// A session of `app` opened (with permessage-deflate if `compressed`): its handles,
+    /// which count it as open until dropped.
+    pub(crate) fn session(&self, app: App, compressed: bool) -> SessionMetrics {
         let labels = AppLabels { app: app.path() };
         self.sessions_opened.get_or_create(&labels).inc();
+        if compressed {
+            self.sessions_compressed.get_or_create(&labels).inc();
+        }
         let open = self.sessions_open.get_or_create(&labels).clone();
         open.inc();
         SessionMetrics {
@@ -183,7 +195,7 @@ mod tests {
     #[test]
     fn a_session_is_counted_while_open_and_its_messages_by_app() {
         let metrics = Metrics::new();
-        let session = metrics.session(App::Echo);
+        let session = metrics.session(App::Echo, false);
         session.received();
         session.sent(10);
         session.closed_with(1000);

@@ -278,3 +278,17 @@ async fn a_close_from_the_client_is_answered_before_the_connection_ends() {
     assert_eq!(client.read_close_code().await, 1000);
     assert_eq!(client.read_to_end().await, 0, "nothing after the close");
 }
+
+#[tokio::test]
+async fn compressed_sessions_are_counted() {
+    let server = TestServer::start(&["--compression", "--metrics-addr", "127.0.0.1:0"]).await;
+    let _compressed = compressed_client(&server, "/mirror").await;
+    let _plain = RawClient::connect(server.addr, "/mirror").await;
+    let text = crate::deployment::scrape(&server).await;
+    for line in [
+        "chat_websocket_sessions_opened_total{app=\"/mirror\"} 2",
+        "chat_websocket_sessions_compressed_total{app=\"/mirror\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} in:\n{text}");
+    }
+}

@@ -120,7 +120,7 @@ async fn a_flood_of_idle_connections_at_a_low_open_file_limit_neither_spins_nor_
 }
 
 /// The metrics text, or panics.
-async fn scrape(server: &TestServer) -> String {
+pub(crate) async fn scrape(server: &TestServer) -> String {
     let addr = server.metrics_addr.expect("started with --metrics-addr");
     let reply = http_request(addr, "GET", "/metrics", &[]).await;
     assert_eq!(reply.status, StatusCode::OK);
