@@ -180,8 +180,8 @@ impl HeaderBytes {
         &self.bytes[..self.len]
     }
 
-    /// Parses a complete header and starts over for the next one.
-    fn take(&mut self) -> Header {
+    /// Parses a complete header.
+    fn parse(&self) -> Header {
         let b = &self.bytes;
         let (len, at) = match b[1] & 0x7f {
             126 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
@@ -197,7 +197,6 @@ impl HeaderBytes {
         if masked {
             mask.copy_from_slice(&b[at..at + 4]);
         }
-        self.len = 0;
         Header {
             first: b[0],
             masked,
@@ -309,10 +308,9 @@ impl Reader {
 
     /// Decides what to do with the frame whose header just completed.
     fn start_frame(&mut self) -> Result<(), Violation> {
-        let raw_len = self.header.len;
-        let mut raw = [0; MAX_HEADER];
-        raw[..raw_len].copy_from_slice(self.header.raw());
-        let header = self.header.take();
+        // The next frame's header starts afresh; this one's bytes may still be passed on.
+        let raw = std::mem::take(&mut self.header);
+        let header = raw.parse();
         if !header.masked {
             return Err(Violation::protocol("unmasked frame from the client"));
         }
@@ -366,7 +364,7 @@ impl Reader {
             if header.fin() && header.opcode() == CONTINUATION {
                 self.open = Open::None;
             }
-            self.ready.extend_from_slice(&raw[..raw_len]);
+            self.ready.extend_from_slice(raw.raw());
             self.state = ReadState::Forward { left: header.len };
         }
         Ok(())
@@ -581,10 +579,9 @@ impl Writer {
     }
 
     fn start_frame(&mut self) {
-        let raw_len = self.header.len;
-        let mut raw = [0; MAX_HEADER];
-        raw[..raw_len].copy_from_slice(self.header.raw());
-        let header = self.header.take();
+        // The next frame's header starts afresh; this one's bytes may still be passed on.
+        let raw = std::mem::take(&mut self.header);
+        let header = raw.parse();
         let whole_message =
             header.fin() && !header.rsv1() && matches!(header.opcode(), TEXT | BINARY);
         match usize::try_from(header.len) {
@@ -598,7 +595,7 @@ impl Writer {
                 };
             }
             _ => {
-                self.out.extend_from_slice(&raw[..raw_len]);
+                self.out.extend_from_slice(raw.raw());
                 self.state = if header.len == 0 {
                     WriteState::Header
                 } else {
@@ -771,7 +768,7 @@ mod tests {
         while !bytes.is_empty() {
             let mut header = HeaderBytes::default();
             let used = header.fill(bytes);
-            let parsed = header.take();
+            let parsed = header.parse();
             let len = parsed.len as usize;
             found.push((parsed.first, bytes[used..used + len].to_vec()));
             bytes = &bytes[used + len..];
