@@ -3,10 +3,13 @@
 //! One test binary (faster to link, one place for helpers); each module covers one surface.
 
 mod browser;
+mod bursts;
 mod compression;
 mod deployment;
+mod handshake;
 mod hardening;
 mod http_routes;
+mod page;
 mod shutdown;
 mod static_files;
 mod support;
