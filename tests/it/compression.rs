@@ -154,17 +154,51 @@ async fn a_fragmented_compressed_message_with_a_ping_between_is_answered() {
 #[tokio::test]
 async fn a_window_the_client_asks_for_is_kept_and_an_offer_the_server_cannot_honour_is_declined() {
     let server = TestServer::start(&["--compression"]).await;
-    let offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n";
+    // The second half repeats the first 2,000 bytes: out of reach of a 10-bit (1 KiB) window,
+    // so it costs as much as the first half; within the default window, one back-reference.
+    let half = letters(2_000);
+    let text = format!("{half}{half}");
+    let mut sizes = Vec::new();
+    for (offer, agreed) in [
+        (
+            "permessage-deflate; server_max_window_bits=10",
+            format!("{AGREED}; server_max_window_bits=10"),
+        ),
+        ("permessage-deflate", AGREED.to_owned()),
+    ] {
+        let offer = format!("Sec-WebSocket-Extensions: {offer}\r\n");
+        let (mut client, head) = RawClient::handshake(server.addr, "/mirror", &offer, &[]).await;
+        assert_eq!(
+            header_line(&head, "sec-websocket-extensions"),
+            Some(agreed.as_str()),
+            "{head}"
+        );
+        client.send(TEXT, text.as_bytes()).await;
+        let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
+        assert_eq!(first, FIN | RSV1 | TEXT);
+        assert!(inflate(&echoed) == text.as_bytes(), "the echo differs");
+        sizes.push(echoed.len());
+    }
+    let (ten_bits, default) = (sizes[0], sizes[1]);
+    eprintln!("window: {ten_bits} bytes with 10 bits, {default} with the default");
+    assert!(
+        ten_bits > default * 3 / 2,
+        "{ten_bits} bytes with a 10-bit window, {default} with the default one"
+    );
+
+    // zlib cannot keep to 8 bits: agreed, and every message goes out as it is.
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8\r\n";
     let (mut client, head) = RawClient::handshake(server.addr, "/mirror", offer, &[]).await;
     assert_eq!(
         header_line(&head, "sec-websocket-extensions"),
-        Some(&*format!("{AGREED}; server_max_window_bits=10")),
+        Some(&*format!("{AGREED}; server_max_window_bits=8")),
     );
     let text = chatty_text(3000);
     client.send(TEXT, text.as_bytes()).await;
-    let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
-    assert_eq!(first, FIN | RSV1 | TEXT);
-    assert_eq!(inflate(&echoed), text.as_bytes());
+    assert_eq!(
+        client.read_frame_with_flags().await,
+        Some((FIN | TEXT, text.clone().into_bytes()))
+    );
 
     // Declined, not half-accepted: the session goes on without the extension.
     let offer =
