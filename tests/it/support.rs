@@ -766,13 +766,15 @@ pub struct RawTlsClient {
 
 impl RawTlsClient {
     /// Completes TLS with a server started by `certificate`, then sends the opening
-    /// handshake on `path` with `extra_headers` (whole `Name: value\r\n` lines); returns the
-    /// client and the response head, whatever it is.
+    /// handshake on `path` with `extra_headers` (whole `Name: value\r\n` lines) and `early`
+    /// bytes (frames) in the same write; returns the client and the response head, whatever
+    /// it is.
     pub async fn handshake(
         server: &TestServer,
         certificate: &TestCertificate,
         path: &str,
         extra_headers: &str,
+        early: &[u8],
     ) -> (RawTlsClient, String) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let tcp = TcpStream::connect(server.addr).await.expect("connect");
@@ -787,10 +789,9 @@ impl RawTlsClient {
              {extra_headers}\r\n",
             server.addr
         );
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .expect("send handshake");
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(early);
+        stream.write_all(&bytes).await.expect("send handshake");
         stream.flush().await.expect("flush handshake");
         // Byte by byte, so no frame bytes are taken with the head.
         let mut head = Vec::new();
