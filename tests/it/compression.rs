@@ -133,6 +133,36 @@ async fn a_browser_offer_is_agreed_and_the_conversation_works_compressed() {
 }
 
 #[tokio::test]
+async fn compressed_frames_right_behind_the_handshake_are_answered_in_order() {
+    // The layer sits on top of what hyper read past the request: those bytes come first.
+    let server = TestServer::start(&["--compression"]).await;
+    let text = chatty_text(20_000);
+    let packed = deflate(text.as_bytes());
+    let mut early = Vec::new();
+    for (first, payload) in [
+        (FIN | RSV1 | TEXT, deflate(b"foo")),
+        (FIN | RSV1 | TEXT, packed),
+        (FIN | TEXT, b"bar".to_vec()),
+    ] {
+        early.extend(encode_frame(first, payload.len() as u64, &payload, MASK));
+    }
+    let (mut client, head) =
+        RawClient::handshake(server.addr, "/mirror", BROWSER_OFFER, &early).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        client.read_frame_with_flags().await,
+        Some((FIN | TEXT, b"foo".to_vec()))
+    );
+    let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
+    assert_eq!(first, FIN | RSV1 | TEXT);
+    assert!(inflate(&echoed) == text.as_bytes(), "the echo differs");
+    assert_eq!(
+        client.read_frame_with_flags().await,
+        Some((FIN | TEXT, b"bar".to_vec()))
+    );
+}
+
+#[tokio::test]
 async fn a_fragmented_compressed_message_with_a_ping_between_is_answered() {
     let server = TestServer::start(&["--compression"]).await;
     let mut client = compressed_client(&server, "/mirror").await;
@@ -426,7 +456,7 @@ async fn compression_works_over_tls_both_ways_at_every_size() {
     ];
     for (path, copies) in [("/echo", 10), ("/mirror", 1)] {
         let (mut client, head) =
-            RawTlsClient::handshake(&server, &certificate, path, BROWSER_OFFER).await;
+            RawTlsClient::handshake(&server, &certificate, path, BROWSER_OFFER, &[]).await;
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
         assert_eq!(
             header_line(&head, "sec-websocket-extensions"),
