@@ -214,6 +214,8 @@ async fn slow_request_headers_are_cut_off_after_the_header_timeout() {
         "closed too late: {waited:?}"
     );
     assert!(!String::from_utf8_lossy(&rest).contains("200 OK"));
+    // The header timeout cut it, not some other rule.
+    server.wait_for_log("request headers too slow").await;
     assert_still_serving(&server).await;
 }
 
