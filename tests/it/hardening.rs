@@ -354,7 +354,14 @@ async fn missed_pongs_close_the_connection_and_answered_pings_keep_it_open() {
             }
         }
         polite.send(Message::text("alive")).await.expect("send");
-        assert_eq!(next_text(&mut polite).await, "alive");
+        // A fourth ping may come first on a slow machine.
+        loop {
+            match next_message(&mut polite).await {
+                Message::Ping(_) => continue,
+                Message::Text(text) => break assert_eq!(text.as_str(), "alive"),
+                other => panic!("expected the echo, got {other:?}"),
+            }
+        }
     };
     tokio::join!(silent_ends, polite_stays);
 }
