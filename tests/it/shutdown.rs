@@ -93,6 +93,8 @@ async fn probes_are_never_logged_while_other_requests_are() {
     let mut client = server.connect("/echo").await;
     client.send(Message::text("FOO")).await.expect("send");
     assert_eq!(next_text(&mut client).await, "BAR");
+    // Lines arrive in the order they were logged: once the upgrade's line is here, a line
+    // logged for the probes before it would be too.
     server.wait_for_log("/echo").await;
     let logs = server.logs();
     assert!(
