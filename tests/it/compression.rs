@@ -4,7 +4,10 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 
-use crate::support::{CLOSE, CONTINUATION, PING, RawClient, TEXT, TestServer};
+use crate::support::{
+    BINARY, CLOSE, CONTINUATION, PING, RawClient, RawTlsClient, TEXT, TestCertificate, TestServer,
+    encode_frame,
+};
 
 /// What a browser offers.
 const BROWSER_OFFER: &str =
@@ -130,6 +133,36 @@ async fn a_browser_offer_is_agreed_and_the_conversation_works_compressed() {
 }
 
 #[tokio::test]
+async fn compressed_frames_right_behind_the_handshake_are_answered_in_order() {
+    // The layer sits on top of what hyper read past the request: those bytes come first.
+    let server = TestServer::start(&["--compression"]).await;
+    let text = chatty_text(20_000);
+    let packed = deflate(text.as_bytes());
+    let mut early = Vec::new();
+    for (first, payload) in [
+        (FIN | RSV1 | TEXT, deflate(b"foo")),
+        (FIN | RSV1 | TEXT, packed),
+        (FIN | TEXT, b"bar".to_vec()),
+    ] {
+        early.extend(encode_frame(first, payload.len() as u64, &payload, MASK));
+    }
+    let (mut client, head) =
+        RawClient::handshake(server.addr, "/mirror", BROWSER_OFFER, &early).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(
+        client.read_frame_with_flags().await,
+        Some((FIN | TEXT, b"foo".to_vec()))
+    );
+    let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
+    assert_eq!(first, FIN | RSV1 | TEXT);
+    assert!(inflate(&echoed) == text.as_bytes(), "the echo differs");
+    assert_eq!(
+        client.read_frame_with_flags().await,
+        Some((FIN | TEXT, b"bar".to_vec()))
+    );
+}
+
+#[tokio::test]
 async fn a_fragmented_compressed_message_with_a_ping_between_is_answered() {
     let server = TestServer::start(&["--compression"]).await;
     let mut client = compressed_client(&server, "/mirror").await;
@@ -151,17 +184,51 @@ async fn a_fragmented_compressed_message_with_a_ping_between_is_answered() {
 #[tokio::test]
 async fn a_window_the_client_asks_for_is_kept_and_an_offer_the_server_cannot_honour_is_declined() {
     let server = TestServer::start(&["--compression"]).await;
-    let offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=10\r\n";
+    // The second half repeats the first 2,000 bytes: out of reach of a 10-bit (1 KiB) window,
+    // so it costs as much as the first half; within the default window, one back-reference.
+    let half = letters(2_000);
+    let text = format!("{half}{half}");
+    let mut sizes = Vec::new();
+    for (offer, agreed) in [
+        (
+            "permessage-deflate; server_max_window_bits=10",
+            format!("{AGREED}; server_max_window_bits=10"),
+        ),
+        ("permessage-deflate", AGREED.to_owned()),
+    ] {
+        let offer = format!("Sec-WebSocket-Extensions: {offer}\r\n");
+        let (mut client, head) = RawClient::handshake(server.addr, "/mirror", &offer, &[]).await;
+        assert_eq!(
+            header_line(&head, "sec-websocket-extensions"),
+            Some(agreed.as_str()),
+            "{head}"
+        );
+        client.send(TEXT, text.as_bytes()).await;
+        let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
+        assert_eq!(first, FIN | RSV1 | TEXT);
+        assert!(inflate(&echoed) == text.as_bytes(), "the echo differs");
+        sizes.push(echoed.len());
+    }
+    let (ten_bits, default) = (sizes[0], sizes[1]);
+    eprintln!("window: {ten_bits} bytes with 10 bits, {default} with the default");
+    assert!(
+        ten_bits > default * 3 / 2,
+        "{ten_bits} bytes with a 10-bit window, {default} with the default one"
+    );
+
+    // zlib cannot keep to 8 bits: agreed, and every message goes out as it is.
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8\r\n";
     let (mut client, head) = RawClient::handshake(server.addr, "/mirror", offer, &[]).await;
     assert_eq!(
         header_line(&head, "sec-websocket-extensions"),
-        Some(&*format!("{AGREED}; server_max_window_bits=10")),
+        Some(&*format!("{AGREED}; server_max_window_bits=8")),
     );
     let text = chatty_text(3000);
     client.send(TEXT, text.as_bytes()).await;
-    let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
-    assert_eq!(first, FIN | RSV1 | TEXT);
-    assert_eq!(inflate(&echoed), text.as_bytes());
+    assert_eq!(
+        client.read_frame_with_flags().await,
+        Some((FIN | TEXT, text.clone().into_bytes()))
+    );
 
     // Declined, not half-accepted: the session goes on without the extension.
     let offer =
@@ -180,41 +247,112 @@ async fn a_window_the_client_asks_for_is_kept_and_an_offer_the_server_cannot_hon
     );
 }
 
-#[tokio::test]
-async fn a_message_that_inflates_to_100_mb_closes_with_1009_and_memory_stays_bounded() {
-    let server = TestServer::start(&["--compression"]).await;
-    let before = server.rss_kib();
-    // Independently compressed, sync-flushed pieces make one valid stream, each with its
-    // sync flush's tail but the last: 100 pieces of 1 MiB of zeros, about 100 KiB on the wire.
+/// `count` pieces of 1 MiB of zeros, each compressed on its own and sync-flushed, as one valid
+/// compressed message: about 1 KiB on the wire per MiB inflated.
+fn zeros_bomb(count: usize) -> Vec<u8> {
+    // Each piece keeps its sync flush's tail but the last, as one stream would.
     let piece = deflate(&vec![0u8; 1 << 20]);
     let mut bomb = Vec::new();
-    for _ in 0..99 {
+    for _ in 1..count {
         bomb.extend_from_slice(&piece);
         bomb.extend_from_slice(&[0, 0, 0xff, 0xff]);
     }
     bomb.extend_from_slice(&piece);
-    assert!(bomb.len() < 200 * 1024, "{}", bomb.len());
-    let mut client = compressed_client(&server, "/mirror").await;
-    client
-        .send_raw(FIN | RSV1 | BINARY_OPCODE, &bomb, MASK)
-        .await;
-    assert_eq!(client.read_close_code().await, 1009);
-    let grown = server.rss_kib().saturating_sub(before);
-    assert!(grown < 8 * 1024, "the server grew by {grown} KiB");
-
-    // The same through a limit of 16 MiB: refused at the limit, not at 100 MB.
-    let server = TestServer::start(&["--compression", "--max-message-size", "16777216"]).await;
-    let before = server.rss_kib();
-    let mut client = compressed_client(&server, "/mirror").await;
-    client
-        .send_raw(FIN | RSV1 | BINARY_OPCODE, &bomb, MASK)
-        .await;
-    assert_eq!(client.read_close_code().await, 1009);
-    let grown = server.rss_kib().saturating_sub(before);
-    assert!(grown < 40 * 1024, "the server grew by {grown} KiB");
+    bomb
 }
 
-const BINARY_OPCODE: u8 = 0x2;
+/// Bytes that do not compress (a xorshift sequence).
+fn incompressible(len: usize) -> Vec<u8> {
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()[3]
+        })
+        .collect()
+}
+
+/// A message's payload as sent: inflated when the frame says it is compressed.
+fn message_payload(first: u8, payload: &[u8]) -> Vec<u8> {
+    if first & RSV1 != 0 {
+        inflate(payload)
+    } else {
+        payload.to_vec()
+    }
+}
+
+#[tokio::test]
+async fn a_compressed_frame_longer_than_the_limit_is_refused_from_its_header_alone() {
+    use tokio::io::AsyncWriteExt;
+    // The default limit, 64 KiB.
+    let server = TestServer::start(&["--compression"]).await;
+    // Near the limit and incompressible: compressed, it is a little longer than itself, and
+    // that is fine.
+    let mut client = compressed_client(&server, "/mirror").await;
+    let noise = incompressible(65_000);
+    let packed = deflate(&noise);
+    assert!(
+        packed.len() > noise.len() && packed.len() < 65_536,
+        "{}",
+        packed.len()
+    );
+    client.send_raw(FIN | RSV1 | BINARY, &packed, MASK).await;
+    let (first, echoed) = client.read_frame_with_flags().await.expect("echo");
+    assert_eq!(first & 0x0f, BINARY);
+    assert!(message_payload(first, &echoed) == noise, "the echo differs");
+
+    // A header that claims 100 KiB of compressed data, with none of it sent: no inflating can
+    // happen, so the close can only come from the length the header claims.
+    let mut client = compressed_client(&server, "/mirror").await;
+    let header = encode_frame(FIN | RSV1 | BINARY, 100 * 1024, &[], MASK);
+    client.stream.write_all(&header).await.expect("send header");
+    assert_eq!(client.read_close_code().await, 1009);
+}
+
+#[tokio::test]
+async fn a_small_frame_that_inflates_past_the_limit_closes_with_1009_while_inflating() {
+    use tokio::io::AsyncWriteExt;
+    // The default limit, 64 KiB; 60 MiB once inflated, under 64 KiB compressed.
+    let server = TestServer::start(&["--compression"]).await;
+    let bomb = zeros_bomb(60);
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let frame = encode_frame(FIN | RSV1 | BINARY, bomb.len() as u64, &bomb, MASK);
+
+    // Only the first tenth of the frame goes out, and the rest never does: that much already
+    // inflates to several MiB, so the close has to come while inflating, not once the frame
+    // is complete.
+    let mut client = compressed_client(&server, "/mirror").await;
+    client
+        .stream
+        .write_all(&frame[..frame.len() / 10])
+        .await
+        .expect("send part of the frame");
+    assert_eq!(client.read_close_code().await, 1009);
+
+    // The whole frame: refused just the same, and the server never held the 60 MiB. The peak
+    // is what counts: a large buffer goes back to the kernel as soon as it is freed.
+    let peak_before = server.peak_rss_kib();
+    let mut client = compressed_client(&server, "/mirror").await;
+    client.stream.write_all(&frame).await.expect("send frame");
+    assert_eq!(client.read_close_code().await, 1009);
+    let grown = server.peak_rss_kib().saturating_sub(peak_before);
+    eprintln!("60 MiB bomb under a 64 KiB limit: peak RSS grew by {grown} KiB");
+    assert!(grown < 8 * 1024, "the server's peak grew by {grown} KiB");
+
+    // 100 MB through a limit of 16 MiB (100 KiB compressed, well under it): refused at the
+    // limit, holding about the limit, not 100 MB.
+    let server = TestServer::start(&["--compression", "--max-message-size", "16777216"]).await;
+    let bomb = zeros_bomb(100);
+    let peak_before = server.peak_rss_kib();
+    let mut client = compressed_client(&server, "/mirror").await;
+    client.send_raw(FIN | RSV1 | BINARY, &bomb, MASK).await;
+    assert_eq!(client.read_close_code().await, 1009);
+    let grown = server.peak_rss_kib().saturating_sub(peak_before);
+    eprintln!("100 MiB bomb under a 16 MiB limit: peak RSS grew by {grown} KiB");
+    assert!(grown < 40 * 1024, "the server's peak grew by {grown} KiB");
+}
 
 #[tokio::test]
 async fn broken_compressed_messages_get_their_close_codes() {
@@ -290,5 +428,80 @@ async fn compressed_sessions_are_counted() {
         "chat_websocket_sessions_compressed_total{app=\"/mirror\"} 1",
     ] {
         assert!(text.contains(line), "{line} in:\n{text}");
+    }
+}
+
+/// Text that compresses only so far (letters in a xorshift order): its compressed form is
+/// longer than one TLS record (16 KiB) when the text is 40 KiB.
+fn letters(len: usize) -> String {
+    incompressible(len)
+        .into_iter()
+        .map(|byte| char::from(b'a' + byte % 26))
+        .collect()
+}
+
+#[tokio::test]
+async fn compression_works_over_tls_both_ways_at_every_size() {
+    let certificate = TestCertificate::new();
+    let server = certificate.start_server(&["--compression"]).await;
+    let texts = [
+        "FOO".to_owned(),
+        chatty_text(100),
+        chatty_text(300),
+        chatty_text(5_000),
+        // Inflated in pieces of 16 KiB, compressed in one TLS record.
+        chatty_text(40_000),
+        // Compressed, still longer than a TLS record both ways.
+        letters(40_000),
+    ];
+    for (path, copies) in [("/echo", 10), ("/mirror", 1)] {
+        let (mut client, head) =
+            RawTlsClient::handshake(&server, &certificate, path, BROWSER_OFFER, &[]).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert_eq!(
+            header_line(&head, "sec-websocket-extensions"),
+            Some(AGREED),
+            "{head}"
+        );
+        for text in &texts {
+            for compressed in [true, false] {
+                if compressed {
+                    let packed = deflate(text.as_bytes());
+                    client.send_raw(FIN | RSV1 | TEXT, &packed, MASK).await;
+                } else {
+                    client.send_raw(FIN | TEXT, text.as_bytes(), MASK).await;
+                }
+                let (expected, copies) = match (path, text.as_str()) {
+                    ("/echo", "FOO") => ("BAR", 1),
+                    _ => (text.as_str(), copies),
+                };
+                let case = format!("{path}, {} bytes, compressed: {compressed}", text.len());
+                for copy in 1..=copies {
+                    let (first, payload) = client
+                        .read_frame_with_flags()
+                        .await
+                        .unwrap_or_else(|| panic!("{case}: copy {copy} never came"));
+                    // Short replies go out as they are; everything else compressed.
+                    let rsv1 = if expected.len() < 128 { 0 } else { RSV1 };
+                    assert_eq!(first, FIN | rsv1 | TEXT, "{case}: copy {copy}");
+                    assert!(
+                        message_payload(first, &payload) == expected.as_bytes(),
+                        "{case}: copy {copy} differs"
+                    );
+                    if rsv1 != 0 {
+                        assert!(payload.len() < expected.len(), "{case}: not smaller");
+                    }
+                }
+            }
+        }
+        // And the connection is still a healthy one: a close is answered with a close.
+        client
+            .send_raw(FIN | CLOSE, &1000u16.to_be_bytes(), MASK)
+            .await;
+        let (first, payload) = client.read_frame_with_flags().await.expect("close reply");
+        assert_eq!(
+            (first, payload.get(..2)),
+            (FIN | CLOSE, Some(&[0x03, 0xe8][..]))
+        );
     }
 }

@@ -153,9 +153,15 @@ async fn unknown_paths_get_404_and_other_methods_405() {
         );
     }
     for method in ["POST", "PUT", "DELETE", "PATCH"] {
-        let reply = server.request(method, "/index.html", &[]).await;
-        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
-        assert_eq!(reply.header("allow"), Some("GET, HEAD"));
+        for path in ["/index.html", "/healthz", "/readyz"] {
+            let reply = server.request(method, path, &[]).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(reply.header("allow"), Some("GET, HEAD"), "{method} {path}");
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! health and readiness probes.
 
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -28,7 +29,10 @@ async fn sigterm_sends_1001_to_every_session_and_exits_0() {
 
 #[tokio::test]
 async fn readyz_turns_503_when_shutdown_starts_while_everything_else_still_works() {
-    let mut server = TestServer::start(&["--shutdown-delay", "1.5"]).await;
+    // The checks below must all fit inside the delay, on a busy machine too: 5 s leaves them
+    // seconds to spare. The close is then checked to come no earlier than the delay.
+    let delay = Duration::from_secs(5);
+    let mut server = TestServer::start(&["--shutdown-delay", "5"]).await;
     for (path, body) in [("/healthz", "ok\n"), ("/readyz", "ready\n")] {
         let reply = server.request("GET", path, &[]).await;
         assert_eq!(reply.status, http::StatusCode::OK, "{path}");
@@ -37,6 +41,7 @@ async fn readyz_turns_503_when_shutdown_starts_while_everything_else_still_works
     }
     let mut client = server.connect_subscriptions().await;
 
+    let signalled = Instant::now();
     server.signal("TERM");
     server.wait_for_log("draining").await;
     let ready = server.request("GET", "/readyz", &[]).await;
@@ -47,17 +52,50 @@ async fn readyz_turns_503_when_shutdown_starts_while_everything_else_still_works
         http::StatusCode::OK,
         "the process still runs"
     );
-    // While draining, open sessions and new requests are served as usual.
+    // While draining, open sessions, new sessions and new requests are served as usual.
     client.send(Message::text("foo")).await.expect("send");
     assert_eq!(next_text(&mut client).await, "bar");
+    let mut late = server.connect_subscriptions().await;
+    late.send(Message::text("bar")).await.expect("send");
+    assert_eq!(next_text(&mut late).await, "foo");
     assert_eq!(
         server.request("GET", "/", &[]).await.status,
         http::StatusCode::OK
     );
+    let checked = signalled.elapsed();
+    assert!(
+        checked < delay,
+        "the checks took {checked:?}, longer than the delay: they proved nothing"
+    );
 
-    let (code, _) = expect_close(&mut client).await;
-    assert_eq!(code, 1001, "then the sessions close");
+    for session in [&mut client, &mut late] {
+        let (code, _) = expect_close(session).await;
+        assert_eq!(code, 1001, "then the sessions close");
+    }
+    // The server's delay starts when it gets the signal, after `signalled`: a close sooner
+    // than the delay after it is a delay cut short.
+    let closed = signalled.elapsed();
+    assert!(closed >= delay, "closed {closed:?} after the signal");
     assert!(server.wait().await.success());
+}
+
+#[tokio::test]
+async fn probes_are_never_logged_while_other_requests_are() {
+    // At the most verbose level, where the server does log requests (a WebSocket upgrade
+    // names its route): a probe logged at any level would show here.
+    let server = TestServer::start(&["--log", "trace"]).await;
+    for method in ["GET", "HEAD"] {
+        for path in ["/healthz", "/readyz"] {
+            let reply = server.request(method, path, &[]).await;
+            assert_eq!(reply.status, http::StatusCode::OK, "{method} {path}");
+        }
+    }
+    let mut client = server.connect("/echo").await;
+    client.send(Message::text("FOO")).await.expect("send");
+    assert_eq!(next_text(&mut client).await, "BAR");
+    // Lines arrive in the order they were logged: once the upgrade's line is here, a line
+    // logged for the probes before it would be too.
+    server.wait_for_log("/echo").await;
     let logs = server.logs();
     assert!(
         !logs.contains("/healthz") && !logs.contains("/readyz"),
@@ -67,19 +105,23 @@ async fn readyz_turns_503_when_shutdown_starts_while_everything_else_still_works
 
 #[tokio::test]
 async fn sigterm_exits_within_the_grace_period_when_a_client_never_answers_the_close() {
-    let mut server = TestServer::start(&["--shutdown-grace", "3"]).await;
+    // The session gives up on a silent client after its own linger (a second), well inside a
+    // grace period that is long enough that a busy machine cannot confuse the two.
+    let grace = Duration::from_secs(8);
+    let mut server = TestServer::start(&["--shutdown-grace", "8"]).await;
     // A client that completes the handshake and is never polled again, so it never answers
     // the server's close.
     let _silent = server.connect_subscriptions().await;
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     server.signal("TERM");
     let status = server.wait().await;
     assert!(status.success(), "exit status {status}");
+    let logs = server.logs();
     assert!(
-        started.elapsed() < std::time::Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
+        !logs.contains("grace period over"),
+        "the session held shutdown for the whole grace period: {logs}"
     );
+    assert!(started.elapsed() < grace, "took {:?}", started.elapsed());
 }
 
 #[tokio::test]

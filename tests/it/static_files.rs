@@ -54,11 +54,13 @@ async fn every_asset_type_gets_its_content_type_and_revalidated_caching() {
         let reply = server.request("GET", path, &[]).await;
         assert_eq!(reply.status, StatusCode::OK, "{path}");
         assert_eq!(reply.header("content-type"), Some(content_type), "{path}");
-        let cache = reply.header("cache-control").unwrap_or_default();
-        assert!(
-            cache == "no-cache" || cache.contains("must-revalidate"),
-            "{path}: {cache}"
-        );
+        // HTML names the other files, whose names carry no content hash: both revalidate.
+        let cache = if path.ends_with(".html") {
+            "no-cache"
+        } else {
+            "public, max-age=0, must-revalidate"
+        };
+        assert_eq!(reply.header("cache-control"), Some(cache), "{path}");
         assert!(reply.header("etag").is_some(), "{path} has an ETag");
         assert!(
             reply.header("last-modified").is_some(),
@@ -276,10 +278,8 @@ async fn paths_that_leave_the_static_directory_are_404() {
         "/%2fetc%2fpasswd",
     ];
     for path in attacks {
-        let Ok(uri) = path.parse::<http::Uri>() else {
-            // A path hyper refuses to even send cannot reach the server either.
-            continue;
-        };
+        // Every one of them is a path a client can send as it is.
+        let uri: http::Uri = path.parse().expect("a valid request target");
         let reply = server.request("GET", &uri.to_string(), &[]).await;
         assert_eq!(
             reply.status,

@@ -715,3 +715,127 @@ impl TestCertificate {
         tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
     }
 }
+
+// Helpers for tests that must be able to fail and must not flake on a loaded machine: peak
+// memory, CPU time, and hand-made frames inside TLS.
+
+impl TestServer {
+    /// The most resident memory the server has had since it started, in KiB (`VmHWM`). A
+    /// buffer allocated and freed between two looks at [`TestServer::rss_kib`] (large ones
+    /// go back to the kernel when freed) still shows here.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status")
+    }
+
+    /// User plus system CPU time the server has used so far, all its threads together.
+    pub fn cpu_time(&self) -> Duration {
+        cpu_time_in(&format!("/proc/{}/stat", self.pid()))
+    }
+}
+
+/// User plus system CPU time the calling thread has used so far.
+pub fn this_thread_cpu_time() -> Duration {
+    cpu_time_in("/proc/thread-self/stat")
+}
+
+/// User plus system CPU time from a `/proc/.../stat` file.
+fn cpu_time_in(stat_path: &str) -> Duration {
+    let stat = std::fs::read_to_string(stat_path).expect("proc");
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // Linux reports in clock ticks of 1/100 s on every common configuration.
+    Duration::from_millis(ticks * 10)
+}
+
+/// A [`RawClient`] inside TLS: hand-made frames over `wss:`.
+pub struct RawTlsClient {
+    pub stream: tokio_rustls::client::TlsStream<TcpStream>,
+}
+
+impl RawTlsClient {
+    /// Completes TLS with a server started by `certificate`, then sends the opening
+    /// handshake on `path` with `extra_headers` (whole `Name: value\r\n` lines) and `early`
+    /// bytes (frames) in the same write; returns the client and the response head, whatever
+    /// it is.
+    pub async fn handshake(
+        server: &TestServer,
+        certificate: &TestCertificate,
+        path: &str,
+        extra_headers: &str,
+        early: &[u8],
+    ) -> (RawTlsClient, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tcp = TcpStream::connect(server.addr).await.expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+        let mut stream = tokio::time::timeout(PATIENCE, certificate.connector().connect(name, tcp))
+            .await
+            .expect("the TLS handshake completes promptly")
+            .expect("the TLS handshake succeeds");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             {extra_headers}\r\n",
+            server.addr
+        );
+        let mut bytes = request.into_bytes();
+        bytes.extend_from_slice(early);
+        stream.write_all(&bytes).await.expect("send handshake");
+        stream.flush().await.expect("flush handshake");
+        // Byte by byte, so no frame bytes are taken with the head.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let byte = tokio::time::timeout(PATIENCE, stream.read_u8())
+                .await
+                .expect("handshake answered promptly")
+                .expect("handshake response");
+            head.push(byte);
+        }
+        let head = String::from_utf8_lossy(&head).into_owned();
+        (RawTlsClient { stream }, head)
+    }
+
+    /// Sends one frame: `first_byte` is FIN/RSV/opcode; `mask` of `None` sends it unmasked.
+    pub async fn send_raw(&mut self, first_byte: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+        use tokio::io::AsyncWriteExt;
+        let frame = encode_frame(first_byte, payload.len() as u64, payload, mask);
+        self.stream.write_all(&frame).await.expect("send frame");
+        // TLS holds written bytes until flushed.
+        self.stream.flush().await.expect("flush frame");
+    }
+
+    /// Reads one server frame: `(first byte: FIN, RSV bits and opcode, payload)`; `None` at
+    /// the end of the stream.
+    pub async fn read_frame_with_flags(&mut self) -> Option<(u8, Vec<u8>)> {
+        tokio::time::timeout(PATIENCE, read_server_frame(&mut self.stream))
+            .await
+            .expect("a frame or EOF arrives promptly")
+    }
+}
+
+/// Reads one unmasked server frame from any stream: `(first byte, payload)`.
+async fn read_server_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let first = stream.read_u8().await.ok()?;
+    let second = stream.read_u8().await.ok()?;
+    assert_eq!(second & 0x80, 0, "server frames are never masked");
+    let length = match second & 0x7f {
+        126 => u64::from(stream.read_u16().await.ok()?),
+        127 => stream.read_u64().await.ok()?,
+        short => u64::from(short),
+    };
+    let mut payload = vec![0; usize::try_from(length).expect("sane length")];
+    stream.read_exact(&mut payload).await.ok()?;
+    Some((first, payload))
+}
