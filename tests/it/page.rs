@@ -292,8 +292,9 @@ const STATUS_LINES: &str = "const status = document.getElementById('status'); \
     return status.getBoundingClientRect().height / parseFloat(getComputedStyle(status).lineHeight)";
 
 /// Returns `[label, text colour, background colour]` (each `[r, g, b]`, 0-255) for every
-/// `[label, selector, pseudo-element or null]` in `arguments[0]`: the background is the first
-/// opaque one behind the element, with the translucent ones above it blended in.
+/// `[label, selector, pseudo-element or null]` in `arguments[0]`, or, when it is null, for
+/// every element shown with text of its own: the background is the first opaque one behind
+/// the element, with the translucent ones above it blended in.
 const COLOURS: &str = r#"
 const rgba = text => {
   const match = /rgba?\(([^)]*)\)/.exec(text);
@@ -312,12 +313,27 @@ const background = element => {
   // Nothing opaque at all: the canvas, white (the page always paints its own).
   return layers.reduceRight((below, layer) => over(layer, below), [255, 255, 255, 1]);
 };
-return arguments[0].map(([label, selector, pseudo]) => {
-  const element = document.querySelector(selector);
-  if (!element) throw new Error(`nothing matches ${selector}`);
+const measure = (label, element, pseudo) => {
   const behind = background(element);
   const text = over(rgba(getComputedStyle(element, pseudo).color), behind);
   return [label, text.slice(0, 3), behind.slice(0, 3)];
+};
+if (arguments[0] === null) {
+  const hasText = element => Array.from(element.childNodes)
+    .some(node => node.nodeType === Node.TEXT_NODE && node.textContent.trim() !== "");
+  const shown = element => element.getClientRects().length > 0
+    && getComputedStyle(element).visibility === "visible";
+  const name = element => element.localName + (element.id ? `#${element.id}` : "")
+    + Array.from(element.classList, name => `.${name}`).join("")
+    + ` "${element.textContent.trim().slice(0, 30)}"`;
+  return Array.from(document.body.querySelectorAll("*"))
+    .filter(element => hasText(element) && shown(element))
+    .map(element => measure(name(element), element, null));
+}
+return arguments[0].map(([label, selector, pseudo]) => {
+  const element = document.querySelector(selector);
+  if (!element) throw new Error(`nothing matches ${selector}`);
+  return measure(label, element, pseudo);
 });
 "#;
 
@@ -414,6 +430,8 @@ async fn every_text_contrasts_at_least_4_5_to_1_in_the_light_and_the_dark_theme(
             ]),
         )
         .await;
+        // Whatever else the page shows with text of its own.
+        measured.extend(colours(&page, Value::Null).await);
         // The dot before the status, in the colour of each state.
         for state in ["connecting", "open", "reconnecting", "closed", "failed"] {
             let label = format!("the status dot when {state}");
@@ -442,6 +460,7 @@ async fn every_text_contrasts_at_least_4_5_to_1_in_the_light_and_the_dark_theme(
         page.type_message("end").await;
         page.wait_for_status("closed").await;
         measured.extend(colours(&page, json!([["Reconnect", "#reconnect", null]])).await);
+        measured.extend(colours(&page, Value::Null).await);
         page.hover("reconnect").await;
         let hovered = page.script(
             "return document.getElementById('reconnect').matches(':hover')",
@@ -470,13 +489,24 @@ async fn every_text_contrasts_at_least_4_5_to_1_in_the_light_and_the_dark_theme(
             .await;
         page.script(disable, json!(false)).await;
 
-        for (label, text, background) in measured {
-            let ratio = contrast(text, background);
-            eprintln!("{scheme}: {label}: {ratio:.2}:1 ({text:?} on {background:?})");
+        // Each label once (the sweep meets every "Server: hello" line), lowest first.
+        let mut seen = std::collections::HashSet::new();
+        measured.retain(|(label, _, _)| seen.insert(label.clone()));
+        let mut ratios: Vec<(f64, String)> = measured
+            .into_iter()
+            .map(|(label, text, background)| {
+                let ratio = contrast(text, background);
+                (
+                    ratio,
+                    format!("{scheme}: {label}: {ratio:.2}:1 ({text:?} on {background:?})"),
+                )
+            })
+            .collect();
+        ratios.sort_by(|first, second| first.0.total_cmp(&second.0));
+        for (ratio, line) in ratios {
+            eprintln!("{line}");
             if ratio < LEAST_TEXT_CONTRAST {
-                too_faint.push(format!(
-                    "{scheme}: {label}: {ratio:.2}:1 ({text:?} on {background:?})"
-                ));
+                too_faint.push(line);
             }
         }
     }
