@@ -592,5 +592,12 @@ async fn screen_readers_get_the_status_in_words_without_the_drawn_dot() {
         spoken.iter().all(|text| !text.contains('●')),
         "the dot is spoken: {spoken:?}"
     );
+    // Still drawn for those who see it.
+    let script = "return getComputedStyle(document.getElementById('status'), '::before').content";
+    let drawn = page.script(script, Value::Null).await;
+    assert!(
+        drawn.as_str().is_some_and(|content| content.contains('●')),
+        "the dot is drawn: {drawn}"
+    );
     page.close().await;
 }
