@@ -122,3 +122,42 @@ impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
         (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
     }
 }
+
+impl Browser {
+    /// Runs one Chrome DevTools Protocol command on the page (`Emulation.setEmulatedMedia`,
+    /// `Accessibility.getFullAXTree`, ...) through chromedriver's `goog/cdp/execute`, and
+    /// returns its result. What a command changes lasts for the session, across navigations.
+    pub async fn devtools(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, Error> {
+        let command = DevTools {
+            body: json!({ "cmd": method, "params": params }).to_string(),
+        };
+        Ok(self.client.issue_cmd(command).await?)
+    }
+}
+
+/// chromedriver's `POST /session/{id}/goog/cdp/execute` with `{"cmd": ..., "params": ...}`.
+#[derive(Debug)]
+struct DevTools {
+    body: String,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(self.body.clone()))
+    }
+}
