@@ -1,11 +1,12 @@
 //! The browser client: an input field feeds a bounded queue; a background task sends the
 //! queue over a WebSocket to `/subscriptions`; replies are rendered in the page.
 //!
-//! Pure logic (outbox, backoff, transcript, status, settings) is plain Rust that tests natively with
+//! Pure logic (outbox, backoff, transcript, status, settings, the saved outbox) is plain Rust that tests natively with
 //! `cargo test`; `dom` alone knows element ids, `socket` alone knows gloo-net.
 
 pub mod backoff;
 pub mod outbox;
+pub mod saved;
 pub mod status;
 pub mod transcript;
 pub mod url;
