@@ -48,10 +48,12 @@ mod entry {
             &host,
             param("ws").as_deref(),
             param("reply-timeout").as_deref(),
+            param("max-message-size").as_deref(),
         );
         // Bad settings are shown on the page by the client itself, which keeps the form's
         // listeners: the form must never submit natively.
-        Client::start(page, settings);
+        // The client runs for the life of the page: its handle is not needed to stop it.
+        let _running = Client::start(page, settings);
         Ok(())
     }
 }
