@@ -911,9 +911,14 @@ async fn over_https_the_page_talks_over_wss() {
 
 /// The server behind a [`Proxy`], and a browser on `path_and_query` of the page served through
 /// the proxy: the page's own origin is the proxy's, so its socket goes through it too.
-async fn open_page_through_proxy(path_and_query: &str) -> (TestServer, Proxy, Browser) {
+/// `configure` sets the proxy up before the page opens its first socket.
+async fn open_page_through_proxy(
+    path_and_query: &str,
+    configure: impl FnOnce(&Proxy),
+) -> (TestServer, Proxy, Browser) {
     let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
     let proxy = Proxy::start(server.addr).await;
+    configure(&proxy);
     let browser = Browser::start().await;
     browser
         .client()
@@ -926,9 +931,9 @@ async fn open_page_through_proxy(path_and_query: &str) -> (TestServer, Proxy, Br
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn an_answer_cut_in_the_middle_is_shown_exactly_ten_times_after_the_resend() {
-    let (_server, proxy, browser) = open_page_through_proxy("/").await;
     // The greeting, then five of hello's ten copies, then the connection breaks.
-    proxy.cut_next_websocket_after(1 + 5);
+    let (_server, proxy, browser) =
+        open_page_through_proxy("/", |proxy| proxy.cut_next_websocket_after(1 + 5)).await;
     browser.watch_for_errors().await;
     browser.wait_for_status("open").await;
     browser.type_message("hello").await;
@@ -962,10 +967,10 @@ async fn an_answer_cut_in_the_middle_is_shown_exactly_ten_times_after_the_resend
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn a_server_that_accepts_and_closes_at_once_is_not_hammered() {
-    let (_server, proxy, browser) = open_page_through_proxy("/").await;
     // Every connection gets its greeting and is cut right after: it opens, nothing is ever
     // answered.
-    proxy.cut_every_websocket_after(Some(1));
+    let (_server, proxy, browser) =
+        open_page_through_proxy("/", |proxy| proxy.cut_every_websocket_after(Some(1))).await;
     browser.type_message("hello").await;
     browser
         .wait_until("the first connection", async || {
@@ -994,7 +999,7 @@ async fn a_server_that_accepts_and_closes_at_once_is_not_hammered() {
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn messages_waiting_or_unanswered_survive_a_reload_and_are_answered_once() {
-    let (server, proxy, browser) = open_page_through_proxy("/?reply-timeout=30").await;
+    let (server, proxy, browser) = open_page_through_proxy("/?reply-timeout=30", |_| {}).await;
     browser.wait_for_status("open").await;
     browser.type_and_wait_for_answers("one", 10).await;
 
@@ -1089,8 +1094,12 @@ async fn a_broken_saved_outbox_is_ignored_with_a_warning() {
     let (_server, browser) = open_page("/").await;
     browser.wait_for_status("open").await;
     browser
-        .run("sessionStorage.setItem('web-client.outbox', 'not ours'); location.reload()")
+        .run("sessionStorage.setItem('web-client.outbox', 'not ours')")
         .await;
+    assert!(
+        !browser.reload_accepting_the_question().await,
+        "nothing waits: leaving does not ask"
+    );
     browser.wait_for_status("open").await;
     browser.watch_for_errors().await;
     browser.type_and_wait_for_answers("fine", 10).await;
