@@ -1186,17 +1186,24 @@ async fn a_socket_the_csp_refuses_ends_with_a_reason_and_retries_saying_it_once(
     browser.record_status_changes().await;
     browser
         .wait_until("three attempts that each ended", async || {
+            // Each ended attempt starts a new wait: the status turns to "reconnecting", or its
+            // countdown starts again from a higher number. (A connecting state between them
+            // can be too short for the observer to see.)
             let changes = browser.status_changes().await;
-            let retries = changes
-                .iter()
-                .filter(|(key, _, _)| key == "reconnecting")
-                .count();
-            // Counted as changes into "reconnecting" from something else.
-            let entered = changes
+            let seconds = |text: &str| {
+                text.strip_prefix("Reconnecting in ")
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|seconds| seconds.parse::<u32>().ok())
+            };
+            let new_waits = changes
                 .windows(2)
-                .filter(|pair| pair[0].0 != "reconnecting" && pair[1].0 == "reconnecting")
+                .filter(|pair| {
+                    let (before, after) = (&pair[0], &pair[1]);
+                    after.0 == "reconnecting"
+                        && (before.0 != "reconnecting" || seconds(&after.2) > seconds(&before.2))
+                })
                 .count();
-            (retries > 0 && entered >= 3).then_some(())
+            (new_waits >= 3).then_some(())
         })
         .await;
     let lines = browser.log_lines().await;
