@@ -206,7 +206,8 @@ impl Client {
         };
         let mut restored = 0;
         for text in messages {
-            match self.outbox.borrow_mut().push(text) {
+            let pushed = self.outbox.borrow_mut().push(text);
+            match pushed {
                 Ok(_) => restored += 1,
                 Err(error) => warn(&format!("A saved message was ignored: {error:?}.")),
             }
@@ -298,7 +299,9 @@ impl Client {
                     return self.cannot_connect(error, wakes).await;
                 }
             };
-            if let Some(given_up) = self.outbox.borrow_mut().connection_closed() {
+            // Taken out first: the borrow must end before the page is updated.
+            let given_up = self.outbox.borrow_mut().connection_closed();
+            if let Some(given_up) = given_up {
                 self.show_given_up(&given_up);
             }
             self.show_waiting();

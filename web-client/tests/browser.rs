@@ -59,6 +59,13 @@ fn fresh_page() -> (Document, Page) {
         fixture
     });
     fixture.set_inner_html(&INDEX_HTML[start..end]);
+    // Every test's client starts with an empty outbox: what an earlier one saved for a
+    // reload is not this test's.
+    if let Some(storage) =
+        web_sys::window().and_then(|window| window.session_storage().ok().flatten())
+    {
+        storage.clear().expect("sessionStorage clears");
+    }
     let page = Page::find(&document).expect("every element the client needs is in index.html");
     (document, page)
 }
@@ -338,8 +345,11 @@ async fn a_message_the_server_never_answered_is_sent_again_on_the_next_connectio
     let queued = document.get_element_by_id("queued").expect("#queued");
     assert_eq!(
         queued.text_content().as_deref(),
-        Some("1 message waiting to be sent"),
-        "the unanswered message is still kept"
+        Some(
+            "1 message waiting to be sent: the server ended the conversation, press Reconnect \
+             to send"
+        ),
+        "the unanswered message is still kept, and the page says what it needs"
     );
 
     let reconnect: HtmlButtonElement = document
