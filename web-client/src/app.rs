@@ -209,7 +209,12 @@ impl Client {
             let pushed = self.outbox.borrow_mut().push(text);
             match pushed {
                 Ok(_) => restored += 1,
-                Err(error) => warn(&format!("A saved message was ignored: {error:?}.")),
+                // Words, not `{:?}`: Debug formatting would add a kilobyte to the wasm.
+                Err(PushError::TooLong { bytes, limit }) => warn(&format!(
+                    "A saved message of {bytes} bytes was ignored: this page's limit is {limit}."
+                )),
+                Err(PushError::Empty) => warn("An empty saved message was ignored."),
+                Err(PushError::Full) => warn("A saved message was ignored: the outbox is full."),
             }
         }
         if restored > 0 {
