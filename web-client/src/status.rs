@@ -243,6 +243,17 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_attempt_names_the_address_and_the_likely_causes() {
+        let notice = cannot_connect_notice("ws://b:2/subscriptions", not_opened_reason());
+        assert!(
+            notice.starts_with("Cannot connect to ws://b:2/subscriptions: "),
+            "{notice}"
+        );
+        assert!(notice.contains("Content-Security-Policy"), "{notice}");
+        assert!(notice.contains("keeps trying"), "{notice}");
+    }
+
+    #[test]
     fn only_a_normal_close_stays_closed() {
         assert_eq!(after_close(1000), AfterClose::StayClosed);
         for code in [1001, 1006, 1008, 1011, 4000] {

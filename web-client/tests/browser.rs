@@ -220,6 +220,12 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
             "Closed (1000)",
             false,
         ),
+        (
+            Status::Offline,
+            "offline",
+            "Offline: waiting for the network",
+            true,
+        ),
     ];
     for (state, key, text, hidden) in cases {
         page.set_status(&state);
