@@ -1,7 +1,8 @@
 //! Wiring: the page's events become [`Wake`]s for one connection task, which opens the
 //! socket, sends what the outbox offers, reads the answers, notices a server that stopped
-//! answering, and reconnects. The outbox decides what to send and when a message is done; this
-//! module only moves messages between it, the socket and the page.
+//! answering, and reconnects. The outbox decides what to send and when a message is done (or
+//! given up); this module only moves messages between it, the socket and the page, and keeps
+//! the outbox in the tab's `sessionStorage` so a reload loses nothing.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -15,8 +16,9 @@ use wasm_bindgen_futures::spawn_local;
 
 use crate::backoff::Backoff;
 use crate::dom::{Page, warn};
-use crate::outbox::{CloseMeant, GivenUp, OUTBOX_CAPACITY, Outbox, PushError, Received};
-use crate::outbox::{MAX_MESSAGE_BYTES, MessageId};
+use crate::outbox::{
+    CloseMeant, GivenUp, MAX_MESSAGE_BYTES, MessageId, OUTBOX_CAPACITY, Outbox, PushError, Received,
+};
 use crate::saved;
 use crate::socket::{Socket, SocketEvent};
 use crate::status::{
