@@ -5,11 +5,17 @@
 //! Needs Chromium, chromedriver and the built client, so the tests are ignored by a plain
 //! `cargo test`; `cargo xtask test` installs and builds all three and runs them.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::support::{Nginx, TestCertificate, TestServer};
 
@@ -163,12 +169,310 @@ impl Browser {
         assert_eq!(errors, json!([]), "errors on the page");
     }
 
+    /// Runs `script` on the page and returns its value.
+    async fn run(&self, script: &str) -> serde_json::Value {
+        self.client()
+            .execute(script, vec![])
+            .await
+            .unwrap_or_else(|error| panic!("script runs: {error}: {script}"))
+    }
+
+    /// The text of the element with this id.
+    async fn text_of(&self, id: &str) -> String {
+        let value = self
+            .run(&format!(
+                "return document.getElementById('{id}').textContent"
+            ))
+            .await;
+        value.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Turns the browser's network off or on through the DevTools protocol, as DevTools'
+    /// "Offline" does (`navigator.onLine` and the `offline`/`online` events follow).
+    async fn set_offline(&self, offline: bool) {
+        let params = json!({
+            "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1
+        });
+        self.client()
+            .issue_cmd(DevTools {
+                command: "Network.emulateNetworkConditions",
+                params,
+            })
+            .await
+            .unwrap_or_else(|error| panic!("chromedriver runs the DevTools command: {error}"));
+    }
+
+    /// Records every change of the status line as `[data-status, announced, shown]`:
+    /// `announced` is its text without what is hidden from screen readers (`aria-hidden`),
+    /// which is what a live region speaks; `shown` is the whole text.
+    async fn record_status_changes(&self) {
+        self.run(
+            "window.__statuses = [];
+             const status = document.getElementById('status');
+             const announced = node => node.nodeType === Node.TEXT_NODE ? node.textContent
+               : (node.getAttribute && node.getAttribute('aria-hidden') === 'true') ? ''
+               : Array.from(node.childNodes, announced).join('');
+             const record = () => {
+               const entry = [status.dataset.status, announced(status), status.textContent];
+               const last = __statuses[__statuses.length - 1];
+               if (!last || last.join('|') !== entry.join('|')) __statuses.push(entry);
+             };
+             record();
+             new MutationObserver(record).observe(status,
+               { subtree: true, childList: true, characterData: true, attributes: true });",
+        )
+        .await;
+    }
+
+    async fn status_changes(&self) -> Vec<(String, String, String)> {
+        serde_json::from_value(self.run("return window.__statuses").await).expect("triples")
+    }
+
+    /// Reloads the page as a person would, accepting the "leave the page?" question if the
+    /// page asks it; returns whether it asked.
+    async fn reload_accepting_the_question(&self) -> bool {
+        self.run("window.__before_reload = true; setTimeout(() => location.reload(), 0)")
+            .await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            // Asked first: any other command would dismiss the question (chromedriver's
+            // default for an open prompt), which would cancel the reload.
+            if self.client().get_alert_text().await.is_ok() {
+                self.client()
+                    .accept_alert()
+                    .await
+                    .expect("accept the question");
+                return true;
+            }
+            let reloaded = self
+                .client()
+                .execute("return window.__before_reload === undefined", vec![])
+                .await;
+            if let Ok(serde_json::Value::Bool(true)) = reloaded {
+                return false;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the page neither reloaded nor asked"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn screenshot(&self, name: &str) {
         let png = self.client().screenshot().await.expect("screenshot");
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(name), png).expect("write screenshot");
     }
+}
+
+/// chromedriver's `POST /session/{id}/goog/cdp/execute`: one DevTools protocol command.
+#[derive(Debug)]
+struct DevTools {
+    command: &'static str,
+    params: serde_json::Value,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/goog/cdp/execute",
+            session_id.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        let body = json!({ "cmd": self.command, "params": self.params });
+        (http::Method::POST, Some(body.to_string()))
+    }
+}
+
+/// A TCP proxy between Chromium and the server, for the page as users meet it on real
+/// networks: it forwards everything (so the page, served through it, talks to its own origin
+/// and needs no CSP or origin flags), and on request cuts WebSocket connections after a number
+/// of the server's frames, or refuses them, or cuts those that are open.
+struct Proxy {
+    addr: SocketAddr,
+    control: Arc<ProxyControl>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyControl {
+    /// Cut the next WebSocket connection after this many frames from the server.
+    cut_next_after: Mutex<Option<usize>>,
+    /// Cut every WebSocket connection after this many frames from the server.
+    cut_every_after: Mutex<Option<usize>>,
+    /// Close new WebSocket connections at once, as a server that is down would.
+    refuse: AtomicBool,
+    /// WebSocket connections seen, refused ones too.
+    websockets: AtomicUsize,
+    /// Bumped to cut every open WebSocket connection.
+    cut_all: Mutex<Option<watch::Sender<u64>>>,
+}
+
+impl Proxy {
+    async fn start(server: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let control = Arc::new(ProxyControl::default());
+        let (cut_all, cut_all_rx) = watch::channel(0);
+        *control.cut_all.lock().expect("lock") = Some(cut_all);
+        let task = tokio::spawn({
+            let control = Arc::clone(&control);
+            async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let control = Arc::clone(&control);
+                    let cut_all = cut_all_rx.clone();
+                    tokio::spawn(async move {
+                        // A connection that breaks is what some tests ask for.
+                        let _ = proxy_connection(client, server, &control, cut_all).await;
+                    });
+                }
+            }
+        });
+        Proxy {
+            addr,
+            control,
+            task,
+        }
+    }
+
+    fn cut_next_websocket_after(&self, frames: usize) {
+        *self.control.cut_next_after.lock().expect("lock") = Some(frames);
+    }
+
+    fn cut_every_websocket_after(&self, frames: Option<usize>) {
+        *self.control.cut_every_after.lock().expect("lock") = frames;
+    }
+
+    /// Refuses new WebSocket connections (and cuts the open ones), or takes them again.
+    fn refuse_websockets(&self, refuse: bool) {
+        self.control.refuse.store(refuse, Ordering::SeqCst);
+        if refuse {
+            if let Some(cut_all) = &*self.control.cut_all.lock().expect("lock") {
+                cut_all.send_modify(|generation| *generation += 1);
+            }
+        }
+    }
+
+    fn websocket_connections(&self) -> usize {
+        self.control.websockets.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One connection through the [`Proxy`].
+async fn proxy_connection(
+    mut client: TcpStream,
+    server: SocketAddr,
+    control: &ProxyControl,
+    mut cut_all: watch::Receiver<u64>,
+) -> std::io::Result<()> {
+    let head = read_http_head(&mut client).await?;
+    let is_websocket = String::from_utf8_lossy(&head)
+        .to_ascii_lowercase()
+        .contains("upgrade: websocket");
+    let mut upstream = TcpStream::connect(server).await?;
+    upstream.write_all(&head).await?;
+    if !is_websocket {
+        tokio::io::copy_bidirectional(&mut client, &mut upstream).await?;
+        return Ok(());
+    }
+    control.websockets.fetch_add(1, Ordering::SeqCst);
+    if control.refuse.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let cut_after = control
+        .cut_next_after
+        .lock()
+        .expect("lock")
+        .take()
+        .or(*control.cut_every_after.lock().expect("lock"));
+    cut_all.borrow_and_update();
+    let (mut client_read, mut client_write) = client.split();
+    let (mut upstream_read, mut upstream_write) = upstream.split();
+    let upward = tokio::io::copy(&mut client_read, &mut upstream_write);
+    let downward = async {
+        let response = read_http_head(&mut upstream_read).await?;
+        client_write.write_all(&response).await?;
+        let Some(limit) = cut_after else {
+            tokio::io::copy(&mut upstream_read, &mut client_write).await?;
+            return Ok::<(), std::io::Error>(());
+        };
+        // Forward whole frames, then cut between two of them.
+        let mut pending = Vec::new();
+        let mut forwarded = 0;
+        let mut buffer = [0u8; 16 * 1024];
+        while forwarded < limit {
+            while forwarded < limit {
+                let Some(length) = server_frame_length(&pending) else {
+                    break;
+                };
+                client_write.write_all(&pending[..length]).await?;
+                pending.drain(..length);
+                forwarded += 1;
+            }
+            if forwarded == limit {
+                break;
+            }
+            let read = upstream_read.read(&mut buffer).await?;
+            if read == 0 {
+                return Ok(());
+            }
+            pending.extend_from_slice(&buffer[..read]);
+        }
+        Ok(())
+    };
+    tokio::select! {
+        _ = upward => {}
+        _ = downward => {}
+        _ = cut_all.changed() => {}
+    }
+    Ok(())
+}
+
+/// Reads up to the end of an HTTP head (the blank line), and nothing after it.
+async fn read_http_head(stream: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 64 * 1024 {
+            return Err(std::io::Error::other("an HTTP head over 64 KiB"));
+        }
+        let byte = stream.read_u8().await?;
+        head.push(byte);
+    }
+    Ok(head)
+}
+
+/// The length of the first whole frame in `bytes` from the server (unmasked), if it is all
+/// there. Written here, independent of the server's own frame code.
+fn server_frame_length(bytes: &[u8]) -> Option<usize> {
+    let second = *bytes.get(1)?;
+    let mask = if second & 0x80 != 0 { 4 } else { 0 };
+    let (header, payload) = match second & 0x7f {
+        126 => (
+            4,
+            usize::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
+        ),
+        127 => {
+            let length: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+            (10, usize::try_from(u64::from_be_bytes(length)).ok()?)
+        }
+        short => (2, usize::from(short)),
+    };
+    let total = header + mask + payload;
+    (bytes.len() >= total).then_some(total)
 }
 
 /// The release server serving the built client, and a browser on `path_and_query` of it.
@@ -402,10 +706,20 @@ async fn nothing_typed_is_lost_when_the_server_hangs_then_dies_then_comes_back()
                 .then_some(())
         })
         .await;
+    // What this proves, with no upper bound a stalled machine could break: the page noticed
+    // the hang by its own reply timeout. Not sooner (the bound below holds however slow the
+    // machine is), and by nothing else: the server is still stopped, not killed, so no close
+    // and no error could have ended the wait; `wait_until` bounds it from above (20 s).
     let noticed_after = hung_at.elapsed();
     assert!(
-        noticed_after <= Duration::from_secs(REPLY_TIMEOUT_SECONDS + 1),
-        "the hang was noticed after {noticed_after:?}"
+        noticed_after >= Duration::from_secs(REPLY_TIMEOUT_SECONDS),
+        "the hang was noticed after {noticed_after:?}, before the reply timeout"
+    );
+    let lines = browser.log_lines().await;
+    assert_eq!(
+        count(&lines, "Server: two") + count(&lines, "Server: three"),
+        0,
+        "the stopped server answered nothing: {lines:?}"
     );
     browser.screenshot("hung.png").await;
     browser.type_message("four").await;
@@ -587,6 +901,455 @@ async fn over_https_the_page_talks_over_wss() {
     // content), and the server speaks nothing but TLS on its port.
     browser.assert_no_errors().await;
     browser.assert_no_csp_violations().await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+/// The server behind a [`Proxy`], and a browser on `path_and_query` of the page served through
+/// the proxy: the page's own origin is the proxy's, so its socket goes through it too.
+/// `configure` sets the proxy up before the page opens its first socket.
+async fn open_page_through_proxy(
+    path_and_query: &str,
+    configure: impl FnOnce(&Proxy),
+) -> (TestServer, Proxy, Browser) {
+    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    configure(&proxy);
+    let browser = Browser::start().await;
+    browser
+        .client()
+        .goto(&format!("http://{}{path_and_query}", proxy.addr))
+        .await
+        .expect("page loads");
+    (server, proxy, browser)
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn an_answer_cut_in_the_middle_is_shown_exactly_ten_times_after_the_resend() {
+    // The greeting, then five of hello's ten copies, then the connection breaks.
+    let (_server, proxy, browser) =
+        open_page_through_proxy("/", |proxy| proxy.cut_next_websocket_after(1 + 5)).await;
+    browser.watch_for_errors().await;
+    browser.wait_for_status("open").await;
+    browser.type_message("hello").await;
+    let lines = browser
+        .wait_until("hello answered after the break", async || {
+            let lines = browser.log_lines().await;
+            let done = count(&lines, "Server: Greetings!") == 2
+                && count(&lines, "Server: hello") >= 10
+                && browser.text_of("queued").await.is_empty();
+            done.then_some(lines)
+        })
+        .await;
+    assert_eq!(count(&lines, "You: hello"), 1, "{lines:?}");
+    assert_eq!(count(&lines, "You (sent again): hello"), 1, "{lines:?}");
+    assert_eq!(
+        count(&lines, "Server: hello"),
+        10,
+        "the five shown before the break are not shown again: {lines:?}"
+    );
+    assert!(proxy.websocket_connections() >= 2);
+    browser.assert_no_errors().await;
+    browser.screenshot("answer-cut-in-the-middle.png").await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_server_that_accepts_and_closes_at_once_is_not_hammered() {
+    // Every connection gets its greeting and is cut right after: it opens, nothing is ever
+    // answered.
+    let (_server, proxy, browser) =
+        open_page_through_proxy("/", |proxy| proxy.cut_every_websocket_after(Some(1))).await;
+    browser.type_message("hello").await;
+    browser
+        .wait_until("the first connection", async || {
+            (proxy.websocket_connections() >= 1).then_some(())
+        })
+        .await;
+    // A measuring window, not a wait for readiness. Delays are drawn from windows of 0.5, 1,
+    // 2, 4, 8, 16, 30 s when only an answer resets the backoff: ten connections in 8 s would
+    // need nine delays adding up to under 8 s (odds below 1 in 10,000). Reset on every open,
+    // every delay is under 0.5 s and ten connections take under 5 s.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let connections = proxy.websocket_connections();
+    assert!(
+        connections < 10,
+        "{connections} connections in 8 s to a server that closes at once"
+    );
+    assert!(connections >= 2, "the page does retry: {connections}");
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn messages_waiting_or_unanswered_survive_a_reload_and_are_answered_once() {
+    let (server, proxy, browser) = open_page_through_proxy("/?reply-timeout=30", |_| {}).await;
+    browser.wait_for_status("open").await;
+    browser.type_and_wait_for_answers("one", 10).await;
+
+    // The server hangs: "two" goes out and is never answered.
+    server.signal("STOP");
+    browser.type_message("two").await;
+    browser
+        .wait_until("two sent", async || {
+            (browser.text_of("queued").await == "1 message waiting for an answer").then_some(())
+        })
+        .await;
+    // Then it is down: "three" waits to be sent.
+    proxy.refuse_websockets(true);
+    browser.wait_for_status("reconnecting").await;
+    browser.type_message("three").await;
+    server.signal("CONT");
+
+    // Leaving now asks first.
+    let asks = browser
+        .run(
+            "const event = new Event('beforeunload', { cancelable: true });
+             dispatchEvent(event); return event.defaultPrevented",
+        )
+        .await;
+    assert_eq!(
+        asks,
+        json!(true),
+        "leaving with messages waiting asks first"
+    );
+    browser.reload_accepting_the_question().await;
+    browser.watch_for_errors().await;
+    browser
+        .wait_until("the restored messages announced", async || {
+            let lines = browser.log_lines().await;
+            lines
+                .iter()
+                .any(|line| line.starts_with("2 messages typed before the page was reloaded"))
+                .then_some(())
+        })
+        .await;
+    browser.type_message("four").await;
+    assert_eq!(
+        browser.text_of("queued").await,
+        "3 messages waiting to be sent"
+    );
+
+    // The server is back.
+    proxy.refuse_websockets(false);
+    let typed = ["two", "three", "four"];
+    let lines = browser
+        .wait_until("every message answered", async || {
+            let lines = browser.log_lines().await;
+            let done = typed
+                .iter()
+                .all(|text| count(&lines, &format!("Server: {text}")) >= 10)
+                && browser.text_of("queued").await.is_empty();
+            done.then_some(lines)
+        })
+        .await;
+    for text in typed {
+        assert_eq!(count(&lines, &format!("Server: {text}")), 10, "{lines:?}");
+        assert_eq!(count(&lines, &format!("You: {text}")), 1, "{lines:?}");
+    }
+    let position = |line: &str| lines.iter().position(|l| l == line);
+    assert!(
+        position("You: two") < position("You: three")
+            && position("You: three") < position("You: four"),
+        "the restored ones first, in order: {lines:?}"
+    );
+    // Nothing waits: leaving no longer asks, and nothing is kept for a reload.
+    let asks = browser
+        .run(
+            "const event = new Event('beforeunload', { cancelable: true });
+             dispatchEvent(event); return event.defaultPrevented",
+        )
+        .await;
+    assert_eq!(asks, json!(false));
+    assert_eq!(browser.run("return sessionStorage.length").await, json!(0));
+    browser.assert_no_errors().await;
+    browser.screenshot("restored-after-reload.png").await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_broken_saved_outbox_is_ignored_with_a_warning() {
+    let (_server, browser) = open_page("/").await;
+    browser.wait_for_status("open").await;
+    browser
+        .run("sessionStorage.setItem('web-client.outbox', 'not ours')")
+        .await;
+    assert!(
+        !browser.reload_accepting_the_question().await,
+        "nothing waits: leaving does not ask"
+    );
+    browser.wait_for_status("open").await;
+    browser.watch_for_errors().await;
+    browser.type_and_wait_for_answers("fine", 10).await;
+    let console = browser.console().await;
+    assert!(
+        console
+            .iter()
+            .any(|(_, message)| message.contains("The saved messages were ignored")),
+        "{console:?}"
+    );
+    browser.assert_no_errors().await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_pasted_text_over_the_limit_stays_whole_and_the_page_says_why() {
+    let (_server, browser) = open_page("/").await;
+    browser.wait_for_status("open").await;
+    browser.watch_for_errors().await;
+    // A paste as the browser's editing does it: `maxlength` would cut it to 65,536.
+    let length = browser
+        .run(
+            "const input = document.getElementById('message'); input.focus();
+             document.execCommand('insertText', false, 'a'.repeat(70000));
+             return input.value.length",
+        )
+        .await;
+    assert_eq!(length, json!(70000), "nothing was cut");
+    let hint = browser.text_of("hint").await;
+    assert!(
+        hint.contains("70000 bytes") && hint.contains("65536"),
+        "the page says why before sending: {hint:?}"
+    );
+    browser.type_message("").await;
+    let length = browser
+        .run("return document.getElementById('message').value.length")
+        .await;
+    assert_eq!(length, json!(70000), "still whole after Enter");
+    // Characters are not bytes: 40,000 "é" are 80,000 bytes.
+    browser
+        .run(
+            "const input = document.getElementById('message'); input.select();
+             document.execCommand('insertText', false, 'é'.repeat(40000))",
+        )
+        .await;
+    assert!(browser.text_of("hint").await.contains("80000 bytes"));
+    browser.screenshot("pasted-too-long.png").await;
+    let lines = browser.log_lines().await;
+    assert!(
+        !lines.iter().any(|line| line.starts_with("You:")),
+        "nothing was sent: {lines:?}"
+    );
+    // Shortened, it goes, and the hint goes away.
+    browser
+        .run("document.getElementById('message').select(); document.execCommand('delete')")
+        .await;
+    assert_eq!(browser.text_of("hint").await, "");
+    browser.type_and_wait_for_answers("short", 10).await;
+    browser.assert_no_errors().await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_socket_the_csp_refuses_ends_with_a_reason_and_retries_saying_it_once() {
+    // Nothing listens there, and the page's CSP (connect-src 'self') does not allow it:
+    // Chromium fires `error` and never `close`.
+    let elsewhere = format!(
+        "ws://127.0.0.1:{}/subscriptions",
+        crate::support::Nginx::free_port()
+    );
+    let (_server, browser) = open_page(&format!("/?ws={elsewhere}&reply-timeout=2")).await;
+    browser.record_status_changes().await;
+    browser
+        .wait_until("three attempts that each ended", async || {
+            // Each ended attempt starts a new wait: the status turns to "reconnecting", or its
+            // countdown starts again from a higher number. (A connecting state between them
+            // can be too short for the observer to see.)
+            let changes = browser.status_changes().await;
+            let seconds = |text: &str| {
+                text.strip_prefix("Reconnecting in ")
+                    .and_then(|rest| rest.split(' ').next())
+                    .and_then(|seconds| seconds.parse::<u32>().ok())
+            };
+            let new_waits = changes
+                .windows(2)
+                .filter(|pair| {
+                    let (before, after) = (&pair[0], &pair[1]);
+                    after.0 == "reconnecting"
+                        && (before.0 != "reconnecting" || seconds(&after.2) > seconds(&before.2))
+                })
+                .count();
+            (new_waits >= 3).then_some(())
+        })
+        .await;
+    let lines = browser.log_lines().await;
+    let notices: Vec<_> = lines
+        .iter()
+        .filter(|line| line.starts_with("Cannot connect"))
+        .collect();
+    assert_eq!(notices.len(), 1, "once per outage: {lines:?}");
+    assert!(notices[0].contains(&elsewhere), "{notices:?}");
+    assert!(
+        notices[0].contains("Content-Security-Policy"),
+        "{notices:?}"
+    );
+    browser.screenshot("csp-refused.png").await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn the_countdown_is_shown_but_the_live_status_is_announced_once_per_state() {
+    let (mut server, browser) = open_page("/").await;
+    browser.wait_for_status("open").await;
+    server.signal("KILL");
+    server.wait().await;
+    // Delays grow with each refused attempt; wait for one that counts down for seconds.
+    browser
+        .wait_until("a countdown of several seconds", async || {
+            let (key, text) = browser.status().await;
+            let seconds = text
+                .strip_prefix("Reconnecting in ")
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|seconds| seconds.parse::<u32>().ok());
+            (key == "reconnecting" && seconds.is_some_and(|seconds| seconds >= 3)).then_some(())
+        })
+        .await;
+    browser.record_status_changes().await;
+    browser
+        .wait_until("the countdown to tick", async || {
+            let changes = browser.status_changes().await;
+            let ticks = changes
+                .windows(2)
+                .filter(|pair| pair[0].0 == "reconnecting" && pair[1].0 == "reconnecting")
+                .count();
+            (ticks >= 1).then_some(())
+        })
+        .await;
+    let changes = browser.status_changes().await;
+    for pair in changes.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        assert!(
+            before.0 != after.0 || before.1 == after.1,
+            "a tick changed what a screen reader announces: {changes:?}"
+        );
+    }
+    browser.screenshot("countdown.png").await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn focus_returns_to_the_input_and_after_end_the_page_says_reconnect_is_needed() {
+    let (_server, browser) = open_page("/").await;
+    browser.wait_for_status("open").await;
+    let active = "return document.activeElement && document.activeElement.id";
+    // Send pressed with the mouse.
+    let input = browser.element("message").await;
+    input.send_keys("foo").await.expect("typing works");
+    browser
+        .element("send")
+        .await
+        .click()
+        .await
+        .expect("click Send");
+    assert_eq!(browser.run(active).await, json!("message"), "after Send");
+
+    browser.type_message("end").await;
+    browser.wait_for_status("closed").await;
+    browser.type_message("later").await;
+    let queued = browser.text_of("queued").await;
+    assert!(
+        queued.contains("press Reconnect"),
+        "a message typed after end says what it needs: {queued:?}"
+    );
+    browser.screenshot("after-end.png").await;
+    browser
+        .element("reconnect")
+        .await
+        .click()
+        .await
+        .expect("click Reconnect");
+    browser.wait_for_status("open").await;
+    assert_eq!(
+        browser.run(active).await,
+        json!("message"),
+        "after Reconnect"
+    );
+    browser
+        .wait_until("later answered", async || {
+            (count(&browser.log_lines().await, "Server: later") == 10).then_some(())
+        })
+        .await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn connected_is_never_shown_while_the_browser_is_offline() {
+    let (_server, browser) = open_page("/").await;
+    browser.wait_for_status("open").await;
+    browser.record_status_changes().await;
+    browser.set_offline(true).await;
+    let text = browser.wait_for_status("offline").await;
+    assert!(!text.contains("Connected"), "{text}");
+    assert_eq!(browser.run("return navigator.onLine").await, json!(false));
+    browser.screenshot("offline.png").await;
+    browser.set_offline(false).await;
+    browser.wait_for_status("open").await;
+    browser.type_and_wait_for_answers("back", 10).await;
+    // From going offline to coming back, "Connected" was never on the status line.
+    let changes = browser.status_changes().await;
+    let offline_at = changes
+        .iter()
+        .position(|(key, _, _)| key == "offline")
+        .expect("offline shown");
+    let online_again = changes
+        .iter()
+        .rposition(|(key, _, _)| key != "open")
+        .unwrap_or(offline_at);
+    for (key, _, shown) in &changes[offline_at..=online_again] {
+        assert!(key != "open" && !shown.contains("Connected"), "{changes:?}");
+    }
     browser
         .client()
         .clone()

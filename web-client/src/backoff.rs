@@ -31,7 +31,9 @@ impl Backoff {
         window.mul_f64(jitter.clamp(0.0, 1.0))
     }
 
-    /// Called once a connection opened: the next drop starts from the smallest window again.
+    /// Called once the server answered a message (or the user asked to reconnect): the next
+    /// drop starts from the smallest window again. Not when a connection merely opens: a
+    /// server that accepts and closes at once would then be retried every half second.
     pub fn reset(&mut self) {
         self.failures = 0;
     }

@@ -1,13 +1,15 @@
-//! The page: the only module that knows element ids (they are in `static/index.html`).
-//! Text always goes in as text (`textContent`), never as HTML.
+//! The page: the only module that knows element ids (they are in `static/index.html`), and the
+//! window around it (its events, `sessionStorage`, the console). Text always goes in as text
+//! (`textContent`), never as HTML.
 
 use gloo_events::{EventListener, EventListenerOptions};
 use wasm_bindgen::JsCast;
 use web_sys::{
-    Document, Element, HtmlButtonElement, HtmlElement, HtmlInputElement, VisibilityState,
+    BeforeUnloadEvent, Document, Element, HtmlButtonElement, HtmlElement, HtmlInputElement,
+    Storage, VisibilityState, Window,
 };
 
-use crate::outbox::Waiting;
+use crate::outbox::MessageId;
 use crate::status::Status;
 use crate::transcript::Entry;
 
@@ -17,6 +19,11 @@ const INPUT_ID: &str = "message";
 const STATUS_ID: &str = "status";
 const QUEUED_ID: &str = "queued";
 const RECONNECT_ID: &str = "reconnect";
+const HINT_ID: &str = "hint";
+/// The `sessionStorage` key of the saved outbox.
+const OUTBOX_KEY: &str = "web-client.outbox";
+/// The attribute that ties a line of the log to the message it shows.
+const MESSAGE_ATTRIBUTE: &str = "data-message";
 /// The `elementtiming` name of the conversation's lines.
 const LOG_LINE_TIMING: &str = "log-line";
 
@@ -30,6 +37,9 @@ pub struct Page {
     status: Element,
     queued: Element,
     reconnect: HtmlButtonElement,
+    hint: Element,
+    /// Inside the status: the part that changes every second and is not announced.
+    status_detail: Element,
 }
 
 impl Page {
@@ -52,19 +62,60 @@ impl Page {
             reconnect: element(RECONNECT_ID)?
                 .dyn_into()
                 .map_err(|_| format!("#{RECONNECT_ID} is not a <button>"))?,
+            hint: {
+                let hint = element(HINT_ID)?;
+                let _ = element(INPUT_ID)?.set_attribute("aria-describedby", HINT_ID);
+                hint
+            },
+            status_detail: {
+                let detail = document
+                    .create_element("span")
+                    .map_err(|_| "cannot create a <span>".to_owned())?;
+                // Hidden from the accessibility tree: its changes are not announced.
+                let _ = detail.set_attribute("aria-hidden", "true");
+                detail
+            },
         })
     }
 
     /// Appends a line to the log, removes `evicted` old ones, and keeps the newest in view.
     pub fn append(&self, entry: &Entry, evicted: usize) {
+        self.append_line(entry, evicted);
+    }
+
+    /// [`Page::append`] for a line that shows message `id`, so it can be marked later.
+    pub fn append_message(&self, entry: &Entry, evicted: usize, id: MessageId) {
+        if let Some(line) = self.append_line(entry, evicted) {
+            let _ = line.set_attribute(MESSAGE_ATTRIBUTE, &id.0.to_string());
+        }
+    }
+
+    /// Adds `outcome` to every line that shows message `id`; `false` if none is left.
+    pub fn mark_message(&self, id: MessageId, outcome: &str) -> bool {
+        let selector = format!("[{MESSAGE_ATTRIBUTE}=\"{}\"]", id.0);
+        let Ok(lines) = self.log.query_selector_all(&selector) else {
+            return false;
+        };
+        for index in 0..lines.length() {
+            let Some(line) = lines.item(index) else {
+                continue;
+            };
+            let text = line.text_content().unwrap_or_default();
+            line.set_text_content(Some(&format!("{text} ({outcome})")));
+            if let Ok(line) = line.dyn_into::<Element>() {
+                let _ = line.class_list().add_1("given-up");
+            }
+        }
+        lines.length() > 0
+    }
+
+    fn append_line(&self, entry: &Entry, evicted: usize) -> Option<Element> {
         for _ in 0..evicted {
             if let Some(oldest) = self.log.first_element_child() {
                 oldest.remove();
             }
         }
-        let Ok(line) = self.document.create_element("li") else {
-            return;
-        };
+        let line = self.document.create_element("li").ok()?;
         line.set_class_name(entry.speaker.class());
         // Element Timing: the browser records when each line was first painted, for real-user
         // monitoring and the page-load benchmark (navigation to "Greetings!" on screen).
@@ -72,10 +123,28 @@ impl Page {
         line.set_text_content(Some(&entry.to_string()));
         let _ = self.log.append_child(&line);
         self.log.set_scroll_top(self.log.scroll_height());
+        Some(line)
     }
 
+    /// Shows `status`. The status is a live region: its announced part is rewritten only when
+    /// it changes, and the countdown lives in a child hidden from screen readers, so they
+    /// hear "Reconnecting" once instead of every second.
     pub fn set_status(&self, status: &Status) {
-        self.status.set_text_content(Some(&status.to_string()));
+        let (announced, detail) = status.announced_and_detail();
+        let same_state = self.status.get_attribute("data-status").as_deref() == Some(status.key())
+            && self
+                .status
+                .first_child()
+                .and_then(|node| node.text_content())
+                == Some(announced.clone())
+            && self.status_detail.parent_node().is_some();
+        if !same_state {
+            self.status.set_text_content(Some(&announced));
+            let _ = self.status.append_child(&self.status_detail);
+        }
+        if self.status_detail.text_content().as_deref() != Some(detail.as_str()) {
+            self.status_detail.set_text_content(Some(&detail));
+        }
         let _ = self.status.set_attribute("data-status", status.key());
         self.reconnect
             .set_hidden(!matches!(status, Status::Closed { .. }));
@@ -88,8 +157,24 @@ impl Page {
     }
 
     /// Shows how many messages wait, and for what (nothing when none do).
-    pub fn set_waiting(&self, waiting: Waiting) {
-        self.queued.set_text_content(Some(&waiting.to_string()));
+    pub fn set_waiting(&self, waiting: &str) {
+        if self.queued.text_content().as_deref() != Some(waiting) {
+            self.queued.set_text_content(Some(waiting));
+        }
+    }
+
+    /// Shows a hint under the input (why it cannot be sent as it is), or clears it; the input
+    /// is marked invalid while there is one.
+    pub fn set_hint(&self, hint: Option<&str>) {
+        let text = hint.unwrap_or_default();
+        if self.hint.text_content().as_deref() != Some(text) {
+            self.hint.set_text_content(Some(text));
+        }
+        let input: &Element = self.input.as_ref();
+        let _ = match hint {
+            Some(_) => input.set_attribute("aria-invalid", "true"),
+            None => input.remove_attribute("aria-invalid"),
+        };
     }
 
     pub fn input_value(&self) -> String {
@@ -115,10 +200,80 @@ impl Page {
         EventListener::new(&self.reconnect, "click", move |_| on_click())
     }
 
+    /// Calls `on_edit` whenever the input's text changes (typing, pasting, dropping).
+    pub fn on_input(&self, mut on_edit: impl FnMut() + 'static) -> EventListener {
+        EventListener::new(&self.input, "input", move |_| on_edit())
+    }
+
     /// Calls `on_online` when the browser says the network is back.
     pub fn on_online(&self, mut on_online: impl FnMut() + 'static) -> Option<EventListener> {
-        let window = self.document.default_view()?;
+        let window = self.window()?;
         Some(EventListener::new(&window, "online", move |_| on_online()))
+    }
+
+    /// Calls `on_offline` when the browser says the network is gone.
+    pub fn on_offline(&self, mut on_offline: impl FnMut() + 'static) -> Option<EventListener> {
+        let window = self.window()?;
+        Some(EventListener::new(&window, "offline", move |_| {
+            on_offline()
+        }))
+    }
+
+    /// Asks the browser to confirm leaving the page while `must_confirm` says so.
+    pub fn on_leave(&self, must_confirm: impl Fn() -> bool + 'static) -> Option<EventListener> {
+        let window = self.window()?;
+        let options = EventListenerOptions::enable_prevent_default();
+        Some(EventListener::new_with_options(
+            &window,
+            "beforeunload",
+            options,
+            move |event| {
+                if must_confirm() {
+                    event.prevent_default();
+                    // Older browsers ask only when a return value is set.
+                    if let Some(event) = event.dyn_ref::<BeforeUnloadEvent>() {
+                        event.set_return_value("Messages are still waiting to be sent.");
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Whether the browser believes it is online (`navigator.onLine`).
+    pub fn is_online(&self) -> bool {
+        self.window()
+            .is_none_or(|window| window.navigator().on_line())
+    }
+
+    fn window(&self) -> Option<Window> {
+        self.document.default_view()
+    }
+
+    fn session_storage(&self) -> Option<Storage> {
+        // Absent or refused (privacy settings): the page works, only a reload forgets.
+        self.window()?.session_storage().ok().flatten()
+    }
+
+    /// The outbox this tab saved before a reload, if any.
+    pub fn saved_outbox(&self) -> Option<String> {
+        self.session_storage()?.get_item(OUTBOX_KEY).ok().flatten()
+    }
+
+    /// Saves the outbox for a reload; `None` forgets it. A full or refused storage is
+    /// reported once per failure on the console: the page goes on without it.
+    pub fn save_outbox(&self, saved: Option<&str>) {
+        let Some(storage) = self.session_storage() else {
+            return;
+        };
+        let result = match saved {
+            Some(saved) => storage.set_item(OUTBOX_KEY, saved),
+            None => storage.remove_item(OUTBOX_KEY),
+        };
+        if result.is_err() {
+            warn(
+                "the waiting messages could not be saved for a reload (sessionStorage refused them)",
+            );
+        }
     }
 
     /// Calls `on_visible` when the tab, hidden until now, becomes visible.
@@ -136,4 +291,9 @@ impl Page {
         let input: &HtmlElement = self.input.as_ref();
         let _ = input.focus();
     }
+}
+
+/// A warning on the browser console.
+pub fn warn(text: &str) {
+    web_sys::console::warn_1(&text.into());
 }

@@ -1,11 +1,12 @@
 //! The browser client: an input field feeds a bounded queue; a background task sends the
 //! queue over a WebSocket to `/subscriptions`; replies are rendered in the page.
 //!
-//! Pure logic (outbox, backoff, transcript, status, settings) is plain Rust that tests natively with
+//! Pure logic (outbox, backoff, transcript, status, settings, the saved outbox) is plain Rust that tests natively with
 //! `cargo test`; `dom` alone knows element ids, `socket` alone knows gloo-net.
 
 pub mod backoff;
 pub mod outbox;
+pub mod saved;
 pub mod status;
 pub mod transcript;
 pub mod url;
@@ -47,10 +48,12 @@ mod entry {
             &host,
             param("ws").as_deref(),
             param("reply-timeout").as_deref(),
+            param("max-message-size").as_deref(),
         );
         // Bad settings are shown on the page by the client itself, which keeps the form's
         // listeners: the form must never submit natively.
-        Client::start(page, settings);
+        // The client runs for the life of the page: its handle is not needed to stop it.
+        let _running = Client::start(page, settings);
         Ok(())
     }
 }

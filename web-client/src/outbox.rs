@@ -1,12 +1,17 @@
 //! Every message the user typed, from the moment it is queued until the server has answered
-//! it. Nothing is dropped silently: a full outbox refuses the push, and a message leaves only
-//! once its answer arrived.
+//! it, refused it, or failed to answer it three times. Nothing is dropped silently: a full
+//! outbox refuses the push, and a message leaves only with an outcome the page shows.
 //!
 //! A message is first *queued*; once the socket took it, it is *unanswered* until the answer
 //! the shared [`rules`] predict for it has arrived in full, in order. When a connection opens,
 //! every unanswered message goes out again first, in its original order, then the queue: so
 //! every message is answered at least once, and one is sent twice only when the server
-//! answered it but the answer was lost on the way.
+//! answered it but the answer was lost on the way. The copies of an answer already shown on an
+//! earlier connection are not shown again ([`Received::Answer::show`]).
+//!
+//! Two ways out besides an answer keep one bad message from blocking the queue forever: the
+//! server refused it (a 1009 or 1007 close while it was the next to be answered), or it went
+//! out [`MAX_TRIES`] times and its answer never came.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -17,14 +22,21 @@ use rules::{App, Reply};
 /// client this project is modelled on.
 pub const OUTBOX_CAPACITY: usize = 100;
 
-/// Longest message, in bytes as sent (UTF-8): the server's default `--max-message-size`. The
-/// server closes the connection (1009) on a longer one, and the message would be lost, so it
-/// is refused here and stays in the input. The input's `maxlength` cannot do this: it counts
-/// UTF-16 units, and 65,536 of them can be up to 196,608 bytes of UTF-8.
+/// Longest message, in bytes as sent (UTF-8), unless the page is told otherwise
+/// (`?max-message-size=`): the server's default `--max-message-size`. The server closes the
+/// connection (1009) on a longer one, so it is refused here and stays in the input. The
+/// input's `maxlength` cannot do this: it counts UTF-16 units, and it cuts a paste silently.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Connections a message may go out on without its answer before it is given up.
+pub const MAX_TRIES: u32 = 3;
 
 /// The close code that answers `end`.
 const NORMAL_CLOSURE: u16 = 1000;
+/// The server's close for a message that is not valid UTF-8 text.
+const INVALID_PAYLOAD: u16 = 1007;
+/// The server's close for a message over its `--max-message-size`.
+const MESSAGE_TOO_BIG: u16 = 1009;
 
 /// Why a message was not queued; each is shown to the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,13 +45,19 @@ pub enum PushError {
     Empty,
     /// The outbox holds [`OUTBOX_CAPACITY`] messages already.
     Full,
-    /// The message is longer than [`MAX_MESSAGE_BYTES`]; `bytes` is its length.
-    TooLong { bytes: usize },
+    /// The message is longer than the limit; `bytes` is its length, `limit` the limit.
+    TooLong { bytes: usize, limit: usize },
 }
+
+/// Names one message for as long as the page lives, so that its line can be marked when it
+/// leaves the outbox without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MessageId(pub u64);
 
 /// A message ready to go out, as [`Outbox::next_to_send`] gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outgoing {
+    pub id: MessageId,
     pub text: String,
     /// It went out on an earlier connection and was not answered there.
     pub again: bool,
@@ -51,10 +69,65 @@ pub enum Received {
     /// The app's greeting, first on a connection.
     Greeting,
     /// Part of the answer to the oldest unanswered message; `complete` once it is all there
-    /// and the message has left the outbox.
-    Answer { complete: bool },
+    /// and the message has left the outbox. `show` is `false` for a copy already shown on an
+    /// earlier connection (the message was sent again after a break in mid-answer).
+    Answer { complete: bool, show: bool },
     /// Nothing the rules predict: shown, but it answers nothing.
     Unexpected,
+}
+
+/// Why the server refused a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 1009: longer than the server's `--max-message-size`.
+    TooLong,
+    /// 1007: not text the server accepts.
+    Invalid,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::TooLong => "too long for this server",
+            Refusal::Invalid => "not valid text for this server",
+        })
+    }
+}
+
+/// How a message left the outbox without its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Refused(Refusal),
+    /// Sent [`MAX_TRIES`] times; the answer never came.
+    Failed,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Refused(refusal) => write!(f, "refused: {refusal}"),
+            Outcome::Failed => write!(f, "failed: no answer after {MAX_TRIES} tries"),
+        }
+    }
+}
+
+/// A message taken out of the outbox without its answer, for the page to mark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GivenUp {
+    pub id: MessageId,
+    pub text: String,
+    pub outcome: Outcome,
+}
+
+/// What a close from the server meant to the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseMeant {
+    /// A normal close that answered `end`, which left the outbox.
+    Answer,
+    /// The server refused the next message to be answered, which left the outbox.
+    Refusal(GivenUp),
+    /// Nothing about any one message.
+    Nothing,
 }
 
 /// The answer a sent message is still waiting for.
@@ -86,9 +159,22 @@ impl Awaiting {
 }
 
 #[derive(Debug)]
+struct Queued {
+    id: MessageId,
+    text: String,
+}
+
+#[derive(Debug)]
 struct Unanswered {
+    id: MessageId,
     text: String,
     awaiting: Awaiting,
+    /// Copies of the answer received on the current connection.
+    received_here: usize,
+    /// The most copies shown on any connection: copies up to this many are not shown again.
+    shown: usize,
+    /// Connections that ended while this message was the next to be answered.
+    tries: u32,
 }
 
 /// Messages typed by the user and not yet answered.
@@ -100,71 +186,120 @@ pub struct Outbox {
     unanswered: VecDeque<Unanswered>,
     sent_here: usize,
     /// Never sent yet.
-    queued: VecDeque<String>,
+    queued: VecDeque<Queued>,
     capacity: usize,
+    max_message_bytes: usize,
+    next_id: u64,
     /// The greeting still to come on this connection, if the app sends one.
     greeting_due: Option<&'static str>,
+    /// The server refused a message on this connection: what it sent after it was never read,
+    /// so the end of this connection counts as no try against them.
+    refused_here: bool,
 }
 
 impl Outbox {
-    /// An outbox for messages to `app`, which decides what answers each message.
-    pub fn new(app: App) -> Outbox {
-        Outbox::with_capacity(app, OUTBOX_CAPACITY)
+    /// An outbox for messages to `app`, which decides what answers each message, refusing
+    /// messages longer than `max_message_bytes`.
+    pub fn new(app: App, max_message_bytes: usize) -> Outbox {
+        Outbox::with_capacity(app, OUTBOX_CAPACITY, max_message_bytes)
     }
 
-    pub fn with_capacity(app: App, capacity: usize) -> Outbox {
+    pub fn with_capacity(app: App, capacity: usize, max_message_bytes: usize) -> Outbox {
         Outbox {
             app,
             unanswered: VecDeque::new(),
             sent_here: 0,
             queued: VecDeque::new(),
             capacity,
+            max_message_bytes,
+            next_id: 0,
             greeting_due: None,
+            refused_here: false,
         }
     }
 
-    /// Queues a message at the back.
-    pub fn push(&mut self, text: String) -> Result<(), PushError> {
-        if text.is_empty() {
-            return Err(PushError::Empty);
+    /// The longest message accepted, in UTF-8 bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    /// Whether `text` could be queued as far as its length goes (for the input to warn before
+    /// sending).
+    pub fn check_length(&self, text: &str) -> Result<(), PushError> {
+        if text.len() > self.max_message_bytes {
+            return Err(PushError::TooLong {
+                bytes: text.len(),
+                limit: self.max_message_bytes,
+            });
         }
-        if text.len() > MAX_MESSAGE_BYTES {
-            return Err(PushError::TooLong { bytes: text.len() });
-        }
-        if self.len() >= self.capacity {
-            return Err(PushError::Full);
-        }
-        self.queued.push_back(text);
         Ok(())
     }
 
+    /// Queues a message at the back.
+    pub fn push(&mut self, text: String) -> Result<MessageId, PushError> {
+        if text.is_empty() {
+            return Err(PushError::Empty);
+        }
+        self.check_length(&text)?;
+        if self.len() >= self.capacity {
+            return Err(PushError::Full);
+        }
+        let id = MessageId(self.next_id);
+        self.next_id += 1;
+        self.queued.push_back(Queued { id, text });
+        Ok(id)
+    }
+
     /// A connection opened: unanswered messages go out again first, and whatever part of
-    /// their answers came on the old connection no longer counts.
+    /// their answers came on the old connection counts only as already shown.
     pub fn connection_opened(&mut self) {
         self.sent_here = 0;
+        self.refused_here = false;
         for message in &mut self.unanswered {
             if let Some(fresh) = Awaiting::for_message(self.app, &message.text) {
                 message.awaiting = fresh;
             }
+            message.received_here = 0;
         }
         self.greeting_due = self.app.greeting();
     }
 
-    /// The connection ended: every unanswered message waits to be sent again.
-    pub fn connection_closed(&mut self) {
+    /// The connection ended: every unanswered message waits to be sent again, except the
+    /// oldest when this was its [`MAX_TRIES`]th connection without its answer, which is given
+    /// up and returned.
+    pub fn connection_closed(&mut self) -> Option<GivenUp> {
+        let charged = self.sent_here > 0 && !self.refused_here;
         self.sent_here = 0;
         self.greeting_due = None;
+        self.refused_here = false;
+        if !charged {
+            return None;
+        }
+        // Sent on this connection and first in line: the server had it and did not answer.
+        let oldest = self.unanswered.front_mut()?;
+        oldest.tries += 1;
+        if oldest.tries < MAX_TRIES {
+            return None;
+        }
+        let oldest = self.unanswered.pop_front()?;
+        Some(GivenUp {
+            id: oldest.id,
+            text: oldest.text,
+            outcome: Outcome::Failed,
+        })
     }
 
     /// The next message to send on this connection: an unanswered one first, then the queue.
     pub fn next_to_send(&self) -> Option<Outgoing> {
         match self.unanswered.get(self.sent_here) {
             Some(message) => Some(Outgoing {
+                id: message.id,
                 text: message.text.clone(),
                 again: true,
             }),
-            None => self.queued.front().map(|text| Outgoing {
-                text: text.clone(),
+            None => self.queued.front().map(|message| Outgoing {
+                id: message.id,
+                text: message.text.clone(),
                 again: false,
             }),
         }
@@ -176,12 +311,19 @@ impl Outbox {
             self.sent_here += 1;
             return;
         }
-        let Some(text) = self.queued.pop_front() else {
+        let Some(Queued { id, text }) = self.queued.pop_front() else {
             return;
         };
         // A message nothing answers is done once sent.
         if let Some(awaiting) = Awaiting::for_message(self.app, &text) {
-            self.unanswered.push_back(Unanswered { text, awaiting });
+            self.unanswered.push_back(Unanswered {
+                id,
+                text,
+                awaiting,
+                received_here: 0,
+                shown: 0,
+                tries: 0,
+            });
             self.sent_here += 1;
         }
     }
@@ -201,28 +343,58 @@ impl Outbox {
             } if expected == text => {
                 *left -= 1;
                 let complete = *left == 0;
+                oldest.received_here += 1;
+                let show = oldest.received_here > oldest.shown;
+                oldest.shown = oldest.shown.max(oldest.received_here);
                 if complete {
                     self.answered();
                 }
-                Received::Answer { complete }
+                Received::Answer { complete, show }
             }
             Awaiting::Texts { .. } | Awaiting::Close => Received::Unexpected,
         }
     }
 
-    /// The server closed the connection with `code`: `true` if that answered the oldest
-    /// message (a normal close after `end`), which then leaves the outbox.
-    pub fn received_close(&mut self, code: u16) -> bool {
-        let answers = self.sent_here > 0
-            && code == NORMAL_CLOSURE
-            && self
-                .unanswered
-                .front()
-                .is_some_and(|oldest| oldest.awaiting == Awaiting::Close);
-        if answers {
-            self.answered();
-        }
-        answers
+    /// The server closed the connection with `code`: a normal close may answer `end`, and a
+    /// 1009 or 1007 refuses the next message to be answered; either takes it out.
+    pub fn received_close(&mut self, code: u16) -> CloseMeant {
+        let refusal = match code {
+            NORMAL_CLOSURE => {
+                let answers = self.sent_here > 0
+                    && self
+                        .unanswered
+                        .front()
+                        .is_some_and(|oldest| oldest.awaiting == Awaiting::Close);
+                if !answers {
+                    return CloseMeant::Nothing;
+                }
+                self.answered();
+                return CloseMeant::Answer;
+            }
+            MESSAGE_TOO_BIG => Refusal::TooLong,
+            INVALID_PAYLOAD => Refusal::Invalid,
+            _ => return CloseMeant::Nothing,
+        };
+        // The server answers in order: the messages before the refused one were answered (and
+        // left), so it is the first sent here whose answer had not begun.
+        let Some(position) = self
+            .unanswered
+            .iter()
+            .take(self.sent_here)
+            .position(|message| message.received_here == 0)
+        else {
+            return CloseMeant::Nothing;
+        };
+        let Some(refused) = self.unanswered.remove(position) else {
+            return CloseMeant::Nothing;
+        };
+        self.sent_here -= 1;
+        self.refused_here = true;
+        CloseMeant::Refusal(GivenUp {
+            id: refused.id,
+            text: refused.text,
+            outcome: Outcome::Refused(refusal),
+        })
     }
 
     fn answered(&mut self) {
@@ -241,6 +413,15 @@ impl Outbox {
             to_send: self.queued.len() + self.unanswered.len() - self.sent_here,
             for_answer: self.sent_here,
         }
+    }
+
+    /// Every message kept, oldest first: unanswered, then queued. What a reload must not lose.
+    pub fn texts(&self) -> Vec<&str> {
+        self.unanswered
+            .iter()
+            .map(|message| message.text.as_str())
+            .chain(self.queued.iter().map(|message| message.text.as_str()))
+            .collect()
     }
 
     /// Every message kept, queued and unanswered.
@@ -297,19 +478,19 @@ mod tests {
     }
 
     fn outbox_with(messages: &[&str]) -> Outbox {
-        let mut outbox = Outbox::new(App::Subscriptions);
+        let mut outbox = Outbox::new(App::Subscriptions, MAX_MESSAGE_BYTES);
         for message in messages {
-            assert_eq!(outbox.push((*message).to_owned()), Ok(()));
+            assert!(outbox.push((*message).to_owned()).is_ok());
         }
         outbox
     }
 
     #[test]
     fn refuses_empty_and_overflow_and_keeps_order() {
-        let mut outbox = Outbox::with_capacity(App::Subscriptions, 2);
+        let mut outbox = Outbox::with_capacity(App::Subscriptions, 2, MAX_MESSAGE_BYTES);
         assert_eq!(outbox.push(String::new()), Err(PushError::Empty));
-        assert_eq!(outbox.push("a".into()), Ok(()));
-        assert_eq!(outbox.push(" ".into()), Ok(()), "whitespace is a message");
+        assert!(outbox.push("a".into()).is_ok());
+        assert!(outbox.push(" ".into()).is_ok(), "whitespace is a message");
         assert_eq!(outbox.push("c".into()), Err(PushError::Full));
         assert_eq!(outbox.next_to_send().map(|m| m.text), Some("a".into()));
         assert_eq!(
@@ -321,12 +502,13 @@ mod tests {
 
     #[test]
     fn messages_longer_than_the_server_accepts_are_refused_by_their_utf8_length() {
-        let mut outbox = Outbox::new(App::Subscriptions);
-        assert_eq!(outbox.push("a".repeat(MAX_MESSAGE_BYTES)), Ok(()));
+        let mut outbox = Outbox::new(App::Subscriptions, MAX_MESSAGE_BYTES);
+        assert!(outbox.push("a".repeat(MAX_MESSAGE_BYTES)).is_ok());
         assert_eq!(
             outbox.push("a".repeat(MAX_MESSAGE_BYTES + 1)),
             Err(PushError::TooLong {
-                bytes: MAX_MESSAGE_BYTES + 1
+                bytes: MAX_MESSAGE_BYTES + 1,
+                limit: MAX_MESSAGE_BYTES,
             })
         );
         // Half as many characters, each two bytes: one byte over.
@@ -334,7 +516,8 @@ mod tests {
         assert_eq!(
             outbox.push(accented),
             Err(PushError::TooLong {
-                bytes: MAX_MESSAGE_BYTES + 1
+                bytes: MAX_MESSAGE_BYTES + 1,
+                limit: MAX_MESSAGE_BYTES,
             })
         );
         assert_eq!(outbox.len(), 1, "refused messages are not kept");
@@ -349,41 +532,60 @@ mod tests {
         // foo -> bar, bar -> foo: one text each.
         assert_eq!(
             outbox.received_text("bar"),
-            Received::Answer { complete: true }
+            Received::Answer {
+                complete: true,
+                show: true
+            }
         );
         assert_eq!(
             outbox.received_text("foo"),
-            Received::Answer { complete: true }
+            Received::Answer {
+                complete: true,
+                show: true
+            }
         );
         // Anything else: ten copies; the message leaves with the tenth.
         for _ in 0..9 {
             assert_eq!(
                 outbox.received_text("hello"),
-                Received::Answer { complete: false }
+                Received::Answer {
+                    complete: false,
+                    show: true
+                }
             );
         }
         assert_eq!(outbox.len(), 2);
         assert_eq!(
             outbox.received_text("hello"),
-            Received::Answer { complete: true }
+            Received::Answer {
+                complete: true,
+                show: true
+            }
         );
         // end -> a normal close, and nothing else.
-        assert!(!outbox.received_close(1001), "only 1000 answers end");
-        assert!(outbox.received_close(1000));
+        assert_eq!(
+            outbox.received_close(1001),
+            CloseMeant::Nothing,
+            "only 1000 answers end"
+        );
+        assert_eq!(outbox.received_close(1000), CloseMeant::Answer);
         assert!(outbox.is_empty());
         assert!(!outbox.awaiting_reply());
     }
 
     #[test]
     fn the_echo_app_has_its_own_words() {
-        let mut outbox = Outbox::new(App::Echo);
+        let mut outbox = Outbox::new(App::Echo, MAX_MESSAGE_BYTES);
         outbox.push("FOO".into()).expect("room");
         outbox.push("end".into()).expect("room");
         outbox.connection_opened();
         send_all(&mut outbox);
         assert_eq!(
             outbox.received_text("BAR"),
-            Received::Answer { complete: true }
+            Received::Answer {
+                complete: true,
+                show: true
+            }
         );
         for _ in 0..10 {
             outbox.received_text("end");
@@ -403,17 +605,24 @@ mod tests {
             Received::Unexpected,
             "a greeting after the first text answers nothing"
         );
-        assert!(
-            !outbox.received_close(1000),
+        assert_eq!(
+            outbox.received_close(1000),
+            CloseMeant::Nothing,
             "the oldest waits for bar, not a close"
         );
         assert_eq!(
             outbox.received_text("bar"),
-            Received::Answer { complete: true }
+            Received::Answer {
+                complete: true,
+                show: true
+            }
         );
         assert_eq!(
             outbox.received_text("foo"),
-            Received::Answer { complete: true }
+            Received::Answer {
+                complete: true,
+                show: true
+            }
         );
     }
 
@@ -474,7 +683,7 @@ mod tests {
         outbox.connection_opened();
         send_all(&mut outbox);
         outbox.received_text("Greetings!");
-        assert!(outbox.received_close(1000));
+        assert_eq!(outbox.received_close(1000), CloseMeant::Answer);
         assert_eq!(
             outbox.waiting(),
             Waiting {
@@ -497,7 +706,7 @@ mod tests {
 
     #[test]
     fn the_bound_counts_unanswered_and_queued_together() {
-        let mut outbox = Outbox::new(App::Subscriptions);
+        let mut outbox = Outbox::new(App::Subscriptions, MAX_MESSAGE_BYTES);
         for n in 0..60 {
             outbox.push(n.to_string()).expect("room");
         }
@@ -513,8 +722,172 @@ mod tests {
         for _ in 0..10 {
             outbox.received_text("0");
         }
-        assert_eq!(outbox.push("one more".into()), Ok(()));
+        assert!(outbox.push("one more".into()).is_ok());
         assert_eq!(outbox.push("and another".into()), Err(PushError::Full));
+    }
+
+    /// Feeds `copies` copies of `text` and returns which were to be shown.
+    fn receive_copies(outbox: &mut Outbox, text: &str, copies: usize) -> Vec<bool> {
+        (0..copies)
+            .map(|_| match outbox.received_text(text) {
+                Received::Answer { show, .. } => show,
+                other => panic!("{text} is an answer, not {other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_message_sent_again_after_a_break_in_mid_answer_shows_only_the_copies_not_yet_shown() {
+        let mut outbox = outbox_with(&["hello", "next"]);
+        outbox.connection_opened();
+        send_all(&mut outbox);
+        outbox.received_text("Greetings!");
+        assert_eq!(receive_copies(&mut outbox, "hello", 5), [true; 5]);
+        assert_eq!(outbox.connection_closed(), None);
+
+        // Sent again; the first five copies were shown already.
+        outbox.connection_opened();
+        assert_eq!(
+            texts(&send_all(&mut outbox)),
+            [("hello", true), ("next", true)]
+        );
+        outbox.received_text("Greetings!");
+        assert_eq!(receive_copies(&mut outbox, "hello", 3), [false; 3]);
+        // A second break, after fewer copies than were shown: still five shown in all.
+        assert_eq!(outbox.connection_closed(), None);
+        outbox.connection_opened();
+        send_all(&mut outbox);
+        outbox.received_text("Greetings!");
+        let shown = receive_copies(&mut outbox, "hello", 10);
+        assert_eq!(shown, [[false; 5], [true; 5]].concat());
+        assert_eq!(outbox.texts(), ["next"], "the tenth copy completed hello");
+        // The next message's answer is shown whole: it never had any.
+        assert_eq!(receive_copies(&mut outbox, "next", 10), [true; 10]);
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn a_refused_message_leaves_and_the_queue_goes_on() {
+        let mut outbox = outbox_with(&["foo", "too long", "after"]);
+        outbox.connection_opened();
+        send_all(&mut outbox);
+        outbox.received_text("Greetings!");
+        assert_eq!(
+            outbox.received_text("bar"),
+            Received::Answer {
+                complete: true,
+                show: true
+            }
+        );
+        // The server read "too long" and closed with 1009; it never read "after".
+        let CloseMeant::Refusal(refused) = outbox.received_close(1009) else {
+            panic!("a 1009 refuses the next message to be answered");
+        };
+        assert_eq!(refused.text, "too long");
+        assert_eq!(refused.outcome, Outcome::Refused(Refusal::TooLong));
+        assert_eq!(
+            refused.outcome.to_string(),
+            "refused: too long for this server"
+        );
+        assert_eq!(
+            outbox.connection_closed(),
+            None,
+            "a refusal is no try against the messages behind it"
+        );
+        outbox.connection_opened();
+        assert_eq!(texts(&send_all(&mut outbox)), [("after", true)]);
+
+        // 1007 refuses as well; a refusal with nothing sent refuses nothing.
+        let CloseMeant::Refusal(refused) = outbox.received_close(1007) else {
+            panic!("a 1007 refuses too");
+        };
+        assert_eq!(refused.outcome, Outcome::Refused(Refusal::Invalid));
+        assert!(outbox.is_empty());
+        outbox.connection_closed();
+        outbox.connection_opened();
+        assert_eq!(outbox.received_close(1009), CloseMeant::Nothing);
+    }
+
+    #[test]
+    fn a_refusal_never_takes_a_message_whose_answer_had_begun() {
+        let mut outbox = outbox_with(&["hello", "x"]);
+        outbox.connection_opened();
+        send_all(&mut outbox);
+        receive_copies(&mut outbox, "hello", 4);
+        let CloseMeant::Refusal(refused) = outbox.received_close(1009) else {
+            panic!("refused");
+        };
+        assert_eq!(refused.text, "x");
+        assert_eq!(outbox.texts(), ["hello"]);
+    }
+
+    #[test]
+    fn a_message_never_answered_fails_after_three_tries_and_the_next_one_goes_on() {
+        // The app predicts ten copies of "hello"; this server never sends them.
+        let mut outbox = outbox_with(&["hello", "next"]);
+        for tries in 1..MAX_TRIES {
+            outbox.connection_opened();
+            send_all(&mut outbox);
+            assert_eq!(outbox.received_text("something else"), Received::Unexpected);
+            assert_eq!(
+                outbox.connection_closed(),
+                None,
+                "try {tries} of {MAX_TRIES}"
+            );
+            assert_eq!(outbox.texts(), ["hello", "next"]);
+        }
+        // One past the bound: the third connection without its answer gives it up.
+        outbox.connection_opened();
+        send_all(&mut outbox);
+        let failed = outbox
+            .connection_closed()
+            .expect("given up after three tries");
+        assert_eq!(failed.text, "hello");
+        assert_eq!(failed.outcome, Outcome::Failed);
+        assert_eq!(
+            failed.outcome.to_string(),
+            "failed: no answer after 3 tries"
+        );
+        // "next" waited behind it each time and is not charged for that.
+        outbox.connection_opened();
+        assert_eq!(texts(&send_all(&mut outbox)), [("next", true)]);
+        assert_eq!(receive_copies(&mut outbox, "next", 10), [true; 10]);
+        assert!(outbox.is_empty());
+    }
+
+    #[test]
+    fn a_connection_with_nothing_sent_is_no_try() {
+        let mut outbox = outbox_with(&["hello"]);
+        for _ in 0..MAX_TRIES * 2 {
+            outbox.connection_opened();
+            assert_eq!(outbox.connection_closed(), None);
+        }
+        assert_eq!(outbox.texts(), ["hello"]);
+    }
+
+    #[test]
+    fn the_length_limit_is_the_pages_and_counts_utf8_bytes() {
+        let mut outbox = Outbox::new(App::Subscriptions, 4);
+        assert!(outbox.check_length("éé").is_ok());
+        assert_eq!(
+            outbox.check_length("éé."),
+            Err(PushError::TooLong { bytes: 5, limit: 4 })
+        );
+        assert_eq!(
+            outbox.push("abcde".into()),
+            Err(PushError::TooLong { bytes: 5, limit: 4 })
+        );
+        assert!(outbox.push("abcd".into()).is_ok());
+        assert_eq!(outbox.max_message_bytes(), 4);
+    }
+
+    #[test]
+    fn texts_lists_unanswered_then_queued_in_order() {
+        let mut outbox = outbox_with(&["one", "two"]);
+        outbox.connection_opened();
+        send_all(&mut outbox);
+        outbox.push("three".into()).expect("room");
+        assert_eq!(outbox.texts(), ["one", "two", "three"]);
     }
 
     #[test]

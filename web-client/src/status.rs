@@ -24,6 +24,8 @@ pub enum Status {
     Failed {
         reason: String,
     },
+    /// The browser says it is offline: whatever the socket does, nothing is "Connected".
+    Offline,
 }
 
 impl Status {
@@ -35,6 +37,19 @@ impl Status {
             Status::Reconnecting { .. } => "reconnecting",
             Status::Closed { .. } => "closed",
             Status::Failed { .. } => "failed",
+            Status::Offline => "offline",
+        }
+    }
+
+    /// The status split in two: what a screen reader announces when it changes, and a detail
+    /// that changes on its own (the countdown) and is shown but not announced, so a live region
+    /// speaks once per state instead of once a second.
+    pub fn announced_and_detail(&self) -> (String, String) {
+        match self {
+            Status::Reconnecting { seconds } => {
+                ("Reconnecting".to_owned(), format!(" in {seconds} s…"))
+            }
+            other => (other.to_string(), String::new()),
         }
     }
 }
@@ -49,6 +64,7 @@ impl fmt::Display for Status {
             Status::Closed { code, reason } if reason.is_empty() => write!(f, "Closed ({code})"),
             Status::Closed { code, reason } => write!(f, "Closed ({code}: {reason})"),
             Status::Failed { reason } => write!(f, "Cannot connect: {reason}"),
+            Status::Offline => f.write_str("Offline: waiting for the network"),
         }
     }
 }
@@ -110,6 +126,21 @@ pub fn after_close(code: u16) -> AfterClose {
     } else {
         AfterClose::Reconnect
     }
+}
+
+/// The reason shown when the browser could not open a socket at all: it fires `error` (and
+/// sometimes no `close`) without saying why, so the page names the usual causes.
+pub fn not_opened_reason() -> &'static str {
+    "the browser could not open the connection (the server is down or unreachable, or this \
+     page's Content-Security-Policy does not allow the address; the browser console says which)"
+}
+
+/// The one line per outage that says the page cannot reach the server and keeps trying.
+pub fn cannot_connect_notice(url: &str, reason: &str) -> String {
+    format!(
+        "Cannot connect to {url}: {reason}. The page keeps trying, less often as time goes on; \
+         messages typed meanwhile wait and go out once connected."
+    )
 }
 
 /// A line for the conversation about a close the user caused and can avoid; `None` for the
@@ -192,6 +223,34 @@ mod tests {
         };
         assert_eq!(failed.to_string(), "Cannot connect: bad URL");
         assert_eq!(failed.key(), "failed");
+    }
+
+    #[test]
+    fn the_countdown_is_shown_but_only_the_state_is_announced() {
+        let parts = |seconds| Status::Reconnecting { seconds }.announced_and_detail();
+        assert_eq!(parts(3), ("Reconnecting".to_owned(), " in 3 s…".to_owned()));
+        assert_eq!(parts(3).0, parts(2).0, "a tick changes nothing announced");
+        let (announced, detail) = parts(3);
+        assert_eq!(
+            announced + &detail,
+            Status::Reconnecting { seconds: 3 }.to_string()
+        );
+        assert_eq!(
+            Status::Offline.announced_and_detail(),
+            ("Offline: waiting for the network".to_owned(), String::new())
+        );
+        assert_eq!(Status::Offline.key(), "offline");
+    }
+
+    #[test]
+    fn a_failed_attempt_names_the_address_and_the_likely_causes() {
+        let notice = cannot_connect_notice("ws://b:2/subscriptions", not_opened_reason());
+        assert!(
+            notice.starts_with("Cannot connect to ws://b:2/subscriptions: "),
+            "{notice}"
+        );
+        assert!(notice.contains("Content-Security-Policy"), "{notice}");
+        assert!(notice.contains("keeps trying"), "{notice}");
     }
 
     #[test]

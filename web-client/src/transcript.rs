@@ -1,7 +1,6 @@
 //! The conversation as the page shows it: who said what, newest last, capped in length so the
 //! page stays fast after thousands of lines.
 
-use std::collections::VecDeque;
 use std::fmt;
 
 /// Most entries kept; older ones leave the page as new ones arrive.
@@ -47,10 +46,11 @@ impl fmt::Display for Entry {
     }
 }
 
-/// The bounded log.
+/// How many lines the page's log holds, capped: only the count is kept (the lines themselves
+/// live in the page), which is all it takes to know when the oldest must go.
 #[derive(Debug)]
 pub struct Transcript {
-    entries: VecDeque<Entry>,
+    len: usize,
     capacity: usize,
 }
 
@@ -63,30 +63,28 @@ impl Default for Transcript {
 impl Transcript {
     pub fn with_capacity(capacity: usize) -> Transcript {
         Transcript {
-            entries: VecDeque::new(),
+            len: 0,
             capacity: capacity.max(1),
         }
     }
 
-    /// Appends an entry; returns how many of the oldest entries fell out (0 or 1), so the page
-    /// removes the same number of lines.
-    pub fn push(&mut self, entry: Entry) -> usize {
-        self.entries.push_back(entry);
-        let evicted = self.entries.len().saturating_sub(self.capacity);
-        self.entries.drain(..evicted);
-        evicted
-    }
-
-    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.iter()
+    /// Counts one more line; returns how many of the oldest lines fall out (0 or 1), so the
+    /// page removes the same number.
+    pub fn push(&mut self) -> usize {
+        if self.len < self.capacity {
+            self.len += 1;
+            0
+        } else {
+            1
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len == 0
     }
 }
 
@@ -113,13 +111,10 @@ mod tests {
     }
 
     #[test]
-    fn keeps_only_the_newest_entries() {
+    fn counts_up_to_the_cap_then_evicts_one_per_line() {
         let mut transcript = Transcript::with_capacity(3);
-        let evicted: Vec<usize> = (0..5)
-            .map(|n| transcript.push(entry(Speaker::Server, &n.to_string())))
-            .collect();
+        let evicted: Vec<usize> = (0..5).map(|_| transcript.push()).collect();
         assert_eq!(evicted, [0, 0, 0, 1, 1]);
-        let texts: Vec<_> = transcript.entries().map(|e| e.text.as_str()).collect();
-        assert_eq!(texts, ["2", "3", "4"]);
+        assert_eq!(transcript.len(), 3);
     }
 }

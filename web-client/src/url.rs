@@ -1,10 +1,13 @@
 //! What the page talks to and how patiently, from its own location: `/subscriptions` on the
 //! page's own host (`wss:` under `https:`), unless the query names another WebSocket URL
-//! (`?ws=`) or another reply timeout (`?reply-timeout=`, in seconds).
+//! (`?ws=`), another reply timeout (`?reply-timeout=`, in seconds) or another message limit
+//! (`?max-message-size=`, in bytes, for a server started with another `--max-message-size`).
 
 use std::time::Duration;
 
 use rules::App;
+
+use crate::outbox::MAX_MESSAGE_BYTES;
 
 /// The app the page talks to unless `?ws=` says otherwise.
 pub const DEFAULT_APP: App = App::Subscriptions;
@@ -18,6 +21,10 @@ pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `?reply-timeout=` accepted: past an hour the check is as good as off.
 const MAX_REPLY_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// The largest `?max-message-size=` accepted: a browser tab holding a few messages of this
+/// size is already slow.
+const MAX_MESSAGE_SIZE_LIMIT: usize = 64 * 1024 * 1024;
+
 /// Where the client connects and how long it waits for answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -25,6 +32,8 @@ pub struct Settings {
     /// The app served at `url`: its rules say what answers each message.
     pub app: App,
     pub reply_timeout: Duration,
+    /// The longest message the server accepts, in UTF-8 bytes.
+    pub max_message_bytes: usize,
 }
 
 impl Settings {
@@ -34,17 +43,19 @@ impl Settings {
             app: app_of(url)?,
             url: url.to_owned(),
             reply_timeout: DEFAULT_REPLY_TIMEOUT,
+            max_message_bytes: MAX_MESSAGE_BYTES,
         })
     }
 
     /// Settings for a page at `protocol//host` (as `location.protocol` and `location.host`
-    /// give them), with the query parameters `ws` and `reply-timeout` when present. The error
-    /// says what is wrong, for the page to show.
+    /// give them), with the query parameters `ws`, `reply-timeout` and `max-message-size` when
+    /// present. The error says what is wrong, for the page to show.
     pub fn for_page(
         protocol: &str,
         host: &str,
         ws: Option<&str>,
         reply_timeout: Option<&str>,
+        max_message_size: Option<&str>,
     ) -> Result<Settings, String> {
         let url = match ws {
             Some(url) => url.to_owned(),
@@ -53,6 +64,9 @@ impl Settings {
         let mut settings = Settings::for_url(&url)?;
         if let Some(seconds) = reply_timeout {
             settings.reply_timeout = parse_reply_timeout(seconds)?;
+        }
+        if let Some(bytes) = max_message_size {
+            settings.max_message_bytes = parse_max_message_size(bytes)?;
         }
         Ok(settings)
     }
@@ -104,6 +118,22 @@ fn parse_reply_timeout(seconds: &str) -> Result<Duration, String> {
         })
 }
 
+fn parse_max_message_size(bytes: &str) -> Result<usize, String> {
+    let digits = bytes.trim();
+    digits
+        .bytes()
+        .all(|byte| byte.is_ascii_digit())
+        .then(|| digits.parse::<usize>().ok())
+        .flatten()
+        .filter(|limit| (1..=MAX_MESSAGE_SIZE_LIMIT).contains(limit))
+        .ok_or_else(|| {
+            format!(
+                "?max-message-size= must be a number of bytes above 0 and at most \
+                 {MAX_MESSAGE_SIZE_LIMIT}, not {bytes:?}"
+            )
+        })
+}
+
 /// `"5"`, `"2.5"`, `"0.25"` as a duration, to the millisecond. Not `str::parse::<f64>`: the
 /// standard library's float parser would add about 10 KiB (gzip) to the wasm.
 fn parse_seconds(text: &str) -> Option<Duration> {
@@ -122,7 +152,7 @@ mod tests {
     use super::*;
 
     fn page(protocol: &str, host: &str) -> Result<Settings, String> {
-        Settings::for_page(protocol, host, None, None)
+        Settings::for_page(protocol, host, None, None, None)
     }
 
     #[test]
@@ -141,7 +171,7 @@ mod tests {
 
     #[test]
     fn honours_a_websocket_override_and_knows_its_app() {
-        let settings = Settings::for_page("http:", "a:1", Some("ws://b:2/echo"), None);
+        let settings = Settings::for_page("http:", "a:1", Some("ws://b:2/echo"), None, None);
         assert_eq!(
             settings.map(|s| (s.url, s.app)),
             Ok(("ws://b:2/echo".to_owned(), App::Echo))
@@ -152,7 +182,7 @@ mod tests {
 
     #[test]
     fn explains_a_bad_override() {
-        let error = Settings::for_page("http:", "a:1", Some("javascript:alert(1)"), None)
+        let error = Settings::for_page("http:", "a:1", Some("javascript:alert(1)"), None, None)
             .expect_err("not a WebSocket URL");
         assert!(error.contains("ws://"), "{error}");
         let error = Settings::for_url("ws://b:2/elsewhere").expect_err("unknown app");
@@ -162,7 +192,7 @@ mod tests {
 
     #[test]
     fn the_reply_timeout_is_settable_in_seconds() {
-        let with = |value| Settings::for_page("http:", "a:1", None, Some(value));
+        let with = |value| Settings::for_page("http:", "a:1", None, Some(value), None);
         assert_eq!(
             with("2.5").map(|s| s.reply_timeout),
             Ok(Duration::from_millis(2500))
@@ -180,6 +210,25 @@ mod tests {
         ] {
             let error = with(bad).expect_err(bad);
             assert!(error.contains("?reply-timeout="), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_message_limit_is_settable_in_bytes_within_bounds() {
+        let with = |value: &str| Settings::for_page("http:", "a:1", None, None, Some(value));
+        assert_eq!(
+            page("http:", "a:1").map(|s| s.max_message_bytes),
+            Ok(MAX_MESSAGE_BYTES)
+        );
+        assert_eq!(with("1000").map(|s| s.max_message_bytes), Ok(1000));
+        assert_eq!(
+            with(&MAX_MESSAGE_SIZE_LIMIT.to_string()).map(|s| s.max_message_bytes),
+            Ok(MAX_MESSAGE_SIZE_LIMIT)
+        );
+        let one_past = (MAX_MESSAGE_SIZE_LIMIT + 1).to_string();
+        for bad in ["0", "-1", "1e3", "1.5", "", "lots", "+5", one_past.as_str()] {
+            let error = with(bad).expect_err(bad);
+            assert!(error.contains("?max-message-size="), "{error}");
         }
     }
 }

@@ -8,9 +8,10 @@
 use std::time::Duration;
 
 use gloo_timers::future::sleep;
+use rules::App;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
-use web_client::app::Client;
+use web_client::app::{Client, Running};
 use web_client::dom::Page;
 use web_client::socket::{Socket, SocketEvent};
 use web_client::status::Status;
@@ -58,6 +59,13 @@ fn fresh_page() -> (Document, Page) {
         fixture
     });
     fixture.set_inner_html(&INDEX_HTML[start..end]);
+    // Every test's client starts with an empty outbox: what an earlier one saved for a
+    // reload is not this test's.
+    if let Some(storage) =
+        web_sys::window().and_then(|window| window.session_storage().ok().flatten())
+    {
+        storage.clear().expect("sessionStorage clears");
+    }
     let page = Page::find(&document).expect("every element the client needs is in index.html");
     (document, page)
 }
@@ -88,7 +96,16 @@ fn log_lines(document: &Document) -> Vec<String> {
 
 /// Waits (at most 5 s) until the log satisfies `done`.
 async fn wait_for_log(document: &Document, done: impl Fn(&[String]) -> bool) -> Vec<String> {
-    for _ in 0..250 {
+    wait_for_log_within(document, Duration::from_secs(5), done).await
+}
+
+/// Waits (at most `limit`) until the log satisfies `done`.
+async fn wait_for_log_within(
+    document: &Document,
+    limit: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    for _ in 0..limit.as_millis() / 20 {
         let lines = log_lines(document);
         if done(&lines) {
             return lines;
@@ -101,16 +118,24 @@ async fn wait_for_log(document: &Document, done: impl Fn(&[String]) -> bool) -> 
     );
 }
 
-/// A client on a fresh page, talking to the real server, once its greeting arrived.
-async fn greeted_client() -> (Document, HtmlInputElement, HtmlButtonElement) {
+/// A client on a fresh page with `settings`, talking to the real server, once its greeting
+/// arrived.
+async fn greeted_client_with(
+    settings: Settings,
+) -> (Document, HtmlInputElement, HtmlButtonElement, Running) {
     let (document, page) = fresh_page();
-    Client::start(page, Settings::for_url(ws_test_url()));
+    let running = Client::start(page, Ok(settings));
     let (input, send) = composer(&document);
     wait_for_log(&document, |lines| {
         lines.iter().any(|l| l == "Server: Greetings!")
     })
     .await;
-    (document, input, send)
+    (document, input, send, running)
+}
+
+/// [`greeted_client_with`] the page's usual settings.
+async fn greeted_client() -> (Document, HtmlInputElement, HtmlButtonElement, Running) {
+    greeted_client_with(Settings::for_url(ws_test_url()).expect("valid settings")).await
 }
 
 #[wasm_bindgen_test]
@@ -148,7 +173,7 @@ fn the_log_keeps_only_the_newest_lines() {
             speaker: Speaker::Server,
             text: n.to_string(),
         };
-        let evicted = transcript.push(entry.clone());
+        let evicted = transcript.push();
         page.append(&entry, evicted);
     }
     let lines = log_lines(&document);
@@ -195,6 +220,12 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
             "Closed (1000)",
             false,
         ),
+        (
+            Status::Offline,
+            "offline",
+            "Offline: waiting for the network",
+            true,
+        ),
     ];
     for (state, key, text, hidden) in cases {
         page.set_status(&state);
@@ -207,7 +238,7 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
 #[wasm_bindgen_test]
 async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
     let (document, page) = fresh_page();
-    Client::start(page, Settings::for_url(ws_test_url()));
+    let running = Client::start(page, Settings::for_url(ws_test_url()));
     let (input, send) = composer(&document);
 
     // Typed before the socket is open: it waits in the queue and goes out once, in order.
@@ -241,11 +272,12 @@ async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
     assert_eq!(lines.len(), 5, "nothing else was logged: {lines:?}");
     let status = document.get_element_by_id("status").expect("#status");
     assert_eq!(status.get_attribute("data-status").as_deref(), Some("open"));
+    running.stop().await;
 }
 
 #[wasm_bindgen_test]
 async fn a_message_longer_than_the_server_accepts_stays_in_the_input_with_a_notice() {
-    let (document, input, send) = greeted_client().await;
+    let (document, input, send, running) = greeted_client().await;
 
     // 32,769 characters, well under the input's maxlength of 65,536 UTF-16 units, but 65,538
     // bytes of UTF-8: the server would close with 1009 and the message would be lost.
@@ -268,6 +300,7 @@ async fn a_message_longer_than_the_server_accepts_stays_in_the_input_with_a_noti
             "Server: bar",
         ]
     );
+    running.stop().await;
 }
 
 #[wasm_bindgen_test]
@@ -297,7 +330,7 @@ async fn a_real_socket_talks_to_the_real_server() {
 
 #[wasm_bindgen_test]
 async fn a_message_the_server_never_answered_is_sent_again_on_the_next_connection() {
-    let (document, input, send) = greeted_client().await;
+    let (document, input, send, running) = greeted_client().await;
 
     // Both leave in one go: the server closes on `end` and never reads `hello`.
     input.set_value("end");
@@ -318,8 +351,11 @@ async fn a_message_the_server_never_answered_is_sent_again_on_the_next_connectio
     let queued = document.get_element_by_id("queued").expect("#queued");
     assert_eq!(
         queued.text_content().as_deref(),
-        Some("1 message waiting to be sent"),
-        "the unanswered message is still kept"
+        Some(
+            "1 message waiting to be sent: the server ended the conversation, press Reconnect \
+             to send"
+        ),
+        "the unanswered message is still kept, and the page says what it needs"
     );
 
     let reconnect: HtmlButtonElement = document
@@ -346,12 +382,13 @@ async fn a_message_the_server_never_answered_is_sent_again_on_the_next_connectio
         2
     );
     assert_eq!(queued.text_content().as_deref(), Some(""));
+    running.stop().await;
 }
 
 #[wasm_bindgen_test]
 async fn bad_settings_are_explained_and_the_form_still_queues() {
     let (document, page) = fresh_page();
-    Client::start(page, Settings::for_url("ws://127.0.0.1:1/nowhere"));
+    let running = Client::start(page, Settings::for_url("ws://127.0.0.1:1/nowhere"));
     let (input, send) = composer(&document);
     let lines = wait_for_log(&document, |lines| !lines.is_empty()).await;
     assert!(
@@ -372,4 +409,113 @@ async fn bad_settings_are_explained_and_the_form_still_queues() {
         queued.text_content().as_deref(),
         Some("1 message waiting to be sent")
     );
+    running.stop().await;
+}
+
+/// The status element's `data-status`.
+fn status_key(document: &Document) -> Option<String> {
+    document
+        .get_element_by_id("status")
+        .and_then(|status| status.get_attribute("data-status"))
+}
+
+#[wasm_bindgen_test]
+async fn a_stopped_client_closes_its_socket_and_ends() {
+    let (document, _input, _send, running) = greeted_client().await;
+    assert_eq!(status_key(&document).as_deref(), Some("open"));
+    // `stop` returns once the task has ended: it closed its socket and removed its listeners,
+    // so the next test's page is the only one talking.
+    let (input, _send) = composer(&document);
+    let hint = document.get_element_by_id("hint").expect("#hint");
+    let too_long = "a".repeat(70_000);
+    let edited = || {
+        input.set_value(&too_long);
+        let event = web_sys::Event::new("input").expect("an event");
+        input.dispatch_event(&event).expect("dispatched");
+    };
+    edited();
+    assert!(
+        hint.text_content()
+            .is_some_and(|text| text.contains("70000 bytes")),
+        "a running client checks the input"
+    );
+    running.stop().await;
+    // The submit listener is gone too, so the test never submits the form (it would navigate).
+    hint.set_text_content(None);
+    edited();
+    assert_eq!(
+        hint.text_content().as_deref(),
+        Some(""),
+        "no listener is left once stopped"
+    );
+}
+
+#[wasm_bindgen_test]
+async fn a_message_the_server_refuses_as_too_long_is_marked_and_the_next_one_is_answered() {
+    // The page believes the server takes a megabyte; this one takes its default 64 KiB.
+    let mut settings = Settings::for_url(ws_test_url()).expect("valid settings");
+    settings.max_message_bytes = 1024 * 1024;
+    let (document, input, send, running) = greeted_client_with(settings).await;
+
+    let too_long = "a".repeat(70_000);
+    input.set_value(&too_long);
+    send.click();
+    let refused = format!("You: {too_long} (refused: too long for this server)");
+    wait_for_log_within(&document, Duration::from_secs(10), |lines| {
+        lines.contains(&refused)
+    })
+    .await;
+    // Out of the outbox: it is not sent again, and what follows is answered.
+    input.set_value("foo");
+    send.click();
+    let lines = wait_for_log_within(&document, Duration::from_secs(10), |lines| {
+        lines.iter().any(|l| l == "Server: bar")
+    })
+    .await;
+    assert!(
+        !lines.iter().any(|l| l.starts_with("You (sent again): aaa")),
+        "the refused message was sent again"
+    );
+    let queued = document.get_element_by_id("queued").expect("#queued");
+    assert_eq!(queued.text_content().as_deref(), Some(""));
+    running.stop().await;
+}
+
+#[wasm_bindgen_test]
+async fn a_message_never_answered_fails_after_three_tries_and_the_next_one_is_answered() {
+    // The page expects /echo's answers from /subscriptions: "foo" gets "bar", never the ten
+    // copies of "foo" the page waits for, so each connection ends by the reply timeout.
+    let mut settings = Settings::for_url(ws_test_url()).expect("valid settings");
+    settings.app = App::Echo;
+    settings.reply_timeout = Duration::from_millis(300);
+    let (document, input, send, running) = greeted_client_with(settings).await;
+
+    input.set_value("foo");
+    send.click();
+    let failed = "You: foo (failed: no answer after 3 tries)";
+    let lines = wait_for_log_within(&document, Duration::from_secs(20), |lines| {
+        lines.iter().any(|l| l == failed)
+    })
+    .await;
+    let again = "You (sent again): foo (failed: no answer after 3 tries)";
+    assert_eq!(
+        lines.iter().filter(|l| *l == again).count(),
+        2,
+        "sent three times in all: {lines:?}"
+    );
+    input.set_value("hello");
+    send.click();
+    wait_for_log_within(&document, Duration::from_secs(20), |lines| {
+        lines.iter().filter(|l| *l == "Server: hello").count() == 10
+    })
+    .await;
+    let queued = document.get_element_by_id("queued").expect("#queued");
+    assert_eq!(queued.text_content().as_deref(), Some(""));
+    assert!(
+        !log_lines(&document)
+            .iter()
+            .any(|l| l == "You (sent again): foo"),
+        "foo is not sent a fourth time"
+    );
+    running.stop().await;
 }
