@@ -8,6 +8,7 @@ mod deflate_stream;
 mod http;
 mod metrics;
 mod read_ahead;
+mod rooms;
 mod session;
 mod static_files;
 
