@@ -40,9 +40,10 @@ pub struct Config {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Largest WebSocket message (and frame) accepted, in bytes; larger ones close with 1009.
+    /// Largest WebSocket message (and frame) accepted, in bytes, at most 268435456 (256 MiB);
+    /// larger ones close with 1009.
     #[arg(long, env = "MAX_MESSAGE_SIZE", default_value_t = 64 * 1024,
-          value_parser = clap::value_parser!(u32).range(1..))]
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_MESSAGE_SIZE)))]
     pub max_message_size: u32,
 
     /// Accept permessage-deflate (RFC 7692) when a client offers it, as every browser does:
@@ -56,17 +57,22 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// Seconds between server pings; a client that has not answered by the next ping is closed.
-    #[arg(long, env = "PING_INTERVAL", default_value = "30", value_parser = parse_seconds)]
+    /// Seconds between server pings, at most 86400 (a day); a client that has not answered by
+    /// the next ping is closed.
+    #[arg(long, env = "PING_INTERVAL", default_value = "30",
+          value_parser = seconds_at_most(MAX_INTERVAL))]
     pub ping_interval: Duration,
 
-    /// Seconds a client may take to send its request headers (slowloris guard).
-    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    /// Seconds a client may take to send its request headers (slowloris guard), at most 3600
+    /// (an hour).
+    #[arg(long, env = "HEADER_TIMEOUT", default_value = "10",
+          value_parser = seconds_at_most(MAX_TIMEOUT))]
     pub header_timeout: Duration,
 
     /// Seconds a batch of replies may wait for a client that does not read before the
-    /// connection is closed (1008).
-    #[arg(long, env = "SEND_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    /// connection is closed (1008), at most 3600 (an hour).
+    #[arg(long, env = "SEND_TIMEOUT", default_value = "10",
+          value_parser = seconds_at_most(MAX_TIMEOUT))]
     pub send_timeout: Duration,
 
     /// Browser origins allowed to open WebSockets besides the server's own host
@@ -89,13 +95,17 @@ pub struct Config {
     )]
     pub connect_src: Vec<String>,
 
-    /// Seconds between Ctrl-C or SIGTERM and closing: `/readyz` answers 503 while everything
-    /// else still works, so a load balancer stops sending new clients before the 1001s go out.
-    #[arg(long, env = "SHUTDOWN_DELAY", default_value = "0", value_parser = parse_seconds_or_zero)]
+    /// Seconds between Ctrl-C or SIGTERM and closing, at most 3600 (an hour): `/readyz`
+    /// answers 503 while everything else still works, so a load balancer stops sending new
+    /// clients before the 1001s go out.
+    #[arg(long, env = "SHUTDOWN_DELAY", default_value = "0",
+          value_parser = seconds_or_zero_at_most(MAX_TIMEOUT))]
     pub shutdown_delay: Duration,
 
-    /// Seconds to wait for open connections to close after Ctrl-C or SIGTERM.
-    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10", value_parser = parse_seconds)]
+    /// Seconds to wait for open connections to close after Ctrl-C or SIGTERM, at most 3600
+    /// (an hour).
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10",
+          value_parser = seconds_at_most(MAX_TIMEOUT))]
     pub shutdown_grace: Duration,
 }
 
@@ -106,24 +116,57 @@ pub enum LogFormat {
     Json,
 }
 
-/// Parses a number of seconds such as `30` or `0.25`.
-fn parse_seconds(text: &str) -> Result<Duration, String> {
+/// Longest `--ping-interval`: a day. A ping a day still finds a dead peer eventually; far
+/// longer ones once overflowed the clock arithmetic of every session (`1e19` made each one
+/// panic while the server started as if fine).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Longest timeout or shutdown wait (`--header-timeout`, `--send-timeout`, `--shutdown-delay`,
+/// `--shutdown-grace`): an hour. Each bounds how long the server waits for someone; longer
+/// is a typo rather than a policy, and far longer (`--header-timeout 1e19`) overflowed hyper's
+/// deadline and reset every connection.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Largest `--max-message-size`: 256 MiB. tungstenite reserves a frame's whole claimed
+/// length as soon as it has read the header, so this is what one 14-byte header can make a
+/// session ask the allocator for; and the write-buffer cap `Server::new` derives from it,
+/// `WRITE_BUFFER_SIZE + 11 * (size + 14)`, stays within 32 bits (the assertion below), where
+/// the largest `u32` would overflow it and make every session panic.
+pub const MAX_MESSAGE_SIZE: u32 = 256 * 1024 * 1024;
+
+const _: () = assert!(
+    crate::WRITE_BUFFER_SIZE as u64 + 11 * (MAX_MESSAGE_SIZE as u64 + 14) <= u32::MAX as u64
+);
+
+/// A parser for a positive number of seconds, such as `30` or `0.25`, up to `max`.
+fn seconds_at_most(max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |text| parse_seconds(text, max)
+}
+
+/// A parser for a number of seconds that may be zero, up to `max`.
+fn seconds_or_zero_at_most(max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |text| match text.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => parse_seconds(text, max),
+    }
+}
+
+/// Parses a positive number of seconds, such as `30` or `0.25`, up to `max`.
+fn parse_seconds(text: &str, max: Duration) -> Result<Duration, String> {
     let seconds: f64 = text
         .trim()
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if seconds > max.as_secs_f64() {
+        return Err(format!(
+            "`{text}` is more than {} seconds, the most allowed",
+            max.as_secs()
+        ));
+    }
     Duration::try_from_secs_f64(seconds)
         .ok()
         .filter(|duration| !duration.is_zero())
         .ok_or_else(|| format!("`{text}` must be a positive number of seconds"))
-}
-
-/// Parses a number of seconds that may be zero.
-fn parse_seconds_or_zero(text: &str) -> Result<Duration, String> {
-    match text.trim().parse::<f64>() {
-        Ok(0.0) => Ok(Duration::ZERO),
-        _ => parse_seconds(text),
-    }
 }
 
 /// One CSP source expression: no white space, no `;` or `,` (which would start another
@@ -148,12 +191,113 @@ mod tests {
 
     #[test]
     fn seconds_parse_fractions_and_reject_nonsense() {
-        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
-        assert!(parse_seconds("0").is_err());
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("soon").is_err());
-        assert!(parse_seconds("inf").is_err());
+        let parse = seconds_at_most(MAX_TIMEOUT);
+        assert_eq!(parse("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse(" 2 "), Ok(Duration::from_secs(2)));
+        for bad in ["0", "-0", "-1", "soon", "", "inf", "-inf", "NaN", "1e-12"] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let parse_or_zero = seconds_or_zero_at_most(MAX_TIMEOUT);
+        assert_eq!(parse_or_zero("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_or_zero("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_or_zero("-1").is_err());
+    }
+
+    type SecondsParser = dyn Fn(&str) -> Result<Duration, String>;
+
+    #[test]
+    fn seconds_stop_at_their_maximum() {
+        for (max, at_max, past_max) in [
+            (MAX_INTERVAL, "86400", "86400.001"),
+            (MAX_TIMEOUT, "3600", "3600.001"),
+        ] {
+            let parsers: [&SecondsParser; 2] =
+                [&seconds_at_most(max), &seconds_or_zero_at_most(max)];
+            for parse in parsers {
+                assert_eq!(parse(at_max), Ok(max));
+                for past in [past_max, "1e19", "1e300", "inf"] {
+                    let error = parse(past).expect_err(past);
+                    assert!(
+                        error.contains(&format!("more than {} seconds", max.as_secs())),
+                        "{past}: {error}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Every duration flag and its largest value, as its help text states it.
+    const DURATION_FLAGS: [(&str, Duration); 5] = [
+        ("--ping-interval", MAX_INTERVAL),
+        ("--header-timeout", MAX_TIMEOUT),
+        ("--send-timeout", MAX_TIMEOUT),
+        ("--shutdown-delay", MAX_TIMEOUT),
+        ("--shutdown-grace", MAX_TIMEOUT),
+    ];
+
+    #[test]
+    fn every_duration_flag_takes_its_maximum_and_refuses_more() {
+        for (flag, max) in DURATION_FLAGS {
+            let seconds = max.as_secs();
+            let at_max = Config::try_parse_from(["server", flag, &seconds.to_string()])
+                .unwrap_or_else(|error| panic!("{flag} {seconds}: {error}"));
+            let parsed = match flag {
+                "--ping-interval" => at_max.ping_interval,
+                "--header-timeout" => at_max.header_timeout,
+                "--send-timeout" => at_max.send_timeout,
+                "--shutdown-delay" => at_max.shutdown_delay,
+                _ => at_max.shutdown_grace,
+            };
+            assert_eq!(parsed, max, "{flag}");
+            for past in [(seconds + 1).to_string(), "1e19".to_owned()] {
+                let error = Config::try_parse_from(["server", flag, &past])
+                    .expect_err("past the maximum")
+                    .to_string();
+                assert!(error.contains(flag), "{flag} {past}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_help_states_every_maximum() {
+        use clap::CommandFactory;
+        let command = Config::command();
+        let help = |id: &str| {
+            command
+                .get_arguments()
+                .find(|argument| argument.get_id() == id)
+                .and_then(|argument| argument.get_long_help().or(argument.get_help()))
+                .map(ToString::to_string)
+                .unwrap_or_else(|| panic!("help for {id}"))
+        };
+        for (flag, max) in DURATION_FLAGS {
+            let id = flag.trim_start_matches("--").replace('-', "_");
+            let help = help(&id);
+            assert!(
+                help.contains(&format!("at most {}", max.as_secs())),
+                "{flag}: {help}"
+            );
+        }
+        let help = help("max_message_size");
+        assert!(
+            help.contains(&format!("at most {MAX_MESSAGE_SIZE}")),
+            "{help}"
+        );
+    }
+
+    #[test]
+    fn message_size_stops_at_its_maximum() {
+        let at_max = MAX_MESSAGE_SIZE.to_string();
+        let config = Config::try_parse_from(["server", "--max-message-size", &at_max])
+            .expect("the maximum is allowed");
+        assert_eq!(config.max_message_size, MAX_MESSAGE_SIZE);
+        for past in [(MAX_MESSAGE_SIZE + 1).to_string(), u32::MAX.to_string()] {
+            let error = Config::try_parse_from(["server", "--max-message-size", &past])
+                .expect_err("past the maximum")
+                .to_string();
+            assert!(error.contains("--max-message-size"), "{past}: {error}");
+        }
     }
 
     #[test]

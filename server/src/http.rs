@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -179,11 +179,14 @@ fn upgrade(
     shared: &Arc<Shared>,
     slot: ConnectionSlot,
 ) -> Response<Body> {
-    if let Err(refusal) = check_handshake(&request, &shared.config.allowed_origins) {
-        let response = refusal.into_response(app);
-        shared.metrics.handshake_refused(response.status());
-        return response;
-    }
+    let accept = match check_handshake(&request, &shared.config.allowed_origins) {
+        Ok(key) => derive_accept_key(key),
+        Err(refusal) => {
+            let response = refusal.into_response(app);
+            shared.metrics.handshake_refused(response.status());
+            return response;
+        }
+    };
     // Checked last, so that a bad request never holds a permit.
     let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
         tracing::warn!(
@@ -199,14 +202,6 @@ fn upgrade(
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         shared.metrics.handshake_refused(response.status());
         return response;
-    };
-    let Some(accept) = request
-        .headers()
-        .get(header::SEC_WEBSOCKET_KEY)
-        .map(|key| derive_accept_key(key.as_bytes()))
-    else {
-        // Unreachable after `check_handshake`, but a 400 is the honest answer if it happens.
-        return Refusal::MissingKey.into_response(app);
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
     tracing::debug!(path = app.path(), "upgrading to WebSocket");
@@ -254,17 +249,29 @@ fn switching_protocols(accept: String, compression: Option<Agreement>) -> Respon
     response
 }
 
-/// Why the server refuses a WebSocket handshake; each reason has its own status.
+/// Why the server refuses a WebSocket handshake; each reason has its own status and line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
-    /// Not `GET` (405).
+    /// Not `GET`, `HEAD` included (405 with `Allow: GET`): a `HEAD` never upgrades.
     Method,
     /// A plain HTTP request on a WebSocket route (426 with `Upgrade: websocket`).
     NotUpgrade,
+    /// An upgrade asked for in HTTP/1.0 (400). RFC 6455 (4.2.1, item 1) asks for HTTP/1.1 or
+    /// higher. Not 426 with `Upgrade: websocket`: that asks for the very upgrade the client
+    /// just tried; what it lacks is HTTP/1.1, and 400 is what 4.2.1 says a handshake it does
+    /// not satisfy gets.
+    HttpVersion,
+    /// No `Host`, an empty one, or several (400): RFC 6455 4.2.1 item 2, and RFC 9112 3.2
+    /// for any HTTP/1.1 request. The origin check compares against it.
+    Host,
+    /// A header RFC 6455 (11.3.1, 11.3.5) allows once in a request, sent more than once (400).
+    Repeated(&'static str),
     /// `Sec-WebSocket-Version` other than 13 (426 with `Sec-WebSocket-Version: 13`).
     Version,
     /// No `Sec-WebSocket-Key` (400).
     MissingKey,
+    /// A `Sec-WebSocket-Key` that is not the base64 of 16 bytes (400; RFC 6455 4.2.1 item 5).
+    MalformedKey,
     /// A browser page from another site (403).
     Origin,
 }
@@ -272,7 +279,17 @@ enum Refusal {
 impl Refusal {
     fn into_response(self, app: App) -> Response<Body> {
         match self {
-            Refusal::Method => method_not_allowed("GET"),
+            Refusal::Method => {
+                let path = app.path();
+                let mut response = text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{path} is a WebSocket endpoint: a handshake is a GET request.\n"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET"));
+                response
+            }
             Refusal::NotUpgrade => {
                 let path = app.path();
                 let mut response = text(
@@ -298,9 +315,25 @@ impl Refusal {
                 );
                 response
             }
+            Refusal::HttpVersion => text(
+                StatusCode::BAD_REQUEST,
+                "A WebSocket handshake needs HTTP/1.1; this request is HTTP/1.0.\n",
+            ),
+            Refusal::Host => text(
+                StatusCode::BAD_REQUEST,
+                "A WebSocket handshake needs exactly one Host header.\n",
+            ),
+            Refusal::Repeated(name) => text(
+                StatusCode::BAD_REQUEST,
+                format!("{name} may appear only once in a WebSocket handshake.\n"),
+            ),
             Refusal::MissingKey => text(
                 StatusCode::BAD_REQUEST,
                 "Missing Sec-WebSocket-Key header.\n",
+            ),
+            Refusal::MalformedKey => text(
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters ending in ==).\n",
             ),
             Refusal::Origin => text(
                 StatusCode::FORBIDDEN,
@@ -310,8 +343,12 @@ impl Refusal {
     }
 }
 
-/// Everything that must hold before the server agrees to upgrade, checked in order.
-fn check_handshake<B>(request: &Request<B>, allowed_origins: &[String]) -> Result<(), Refusal> {
+/// Everything that must hold before the server agrees to upgrade (RFC 6455, section 4.2.1),
+/// checked in order; on success, the client's key, from which the `101` derives its accept.
+fn check_handshake<'request, B>(
+    request: &'request Request<B>,
+    allowed_origins: &[String],
+) -> Result<&'request [u8], Refusal> {
     let headers = request.headers();
     if request.method() != Method::GET {
         return Err(Refusal::Method);
@@ -319,18 +356,31 @@ fn check_handshake<B>(request: &Request<B>, allowed_origins: &[String]) -> Resul
     if !hyper_tungstenite::is_upgrade_request(request) {
         return Err(Refusal::NotUpgrade);
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .map(HeaderValue::as_bytes)
-        != Some(b"13")
-    {
-        return Err(Refusal::Version);
+    // hyper serves HTTP/1.0 and 1.1 only: HTTP/2 is not enabled (see `serve_http`).
+    if request.version() < Version::HTTP_11 {
+        return Err(Refusal::HttpVersion);
     }
-    if headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .is_none_or(|key| key.is_empty())
-    {
+    match Field::of(headers, header::HOST) {
+        Field::Once(host) if !host.is_empty() => {}
+        Field::Once(_) | Field::Absent | Field::Repeated => return Err(Refusal::Host),
+    }
+    match Field::of(headers, header::SEC_WEBSOCKET_VERSION) {
+        Field::Once(version) if version == "13" => {}
+        Field::Once(_) | Field::Absent => return Err(Refusal::Version),
+        Field::Repeated => return Err(Refusal::Repeated("Sec-WebSocket-Version")),
+    }
+    let key = match Field::of(headers, header::SEC_WEBSOCKET_KEY) {
+        // hyper already strips the white space around a value (it is not part of the value,
+        // RFC 9110 5.5); trimming again keeps that true whatever parses the request.
+        Field::Once(key) => key.as_bytes().trim_ascii(),
+        Field::Absent => return Err(Refusal::MissingKey),
+        Field::Repeated => return Err(Refusal::Repeated("Sec-WebSocket-Key")),
+    };
+    if key.is_empty() {
         return Err(Refusal::MissingKey);
+    }
+    if !is_sixteen_bytes_of_base64(key) {
+        return Err(Refusal::MalformedKey);
     }
     if let Some(origin) = headers.get(header::ORIGIN) {
         if !origin_allowed(origin, headers, allowed_origins) {
@@ -344,7 +394,38 @@ fn check_handshake<B>(request: &Request<B>, allowed_origins: &[String]) -> Resul
             return Err(Refusal::Origin);
         }
     }
-    Ok(())
+    Ok(key)
+}
+
+/// A header a handshake may carry at most once, as the request has it.
+#[derive(Debug, Clone, Copy)]
+enum Field<'request> {
+    Absent,
+    Once(&'request HeaderValue),
+    Repeated,
+}
+
+impl<'request> Field<'request> {
+    fn of(headers: &'request HeaderMap, name: header::HeaderName) -> Field<'request> {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (None, _) => Field::Absent,
+            (Some(value), None) => Field::Once(value),
+            (Some(_), Some(_)) => Field::Repeated,
+        }
+    }
+}
+
+/// Whether `key` is what RFC 6455 (4.2.1, item 5) asks of `Sec-WebSocket-Key`: 16 bytes in
+/// base64 (RFC 4648, section 4: the standard alphabet with its padding, so 24 characters).
+/// Decoded with `data-encoding`, the base64 tungstenite itself uses, which is strict: it also
+/// refuses a non-canonical last character, which no client that encodes 16 random bytes
+/// produces.
+fn is_sixteen_bytes_of_base64(key: &[u8]) -> bool {
+    key.len() == 24
+        && data_encoding::BASE64
+            .decode(key)
+            .is_ok_and(|bytes| bytes.len() == 16)
 }
 
 /// A browser always sends `Origin`; it must be the server's own host (as the client addressed
@@ -408,6 +489,117 @@ mod tests {
             HeaderValue::from_str(host).expect("valid header"),
         );
         headers
+    }
+
+    /// Header lines to remove (`None`) or add (`Some`).
+    type Changes<'a> = &'a [(&'a str, Option<&'a str>)];
+
+    /// A handshake request with the standard headers, `changes` applied in order: a value
+    /// of `None` removes every line of that header, `Some` adds one more line.
+    fn handshake(version: Version, changes: Changes) -> Request<()> {
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .version(version)
+            .uri("/echo")
+            .body(())
+            .expect("a valid request");
+        let headers = request.headers_mut();
+        for (name, value) in [
+            ("host", "127.0.0.1:8080"),
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+        for (name, value) in changes {
+            let name = header::HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+            match value {
+                None => {
+                    headers.remove(&name);
+                }
+                Some(value) => {
+                    headers.append(name, HeaderValue::from_str(value).expect("a header value"));
+                }
+            }
+        }
+        request
+    }
+
+    #[test]
+    fn handshakes_are_checked_as_rfc_6455_asks() {
+        let key = "sec-websocket-key";
+        let cases: &[(Changes, Result<&[u8], Refusal>)] = &[
+            (&[], Ok(b"dGhlIHNhbXBsZSBub25jZQ==")),
+            (
+                &[(key, None), (key, Some("AAAAAAAAAAAAAAAAAAAAAA=="))],
+                Ok(b"AAAAAAAAAAAAAAAAAAAAAA=="),
+            ),
+            (
+                &[(key, None), (key, Some(" AAAAAAAAAAAAAAAAAAAAAA==\t"))],
+                Ok(b"AAAAAAAAAAAAAAAAAAAAAA=="),
+            ),
+            (&[(key, None)], Err(Refusal::MissingKey)),
+            (&[(key, None), (key, Some(""))], Err(Refusal::MissingKey)),
+            (
+                &[(key, None), (key, Some("hello"))],
+                Err(Refusal::MalformedKey),
+            ),
+            // 15 and 17 bytes, 16 without padding, URL-safe alphabet, a non-canonical end.
+            (
+                &[(key, None), (key, Some("AAAAAAAAAAAAAAAAAAAA"))],
+                Err(Refusal::MalformedKey),
+            ),
+            (
+                &[(key, None), (key, Some("AAAAAAAAAAAAAAAAAAAAAAA="))],
+                Err(Refusal::MalformedKey),
+            ),
+            (
+                &[(key, None), (key, Some("AAAAAAAAAAAAAAAAAAAAAA"))],
+                Err(Refusal::MalformedKey),
+            ),
+            (
+                &[(key, None), (key, Some("-_AAAAAAAAAAAAAAAAAAAA=="))],
+                Err(Refusal::MalformedKey),
+            ),
+            (
+                &[(key, None), (key, Some("AAAAAAAAAAAAAAAAAAAAAB=="))],
+                Err(Refusal::MalformedKey),
+            ),
+            (
+                &[(key, Some("dGhlIHNhbXBsZSBub25jZQ=="))],
+                Err(Refusal::Repeated("Sec-WebSocket-Key")),
+            ),
+            (
+                &[(key, Some("AAAAAAAAAAAAAAAAAAAAAA=="))],
+                Err(Refusal::Repeated("Sec-WebSocket-Key")),
+            ),
+            (
+                &[("sec-websocket-version", Some("13"))],
+                Err(Refusal::Repeated("Sec-WebSocket-Version")),
+            ),
+            (
+                &[
+                    ("sec-websocket-version", None),
+                    ("sec-websocket-version", Some("8")),
+                ],
+                Err(Refusal::Version),
+            ),
+            (&[("host", None)], Err(Refusal::Host)),
+            (&[("host", None), ("host", Some(""))], Err(Refusal::Host)),
+            (&[("host", Some("elsewhere.example"))], Err(Refusal::Host)),
+            (&[("upgrade", None)], Err(Refusal::NotUpgrade)),
+        ];
+        for (changes, expected) in cases {
+            let request = handshake(Version::HTTP_11, changes);
+            assert_eq!(check_handshake(&request, &[]), *expected, "{changes:?}");
+        }
+        let request = handshake(Version::HTTP_10, &[]);
+        assert_eq!(check_handshake(&request, &[]), Err(Refusal::HttpVersion));
+        let mut request = handshake(Version::HTTP_11, &[]);
+        *request.method_mut() = Method::HEAD;
+        assert_eq!(check_handshake(&request, &[]), Err(Refusal::Method));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 use server::config::LogFormat;
 use server::{Config, Server, display_url};
 use tokio::net::TcpListener;
@@ -11,7 +12,10 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(error) => return refuse_flags(&error),
+    };
     let filter = match EnvFilter::try_new(&config.log_filter) {
         Ok(filter) => filter,
         Err(error) => {
@@ -99,6 +103,31 @@ async fn main() -> ExitCode {
         .run(listener, metrics_listener, signals.shutdown())
         .await;
     ExitCode::SUCCESS
+}
+
+/// A bad flag or environment variable: one line on stderr and exit 2, so that a supervisor's
+/// log shows the reason on the line it keeps (clap's own report adds a usage block and a
+/// hint over several lines). The line is clap's message up to its first blank line, joined:
+/// `error: invalid value '1e19' for '--ping-interval <PING_INTERVAL>': ...`, or the flags
+/// that are missing. `--help` and `--version` print as clap prints them.
+fn refuse_flags(error: &clap::Error) -> ExitCode {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let message = error.to_string();
+    let line = message
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("{line}");
+    ExitCode::from(2)
 }
 
 /// Ctrl-C and SIGTERM, watched from before the URL is printed: a script that sends SIGTERM
