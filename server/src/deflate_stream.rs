@@ -18,6 +18,10 @@
 //! (every [`WRITE_CHUNK`] bytes if it is longer), so a batch of replies still leaves in one
 //! write; the layer takes no new bytes while a chunk waits for the socket, so it adds at most
 //! a chunk and one message to what a session buffers.
+//!
+//! Frame headers are parsed and written with tungstenite's `FrameHeader`; this layer only
+//! counts how many header bytes to wait for (`HeaderBytes::needed`), so that it never reads
+//! into a payload it must pass on untouched.
 
 use std::io::{self, Cursor};
 use std::pin::Pin;
