@@ -76,7 +76,8 @@ pub(crate) struct SessionContext {
 /// How a session ended, decided in the loop and acted on once after it.
 #[derive(Debug)]
 enum End {
-    /// The closing handshake is under way or done, or the peer is gone: nothing more to send.
+    /// The closing handshake is under way or done, or the peer is gone: nothing to add, but
+    /// what is queued (replies, the reply to a close) is still written.
     Finished,
     /// The server closes normally (reply to `end`, shutdown, missed pong, slow reader).
     Close(CloseCode, &'static str),
@@ -102,8 +103,8 @@ impl End {
 /// where it measurably helps: on plain TCP, a 16 KiB message took five `recv` calls without it
 /// and one with it.
 ///
-/// A TLS session is no longer boxed: it was so that plain sessions did not pay for rustls's
-/// state in a task type shared by every stream; the task is now of the stream's own type.
+/// No stream's session needs boxing to keep plain sessions small: each stream type spawns a
+/// task of its own type, so a plain TCP session never holds room for rustls's state.
 pub(crate) async fn run_upgraded<S: Stream>(
     upgraded: Upgraded,
     config: WebSocketConfig,
