@@ -32,15 +32,16 @@ pub(crate) type ConnectionSlot = Arc<tokio::sync::OwnedSemaphorePermit>;
 /// The body of every response: files stream, everything else is one buffer.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Answers one request. Never fails: every problem is an HTTP status.
-pub(crate) async fn handle(
+/// Answers one request. Never fails: every problem is an HTTP status. `S` is the stream the
+/// connection runs on, which a WebSocket session takes back from hyper.
+pub(crate) async fn handle<S: session::Stream>(
     request: Request<Incoming>,
     shared: Arc<Shared>,
     slot: ConnectionSlot,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
     let response = if let Some(app) = App::from_path(path) {
-        upgrade(request, app, &shared, slot)
+        upgrade::<S>(request, app, &shared, slot)
     } else if let Some(probe) = Probe::from_path(path) {
         probe.answer(request.method(), &shared)
     } else if let Some(encoded_name) = path.strip_prefix("/greet/") {
@@ -172,8 +173,8 @@ fn greet(method: &Method, encoded_name: &str) -> Response<Body> {
 }
 
 /// Checks the handshake, then answers `101` and starts the session once hyper hands over the
-/// connection.
-fn upgrade(
+/// connection (of type `S`).
+fn upgrade<S: session::Stream>(
     mut request: Request<Incoming>,
     app: App,
     shared: &Arc<Shared>,
@@ -223,7 +224,7 @@ fn upgrade(
         // the TCP connection's slot too (hyper's connection task ends at the upgrade).
         let _permits = (permit, slot);
         match on_upgrade.await {
-            Ok(upgraded) => session::run_upgraded(upgraded, config, context).await,
+            Ok(upgraded) => session::run_upgraded::<S>(upgraded, config, context).await,
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
         tracing::debug!("session ended");
