@@ -89,6 +89,10 @@ struct Shared {
     /// Cancelled once connections are to close (after `--shutdown-delay`); connections and
     /// sessions watch it.
     shutdown: CancellationToken,
+    /// The rooms every `/rooms` session joins and publishes to.
+    rooms: Arc<rooms::Engine>,
+    /// What bounds one `/rooms` connection.
+    member_limits: rooms::MemberLimits,
 }
 
 impl Shared {
@@ -129,7 +133,17 @@ impl Server {
             .max_write_buffer_size(WRITE_BUFFER_SIZE + 11 * (max_message_size + 14))
             .max_message_size(Some(max_message_size))
             .max_frame_size(Some(max_message_size));
+        let rooms = rooms::Engine::embedded(room_settings(&config));
+        let member_limits = rooms::MemberLimits {
+            max_rooms: config.max_rooms_per_connection as usize,
+            max_text_bytes: config.max_text_bytes as usize,
+            publish_rate: config.publish_rate,
+            publish_burst: config.publish_burst,
+            queue_bytes: config.room_queue_bytes as usize,
+        };
         let shared = Arc::new(Shared {
+            rooms,
+            member_limits,
             sessions: Arc::new(Semaphore::new(config.max_connections as usize)),
             connections: Arc::new(Semaphore::new(connection_cap())),
             static_files,
@@ -240,6 +254,21 @@ impl Server {
         }
         tracing::info!("stopped");
     }
+}
+
+/// The bounds of every room, from the flags.
+fn room_settings(config: &Config) -> rooms::RoomSettings {
+    rooms::RoomSettings {
+        history_messages: config.room_history as usize,
+        history_bytes: config.room_history_bytes as usize,
+        history_ttl_ms: millis(config.room_history_ttl),
+        max_rooms: config.max_rooms as usize,
+        dedup_window_ms: millis(config.dedup_window),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 /// The metrics listener: `GET /metrics` and nothing else, until connections close at

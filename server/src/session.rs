@@ -1,5 +1,6 @@
-//! One WebSocket session: reads messages, performs the app's [`Reply`], pings, and closes
-//! with the right code on shutdown, protocol errors and slow clients.
+//! One WebSocket session: reads messages, performs the app's [`Reply`] or the rooms
+//! protocol's request ([`Talk`]), writes what the member's rooms queued, pings, and closes with
+//! the right code on shutdown, protocol errors and slow clients.
 //!
 //! The session is generic over its stream (`run_upgraded::<S>`): the connection code hands it
 //! the type it gave hyper, so TCP, TLS and any other stream run the same code.
@@ -19,6 +20,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -33,6 +35,8 @@ use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout, timeout_at}
 use tokio_util::sync::CancellationToken;
 
 use rules::{App, Reply};
+
+use crate::rooms::{Member, MemberQueue, Taken};
 
 use crate::deflate::Agreement;
 use crate::deflate_stream::{DeflateStream, Violation};
@@ -62,10 +66,29 @@ pub(crate) struct SessionTiming {
     pub send_timeout: Duration,
 }
 
+/// What a session speaks.
+#[derive(Debug)]
+pub(crate) enum Talk {
+    /// One of the rules apps (`/subscriptions`, `/echo`, `/mirror`).
+    App(App),
+    /// The rooms protocol (`/rooms`). Boxed: the apps' sessions stay as small as they were.
+    Room(Box<Member>),
+}
+
+impl Talk {
+    /// The queue the member's rooms fill, for a rooms session.
+    fn queue(&self) -> Option<Arc<MemberQueue>> {
+        match self {
+            Talk::App(_) => None,
+            Talk::Room(member) => Some(Arc::clone(member.queue())),
+        }
+    }
+}
+
 /// What a session needs besides its socket.
 #[derive(Debug)]
 pub(crate) struct SessionContext {
-    pub app: App,
+    pub talk: Talk,
     pub timing: SessionTiming,
     pub shutdown: CancellationToken,
     pub metrics: SessionMetrics,
@@ -138,8 +161,12 @@ async fn start<S: Stream>(stream: S, config: WebSocketConfig) -> Socket<S> {
 }
 
 /// Runs a session until it ends. Never panics on anything the client sends.
-async fn run<S: Stream>(mut ws: Socket<S>, context: SessionContext) {
-    let end = drive(&mut ws, &context).await;
+async fn run<S: Stream>(mut ws: Socket<S>, mut context: SessionContext) {
+    let end = drive(&mut ws, &mut context).await;
+    // Out of every room before the close: nothing more is queued for a session that ends.
+    if let Talk::Room(member) = &mut context.talk {
+        member.leave_all().await;
+    }
     // One deadline for everything the ending writes: the send timeout for what was answered,
     // as for any write; `CLOSE_LINGER` from the moment the server starts a close.
     let deadline = match end {
@@ -194,9 +221,13 @@ async fn shut_down<S: Stream>(ws: &mut Socket<S>, deadline: Instant) {
 }
 
 /// The session loop: returns how the session ends without sending the final close itself.
-async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
+async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> End {
     let timing = context.timing;
-    if let Some(greeting) = context.app.greeting() {
+    let greeting = match &context.talk {
+        Talk::App(app) => app.greeting(),
+        Talk::Room(_) => None,
+    };
+    if let Some(greeting) = greeting {
         if let Err(end) = send(ws, Message::text(greeting), timing.send_timeout).await {
             return end;
         }
@@ -207,9 +238,14 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
     let mut awaiting_pong = false;
     // One future for the whole session: a fresh `cancelled()` per message would register and
     // unregister a waiter on the token (a lock) every time round the loop.
-    let shutdown = context.shutdown.cancelled();
+    let shutdown = context.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
+    // A rooms session's queue: what its rooms sent, and the answers to its own requests.
+    let queue = context.talk.queue();
     loop {
+        // While the queue holds its limit, requests wait in the socket (backpressure): a
+        // client that floods is slowed down to the pace at which it reads.
+        let may_read = queue.as_ref().is_none_or(|queue| !queue.is_full());
         tokio::select! {
             // Shutdown first, so a busy client cannot keep the session from seeing it.
             biased;
@@ -224,7 +260,15 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
                     return end;
                 }
             }
-            incoming = ws.next() => {
+            () = changed(queue.as_deref()), if queue.is_some() => {
+                if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
+                    return end;
+                }
+                if let Err(end) = flush(ws, timing.send_timeout).await {
+                    return end;
+                }
+            }
+            incoming = ws.next(), if may_read => {
                 let mut incoming = incoming;
                 // Answer every message that has already arrived, then flush once: a burst of
                 // messages is answered with one write instead of one per message. A message
@@ -245,6 +289,12 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
                         return end;
                     }
                     answered += 1;
+                    // A rooms session moves what its request queued (its answer, a replay, its
+                    // own published message) into the socket's buffer at once: its queue is
+                    // the slack for what other members publish, not for its own requests.
+                    if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
+                        return end;
+                    }
                     if answered == MAX_MESSAGES_PER_FLUSH {
                         break;
                     }
@@ -252,6 +302,9 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
                         Some(next) => incoming = next,
                         None => break,
                     }
+                }
+                if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
+                    return end;
                 }
                 if let Err(end) = flush(ws, timing.send_timeout).await {
                     return end;
@@ -261,13 +314,72 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
     }
 }
 
-/// Feeds the app's answer to one message into the socket's write buffer, without flushing.
-async fn answer<S: Stream>(
+/// Resolves once the member's queue has something new (never for the apps' sessions, whose
+/// select arm is disabled).
+async fn changed(queue: Option<&MemberQueue>) {
+    match queue {
+        Some(queue) => queue.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feeds what the member's queue holds into the socket's write buffer, in order, without
+/// flushing; a member that fell behind its room is closed (1008).
+async fn write_queued<S: Stream>(
+    ws: &mut Socket<S>,
+    queue: Option<&MemberQueue>,
     context: &SessionContext,
+) -> Result<(), End> {
+    let Some(queue) = queue else {
+        return Ok(());
+    };
+    let mut frames = Vec::new();
+    if queue.take_all(&mut frames) == Taken::Overflowed {
+        tracing::info!("a rooms client fell behind its rooms; closing");
+        return Err(End::Close(
+            CloseCode::Policy,
+            "too slow: fell behind its rooms",
+        ));
+    }
+    if frames.is_empty() {
+        return Ok(());
+    }
+    context.metrics.sent(frames.len());
+    feed(
+        ws,
+        frames.into_iter().map(Message::Text),
+        context.timing.send_timeout,
+    )
+    .await
+}
+
+/// Feeds the answer to one message into the socket's write buffer, without flushing: the
+/// app's reply, or for a rooms session the request's answer, queued behind its rooms' messages.
+async fn answer<S: Stream>(
+    context: &mut SessionContext,
     ws: &mut Socket<S>,
     message: Message,
 ) -> Result<(), End> {
-    let (app, send_timeout) = (context.app, context.timing.send_timeout);
+    let send_timeout = context.timing.send_timeout;
+    let app = match &mut context.talk {
+        Talk::App(app) => *app,
+        Talk::Room(member) => {
+            match &message {
+                Message::Text(text) => {
+                    context.metrics.received();
+                    member.request(text).await;
+                }
+                Message::Binary(_) => {
+                    context.metrics.received();
+                    member.binary();
+                }
+                Message::Close(frame) => log_client_close(frame.as_ref()),
+                // tungstenite answers pings itself; frames are never produced when reading.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+            return Ok(());
+        }
+    };
     let reply = match &message {
         Message::Text(text) => app.reply_to_text(text),
         Message::Binary(_) => app.reply_to_binary(),

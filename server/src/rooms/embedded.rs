@@ -241,8 +241,9 @@ impl Embedded {
         }
     }
 
-    /// How many rooms the engine holds (for metrics and tests).
-    pub(crate) fn room_count(&self) -> usize {
+    /// How many rooms the engine holds.
+    #[cfg(test)]
+    fn room_count(&self) -> usize {
         lock(&self.rooms).len()
     }
 }
@@ -258,7 +259,6 @@ mod tests {
             history_ttl_ms: 300_000,
             max_rooms: 10,
             dedup_window_ms: 300_000,
-            queue_limit: 1024 * 1024,
         }
     }
 

@@ -6,6 +6,7 @@
 //! a room's fan-out meets a session.
 
 mod embedded;
+mod member;
 mod queue;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use room_protocol::order::Recovery;
 use room_protocol::{Position, Problem};
 
 pub(crate) use embedded::Embedded;
+pub(crate) use member::{Member, MemberLimits};
 pub(crate) use queue::{MemberQueue, Taken};
 
 /// One connection's identity in the rooms it joins.
@@ -32,8 +34,6 @@ pub(crate) struct RoomSettings {
     pub max_rooms: usize,
     /// How long a message id is remembered for dedup.
     pub dedup_window_ms: u64,
-    /// Bytes of room messages a member may have waiting before it is closed as too slow.
-    pub queue_limit: usize,
 }
 
 /// A publish as the engine takes it (checked already: joined, length, rate).
@@ -84,6 +84,11 @@ impl Engine {
     }
 
     pub(crate) async fn leave(&self, room: &str, member: MemberId, now_ms: u64) {
+        self.forget(room, member, now_ms);
+    }
+
+    /// Leaves without waiting, for a member dropped without leaving.
+    pub(crate) fn forget(&self, room: &str, member: MemberId, now_ms: u64) {
         match self {
             Engine::Embedded(engine) => engine.leave(room, member, now_ms),
         }
