@@ -107,6 +107,61 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_GRACE", default_value = "10",
           value_parser = seconds_at_most(MAX_TIMEOUT))]
     pub shutdown_grace: Duration,
+
+    /// Rooms (`/rooms`): most messages a room's history keeps for clients that come back.
+    #[arg(long, env = "ROOM_HISTORY", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub room_history: u32,
+
+    /// Rooms: most bytes a room's history keeps (its messages' frames), at most 64 MiB.
+    #[arg(long, env = "ROOM_HISTORY_BYTES", default_value_t = 256 * 1024,
+          value_parser = clap::value_parser!(u32).range(0..=64 * 1024 * 1024))]
+    pub room_history_bytes: u32,
+
+    /// Rooms: seconds a message stays in history, at most 86400 (a day).
+    #[arg(long, env = "ROOM_HISTORY_TTL", default_value = "300",
+          value_parser = seconds_at_most(MAX_INTERVAL))]
+    pub room_history_ttl: Duration,
+
+    /// Rooms: most rooms the server holds at once; a join or publish past it gets
+    /// `unavailable` (rooms nobody is in whose history expired make way).
+    #[arg(long, env = "MAX_ROOMS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_rooms: u32,
+
+    /// Rooms: most rooms one connection may be in (`too_many_rooms` past it).
+    #[arg(long, env = "MAX_ROOMS_PER_CONNECTION", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub max_rooms_per_connection: u32,
+
+    /// Rooms: publishes per second one connection may make on average (`rate_limited` past
+    /// it), with bursts of `--publish-burst`.
+    #[arg(long, env = "PUBLISH_RATE", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub publish_rate: u32,
+
+    /// Rooms: publishes one connection may make at once before `--publish-rate` applies.
+    #[arg(long, env = "PUBLISH_BURST", default_value_t = 40,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub publish_burst: u32,
+
+    /// Rooms: seconds a message id is remembered, so a publish sent again after a lost ack
+    /// is acknowledged with its first offset instead of being broadcast twice; at most 86400.
+    #[arg(long, env = "DEDUP_WINDOW", default_value = "300",
+          value_parser = seconds_at_most(MAX_INTERVAL))]
+    pub dedup_window: Duration,
+
+    /// Rooms: bytes of room messages a connection may have waiting to be written before it
+    /// is closed as too slow (1008); from 64 KiB to 1 GiB.
+    #[arg(long, env = "ROOM_QUEUE_BYTES", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u32).range(64 * 1024..=1024 * 1024 * 1024))]
+    pub room_queue_bytes: u32,
+
+    /// Rooms: longest `text` of a publish in UTF-8 bytes (`too_long` past it); at most 1 MiB,
+    /// and it must leave room for the frame around it within `--max-message-size`.
+    #[arg(long, env = "MAX_TEXT_BYTES", default_value_t = 4 * 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1024 * 1024))]
+    pub max_text_bytes: u32,
 }
 
 /// How log lines are written.

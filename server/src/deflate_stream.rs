@@ -18,12 +18,17 @@
 //! (every [`WRITE_CHUNK`] bytes if it is longer), so a batch of replies still leaves in one
 //! write; the layer takes no new bytes while a chunk waits for the socket, so it adds at most
 //! a chunk and one message to what a session buffers.
+//!
+//! Frame headers are parsed and written with tungstenite's `FrameHeader`; this layer only
+//! counts how many header bytes to wait for (`HeaderBytes::needed`), so that it never reads
+//! into a payload it must pass on untouched.
 
-use std::io;
+use std::io::{self, Cursor};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::deflate::{Agreement, InflateError, Inflater, MIN_COMPRESSED_SIZE, compress};
@@ -40,12 +45,9 @@ const KEEP: usize = 1024;
 /// The longest frame header: 2 bytes, 8 of length, 4 of mask.
 const MAX_HEADER: usize = 14;
 
-const FIN: u8 = 0x80;
-const RSV1: u8 = 0x40;
+/// The mask bit of a header's second byte: it says how long the header is.
 const MASKED: u8 = 0x80;
-const CONTINUATION: u8 = 0x0;
-const TEXT: u8 = 0x1;
-const BINARY: u8 = 0x2;
+const CONTINUATION: OpCode = OpCode::Data(Data::Continue);
 
 /// A client broke a rule only this layer sees; the session closes with `code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -120,31 +122,6 @@ struct HeaderBytes {
     len: usize,
 }
 
-/// A parsed frame header.
-#[derive(Debug, Clone, Copy)]
-struct Header {
-    /// FIN, RSV and opcode bits.
-    first: u8,
-    masked: bool,
-    mask: [u8; 4],
-    len: u64,
-}
-
-impl Header {
-    fn fin(&self) -> bool {
-        self.first & FIN != 0
-    }
-    fn rsv1(&self) -> bool {
-        self.first & RSV1 != 0
-    }
-    fn opcode(&self) -> u8 {
-        self.first & 0x0f
-    }
-    fn is_control(&self) -> bool {
-        self.opcode() & 0x8 != 0
-    }
-}
-
 impl HeaderBytes {
     /// The header's whole length, as far as the bytes so far tell.
     fn needed(&self) -> usize {
@@ -180,45 +157,31 @@ impl HeaderBytes {
         &self.bytes[..self.len]
     }
 
-    /// Parses a complete header.
-    fn parse(&self) -> Header {
-        let b = &self.bytes;
-        let (len, at) = match b[1] & 0x7f {
-            126 => (u64::from(u16::from_be_bytes([b[2], b[3]])), 4),
-            127 => {
-                let mut long = [0; 8];
-                long.copy_from_slice(&b[2..10]);
-                (u64::from_be_bytes(long), 10)
-            }
-            short => (u64::from(short), 2),
-        };
-        let masked = b[1] & MASKED != 0;
-        let mut mask = [0; 4];
-        if masked {
-            mask.copy_from_slice(&b[at..at + 4]);
-        }
-        Header {
-            first: b[0],
-            masked,
-            mask,
-            len,
-        }
+    /// Parses a complete header with tungstenite's parser: the header and its payload length.
+    /// `None` for a header it refuses (a reserved opcode).
+    fn parse(&self) -> Option<(FrameHeader, u64)> {
+        // Complete by `needed`, so the parser never asks for more (`Ok(None)`).
+        FrameHeader::parse(&mut Cursor::new(self.raw()))
+            .ok()
+            .flatten()
     }
 }
 
-/// Appends an unmasked frame header to `out`, with the shortest length encoding.
-fn put_header(out: &mut Vec<u8>, first: u8, len: usize) {
-    out.push(first);
-    match len {
-        0..=125 => out.push(len as u8),
-        126..=0xffff => {
-            out.push(126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
+/// Appends an unmasked frame header to `out` (tungstenite's formatter: the shortest length).
+fn put_header(out: &mut Vec<u8>, header: &FrameHeader, len: usize) {
+    header
+        .format(len as u64, out)
+        .expect("writing to a Vec cannot fail");
+}
+
+/// The header of an unmasked frame with no RSV bits but `rsv1`.
+fn plain_header(is_final: bool, rsv1: bool, opcode: OpCode) -> FrameHeader {
+    FrameHeader {
+        is_final,
+        rsv1,
+        opcode,
+        mask: None,
+        ..FrameHeader::default()
     }
 }
 
@@ -276,7 +239,7 @@ struct Reader {
     /// Inflated bytes not yet made into a frame.
     inflated: Vec<u8>,
     /// Opcode of the next frame made of inflated bytes: the message's, then continuation.
-    next_opcode: u8,
+    next_opcode: OpCode,
     /// Bytes for tungstenite: `ready[ready_at..]`.
     ready: Vec<u8>,
     ready_at: usize,
@@ -310,14 +273,16 @@ impl Reader {
     fn start_frame(&mut self) -> Result<(), Violation> {
         // The next frame's header starts afresh; this one's bytes may still be passed on.
         let raw = std::mem::take(&mut self.header);
-        let header = raw.parse();
-        if !header.masked {
+        let Some((header, len)) = raw.parse() else {
+            return Err(Violation::protocol("reserved opcode"));
+        };
+        let Some(mask) = header.mask else {
             return Err(Violation::protocol("unmasked frame from the client"));
-        }
-        let compressed = match (header.opcode(), self.open) {
+        };
+        let compressed = match (header.opcode, self.open) {
             // Control frames may come between fragments; tungstenite checks the rest of them.
-            _ if header.is_control() => false,
-            (CONTINUATION, _) if header.rsv1() => {
+            (OpCode::Control(_), _) => false,
+            (CONTINUATION, _) if header.rsv1 => {
                 return Err(Violation::protocol("RSV1 set on a continuation frame"));
             }
             (CONTINUATION, Open::None) => {
@@ -326,12 +291,12 @@ impl Reader {
                 ));
             }
             (CONTINUATION, open) => open == Open::Compressed,
-            (TEXT | BINARY, Open::Plain | Open::Compressed) => {
+            (OpCode::Data(Data::Text | Data::Binary), Open::Plain | Open::Compressed) => {
                 return Err(Violation::protocol(
                     "a new message began before the last one ended",
                 ));
             }
-            (opcode @ (TEXT | BINARY), Open::None) if header.rsv1() => {
+            (opcode @ OpCode::Data(Data::Text | Data::Binary), Open::None) if header.rsv1 => {
                 self.inflater = Some(Inflater::start(self.limit));
                 self.next_opcode = opcode;
                 self.compressed_so_far = 0;
@@ -339,41 +304,44 @@ impl Reader {
                 self.open = Open::Compressed;
                 true
             }
-            (TEXT | BINARY, Open::None) => {
-                if !header.fin() {
+            (OpCode::Data(Data::Text | Data::Binary), Open::None) => {
+                if !header.is_final {
                     self.open = Open::Plain;
                 }
                 false
             }
-            // Reserved opcodes: tungstenite refuses them.
-            _ => false,
+            // The parser refuses reserved opcodes already (`raw.parse()`).
+            (OpCode::Data(Data::Reserved(_)), _) => {
+                return Err(Violation::protocol("reserved opcode"));
+            }
         };
         if compressed {
-            self.compressed_so_far += header.len;
+            // Saturating: a length near 2^64 must not wrap the sum below the limit.
+            self.compressed_so_far = self.compressed_so_far.saturating_add(len);
             if self.compressed_so_far > self.compressed_limit {
                 return Err(InflateError::TooLarge.into());
             }
             self.state = ReadState::Compressed {
-                left: header.len,
-                mask: header.mask,
+                left: len,
+                mask,
                 mask_at: 0,
-                fin: header.fin(),
+                fin: header.is_final,
                 tail: false,
             };
         } else {
-            if header.fin() && header.opcode() == CONTINUATION {
+            if header.is_final && header.opcode == CONTINUATION {
                 self.open = Open::None;
             }
             self.ready.extend_from_slice(raw.raw());
-            self.state = ReadState::Forward { left: header.len };
+            self.state = ReadState::Forward { left: len };
         }
         Ok(())
     }
 
     /// Makes the inflated bytes so far a frame for tungstenite.
     fn emit(&mut self, fin: bool) {
-        let first = if fin { FIN } else { 0 } | self.next_opcode;
-        put_header(&mut self.ready, first, self.inflated.len());
+        let header = plain_header(fin, false, self.next_opcode);
+        put_header(&mut self.ready, &header, self.inflated.len());
         self.ready.extend_from_slice(&self.inflated);
         self.inflated.clear();
         self.next_opcode = CONTINUATION;
@@ -545,9 +513,9 @@ enum WriteState {
     Forward {
         left: u64,
     },
-    /// Gathering a frame's payload to compress it: `first` is its header's first byte.
+    /// Gathering the payload of a whole text or binary message to compress it.
     Gather {
-        first: u8,
+        opcode: OpCode,
         left: usize,
     },
 }
@@ -581,39 +549,47 @@ impl Writer {
     fn start_frame(&mut self) {
         // The next frame's header starts afresh; this one's bytes may still be passed on.
         let raw = std::mem::take(&mut self.header);
-        let header = raw.parse();
-        let whole_message =
-            header.fin() && !header.rsv1() && matches!(header.opcode(), TEXT | BINARY);
-        match usize::try_from(header.len) {
+        let (header, len) = raw
+            .parse()
+            .expect("tungstenite writes no reserved opcode (the session never writes raw frames)");
+        let whole_message = header.is_final
+            && !header.rsv1
+            && matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+        match usize::try_from(len) {
             Ok(len)
                 if whole_message && len >= MIN_COMPRESSED_SIZE && self.window_bits.is_some() =>
             {
                 self.payload.reserve_exact(len);
                 self.state = WriteState::Gather {
-                    first: header.first,
+                    opcode: header.opcode,
                     left: len,
                 };
             }
             _ => {
                 self.out.extend_from_slice(raw.raw());
-                self.state = if header.len == 0 {
+                self.state = if len == 0 {
                     WriteState::Header
                 } else {
-                    WriteState::Forward { left: header.len }
+                    WriteState::Forward { left: len }
                 };
             }
         }
     }
 
     /// The gathered payload goes out compressed, or as it is if that would not be smaller.
-    fn finish_gathered(&mut self, first: u8) {
+    fn finish_gathered(&mut self, opcode: OpCode) {
         let mut compressed = Vec::new();
         let bits = self.window_bits.unwrap_or(15);
         if compress(&self.payload, bits, &mut compressed) {
-            put_header(&mut self.out, first | RSV1, compressed.len());
+            put_header(
+                &mut self.out,
+                &plain_header(true, true, opcode),
+                compressed.len(),
+            );
             self.out.extend_from_slice(&compressed);
         } else {
-            put_header(&mut self.out, first, self.payload.len());
+            let len = self.payload.len();
+            put_header(&mut self.out, &plain_header(true, false, opcode), len);
             self.out.extend_from_slice(&self.payload);
         }
         release(&mut self.payload);
@@ -686,15 +662,15 @@ impl Writer {
                         WriteState::Forward { left }
                     };
                 }
-                WriteState::Gather { first, left } => {
+                WriteState::Gather { opcode, left } => {
                     let take = rest.len().min(left);
                     self.payload.extend_from_slice(&rest[..take]);
                     used += take;
                     if take == left {
-                        self.finish_gathered(first);
+                        self.finish_gathered(opcode);
                     } else {
                         self.state = WriteState::Gather {
-                            first,
+                            opcode,
                             left: left - take,
                         };
                     }
@@ -748,12 +724,29 @@ mod tests {
         negotiate([&http::HeaderValue::from_static("permessage-deflate")]).expect("agreed")
     }
 
+    // The tests encode and parse frames by hand, independently of the parser the layer uses.
+    const FIN: u8 = 0x80;
+    const RSV1: u8 = 0x40;
+    const CONTINUATION: u8 = 0x0;
+    const TEXT: u8 = 0x1;
+    const BINARY: u8 = 0x2;
+
     /// A frame as tungstenite writes it (unmasked) or as a client sends it (masked).
     fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_header(&mut out, first, payload.len());
+        let mut out = vec![first];
+        let mask_bit = if mask.is_some() { MASKED } else { 0 };
+        match payload.len() {
+            len @ 0..=125 => out.push(mask_bit | len as u8),
+            len @ 126..=0xffff => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
         if let Some(mask) = mask {
-            out[1] |= MASKED;
             out.extend_from_slice(&mask);
             out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         } else {
@@ -762,15 +755,32 @@ mod tests {
         out
     }
 
+    /// An unmasked header at the front of `bytes`: `(first byte, header length, payload length)`.
+    fn split_header(bytes: &[u8]) -> (u8, usize, usize) {
+        match bytes[1] & 0x7f {
+            126 => (
+                bytes[0],
+                4,
+                usize::from(u16::from_be_bytes([bytes[2], bytes[3]])),
+            ),
+            127 => {
+                let long: [u8; 8] = bytes[2..10].try_into().expect("8 bytes");
+                (
+                    bytes[0],
+                    10,
+                    usize::try_from(u64::from_be_bytes(long)).expect("small"),
+                )
+            }
+            short => (bytes[0], 2, usize::from(short)),
+        }
+    }
+
     /// Splits a byte stream of unmasked frames into `(first byte, payload)`.
     fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
         let mut found = Vec::new();
         while !bytes.is_empty() {
-            let mut header = HeaderBytes::default();
-            let used = header.fill(bytes);
-            let parsed = header.parse();
-            let len = parsed.len as usize;
-            found.push((parsed.first, bytes[used..used + len].to_vec()));
+            let (first, used, len) = split_header(bytes);
+            found.push((first, bytes[used..used + len].to_vec()));
             bytes = &bytes[used + len..];
         }
         found
@@ -861,9 +871,9 @@ mod tests {
                     saw_ping = true;
                     continue;
                 }
-                let (first, payload) = frames(&rest[at..]).remove(0);
-                let mut header = HeaderBytes::default();
-                at += header.fill(&rest[at..]) + payload.len();
+                let (first, header_len, payload_len) = split_header(&rest[at..]);
+                let payload = &rest[at + header_len..at + header_len + payload_len];
+                at += header_len + payload_len;
                 assert_eq!(first & RSV1, 0, "tungstenite never sees RSV1");
                 assert_eq!(
                     first & 0x0f,
@@ -873,7 +883,7 @@ mod tests {
                         CONTINUATION
                     }
                 );
-                message.extend_from_slice(&payload);
+                message.extend_from_slice(payload);
                 if first & FIN != 0 {
                     assert_eq!(at, rest.len(), "the last piece ends the stream");
                 }
@@ -886,7 +896,24 @@ mod tests {
     #[tokio::test]
     async fn what_breaks_the_rules_comes_up_as_a_violation_with_its_close_code() {
         let mask = Some([1, 2, 3, 4]);
-        let cases: [(Vec<u8>, CloseCode); 4] = [
+        let mut packed = Vec::new();
+        assert!(compress(LONG.repeat(10).as_bytes(), 15, &mut packed));
+        let endless = [
+            MASKED | 127,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            0xff,
+            1,
+            2,
+            3,
+            4,
+        ];
+        let cases: [(Vec<u8>, CloseCode); 6] = [
             (frame(FIN | TEXT, b"unmasked", None), CloseCode::Protocol),
             (
                 frame(FIN | CONTINUATION, b"orphan", mask),
@@ -899,6 +926,17 @@ mod tests {
             (
                 [frame(TEXT, b"half", mask), frame(FIN | TEXT, b"new", mask)].concat(),
                 CloseCode::Protocol,
+            ),
+            (frame(FIN | 0x3, b"reserved", mask), CloseCode::Protocol),
+            // A compressed length near 2^64 in a continuation must not wrap the running sum.
+            (
+                [
+                    frame(RSV1 | TEXT, &packed, mask),
+                    vec![CONTINUATION],
+                    endless.to_vec(),
+                ]
+                .concat(),
+                CloseCode::Size,
             ),
         ];
         for (bytes, code) in cases {

@@ -3,6 +3,7 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /subscriptions`, `/echo`, `/mirror` | WebSocket upgrade (or 400/403/405/426/503) |
+//! | `GET /rooms?name=NAME` | WebSocket upgrade to the rooms protocol (400 for a bad `NAME`) |
 //! | `GET /greet/{name}` | `Greetings {name}!` |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 while it accepts work, 503 from the moment shutdown starts |
@@ -22,8 +23,37 @@ use percent_encoding::percent_decode_str;
 
 use crate::Shared;
 use crate::deflate::{self, Agreement};
-use crate::session;
+use crate::rooms::Member;
+use crate::session::{self, Talk};
+use room_protocol::names;
 use rules::App;
+
+/// The routes that upgrade to a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    /// One of the rules apps.
+    App(App),
+    /// `/rooms`: the rooms protocol.
+    Rooms,
+}
+
+impl Endpoint {
+    const ROOMS_PATH: &'static str = "/rooms";
+
+    fn from_path(path: &str) -> Option<Endpoint> {
+        match path {
+            Endpoint::ROOMS_PATH => Some(Endpoint::Rooms),
+            _ => App::from_path(path).map(Endpoint::App),
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::App(app) => app.path(),
+            Endpoint::Rooms => Endpoint::ROOMS_PATH,
+        }
+    }
+}
 
 /// A TCP connection's place under the connection cap, shared by the connection task and a
 /// WebSocket session started from it: the place frees when both have ended.
@@ -32,15 +62,16 @@ pub(crate) type ConnectionSlot = Arc<tokio::sync::OwnedSemaphorePermit>;
 /// The body of every response: files stream, everything else is one buffer.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Answers one request. Never fails: every problem is an HTTP status.
-pub(crate) async fn handle(
+/// Answers one request. Never fails: every problem is an HTTP status. `S` is the stream the
+/// connection runs on, which a WebSocket session takes back from hyper.
+pub(crate) async fn handle<S: session::Stream>(
     request: Request<Incoming>,
     shared: Arc<Shared>,
     slot: ConnectionSlot,
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
-    let response = if let Some(app) = App::from_path(path) {
-        upgrade(request, app, &shared, slot)
+    let response = if let Some(endpoint) = Endpoint::from_path(path) {
+        upgrade::<S>(request, endpoint, &shared, slot)
     } else if let Some(probe) = Probe::from_path(path) {
         probe.answer(request.method(), &shared)
     } else if let Some(encoded_name) = path.strip_prefix("/greet/") {
@@ -172,20 +203,40 @@ fn greet(method: &Method, encoded_name: &str) -> Response<Body> {
 }
 
 /// Checks the handshake, then answers `101` and starts the session once hyper hands over the
-/// connection.
-fn upgrade(
+/// connection (of type `S`).
+fn upgrade<S: session::Stream>(
     mut request: Request<Incoming>,
-    app: App,
+    endpoint: Endpoint,
     shared: &Arc<Shared>,
     slot: ConnectionSlot,
 ) -> Response<Body> {
+    let path = endpoint.path();
     let accept = match check_handshake(&request, &shared.config.allowed_origins) {
         Ok(key) => derive_accept_key(key),
         Err(refusal) => {
-            let response = refusal.into_response(app);
+            let response = refusal.into_response(path);
             shared.metrics.handshake_refused(response.status());
             return response;
         }
+    };
+    let talk = match endpoint {
+        Endpoint::App(app) => Talk::App(app),
+        Endpoint::Rooms => match display_name(request.uri().query()) {
+            Some(name) => Talk::Room(Box::new(Member::new(
+                name,
+                Arc::clone(&shared.rooms),
+                shared.member_limits,
+            ))),
+            None => {
+                let response = text(
+                    StatusCode::BAD_REQUEST,
+                    "/rooms needs ?name=NAME: a display name of 1 to 32 characters, \
+                     no control characters.\n",
+                );
+                shared.metrics.handshake_refused(response.status());
+                return response;
+            }
+        },
     };
     // Checked last, so that a bad request never holds a permit.
     let Ok(permit) = shared.sessions.clone().try_acquire_owned() else {
@@ -204,7 +255,7 @@ fn upgrade(
         return response;
     };
     let on_upgrade = hyper::upgrade::on(&mut request);
-    tracing::debug!(path = app.path(), "upgrading to WebSocket");
+    tracing::debug!(path, "upgrading to WebSocket");
     let config = shared.websocket_config;
     let compression = if shared.config.compression {
         deflate::negotiate(request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS))
@@ -212,10 +263,10 @@ fn upgrade(
         None
     };
     let context = session::SessionContext {
-        app,
+        talk,
         timing: shared.session_timing(),
         shutdown: shared.shutdown.clone(),
-        metrics: shared.metrics.session(app, compression.is_some()),
+        metrics: shared.metrics.session(path, compression.is_some()),
         compression,
     };
     let session = async move {
@@ -223,7 +274,7 @@ fn upgrade(
         // the TCP connection's slot too (hyper's connection task ends at the upgrade).
         let _permits = (permit, slot);
         match on_upgrade.await {
-            Ok(upgraded) => session::run_upgraded(upgraded, config, context).await,
+            Ok(upgraded) => session::run_upgraded::<S>(upgraded, config, context).await,
             Err(error) => tracing::debug!(%error, "upgrade did not complete"),
         }
         tracing::debug!("session ended");
@@ -277,10 +328,9 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn into_response(self, app: App) -> Response<Body> {
+    fn into_response(self, path: &'static str) -> Response<Body> {
         match self {
             Refusal::Method => {
-                let path = app.path();
                 let mut response = text(
                     StatusCode::METHOD_NOT_ALLOWED,
                     format!("{path} is a WebSocket endpoint: a handshake is a GET request.\n"),
@@ -291,7 +341,6 @@ impl Refusal {
                 response
             }
             Refusal::NotUpgrade => {
-                let path = app.path();
                 let mut response = text(
                     StatusCode::UPGRADE_REQUIRED,
                     format!(
@@ -341,6 +390,16 @@ impl Refusal {
             ),
         }
     }
+}
+
+/// The display name of a `/rooms` member: the `name` parameter of the query, decoded as a
+/// form (`+` is a space), valid by [`names::is_display_name`], and given once.
+fn display_name(query: Option<&str>) -> Option<String> {
+    let mut names = form_urlencoded::parse(query?.as_bytes())
+        .filter(|(key, _)| key == "name")
+        .map(|(_, value)| value.into_owned());
+    let name = names.next()?;
+    (names.next().is_none() && names::is_display_name(&name)).then_some(name)
 }
 
 /// Everything that must hold before the server agrees to upgrade (RFC 6455, section 4.2.1),

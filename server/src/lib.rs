@@ -8,6 +8,7 @@ mod deflate_stream;
 mod http;
 mod metrics;
 mod read_ahead;
+mod rooms;
 mod session;
 mod static_files;
 
@@ -88,6 +89,10 @@ struct Shared {
     /// Cancelled once connections are to close (after `--shutdown-delay`); connections and
     /// sessions watch it.
     shutdown: CancellationToken,
+    /// The rooms every `/rooms` session joins and publishes to.
+    rooms: Arc<rooms::Engine>,
+    /// What bounds one `/rooms` connection.
+    member_limits: rooms::MemberLimits,
 }
 
 impl Shared {
@@ -128,7 +133,17 @@ impl Server {
             .max_write_buffer_size(WRITE_BUFFER_SIZE + 11 * (max_message_size + 14))
             .max_message_size(Some(max_message_size))
             .max_frame_size(Some(max_message_size));
+        let rooms = rooms::Engine::embedded(room_settings(&config));
+        let member_limits = rooms::MemberLimits {
+            max_rooms: config.max_rooms_per_connection as usize,
+            max_text_bytes: config.max_text_bytes as usize,
+            publish_rate: config.publish_rate,
+            publish_burst: config.publish_burst,
+            queue_bytes: config.room_queue_bytes as usize,
+        };
         let shared = Arc::new(Shared {
+            rooms,
+            member_limits,
             sessions: Arc::new(Semaphore::new(config.max_connections as usize)),
             connections: Arc::new(Semaphore::new(connection_cap())),
             static_files,
@@ -239,6 +254,21 @@ impl Server {
         }
         tracing::info!("stopped");
     }
+}
+
+/// The bounds of every room, from the flags.
+fn room_settings(config: &Config) -> rooms::RoomSettings {
+    rooms::RoomSettings {
+        history_messages: config.room_history as usize,
+        history_bytes: config.room_history_bytes as usize,
+        history_ttl_ms: millis(config.room_history_ttl),
+        max_rooms: config.max_rooms as usize,
+        dedup_window_ms: millis(config.dedup_window),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 /// The metrics listener: `GET /metrics` and nothing else, until connections close at
@@ -363,7 +393,7 @@ async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, slot: OwnedSem
         tracing::debug!(%error, "could not set TCP_NODELAY");
     }
     match shared.tls.clone() {
-        None => serve_http(TokioIo::new(stream), shared, slot).await,
+        None => serve_http(stream, shared, slot).await,
         // Boxed: a connection task is as large as its largest state, and rustls's would make
         // every plain connection (and, through the allocator, every idle socket) larger.
         Some(Tls(acceptor)) => Box::pin(serve_tls(stream, acceptor, shared, slot)).await,
@@ -390,7 +420,7 @@ async fn serve_tls(
         }
     }
     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve_http(TokioIo::new(tls), shared, slot).await,
+        Ok(Ok(tls)) => serve_http(tls, shared, slot).await,
         Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
         Err(_) => tracing::info!("TLS handshake too slow; connection closed"),
     }
@@ -415,16 +445,19 @@ async fn refuse_plain_http(mut stream: TcpStream) {
     let _ = stream.shutdown().await;
 }
 
-/// HTTP/1.1 with upgrades over `io`, until it ends or the server shuts down.
-async fn serve_http<I>(io: I, shared: Arc<Shared>, slot: OwnedSemaphorePermit)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
+/// HTTP/1.1 with upgrades over `stream`, until it ends or the server shuts down. Generic over
+/// the stream so that a WebSocket session takes back exactly the type it is: a plain TCP
+/// session holds no TLS state, and no stream type exists that the session code does not know.
+async fn serve_http<S: session::Stream>(
+    stream: S,
+    shared: Arc<Shared>,
+    slot: OwnedSemaphorePermit,
+) {
     let slot: http::ConnectionSlot = Arc::new(slot);
     let service = {
         let shared = Arc::clone(&shared);
         service_fn(move |request| {
-            http::handle(request, Arc::clone(&shared), Arc::clone(&slot)).in_current_span()
+            http::handle::<S>(request, Arc::clone(&shared), Arc::clone(&slot)).in_current_span()
         })
     };
     let connection = http1::Builder::new()
@@ -433,7 +466,7 @@ where
         .header_read_timeout(shared.config.header_timeout)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(io, service)
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -479,5 +512,59 @@ mod tests {
             .collect();
         assert_eq!(pauses, [5, 10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
         assert_eq!(AcceptFailures::pause_after(u32::MAX).as_millis(), 1000);
+    }
+
+    /// A WebSocket session runs on whatever stream the connection code is given: here an
+    /// in-memory pipe, neither TCP nor TLS, through the `serve_http` the listeners use.
+    #[tokio::test]
+    async fn a_websocket_session_runs_on_any_stream_the_connection_is_given() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let patience = Duration::from_secs(10);
+        let static_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let config =
+            <Config as clap::Parser>::try_parse_from(["server", "--static-dir", static_dir])
+                .expect("valid flags");
+        let shared = Server::new(config).expect("the server starts").shared;
+        let slot = Arc::clone(&shared.connections)
+            .try_acquire_owned()
+            .expect("a free connection slot");
+        let (mut client, server_side) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve_http(server_side, Arc::clone(&shared), slot));
+        // The handshake and a masked frame in one write: the frame reaches the session through
+        // hyper's read buffer.
+        let mut request = b"GET /mirror HTTP/1.1\r\nHost: pipe\r\nConnection: Upgrade\r\n\
+            Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+            Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            .to_vec();
+        let mask = [1, 2, 3, 4];
+        let masked = |payload: &[u8]| -> Vec<u8> {
+            payload
+                .iter()
+                .enumerate()
+                .map(|(index, byte)| byte ^ mask[index % 4])
+                .collect()
+        };
+        request.extend([0x81, 0x80 | 5]);
+        request.extend(mask);
+        request.extend(masked(b"hello"));
+        client.write_all(&request).await.expect("write");
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let byte = tokio::time::timeout(patience, client.read_u8()).await;
+            head.push(byte.expect("answered").expect("a response head"));
+        }
+        assert!(head.starts_with(b"HTTP/1.1 101"), "{head:?}");
+        let mut echoed = [0u8; 7];
+        let read = tokio::time::timeout(patience, client.read_exact(&mut echoed)).await;
+        read.expect("echoed").expect("a frame");
+        assert_eq!(&echoed, b"\x81\x05hello");
+        let mut close = vec![0x88, 0x80 | 2];
+        close.extend(mask);
+        close.extend(masked(&1000u16.to_be_bytes()));
+        client.write_all(&close).await.expect("write");
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(patience, client.read_to_end(&mut rest)).await;
+        read.expect("the session ends").expect("read");
+        assert_eq!(rest, [0x88, 2, 0x03, 0xe8], "the close reply, then the end");
     }
 }

@@ -10,7 +10,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use rules::App;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabels {
@@ -110,10 +109,10 @@ impl Metrics {
         }
     }
 
-    /// A session of `app` opened (with permessage-deflate if `compressed`): its handles,
-    /// which count it as open until dropped.
-    pub(crate) fn session(&self, app: App, compressed: bool) -> SessionMetrics {
-        let labels = AppLabels { app: app.path() };
+    /// A session on the WebSocket route `path` opened (with permessage-deflate if
+    /// `compressed`): its handles, which count it as open until dropped.
+    pub(crate) fn session(&self, path: &'static str, compressed: bool) -> SessionMetrics {
+        let labels = AppLabels { app: path };
         self.sessions_opened.get_or_create(&labels).inc();
         if compressed {
             self.sessions_compressed.get_or_create(&labels).inc();
@@ -191,11 +190,12 @@ impl Drop for SessionMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rules::App;
 
     #[test]
     fn a_session_is_counted_while_open_and_its_messages_by_app() {
         let metrics = Metrics::new();
-        let session = metrics.session(App::Echo, false);
+        let session = metrics.session(App::Echo.path(), false);
         session.received();
         session.sent(10);
         session.closed_with(1000);

@@ -1,5 +1,18 @@
-//! One WebSocket session: reads messages, performs the app's [`Reply`], pings, and closes
-//! with the right code on shutdown, protocol errors and slow clients.
+//! One WebSocket session: reads messages, performs the app's [`Reply`] or the rooms
+//! protocol's request ([`Talk`]), writes what the member's rooms queued, pings, and closes with
+//! the right code on shutdown, protocol errors and slow clients.
+//!
+//! The session is generic over its stream (`run_upgraded::<S>`): the connection code hands it
+//! the type it gave hyper, so TCP, TLS and any other stream run the same code.
+//!
+//! Messages that have already arrived are answered in batches of at most
+//! [`MAX_MESSAGES_PER_FLUSH`], one flush per batch. A message is read only when the batch has
+//! a turn left to answer it, so whatever is read (a message, an error, the end) is dealt with.
+//!
+//! Every write has a deadline: the send timeout for replies, pings, pongs and the last writes
+//! after the client left; [`CLOSE_LINGER`] for a close the server starts. Every ending goes
+//! through `shut_down`: what tungstenite and the layers under it still hold is written, then
+//! the stream is shut down (TLS close_notify, TCP FIN).
 //!
 //! Expected endings (the client closes, goes away, or resets) are logged at debug; protocol
 //! violations at info with the close code sent; anything else at warn. Each is logged once,
@@ -7,6 +20,7 @@
 
 use std::future::Future;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -17,12 +31,12 @@ use hyper_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout};
-use tokio_rustls::server::TlsStream;
+use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use rules::{App, Reply};
+
+use crate::rooms::{Member, MemberQueue, Taken};
 
 use crate::deflate::Agreement;
 use crate::deflate_stream::{DeflateStream, Violation};
@@ -36,8 +50,9 @@ type Socket<S> = WebSocketStream<S>;
 pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for S {}
 
-/// How long the server keeps reading (and discarding) after it sent a close frame, so the
-/// client receives the close code instead of a reset (Chromium reports 1006 without this).
+/// How long a close the server starts may take, from its close frame to the end of the
+/// connection. The server keeps reading (and discarding) meanwhile, so the client receives the
+/// close code instead of a reset (Chromium reports 1006 without this).
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
 /// Most messages answered before a flush, so a client that keeps sending cannot keep its
@@ -51,10 +66,29 @@ pub(crate) struct SessionTiming {
     pub send_timeout: Duration,
 }
 
+/// What a session speaks.
+#[derive(Debug)]
+pub(crate) enum Talk {
+    /// One of the rules apps (`/subscriptions`, `/echo`, `/mirror`).
+    App(App),
+    /// The rooms protocol (`/rooms`). Boxed: the apps' sessions stay as small as they were.
+    Room(Box<Member>),
+}
+
+impl Talk {
+    /// The queue the member's rooms fill, for a rooms session.
+    fn queue(&self) -> Option<Arc<MemberQueue>> {
+        match self {
+            Talk::App(_) => None,
+            Talk::Room(member) => Some(Arc::clone(member.queue())),
+        }
+    }
+}
+
 /// What a session needs besides its socket.
 #[derive(Debug)]
 pub(crate) struct SessionContext {
-    pub app: App,
+    pub talk: Talk,
     pub timing: SessionTiming,
     pub shutdown: CancellationToken,
     pub metrics: SessionMetrics,
@@ -65,7 +99,8 @@ pub(crate) struct SessionContext {
 /// How a session ended, decided in the loop and acted on once after it.
 #[derive(Debug)]
 enum End {
-    /// The closing handshake is under way or done, or the peer is gone: nothing more to send.
+    /// The closing handshake is under way or done, or the peer is gone: nothing to add, but
+    /// what is queued (replies, the reply to a close) is still written.
     Finished,
     /// The server closes normally (reply to `end`, shutdown, missed pong, slow reader).
     Close(CloseCode, &'static str),
@@ -80,44 +115,36 @@ impl End {
     }
 }
 
-/// Runs a session on the connection hyper upgraded, whatever stream it is: nothing can fail
-/// after the `101` because of the stream's type.
+/// Runs a session on the connection hyper upgraded from `S`, the stream the connection code
+/// gave hyper (`serve_http` is generic over it, and so is everything down to here): TCP, TLS,
+/// or anything else, each gets its own session code and its own task type, with no fallback
+/// that only another stream type could reach.
 ///
-/// The streams this server makes are taken back from hyper, with the bytes the client sent
-/// right behind its handshake, rather than used through `Upgraded`, which adds a boxed,
-/// dynamically dispatched layer (and its allocation) under every read and write. `ReadAhead`
-/// goes under tungstenite where it measurably helps: on plain TCP, a 16 KiB message took five
-/// `recv` calls without it and one with it.
-pub(crate) async fn run_upgraded(
+/// The stream is taken back from hyper, with the bytes the client sent right behind its
+/// handshake, rather than used through `Upgraded`, which adds a boxed, dynamically dispatched
+/// layer (and its allocation) under every read and write. `ReadAhead` goes under tungstenite
+/// where it measurably helps: on plain TCP, a 16 KiB message took five `recv` calls without it
+/// and one with it.
+///
+/// No stream's session needs boxing to keep plain sessions small: each stream type spawns a
+/// task of its own type, so a plain TCP session never holds room for rustls's state.
+pub(crate) async fn run_upgraded<S: Stream>(
     upgraded: Upgraded,
     config: WebSocketConfig,
     context: SessionContext,
 ) {
-    let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let stream = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
-            // hyper's read buffer (8 KiB or more) must not live as long as the session.
-            drop(parts.read_buf);
-            return serve(stream, config, context).await;
-        }
-        Err(upgraded) => upgraded,
-    };
-    // The other streams' sessions are boxed: a session task is as large as its largest
-    // variant, and rustls's connection state would otherwise make every plain session (and
-    // every idle socket) about 10 KiB larger.
-    let upgraded = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-        Ok(parts) => {
-            let stream = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
-            drop(parts.read_buf);
-            return Box::pin(serve(stream, config, context)).await;
-        }
-        Err(upgraded) => upgraded,
-    };
-    Box::pin(serve(TokioIo::new(upgraded), config, context)).await;
+    let parts = upgraded.downcast::<TokioIo<S>>().expect(
+        "hyper's HTTP/1 server upgrades the very IO it was given, a `TokioIo<S>` (`serve_http`)",
+    );
+    let stream = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
+    // hyper's read buffer (8 KiB or more) must not live as long as the session.
+    drop(parts.read_buf);
+    serve(stream, config, context).await;
 }
 
 /// Runs the session on `stream`, under permessage-deflate if it was agreed. The compressed
-/// session is boxed too, for the same reason as the TLS one.
+/// session is boxed: a task is as large as its largest variant, and the compression layer's
+/// state would otherwise make every plain session (and every idle socket) larger.
 async fn serve<S: Stream>(stream: S, config: WebSocketConfig, context: SessionContext) {
     let Some(agreement) = context.compression else {
         return run(start(stream, config).await, context).await;
@@ -134,14 +161,16 @@ async fn start<S: Stream>(stream: S, config: WebSocketConfig) -> Socket<S> {
 }
 
 /// Runs a session until it ends. Never panics on anything the client sends.
-async fn run<S: Stream>(mut ws: Socket<S>, context: SessionContext) {
-    let end = drive(&mut ws, &context).await;
-    match end {
-        // tungstenite counts bytes as sent once written to the stream (its close reply, for
-        // one); a stream that gathers them, as the compression layer does, sends them on flush.
-        End::Finished => {
-            let _ = timeout(CLOSE_LINGER, ws.get_mut().flush()).await;
-        }
+async fn run<S: Stream>(mut ws: Socket<S>, mut context: SessionContext) {
+    let end = drive(&mut ws, &mut context).await;
+    // Out of every room before the close: nothing more is queued for a session that ends.
+    if let Talk::Room(member) = &mut context.talk {
+        member.leave_all().await;
+    }
+    // One deadline for everything the ending writes: the send timeout for what was answered,
+    // as for any write; `CLOSE_LINGER` from the moment the server starts a close.
+    let deadline = match end {
+        End::Finished => Instant::now() + context.timing.send_timeout,
         End::Close(code, reason) => {
             tracing::info!(
                 code = u16::from(code),
@@ -149,26 +178,56 @@ async fn run<S: Stream>(mut ws: Socket<S>, context: SessionContext) {
                 "server closing the connection"
             );
             context.metrics.closed_with(code.into());
-            close_gracefully(&mut ws, code, reason).await;
+            let deadline = Instant::now() + CLOSE_LINGER;
+            close_gracefully(&mut ws, code, reason, deadline).await;
+            deadline
         }
         End::Fail(code, reason) => {
             tracing::info!(code = u16::from(code), %reason, "closing on protocol error");
             context.metrics.closed_with(code.into());
+            let deadline = Instant::now() + CLOSE_LINGER;
             let frame = CloseFrame {
                 code,
                 reason: truncate_reason(reason).into(),
             };
             // The pipe may be blocked or already broken: the close is best effort, bounded.
-            let _ = timeout(CLOSE_LINGER, ws.close(Some(frame))).await;
-            linger(&mut ws).await;
+            let _ = timeout_at(deadline, ws.close(Some(frame))).await;
+            linger(&mut ws, deadline).await;
+            deadline
         }
+    };
+    shut_down(&mut ws, deadline).await;
+}
+
+/// Every ending goes through here: what tungstenite still holds (replies to messages read
+/// just before the client half-closed, its reply to a close, pongs) is written, then what the
+/// stream below holds (the compression layer gathers), then the stream is shut down: TLS sends
+/// close_notify, TCP its FIN. All of it by `deadline` (`timeout_at` tries once even when the
+/// deadline has passed, so a stream that can take the bytes always gets them).
+async fn shut_down<S: Stream>(ws: &mut Socket<S>, deadline: Instant) {
+    let writes = async {
+        // After the closing handshake tungstenite writes out its buffer and reports the
+        // connection closed, which `flush` takes as done; any other error ends the writing.
+        ws.flush().await.map_err(io::Error::other)?;
+        let stream = ws.get_mut();
+        stream.flush().await?;
+        stream.shutdown().await
+    };
+    match timeout_at(deadline, writes).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "the last writes failed"),
+        Err(_elapsed) => tracing::debug!("the last writes timed out"),
     }
 }
 
 /// The session loop: returns how the session ends without sending the final close itself.
-async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
+async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> End {
     let timing = context.timing;
-    if let Some(greeting) = context.app.greeting() {
+    let greeting = match &context.talk {
+        Talk::App(app) => app.greeting(),
+        Talk::Room(_) => None,
+    };
+    if let Some(greeting) = greeting {
         if let Err(end) = send(ws, Message::text(greeting), timing.send_timeout).await {
             return end;
         }
@@ -179,9 +238,14 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
     let mut awaiting_pong = false;
     // One future for the whole session: a fresh `cancelled()` per message would register and
     // unregister a waiter on the token (a lock) every time round the loop.
-    let shutdown = context.shutdown.cancelled();
+    let shutdown = context.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
+    // A rooms session's queue: what its rooms sent, and the answers to its own requests.
+    let queue = context.talk.queue();
     loop {
+        // While the queue holds its limit, requests wait in the socket (backpressure): a
+        // client that floods is slowed down to the pace at which it reads.
+        let may_read = queue.as_ref().is_none_or(|queue| !queue.is_full());
         tokio::select! {
             // Shutdown first, so a busy client cannot keep the session from seeing it.
             biased;
@@ -196,11 +260,22 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
                     return end;
                 }
             }
-            incoming = ws.next() => {
+            () = changed(queue.as_deref()), if queue.is_some() => {
+                if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
+                    return end;
+                }
+                if let Err(end) = flush(ws, timing.send_timeout).await {
+                    return end;
+                }
+            }
+            incoming = ws.next(), if may_read => {
                 let mut incoming = incoming;
                 // Answer every message that has already arrived, then flush once: a burst of
-                // messages is answered with one write instead of one per message.
-                for _ in 0..MAX_MESSAGES_PER_FLUSH {
+                // messages is answered with one write instead of one per message. A message
+                // is read only when there is a turn left to answer it: whatever is read (a
+                // message, an error, the end) is dealt with, never dropped.
+                let mut answered = 0;
+                loop {
                     let message = match incoming {
                         Some(Ok(message)) => message,
                         Some(Err(error)) => return classify(error),
@@ -213,10 +288,23 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
                         // Replies fed so far leave with the close frame, before it.
                         return end;
                     }
+                    answered += 1;
+                    // A rooms session moves what its request queued (its answer, a replay, its
+                    // own published message) into the socket's buffer at once: its queue is
+                    // the slack for what other members publish, not for its own requests.
+                    if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
+                        return end;
+                    }
+                    if answered == MAX_MESSAGES_PER_FLUSH {
+                        break;
+                    }
                     match ws.next().now_or_never() {
                         Some(next) => incoming = next,
                         None => break,
                     }
+                }
+                if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
+                    return end;
                 }
                 if let Err(end) = flush(ws, timing.send_timeout).await {
                     return end;
@@ -226,13 +314,72 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &SessionContext) -> End {
     }
 }
 
-/// Feeds the app's answer to one message into the socket's write buffer, without flushing.
-async fn answer<S: Stream>(
+/// Resolves once the member's queue has something new (never for the apps' sessions, whose
+/// select arm is disabled).
+async fn changed(queue: Option<&MemberQueue>) {
+    match queue {
+        Some(queue) => queue.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feeds what the member's queue holds into the socket's write buffer, in order, without
+/// flushing; a member that fell behind its room is closed (1008).
+async fn write_queued<S: Stream>(
+    ws: &mut Socket<S>,
+    queue: Option<&MemberQueue>,
     context: &SessionContext,
+) -> Result<(), End> {
+    let Some(queue) = queue else {
+        return Ok(());
+    };
+    let mut frames = Vec::new();
+    if queue.take_all(&mut frames) == Taken::Overflowed {
+        tracing::info!("a rooms client fell behind its rooms; closing");
+        return Err(End::Close(
+            CloseCode::Policy,
+            "too slow: fell behind its rooms",
+        ));
+    }
+    if frames.is_empty() {
+        return Ok(());
+    }
+    context.metrics.sent(frames.len());
+    feed(
+        ws,
+        frames.into_iter().map(Message::Text),
+        context.timing.send_timeout,
+    )
+    .await
+}
+
+/// Feeds the answer to one message into the socket's write buffer, without flushing: the
+/// app's reply, or for a rooms session the request's answer, queued behind its rooms' messages.
+async fn answer<S: Stream>(
+    context: &mut SessionContext,
     ws: &mut Socket<S>,
     message: Message,
 ) -> Result<(), End> {
-    let (app, send_timeout) = (context.app, context.timing.send_timeout);
+    let send_timeout = context.timing.send_timeout;
+    let app = match &mut context.talk {
+        Talk::App(app) => *app,
+        Talk::Room(member) => {
+            match &message {
+                Message::Text(text) => {
+                    context.metrics.received();
+                    member.request(text).await;
+                }
+                Message::Binary(_) => {
+                    context.metrics.received();
+                    member.binary();
+                }
+                Message::Close(frame) => log_client_close(frame.as_ref()),
+                // tungstenite answers pings itself; frames are never produced when reading.
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+            return Ok(());
+        }
+    };
     let reply = match &message {
         Message::Text(text) => app.reply_to_text(text),
         Message::Binary(_) => app.reply_to_binary(),
@@ -392,7 +539,12 @@ fn log_client_close(frame: Option<&CloseFrame>) {
 
 /// Sends a close frame and waits (bounded) for the client's close in reply, so the server
 /// ends the TCP connection only after the client has seen the code.
-async fn close_gracefully<S: Stream>(ws: &mut Socket<S>, code: CloseCode, reason: &'static str) {
+async fn close_gracefully<S: Stream>(
+    ws: &mut Socket<S>,
+    code: CloseCode,
+    reason: &'static str,
+    deadline: Instant,
+) {
     let handshake = async {
         ws.close(Some(CloseFrame {
             code,
@@ -405,19 +557,19 @@ async fn close_gracefully<S: Stream>(ws: &mut Socket<S>, code: CloseCode, reason
         }
         Ok::<(), WsError>(())
     };
-    match timeout(CLOSE_LINGER, handshake).await {
+    match timeout_at(deadline, handshake).await {
         Ok(Ok(())) | Err(_) => {}
         Ok(Err(error)) => tracing::debug!(%error, "close handshake cut short"),
     }
 }
 
 /// After a protocol error the frame stream cannot be trusted: read and discard raw bytes until
-/// the client closes TCP or `CLOSE_LINGER` passes.
-async fn linger<S: Stream>(ws: &mut Socket<S>) {
+/// the client closes TCP or the deadline passes.
+async fn linger<S: Stream>(ws: &mut Socket<S>, deadline: Instant) {
     let stream = ws.get_mut();
     let mut sink = [0u8; 1024];
     let discard = async { while stream.read(&mut sink).await.is_ok_and(|read| read > 0) {} };
-    let _ = timeout(CLOSE_LINGER, discard).await;
+    let _ = timeout_at(deadline, discard).await;
 }
 
 #[cfg(test)]

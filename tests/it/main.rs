@@ -10,6 +10,7 @@ mod handshake;
 mod hardening;
 mod http_routes;
 mod page;
+mod rooms;
 mod shutdown;
 mod static_files;
 mod support;

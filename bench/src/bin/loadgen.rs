@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use hyper_tungstenite::tungstenite::protocol::frame::FrameHeader;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -261,7 +263,7 @@ async fn fixed_count(args: &Args, messages: u64) -> Result<(), Box<dyn std::erro
                     if read == 0 {
                         return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
                     }
-                    seen += parser.count_frames(&buffer[..read]);
+                    seen += parser.count_frames(&buffer[..read])?;
                 }
             }
             Ok::<u64, std::io::Error>(count)
@@ -339,7 +341,7 @@ async fn drive(mut stream: Connection, plan: Plan) -> std::io::Result<Tally> {
         if measuring(Instant::now()) {
             tally.wire_bytes += read as u64;
         }
-        let frames = parser.count_frames(&buffer[..read]);
+        let frames = parser.count_frames(&buffer[..read])?;
         let mut resend = 0;
         for _ in 0..frames {
             replies_seen += 1;
@@ -375,10 +377,11 @@ async fn drive(mut stream: Connection, plan: Plan) -> std::io::Result<Tally> {
 }
 
 /// Counts complete server frames in a byte stream, skipping payloads without looking at them.
+/// Headers are parsed by tungstenite's `FrameHeader`.
 #[derive(Default)]
 struct HeaderParser {
-    /// The header being read (at most 10 bytes for an unmasked server frame).
-    header: [u8; 10],
+    /// The header being read (at most 14 bytes, the longest header there is).
+    header: [u8; 14],
     header_len: usize,
     /// Payload bytes of the current frame still to skip.
     skip: u64,
@@ -388,8 +391,9 @@ struct HeaderParser {
 
 impl HeaderParser {
     /// Feeds bytes; returns how many data frames were completed. Control frames (pings) are
-    /// skipped without being counted.
-    fn count_frames(&mut self, bytes: &[u8]) -> usize {
+    /// skipped without being counted. A header tungstenite refuses (a reserved opcode) is an
+    /// error: the server never sends one.
+    fn count_frames(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let mut completed = 0;
         let mut at = 0;
         while at < bytes.len() {
@@ -405,38 +409,21 @@ impl HeaderParser {
             self.header[self.header_len] = bytes[at];
             self.header_len += 1;
             at += 1;
-            if let Some((needed, payload, is_data)) = parse_header(&self.header[..self.header_len])
+            let mut cursor = std::io::Cursor::new(&self.header[..self.header_len]);
+            // `None` until the header's last byte has arrived.
+            if let Some((header, payload)) =
+                FrameHeader::parse(&mut cursor).map_err(std::io::Error::other)?
             {
-                if self.header_len == needed {
-                    self.header_len = 0;
-                    self.skip = payload;
-                    self.skipping_data = is_data;
-                    if payload == 0 && is_data {
-                        completed += 1;
-                    }
+                let is_data = matches!(header.opcode, OpCode::Data(_));
+                self.header_len = 0;
+                self.skip = payload;
+                self.skipping_data = is_data;
+                if payload == 0 && is_data {
+                    completed += 1;
                 }
             }
         }
-        completed
-    }
-}
-
-/// `(header length, payload length, is a data frame)` once the header is complete.
-fn parse_header(bytes: &[u8]) -> Option<(usize, u64, bool)> {
-    let first = *bytes.first()?;
-    let second = *bytes.get(1)?;
-    let is_data = first & 0x08 == 0;
-    match second & 0x7f {
-        126 => Some((
-            4,
-            u64::from(u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?])),
-            is_data,
-        )),
-        127 => {
-            let raw: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
-            Some((10, u64::from_be_bytes(raw), is_data))
-        }
-        short => Some((2, u64::from(short), is_data)),
+        Ok(completed)
     }
 }
 
@@ -448,26 +435,23 @@ fn message_frame(args: &Args) -> bytes::Bytes {
     } else {
         vec![b'x'; args.size]
     };
-    let (first, payload) = if args.deflate {
-        (0xc1, deflate(&payload))
+    let (rsv1, payload) = if args.deflate {
+        (true, deflate(&payload))
     } else {
-        (0x81, payload)
+        (false, payload)
     };
     let mask = [0x11, 0x22, 0x33, 0x44];
-    let size = payload.len();
-    let mut frame = vec![first];
-    match size {
-        0..=125 => frame.push(0x80 | size as u8),
-        126..=0xffff => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(size as u16).to_be_bytes());
-        }
-        _ => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(size as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&mask);
+    let header = FrameHeader {
+        is_final: true,
+        rsv1,
+        opcode: OpCode::Data(Data::Text),
+        mask: Some(mask),
+        ..FrameHeader::default()
+    };
+    let mut frame = Vec::with_capacity(header.len(payload.len() as u64) + payload.len());
+    header
+        .format(payload.len() as u64, &mut frame)
+        .expect("writing to a Vec cannot fail");
     frame.extend(
         payload
             .iter()
@@ -626,7 +610,7 @@ mod tests {
             let mut parser = HeaderParser::default();
             let counted: usize = stream
                 .chunks(chunk_size)
-                .map(|c| parser.count_frames(c))
+                .map(|c| parser.count_frames(c).expect("valid frames"))
                 .sum();
             assert_eq!(counted, 3, "chunks of {chunk_size}");
         }

@@ -1,0 +1,492 @@
+//! The frames of the rooms protocol: one JSON object per WebSocket text frame, its kind in
+//! `"type"`.
+//!
+//! | client → server | server → client |
+//! |---|---|
+//! | `{"type":"join","room":R}` or with `"since":{"epoch":E,"offset":N}` | `{"type":"joined","room":R,"epoch":E,"offset":N,"recovered":B}` |
+//! | `{"type":"leave","room":R}` | `{"type":"left","room":R}` |
+//! | `{"type":"publish","room":R,"id":ID,"text":T}` | `{"type":"ack","room":R,"id":ID,"offset":N}` |
+//! | | `{"type":"message","room":R,"offset":N,"id":ID,"from":NAME,"text":T,"time":MS}` |
+//! | | `{"type":"error","code":C,"message":WORDS,"room":R?,"id":ID?}` |
+//!
+//! A client frame is read in two steps: serde takes any object into a flat [`Request`] whose
+//! fields are all optional, then [`Request::into_frame`] checks it by hand. That way a refusal
+//! can say exactly what is wrong ("a publish needs an id") and still name the room and id it
+//! concerns, which a failed strict parse could not. Unknown fields are ignored, so clients can
+//! add their own.
+
+use serde::{Deserialize, Serialize};
+
+use crate::names;
+
+/// A place in a room's history: the epoch (which changes when the history is lost) and the
+/// offset of the last message seen in it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// What a client asks for, once checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ClientFrame {
+    /// Join `room`; with `since`, resume after that position.
+    Join {
+        room: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        since: Option<Position>,
+    },
+    Leave {
+        room: String,
+    },
+    /// Publish `text` to `room`; `id` is the client's, unique per message, so a resend after
+    /// a lost ack is recognised and not broadcast twice.
+    Publish {
+        room: String,
+        id: String,
+        text: String,
+    },
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ServerFrame {
+    /// The room's position when the join took effect: `offset` is its last message's (0 for
+    /// none). `recovered` is true only when the join gave `since` and every message after it
+    /// follows; replayed messages come after this frame.
+    Joined {
+        room: String,
+        epoch: String,
+        offset: u64,
+        recovered: bool,
+    },
+    /// One message of the room, in offset order.
+    Message {
+        room: String,
+        offset: u64,
+        id: String,
+        from: String,
+        text: String,
+        /// Server time of the publish, milliseconds since the Unix epoch.
+        time: u64,
+    },
+    /// A publish was taken (or had been already, within the dedup window) at `offset`.
+    Ack {
+        room: String,
+        id: String,
+        offset: u64,
+    },
+    Left {
+        room: String,
+    },
+    /// A request was refused; the connection stays open.
+    Error {
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+}
+
+impl ServerFrame {
+    /// The frame as the text of one WebSocket message.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames are plain strings and numbers")
+    }
+
+    /// Reads a server frame (clients and tests use this).
+    pub fn from_json(text: &str) -> Result<ServerFrame, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+/// Why a request was refused, as the `code` of an error frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, not an object, an unknown type, a missing or malformed field.
+    BadRequest,
+    /// A room name outside the rules of [`names::is_room_name`].
+    BadRoom,
+    /// A publish or leave for a room this connection has not joined.
+    NotJoined,
+    /// A join past the most rooms one connection may be in.
+    TooManyRooms,
+    /// A text longer than the server accepts.
+    TooLong,
+    /// Publishing faster than the server allows.
+    RateLimited,
+    /// The engine cannot take the request now (its store is unreachable): send it again later.
+    Unavailable,
+}
+
+/// A refusal: what goes into an error frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub code: ErrorCode,
+    pub message: String,
+    pub room: Option<String>,
+    pub id: Option<String>,
+}
+
+impl Problem {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Problem {
+        Problem {
+            code,
+            message: message.into(),
+            room: None,
+            id: None,
+        }
+    }
+
+    /// The same problem, naming the room and message it concerns.
+    pub fn about(mut self, room: Option<&str>, id: Option<&str>) -> Problem {
+        self.room = room.map(str::to_owned);
+        self.id = id.map(str::to_owned);
+        self
+    }
+
+    pub fn into_frame(self) -> ServerFrame {
+        ServerFrame::Error {
+            code: self.code,
+            message: self.message,
+            room: self.room,
+            id: self.id,
+        }
+    }
+}
+
+/// Any JSON object, before it is checked: every field optional.
+#[derive(Debug, Default, Deserialize)]
+struct Request {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    room: Option<String>,
+    id: Option<String>,
+    text: Option<String>,
+    since: Option<Position>,
+}
+
+/// Reads and checks one client frame. The text length is not checked here: its limit is the
+/// server's setting (`too_long`).
+pub fn parse_client(text: &str) -> Result<ClientFrame, Problem> {
+    let request: Request = serde_json::from_str(text).map_err(|error| {
+        let what = if error.is_data() {
+            // Valid JSON of the wrong shape: a field of the wrong type, or not an object.
+            format!("malformed request: {error}")
+        } else {
+            "not a JSON object".to_owned()
+        };
+        Problem::new(ErrorCode::BadRequest, what)
+    })?;
+    request.into_frame()
+}
+
+impl Request {
+    fn into_frame(self) -> Result<ClientFrame, Problem> {
+        let Request {
+            kind,
+            room,
+            id,
+            text,
+            since,
+        } = self;
+        let about = |problem: Problem| problem.about(room.as_deref(), id.as_deref());
+        let kind = kind.ok_or_else(|| {
+            about(Problem::new(
+                ErrorCode::BadRequest,
+                "a request needs a \"type\": join, leave or publish",
+            ))
+        })?;
+        if !matches!(kind.as_str(), "join" | "leave" | "publish") {
+            return Err(about(Problem::new(
+                ErrorCode::BadRequest,
+                format!("unknown type {kind:?}: join, leave or publish"),
+            )));
+        }
+        let Some(room_name) = room.as_deref() else {
+            return Err(about(Problem::new(
+                ErrorCode::BadRequest,
+                format!("a {kind} needs a \"room\""),
+            )));
+        };
+        if !names::is_room_name(room_name) {
+            return Err(about(Problem::new(
+                ErrorCode::BadRoom,
+                "a room name is 1 to 64 of A-Z a-z 0-9 _ . : -",
+            )));
+        }
+        match kind.as_str() {
+            "join" => Ok(ClientFrame::Join {
+                room: room_name.to_owned(),
+                since,
+            }),
+            "leave" => Ok(ClientFrame::Leave {
+                room: room_name.to_owned(),
+            }),
+            _publish => {
+                let Some(message_id) = id.as_deref() else {
+                    return Err(about(Problem::new(
+                        ErrorCode::BadRequest,
+                        "a publish needs an \"id\"",
+                    )));
+                };
+                if !names::is_message_id(message_id) {
+                    return Err(about(Problem::new(
+                        ErrorCode::BadRequest,
+                        "a message id is 1 to 64 characters, no control characters",
+                    )));
+                }
+                let Some(text) = text else {
+                    return Err(about(Problem::new(
+                        ErrorCode::BadRequest,
+                        "a publish needs a \"text\"",
+                    )));
+                };
+                Ok(ClientFrame::Publish {
+                    room: room_name.to_owned(),
+                    id: message_id.to_owned(),
+                    text,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(room: &str) -> ClientFrame {
+        ClientFrame::Join {
+            room: room.into(),
+            since: None,
+        }
+    }
+
+    #[test]
+    fn good_requests_parse() {
+        let table: &[(&str, ClientFrame)] = &[
+            (r#"{"type":"join","room":"lobby"}"#, join("lobby")),
+            (
+                r#"{"type":"join","room":"lobby","since":{"epoch":"e1","offset":41}}"#,
+                ClientFrame::Join {
+                    room: "lobby".into(),
+                    since: Some(Position {
+                        epoch: "e1".into(),
+                        offset: 41,
+                    }),
+                },
+            ),
+            (
+                r#"{"type":"leave","room":"a.b:c-d_9"}"#,
+                ClientFrame::Leave {
+                    room: "a.b:c-d_9".into(),
+                },
+            ),
+            (
+                r#"{"type":"publish","room":"lobby","id":"x1","text":"hello","extra":[1]}"#,
+                ClientFrame::Publish {
+                    room: "lobby".into(),
+                    id: "x1".into(),
+                    text: "hello".into(),
+                },
+            ),
+            (
+                r#"{"type":"publish","room":"lobby","id":"x1","text":""}"#,
+                ClientFrame::Publish {
+                    room: "lobby".into(),
+                    id: "x1".into(),
+                    text: String::new(),
+                },
+            ),
+        ];
+        for (text, expected) in table {
+            assert_eq!(parse_client(text).as_ref(), Ok(expected), "{text}");
+            // What a client encodes, the server reads back the same.
+            let encoded = serde_json::to_string(expected).expect("encodes");
+            assert_eq!(parse_client(&encoded).as_ref(), Ok(expected), "{encoded}");
+        }
+    }
+
+    #[test]
+    fn bad_requests_say_what_is_wrong_and_name_room_and_id() {
+        let long_room = "r".repeat(65);
+        let long_id = "i".repeat(65);
+        let table: Vec<(String, ErrorCode, Option<&str>, Option<&str>)> = vec![
+            ("not json".into(), ErrorCode::BadRequest, None, None),
+            ("[1,2]".into(), ErrorCode::BadRequest, None, None),
+            ("\"join\"".into(), ErrorCode::BadRequest, None, None),
+            ("{}".into(), ErrorCode::BadRequest, None, None),
+            (r#"{"type":7}"#.into(), ErrorCode::BadRequest, None, None),
+            (
+                r#"{"type":"shout","room":"lobby"}"#.into(),
+                ErrorCode::BadRequest,
+                Some("lobby"),
+                None,
+            ),
+            (
+                r#"{"type":"join"}"#.into(),
+                ErrorCode::BadRequest,
+                None,
+                None,
+            ),
+            (
+                r#"{"type":"join","room":""}"#.into(),
+                ErrorCode::BadRoom,
+                Some(""),
+                None,
+            ),
+            (
+                r#"{"type":"join","room":"a b"}"#.into(),
+                ErrorCode::BadRoom,
+                Some("a b"),
+                None,
+            ),
+            (
+                r#"{"type":"join","room":"é"}"#.into(),
+                ErrorCode::BadRoom,
+                Some("é"),
+                None,
+            ),
+            (
+                format!(r#"{{"type":"join","room":"{long_room}"}}"#),
+                ErrorCode::BadRoom,
+                Some(long_room.as_str()),
+                None,
+            ),
+            (
+                r#"{"type":"join","room":"lobby","since":{"epoch":"e"}}"#.into(),
+                ErrorCode::BadRequest,
+                None,
+                None,
+            ),
+            (
+                r#"{"type":"join","room":"lobby","since":{"epoch":"e","offset":-1}}"#.into(),
+                ErrorCode::BadRequest,
+                None,
+                None,
+            ),
+            (
+                r#"{"type":"publish","room":"lobby","text":"hi"}"#.into(),
+                ErrorCode::BadRequest,
+                Some("lobby"),
+                None,
+            ),
+            (
+                r#"{"type":"publish","room":"lobby","id":"","text":"hi"}"#.into(),
+                ErrorCode::BadRequest,
+                Some("lobby"),
+                Some(""),
+            ),
+            (
+                format!(r#"{{"type":"publish","room":"lobby","id":"{long_id}","text":"hi"}}"#),
+                ErrorCode::BadRequest,
+                Some("lobby"),
+                Some(long_id.as_str()),
+            ),
+            (
+                r#"{"type":"publish","room":"lobby","id":"a\u0007","text":"hi"}"#.into(),
+                ErrorCode::BadRequest,
+                Some("lobby"),
+                Some("a\u{7}"),
+            ),
+            (
+                r#"{"type":"publish","room":"lobby","id":"m1"}"#.into(),
+                ErrorCode::BadRequest,
+                Some("lobby"),
+                Some("m1"),
+            ),
+            (
+                r#"{"type":"publish","room":"bad room","id":"m1","text":"x"}"#.into(),
+                ErrorCode::BadRoom,
+                Some("bad room"),
+                Some("m1"),
+            ),
+        ];
+        for (text, code, room, id) in table {
+            let problem = parse_client(&text).expect_err(&text);
+            assert_eq!(problem.code, code, "{text}: {}", problem.message);
+            assert_eq!(problem.room.as_deref(), room, "{text}");
+            assert_eq!(problem.id.as_deref(), id, "{text}");
+            assert!(!problem.message.is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn server_frames_have_the_documented_shape() {
+        let table = [
+            (
+                ServerFrame::Joined {
+                    room: "lobby".into(),
+                    epoch: "E".into(),
+                    offset: 44,
+                    recovered: true,
+                },
+                r#"{"type":"joined","room":"lobby","epoch":"E","offset":44,"recovered":true}"#,
+            ),
+            (
+                ServerFrame::Message {
+                    room: "lobby".into(),
+                    offset: 45,
+                    id: "ID".into(),
+                    from: "ana".into(),
+                    text: "hello".into(),
+                    time: 1_764_400_000_123,
+                },
+                r#"{"type":"message","room":"lobby","offset":45,"id":"ID","from":"ana","text":"hello","time":1764400000123}"#,
+            ),
+            (
+                ServerFrame::Ack {
+                    room: "lobby".into(),
+                    id: "ID".into(),
+                    offset: 45,
+                },
+                r#"{"type":"ack","room":"lobby","id":"ID","offset":45}"#,
+            ),
+            (
+                ServerFrame::Left {
+                    room: "lobby".into(),
+                },
+                r#"{"type":"left","room":"lobby"}"#,
+            ),
+            (
+                Problem::new(ErrorCode::RateLimited, "slow down")
+                    .about(Some("lobby"), Some("ID"))
+                    .into_frame(),
+                r#"{"type":"error","code":"rate_limited","message":"slow down","room":"lobby","id":"ID"}"#,
+            ),
+            (
+                Problem::new(ErrorCode::BadRequest, "not a JSON object").into_frame(),
+                r#"{"type":"error","code":"bad_request","message":"not a JSON object"}"#,
+            ),
+        ];
+        for (frame, json) in table {
+            assert_eq!(frame.to_json(), json);
+            assert_eq!(ServerFrame::from_json(json).expect("parses"), frame);
+        }
+    }
+
+    #[test]
+    fn every_error_code_has_its_snake_case_name() {
+        let names = [
+            (ErrorCode::BadRequest, "bad_request"),
+            (ErrorCode::BadRoom, "bad_room"),
+            (ErrorCode::NotJoined, "not_joined"),
+            (ErrorCode::TooManyRooms, "too_many_rooms"),
+            (ErrorCode::TooLong, "too_long"),
+            (ErrorCode::RateLimited, "rate_limited"),
+            (ErrorCode::Unavailable, "unavailable"),
+        ];
+        for (code, name) in names {
+            assert_eq!(
+                serde_json::to_string(&code).expect("encodes"),
+                format!("\"{name}\"")
+            );
+        }
+    }
+}

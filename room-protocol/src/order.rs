@@ -1,0 +1,327 @@
+//! The guarantees of a room, decided here and nowhere else, whatever engine carries the bytes:
+//!
+//! - [`recovery`]: what a join with `since` gets: everything after it, or nothing and
+//!   `recovered: false`.
+//! - [`Sequence`]: a receiver (a connection, an instance reading pub/sub) takes offsets in
+//!   order, each once; a jump is a gap to fill from history before anything newer.
+//! - [`Seen`]: a client shows each message once, even one published again into a new epoch
+//!   after its ack was lost, and knows the position to resume from.
+
+use std::collections::{HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::frames::Position;
+
+/// A room as a join finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomState<'a> {
+    pub epoch: &'a str,
+    /// Offset of the room's last message; 0 for none.
+    pub last: u64,
+    /// Offset of the oldest message still in history; `None` when history is empty.
+    pub oldest_kept: Option<u64>,
+}
+
+/// What a join gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// No `since`: live messages from the join on (`recovered: false`, nothing to recover).
+    Fresh,
+    /// Every message after `after` follows the `joined` frame (`recovered: true`); none when
+    /// `after` is the room's last offset.
+    Replay { after: u64 },
+    /// Not every message after `since` can be given (trimmed, expired, another epoch, or a
+    /// position the room never reached): `recovered: false` and nothing is replayed.
+    Lost,
+}
+
+impl Recovery {
+    pub fn recovered(self) -> bool {
+        matches!(self, Recovery::Replay { .. })
+    }
+}
+
+/// Decides what a join with `since` gets from `room`.
+pub fn recovery(since: Option<&Position>, room: RoomState<'_>) -> Recovery {
+    let Some(since) = since else {
+        return Recovery::Fresh;
+    };
+    if since.epoch != room.epoch || since.offset > room.last {
+        return Recovery::Lost;
+    }
+    if since.offset == room.last {
+        return Recovery::Replay {
+            after: since.offset,
+        };
+    }
+    let first_missing = since.offset + 1;
+    match room.oldest_kept {
+        Some(oldest) if oldest <= first_missing => Recovery::Replay {
+            after: since.offset,
+        },
+        _ => Recovery::Lost,
+    }
+}
+
+/// Offsets of one room as a receiver takes them: contiguous, each once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sequence {
+    last: u64,
+}
+
+/// Where an arriving offset stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// The next one: deliver it, then [`Sequence::advance`].
+    Next,
+    /// Delivered already (a replay overlapping the live stream): drop it.
+    Old,
+    /// Offsets `from..=to` are missing: fetch them from history and deliver them first.
+    Gap { from: u64, to: u64 },
+}
+
+impl Sequence {
+    /// A receiver that has everything up to and including `offset`.
+    pub fn after(offset: u64) -> Sequence {
+        Sequence { last: offset }
+    }
+
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
+    pub fn check(&self, offset: u64) -> Arrival {
+        match offset.checked_sub(self.last) {
+            Some(1) => Arrival::Next,
+            Some(0) | None => Arrival::Old,
+            Some(_) => Arrival::Gap {
+                from: self.last + 1,
+                to: offset - 1,
+            },
+        }
+    }
+
+    /// `offset` was delivered; it must be [`Arrival::Next`].
+    pub fn advance(&mut self, offset: u64) {
+        debug_assert_eq!(self.check(offset), Arrival::Next);
+        self.last = self.last.max(offset);
+    }
+}
+
+/// Ids a client remembers per room to show a message once even across epochs: well over a
+/// room's history, so a message republished after a restart is still recognised.
+pub const SEEN_IDS: usize = 1_000;
+
+/// What a client has shown of one room: the position to resume from and the recent ids.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seen {
+    epoch: Option<String>,
+    last: u64,
+    /// Oldest first, at most [`SEEN_IDS`].
+    ids: VecDeque<String>,
+    #[serde(skip)]
+    index: HashSet<String>,
+}
+
+/// What a client does with a `joined` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejoined {
+    /// Nothing missed (or nothing to miss: the first join).
+    Complete,
+    /// The client had a position and not everything after it could be recovered: say so.
+    Gap,
+}
+
+impl Seen {
+    /// Where to resume: `since` for the next join.
+    pub fn position(&self) -> Option<Position> {
+        self.epoch.as_ref().map(|epoch| Position {
+            epoch: epoch.clone(),
+            offset: self.last,
+        })
+    }
+
+    /// The server's `joined`: from here on, messages after `offset` are live.
+    pub fn joined(&mut self, epoch: &str, offset: u64, recovered: bool) -> Rejoined {
+        let had_position = self.epoch.is_some();
+        if recovered && self.epoch.as_deref() == Some(epoch) {
+            // The replay brings everything after our position.
+            return Rejoined::Complete;
+        }
+        self.epoch = Some(epoch.to_owned());
+        self.last = offset;
+        if had_position {
+            Rejoined::Gap
+        } else {
+            Rejoined::Complete
+        }
+    }
+
+    /// A `message` frame: `true` if it is to be shown. One already shown (same epoch and an
+    /// offset not after ours, or an id seen before) is not.
+    pub fn message(&mut self, offset: u64, id: &str) -> bool {
+        if offset <= self.last {
+            return false;
+        }
+        self.last = offset;
+        self.rebuild_index_if_needed();
+        if self.index.contains(id) {
+            return false;
+        }
+        if self.ids.len() == SEEN_IDS {
+            if let Some(oldest) = self.ids.pop_front() {
+                self.index.remove(&oldest);
+            }
+        }
+        self.ids.push_back(id.to_owned());
+        self.index.insert(id.to_owned());
+        true
+    }
+
+    /// An id the client published itself was acked: remember it, so its own message coming
+    /// back (live or after a restart) is recognised.
+    pub fn own(&mut self, id: &str) {
+        self.rebuild_index_if_needed();
+        if self.index.insert(id.to_owned()) {
+            self.ids.push_back(id.to_owned());
+            if self.ids.len() > SEEN_IDS {
+                if let Some(oldest) = self.ids.pop_front() {
+                    self.index.remove(&oldest);
+                }
+            }
+        }
+    }
+
+    /// After deserializing, the index is rebuilt from the ids (it is not stored twice).
+    fn rebuild_index_if_needed(&mut self) {
+        if self.index.len() != self.ids.len() {
+            self.index = self.ids.iter().cloned().collect();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(epoch: &str, offset: u64) -> Position {
+        Position {
+            epoch: epoch.into(),
+            offset,
+        }
+    }
+
+    #[test]
+    fn recovery_gives_everything_after_since_or_nothing() {
+        let room = RoomState {
+            epoch: "E",
+            last: 44,
+            oldest_kept: Some(10),
+        };
+        let empty = RoomState {
+            epoch: "E",
+            last: 0,
+            oldest_kept: None,
+        };
+        let trimmed_all = RoomState {
+            epoch: "E",
+            last: 44,
+            oldest_kept: None,
+        };
+        let table = [
+            (None, room, Recovery::Fresh),
+            (Some(at("E", 41)), room, Recovery::Replay { after: 41 }),
+            (Some(at("E", 44)), room, Recovery::Replay { after: 44 }),
+            (Some(at("E", 9)), room, Recovery::Replay { after: 9 }),
+            (Some(at("E", 8)), room, Recovery::Lost),
+            (Some(at("E", 0)), room, Recovery::Lost),
+            (Some(at("E", 45)), room, Recovery::Lost),
+            (Some(at("F", 41)), room, Recovery::Lost),
+            (Some(at("E", 0)), empty, Recovery::Replay { after: 0 }),
+            (Some(at("E", 1)), empty, Recovery::Lost),
+            (
+                Some(at("E", 44)),
+                trimmed_all,
+                Recovery::Replay { after: 44 },
+            ),
+            (Some(at("E", 43)), trimmed_all, Recovery::Lost),
+        ];
+        for (since, state, expected) in table {
+            assert_eq!(
+                recovery(since.as_ref(), state),
+                expected,
+                "{since:?} {state:?}"
+            );
+        }
+        assert!(Recovery::Replay { after: 1 }.recovered());
+        assert!(!Recovery::Lost.recovered());
+        assert!(!Recovery::Fresh.recovered());
+    }
+
+    #[test]
+    fn a_sequence_takes_each_offset_once_and_names_gaps() {
+        let mut sequence = Sequence::after(0);
+        assert_eq!(sequence.check(1), Arrival::Next);
+        sequence.advance(1);
+        assert_eq!(sequence.check(1), Arrival::Old);
+        assert_eq!(sequence.check(0), Arrival::Old);
+        assert_eq!(sequence.check(2), Arrival::Next);
+        assert_eq!(sequence.check(5), Arrival::Gap { from: 2, to: 4 });
+        assert_eq!(sequence.check(3), Arrival::Gap { from: 2, to: 2 });
+        for offset in 2..=1_000 {
+            assert_eq!(sequence.check(offset), Arrival::Next);
+            sequence.advance(offset);
+        }
+        assert_eq!(sequence.last(), 1_000);
+    }
+
+    #[test]
+    fn a_client_shows_each_message_once() {
+        let mut seen = Seen::default();
+        assert_eq!(seen.position(), None);
+        assert_eq!(seen.joined("E", 3, false), Rejoined::Complete);
+        assert_eq!(seen.position(), Some(at("E", 3)));
+        assert!(!seen.message(3, "old"), "before the join");
+        assert!(seen.message(4, "a"));
+        assert!(!seen.message(4, "a"), "the same offset again");
+        assert!(seen.message(5, "b"));
+        // Reconnected, resumed and everything replayed: an overlap is dropped.
+        assert_eq!(seen.joined("E", 7, true), Rejoined::Complete);
+        assert!(!seen.message(5, "b"));
+        assert!(seen.message(6, "c"));
+        assert!(seen.message(7, "d"));
+        // The server restarted: a new epoch, history gone; a message published again into it
+        // (its ack was lost) is recognised by its id.
+        assert_eq!(seen.joined("F", 0, false), Rejoined::Gap);
+        assert_eq!(seen.position(), Some(at("F", 0)));
+        assert!(!seen.message(1, "d"));
+        assert!(seen.message(2, "e"));
+        assert_eq!(seen.position(), Some(at("F", 2)));
+    }
+
+    #[test]
+    fn own_messages_are_recognised_when_they_come_back() {
+        let mut seen = Seen::default();
+        seen.joined("E", 0, false);
+        seen.own("mine");
+        assert!(!seen.message(1, "mine"));
+        assert!(seen.message(2, "theirs"));
+    }
+
+    #[test]
+    fn remembered_ids_are_bounded_and_survive_storage() {
+        let mut seen = Seen::default();
+        seen.joined("E", 0, false);
+        for offset in 1..=(SEEN_IDS as u64 + 500) {
+            assert!(seen.message(offset, &format!("id{offset}")));
+        }
+        assert_eq!(seen.ids.len(), SEEN_IDS);
+        let stored = serde_json::to_string(&seen).expect("encodes");
+        let mut restored: Seen = serde_json::from_str(&stored).expect("decodes");
+        // The newest ids are still known after a reload, the oldest were let go.
+        restored.joined("F", 0, false);
+        assert!(!restored.message(1, &format!("id{}", SEEN_IDS as u64 + 500)));
+        assert!(restored.message(2, "id1"));
+    }
+}

@@ -1,0 +1,196 @@
+//! One connection's side of the rooms protocol: reads a request, checks it against this
+//! connection's bounds (rooms joined, text length, publish rate), asks the engine, and queues
+//! the answer. Every answer goes through the member's queue, behind whatever the room sent
+//! before it, so the session writes one ordered stream.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use room_protocol::frames::parse_client;
+use room_protocol::limits::TokenBucket;
+use room_protocol::{ClientFrame, ErrorCode, Problem, ServerFrame};
+
+use super::{Engine, MemberId, MemberQueue, Publish};
+
+/// What bounds one connection, from the server's flags.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemberLimits {
+    pub max_rooms: usize,
+    pub max_text_bytes: usize,
+    pub publish_rate: u32,
+    pub publish_burst: u32,
+    pub queue_bytes: usize,
+}
+
+/// Milliseconds since the Unix epoch: message times, history ages, the dedup window and the
+/// publish rate all read this one clock.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis().try_into().unwrap_or(u64::MAX))
+}
+
+/// One connection in the rooms it joined.
+#[derive(Debug)]
+pub(crate) struct Member {
+    id: MemberId,
+    name: String,
+    engine: Arc<Engine>,
+    queue: Arc<MemberQueue>,
+    rooms: HashSet<String>,
+    bucket: TokenBucket,
+    limits: MemberLimits,
+}
+
+impl Member {
+    /// A member called `name` (checked by the handshake).
+    pub(crate) fn new(name: String, engine: Arc<Engine>, limits: MemberLimits) -> Member {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+        Member {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name,
+            engine,
+            queue: Arc::new(MemberQueue::new(limits.queue_bytes)),
+            rooms: HashSet::new(),
+            bucket: TokenBucket::new(limits.publish_rate, limits.publish_burst, now_ms()),
+            limits,
+        }
+    }
+
+    /// The queue the session writes from.
+    pub(crate) fn queue(&self) -> &Arc<MemberQueue> {
+        &self.queue
+    }
+
+    /// A binary message: not part of the protocol, refused with an error frame.
+    pub(crate) fn binary(&self) {
+        self.refuse(Problem::new(
+            ErrorCode::BadRequest,
+            "the rooms protocol is JSON in text messages",
+        ));
+    }
+
+    /// One text message from the client: its answer (and, for a join, the replay) is queued.
+    pub(crate) async fn request(&mut self, text: &str) {
+        let frame = match parse_client(text) {
+            Ok(frame) => frame,
+            Err(problem) => return self.refuse(problem),
+        };
+        let now = now_ms();
+        match frame {
+            ClientFrame::Join { room, since } => {
+                // Joining a room again resumes from `since` as a fresh join would.
+                if self.rooms.remove(&room) {
+                    self.engine.leave(&room, self.id, now).await;
+                }
+                if self.rooms.len() >= self.limits.max_rooms {
+                    return self.refuse(
+                        Problem::new(
+                            ErrorCode::TooManyRooms,
+                            format!(
+                                "a connection may be in {} rooms at most: leave one first",
+                                self.limits.max_rooms
+                            ),
+                        )
+                        .about(Some(&room), None),
+                    );
+                }
+                match self
+                    .engine
+                    .join(&room, since.as_ref(), self.id, &self.queue, now)
+                    .await
+                {
+                    Ok(_) => {
+                        self.rooms.insert(room);
+                    }
+                    Err(problem) => self.refuse(problem.about(Some(&room), None)),
+                }
+            }
+            ClientFrame::Leave { room } => {
+                if !self.rooms.remove(&room) {
+                    return self.refuse(not_joined(&room, None));
+                }
+                self.engine.leave(&room, self.id, now).await;
+                self.answer(&ServerFrame::Left { room });
+            }
+            ClientFrame::Publish { room, id, text } => {
+                if !self.rooms.contains(&room) {
+                    return self.refuse(not_joined(&room, Some(&id)));
+                }
+                if text.len() > self.limits.max_text_bytes {
+                    return self.refuse(
+                        Problem::new(
+                            ErrorCode::TooLong,
+                            format!(
+                                "a text is {} bytes of UTF-8 at most; this one is {}",
+                                self.limits.max_text_bytes,
+                                text.len()
+                            ),
+                        )
+                        .about(Some(&room), Some(&id)),
+                    );
+                }
+                if !self.bucket.try_take(now) {
+                    return self.refuse(
+                        Problem::new(
+                            ErrorCode::RateLimited,
+                            "publishing too fast: send it again in a moment",
+                        )
+                        .about(Some(&room), Some(&id)),
+                    );
+                }
+                let publish = Publish {
+                    room: &room,
+                    id: &id,
+                    from: &self.name,
+                    text: &text,
+                };
+                match self.engine.publish(&publish, now).await {
+                    Ok(offset) => self.answer(&ServerFrame::Ack { room, id, offset }),
+                    Err(problem) => self.refuse(problem.about(Some(&room), Some(&id))),
+                }
+            }
+        }
+    }
+
+    /// Leaves every room (the session is ending).
+    pub(crate) async fn leave_all(&mut self) {
+        let now = now_ms();
+        for room in self.rooms.drain() {
+            self.engine.leave(&room, self.id, now).await;
+        }
+    }
+
+    fn answer(&self, frame: &ServerFrame) {
+        self.queue.push_own(frame.to_json().into());
+    }
+
+    fn refuse(&self, problem: Problem) {
+        tracing::debug!(code = ?problem.code, message = %problem.message, "rooms request refused");
+        self.answer(&problem.into_frame());
+    }
+}
+
+fn not_joined(room: &str, id: Option<&str>) -> Problem {
+    Problem::new(
+        ErrorCode::NotJoined,
+        "this connection has not joined the room: join it first",
+    )
+    .about(Some(room), id)
+}
+
+impl Drop for Member {
+    /// A session that ends without `leave_all` (its task dropped at the end of the shutdown
+    /// grace) still leaves its rooms, so no room keeps a queue nobody reads.
+    fn drop(&mut self) {
+        if self.rooms.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        for room in self.rooms.drain() {
+            self.engine.forget(&room, self.id, now);
+        }
+    }
+}

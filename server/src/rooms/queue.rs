@@ -1,0 +1,168 @@
+//! A member's outgoing queue: the one place where a room's fan-out meets a session.
+//!
+//! The engine pushes room messages into it under the room's lock (so every member gets a
+//! room's messages in offset order) and never waits: past `limit` bytes of room messages not
+//! yet taken by the session, the member is marked as overflowed and dropped from the room,
+//! and its session closes it with 1008. A session pushes its own answers (joined, replays,
+//! acks, errors) too; those do not count against the member, but while the queue holds
+//! `limit` bytes or more in all the session reads no more requests, so a client that floods is
+//! slowed down, not closed, as long as it reads.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use hyper_tungstenite::tungstenite::Utf8Bytes;
+use tokio::sync::Notify;
+
+#[derive(Debug, Default)]
+struct State {
+    frames: VecDeque<Utf8Bytes>,
+    /// Bytes of room messages queued: what the limit applies to.
+    room_bytes: usize,
+    /// Bytes of the member's own answers queued.
+    own_bytes: usize,
+    overflowed: bool,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct MemberQueue {
+    state: Mutex<State>,
+    wake: Notify,
+    limit: usize,
+}
+
+/// What a session took from its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Taken {
+    /// These frames, in order (possibly none).
+    Frames,
+    /// The member fell behind: close it (1008).
+    Overflowed,
+}
+
+impl MemberQueue {
+    pub(crate) fn new(limit: usize) -> MemberQueue {
+        MemberQueue {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            limit,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the queue in a consistent state (every
+        // critical section is a few plain field updates), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A room message; `false` if the member is over its limit (it is then marked to be
+    /// closed and must be dropped from the room).
+    pub(crate) fn push_room(&self, frame: &Utf8Bytes) -> bool {
+        let mut state = self.state();
+        if state.overflowed {
+            return false;
+        }
+        if state.room_bytes + frame.len() > self.limit {
+            state.overflowed = true;
+            state.frames.clear();
+            state.room_bytes = 0;
+            state.own_bytes = 0;
+            drop(state);
+            self.wake.notify_one();
+            return false;
+        }
+        state.room_bytes += frame.len();
+        state.frames.push_back(frame.clone());
+        drop(state);
+        self.wake.notify_one();
+        true
+    }
+
+    /// An answer to the member's own request: always queued.
+    pub(crate) fn push_own(&self, frame: Utf8Bytes) {
+        let mut state = self.state();
+        state.own_bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        self.wake.notify_one();
+    }
+
+    /// Moves everything queued into `out`, oldest first.
+    pub(crate) fn take_all(&self, out: &mut Vec<Utf8Bytes>) -> Taken {
+        let mut state = self.state();
+        if state.overflowed {
+            return Taken::Overflowed;
+        }
+        out.extend(state.frames.drain(..));
+        state.room_bytes = 0;
+        state.own_bytes = 0;
+        Taken::Frames
+    }
+
+    /// Whether the session should stop reading requests until it has written what waits.
+    pub(crate) fn is_full(&self) -> bool {
+        let state = self.state();
+        state.room_bytes + state.own_bytes >= self.limit
+    }
+
+    /// Resolves once something was queued (or the member overflowed) since the last wait;
+    /// a push before the wait is not lost.
+    pub(crate) async fn changed(&self) {
+        self.wake.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Utf8Bytes {
+        Utf8Bytes::from("x".repeat(n))
+    }
+
+    #[test]
+    fn room_messages_past_the_limit_overflow_the_member() {
+        let queue = MemberQueue::new(1_000);
+        let mut taken = Vec::new();
+        // A burst far past the bound: the first ten fit, the eleventh overflows.
+        let accepted = (0..1_000)
+            .take_while(|_| queue.push_room(&frame(100)))
+            .count();
+        assert_eq!(accepted, 10);
+        assert!(!queue.push_room(&frame(1)), "stays overflowed");
+        assert_eq!(queue.take_all(&mut taken), Taken::Overflowed);
+        assert!(taken.is_empty());
+    }
+
+    #[test]
+    fn own_answers_never_overflow_but_make_the_queue_full() {
+        let queue = MemberQueue::new(1_000);
+        for _ in 0..50 {
+            queue.push_own(frame(100));
+        }
+        assert!(queue.is_full());
+        let mut taken = Vec::new();
+        assert_eq!(queue.take_all(&mut taken), Taken::Frames);
+        assert_eq!(taken.len(), 50);
+        assert!(!queue.is_full());
+        // Own answers do not count against the member: room messages still fit beside them.
+        queue.push_own(frame(5_000));
+        assert!(queue.push_room(&frame(1_000)));
+        assert!(!queue.push_room(&frame(1)));
+    }
+
+    #[tokio::test]
+    async fn a_push_before_the_wait_is_not_lost() {
+        let queue = MemberQueue::new(1_000);
+        queue.push_room(&frame(1));
+        tokio::time::timeout(std::time::Duration::from_secs(5), queue.changed())
+            .await
+            .expect("the stored wake-up resolves the wait");
+        let mut taken = Vec::new();
+        queue.take_all(&mut taken);
+        assert_eq!(taken, [frame(1)]);
+    }
+}

@@ -1,0 +1,571 @@
+//! Rooms (`/rooms?name=NAME`) against the real binary: every frame and error code, every
+//! bound crossed, and the guarantees (each member sees offsets in order, once; duplicates are
+//! acked and not broadcast; recovery gives exactly what was missed or says it cannot; a slow
+//! reader is closed and never slows the room).
+
+use std::collections::HashMap;
+
+use futures_util::{SinkExt, StreamExt};
+use room_protocol::{ErrorCode, ServerFrame};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::support::{Client, PATIENCE, TestServer, expect_close, next_text};
+
+/// Publish bounds high enough that a test of ordering is not a test of the rate limit.
+const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
+
+struct Member {
+    client: Client,
+}
+
+impl Member {
+    async fn connect(server: &TestServer, name: &str) -> Member {
+        let client = server.connect(&format!("/rooms?name={name}")).await;
+        Member { client }
+    }
+
+    async fn send(&mut self, request: Value) {
+        self.client
+            .send(Message::text(request.to_string()))
+            .await
+            .expect("the request is sent");
+    }
+
+    /// Sends many requests in one write.
+    async fn send_all(&mut self, requests: impl IntoIterator<Item = Value>) {
+        for request in requests {
+            self.client
+                .feed(Message::text(request.to_string()))
+                .await
+                .expect("queued");
+        }
+        self.client.flush().await.expect("sent");
+    }
+
+    async fn next(&mut self) -> ServerFrame {
+        let text = next_text(&mut self.client).await;
+        ServerFrame::from_json(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
+    }
+
+    /// Joins `room` (resuming from `since` if given) and returns its `joined` frame.
+    async fn join(&mut self, room: &str, since: Option<(&str, u64)>) -> (String, u64, bool) {
+        let mut request = json!({"type": "join", "room": room});
+        if let Some((epoch, offset)) = since {
+            request["since"] = json!({"epoch": epoch, "offset": offset});
+        }
+        self.send(request).await;
+        match self.next().await {
+            ServerFrame::Joined {
+                room: joined,
+                epoch,
+                offset,
+                recovered,
+            } => {
+                assert_eq!(joined, room);
+                (epoch, offset, recovered)
+            }
+            other => panic!("expected joined, got {other:?}"),
+        }
+    }
+
+    async fn expect_error(&mut self, code: ErrorCode) -> (Option<String>, Option<String>) {
+        match self.next().await {
+            ServerFrame::Error {
+                code: got,
+                message,
+                room,
+                id,
+            } => {
+                assert_eq!(got, code, "{message}");
+                assert!(!message.is_empty());
+                (room, id)
+            }
+            other => panic!("expected error {code:?}, got {other:?}"),
+        }
+    }
+
+    /// Reads `count` room messages (skipping acks) and returns their offsets and ids.
+    async fn messages(&mut self, count: usize) -> Vec<(u64, String)> {
+        let mut got = Vec::new();
+        while got.len() < count {
+            match self.next().await {
+                ServerFrame::Message { offset, id, .. } => got.push((offset, id)),
+                ServerFrame::Ack { .. } => {}
+                other => panic!("expected a message, got {other:?}"),
+            }
+        }
+        got
+    }
+}
+
+fn publish(room: &str, id: &str, text: &str) -> Value {
+    json!({"type": "publish", "room": room, "id": id, "text": text})
+}
+
+#[tokio::test]
+async fn every_frame_of_the_protocol() {
+    let server = TestServer::start(&[]).await;
+    let mut ana = Member::connect(&server, "ana").await;
+    let mut bo = Member::connect(&server, "Bo%20B").await;
+    let (epoch, offset, recovered) = ana.join("lobby", None).await;
+    assert_eq!((offset, recovered), (0, false));
+    assert!(!epoch.is_empty());
+    bo.join("lobby", None).await;
+    ana.send(publish("lobby", "m1", "hello <b>")).await;
+    // The publisher gets its message and its ack; the other member the message.
+    let mut frames = [ana.next().await, ana.next().await];
+    frames.sort_by_key(|frame| matches!(frame, ServerFrame::Ack { .. }));
+    match &frames[0] {
+        ServerFrame::Message {
+            room,
+            offset,
+            id,
+            from,
+            text,
+            time,
+        } => {
+            assert_eq!((room.as_str(), *offset, id.as_str()), ("lobby", 1, "m1"));
+            assert_eq!((from.as_str(), text.as_str()), ("ana", "hello <b>"));
+            assert!(*time > 1_700_000_000_000, "milliseconds since the epoch");
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+    assert_eq!(
+        frames[1],
+        ServerFrame::Ack {
+            room: "lobby".into(),
+            id: "m1".into(),
+            offset: 1
+        }
+    );
+    match bo.next().await {
+        ServerFrame::Message { from, offset, .. } => {
+            assert_eq!((from.as_str(), offset), ("ana", 1))
+        }
+        other => panic!("expected the message, got {other:?}"),
+    }
+    bo.send(json!({"type": "leave", "room": "lobby"})).await;
+    assert_eq!(
+        bo.next().await,
+        ServerFrame::Left {
+            room: "lobby".into()
+        }
+    );
+    // After leaving, nothing of the room arrives; a publish there is refused.
+    ana.send(publish("lobby", "m2", "after")).await;
+    assert_eq!(ana.messages(1).await[0].0, 2);
+    bo.send(publish("lobby", "b1", "x")).await;
+    assert_eq!(
+        bo.expect_error(ErrorCode::NotJoined).await,
+        (Some("lobby".into()), Some("b1".into()))
+    );
+}
+
+#[tokio::test]
+async fn every_error_code_and_the_connection_stays_open() {
+    let server = TestServer::start(&[
+        "--max-rooms-per-connection",
+        "2",
+        "--max-rooms",
+        "3",
+        "--max-text-bytes",
+        "10",
+    ])
+    .await;
+    let mut ana = Member::connect(&server, "ana").await;
+    for bad in [
+        "not json",
+        "[1]",
+        r#"{"type":"shout","room":"a"}"#,
+        r#"{"type":"join"}"#,
+    ] {
+        ana.client.send(Message::text(bad)).await.expect("sent");
+        ana.expect_error(ErrorCode::BadRequest).await;
+    }
+    ana.client
+        .send(Message::binary(vec![1, 2, 3]))
+        .await
+        .expect("sent");
+    ana.expect_error(ErrorCode::BadRequest).await;
+    ana.send(json!({"type": "join", "room": "no spaces"})).await;
+    ana.expect_error(ErrorCode::BadRoom).await;
+    ana.send(json!({"type": "leave", "room": "lobby"})).await;
+    ana.expect_error(ErrorCode::NotJoined).await;
+    ana.join("a", None).await;
+    ana.join("b", None).await;
+    ana.send(json!({"type": "join", "room": "c"})).await;
+    assert_eq!(
+        ana.expect_error(ErrorCode::TooManyRooms).await.0.as_deref(),
+        Some("c")
+    );
+    // Exactly the limit in UTF-8 bytes is taken, one byte more is not.
+    ana.send(publish("a", "fits", "ééééé")).await;
+    assert_eq!(ana.messages(1).await[0].1, "fits");
+    ana.send(publish("a", "long", "éééééa")).await;
+    loop {
+        match ana.next().await {
+            ServerFrame::Ack { id, .. } => assert_eq!(id, "fits"),
+            ServerFrame::Error { code, id, .. } => {
+                assert_eq!((code, id.as_deref()), (ErrorCode::TooLong, Some("long")));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The server holds 3 rooms at most: a, b, and one more.
+    let mut bo = Member::connect(&server, "bo").await;
+    bo.join("c", None).await;
+    bo.send(json!({"type": "join", "room": "d"})).await;
+    bo.expect_error(ErrorCode::Unavailable).await;
+    // After all of that, the connection still works.
+    ana.send(publish("b", "ok", "still here")).await;
+    assert_eq!(ana.messages(1).await[0].1, "ok");
+}
+
+#[tokio::test]
+async fn publishing_past_the_rate_is_refused_not_closed() {
+    let server = TestServer::start(&["--publish-rate", "1", "--publish-burst", "40"]).await;
+    let mut ana = Member::connect(&server, "ana").await;
+    ana.join("lobby", None).await;
+    // 100 publishes in one write: the burst of 40 is taken, the rest refused, in order.
+    ana.send_all((0..100).map(|n| publish("lobby", &format!("m{n}"), "x")))
+        .await;
+    let (mut acks, mut limited, mut messages) = (0, 0, 0);
+    while acks + limited < 100 {
+        match ana.next().await {
+            ServerFrame::Ack { .. } => acks += 1,
+            ServerFrame::Message { .. } => messages += 1,
+            ServerFrame::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::RateLimited);
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // One token may have refilled while the burst was read.
+    assert!((40..=41).contains(&acks), "{acks} acks");
+    assert_eq!(acks + limited, 100);
+    assert_eq!(ana.messages(acks - messages).await.len(), acks - messages);
+}
+
+#[tokio::test]
+async fn display_names_are_checked_at_the_handshake() {
+    let server = TestServer::start(&[]).await;
+    let long = "%C3%A9".repeat(33);
+    for query in [
+        "",
+        "?name=",
+        "?other=x",
+        "?name=a%0Ab",
+        "?name=a&name=b",
+        &format!("?name={long}"),
+    ] {
+        let path = format!("/rooms{query}");
+        let reply = server
+            .request(
+                "GET",
+                &path,
+                &[
+                    ("Connection", "Upgrade"),
+                    ("Upgrade", "websocket"),
+                    ("Sec-WebSocket-Version", "13"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ],
+            )
+            .await;
+        assert_eq!(reply.status, 400, "{path}");
+    }
+    // 32 characters of two bytes each is a name.
+    let mut member = Member::connect(&server, &"%C3%A9".repeat(32)).await;
+    member.join("lobby", None).await;
+}
+
+#[tokio::test]
+async fn three_members_two_publishers_500_messages_each_seen_once_in_order() {
+    let server = TestServer::start(&UNLIMITED).await;
+    let mut readers = Vec::new();
+    for name in ["r1", "r2", "r3"] {
+        let mut reader = Member::connect(&server, name).await;
+        reader.join("lobby", None).await;
+        readers.push(reader);
+    }
+    let mut publishers = Vec::new();
+    for name in ["p1", "p2"] {
+        let mut publisher = Member::connect(&server, name).await;
+        publisher.join("lobby", None).await;
+        publishers.push(publisher);
+    }
+    // Both publishers send 250 each at once, interleaved by the server.
+    let sends = publishers.iter_mut().enumerate().map(|(which, publisher)| {
+        publisher.send_all((0..250).map(move |n| publish("lobby", &format!("p{which}-{n}"), "hi")))
+    });
+    futures_util::future::join_all(sends).await;
+    for reader in &mut readers {
+        let got = reader.messages(500).await;
+        let offsets: Vec<u64> = got.iter().map(|(offset, _)| *offset).collect();
+        assert_eq!(offsets, (1..=500).collect::<Vec<_>>());
+        // Each publisher's messages in the order it sent them.
+        for which in 0..2 {
+            let ids: Vec<&str> = got
+                .iter()
+                .map(|(_, id)| id.as_str())
+                .filter(|id| id.starts_with(&format!("p{which}-")))
+                .collect();
+            let sent: Vec<String> = (0..250).map(|n| format!("p{which}-{n}")).collect();
+            assert_eq!(ids, sent);
+        }
+    }
+    // Each publisher got an ack for each of its own and every message once.
+    for publisher in &mut publishers {
+        let (mut acks, mut offsets) = (0, Vec::new());
+        while acks < 250 || offsets.len() < 500 {
+            match publisher.next().await {
+                ServerFrame::Ack { .. } => acks += 1,
+                ServerFrame::Message { offset, .. } => offsets.push(offset),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(offsets, (1..=500).collect::<Vec<_>>());
+    }
+}
+
+#[tokio::test]
+async fn a_duplicate_id_is_acked_with_its_first_offset_and_not_broadcast() {
+    let server = TestServer::start(&[]).await;
+    let mut ana = Member::connect(&server, "ana").await;
+    let mut bo = Member::connect(&server, "bo").await;
+    ana.join("lobby", None).await;
+    bo.join("lobby", None).await;
+    ana.send_all([
+        publish("lobby", "same", "first"),
+        publish("lobby", "other", "second"),
+        publish("lobby", "same", "first again"),
+        publish("lobby", "last", "third"),
+    ])
+    .await;
+    let mut acks = HashMap::new();
+    let mut ana_messages = Vec::new();
+    while acks.len() < 3 || ana_messages.len() < 3 {
+        match ana.next().await {
+            ServerFrame::Ack { id, offset, .. } => {
+                if let Some(first) = acks.insert(id.clone(), offset) {
+                    assert_eq!(first, offset, "{id} acked twice with different offsets");
+                }
+            }
+            ServerFrame::Message { offset, id, .. } => ana_messages.push((offset, id)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(acks["same"], 1);
+    assert_eq!(acks["other"], 2);
+    assert_eq!(acks["last"], 3);
+    let ids: Vec<String> = bo.messages(3).await.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(ids, ["same", "other", "last"]);
+    // And nothing else follows for bo: a marker published now is the next thing it sees.
+    ana.send(publish("lobby", "marker", "m")).await;
+    assert_eq!(bo.messages(1).await, [(4, "marker".to_owned())]);
+}
+
+#[tokio::test]
+async fn coming_back_with_since_gives_exactly_what_was_missed_then_live() {
+    let server = TestServer::start(&UNLIMITED).await;
+    let mut publisher = Member::connect(&server, "pub").await;
+    publisher.join("lobby", None).await;
+    let mut reader = Member::connect(&server, "reader").await;
+    let (epoch, _, _) = reader.join("lobby", None).await;
+    publisher
+        .send_all((1..=10).map(|n| publish("lobby", &format!("m{n}"), "before")))
+        .await;
+    let seen = reader.messages(10).await;
+    let last = seen.last().expect("ten messages").0;
+    assert_eq!(last, 10);
+    drop(reader);
+    publisher
+        .send_all((11..=60).map(|n| publish("lobby", &format!("m{n}"), "missed")))
+        .await;
+    publisher.messages(60).await;
+    let mut back = Member::connect(&server, "reader").await;
+    let (same_epoch, offset, recovered) = back.join("lobby", Some((&epoch, last))).await;
+    assert_eq!(
+        (same_epoch.as_str(), offset, recovered),
+        (epoch.as_str(), 60, true)
+    );
+    let replayed = back.messages(50).await;
+    assert_eq!(
+        replayed
+            .iter()
+            .map(|(offset, _)| *offset)
+            .collect::<Vec<_>>(),
+        (11..=60).collect::<Vec<_>>()
+    );
+    publisher.send(publish("lobby", "live", "now")).await;
+    assert_eq!(back.messages(1).await, [(61, "live".to_owned())]);
+}
+
+#[tokio::test]
+async fn past_history_or_from_another_epoch_nothing_is_replayed() {
+    let server = TestServer::start(&[&UNLIMITED[..], &["--room-history", "10"]].concat()).await;
+    let mut publisher = Member::connect(&server, "pub").await;
+    let (epoch, _, _) = publisher.join("lobby", None).await;
+    publisher
+        .send_all((1..=30).map(|n| publish("lobby", &format!("m{n}"), "x")))
+        .await;
+    publisher.messages(30).await;
+    let refused = [
+        (epoch.as_str(), 5),
+        ("another-epoch", 25),
+        // A position the room never reached (a client from before a restart, say).
+        (epoch.as_str(), 1_000),
+    ];
+    for (probes, since) in refused.into_iter().enumerate() {
+        let mut back = Member::connect(&server, "back").await;
+        let (_, offset, recovered) = back.join("lobby", Some(since)).await;
+        // Each round publishes one probe: the room's position moves on by one.
+        assert_eq!(
+            (offset, recovered),
+            (30 + probes as u64, false),
+            "{since:?}"
+        );
+        // Nothing replayed: the next frame is the live message published now.
+        publisher
+            .send(publish("lobby", &format!("probe-{}", since.1), "x"))
+            .await;
+        let (live, id) = back.messages(1).await.remove(0);
+        assert_eq!(id, format!("probe-{}", since.1), "at {live}");
+        publisher.messages(1).await;
+    }
+    // Within history it does replay.
+    let mut back = Member::connect(&server, "back").await;
+    let (_, offset, recovered) = back.join("lobby", Some((&epoch, 25))).await;
+    assert_eq!((offset, recovered), (33, true));
+    assert_eq!(back.messages(8).await[0].0, 26);
+}
+
+#[tokio::test]
+async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
+    let server = TestServer::start(
+        &[
+            &UNLIMITED[..],
+            &[
+                "--room-queue-bytes",
+                "65536",
+                "--send-timeout",
+                "2",
+                "--max-text-bytes",
+                "4096",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+    let mut stalled = Member::connect(&server, "stalled").await;
+    stalled.join("lobby", None).await;
+    let mut publisher = Member::connect(&server, "pub").await;
+    publisher.join("lobby", None).await;
+    // 4,000 messages of 4 KiB (16 MB): far past the stalled member's kernel buffers and queue.
+    let text = "x".repeat(4096);
+    let total = 4_000;
+    let mut acks = 0;
+    let mut sent = 0;
+    while acks < total {
+        if sent < total {
+            let batch =
+                (sent..(sent + 100).min(total)).map(|n| publish("lobby", &format!("m{n}"), &text));
+            publisher.send_all(batch).await;
+            sent = (sent + 100).min(total);
+        }
+        // The publisher reads everything (its own copies and acks) and never waits long.
+        while acks < sent {
+            match publisher.next().await {
+                ServerFrame::Ack { .. } => acks += 1,
+                ServerFrame::Message { .. } => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    // The stalled member was closed: reading now, it finds the end within a bounded time,
+    // having got a prefix of the room (and a 1008 close if it arrived before the cut).
+    let mut offsets = Vec::new();
+    let ended = tokio::time::timeout(PATIENCE * 3, async {
+        while let Some(message) = stalled.client.next().await {
+            match message {
+                Ok(Message::Text(text)) => {
+                    if let Ok(ServerFrame::Message { offset, .. }) = ServerFrame::from_json(&text) {
+                        offsets.push(offset);
+                    }
+                }
+                Ok(Message::Close(frame)) => {
+                    let code = frame.map(|frame| u16::from(frame.code));
+                    assert_eq!(code, Some(1008));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stalled member's connection was ended");
+    assert!(
+        offsets.len() < total,
+        "it was cut off, not served everything"
+    );
+    assert_eq!(
+        offsets,
+        (1..=offsets.len() as u64).collect::<Vec<_>>(),
+        "a prefix, in order"
+    );
+    // The room still works for everyone else.
+    publisher.send(publish("lobby", "after", "x")).await;
+    assert_eq!(publisher.messages(1).await[0].1, "after");
+}
+
+#[tokio::test]
+async fn a_flooding_client_that_reads_is_slowed_not_closed() {
+    let server =
+        TestServer::start(&[&UNLIMITED[..], &["--room-queue-bytes", "65536"]].concat()).await;
+    let mut publisher = Member::connect(&server, "pub").await;
+    let (epoch, _, _) = publisher.join("lobby", None).await;
+    // A history of 100 messages of 2 KiB: each join from offset 0 replays about 200 KiB,
+    // three times the reader's queue.
+    let text = "x".repeat(2048);
+    publisher
+        .send_all((1..=100).map(|n| publish("lobby", &format!("m{n}"), &text)))
+        .await;
+    publisher.messages(100).await;
+    let mut flooder = Member::connect(&server, "flooder").await;
+    let since = json!({"epoch": epoch, "offset": 0});
+    // 200 joins in one write: 40 MB of replays asked for at once, read as they come.
+    flooder
+        .send_all((0..200).map(|_| json!({"type": "join", "room": "lobby", "since": since})))
+        .await;
+    for join in 0..200 {
+        match flooder.next().await {
+            ServerFrame::Joined {
+                offset, recovered, ..
+            } => {
+                assert_eq!((offset, recovered), (100, true), "join {join}");
+            }
+            other => panic!("join {join}: expected joined, got {other:?}"),
+        }
+        let offsets: Vec<u64> = flooder
+            .messages(100)
+            .await
+            .into_iter()
+            .map(|(o, _)| o)
+            .collect();
+        assert_eq!(offsets, (1..=100).collect::<Vec<_>>(), "join {join}");
+    }
+    publisher.send(publish("lobby", "still", "open")).await;
+    assert_eq!(flooder.messages(1).await[0].1, "still");
+}
+
+#[tokio::test]
+async fn shutdown_closes_rooms_sessions_with_1001() {
+    let mut server = TestServer::start(&[]).await;
+    let mut ana = Member::connect(&server, "ana").await;
+    ana.join("lobby", None).await;
+    server.signal("TERM");
+    assert_eq!(expect_close(&mut ana.client).await.0, 1001);
+    assert!(server.wait().await.success());
+}
