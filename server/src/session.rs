@@ -282,8 +282,13 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                         // The stream ends after the closing handshake completes.
                         None => return End::Finished,
                     };
-                    // Any message proves the client is alive.
-                    awaiting_pong = false;
+                    // Only a pong proves the client reads what the server sends: a client that
+                    // floods pings or messages and never reads cannot answer the server's ping,
+                    // and is closed at the next one (its own pings' pongs would otherwise pile
+                    // up in its kernel without any write of ours ever having to wait).
+                    if matches!(message, Message::Pong(_)) {
+                        awaiting_pong = false;
+                    }
                     if let Err(end) = answer(context, ws, message).await {
                         // Replies fed so far leave with the close frame, before it.
                         return end;

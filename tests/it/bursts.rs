@@ -405,6 +405,30 @@ async fn a_client_that_floods_pings_and_never_reads_is_closed_by_the_server() {
         .await;
 }
 
+#[tokio::test]
+async fn a_client_that_pings_slowly_and_never_reads_is_closed_at_the_next_ping() {
+    // One small ping every 10 ms never fills the server's socket (the client's kernel takes
+    // megabytes of pongs), so no write of the server's ever waits: only the server's own
+    // ping, which such a client cannot answer, shows that it does not read.
+    let server = TestServer::start(&["--ping-interval", "1"]).await;
+    let mut client = RawClient::connect(server.addr, "/echo").await;
+    let ping = encode_frame(FIN | PING, 4, b"ping", MASK);
+    let flood = async {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if client.stream.write_all(&ping).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::select! {
+        () = flood => {}
+        () = server.wait_for_log("no pong received") => {}
+    }
+    server.wait_for_log("no pong received").await;
+}
+
 /// A TLS connection to `server` that has completed the WebSocket handshake on `path`.
 async fn wss_connect(
     server: &TestServer,
