@@ -21,13 +21,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use clap::Parser;
 use flate2::{Decompress, FlushDecompress};
 use hdrhistogram::Histogram;
+use memchr::memmem::Finder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -75,13 +76,33 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 /// Longest any phase may be told to last, in seconds: the generator always stops by itself.
 const MOST_SECONDS: f64 = 600.0;
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Error> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    if !args.addr.ip().is_loopback() {
-        return Err("--addr must be a loopback address: this generator loads only this machine".into());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime builds");
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The words alone, for the benchmark's table to quote.
+            eprintln!("{error}");
+            std::process::ExitCode::FAILURE
+        }
     }
-    for (name, value) in [("duration", args.duration), ("warmup", args.warmup), ("drain", args.drain)] {
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    if !args.addr.ip().is_loopback() {
+        return Err(
+            "--addr must be a loopback address: this generator loads only this machine".into(),
+        );
+    }
+    for (name, value) in [
+        ("duration", args.duration),
+        ("warmup", args.warmup),
+        ("drain", args.drain),
+    ] {
         if !(0.0..=MOST_SECONDS).contains(&value) {
             return Err(format!("--{name} must be between 0 and {MOST_SECONDS} seconds").into());
         }
@@ -172,7 +193,8 @@ async fn main() -> Result<(), Error> {
         (Some(before), Some(after)) => json_number((after - before) / args.duration),
         _ => serde_json::Value::Null,
     };
-    let latency_ms = |quantile: f64| json_number(delivered.latency.value_at_quantile(quantile) as f64 / 1000.0);
+    let latency_ms =
+        |quantile: f64| json_number(delivered.latency.value_at_quantile(quantile) as f64 / 1000.0);
     let line = serde_json::json!({
         "members": args.members,
         "publishers": args.publishers,
@@ -285,14 +307,15 @@ impl Dialer {
             }
             head.push(stream.read_u8().await?);
         }
-        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-        if !head.starts_with("http/1.1 101") {
+        let head = String::from_utf8_lossy(&head).into_owned();
+        if !head.starts_with("HTTP/1.1 101") {
             let status = head.lines().next().unwrap_or_default().to_owned();
             return Err(format!(
                 "the server refused the WebSocket upgrade of GET /rooms ({status}): does it serve /rooms?"
             )
             .into());
         }
+        let head = head.to_ascii_lowercase();
         let inflater = match (self.deflate, head.contains("permessage-deflate")) {
             (false, _) => None,
             (true, true) => Some(Inflater::new(head.contains("server_no_context_takeover"))),
@@ -301,7 +324,9 @@ impl Dialer {
             }
         };
         let join = format!(r#"{{"type":"join","room":"{}"}}"#, self.room);
-        stream.write_all(&client_frame(join.as_bytes(), 0x1)).await?;
+        stream
+            .write_all(&client_frame(join.as_bytes(), 0x1))
+            .await?;
         let mut reader = FrameReader::new(inflater);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -316,7 +341,7 @@ impl Dialer {
             reader.take_frames(|event| match event {
                 Event::Text(text) => match frame_type(text) {
                     Some(FrameType::Joined) if joined.is_none() => {
-                        joined = scan_number(text, b"\"offset\":");
+                        joined = scan_number(text, &OFFSET_KEY);
                     }
                     Some(FrameType::Error) => {
                         refused = Some(String::from_utf8_lossy(text).into_owned());
@@ -462,7 +487,7 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
                 if frame_type(text) != Some(FrameType::Message) {
                     return;
                 }
-                let Some(offset) = scan_number(text, b"\"offset\":") else {
+                let Some(offset) = scan_number(text, &OFFSET_KEY) else {
                     return;
                 };
                 if !tally.tracker.see(offset) {
@@ -471,7 +496,7 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
                 if clock.measuring(now) {
                     tally.received_in_window += 1;
                 }
-                if let Some(sent) = scan_number(text, b"\"text\":\"") {
+                if let Some(sent) = scan_number(text, &TEXT_KEY) {
                     if clock.sent_while_measuring(sent) {
                         tally.in_window_messages += 1;
                         let _ = tally.latency.record(arrived.saturating_sub(sent).max(1));
@@ -606,7 +631,7 @@ async fn publisher(
                 Event::Text(text) => {
                     let answered = match frame_type(text) {
                         Some(FrameType::Ack) => {
-                            if let Some(offset) = scan_number(text, b"\"offset\":") {
+                            if let Some(offset) = scan_number(text, &OFFSET_KEY) {
                                 progress.last_offset.fetch_max(offset, Ordering::SeqCst);
                             }
                             true
@@ -627,7 +652,10 @@ async fn publisher(
                             break;
                         }
                         pending.pop_front();
-                        if oldest == answered_sequence && answered && clock.sent_while_measuring(sent) {
+                        if oldest == answered_sequence
+                            && answered
+                            && clock.sent_while_measuring(sent)
+                        {
                             tally.in_window += 1;
                         }
                     }
@@ -853,7 +881,9 @@ impl FrameReader {
                 // Pongs answer nothing we sent; binary frames are not part of the protocol.
                 (0xA | 0x2, _, _) => {}
                 (opcode, _, _) => {
-                    return Err(format!("unexpected frame (opcode {opcode:#x}) at this point").into());
+                    return Err(
+                        format!("unexpected frame (opcode {opcode:#x}) at this point").into(),
+                    );
                 }
             }
         }
@@ -908,6 +938,12 @@ impl Inflater {
     }
 }
 
+/// The keys the generator looks for, each searcher built once.
+static TYPE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"type\":\""));
+static OFFSET_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"offset\":"));
+static TEXT_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"text\":\""));
+static ID_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"id\":\"p"));
+
 /// The kinds of server frame the generator tells apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FrameType {
@@ -920,8 +956,7 @@ enum FrameType {
 
 /// The frame's `"type"`, found by scanning rather than parsing.
 fn frame_type(text: &[u8]) -> Option<FrameType> {
-    const KEY: &[u8] = b"\"type\":\"";
-    let at = memchr::memmem::find(text, KEY)? + KEY.len();
+    let at = TYPE_KEY.find(text)? + TYPE_KEY.needle().len();
     let rest = &text[at..];
     let kind = [
         (&b"message\""[..], FrameType::Message),
@@ -935,25 +970,27 @@ fn frame_type(text: &[u8]) -> Option<FrameType> {
 }
 
 /// The digits right after `key` (which ends where the number starts), as a number.
-fn scan_number(text: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memchr::memmem::find(text, key)? + key.len();
+fn scan_number(text: &[u8], key: &Finder<'_>) -> Option<u64> {
+    let at = key.find(text)? + key.needle().len();
     leading_number(&text[at..])
 }
 
 fn leading_number(bytes: &[u8]) -> Option<u64> {
-    let digits = bytes.iter().take_while(|byte| byte.is_ascii_digit()).count();
+    let digits = bytes
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
     if digits == 0 || digits > 19 {
         return None;
     }
-    bytes[..digits]
-        .iter()
-        .try_fold(0u64, |value, digit| value.checked_mul(10)?.checked_add(u64::from(digit - b'0')))
+    bytes[..digits].iter().try_fold(0u64, |value, digit| {
+        value.checked_mul(10)?.checked_add(u64::from(digit - b'0'))
+    })
 }
 
 /// The publisher and sequence number of an `"id":"pNsM"`.
 fn scan_id(text: &[u8]) -> Option<(u64, u64)> {
-    const KEY: &[u8] = b"\"id\":\"p";
-    let at = memchr::memmem::find(text, KEY)? + KEY.len();
+    let at = ID_KEY.find(text)? + ID_KEY.needle().len();
     let rest = &text[at..];
     let publisher = leading_number(rest)?;
     let digits = rest.iter().take_while(|byte| byte.is_ascii_digit()).count();
@@ -970,7 +1007,11 @@ struct Summary {
 
 impl Summary {
     fn new(args: &Args, published: &PublisherTally, delivered: &MemberTally) -> Summary {
-        Summary::of(published.in_window, args.members, delivered.in_window_messages)
+        Summary::of(
+            published.in_window,
+            args.members,
+            delivered.in_window_messages,
+        )
     }
 
     fn of(published: u64, members: u32, delivered: u64) -> Summary {
@@ -1013,7 +1054,10 @@ mod tests {
         for offset in 45..=100 {
             assert!(tracker.see(offset));
         }
-        assert_eq!((tracker.gaps, tracker.skipped, tracker.duplicates), (0, 0, 0));
+        assert_eq!(
+            (tracker.gaps, tracker.skipped, tracker.duplicates),
+            (0, 0, 0)
+        );
         assert_eq!(tracker.next, 101);
     }
 
@@ -1032,10 +1076,28 @@ mod tests {
 
     #[test]
     fn missing_is_what_the_members_should_have_had_and_did_not() {
-        assert_eq!(Summary::of(100, 10, 1000), Summary { expected: 1000, missing: 0 });
-        assert_eq!(Summary::of(100, 10, 800), Summary { expected: 1000, missing: 200 });
+        assert_eq!(
+            Summary::of(100, 10, 1000),
+            Summary {
+                expected: 1000,
+                missing: 0
+            }
+        );
+        assert_eq!(
+            Summary::of(100, 10, 800),
+            Summary {
+                expected: 1000,
+                missing: 200
+            }
+        );
         // Late arrivals of messages acked after the drain can exceed the count: never negative.
-        assert_eq!(Summary::of(100, 10, 1001), Summary { expected: 1000, missing: 0 });
+        assert_eq!(
+            Summary::of(100, 10, 1001),
+            Summary {
+                expected: 1000,
+                missing: 0
+            }
+        );
     }
 
     #[test]
@@ -1054,13 +1116,16 @@ mod tests {
     fn scans_find_the_keys_of_the_frame_not_lookalikes_in_the_text() {
         let message = br#"{"type":"message","room":"bench","offset":45,"id":"p3s17","from":"ana","text":"0000000001234567 \"offset\":9 hello","time":1764400000123}"#;
         assert_eq!(frame_type(message), Some(FrameType::Message));
-        assert_eq!(scan_number(message, b"\"offset\":"), Some(45));
-        assert_eq!(scan_number(message, b"\"text\":\""), Some(1_234_567));
+        assert_eq!(scan_number(message, &OFFSET_KEY), Some(45));
+        assert_eq!(scan_number(message, &TEXT_KEY), Some(1_234_567));
         assert_eq!(scan_id(message), Some((3, 17)));
         let ack = br#"{"type":"ack","room":"bench","id":"p0s9","offset":46}"#;
         assert_eq!(frame_type(ack), Some(FrameType::Ack));
-        assert_eq!(scan_number(ack, b"\"offset\":"), Some(46));
-        assert_eq!(frame_type(br#"{"type":"left","room":"x"}"#), Some(FrameType::Other));
+        assert_eq!(scan_number(ack, &OFFSET_KEY), Some(46));
+        assert_eq!(
+            frame_type(br#"{"type":"left","room":"x"}"#),
+            Some(FrameType::Other)
+        );
         assert_eq!(frame_type(b"not json"), None);
         assert_eq!(leading_number(b"99999999999999999999"), None);
     }
@@ -1107,7 +1172,13 @@ mod tests {
             }
             assert_eq!(
                 seen,
-                ["text 5", "ping 2", "text 10", "text 300", "close Some(1008)"],
+                [
+                    "text 5",
+                    "ping 2",
+                    "text 10",
+                    "text 300",
+                    "close Some(1008)"
+                ],
                 "chunks of {chunk_size}"
             );
         }
@@ -1155,6 +1226,6 @@ mod tests {
         let parsed: serde_json::Value = serde_json::from_slice(&json).expect("valid JSON");
         assert_eq!(parsed["text"].as_str().map(str::len), Some(64));
         assert_eq!(parsed["id"], "p2s7");
-        assert_eq!(scan_number(&json, b"\"text\":\""), Some(123_456));
+        assert_eq!(scan_number(&json, &TEXT_KEY), Some(123_456));
     }
 }
