@@ -451,6 +451,7 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
     let mut tally = MemberTally::new();
     tally.tracker = OffsetTracker::after(offset);
     let mut pongs: Vec<u8> = Vec::new();
+    let mut wake = std::pin::pin!(tokio::time::sleep_until(clock.end));
     loop {
         let now = Instant::now();
         if now >= clock.drain_until {
@@ -462,15 +463,15 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
         {
             break;
         }
-        // Wake at the end of the measurement, then often, to see whether all is in.
-        let wake = if now < clock.end {
-            clock.end
-        } else {
-            (now + Duration::from_millis(20)).min(clock.drain_until)
-        };
+        // Wake at the end of the measurement, then often, to see whether all is in. One timer,
+        // moved only once it has fired: a timer set per read costs more than the read.
+        if wake.is_elapsed() {
+            let next = (now + Duration::from_millis(20)).min(clock.drain_until);
+            wake.as_mut().reset(next);
+        }
         let read = tokio::select! {
             read = reader.read_from(&mut stream) => read,
-            () = tokio::time::sleep_until(wake) => continue,
+            () = wake.as_mut() => continue,
         };
         match read {
             Ok(0) | Err(_) => {
