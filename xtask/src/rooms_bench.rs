@@ -235,7 +235,8 @@ fn render(runs: &[Value], reps: usize, seconds: f64) -> String {
         "\nRooms fan-out: medians of {reps} rounds of {seconds} s (after 1 s of warm-up; then up to 2 s for the last deliveries). \
          Offered: publishes sent while measuring x members. Missing: deliveries of acknowledged publishes that never came \
          (skipped, queued past the drain, or lost with a closed member). The reference's own count of what its receivers skipped \
-         covers the whole run. A generator CPU share near 1.0 means the generator set the pace.\n\n"
+         covers the whole run. CPU per delivery counts deliveries to members only; the publishers' own copies and acks are work both servers do on top. \
+         A generator CPU share near 1.0 means the generator set the pace.\n\n"
     );
     out.push_str("| rooms scenario | server | deliveries/s | offered/s | missing | skipped (server's count) | members closed | server CPU µs/delivery | p50 ms | p99 ms | generator CPU share |\n");
     out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
