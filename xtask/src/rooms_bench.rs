@@ -304,3 +304,81 @@ fn render(runs: &[Value], reps: usize, seconds: f64) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(scenario: &str, server: &str, round: usize, cpu: f64) -> Value {
+        serde_json::json!({
+            "scenario": format!("rooms-{scenario}"), "server": server, "round": round,
+            "server_cpu_us_per_delivery": cpu, "deliveries_per_sec": 1000.0 / cpu, "p99_ms": cpu,
+        })
+    }
+
+    #[test]
+    fn ratios_pair_runs_of_the_same_round_and_show_their_range() {
+        let ours = [
+            run("s", OURS, 0, 2.0),
+            run("s", OURS, 1, 3.0),
+            run("s", OURS, 2, 9.0),
+        ];
+        let theirs = [
+            run("s", REFERENCE, 2, 10.0),
+            run("s", REFERENCE, 0, 4.0),
+            run("s", REFERENCE, 1, 4.0),
+        ];
+        let (ours, theirs): (Vec<&Value>, Vec<&Value>) =
+            (ours.iter().collect(), theirs.iter().collect());
+        // Per round: 2/4, 3/4, 9/10; paired against the wrong round it would read otherwise.
+        assert_eq!(
+            paired_range(&ours, &theirs, "server_cpu_us_per_delivery"),
+            "0.75 (0.50–0.90)"
+        );
+        assert_eq!(paired_range(&ours, &[], "server_cpu_us_per_delivery"), "-");
+    }
+
+    #[test]
+    fn a_server_that_fails_is_named_once_with_its_reason_and_the_others_still_show() {
+        let refused = "fanout failed: the server refused the WebSocket upgrade of GET /rooms (HTTP/1.1 404 Not Found)";
+        let mut runs = Vec::new();
+        for round in 0..3 {
+            for scenario in ["fanout-10-64B", "fanout-100-64B"] {
+                runs.push(run(scenario, REFERENCE, round, 4.0));
+                runs.push(serde_json::json!({
+                    "error": refused, "scenario": format!("rooms-{scenario}"), "server": OURS, "round": round,
+                }));
+            }
+        }
+        let table = render(&runs, 3, 3.0);
+        assert!(
+            table.contains("| fanout-10-64B | broadcast | 250 |"),
+            "{table}"
+        );
+        assert_eq!(
+            table.matches("**server not measured**").count(),
+            1,
+            "{table}"
+        );
+        assert!(
+            table.contains("in rooms-fanout-10-64B, rooms-fanout-100-64B: fanout failed"),
+            "{table}"
+        );
+        // No ratio rows without both sides.
+        assert!(!table.contains("| server / broadcast |"), "{table}");
+
+        let measured: Vec<Value> = (0..3)
+            .flat_map(|round| {
+                [
+                    run("fanout-100-64B", OURS, round, 2.0),
+                    run("fanout-100-64B", REFERENCE, round, 4.0),
+                ]
+            })
+            .collect();
+        let table = render(&measured, 3, 3.0);
+        assert!(
+            table.contains("| server / broadcast | fanout-100-64B | 0.50 (0.50–0.50) |"),
+            "{table}"
+        );
+    }
+}
