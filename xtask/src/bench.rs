@@ -73,12 +73,17 @@ pub enum Section {
     Compression,
     /// Only the instructions per message under callgrind.
     Instructions,
+    /// Only the rooms fan-out rows (`/rooms` against the tokio `broadcast` reference).
+    Rooms,
 }
 
 pub fn bench(section: Section) -> Result<()> {
     let reps: usize = env_number("BENCH_REPS", 3);
     let seconds: f64 = env_number("BENCH_SECONDS", 3.0);
-    crate::build_client(false)?;
+    // The rooms rows never load the page: no need to build the web client for them alone.
+    if section != Section::Rooms {
+        crate::build_client(false)?;
+    }
     announce("building the server, load generator and reference servers (release)");
     run(command(cargo()).args([
         "build",
@@ -195,12 +200,17 @@ pub fn bench(section: Section) -> Result<()> {
         Section::All | Section::Instructions => crate::instructions::instructions(&release)?,
         _ => (String::new(), Vec::new()),
     };
+    let (rooms_table, rooms_runs) = match section {
+        Section::All | Section::Rooms => crate::rooms_bench::rooms(&pinning, reps, seconds)?,
+        _ => (String::new(), Vec::new()),
+    };
     for line in statics
         .iter()
         .chain(&page_loads)
         .chain(&deployment_runs)
         .chain(&compression_runs)
         .chain(&instruction_runs)
+        .chain(&rooms_runs)
     {
         writeln!(jsonl, "{line}")?;
     }
@@ -214,6 +224,7 @@ pub fn bench(section: Section) -> Result<()> {
             )?;
             render_table(&results, start_ms, &servers, &pinning, reps, seconds)
                 + &instructions_table
+                + &rooms_table
                 + &deployment_table
                 + &compression_table
                 + &static_table(&statics)
@@ -224,6 +235,7 @@ pub fn bench(section: Section) -> Result<()> {
         Section::Deployment => deployment_table,
         Section::Compression => compression_table,
         Section::Instructions => instructions_table,
+        Section::Rooms => rooms_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");

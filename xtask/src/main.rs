@@ -4,7 +4,8 @@
 //! - `test`: every check and test: fmt, clippy (host and wasm), unit and integration tests,
 //!   browser end-to-end tests, and the client's `wasm-pack test` in headless Chromium.
 //! - `build-client [--dev]`: only the wasm client, into `static/pkg`.
-//! - `bench`: the server side by side with fastwebsockets and tokio-tungstenite, and nginx.
+//! - `bench`: the server side by side with fastwebsockets and tokio-tungstenite, and nginx;
+//!   `bench rooms`: room fan-out against a tokio `broadcast` reference.
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
@@ -12,6 +13,7 @@ mod instructions;
 mod page_load;
 mod precompress;
 mod process;
+mod rooms_bench;
 mod tools;
 mod variants_bench;
 
@@ -31,10 +33,10 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load|deployment|compression|instructions]
+  bench [static|page-load|deployment|compression|instructions|rooms]
                        benchmark the server against reference servers (prints a table), or
-                       only the static-file, page-load, metrics+TLS, permessage-deflate, or
-                       callgrind rows
+                       only the static-file, page-load, metrics+TLS, permessage-deflate,
+                       callgrind, or rooms fan-out rows
   conformance          run the Autobahn|Testsuite against /mirror: cases 1-7, 9 and 10,
                        and with --compression also 12 and 13 (permessage-deflate)
 ";
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             Some("compression") => bench::bench(bench::Section::Compression),
             Some("instructions") => bench::bench(bench::Section::Instructions),
             Some("page-load") => bench::bench(bench::Section::PageLoad),
+            Some("rooms") => bench::bench(bench::Section::Rooms),
             Some(other) => Err(format!("unknown bench section `{other}`\n\n{USAGE}").into()),
         },
         Some("conformance") => build_server().and_then(|server_bin| conformance(&server_bin)),
