@@ -261,8 +261,10 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                 }
             }
             () = changed(queue.as_deref()), if queue.is_some() => {
-                if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
-                    return end;
+                if let Some(queue) = queue.as_deref() {
+                    if let Err(end) = write_queued(ws, queue, context).await {
+                        return end;
+                    }
                 }
                 if let Err(end) = flush(ws, timing.send_timeout).await {
                     return end;
@@ -297,8 +299,10 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                     // A rooms session moves what its request queued (its answer, a replay, its
                     // own published message) into the socket's buffer at once: its queue is
                     // the slack for what other members publish, not for its own requests.
-                    if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
-                        return end;
+                    if let Some(queue) = queue.as_deref() {
+                        if let Err(end) = write_queued(ws, queue, context).await {
+                            return end;
+                        }
                     }
                     if answered == MAX_MESSAGES_PER_FLUSH {
                         break;
@@ -307,9 +311,6 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                         Some(next) => incoming = next,
                         None => break,
                     }
-                }
-                if let Err(end) = write_queued(ws, queue.as_deref(), context).await {
-                    return end;
                 }
                 if let Err(end) = flush(ws, timing.send_timeout).await {
                     return end;
@@ -332,12 +333,9 @@ async fn changed(queue: Option<&MemberQueue>) {
 /// flushing; a member that fell behind its room is closed (1008).
 async fn write_queued<S: Stream>(
     ws: &mut Socket<S>,
-    queue: Option<&MemberQueue>,
+    queue: &MemberQueue,
     context: &SessionContext,
 ) -> Result<(), End> {
-    let Some(queue) = queue else {
-        return Ok(());
-    };
     let mut frames = Vec::new();
     if queue.take_all(&mut frames) == Taken::Overflowed {
         tracing::info!("a rooms client fell behind its rooms; closing");
