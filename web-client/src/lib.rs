@@ -6,6 +6,7 @@
 
 pub mod backoff;
 pub mod outbox;
+pub mod room;
 pub mod saved;
 pub mod status;
 pub mod transcript;
