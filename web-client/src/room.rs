@@ -834,7 +834,7 @@ mod tests {
                 r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{{"id":"a","text":"{}"}}]}}"#,
                 "x".repeat(MAX_TEXT_BYTES + 1)
             ),
-            format!(r#"{{"version":1,"room":"lobby","seen":{{"epoch":"E"}},"pending":[]}}"#),
+            r#"{"version":1,"room":"lobby","seen":{"epoch":"E"},"pending":[]}"#.to_owned(),
         ];
         for saved in &table {
             let mut fresh = Room::new(ROOM);
