@@ -36,19 +36,22 @@ impl Line {
     }
 }
 
+/// A line as the page's script returns it: class, author, text, state, whole text.
+type Row = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
 /// Every line of the page's log, in order.
 async fn lines(page: &Browser) -> Vec<Line> {
     let script = "return Array.from(document.querySelectorAll('#log li'), li => {
         const part = name => { const e = li.querySelector('.' + name); return e ? e.textContent : null; };
         return [li.className, part('author'), part('text'), part('state'), li.textContent];
     })";
-    let rows: Vec<(
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    )> = serde_json::from_value(page.run(script).await).expect("lines");
+    let rows: Vec<Row> = serde_json::from_value(page.run(script).await).expect("lines");
     rows.into_iter()
         .map(|(class, author, text, state, whole)| Line {
             class,
