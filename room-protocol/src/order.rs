@@ -193,6 +193,23 @@ impl Seen {
         }
     }
 
+    /// After a [`Rejoined::Gap`] into an epoch that has messages already (a restarted engine
+    /// took publishes before this client came back, and a join without a matching `since`
+    /// replays none of them): the position to join again from, the start of that epoch, so
+    /// its history is replayed and nothing published since the restart is missed. From here,
+    /// offsets count from that start again; ids still keep out what was shown before the
+    /// restart. `None` when the epoch has no messages before our join (nothing to fetch).
+    /// The caller takes no `message` until the next `joined`: those of the first join come
+    /// again in the replay.
+    pub fn from_epoch_start(&mut self) -> Option<Position> {
+        let epoch = self.epoch.clone()?;
+        if self.last == 0 {
+            return None;
+        }
+        self.last = 0;
+        Some(Position { epoch, offset: 0 })
+    }
+
     /// A `message` frame: `true` if it is to be shown. One already shown (same epoch and an
     /// offset not after ours, or an id seen before) is not.
     pub fn message(&mut self, offset: u64, id: &str) -> bool {
@@ -333,6 +350,33 @@ mod tests {
         assert!(!seen.message(1, "d"));
         assert!(seen.message(2, "e"));
         assert_eq!(seen.position(), Some(at("F", 2)));
+    }
+
+    #[test]
+    fn a_new_epoch_with_messages_is_fetched_from_its_start_and_shown_by_id() {
+        // (messages of the new epoch before our join, replayed: offset, id, shown?)
+        let table: &[(u64, &str, bool)] = &[
+            (1, "republished", false),
+            (2, "theirs", true),
+            (3, "mine", false),
+        ];
+        let mut seen = Seen::default();
+        assert_eq!(seen.from_epoch_start(), None, "no epoch yet");
+        seen.joined("E", 0, false);
+        assert!(seen.message(1, "republished"));
+        seen.own("mine");
+        // The engine restarted and took three publishes before this client came back.
+        assert_eq!(seen.joined("F", 3, false), Rejoined::Gap);
+        assert_eq!(seen.from_epoch_start(), Some(at("F", 0)));
+        assert_eq!(seen.position(), Some(at("F", 0)));
+        assert_eq!(seen.joined("F", 3, true), Rejoined::Complete);
+        for &(offset, id, shown) in table {
+            assert_eq!(seen.message(offset, id), shown, "{offset} {id}");
+        }
+        assert_eq!(seen.position(), Some(at("F", 3)));
+        // A new epoch without messages before the join: nothing to fetch.
+        assert_eq!(seen.joined("G", 0, false), Rejoined::Gap);
+        assert_eq!(seen.from_epoch_start(), None);
     }
 
     #[test]

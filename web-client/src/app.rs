@@ -708,10 +708,14 @@ impl Client {
                     self.notice(format!("A message was {reason}."));
                 }
             }
-            Event::Gap => {
+            Event::Gap { rejoin } => {
                 backoff.reset();
                 self.notice(GAP_NOTICE.to_owned());
-                self.send_waiting(socket);
+                match rejoin {
+                    // Refused only by a socket that closed already: its close event follows.
+                    Some(join) => drop(socket.send_text(&join)),
+                    None => self.send_waiting(socket),
+                }
             }
             Event::Joined => {
                 backoff.reset();

@@ -59,6 +59,10 @@ enum Membership {
     Joining,
     /// The join was refused for now (`unavailable`): join again after the pause.
     JoinHeld,
+    /// Joined into a new epoch that has messages already: joined again from its start, and
+    /// waiting for that `joined`. Messages of the first join are not taken: they come again
+    /// in the replay.
+    CatchingUp,
     Joined,
 }
 
@@ -75,8 +79,10 @@ pub enum Event {
     Delivered { id: String },
     /// Our publish `id` was refused for good: its line says why, and it left the outbox.
     Refused { id: String, reason: String },
-    /// The room's joined; not everything since our last position could be recovered.
-    Gap,
+    /// The room's joined; not everything since our last position could be recovered. With
+    /// `rejoin`, send that join to fetch the new epoch's messages from its start (publishes
+    /// wait for its `joined`); without, publishes may go out.
+    Gap { rejoin: Option<String> },
     /// The room is joined and nothing was missed: publishes may go out.
     Joined,
     /// The server asks to wait: call [`Room::resume`] after [`RETRY_AFTER_MILLIS`].
@@ -219,7 +225,10 @@ impl Room {
     /// Whether the server owes this connection an answer (a `joined` or an `ack`): while it
     /// does, a silent server is taken for hung.
     pub fn awaiting_reply(&self) -> bool {
-        self.membership == Membership::Joining || self.in_flight() > 0
+        matches!(
+            self.membership,
+            Membership::Joining | Membership::CatchingUp
+        ) || self.in_flight() > 0
     }
 
     /// A text frame from the server.
@@ -239,10 +248,29 @@ impl Room {
                 if room != self.room {
                     return Event::Nothing;
                 }
-                self.membership = Membership::Joined;
-                match self.seen.joined(&epoch, offset, recovered) {
-                    Rejoined::Complete => Event::Joined,
-                    Rejoined::Gap => Event::Gap,
+                let rejoined = self.seen.joined(&epoch, offset, recovered);
+                if self.membership == Membership::CatchingUp {
+                    // The gap was said already; whatever this replay holds is all there is.
+                    self.membership = Membership::Joined;
+                    return Event::Joined;
+                }
+                match rejoined {
+                    Rejoined::Complete => {
+                        self.membership = Membership::Joined;
+                        Event::Joined
+                    }
+                    Rejoined::Gap => match self.seen.from_epoch_start() {
+                        Some(_) => {
+                            self.membership = Membership::CatchingUp;
+                            Event::Gap {
+                                rejoin: Some(self.join_frame()),
+                            }
+                        }
+                        None => {
+                            self.membership = Membership::Joined;
+                            Event::Gap { rejoin: None }
+                        }
+                    },
                 }
             }
             ServerFrame::Message {
@@ -253,7 +281,7 @@ impl Room {
                 text,
                 time,
             } => {
-                if room != self.room {
+                if room != self.room || self.membership == Membership::CatchingUp {
                     return Event::Nothing;
                 }
                 let show = self.seen.message(offset, &id);
@@ -314,7 +342,12 @@ impl Room {
                 None => Event::Nothing,
             };
         }
-        if ours && self.membership == Membership::Joining {
+        if ours
+            && matches!(
+                self.membership,
+                Membership::Joining | Membership::CatchingUp
+            )
+        {
             if wait {
                 self.membership = Membership::JoinHeld;
                 self.paused = true;
@@ -605,7 +638,10 @@ mod tests {
             "only after joined"
         );
         // The server died: a new epoch. "b" was taken and broadcast before, its ack lost.
-        assert_eq!(room.receive(&joined("F", 0, false)), Event::Gap);
+        assert_eq!(
+            room.receive(&joined("F", 0, false)),
+            Event::Gap { rejoin: None }
+        );
         assert_eq!(send_all(&mut room), ["b"]);
         assert_eq!(room.receive(&ack("b", 1)), delivered("b"));
     }
@@ -622,12 +658,66 @@ mod tests {
         assert_eq!(room.receive(&message(1, "x", "bo", "hi")), Event::Nothing);
         room.connection_closed();
         room.connection_opened();
-        assert_eq!(room.receive(&joined("F", 0, false)), Event::Gap);
+        assert_eq!(
+            room.receive(&joined("F", 0, false)),
+            Event::Gap { rejoin: None }
+        );
         // bo's page resent "x" (its ack was lost): a new offset in the new epoch, same id.
         assert_eq!(room.receive(&message(1, "x", "bo", "hi")), Event::Nothing);
         assert_eq!(
             room.receive(&message(2, "y", "bo", "more")),
             shown("bo", "more")
+        );
+    }
+
+    #[test]
+    fn a_restarted_room_with_messages_is_fetched_from_the_start_of_its_epoch() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        assert_eq!(
+            room.receive(&message(1, "x", "bo", "hi")),
+            shown("bo", "hi")
+        );
+        room.push("a".into(), "mine".into()).expect("queued");
+        send_all(&mut room);
+        room.connection_closed();
+        room.connection_opened();
+        // The engine restarted; two messages were published into the new epoch before this
+        // join: "x" again (bo's resend) and "y".
+        assert_eq!(
+            room.receive(&joined("F", 2, false)),
+            Event::Gap {
+                rejoin: Some(
+                    r#"{"type":"join","room":"lobby","since":{"epoch":"F","offset":0}}"#.into()
+                )
+            }
+        );
+        assert!(room.awaiting_reply());
+        assert_eq!(room.next_to_send(), None, "publishes wait for the replay");
+        // A live message of the first join is not taken: it comes again in the replay.
+        assert_eq!(room.receive(&message(3, "z", "cy", "live")), Event::Nothing);
+        assert_eq!(room.receive(&joined("F", 3, true)), Event::Joined);
+        let replay = [
+            (message(1, "x", "bo", "hi"), Event::Nothing),
+            (message(2, "y", "bo", "new"), shown("bo", "new")),
+            (message(3, "z", "cy", "live"), shown("cy", "live")),
+        ];
+        for (frame, expected) in replay {
+            assert_eq!(room.receive(&frame), expected, "{frame}");
+        }
+        assert_eq!(send_all(&mut room), ["a"]);
+        // A replay that could not be given after all: no second gap line, no loop.
+        room.connection_closed();
+        room.connection_opened();
+        assert!(matches!(
+            room.receive(&joined("G", 5, false)),
+            Event::Gap { rejoin: Some(_) }
+        ));
+        assert_eq!(room.receive(&joined("G", 9, false)), Event::Joined);
+        assert_eq!(
+            room.receive(&message(10, "w", "bo", "on")),
+            shown("bo", "on")
         );
     }
 
