@@ -114,7 +114,12 @@ impl Sequence {
 pub const SEEN_IDS: usize = 1_000;
 
 /// What a client has shown of one room: the position to resume from and the recent ids.
+///
+/// Read back from storage through [`StoredSeen`], which a page cannot trust (another version,
+/// an edit by hand): the ids are cut to the newest [`SEEN_IDS`], each once, so a stored entry
+/// can neither grow the set past its bound nor make every message rebuild the index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredSeen")]
 pub struct Seen {
     epoch: Option<String>,
     last: u64,
@@ -122,6 +127,36 @@ pub struct Seen {
     ids: VecDeque<String>,
     #[serde(skip)]
     index: HashSet<String>,
+}
+
+/// [`Seen`] as storage holds it, before its ids are checked.
+#[derive(Debug, Deserialize)]
+struct StoredSeen {
+    epoch: Option<String>,
+    last: u64,
+    ids: Vec<String>,
+}
+
+impl From<StoredSeen> for Seen {
+    fn from(stored: StoredSeen) -> Seen {
+        let mut index = HashSet::new();
+        // Newest first, so a repeated id keeps its newest place and the oldest are cut.
+        let mut newest_first = Vec::new();
+        for id in stored.ids.into_iter().rev() {
+            if newest_first.len() == SEEN_IDS {
+                break;
+            }
+            if index.insert(id.clone()) {
+                newest_first.push(id);
+            }
+        }
+        Seen {
+            epoch: stored.epoch,
+            last: stored.last,
+            ids: newest_first.into_iter().rev().collect(),
+            index,
+        }
+    }
 }
 
 /// What a client does with a `joined` frame.
@@ -156,6 +191,23 @@ impl Seen {
         } else {
             Rejoined::Complete
         }
+    }
+
+    /// After a [`Rejoined::Gap`] into an epoch that has messages already (a restarted engine
+    /// took publishes before this client came back, and a join without a matching `since`
+    /// replays none of them): the position to join again from, the start of that epoch, so
+    /// its history is replayed and nothing published since the restart is missed. From here,
+    /// offsets count from that start again; ids still keep out what was shown before the
+    /// restart. `None` when the epoch has no messages before our join (nothing to fetch).
+    /// The caller takes no `message` until the next `joined`: those of the first join come
+    /// again in the replay.
+    pub fn from_epoch_start(&mut self) -> Option<Position> {
+        let epoch = self.epoch.clone()?;
+        if self.last == 0 {
+            return None;
+        }
+        self.last = 0;
+        Some(Position { epoch, offset: 0 })
     }
 
     /// A `message` frame: `true` if it is to be shown. One already shown (same epoch and an
@@ -301,12 +353,73 @@ mod tests {
     }
 
     #[test]
+    fn a_new_epoch_with_messages_is_fetched_from_its_start_and_shown_by_id() {
+        // (messages of the new epoch before our join, replayed: offset, id, shown?)
+        let table: &[(u64, &str, bool)] = &[
+            (1, "republished", false),
+            (2, "theirs", true),
+            (3, "mine", false),
+        ];
+        let mut seen = Seen::default();
+        assert_eq!(seen.from_epoch_start(), None, "no epoch yet");
+        seen.joined("E", 0, false);
+        assert!(seen.message(1, "republished"));
+        seen.own("mine");
+        // The engine restarted and took three publishes before this client came back.
+        assert_eq!(seen.joined("F", 3, false), Rejoined::Gap);
+        assert_eq!(seen.from_epoch_start(), Some(at("F", 0)));
+        assert_eq!(seen.position(), Some(at("F", 0)));
+        assert_eq!(seen.joined("F", 3, true), Rejoined::Complete);
+        for &(offset, id, shown) in table {
+            assert_eq!(seen.message(offset, id), shown, "{offset} {id}");
+        }
+        assert_eq!(seen.position(), Some(at("F", 3)));
+        // A new epoch without messages before the join: nothing to fetch.
+        assert_eq!(seen.joined("G", 0, false), Rejoined::Gap);
+        assert_eq!(seen.from_epoch_start(), None);
+    }
+
+    #[test]
     fn own_messages_are_recognised_when_they_come_back() {
         let mut seen = Seen::default();
         seen.joined("E", 0, false);
         seen.own("mine");
         assert!(!seen.message(1, "mine"));
         assert!(seen.message(2, "theirs"));
+    }
+
+    #[test]
+    fn stored_ids_are_cut_to_the_bound_and_each_kept_once() {
+        let many: Vec<String> = (0..SEEN_IDS + 500).map(|n| format!("\"id{n}\"")).collect();
+        let table: Vec<(String, usize, Vec<&str>, Vec<&str>)> = vec![
+            // (stored ids, kept, known, forgotten)
+            (r#"["a","b","a"]"#.into(), 2, vec!["a", "b"], vec![]),
+            (r#"[]"#.into(), 0, vec![], vec!["a"]),
+            (
+                format!("[{}]", many.join(",")),
+                SEEN_IDS,
+                vec!["id1499", "id500"],
+                vec!["id499", "id0"],
+            ),
+        ];
+        for (ids, kept, known, forgotten) in table {
+            let stored = format!(r#"{{"epoch":"E","last":7,"ids":{ids}}}"#);
+            let seen: Seen = serde_json::from_str(&stored).expect("decodes");
+            assert_eq!(seen.ids.len(), kept, "{ids}");
+            assert_eq!(seen.index.len(), kept, "{ids}");
+            assert_eq!(seen.position(), Some(at("E", 7)));
+            for (offset, id) in (8..).zip(known) {
+                assert!(!seen.clone().message(offset, id), "{id} is known");
+            }
+            for (offset, id) in (8..).zip(forgotten) {
+                assert!(seen.clone().message(offset, id), "{id} is forgotten");
+            }
+        }
+        // After a full cut, a new id pushes the oldest out: the bound holds from then on.
+        let stored = format!(r#"{{"epoch":"E","last":0,"ids":[{}]}}"#, many.join(","));
+        let mut seen: Seen = serde_json::from_str(&stored).expect("decodes");
+        assert!(seen.message(1, "new"));
+        assert_eq!(seen.ids.len(), SEEN_IDS);
     }
 
     #[test]

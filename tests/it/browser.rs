@@ -23,7 +23,7 @@ use crate::support::{Nginx, TestCertificate, TestServer};
 const ENTER: &str = "\u{E007}";
 
 /// The repository's `static/` (or `$STATIC_DIR`), which must hold the built client.
-fn built_static_dir() -> PathBuf {
+pub(crate) fn built_static_dir() -> PathBuf {
     let dir = std::env::var_os("STATIC_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../static")));
@@ -35,23 +35,23 @@ fn built_static_dir() -> PathBuf {
 }
 
 /// The shared headless browser, with what these tests ask of the page.
-struct Browser {
+pub(crate) struct Browser {
     headless: headless::Browser,
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         Browser::start_with_args(&[]).await
     }
 
-    async fn start_with_args(extra_args: &[&str]) -> Browser {
+    pub(crate) async fn start_with_args(extra_args: &[&str]) -> Browser {
         let headless = headless::Browser::start_with_args(extra_args)
             .await
             .unwrap_or_else(|error| panic!("the browser starts: {error}"));
         Browser { headless }
     }
 
-    async fn log_lines(&self) -> Vec<String> {
+    pub(crate) async fn log_lines(&self) -> Vec<String> {
         let script =
             "return Array.from(document.querySelectorAll('#log li'), li => li.textContent)";
         let value = self
@@ -62,7 +62,7 @@ impl Browser {
         serde_json::from_value(value).expect("a list of strings")
     }
 
-    async fn status(&self) -> (String, String) {
+    pub(crate) async fn status(&self) -> (String, String) {
         let script =
             "const s = document.getElementById('status'); return [s.dataset.status, s.textContent]";
         let value = self
@@ -73,7 +73,7 @@ impl Browser {
         serde_json::from_value(value).expect("two strings")
     }
 
-    async fn wait_for_status(&self, key: &str) -> String {
+    pub(crate) async fn wait_for_status(&self, key: &str) -> String {
         self.wait_until(&format!("status {key}"), async || {
             let (current, text) = self.status().await;
             (current == key).then_some(text)
@@ -82,7 +82,11 @@ impl Browser {
     }
 
     /// Polls `check` until it returns `Some` (at most 20 s): the page changes on its own time.
-    async fn wait_until<T>(&self, what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    pub(crate) async fn wait_until<T>(
+        &self,
+        what: &str,
+        mut check: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(value) = check().await {
@@ -99,14 +103,14 @@ impl Browser {
     }
 
     /// The element with this id; it must exist.
-    async fn element(&self, id: &str) -> fantoccini::elements::Element {
+    pub(crate) async fn element(&self, id: &str) -> fantoccini::elements::Element {
         let locator = Locator::Id(id);
         let found = self.client().find(locator).await;
         found.unwrap_or_else(|error| panic!("no #{id} on the page: {error}"))
     }
 
     /// Types `text` into the message input and presses Enter, as a person would.
-    async fn type_message(&self, text: &str) {
+    pub(crate) async fn type_message(&self, text: &str) {
         let input = self.element("message").await;
         input
             .send_keys(&format!("{text}{ENTER}"))
@@ -116,7 +120,7 @@ impl Browser {
 
     /// Types `text` and waits until the conversation shows `answers` copies of it from the
     /// server.
-    async fn type_and_wait_for_answers(&self, text: &str, answers: usize) {
+    pub(crate) async fn type_and_wait_for_answers(&self, text: &str, answers: usize) {
         self.type_message(text).await;
         let line = format!("Server: {text}");
         self.wait_until(&format!("{answers} answers to {text}"), async || {
@@ -126,7 +130,7 @@ impl Browser {
     }
 
     /// Records from here on what would reach the console as an error.
-    async fn watch_for_errors(&self) {
+    pub(crate) async fn watch_for_errors(&self) {
         let watch = "window.__errors = []; \
             addEventListener('error', e => __errors.push(String(e.message || e.type))); \
             addEventListener('unhandledrejection', e => __errors.push(String(e.reason)));";
@@ -137,11 +141,11 @@ impl Browser {
     }
 
     /// The WebDriver client of the shared browser.
-    fn client(&self) -> &Client {
+    pub(crate) fn client(&self) -> &Client {
         &self.headless.client
     }
 
-    async fn console(&self) -> Vec<(String, String)> {
+    pub(crate) async fn console(&self) -> Vec<(String, String)> {
         self.headless
             .console()
             .await
@@ -149,7 +153,7 @@ impl Browser {
     }
 
     /// No Content-Security-Policy violation was logged.
-    async fn assert_no_csp_violations(&self) -> Vec<(String, String)> {
+    pub(crate) async fn assert_no_csp_violations(&self) -> Vec<(String, String)> {
         let console = self.console().await;
         let violations: Vec<_> = console
             .iter()
@@ -160,7 +164,7 @@ impl Browser {
     }
 
     /// Nothing threw on the page since [`Browser::watch_for_errors`].
-    async fn assert_no_errors(&self) {
+    pub(crate) async fn assert_no_errors(&self) {
         let errors = self
             .client()
             .execute("return window.__errors", vec![])
@@ -170,7 +174,7 @@ impl Browser {
     }
 
     /// Runs `script` on the page and returns its value.
-    async fn run(&self, script: &str) -> serde_json::Value {
+    pub(crate) async fn run(&self, script: &str) -> serde_json::Value {
         self.client()
             .execute(script, vec![])
             .await
@@ -178,7 +182,7 @@ impl Browser {
     }
 
     /// The text of the element with this id.
-    async fn text_of(&self, id: &str) -> String {
+    pub(crate) async fn text_of(&self, id: &str) -> String {
         let value = self
             .run(&format!(
                 "return document.getElementById('{id}').textContent"
@@ -189,7 +193,7 @@ impl Browser {
 
     /// Turns the browser's network off or on through the DevTools protocol, as DevTools'
     /// "Offline" does (`navigator.onLine` and the `offline`/`online` events follow).
-    async fn set_offline(&self, offline: bool) {
+    pub(crate) async fn set_offline(&self, offline: bool) {
         let params = json!({
             "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1
         });
@@ -205,7 +209,7 @@ impl Browser {
     /// Records every change of the status line as `[data-status, announced, shown]`:
     /// `announced` is its text without what is hidden from screen readers (`aria-hidden`),
     /// which is what a live region speaks; `shown` is the whole text.
-    async fn record_status_changes(&self) {
+    pub(crate) async fn record_status_changes(&self) {
         self.run(
             "window.__statuses = [];
              const status = document.getElementById('status');
@@ -224,13 +228,13 @@ impl Browser {
         .await;
     }
 
-    async fn status_changes(&self) -> Vec<(String, String, String)> {
+    pub(crate) async fn status_changes(&self) -> Vec<(String, String, String)> {
         serde_json::from_value(self.run("return window.__statuses").await).expect("triples")
     }
 
     /// Reloads the page as a person would, accepting the "leave the page?" question if the
     /// page asks it; returns whether it asked.
-    async fn reload_accepting_the_question(&self) -> bool {
+    pub(crate) async fn reload_accepting_the_question(&self) -> bool {
         self.run("window.__before_reload = true; setTimeout(() => location.reload(), 0)")
             .await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -259,7 +263,7 @@ impl Browser {
         }
     }
 
-    async fn screenshot(&self, name: &str) {
+    pub(crate) async fn screenshot(&self, name: &str) {
         let png = self.client().screenshot().await.expect("screenshot");
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e"));
         std::fs::create_dir_all(&dir).expect("mkdir");
@@ -492,7 +496,7 @@ async fn open_page_of(server_args: &[&str], path_and_query: &str) -> (TestServer
     (server, browser)
 }
 
-fn count(lines: &[String], line: &str) -> usize {
+pub(crate) fn count(lines: &[String], line: &str) -> usize {
     lines.iter().filter(|candidate| *candidate == line).count()
 }
 

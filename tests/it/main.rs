@@ -11,6 +11,7 @@ mod hardening;
 mod http_routes;
 mod page;
 mod rooms;
+mod rooms_browser;
 mod shutdown;
 mod static_files;
 mod support;

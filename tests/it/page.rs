@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use fantoccini::actions::{InputSource, MouseActions, PointerAction};
 use fantoccini::{Client, Locator};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::TestServer;
 
@@ -60,7 +62,12 @@ struct Page {
 
 impl Page {
     async fn start() -> Page {
-        let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+        Page::start_with(&[]).await
+    }
+
+    /// [`Page::start`] with a server started with `server_args`.
+    async fn start_with(server_args: &[&str]) -> Page {
+        let server = TestServer::start_with_dir(&built_static_dir(), server_args).await;
         let browser = headless::Browser::start()
             .await
             .unwrap_or_else(|error| panic!("the browser starts: {error}"));
@@ -504,6 +511,69 @@ async fn every_text_contrasts_at_least_4_5_to_1_in_the_light_and_the_dark_theme(
             .collect();
         ratios.sort_by(|first, second| first.0.total_cmp(&second.0));
         for (ratio, line) in ratios {
+            eprintln!("{line}");
+            if ratio < LEAST_TEXT_CONTRAST {
+                too_faint.push(line);
+            }
+        }
+    }
+    assert!(
+        too_faint.is_empty(),
+        "under {LEAST_TEXT_CONTRAST}:1: {too_faint:#?}"
+    );
+    page.close().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn the_room_view_contrasts_at_least_4_5_to_1_in_the_light_and_the_dark_theme() {
+    // Texts over 16 bytes are refused by the server, so a refused line can be shown.
+    let page = Page::start_with(&["--max-text-bytes", "16"]).await;
+    let mut bo = page.server.connect("/rooms?name=bo").await;
+    bo.send(Message::text(r#"{"type":"join","room":"contrast"}"#))
+        .await
+        .expect("join sent");
+    let mut too_faint = Vec::new();
+    for scheme in ["light", "dark"] {
+        page.emulate_color_scheme(scheme).await;
+        page.open("/?room=contrast&name=ana").await;
+        page.wait_for_status("open").await;
+        page.type_message("hello").await;
+        page.type_message("a text over sixteen bytes").await;
+        let publish = json!({
+            "type": "publish", "room": "contrast", "id": format!("bo-{scheme}"), "text": "hi ana"
+        });
+        bo.send(Message::text(publish.to_string()))
+            .await
+            .expect("publish sent");
+        let ready = "return document.querySelectorAll('#log li.own .state').length > 0 \
+            && Array.from(document.querySelectorAll('#log li.own .state'), s => s.textContent) \
+                 .includes('delivered') \
+            && document.querySelector('#log li.given-up') !== null \
+            && document.querySelector('#log li.message:not(.own)') !== null";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while page.script(ready, Value::Null).await != json!(true) {
+            assert!(tokio::time::Instant::now() < deadline, "the room lines");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        page.screenshot(&format!("contrast-{scheme}-room.png"))
+            .await;
+        let mut measured = colours(
+            &page,
+            json!([
+                ["an author", "#log li.message .author", null],
+                ["a time", "#log li.message .time", null],
+                ["someone's text", "#log li.message:not(.own) .text", null],
+                ["one's own text", "#log li.own .text", null],
+                ["one's own state", "#log li.own .state", null],
+                ["a refused state", "#log li.given-up .state", null],
+            ]),
+        )
+        .await;
+        measured.extend(colours(&page, Value::Null).await);
+        for (label, text, background) in measured {
+            let ratio = contrast(text, background);
+            let line = format!("{scheme}: {label}: {ratio:.2}:1 ({text:?} on {background:?})");
             eprintln!("{line}");
             if ratio < LEAST_TEXT_CONTRAST {
                 too_faint.push(line);

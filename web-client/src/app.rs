@@ -15,10 +15,11 @@ use gloo_timers::future::{IntervalStream, TimeoutFuture};
 use wasm_bindgen_futures::spawn_local;
 
 use crate::backoff::Backoff;
-use crate::dom::{Page, warn};
+use crate::dom::{Page, RoomLine, warn};
 use crate::outbox::{
     CloseMeant, GivenUp, MAX_MESSAGE_BYTES, MessageId, OUTBOX_CAPACITY, Outbox, PushError, Received,
 };
+use crate::room::{self, Event, GAP_NOTICE, RETRY_AFTER_MILLIS, Room};
 use crate::saved;
 use crate::socket::{Socket, SocketEvent};
 use crate::status::{
@@ -26,7 +27,7 @@ use crate::status::{
     no_reply_notice, no_reply_reason, not_opened_reason, open_timeout_reason,
 };
 use crate::transcript::{Entry, Speaker, Transcript};
-use crate::url::{DEFAULT_APP, Settings};
+use crate::url::{DEFAULT_APP, RoomSettings, Settings};
 
 /// What the page tells the connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,8 @@ enum Turn {
     Socket(SocketEvent),
     Wake(Option<Wake>),
     NoReply,
+    /// The pause the server asked for (`rate_limited`, `unavailable`) is over.
+    RetryDue,
 }
 
 /// A started client: [`Running::stop`] ends it (its socket closed, its listeners removed).
@@ -100,6 +103,16 @@ pub struct Client {
     ended_by_server: Cell<bool>,
     /// The browser said it is offline and has not said it is back.
     offline: Cell<bool>,
+    /// The room view's state; `None` in the `/subscriptions` view, whose outbox is then the
+    /// one in use. Both views share everything else: status, backoff, reconnects, timeouts.
+    room: Option<RoomView>,
+}
+
+/// The room the page is in, and who the user is there.
+#[derive(Debug)]
+struct RoomView {
+    room: RefCell<Room>,
+    name: String,
 }
 
 impl Client {
@@ -107,6 +120,34 @@ impl Client {
     /// listeners: with settings that cannot work (`Err`, a malformed `?ws=`) the page says
     /// what is wrong, and the form still never submits natively.
     pub fn start(page: Page, settings: Result<Settings, String>) -> Running {
+        Client::start_view(page, settings, None)
+    }
+
+    /// Starts the room view on `page`; with settings that cannot work, the page says why and
+    /// opens no socket.
+    pub fn start_room(page: Page, settings: Result<RoomSettings, String>) -> Running {
+        match settings {
+            Ok(RoomSettings {
+                settings,
+                room,
+                name,
+            }) => {
+                page.show_room(&room, &name);
+                let view = RoomView {
+                    room: RefCell::new(Room::new(&room)),
+                    name,
+                };
+                Client::start_view(page, Ok(settings), Some(view))
+            }
+            Err(error) => Client::start_view(page, Err(error), None),
+        }
+    }
+
+    fn start_view(
+        page: Page,
+        settings: Result<Settings, String>,
+        room: Option<RoomView>,
+    ) -> Running {
         let (wakes, mut wakes_rx) = mpsc::unbounded();
         let (ended_tx, ended) = oneshot::channel();
         let (app, max_message_bytes) = settings
@@ -122,6 +163,7 @@ impl Client {
             wakes: wakes.clone(),
             saved_for: settings.as_ref().ok().map(|settings| settings.url.clone()),
             ended_by_server: Cell::new(false),
+            room,
         });
         client.restore();
         let listeners = Rc::clone(&client).listen();
@@ -176,7 +218,13 @@ impl Client {
         }));
         listeners.extend(self.page.on_leave({
             let client = Rc::clone(&self);
-            move || !client.outbox.borrow().is_empty()
+            move || {
+                !client.outbox.borrow().is_empty()
+                    || client
+                        .room
+                        .as_ref()
+                        .is_some_and(|view| !view.room.borrow().is_empty())
+            }
         }));
         listeners.push(self.page.on_input({
             let client = Rc::clone(&self);
@@ -191,6 +239,9 @@ impl Client {
 
     /// Puts back what this tab's previous page saved: sent first on the first connection.
     fn restore(&self) {
+        if let Some(view) = &self.room {
+            return self.restore_room(view);
+        }
         let Some(url) = &self.saved_for else {
             return;
         };
@@ -229,10 +280,46 @@ impl Client {
         self.show_waiting();
     }
 
+    /// Puts back the room's outbox and position this tab saved: its publishes are shown as
+    /// *sending* again and go out first, with their ids.
+    fn restore_room(&self, view: &RoomView) {
+        let room_name = view.room.borrow().name().to_owned();
+        if let Some(saved) = self.page.saved_room(&room_name) {
+            let restored = view.room.borrow_mut().restore(&saved);
+            if let Err(why) = restored {
+                warn(&format!(
+                    "The saved state of room {room_name} was ignored: {why}."
+                ));
+                self.page.save_room(&room_name, None);
+            }
+        }
+        let pending: Vec<(String, String)> = view
+            .room
+            .borrow()
+            .pending()
+            .map(|publish| (publish.id.clone(), publish.text.clone()))
+            .collect();
+        if !pending.is_empty() {
+            let count = pending.len();
+            let plural = if count == 1 { "message" } else { "messages" };
+            self.notice(format!(
+                "{count} {plural} typed before the page was reloaded and not yet delivered \
+                 will be sent first."
+            ));
+        }
+        for (id, text) in &pending {
+            self.show_own(view, id, text);
+        }
+        self.show_waiting();
+    }
+
     /// The input changed: say at once when it is too long to send, before Send is pressed.
     fn check_input(&self) {
         let text = self.page.input_value();
-        let checked = self.outbox.borrow().check_length(&text);
+        let checked = match &self.room {
+            Some(view) => view.room.borrow().check_length(&text),
+            None => self.outbox.borrow().check_length(&text),
+        };
         match checked {
             Err(PushError::TooLong { bytes, limit }) => self.page.set_hint(Some(&format!(
                 "This text is {bytes} bytes (UTF-8) and this server accepts at most {limit}: \
@@ -244,6 +331,9 @@ impl Client {
 
     /// The form was submitted: queue the input, or say why not and keep the text.
     fn submit(&self) {
+        if let Some(view) = &self.room {
+            return self.submit_to_room(view);
+        }
         let text = self.page.input_value();
         let pushed = self.outbox.borrow_mut().push(text);
         match pushed {
@@ -265,6 +355,42 @@ impl Client {
             )),
         }
         // Send may have been pressed with the mouse: typing goes on in the input.
+        self.page.focus_input();
+    }
+
+    /// The form was submitted in the room view: the text becomes a publish with a fresh id,
+    /// shown at once as *sending*.
+    fn submit_to_room(&self, view: &RoomView) {
+        let text = self.page.input_value();
+        let Some(random) = self.page.random_bytes() else {
+            self.notice(
+                "This browser gives no random numbers (crypto.getRandomValues), which message \
+                 ids need: the message was kept in the input."
+                    .to_owned(),
+            );
+            return;
+        };
+        let id = room::message_id(&random);
+        let pushed = view.room.borrow_mut().push(id.clone(), text.clone());
+        match pushed {
+            Ok(()) => {
+                self.page.clear_input();
+                self.page.set_hint(None);
+                self.show_own(view, &id, &text);
+                let _ = self.wakes.unbounded_send(Wake::Queued);
+                self.show_waiting();
+            }
+            Err(PushError::Empty) => {}
+            Err(PushError::TooLong { bytes, limit }) => self.notice(format!(
+                "This message is {bytes} bytes; the room accepts at most {limit}. It was kept \
+                 in the input: shorten it and send again."
+            )),
+            Err(PushError::Full) => self.notice(format!(
+                "{} messages are already waiting to be delivered; this one was kept in the \
+                 input. Send it again once some of them are delivered.",
+                room::ROOM_OUTBOX_CAPACITY
+            )),
+        }
         self.page.focus_input();
     }
 
@@ -306,6 +432,9 @@ impl Client {
                     return self.cannot_connect(error, wakes).await;
                 }
             };
+            if let Some(view) = &self.room {
+                view.room.borrow_mut().connection_closed();
+            }
             // Taken out first: the borrow must end before the page is updated.
             let given_up = self.outbox.borrow_mut().connection_closed();
             if let Some(given_up) = given_up {
@@ -391,6 +520,11 @@ impl Client {
         }
         *outage_reported = false;
         self.outbox.borrow_mut().connection_opened();
+        if let Some(view) = &self.room {
+            let join = view.room.borrow_mut().connection_opened();
+            // Refused only by a socket that closed already: its close event follows.
+            let _ = socket.send_text(&join);
+        }
         let extensions = socket.extensions();
         self.page.show_extensions(&extensions);
         let compressed = extensions.starts_with("permessage-deflate");
@@ -398,16 +532,35 @@ impl Client {
         self.send_waiting(&mut socket);
         // When the oldest unanswered message last saw progress: it was sent, or a frame came.
         let mut progress_at = js_sys::Date::now();
+        // When sending may go on after the server asked to wait.
+        let mut retry_at = None;
         loop {
             let deadline = self
-                .outbox
-                .borrow()
                 .awaiting_reply()
                 .then(|| progress_at + millis(timeout) as f64);
-            match next_turn(&mut socket, wakes, deadline).await {
+            match next_turn(&mut socket, wakes, deadline, retry_at).await {
                 Turn::Socket(SocketEvent::Text(text)) => {
                     progress_at = js_sys::Date::now();
-                    self.receive(text, backoff);
+                    match &self.room {
+                        Some(view) => {
+                            if self.receive_in_room(view, text, backoff, &mut socket) {
+                                retry_at =
+                                    Some(js_sys::Date::now() + f64::from(RETRY_AFTER_MILLIS));
+                            }
+                        }
+                        None => self.receive(text, backoff),
+                    }
+                }
+                Turn::RetryDue => {
+                    retry_at = None;
+                    if let Some(view) = &self.room {
+                        let join = view.room.borrow_mut().resume();
+                        if let Some(join) = join {
+                            progress_at = js_sys::Date::now();
+                            let _ = socket.send_text(&join);
+                        }
+                    }
+                    self.send_waiting(&mut socket);
                 }
                 Turn::Socket(SocketEvent::Binary(length)) => {
                     progress_at = js_sys::Date::now();
@@ -427,7 +580,7 @@ impl Client {
                     return Ending::Closed { code, reason };
                 }
                 Turn::Wake(Some(Wake::Queued)) => {
-                    if !self.outbox.borrow().awaiting_reply() {
+                    if !self.awaiting_reply() {
                         progress_at = js_sys::Date::now();
                     }
                     self.send_waiting(&mut socket);
@@ -460,8 +613,30 @@ impl Client {
         }
     }
 
+    /// Whether the server owes this connection an answer.
+    fn awaiting_reply(&self) -> bool {
+        self.outbox.borrow().awaiting_reply()
+            || self
+                .room
+                .as_ref()
+                .is_some_and(|view| view.room.borrow().awaiting_reply())
+    }
+
     /// Sends what the outbox offers, in order, while the socket takes it.
     fn send_waiting(&self, socket: &mut Socket) {
+        if let Some(view) = &self.room {
+            loop {
+                let next = view.room.borrow().next_to_send();
+                let Some((id, frame)) = next else {
+                    break;
+                };
+                if !socket.send_text(&frame) {
+                    break;
+                }
+                view.room.borrow_mut().mark_sent(&id);
+            }
+            return self.show_waiting();
+        }
         loop {
             let Some(message) = self.outbox.borrow().next_to_send() else {
                 break;
@@ -497,6 +672,81 @@ impl Client {
             }
             Received::Greeting | Received::Unexpected => self.record(Speaker::Server, text),
         }
+    }
+
+    /// A frame from the room's server, as the room decides; `true` when the server asked to
+    /// wait before sending more.
+    fn receive_in_room(
+        &self,
+        view: &RoomView,
+        text: String,
+        backoff: &mut Backoff,
+        socket: &mut Socket,
+    ) -> bool {
+        let event = view.room.borrow_mut().receive(&text);
+        let mut wait = false;
+        match event {
+            Event::Show { from, text, time } => {
+                let time = clock_time(time);
+                self.record_room_line(&RoomLine {
+                    author: &from,
+                    time: &time,
+                    text: &text,
+                    state: None,
+                    id: None,
+                    own: false,
+                });
+            }
+            Event::Delivered { id } => {
+                backoff.reset();
+                self.page.set_room_state(&id, "delivered", false);
+                // A place in flight opened.
+                self.send_waiting(socket);
+            }
+            Event::Refused { id, reason } => {
+                if !self.page.set_room_state(&id, &reason, true) {
+                    self.notice(format!("A message was {reason}."));
+                }
+            }
+            Event::Gap { rejoin } => {
+                backoff.reset();
+                self.notice(GAP_NOTICE.to_owned());
+                match rejoin {
+                    // Refused only by a socket that closed already: its close event follows.
+                    Some(join) => drop(socket.send_text(&join)),
+                    None => self.send_waiting(socket),
+                }
+            }
+            Event::Joined => {
+                backoff.reset();
+                self.send_waiting(socket);
+            }
+            Event::RetryLater => wait = true,
+            Event::Notice(text) => self.notice(text),
+            Event::Nothing => {}
+        }
+        // Saves the position too, which every shown message moves.
+        self.show_waiting();
+        wait
+    }
+
+    /// Shows an own publish, *sending* until its ack arrives; timed by this clock, as the
+    /// server's time comes only with the message.
+    fn show_own(&self, view: &RoomView, id: &str, text: &str) {
+        let time = clock_time(js_sys::Date::now() as u64);
+        self.record_room_line(&RoomLine {
+            author: &view.name,
+            time: &time,
+            text,
+            state: Some("sending"),
+            id: Some(id),
+            own: true,
+        });
+    }
+
+    fn record_room_line(&self, line: &RoomLine<'_>) {
+        let evicted = self.transcript.borrow_mut().push();
+        self.page.append_room_line(line, evicted);
     }
 
     /// A message left the outbox without its answer: its line says why.
@@ -543,6 +793,12 @@ impl Client {
 
     /// Shows what waits, and keeps it for a reload.
     fn show_waiting(&self) {
+        if let Some(view) = &self.room {
+            let room = view.room.borrow();
+            self.page.set_waiting(&room.waiting().to_string());
+            self.page.save_room(room.name(), Some(&room.save()));
+            return;
+        }
         let outbox = self.outbox.borrow();
         let waiting = outbox.waiting();
         let text = if self.ended_by_server.get() && !outbox.is_empty() {
@@ -588,24 +844,35 @@ async fn next_turn(
     socket: &mut Socket,
     wakes: &mut mpsc::UnboundedReceiver<Wake>,
     deadline: Option<f64>,
+    retry_at: Option<f64>,
 ) -> Turn {
-    let no_reply = async {
-        match deadline {
-            Some(at) => {
-                let left = (at - js_sys::Date::now()).max(0.0);
-                TimeoutFuture::new(left.min(f64::from(u32::MAX)) as u32).await;
-            }
-            None => future::pending::<()>().await,
-        }
-    }
-    .fuse();
+    let no_reply = until(deadline).fuse();
+    let retry = until(retry_at).fuse();
     let event = socket.next_event().fuse();
-    futures::pin_mut!(no_reply, event);
+    futures::pin_mut!(no_reply, retry, event);
     futures::select_biased! {
         event = event => Turn::Socket(event),
         wake = wakes.next() => Turn::Wake(wake),
         () = no_reply => Turn::NoReply,
+        () = retry => Turn::RetryDue,
     }
+}
+
+/// Resolves at `at` (a `Date.now()` in milliseconds); never for `None`.
+async fn until(at: Option<f64>) {
+    match at {
+        Some(at) => {
+            let left = (at - js_sys::Date::now()).max(0.0);
+            TimeoutFuture::new(left.min(f64::from(u32::MAX)) as u32).await;
+        }
+        None => future::pending::<()>().await,
+    }
+}
+
+/// A server time as the reader's clock shows it.
+fn clock_time(millis: u64) -> String {
+    let offset_minutes = -js_sys::Date::new_0().get_timezone_offset() as i64;
+    room::clock_time(millis, offset_minutes)
 }
 
 /// Waits until the Reconnect button is pressed (`true`) or the client is stopped (`false`);

@@ -22,6 +22,8 @@ const RECONNECT_ID: &str = "reconnect";
 const HINT_ID: &str = "hint";
 /// The `sessionStorage` key of the saved outbox.
 const OUTBOX_KEY: &str = "web-client.outbox";
+/// The `sessionStorage` key of a room's saved state is this followed by the room's name.
+const ROOM_KEY_PREFIX: &str = "web-client.room:";
 /// The attribute that ties a line of the log to the message it shows.
 const MESSAGE_ATTRIBUTE: &str = "data-message";
 /// The `elementtiming` name of the conversation's lines.
@@ -124,6 +126,101 @@ impl Page {
         let _ = self.log.append_child(&line);
         self.log.set_scroll_top(self.log.scroll_height());
         Some(line)
+    }
+
+    /// Appends a message of a room: author, time, text and, for one's own, its state, each in
+    /// a span of its own (as text, never HTML). `id` ties the line to an own publish, so
+    /// [`Page::set_room_state`] can change its state later.
+    pub fn append_room_line(&self, line: &RoomLine<'_>, evicted: usize) {
+        for _ in 0..evicted {
+            if let Some(oldest) = self.log.first_element_child() {
+                oldest.remove();
+            }
+        }
+        let Ok(item) = self.document.create_element("li") else {
+            return;
+        };
+        item.set_class_name(if line.own { "message own" } else { "message" });
+        let _ = item.set_attribute("elementtiming", LOG_LINE_TIMING);
+        if let Some(id) = line.id {
+            let _ = item.set_attribute(MESSAGE_ATTRIBUTE, id);
+        }
+        let parts = [
+            ("author", Some(line.author)),
+            ("time", Some(line.time)),
+            ("text", Some(line.text)),
+            ("state", line.state),
+        ];
+        for (class, text) in parts {
+            let Some(text) = text else {
+                continue;
+            };
+            let Ok(span) = self.document.create_element("span") else {
+                continue;
+            };
+            span.set_class_name(class);
+            span.set_text_content(Some(text));
+            // Spaces between the parts, so the line reads (and copies) as words.
+            if item.first_child().is_some() {
+                let _ = item.append_with_str_1(" ");
+            }
+            let _ = item.append_child(&span);
+        }
+        let _ = self.log.append_child(&item);
+        self.log.set_scroll_top(self.log.scroll_height());
+    }
+
+    /// Sets the state shown on the line of own publish `id` (`delivered`, or why it was
+    /// refused, which also marks the line); `false` if the line is gone.
+    pub fn set_room_state(&self, id: &str, state: &str, refused: bool) -> bool {
+        let Ok(lines) = self
+            .log
+            .query_selector_all(&format!("[{MESSAGE_ATTRIBUTE}]"))
+        else {
+            return false;
+        };
+        let mut found = false;
+        for index in 0..lines.length() {
+            let Some(line) = lines
+                .item(index)
+                .and_then(|node| node.dyn_into::<Element>().ok())
+            else {
+                continue;
+            };
+            // Compared here, not in the selector: a restored id may hold quotes.
+            if line.get_attribute(MESSAGE_ATTRIBUTE).as_deref() != Some(id) {
+                continue;
+            }
+            found = true;
+            if let Ok(Some(span)) = line.query_selector(".state") {
+                span.set_text_content(Some(state));
+            }
+            if refused {
+                let _ = line.class_list().add_1("given-up");
+            }
+        }
+        found
+    }
+
+    /// Names the room in the heading, the title and the input, so the page says where one
+    /// is writing.
+    pub fn show_room(&self, room: &str, name: &str) {
+        let heading = format!("Room {room}");
+        if let Ok(Some(h1)) = self.document.query_selector("h1") {
+            h1.set_text_content(Some(&heading));
+        }
+        self.document.set_title(&format!("{heading} · {name}"));
+        self.input
+            .set_placeholder(&format!("Message to {room}, as {name}"));
+    }
+
+    /// 16 bytes from `crypto.getRandomValues`, for a message id; `None` if the browser
+    /// refuses.
+    pub fn random_bytes(&self) -> Option<[u8; 16]> {
+        let crypto = self.window()?.crypto().ok()?;
+        let mut bytes = [0_u8; 16];
+        crypto.get_random_values_with_u8_array(&mut bytes).ok()?;
+        Some(bytes)
     }
 
     /// Shows `status`. The status is a live region: its announced part is rewritten only when
@@ -276,6 +373,29 @@ impl Page {
         }
     }
 
+    /// What this tab saved for `room` before a reload, if anything.
+    pub fn saved_room(&self, room: &str) -> Option<String> {
+        self.session_storage()?
+            .get_item(&format!("{ROOM_KEY_PREFIX}{room}"))
+            .ok()
+            .flatten()
+    }
+
+    /// Saves a room's state for a reload; `None` forgets it.
+    pub fn save_room(&self, room: &str, saved: Option<&str>) {
+        let Some(storage) = self.session_storage() else {
+            return;
+        };
+        let key = format!("{ROOM_KEY_PREFIX}{room}");
+        let result = match saved {
+            Some(saved) => storage.set_item(&key, saved),
+            None => storage.remove_item(&key),
+        };
+        if result.is_err() {
+            warn("the room could not be saved for a reload (sessionStorage refused it)");
+        }
+    }
+
     /// Calls `on_visible` when the tab, hidden until now, becomes visible.
     pub fn on_visible(&self, mut on_visible: impl FnMut() + 'static) -> EventListener {
         let document = self.document.clone();
@@ -291,6 +411,18 @@ impl Page {
         let input: &HtmlElement = self.input.as_ref();
         let _ = input.focus();
     }
+}
+
+/// One message line of a room, as [`Page::append_room_line`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLine<'a> {
+    pub author: &'a str,
+    pub time: &'a str,
+    pub text: &'a str,
+    /// For one's own publishes: `sending`, `delivered`, or why it was refused.
+    pub state: Option<&'a str>,
+    pub id: Option<&'a str>,
+    pub own: bool,
 }
 
 /// A warning on the browser console.

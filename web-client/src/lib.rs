@@ -1,11 +1,13 @@
 //! The browser client: an input field feeds a bounded queue; a background task sends the
-//! queue over a WebSocket to `/subscriptions`; replies are rendered in the page.
+//! queue over a WebSocket to `/subscriptions`, or, with `?room=&name=`, to a room of
+//! `/rooms`; replies and the room's messages are rendered in the page.
 //!
 //! Pure logic (outbox, backoff, transcript, status, settings, the saved outbox) is plain Rust that tests natively with
 //! `cargo test`; `dom` alone knows element ids, `socket` alone knows gloo-net.
 
 pub mod backoff;
 pub mod outbox;
+pub mod room;
 pub mod saved;
 pub mod status;
 pub mod transcript;
@@ -24,7 +26,7 @@ mod entry {
 
     use crate::app::Client;
     use crate::dom::Page;
-    use crate::url::Settings;
+    use crate::url::{Settings, View, view_for_page};
 
     /// Starts the client on the current page. Called by `index.html` once the module loaded.
     #[wasm_bindgen]
@@ -50,10 +52,20 @@ mod entry {
             param("reply-timeout").as_deref(),
             param("max-message-size").as_deref(),
         );
+        let view = view_for_page(
+            &protocol,
+            &host,
+            param("room").as_deref(),
+            param("name").as_deref(),
+            param("reply-timeout").as_deref(),
+        );
         // Bad settings are shown on the page by the client itself, which keeps the form's
         // listeners: the form must never submit natively.
         // The client runs for the life of the page: its handle is not needed to stop it.
-        let _running = Client::start(page, settings);
+        let _running = match view {
+            View::Subscriptions => Client::start(page, settings),
+            View::Room(settings) => Client::start_room(page, settings),
+        };
         Ok(())
     }
 }

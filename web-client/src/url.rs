@@ -5,9 +5,11 @@
 
 use std::time::Duration;
 
+use room_protocol::names;
 use rules::App;
 
 use crate::outbox::MAX_MESSAGE_BYTES;
+use crate::room::query_encode;
 
 /// The app the page talks to unless `?ws=` says otherwise.
 pub const DEFAULT_APP: App = App::Subscriptions;
@@ -72,7 +74,90 @@ impl Settings {
     }
 }
 
+/// Which view a page shows: `/subscriptions` (no `?room=` and no `?name=`), or a room.
+#[derive(Debug, Clone, PartialEq)]
+pub enum View {
+    Subscriptions,
+    /// `?room=` or `?name=` was given: the room view, or what is wrong with its parameters.
+    Room(Result<RoomSettings, String>),
+}
+
+/// What the room view needs besides [`Settings`] (whose URL is `/rooms?name=NAME`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomSettings {
+    pub settings: Settings,
+    pub room: String,
+    /// The display name, as others see it.
+    pub name: String,
+}
+
+/// The view for a page at `protocol//host` with these query parameters. A room needs both
+/// `?room=` and `?name=`, each valid by the protocol's rules; the error says which is wrong.
+pub fn view_for_page(
+    protocol: &str,
+    host: &str,
+    room: Option<&str>,
+    name: Option<&str>,
+    reply_timeout: Option<&str>,
+) -> View {
+    if room.is_none() && name.is_none() {
+        return View::Subscriptions;
+    }
+    View::Room(room_settings(protocol, host, room, name, reply_timeout))
+}
+
+fn room_settings(
+    protocol: &str,
+    host: &str,
+    room: Option<&str>,
+    name: Option<&str>,
+    reply_timeout: Option<&str>,
+) -> Result<RoomSettings, String> {
+    const EXAMPLE: &str = "open this page as /?room=lobby&name=ana";
+    let room = room.ok_or_else(|| format!("no ?room= was given: {EXAMPLE}"))?;
+    let name = name.ok_or_else(|| format!("no ?name= was given: {EXAMPLE}"))?;
+    if !names::is_room_name(room) {
+        return Err(format!(
+            "?room= must be 1 to {} of A-Z a-z 0-9 _ . : -, not {room:?}",
+            names::MAX_ROOM_NAME
+        ));
+    }
+    if !names::is_display_name(name) {
+        return Err(format!(
+            "?name= must be 1 to {} characters without control characters, not {name:?}",
+            names::MAX_DISPLAY_NAME
+        ));
+    }
+    let base = default_base(protocol, host)?;
+    let mut settings = Settings {
+        url: format!("{base}{ROOMS_PATH}?name={}", query_encode(name)),
+        app: DEFAULT_APP,
+        reply_timeout: DEFAULT_REPLY_TIMEOUT,
+        max_message_bytes: MAX_MESSAGE_BYTES,
+    };
+    if let Some(seconds) = reply_timeout {
+        settings.reply_timeout = parse_reply_timeout(seconds)?;
+    }
+    Ok(RoomSettings {
+        settings,
+        room: room.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
+/// The rooms endpoint's path.
+const ROOMS_PATH: &str = "/rooms";
+
 fn default_url(protocol: &str, host: &str) -> Result<String, String> {
+    Ok(format!(
+        "{}{}",
+        default_base(protocol, host)?,
+        DEFAULT_APP.path()
+    ))
+}
+
+/// `ws://host` or `wss://host` for a page at `protocol//host`.
+fn default_base(protocol: &str, host: &str) -> Result<String, String> {
     let scheme = match protocol {
         "https:" => "wss",
         "http:" => "ws",
@@ -81,7 +166,7 @@ fn default_url(protocol: &str, host: &str) -> Result<String, String> {
     if host.is_empty() {
         return Err("the page has no host".to_owned());
     }
-    Ok(format!("{scheme}://{host}{}", DEFAULT_APP.path()))
+    Ok(format!("{scheme}://{host}"))
 }
 
 /// The app a WebSocket URL leads to, by the end of its path (a proxy may mount the server
@@ -188,6 +273,45 @@ mod tests {
         let error = Settings::for_url("ws://b:2/elsewhere").expect_err("unknown app");
         assert!(error.contains("/subscriptions, /echo, /mirror"), "{error}");
         assert!(Settings::for_url("ws://b:2").is_err(), "no path at all");
+    }
+
+    #[test]
+    fn room_and_name_choose_the_room_view_and_are_checked() {
+        let view = |room, name| view_for_page("https:", "chat.example", room, name, None);
+        assert_eq!(view(None, None), View::Subscriptions);
+        let View::Room(Ok(room)) = view(Some("lobby"), Some("Zoë & co")) else {
+            panic!("a room view");
+        };
+        assert_eq!(
+            room.settings.url,
+            "wss://chat.example/rooms?name=Zo%C3%AB%20%26%20co"
+        );
+        assert_eq!(
+            (room.room.as_str(), room.name.as_str()),
+            ("lobby", "Zoë & co")
+        );
+        let long_name = "n".repeat(33);
+        let table = [
+            (Some("lobby"), None, "?name="),
+            (None, Some("ana"), "?room="),
+            (Some("a b"), Some("ana"), "?room="),
+            (Some(""), Some("ana"), "?room="),
+            (Some("lobby"), Some(""), "?name="),
+            (Some("lobby"), Some("a\nb"), "?name="),
+            (Some("lobby"), Some(long_name.as_str()), "?name="),
+        ];
+        for (room, name, named) in table {
+            let View::Room(Err(error)) = view(room, name) else {
+                panic!("{room:?} {name:?} is refused");
+            };
+            assert!(error.contains(named), "{error}");
+        }
+        let timeout = view_for_page("http:", "a:1", Some("r"), Some("n"), Some("2"));
+        let View::Room(Ok(room)) = timeout else {
+            panic!("a room view");
+        };
+        assert_eq!(room.settings.reply_timeout, Duration::from_secs(2));
+        assert_eq!(room.settings.url, "ws://a:1/rooms?name=n");
     }
 
     #[test]

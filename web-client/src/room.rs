@@ -1,0 +1,986 @@
+//! The room view's logic, plain Rust with no browser types (a console client can take it as
+//! it is): the publishes typed into one room until the server acknowledges them, what each
+//! frame from the server means for the page, and the state a reload must keep.
+//!
+//! Order, dedup and recovery are decided by [`room_protocol::order::Seen`]; this module only
+//! asks it. A publish keeps its id (128 random bits, chosen by the page) for as long as it
+//! waits, so one sent again after a reconnect is recognised by the server's dedup (acked with
+//! its first offset, not broadcast twice) and, if the server lost that memory (a restart), by
+//! every page's `Seen` (not shown twice).
+//!
+//! A publish is *to send* until the socket takes it, then *in flight* until its `ack` (or its
+//! own `message`) arrives. At most [`MAX_IN_FLIGHT`] are in flight at once, so publishes reach
+//! the room in the order typed even when the server asks to wait. On a new connection every publish
+//! not yet acked is to send again, after the `joined` that answers the join with `since`.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use room_protocol::order::{Rejoined, Seen};
+use room_protocol::{ClientFrame, ErrorCode, ServerFrame, names};
+use serde::{Deserialize, Serialize};
+
+use crate::outbox::PushError;
+
+/// Publishes kept at most, to send and in flight together: the `/subscriptions` outbox's bound.
+pub const ROOM_OUTBOX_CAPACITY: usize = crate::outbox::OUTBOX_CAPACITY;
+
+/// Longest text, in UTF-8 bytes: the server's default `--max-text-bytes`. A server started with
+/// a smaller limit refuses longer ones (`too_long`), and the page marks them refused.
+pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+
+/// Publishes sent and not yet acknowledged, at most, on one connection. One, so the room
+/// gets them in the order typed: with several in flight, one refused with `rate_limited`
+/// (kept, sent again after the pause) is overtaken by the next ones, which the server may take
+/// as its bucket refills (a burst test in Chromium saw exactly that). One round trip per
+/// publish is far faster than anyone types, and than the server's rate of 20 a second.
+pub const MAX_IN_FLIGHT: usize = 1;
+
+/// How long sending pauses after the server said `rate_limited` or `unavailable`: a second
+/// refills 20 publishes of the server's default rate.
+pub const RETRY_AFTER_MILLIS: u32 = 1_000;
+
+/// The line the page shows when a rejoin could not bring back everything.
+pub const GAP_NOTICE: &str = "Some messages from while you were away could not be recovered.";
+
+/// One publish waiting for its acknowledgement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Publish {
+    pub id: String,
+    pub text: String,
+    /// Sent on the current connection, ack not yet in.
+    #[serde(skip)]
+    in_flight: bool,
+}
+
+/// Where the current connection stands with the room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Membership {
+    /// No connection.
+    Away,
+    /// `join` sent, `joined` not yet in.
+    Joining,
+    /// The join was refused for now (`unavailable`): join again after the pause.
+    JoinHeld,
+    /// Joined into a new epoch that has messages already: joined again from its start, and
+    /// waiting for that `joined`. Messages of the first join are not taken: they come again
+    /// in the replay.
+    CatchingUp,
+    Joined,
+}
+
+/// What a frame from the server means for the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Show a message of someone else (or one of ours from before a reload).
+    Show {
+        from: String,
+        text: String,
+        time: u64,
+    },
+    /// Our publish `id` was taken by the room: its line is *delivered*.
+    Delivered { id: String },
+    /// Our publish `id` was refused for good: its line says why, and it left the outbox.
+    Refused { id: String, reason: String },
+    /// The room's joined; not everything since our last position could be recovered. With
+    /// `rejoin`, send that join to fetch the new epoch's messages from its start (publishes
+    /// wait for its `joined`); without, publishes may go out.
+    Gap { rejoin: Option<String> },
+    /// The room is joined and nothing was missed: publishes may go out.
+    Joined,
+    /// The server asks to wait: call [`Room::resume`] after [`RETRY_AFTER_MILLIS`].
+    RetryLater,
+    /// Something for the user that concerns no one message.
+    Notice(String),
+    /// Nothing to show (another room's frame, a `left`, an ack already counted).
+    Nothing,
+}
+
+/// One room as the page holds it.
+#[derive(Debug)]
+pub struct Room {
+    room: String,
+    seen: Seen,
+    /// Oldest first.
+    pending: VecDeque<Publish>,
+    capacity: usize,
+    max_text_bytes: usize,
+    membership: Membership,
+    /// The server said to wait: nothing goes out until [`Room::resume`].
+    paused: bool,
+}
+
+impl Room {
+    pub fn new(room: &str) -> Room {
+        Room::with_capacity(room, ROOM_OUTBOX_CAPACITY, MAX_TEXT_BYTES)
+    }
+
+    pub fn with_capacity(room: &str, capacity: usize, max_text_bytes: usize) -> Room {
+        Room {
+            room: room.to_owned(),
+            seen: Seen::default(),
+            pending: VecDeque::new(),
+            capacity,
+            max_text_bytes,
+            membership: Membership::Away,
+            paused: false,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.room
+    }
+
+    /// Whether `text` is short enough to publish.
+    pub fn check_length(&self, text: &str) -> Result<(), PushError> {
+        if text.len() > self.max_text_bytes {
+            return Err(PushError::TooLong {
+                bytes: text.len(),
+                limit: self.max_text_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues a publish with its `id` (unique, from the page's random source).
+    pub fn push(&mut self, id: String, text: String) -> Result<(), PushError> {
+        if text.is_empty() {
+            return Err(PushError::Empty);
+        }
+        self.check_length(&text)?;
+        if self.pending.len() >= self.capacity {
+            return Err(PushError::Full);
+        }
+        self.pending.push_back(Publish {
+            id,
+            text,
+            in_flight: false,
+        });
+        Ok(())
+    }
+
+    /// A connection opened: the join frame to send first, resuming from our position.
+    pub fn connection_opened(&mut self) -> String {
+        self.forget_connection();
+        self.membership = Membership::Joining;
+        self.join_frame()
+    }
+
+    /// The connection ended: every publish not acked waits to go out again.
+    pub fn connection_closed(&mut self) {
+        self.forget_connection();
+    }
+
+    fn forget_connection(&mut self) {
+        self.membership = Membership::Away;
+        self.paused = false;
+        for publish in &mut self.pending {
+            publish.in_flight = false;
+        }
+    }
+
+    fn join_frame(&self) -> String {
+        encode(&ClientFrame::Join {
+            room: self.room.clone(),
+            since: self.seen.position(),
+        })
+    }
+
+    /// The pause is over: the join frame to send again if the join was held.
+    pub fn resume(&mut self) -> Option<String> {
+        self.paused = false;
+        (self.membership == Membership::JoinHeld).then(|| {
+            self.membership = Membership::Joining;
+            self.join_frame()
+        })
+    }
+
+    /// The next publish to send on this connection: its id and frame. `None` until the room is
+    /// joined, while paused, or with [`MAX_IN_FLIGHT`] publishes unacknowledged.
+    pub fn next_to_send(&self) -> Option<(String, String)> {
+        if self.membership != Membership::Joined || self.paused || self.in_flight() >= MAX_IN_FLIGHT
+        {
+            return None;
+        }
+        let publish = self.pending.iter().find(|publish| !publish.in_flight)?;
+        let frame = encode(&ClientFrame::Publish {
+            room: self.room.clone(),
+            id: publish.id.clone(),
+            text: publish.text.clone(),
+        });
+        Some((publish.id.clone(), frame))
+    }
+
+    /// The socket took the publish `id` that [`Room::next_to_send`] gave.
+    pub fn mark_sent(&mut self, id: &str) {
+        if let Some(publish) = self.pending.iter_mut().find(|publish| publish.id == id) {
+            publish.in_flight = true;
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        self.pending
+            .iter()
+            .filter(|publish| publish.in_flight)
+            .count()
+    }
+
+    /// Whether the server owes this connection an answer (a `joined` or an `ack`): while it
+    /// does, a silent server is taken for hung.
+    pub fn awaiting_reply(&self) -> bool {
+        matches!(
+            self.membership,
+            Membership::Joining | Membership::CatchingUp
+        ) || self.in_flight() > 0
+    }
+
+    /// A text frame from the server.
+    pub fn receive(&mut self, text: &str) -> Event {
+        let Ok(frame) = ServerFrame::from_json(text) else {
+            return Event::Notice(format!(
+                "The server sent something this page does not understand: {text}"
+            ));
+        };
+        match frame {
+            ServerFrame::Joined {
+                room,
+                epoch,
+                offset,
+                recovered,
+            } => {
+                if room != self.room {
+                    return Event::Nothing;
+                }
+                let rejoined = self.seen.joined(&epoch, offset, recovered);
+                if self.membership == Membership::CatchingUp {
+                    // The gap was said already; whatever this replay holds is all there is.
+                    self.membership = Membership::Joined;
+                    return Event::Joined;
+                }
+                match rejoined {
+                    Rejoined::Complete => {
+                        self.membership = Membership::Joined;
+                        Event::Joined
+                    }
+                    Rejoined::Gap => match self.seen.from_epoch_start() {
+                        Some(_) => {
+                            self.membership = Membership::CatchingUp;
+                            Event::Gap {
+                                rejoin: Some(self.join_frame()),
+                            }
+                        }
+                        None => {
+                            self.membership = Membership::Joined;
+                            Event::Gap { rejoin: None }
+                        }
+                    },
+                }
+            }
+            ServerFrame::Message {
+                room,
+                offset,
+                id,
+                from,
+                text,
+                time,
+            } => {
+                if room != self.room || self.membership == Membership::CatchingUp {
+                    return Event::Nothing;
+                }
+                let show = self.seen.message(offset, &id);
+                // Our own publish coming back before its ack (or replayed after a lost ack):
+                // its line is there already, and this is its delivery.
+                if self.take(&id).is_some() {
+                    return Event::Delivered { id };
+                }
+                if show {
+                    Event::Show { from, text, time }
+                } else {
+                    Event::Nothing
+                }
+            }
+            ServerFrame::Ack { room, id, .. } => {
+                if room != self.room || self.take(&id).is_none() {
+                    return Event::Nothing;
+                }
+                // Remembered, so its message coming back (live or republished into a new
+                // epoch) is not shown a second time.
+                self.seen.own(&id);
+                Event::Delivered { id }
+            }
+            ServerFrame::Left { .. } => Event::Nothing,
+            ServerFrame::Error {
+                code,
+                message,
+                room,
+                id,
+            } => self.refused(code, message, room, id),
+        }
+    }
+
+    fn refused(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+        room: Option<String>,
+        id: Option<String>,
+    ) -> Event {
+        let ours = room.as_deref().is_none_or(|room| room == self.room);
+        let wait = matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable);
+        if let Some(id) = id.filter(|_| ours) {
+            if wait {
+                if let Some(publish) = self.pending.iter_mut().find(|publish| publish.id == id) {
+                    // Kept in its place, and sent again with the same id after the pause.
+                    publish.in_flight = false;
+                    self.paused = true;
+                    return Event::RetryLater;
+                }
+                return Event::Nothing;
+            }
+            return match self.take(&id) {
+                Some(_) => Event::Refused {
+                    id,
+                    reason: refusal_reason(code, &message),
+                },
+                None => Event::Nothing,
+            };
+        }
+        if ours
+            && matches!(
+                self.membership,
+                Membership::Joining | Membership::CatchingUp
+            )
+        {
+            if wait {
+                self.membership = Membership::JoinHeld;
+                self.paused = true;
+                return Event::RetryLater;
+            }
+            return Event::Notice(format!(
+                "The server refused to join room {}: {message}",
+                self.room
+            ));
+        }
+        Event::Notice(format!("The server refused a request: {message}"))
+    }
+
+    /// Takes publish `id` out of the outbox.
+    fn take(&mut self, id: &str) -> Option<Publish> {
+        let position = self.pending.iter().position(|publish| publish.id == id)?;
+        self.pending.remove(position)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The publishes waiting, oldest first.
+    pub fn pending(&self) -> impl Iterator<Item = &Publish> {
+        self.pending.iter()
+    }
+
+    /// How many publishes wait, and for what.
+    pub fn waiting(&self) -> RoomWaiting {
+        let in_flight = self.in_flight();
+        RoomWaiting {
+            to_send: self.pending.len() - in_flight,
+            for_ack: in_flight,
+        }
+    }
+
+    /// What a reload must keep, as one string for `sessionStorage`.
+    pub fn save(&self) -> String {
+        let saved = SavedRoom {
+            version: SAVED_VERSION,
+            room: self.room.clone(),
+            seen: self.seen.clone(),
+            pending: self.pending.iter().cloned().collect(),
+        };
+        serde_json::to_string(&saved).expect("a saved room is plain strings and numbers")
+    }
+
+    /// Puts back what [`Room::save`] wrote for this room. Anything wrong (another version,
+    /// another room, more publishes than the outbox keeps, a bad id or text) refuses the whole
+    /// entry, with the reason, and leaves the room as it was.
+    pub fn restore(&mut self, saved: &str) -> Result<(), String> {
+        let saved: SavedRoom = serde_json::from_str(saved)
+            .map_err(|error| format!("it is not what this page saves ({error})"))?;
+        if saved.version != SAVED_VERSION {
+            return Err(format!(
+                "it was written by version {} of the page",
+                saved.version
+            ));
+        }
+        if saved.room != self.room {
+            return Err(format!(
+                "it belongs to room {:?}, not {:?}",
+                saved.room, self.room
+            ));
+        }
+        if saved.pending.len() > self.capacity {
+            return Err(format!(
+                "it holds {} messages, more than the {} the outbox keeps",
+                saved.pending.len(),
+                self.capacity
+            ));
+        }
+        for publish in &saved.pending {
+            if !names::is_message_id(&publish.id) {
+                return Err("a message in it has an invalid id".to_owned());
+            }
+            if publish.text.is_empty() || self.check_length(&publish.text).is_err() {
+                return Err("a message in it is empty or too long".to_owned());
+            }
+        }
+        self.seen = saved.seen;
+        self.pending = saved.pending.into();
+        Ok(())
+    }
+}
+
+/// The first field of every saved room this version writes.
+const SAVED_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SavedRoom {
+    version: u32,
+    room: String,
+    seen: Seen,
+    pending: Vec<Publish>,
+}
+
+fn encode(frame: &ClientFrame) -> String {
+    serde_json::to_string(frame).expect("client frames are plain strings and numbers")
+}
+
+/// Why a publish was refused for good, as its line says it.
+fn refusal_reason(code: ErrorCode, message: &str) -> String {
+    match code {
+        ErrorCode::TooLong => "refused: too long for this server".to_owned(),
+        ErrorCode::BadRequest
+        | ErrorCode::BadRoom
+        | ErrorCode::NotJoined
+        | ErrorCode::TooManyRooms
+        | ErrorCode::RateLimited
+        | ErrorCode::Unavailable => format!("refused: {message}"),
+    }
+}
+
+/// The publishes in the outbox, as the page tells the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomWaiting {
+    pub to_send: usize,
+    pub for_ack: usize,
+}
+
+impl fmt::Display for RoomWaiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |n: usize| if n == 1 { "message" } else { "messages" };
+        match (self.to_send, self.for_ack) {
+            (0, 0) => Ok(()),
+            (sending, 0) => write!(f, "{sending} {} waiting to be sent", plural(sending)),
+            (0, ack) => write!(f, "{ack} {} sending", plural(ack)),
+            (sending, ack) => write!(
+                f,
+                "{sending} {} waiting to be sent, {ack} sending",
+                plural(sending)
+            ),
+        }
+    }
+}
+
+/// 16 random bytes as the 32 hex digits of a message id.
+pub fn message_id(random: &[u8; 16]) -> String {
+    random.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A server time (milliseconds since the Unix epoch) as `HH:MM` on a clock `offset_minutes`
+/// ahead of UTC (the page passes `-Date.getTimezoneOffset()`).
+pub fn clock_time(millis: u64, offset_minutes: i64) -> String {
+    let minutes = i64::try_from(millis / 60_000).unwrap_or(0) + offset_minutes;
+    let of_day = minutes.rem_euclid(24 * 60);
+    format!("{:02}:{:02}", of_day / 60, of_day % 60)
+}
+
+/// `value` for a URL query, every byte but the unreserved ones percent-encoded.
+pub fn query_encode(value: &str) -> String {
+    let mut encoded = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ROOM: &str = "lobby";
+
+    fn joined(epoch: &str, offset: u64, recovered: bool) -> String {
+        ServerFrame::Joined {
+            room: ROOM.into(),
+            epoch: epoch.into(),
+            offset,
+            recovered,
+        }
+        .to_json()
+    }
+
+    fn message(offset: u64, id: &str, from: &str, text: &str) -> String {
+        ServerFrame::Message {
+            room: ROOM.into(),
+            offset,
+            id: id.into(),
+            from: from.into(),
+            text: text.into(),
+            time: 1_764_400_000_123,
+        }
+        .to_json()
+    }
+
+    fn ack(id: &str, offset: u64) -> String {
+        ServerFrame::Ack {
+            room: ROOM.into(),
+            id: id.into(),
+            offset,
+        }
+        .to_json()
+    }
+
+    fn error(code: ErrorCode, id: Option<&str>) -> String {
+        ServerFrame::Error {
+            code,
+            message: "words".into(),
+            room: Some(ROOM.into()),
+            id: id.map(str::to_owned),
+        }
+        .to_json()
+    }
+
+    /// Sends everything the room offers now; returns the ids.
+    fn send_all(room: &mut Room) -> Vec<String> {
+        let mut sent = Vec::new();
+        while let Some((id, frame)) = room.next_to_send() {
+            assert!(frame.contains(&id), "{frame}");
+            room.mark_sent(&id);
+            sent.push(id);
+        }
+        sent
+    }
+
+    fn shown(from: &str, text: &str) -> Event {
+        Event::Show {
+            from: from.into(),
+            text: text.into(),
+            time: 1_764_400_000_123,
+        }
+    }
+
+    fn delivered(id: &str) -> Event {
+        Event::Delivered { id: id.into() }
+    }
+
+    #[test]
+    fn joins_then_publishes_and_resumes_from_its_position() {
+        let mut room = Room::new(ROOM);
+        room.push("m1".into(), "hello".into()).expect("queued");
+        assert_eq!(room.next_to_send(), None, "nothing before a connection");
+        assert_eq!(
+            room.connection_opened(),
+            r#"{"type":"join","room":"lobby"}"#
+        );
+        assert_eq!(room.next_to_send(), None, "nothing before joined");
+        assert!(room.awaiting_reply());
+        assert_eq!(room.receive(&joined("E", 4, false)), Event::Joined);
+        assert_eq!(send_all(&mut room), ["m1"]);
+        assert!(room.awaiting_reply());
+        assert_eq!(room.waiting().to_string(), "1 message sending");
+        assert_eq!(
+            room.receive(&message(5, "x", "bo", "hi")),
+            shown("bo", "hi")
+        );
+        assert_eq!(room.receive(&ack("m1", 6)), delivered("m1"));
+        assert!(!room.awaiting_reply());
+        assert!(room.is_empty());
+        // Its own message coming back after the ack is not shown.
+        assert_eq!(
+            room.receive(&message(6, "m1", "ana", "hello")),
+            Event::Nothing
+        );
+        room.connection_closed();
+        assert_eq!(
+            room.connection_opened(),
+            r#"{"type":"join","room":"lobby","since":{"epoch":"E","offset":6}}"#
+        );
+    }
+
+    #[test]
+    fn unacknowledged_publishes_go_out_again_with_their_ids_after_a_reconnect() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        room.push("a".into(), "one".into()).expect("queued");
+        room.push("b".into(), "two".into()).expect("queued");
+        assert_eq!(send_all(&mut room), ["a"], "one in flight");
+        assert_eq!(room.receive(&ack("a", 1)), delivered("a"));
+        assert_eq!(send_all(&mut room), ["b"]);
+        room.connection_closed();
+        assert_eq!(room.waiting().to_string(), "1 message waiting to be sent");
+        room.connection_opened();
+        assert_eq!(
+            send_all(&mut room),
+            Vec::<String>::new(),
+            "only after joined"
+        );
+        // The server died: a new epoch. "b" was taken and broadcast before, its ack lost.
+        assert_eq!(
+            room.receive(&joined("F", 0, false)),
+            Event::Gap { rejoin: None }
+        );
+        assert_eq!(send_all(&mut room), ["b"]);
+        assert_eq!(room.receive(&ack("b", 1)), delivered("b"));
+    }
+
+    #[test]
+    fn a_message_published_again_into_a_new_epoch_is_shown_once() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        assert_eq!(
+            room.receive(&message(1, "x", "bo", "hi")),
+            shown("bo", "hi")
+        );
+        assert_eq!(room.receive(&message(1, "x", "bo", "hi")), Event::Nothing);
+        room.connection_closed();
+        room.connection_opened();
+        assert_eq!(
+            room.receive(&joined("F", 0, false)),
+            Event::Gap { rejoin: None }
+        );
+        // bo's page resent "x" (its ack was lost): a new offset in the new epoch, same id.
+        assert_eq!(room.receive(&message(1, "x", "bo", "hi")), Event::Nothing);
+        assert_eq!(
+            room.receive(&message(2, "y", "bo", "more")),
+            shown("bo", "more")
+        );
+    }
+
+    #[test]
+    fn a_restarted_room_with_messages_is_fetched_from_the_start_of_its_epoch() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        assert_eq!(
+            room.receive(&message(1, "x", "bo", "hi")),
+            shown("bo", "hi")
+        );
+        room.push("a".into(), "mine".into()).expect("queued");
+        send_all(&mut room);
+        room.connection_closed();
+        room.connection_opened();
+        // The engine restarted; two messages were published into the new epoch before this
+        // join: "x" again (bo's resend) and "y".
+        assert_eq!(
+            room.receive(&joined("F", 2, false)),
+            Event::Gap {
+                rejoin: Some(
+                    r#"{"type":"join","room":"lobby","since":{"epoch":"F","offset":0}}"#.into()
+                )
+            }
+        );
+        assert!(room.awaiting_reply());
+        assert_eq!(room.next_to_send(), None, "publishes wait for the replay");
+        // A live message of the first join is not taken: it comes again in the replay.
+        assert_eq!(room.receive(&message(3, "z", "cy", "live")), Event::Nothing);
+        assert_eq!(room.receive(&joined("F", 3, true)), Event::Joined);
+        let replay = [
+            (message(1, "x", "bo", "hi"), Event::Nothing),
+            (message(2, "y", "bo", "new"), shown("bo", "new")),
+            (message(3, "z", "cy", "live"), shown("cy", "live")),
+        ];
+        for (frame, expected) in replay {
+            assert_eq!(room.receive(&frame), expected, "{frame}");
+        }
+        assert_eq!(send_all(&mut room), ["a"]);
+        // A replay that could not be given after all: no second gap line, no loop.
+        room.connection_closed();
+        room.connection_opened();
+        assert!(matches!(
+            room.receive(&joined("G", 5, false)),
+            Event::Gap { rejoin: Some(_) }
+        ));
+        assert_eq!(room.receive(&joined("G", 9, false)), Event::Joined);
+        assert_eq!(
+            room.receive(&message(10, "w", "bo", "on")),
+            shown("bo", "on")
+        );
+    }
+
+    #[test]
+    fn own_message_arriving_before_its_ack_is_its_delivery() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        room.push("m".into(), "mine".into()).expect("queued");
+        send_all(&mut room);
+        assert_eq!(
+            room.receive(&message(1, "m", "ana", "mine")),
+            delivered("m")
+        );
+        assert_eq!(room.receive(&ack("m", 1)), Event::Nothing);
+        assert!(room.is_empty());
+    }
+
+    #[test]
+    fn waiting_answers_keep_the_publish_and_final_ones_take_it_out() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        for id in ["a", "b", "c"] {
+            room.push(id.into(), format!("text {id}")).expect("queued");
+        }
+        // (the answer to the publish in flight, what it means, publishes left, sent next)
+        let table = [
+            (
+                error(ErrorCode::RateLimited, Some("a")),
+                Event::RetryLater,
+                3,
+                "a",
+            ),
+            (ack("a", 1), delivered("a"), 2, "b"),
+            (
+                error(ErrorCode::Unavailable, Some("b")),
+                Event::RetryLater,
+                2,
+                "b",
+            ),
+            (ack("b", 2), delivered("b"), 1, "c"),
+        ];
+        assert_eq!(send_all(&mut room), ["a"]);
+        for (answer, expected, left, next) in table {
+            assert_eq!(room.receive(&answer), expected, "{answer}");
+            assert_eq!(room.len(), left, "{answer}");
+            if expected == Event::RetryLater {
+                assert_eq!(room.next_to_send(), None, "paused");
+                assert_eq!(room.resume(), None, "the join was not held");
+            }
+            // The one that waited goes again first, with its id: nothing overtakes it.
+            assert_eq!(send_all(&mut room), [next], "{answer}");
+        }
+        assert_eq!(
+            room.receive(&error(ErrorCode::TooLong, Some("c"))),
+            Event::Refused {
+                id: "c".into(),
+                reason: "refused: too long for this server".into(),
+            }
+        );
+        assert!(room.is_empty());
+        // Already gone: nothing, and no loop.
+        assert_eq!(
+            room.receive(&error(ErrorCode::TooLong, Some("c"))),
+            Event::Nothing
+        );
+        assert_eq!(send_all(&mut room), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_join_the_engine_cannot_take_now_is_sent_again_after_the_pause() {
+        let mut room = Room::new(ROOM);
+        room.push("a".into(), "x".into()).expect("queued");
+        room.connection_opened();
+        let refusal = ServerFrame::Error {
+            code: ErrorCode::Unavailable,
+            message: "later".into(),
+            room: Some(ROOM.into()),
+            id: None,
+        };
+        assert_eq!(room.receive(&refusal.to_json()), Event::RetryLater);
+        assert_eq!(room.next_to_send(), None);
+        assert_eq!(
+            room.resume().as_deref(),
+            Some(r#"{"type":"join","room":"lobby"}"#)
+        );
+        assert_eq!(room.receive(&joined("E", 0, false)), Event::Joined);
+        assert_eq!(send_all(&mut room), ["a"]);
+    }
+
+    #[test]
+    fn frames_of_other_rooms_and_nonsense_change_nothing() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        let other = ServerFrame::Message {
+            room: "elsewhere".into(),
+            offset: 1,
+            id: "x".into(),
+            from: "bo".into(),
+            text: "hi".into(),
+            time: 0,
+        };
+        assert_eq!(room.receive(&other.to_json()), Event::Nothing);
+        assert!(matches!(room.receive("{not json"), Event::Notice(_)));
+        assert!(matches!(
+            room.receive(r#"{"type":"shout"}"#),
+            Event::Notice(_)
+        ));
+        assert_eq!(
+            room.receive(&message(1, "x", "bo", "hi")),
+            shown("bo", "hi")
+        );
+    }
+
+    #[test]
+    fn a_thousand_publishes_against_a_hundred_place_outbox() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        let mut accepted = Vec::new();
+        let mut full = 0;
+        for n in 0..1_000 {
+            match room.push(format!("id{n}"), format!("text {n}")) {
+                Ok(()) => accepted.push(format!("id{n}")),
+                Err(PushError::Full) => full += 1,
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(accepted.len(), ROOM_OUTBOX_CAPACITY);
+        assert_eq!(full, 1_000 - ROOM_OUTBOX_CAPACITY);
+        // At most MAX_IN_FLIGHT go out at once; each ack lets the next one go, in order.
+        let mut sent = send_all(&mut room);
+        assert_eq!(sent.len(), MAX_IN_FLIGHT);
+        let mut offset = 0;
+        while let Some(id) = sent.first().cloned() {
+            offset += 1;
+            assert_eq!(room.receive(&ack(&id, offset)), delivered(&id));
+            sent.remove(0);
+            let more = send_all(&mut room);
+            assert!(more.len() <= 1, "{more:?}");
+            sent.extend(more);
+            assert!(room.waiting().for_ack <= MAX_IN_FLIGHT);
+        }
+        assert_eq!(offset, ROOM_OUTBOX_CAPACITY as u64);
+        assert!(room.is_empty());
+        assert!(room.push("next".into(), "room again".into()).is_ok());
+    }
+
+    #[test]
+    fn texts_are_checked_by_their_utf8_length() {
+        let mut room = Room::new(ROOM);
+        assert_eq!(room.push("e".into(), String::new()), Err(PushError::Empty));
+        assert!(room.push("a".into(), "a".repeat(MAX_TEXT_BYTES)).is_ok());
+        assert_eq!(
+            room.push("b".into(), "é".repeat(MAX_TEXT_BYTES / 2) + "a"),
+            Err(PushError::TooLong {
+                bytes: MAX_TEXT_BYTES + 1,
+                limit: MAX_TEXT_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn outbox_and_position_survive_a_reload() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        room.receive(&message(1, "x", "bo", "hi"));
+        room.push("a".into(), "one".into()).expect("queued");
+        room.push("b".into(), "two".into()).expect("queued");
+        send_all(&mut room);
+        let saved = room.save();
+
+        let mut reloaded = Room::new(ROOM);
+        reloaded.restore(&saved).expect("restores");
+        assert_eq!(
+            reloaded.waiting().to_string(),
+            "2 messages waiting to be sent"
+        );
+        assert_eq!(
+            reloaded.connection_opened(),
+            r#"{"type":"join","room":"lobby","since":{"epoch":"E","offset":1}}"#
+        );
+        assert_eq!(reloaded.receive(&joined("E", 1, true)), Event::Joined);
+        assert_eq!(send_all(&mut reloaded), ["a"]);
+        assert_eq!(reloaded.receive(&ack("a", 2)), delivered("a"));
+        assert_eq!(send_all(&mut reloaded), ["b"]);
+        // A message shown before the reload, replayed into a new epoch, is still known.
+        let mut again = Room::new(ROOM);
+        again.restore(&saved).expect("restores");
+        again.connection_opened();
+        again.receive(&joined("F", 0, false));
+        assert_eq!(again.receive(&message(1, "x", "bo", "hi")), Event::Nothing);
+    }
+
+    #[test]
+    fn broken_or_foreign_saved_rooms_are_refused_with_a_reason() {
+        let mut room = Room::new(ROOM);
+        room.push("a".into(), "one".into()).expect("queued");
+        let good = room.save();
+        let too_many: Vec<String> = (0..=ROOM_OUTBOX_CAPACITY)
+            .map(|n| format!(r#"{{"id":"i{n}","text":"t"}}"#))
+            .collect();
+        let seen = r#"{"epoch":"E","last":1,"ids":[]}"#;
+        let table = [
+            String::new(),
+            "web-client outbox 1\n".to_owned(),
+            "[1,2]".to_owned(),
+            good[..good.len() - 1].to_owned(),
+            good.replace(r#""version":1"#, r#""version":2"#),
+            good.replace(r#""room":"lobby""#, r#""room":"other""#),
+            format!(
+                r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{}]}}"#,
+                too_many.join(",")
+            ),
+            format!(
+                r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{{"id":"","text":"t"}}]}}"#
+            ),
+            format!(
+                r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{{"id":"a","text":""}}]}}"#
+            ),
+            format!(
+                r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{{"id":"a","text":"{}"}}]}}"#,
+                "x".repeat(MAX_TEXT_BYTES + 1)
+            ),
+            r#"{"version":1,"room":"lobby","seen":{"epoch":"E"},"pending":[]}"#.to_owned(),
+        ];
+        for saved in &table {
+            let mut fresh = Room::new(ROOM);
+            let reason = fresh.restore(saved).expect_err(saved);
+            assert!(!reason.is_empty());
+            assert!(fresh.is_empty(), "{saved}");
+            assert_eq!(
+                fresh.connection_opened(),
+                r#"{"type":"join","room":"lobby"}"#
+            );
+        }
+        let mut exactly_full = Room::new(ROOM);
+        let full = format!(
+            r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{}]}}"#,
+            too_many[..ROOM_OUTBOX_CAPACITY].join(",")
+        );
+        assert_eq!(exactly_full.restore(&full), Ok(()));
+        assert_eq!(exactly_full.len(), ROOM_OUTBOX_CAPACITY);
+    }
+
+    #[test]
+    fn helpers_format_ids_times_and_query_values() {
+        assert_eq!(message_id(&[0; 16]), "0".repeat(32));
+        let id = message_id(&[0xab; 16]);
+        assert_eq!(id.len(), 32);
+        assert!(names::is_message_id(&id));
+        assert_eq!(clock_time(0, 0), "00:00");
+        assert_eq!(clock_time(1_764_400_000_123, 0), "07:06");
+        assert_eq!(clock_time(1_764_400_000_123, 60), "08:06");
+        assert_eq!(clock_time(0, -30), "23:30");
+        assert_eq!(query_encode("ana"), "ana");
+        assert_eq!(query_encode("Zoë & co"), "Zo%C3%AB%20%26%20co");
+    }
+}
