@@ -197,11 +197,8 @@ impl Browser {
         let params = json!({
             "offline": offline, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1
         });
-        self.client()
-            .issue_cmd(DevTools {
-                command: "Network.emulateNetworkConditions",
-                params,
-            })
+        self.headless
+            .devtools("Network.emulateNetworkConditions", params)
             .await
             .unwrap_or_else(|error| panic!("chromedriver runs the DevTools command: {error}"));
     }
@@ -268,31 +265,6 @@ impl Browser {
         let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/e2e"));
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join(name), png).expect("write screenshot");
-    }
-}
-
-/// chromedriver's `POST /session/{id}/goog/cdp/execute`: one DevTools protocol command.
-#[derive(Debug)]
-struct DevTools {
-    command: &'static str,
-    params: serde_json::Value,
-}
-
-impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        let body = json!({ "cmd": self.command, "params": self.params });
-        (http::Method::POST, Some(body.to_string()))
     }
 }
 

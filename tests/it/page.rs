@@ -19,6 +19,7 @@ use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::browser::built_static_dir;
 use crate::support::TestServer;
 
 /// The WebDriver code for the Enter key.
@@ -41,18 +42,6 @@ const PHONES: [(u32, u32); 4] = [
 
 /// A phone screen's height in CSS pixels (the 320 px wide ones are 568 high).
 const PHONE_HEIGHT: u32 = 568;
-
-/// The repository's `static/` (or `$STATIC_DIR`), which must hold the built client.
-fn built_static_dir() -> PathBuf {
-    let dir = std::env::var_os("STATIC_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../static")));
-    assert!(
-        dir.join("pkg/web_client_bg.wasm").exists(),
-        "the web client is not built in {dir:?}: run `cargo xtask build-client`"
-    );
-    dir
-}
 
 /// The release server serving the built client, and one headless browser for it.
 struct Page {
