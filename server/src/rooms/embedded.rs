@@ -2,7 +2,8 @@
 //! history, the dedup window and the members' queues, under one lock, so a join reads history
 //! and subscribes in one step (nothing published can slip between) and every member receives
 //! a room's messages in offset order. A message's frame is encoded once and every member's
-//! queue holds the same bytes.
+//! queue holds the same bytes; with permessage-deflate it is also compressed at most once per
+//! window size, by the first session that sends it, for every member and every replay.
 //!
 //! The epoch is drawn when the engine starts: a restarted process has lost every history, and
 //! clients resuming from an old position are told so (`recovered: false`).
@@ -18,16 +19,18 @@ use room_protocol::{ErrorCode, Position, Problem, ServerFrame};
 
 use super::queue::MemberQueue;
 use super::{Joined, MemberId, Publish, RoomSettings};
+use crate::outgoing::QueuedText;
 
 /// Ids remembered per room for dedup, at most: with the window, what bounds its memory.
 pub(crate) const DEDUP_IDS_PER_ROOM: usize = 1_000;
 
-/// A message in a room's history: its frame as every member receives it.
+/// A message in a room's history: its frame as every member receives it, with the
+/// compressions the live members made of it (a replay shares them too).
 #[derive(Debug)]
 struct Kept {
     offset: u64,
     time_ms: u64,
-    frame: Utf8Bytes,
+    frame: QueuedText,
 }
 
 #[derive(Debug)]
@@ -161,7 +164,7 @@ impl Embedded {
             }
             room.last += 1;
             let offset = room.last;
-            let frame = Utf8Bytes::from(
+            let frame = QueuedText::shared(Utf8Bytes::from(
                 ServerFrame::Message {
                     room: publish.room.to_owned(),
                     offset,
@@ -171,7 +174,7 @@ impl Embedded {
                     time: now_ms,
                 }
                 .to_json(),
-            );
+            ));
             room.dedup.insert(publish.id, offset, now_ms);
             // A member that cannot take it is over its limit: it leaves the room here, and its
             // session closes it.
@@ -214,7 +217,7 @@ impl Embedded {
             let mut replayed = 0;
             if let Recovery::Replay { after } = decided {
                 for kept in room.history.iter().filter(|kept| kept.offset > after) {
-                    queue.push_own(kept.frame.clone());
+                    queue.push_replay(&kept.frame);
                     replayed += 1;
                 }
             }
@@ -276,7 +279,9 @@ mod tests {
         queue.take_all(&mut taken);
         taken
             .iter()
-            .map(|frame| ServerFrame::from_json(frame).expect("the engine writes valid frames"))
+            .map(|frame| {
+                ServerFrame::from_json(frame.text()).expect("the engine writes valid frames")
+            })
             .collect()
     }
 

@@ -7,6 +7,9 @@
 //! acks, errors) too; those do not count against the member, but while the queue holds
 //! `limit` bytes or more in all the session reads no more requests, so a client that floods is
 //! slowed down, not closed, as long as it reads.
+//!
+//! A room's message is queued as the room made it ([`QueuedText`]): its text and the
+//! compression every member shares, so the session only decides how to send it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -14,9 +17,11 @@ use std::sync::Mutex;
 use hyper_tungstenite::tungstenite::Utf8Bytes;
 use tokio::sync::Notify;
 
+use crate::outgoing::QueuedText;
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Utf8Bytes>,
+    frames: VecDeque<QueuedText>,
     /// Bytes of room messages queued: what the limit applies to.
     room_bytes: usize,
     /// Bytes of the member's own answers queued.
@@ -60,7 +65,7 @@ impl MemberQueue {
 
     /// A room message; `false` if the member is over its limit (it is then marked to be
     /// closed and must be dropped from the room).
-    pub(crate) fn push_room(&self, frame: &Utf8Bytes) -> bool {
+    pub(crate) fn push_room(&self, frame: &QueuedText) -> bool {
         let mut state = self.state();
         if state.overflowed {
             return false;
@@ -83,6 +88,16 @@ impl MemberQueue {
 
     /// An answer to the member's own request: always queued.
     pub(crate) fn push_own(&self, frame: Utf8Bytes) {
+        self.push_answer(QueuedText::own(frame));
+    }
+
+    /// A message from a room's history replayed for the member's join: an answer to its own
+    /// request, which shares the room's compression of it.
+    pub(crate) fn push_replay(&self, frame: &QueuedText) {
+        self.push_answer(frame.clone());
+    }
+
+    fn push_answer(&self, frame: QueuedText) {
         let mut state = self.state();
         state.own_bytes += frame.len();
         state.frames.push_back(frame);
@@ -91,7 +106,7 @@ impl MemberQueue {
     }
 
     /// Moves everything queued into `out`, oldest first.
-    pub(crate) fn take_all(&self, out: &mut Vec<Utf8Bytes>) -> Taken {
+    pub(crate) fn take_all(&self, out: &mut Vec<QueuedText>) -> Taken {
         let mut state = self.state();
         if state.overflowed {
             return Taken::Overflowed;
@@ -119,8 +134,8 @@ impl MemberQueue {
 mod tests {
     use super::*;
 
-    fn frame(n: usize) -> Utf8Bytes {
-        Utf8Bytes::from("x".repeat(n))
+    fn frame(n: usize) -> QueuedText {
+        QueuedText::shared(Utf8Bytes::from("x".repeat(n)))
     }
 
     #[test]
@@ -141,7 +156,7 @@ mod tests {
     fn own_answers_never_overflow_but_make_the_queue_full() {
         let queue = MemberQueue::new(1_000);
         for _ in 0..50 {
-            queue.push_own(frame(100));
+            queue.push_own(Utf8Bytes::from("x".repeat(100)));
         }
         assert!(queue.is_full());
         let mut taken = Vec::new();
@@ -149,7 +164,7 @@ mod tests {
         assert_eq!(taken.len(), 50);
         assert!(!queue.is_full());
         // Own answers do not count against the member: room messages still fit beside them.
-        queue.push_own(frame(5_000));
+        queue.push_own(Utf8Bytes::from("x".repeat(5_000)));
         assert!(queue.push_room(&frame(1_000)));
         assert!(!queue.push_room(&frame(1)));
     }
@@ -163,6 +178,7 @@ mod tests {
             .expect("the stored wake-up resolves the wait");
         let mut taken = Vec::new();
         queue.take_all(&mut taken);
-        assert_eq!(taken, [frame(1)]);
+        let texts: Vec<&str> = taken.iter().map(|queued| queued.text().as_str()).collect();
+        assert_eq!(texts, ["x"]);
     }
 }
