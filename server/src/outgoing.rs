@@ -32,11 +32,20 @@ pub(crate) struct Compression {
 }
 
 impl Compression {
+    /// Every message as it is.
+    #[cfg(test)]
+    pub(crate) const PLAIN: Compression = Compression { window_bits: None };
+
     /// The session's compression, from what the handshake agreed (if anything).
     pub(crate) fn of(agreement: Option<Agreement>) -> Compression {
         Compression {
             window_bits: agreement.and_then(Agreement::compress_window_bits),
         }
+    }
+
+    /// Whether the session compresses anything at all.
+    pub(crate) fn is_on(self) -> bool {
+        self.window_bits.is_some()
     }
 
     /// One message as it goes out: a text or binary message compressed when that makes it
@@ -161,11 +170,28 @@ impl QueuedText {
         QueuedText { text, shared: None }
     }
 
+    /// The same text without the shared compression: what a member that sends everything
+    /// plain queues, so that its deliveries cost what they did before compression moved into
+    /// sessions (no reference count to take and drop).
+    pub(crate) fn text_only(&self) -> QueuedText {
+        QueuedText::own(self.text.clone())
+    }
+
     /// A text sent to many (a room's message): its compressions are shared, and only a
     /// text long enough to be compressed pays for the allocation that shares them.
     pub(crate) fn shared(text: Utf8Bytes) -> QueuedText {
         let shared = (text.len() >= MIN_COMPRESSED_SIZE).then(Arc::default);
         QueuedText { text, shared }
+    }
+
+    /// The text alone, as a session that sends everything plain sends it.
+    pub(crate) fn into_text(self) -> Utf8Bytes {
+        self.text
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shares_compression(&self) -> bool {
+        self.shared.is_some()
     }
 
     #[cfg(test)]

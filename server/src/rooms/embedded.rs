@@ -254,6 +254,7 @@ impl Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outgoing::Compression;
 
     fn settings() -> RoomSettings {
         RoomSettings {
@@ -298,7 +299,7 @@ mod tests {
     #[test]
     fn members_get_joined_then_every_message_in_order() {
         let engine = Embedded::new(settings());
-        let queue = Arc::new(MemberQueue::new(1 << 20));
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         engine.join("lobby", None, 1, &queue, 0).expect("joins");
         for n in 0..500 {
             let offset = engine
@@ -321,7 +322,7 @@ mod tests {
     #[test]
     fn a_duplicate_id_gets_the_original_offset_and_is_not_broadcast() {
         let engine = Embedded::new(settings());
-        let queue = Arc::new(MemberQueue::new(1 << 20));
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         engine.join("lobby", None, 1, &queue, 0).expect("joins");
         assert_eq!(engine.publish(&publish("lobby", "a", "x"), 1), Ok(1));
         assert_eq!(engine.publish(&publish("lobby", "b", "y"), 2), Ok(2));
@@ -343,7 +344,7 @@ mod tests {
             epoch: engine.epoch.clone(),
             offset: 10,
         };
-        let queue = Arc::new(MemberQueue::new(1 << 20));
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         let joined = engine
             .join("lobby", Some(&since), 2, &queue, 61)
             .expect("joins");
@@ -382,7 +383,7 @@ mod tests {
                 offset: 240,
             },
         ] {
-            let queue = Arc::new(MemberQueue::new(1 << 20));
+            let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
             engine
                 .join("lobby", Some(&since), 3, &queue, 300)
                 .expect("joins");
@@ -434,8 +435,8 @@ mod tests {
     #[test]
     fn a_slow_member_is_dropped_and_never_slows_the_room() {
         let engine = Embedded::new(settings());
-        let slow = Arc::new(MemberQueue::new(10_000));
-        let reader = Arc::new(MemberQueue::new(10_000));
+        let slow = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
+        let reader = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
         engine.join("lobby", None, 1, &slow, 0).expect("joins");
         engine.join("lobby", None, 2, &reader, 0).expect("joins");
         let mut reader_offsets = Vec::new();
@@ -460,7 +461,7 @@ mod tests {
     #[test]
     fn rooms_are_bounded_and_idle_ones_make_way() {
         let engine = Embedded::new(settings());
-        let queue = Arc::new(MemberQueue::new(1 << 20));
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         for n in 0..10 {
             engine
                 .join(&format!("r{n}"), None, n, &queue, 0)

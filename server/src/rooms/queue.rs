@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use hyper_tungstenite::tungstenite::Utf8Bytes;
 use tokio::sync::Notify;
 
-use crate::outgoing::QueuedText;
+use crate::outgoing::{Compression, QueuedText};
 
 #[derive(Debug, Default)]
 struct State {
@@ -35,6 +35,9 @@ pub(crate) struct MemberQueue {
     state: Mutex<State>,
     wake: Notify,
     limit: usize,
+    /// How the member's session sends: only a compressing one takes a room message's shared
+    /// compression along with its text.
+    compression: Compression,
 }
 
 /// What a session took from its queue.
@@ -47,11 +50,21 @@ pub(crate) enum Taken {
 }
 
 impl MemberQueue {
-    pub(crate) fn new(limit: usize) -> MemberQueue {
+    pub(crate) fn new(limit: usize, compression: Compression) -> MemberQueue {
         MemberQueue {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             limit,
+            compression,
+        }
+    }
+
+    /// A room's message as this member queues it.
+    fn for_member(&self, frame: &QueuedText) -> QueuedText {
+        if self.compression.is_on() {
+            frame.clone()
+        } else {
+            frame.text_only()
         }
     }
 
@@ -80,7 +93,7 @@ impl MemberQueue {
             return false;
         }
         state.room_bytes += frame.len();
-        state.frames.push_back(frame.clone());
+        state.frames.push_back(self.for_member(frame));
         drop(state);
         self.wake.notify_one();
         true
@@ -94,7 +107,7 @@ impl MemberQueue {
     /// A message from a room's history replayed for the member's join: an answer to its own
     /// request, which shares the room's compression of it.
     pub(crate) fn push_replay(&self, frame: &QueuedText) {
-        self.push_answer(frame.clone());
+        self.push_answer(self.for_member(frame));
     }
 
     fn push_answer(&self, frame: QueuedText) {
@@ -140,7 +153,7 @@ mod tests {
 
     #[test]
     fn room_messages_past_the_limit_overflow_the_member() {
-        let queue = MemberQueue::new(1_000);
+        let queue = MemberQueue::new(1_000, Compression::PLAIN);
         let mut taken = Vec::new();
         // A burst far past the bound: the first ten fit, the eleventh overflows.
         let accepted = (0..1_000)
@@ -154,7 +167,7 @@ mod tests {
 
     #[test]
     fn own_answers_never_overflow_but_make_the_queue_full() {
-        let queue = MemberQueue::new(1_000);
+        let queue = MemberQueue::new(1_000, Compression::PLAIN);
         for _ in 0..50 {
             queue.push_own(Utf8Bytes::from("x".repeat(100)));
         }
@@ -169,9 +182,29 @@ mod tests {
         assert!(!queue.push_room(&frame(1)));
     }
 
+    #[test]
+    fn only_a_compressing_member_takes_the_shared_compression() {
+        let offer = http::HeaderValue::from_static("permessage-deflate");
+        let compressing = Compression::of(crate::deflate::negotiate([&offer]));
+        let published = frame(1_000);
+        assert!(published.shares_compression());
+        for (compression, shares) in [(compressing, true), (Compression::PLAIN, false)] {
+            let queue = MemberQueue::new(10_000, compression);
+            assert!(queue.push_room(&published));
+            queue.push_replay(&published);
+            let mut taken = Vec::new();
+            queue.take_all(&mut taken);
+            assert_eq!(taken.len(), 2);
+            for queued in taken {
+                assert_eq!(queued.shares_compression(), shares);
+                assert_eq!(queued.text(), published.text());
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_push_before_the_wait_is_not_lost() {
-        let queue = MemberQueue::new(1_000);
+        let queue = MemberQueue::new(1_000, Compression::PLAIN);
         queue.push_room(&frame(1));
         tokio::time::timeout(std::time::Duration::from_secs(5), queue.changed())
             .await
