@@ -171,8 +171,8 @@ impl QueuedText {
     }
 
     /// The same text without the shared compression: what a member that sends everything
-    /// plain queues, so that its deliveries cost what they did before compression moved into
-    /// sessions (no reference count to take and drop).
+    /// plain queues, so that its deliveries take no reference count to the compression they
+    /// never use.
     pub(crate) fn text_only(&self) -> QueuedText {
         QueuedText::own(self.text.clone())
     }

