@@ -1,5 +1,6 @@
 //! permessage-deflate (RFC 7692): the negotiation and the codec. The frames around it are
-//! [`crate::deflate_stream`]'s business.
+//! made elsewhere: [`crate::outgoing`] compresses what a session sends where it is made,
+//! [`crate::deflate_stream`] inflates what the client sends.
 //!
 //! What this server agrees to, whatever the client offers: **no context takeover either way**.
 //! Each message is compressed and inflated on its own, so an idle connection holds no
@@ -32,11 +33,11 @@ pub(crate) const MIN_COMPRESSED_SIZE: usize = 128;
 /// the README's compression figures.
 const LEVEL: Compression = Compression::new(1);
 /// The largest LZ77 window, zlib's default.
-const MAX_WINDOW_BITS: u8 = 15;
+pub(crate) const MAX_WINDOW_BITS: u8 = 15;
 /// zlib's deflate cannot make a 256-byte window (it silently uses 512 bytes), so a client that
 /// limits the server to 8 bits gets its messages uncompressed: allowed, since RSV1 is per
 /// message, and still honest.
-const MIN_COMPRESS_WINDOW_BITS: u8 = 9;
+pub(crate) const MIN_COMPRESS_WINDOW_BITS: u8 = 9;
 /// Compressors and inflaters a thread keeps for reuse.
 const SPARE: usize = 4;
 
@@ -143,6 +144,8 @@ thread_local! {
 /// tail. Returns `false`, with `out` meaningless, when the result would not be smaller: the
 /// message then goes out as it is.
 pub(crate) fn compress(payload: &[u8], window_bits: u8, out: &mut Vec<u8>) -> bool {
+    #[cfg(test)]
+    COMPRESS_CALLS.with(|calls| calls.set(calls.get() + 1));
     let mut compressor = COMPRESSORS
         .with_borrow_mut(|spare| {
             let at = spare.iter().position(|(bits, _)| *bits == window_bits)?;
@@ -176,6 +179,19 @@ pub(crate) fn compress(payload: &[u8], window_bits: u8, out: &mut Vec<u8>) -> bo
         }
     });
     smaller && out.len() < payload.len()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Calls of [`compress`] on this thread, so tests can tell how often a message was
+    /// compressed.
+    static COMPRESS_CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// How many times [`compress`] ran on this thread.
+#[cfg(test)]
+pub(crate) fn compress_calls() -> usize {
+    COMPRESS_CALLS.with(std::cell::Cell::get)
 }
 
 /// Output room for a payload of `len` bytes: more than level 1 can ever produce.

@@ -1,6 +1,8 @@
 //! permessage-deflate one layer under tungstenite, which refuses RSV1 and has no extension
-//! hook: `DeflateStream` reads the client's frames and hands tungstenite ordinary ones, and
-//! compresses the data frames tungstenite writes.
+//! hook: `DeflateStream` reads the client's frames and hands tungstenite ordinary ones.
+//! Writing is not its business: a session compresses each message where it is made
+//! ([`crate::outgoing`]) and hands tungstenite a frame with RSV1, which tungstenite writes as
+//! given, so what tungstenite writes passes through this layer untouched.
 //!
 //! Reading: a frame that is not part of a compressed message passes through untouched (still
 //! masked; tungstenite unmasks and checks it). A compressed message is unmasked and inflated
@@ -11,13 +13,6 @@
 //! enforced here, for every frame, along with the rules RFC 7692 adds (RSV1 only on a
 //! message's first frame). Those failures come up as an `io::Error` holding a [`Violation`],
 //! which the session turns into its close code.
-//!
-//! Writing: tungstenite's bytes are parsed as frames as they come; a whole text or binary
-//! frame of at least [`MIN_COMPRESSED_SIZE`] bytes is gathered and sent compressed with RSV1,
-//! everything else passes through. The frames of one `write` call leave together at its end
-//! (every [`WRITE_CHUNK`] bytes if it is longer), so a batch of replies still leaves in one
-//! write; the layer takes no new bytes while a chunk waits for the socket, so it adds at most
-//! a chunk and one message to what a session buffers.
 //!
 //! Frame headers are parsed and written with tungstenite's `FrameHeader`; this layer only
 //! counts how many header bytes to wait for (`HeaderBytes::needed`), so that it never reads
@@ -31,13 +26,10 @@ use hyper_tungstenite::tungstenite::protocol::frame::FrameHeader;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::deflate::{Agreement, InflateError, Inflater, MIN_COMPRESSED_SIZE, compress};
+use crate::deflate::{InflateError, Inflater};
 
 /// Most inflated bytes handed up as one frame.
 const OUT_CHUNK: usize = 16 * 1024;
-/// Bytes gathered before they are written: tungstenite's batch of replies goes out in one
-/// write, compressed or not, as it does without the layer.
-const WRITE_CHUNK: usize = 16 * 1024;
 /// Most compressed bytes read at a time.
 const IN_CHUNK: usize = 16 * 1024;
 /// Buffers larger than this are freed once drained, so idle sessions stay small.
@@ -97,20 +89,14 @@ impl From<Violation> for io::Error {
 pub(crate) struct DeflateStream<S> {
     stream: S,
     reader: Reader,
-    writer: Writer,
 }
 
 impl<S> DeflateStream<S> {
     /// `max_message_size` bounds an inflated message, as it bounds any other.
-    pub(crate) fn new(
-        stream: S,
-        agreement: Agreement,
-        max_message_size: usize,
-    ) -> DeflateStream<S> {
+    pub(crate) fn new(stream: S, max_message_size: usize) -> DeflateStream<S> {
         DeflateStream {
             stream,
             reader: Reader::new(max_message_size),
-            writer: Writer::new(agreement.compress_window_bits()),
         }
     }
 }
@@ -141,18 +127,6 @@ impl HeaderBytes {
         self.needed() - self.len
     }
 
-    /// Takes header bytes from the front of `bytes`; returns how many.
-    fn fill(&mut self, bytes: &[u8]) -> usize {
-        let mut used = 0;
-        while self.missing() > 0 && used < bytes.len() {
-            let take = self.missing().min(bytes.len() - used);
-            self.bytes[self.len..self.len + take].copy_from_slice(&bytes[used..used + take]);
-            self.len += take;
-            used += take;
-        }
-        used
-    }
-
     fn raw(&self) -> &[u8] {
         &self.bytes[..self.len]
     }
@@ -174,11 +148,10 @@ fn put_header(out: &mut Vec<u8>, header: &FrameHeader, len: usize) {
         .expect("writing to a Vec cannot fail");
 }
 
-/// The header of an unmasked frame with no RSV bits but `rsv1`.
-fn plain_header(is_final: bool, rsv1: bool, opcode: OpCode) -> FrameHeader {
+/// The header of an unmasked frame with no RSV bits: what tungstenite reads.
+fn plain_header(is_final: bool, opcode: OpCode) -> FrameHeader {
     FrameHeader {
         is_final,
-        rsv1,
         opcode,
         mask: None,
         ..FrameHeader::default()
@@ -340,7 +313,7 @@ impl Reader {
 
     /// Makes the inflated bytes so far a frame for tungstenite.
     fn emit(&mut self, fin: bool) {
-        let header = plain_header(fin, false, self.next_opcode);
+        let header = plain_header(fin, self.next_opcode);
         put_header(&mut self.ready, &header, self.inflated.len());
         self.ready.extend_from_slice(&self.inflated);
         self.inflated.clear();
@@ -506,180 +479,6 @@ impl Reader {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum WriteState {
-    Header,
-    /// Passing `left` bytes of a frame through untouched.
-    Forward {
-        left: u64,
-    },
-    /// Gathering the payload of a whole text or binary message to compress it.
-    Gather {
-        opcode: OpCode,
-        left: usize,
-    },
-}
-
-#[derive(Debug)]
-struct Writer {
-    header: HeaderBytes,
-    state: WriteState,
-    /// `None`: send every message as it is (the client asked for a window zlib cannot keep to).
-    window_bits: Option<u8>,
-    /// A payload being gathered.
-    payload: Vec<u8>,
-    /// Frames ready to send, written at the end of each `write` call, once [`WRITE_CHUNK`]
-    /// have gathered, or on flush: `out[out_at..]`.
-    out: Vec<u8>,
-    out_at: usize,
-}
-
-impl Writer {
-    fn new(window_bits: Option<u8>) -> Writer {
-        Writer {
-            header: HeaderBytes::default(),
-            state: WriteState::Header,
-            window_bits,
-            payload: Vec::new(),
-            out: Vec::new(),
-            out_at: 0,
-        }
-    }
-
-    fn start_frame(&mut self) {
-        // The next frame's header starts afresh; this one's bytes may still be passed on.
-        let raw = std::mem::take(&mut self.header);
-        let (header, len) = raw
-            .parse()
-            .expect("tungstenite writes no reserved opcode (the session never writes raw frames)");
-        let whole_message = header.is_final
-            && !header.rsv1
-            && matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
-        match usize::try_from(len) {
-            Ok(len)
-                if whole_message && len >= MIN_COMPRESSED_SIZE && self.window_bits.is_some() =>
-            {
-                self.payload.reserve_exact(len);
-                self.state = WriteState::Gather {
-                    opcode: header.opcode,
-                    left: len,
-                };
-            }
-            _ => {
-                self.out.extend_from_slice(raw.raw());
-                self.state = if len == 0 {
-                    WriteState::Header
-                } else {
-                    WriteState::Forward { left: len }
-                };
-            }
-        }
-    }
-
-    /// The gathered payload goes out compressed, or as it is if that would not be smaller.
-    fn finish_gathered(&mut self, opcode: OpCode) {
-        let mut compressed = Vec::new();
-        let bits = self.window_bits.unwrap_or(15);
-        if compress(&self.payload, bits, &mut compressed) {
-            put_header(
-                &mut self.out,
-                &plain_header(true, true, opcode),
-                compressed.len(),
-            );
-            self.out.extend_from_slice(&compressed);
-        } else {
-            let len = self.payload.len();
-            put_header(&mut self.out, &plain_header(true, false, opcode), len);
-            self.out.extend_from_slice(&self.payload);
-        }
-        release(&mut self.payload);
-        self.state = WriteState::Header;
-    }
-
-    /// Sends what the layer holds. Ready once it is all sent.
-    fn poll_drain<S: AsyncWrite + Unpin>(
-        &mut self,
-        stream: &mut S,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<()>> {
-        while self.out_at < self.out.len() {
-            let written = ready!(Pin::new(&mut *stream).poll_write(cx, &self.out[self.out_at..]))?;
-            if written == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            self.out_at += written;
-        }
-        release(&mut self.out);
-        self.out_at = 0;
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_write<S: AsyncWrite + Unpin>(
-        &mut self,
-        stream: &mut S,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        // Bytes taken so far: once some are, the answer is `Ready(Ok(used))`, never `Pending`.
-        let mut used = 0;
-        loop {
-            if self.out.len() - self.out_at >= WRITE_CHUNK {
-                match self.poll_drain(stream, cx) {
-                    Poll::Ready(Ok(())) => {}
-                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
-                    Poll::Pending if used > 0 => return Poll::Ready(Ok(used)),
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-            let rest = &buf[used..];
-            if rest.is_empty() {
-                // Everything tungstenite wrote in this call leaves now, in one write: it counts
-                // its bytes as sent once written, and may never flush (its reply to a close).
-                // What the socket cannot take yet waits for the next write or flush.
-                if let Poll::Ready(Err(error)) = self.poll_drain(stream, cx) {
-                    return Poll::Ready(Err(error));
-                }
-                return Poll::Ready(Ok(used));
-            }
-            match self.state {
-                WriteState::Header => {
-                    used += self.header.fill(rest);
-                    if self.header.missing() == 0 {
-                        self.start_frame();
-                    }
-                }
-                WriteState::Forward { left } => {
-                    let take = rest
-                        .len()
-                        .min(WRITE_CHUNK)
-                        .min(usize::try_from(left).unwrap_or(usize::MAX));
-                    self.out.extend_from_slice(&rest[..take]);
-                    used += take;
-                    let left = left - take as u64;
-                    self.state = if left == 0 {
-                        WriteState::Header
-                    } else {
-                        WriteState::Forward { left }
-                    };
-                }
-                WriteState::Gather { opcode, left } => {
-                    let take = rest.len().min(left);
-                    self.payload.extend_from_slice(&rest[..take]);
-                    used += take;
-                    if take == left {
-                        self.finish_gathered(opcode);
-                    } else {
-                        self.state = WriteState::Gather {
-                            opcode,
-                            left: left - take,
-                        };
-                    }
-                }
-            }
-        }
-    }
-}
-
 impl<S: AsyncRead + Unpin> AsyncRead for DeflateStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -691,38 +490,43 @@ impl<S: AsyncRead + Unpin> AsyncRead for DeflateStream<S> {
     }
 }
 
+/// What tungstenite writes passes straight through: a session compresses its messages
+/// itself (`outgoing`), as frames with RSV1 that tungstenite writes as given.
 impl<S: AsyncWrite + Unpin> AsyncWrite for DeflateStream<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        this.writer.poll_write(&mut this.stream, cx, buf)
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.writer.poll_drain(&mut this.stream, cx))?;
-        Pin::new(&mut this.stream).poll_flush(cx)
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.writer.poll_drain(&mut this.stream, cx))?;
-        Pin::new(&mut this.stream).poll_shutdown(cx)
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deflate::negotiate;
+    use crate::deflate::compress;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn agreement() -> Agreement {
-        negotiate([&http::HeaderValue::from_static("permessage-deflate")]).expect("agreed")
-    }
 
     // The tests encode and parse frames by hand, independently of the parser the layer uses.
     const FIN: u8 = 0x80;
@@ -799,31 +603,31 @@ mod tests {
     const LONG: &str = "{\"user\":\"ada\",\"text\":\"the deploy is green again\"}";
 
     #[tokio::test]
-    async fn large_data_frames_leave_compressed_and_the_rest_as_they_were_however_split() {
+    async fn what_tungstenite_writes_passes_through_untouched_however_split() {
         let long = LONG.repeat(40);
+        let mut packed = Vec::new();
+        assert!(compress(long.as_bytes(), 15, &mut packed));
+        // Long plain frames stay plain (the session decides what is compressed), and a
+        // compressed one the session made leaves as it was made.
         let written: Vec<u8> = [
             frame(FIN | TEXT, b"short", None),
             frame(FIN | TEXT, long.as_bytes(), None),
             frame(FIN | 0x9, b"ping", None),
+            frame(FIN | RSV1 | BINARY, &packed, None),
             frame(FIN | BINARY, &[], None),
-            frame(FIN | BINARY, long.as_bytes(), None),
         ]
         .concat();
         for split in [1, 2, 5, 13, 4096] {
-            let mut layer = DeflateStream::new(Vec::new(), agreement(), 1 << 20);
+            let mut layer = DeflateStream::new(Vec::new(), 1 << 20);
             for piece in written.chunks(split) {
                 layer.write_all(piece).await.expect("write");
             }
             layer.flush().await.expect("flush");
+            layer.shutdown().await.expect("shutdown");
+            assert_eq!(layer.stream, written, "split {split}");
             let sent = frames(&layer.stream);
-            assert_eq!(sent.len(), 5, "split {split}");
-            assert_eq!(sent[0], (FIN | TEXT, b"short".to_vec()));
-            assert_eq!(sent[1].0, FIN | RSV1 | TEXT);
-            assert_eq!(inflate(&sent[1].1), long.as_bytes());
-            assert_eq!(sent[2], (FIN | 0x9, b"ping".to_vec()));
-            assert_eq!(sent[3], (FIN | BINARY, Vec::new()));
-            assert_eq!(sent[4].0, FIN | RSV1 | BINARY);
-            assert_eq!(inflate(&sent[4].1), long.as_bytes());
+            assert_eq!(sent[3].0, FIN | RSV1 | BINARY);
+            assert_eq!(inflate(&sent[3].1), long.as_bytes());
         }
     }
 
@@ -842,7 +646,7 @@ mod tests {
         ]
         .concat();
         for read_size in [1, 7, 100, 1 << 16] {
-            let mut layer = DeflateStream::new(&received[..], agreement(), 1 << 20);
+            let mut layer = DeflateStream::new(&received[..], 1 << 20);
             let mut handed_up = Vec::new();
             let mut chunk = vec![0; read_size];
             loop {
@@ -940,7 +744,7 @@ mod tests {
             ),
         ];
         for (bytes, code) in cases {
-            let mut layer = DeflateStream::new(&bytes[..], agreement(), 1 << 20);
+            let mut layer = DeflateStream::new(&bytes[..], 1 << 20);
             let mut sink = Vec::new();
             let error = layer.read_to_end(&mut sink).await.expect_err("a violation");
             assert_eq!(Violation::of(&error).map(|v| v.code), Some(code), "{error}");

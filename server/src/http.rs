@@ -23,6 +23,7 @@ use percent_encoding::percent_decode_str;
 
 use crate::Shared;
 use crate::deflate::{self, Agreement};
+use crate::outgoing::Compression;
 use crate::rooms::Member;
 use crate::session::{self, Talk};
 use room_protocol::names;
@@ -219,6 +220,11 @@ fn upgrade<S: session::Stream>(
             return response;
         }
     };
+    let compression = if shared.config.compression {
+        deflate::negotiate(request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS))
+    } else {
+        None
+    };
     let talk = match endpoint {
         Endpoint::App(app) => Talk::App(app),
         Endpoint::Rooms => match display_name(request.uri().query()) {
@@ -226,6 +232,7 @@ fn upgrade<S: session::Stream>(
                 name,
                 Arc::clone(&shared.rooms),
                 shared.member_limits,
+                Compression::of(compression),
             ))),
             None => {
                 let response = text(
@@ -257,11 +264,6 @@ fn upgrade<S: session::Stream>(
     let on_upgrade = hyper::upgrade::on(&mut request);
     tracing::debug!(path, "upgrading to WebSocket");
     let config = shared.websocket_config;
-    let compression = if shared.config.compression {
-        deflate::negotiate(request.headers().get_all(header::SEC_WEBSOCKET_EXTENSIONS))
-    } else {
-        None
-    };
     let context = session::SessionContext {
         talk,
         timing: shared.session_timing(),

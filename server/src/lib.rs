@@ -7,6 +7,7 @@ mod deflate;
 mod deflate_stream;
 mod http;
 mod metrics;
+mod outgoing;
 mod read_ahead;
 mod rooms;
 mod session;

@@ -505,3 +505,105 @@ async fn compression_works_over_tls_both_ways_at_every_size() {
         );
     }
 }
+
+/// A rooms client's next data frame: `(compressed, JSON)`, pings skipped.
+async fn next_room_frame(client: &mut RawClient) -> (bool, serde_json::Value) {
+    loop {
+        let (first, payload) = client.read_frame_with_flags().await.expect("a frame");
+        if first & 0x0f == PING {
+            continue;
+        }
+        assert_eq!(first & 0x0f, TEXT, "rooms frames are text");
+        assert_ne!(first & FIN, 0, "whole messages");
+        let json = serde_json::from_slice(&message_payload(first, &payload)).expect("JSON");
+        return (first & RSV1 != 0, json);
+    }
+}
+
+/// A rooms client joined to `room`, compressed or not; returns it and the `joined` frame.
+async fn room_member(
+    server: &TestServer,
+    name: &str,
+    offer: &str,
+    join: serde_json::Value,
+) -> (RawClient, serde_json::Value) {
+    let path = format!("/rooms?name={name}");
+    let (mut client, head) = RawClient::handshake(server.addr, &path, offer, &[]).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let agreed = header_line(&head, "sec-websocket-extensions");
+    assert_eq!(agreed.is_some(), !offer.is_empty(), "{head}");
+    client.send(TEXT, join.to_string().as_bytes()).await;
+    let (_, joined) = next_room_frame(&mut client).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    (client, joined)
+}
+
+#[tokio::test]
+async fn a_room_message_reaches_compressed_and_plain_members_each_as_they_agreed() {
+    let server = TestServer::start(&["--compression"]).await;
+    let join = serde_json::json!({"type": "join", "room": "lobby"});
+    let mut compressed = Vec::new();
+    for n in 0..3 {
+        let (client, _) = room_member(&server, &format!("c{n}"), BROWSER_OFFER, join.clone()).await;
+        compressed.push(client);
+    }
+    // A client whose window zlib cannot keep to gets everything plain, like one that offered
+    // nothing.
+    let eight_bits = "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=8\r\n";
+    let (mut narrow, _) = room_member(&server, "narrow", eight_bits, join.clone()).await;
+    let (mut plain, joined) = room_member(&server, "plain", "", join.clone()).await;
+    let text = chatty_text(1024);
+    let publish = serde_json::json!({"type": "publish", "room": "lobby", "id": "m1", "text": text});
+    plain.send(TEXT, publish.to_string().as_bytes()).await;
+    let expected = |json: &serde_json::Value| {
+        assert_eq!(json["type"], "message", "{json}");
+        assert_eq!(json["from"], "plain");
+        assert_eq!(json["id"], "m1");
+        assert_eq!(json["text"], text.as_str());
+        assert_eq!(json["offset"], 1);
+    };
+    for client in &mut compressed {
+        let (was_compressed, json) = next_room_frame(client).await;
+        assert!(was_compressed, "a compressed member gets it compressed");
+        expected(&json);
+    }
+    for client in [&mut narrow, &mut plain] {
+        let (was_compressed, json) = next_room_frame(client).await;
+        assert!(!was_compressed, "{json}");
+        expected(&json);
+    }
+    let (_, ack) = next_room_frame(&mut plain).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    // A compressed member coming back gets the replay from history compressed too.
+    let since = serde_json::json!({"epoch": joined["epoch"], "offset": 0});
+    let rejoin = serde_json::json!({"type": "join", "room": "lobby", "since": since});
+    let (mut late, joined) = room_member(&server, "late", BROWSER_OFFER, rejoin).await;
+    assert_eq!(joined["recovered"], true, "{joined}");
+    let (was_compressed, json) = next_room_frame(&mut late).await;
+    assert!(was_compressed, "the replay is compressed");
+    expected(&json);
+}
+
+#[tokio::test]
+async fn a_reply_of_ten_copies_arrives_as_ten_compressed_frames_of_the_same_bytes() {
+    let server = TestServer::start(&["--compression"]).await;
+    let mut client = compressed_client(&server, "/echo").await;
+    let long = chatty_text(2000);
+    client.send(TEXT, long.as_bytes()).await;
+    let mut copies = Vec::new();
+    while copies.len() < 10 {
+        let (first, payload) = client.read_frame_with_flags().await.expect("a copy");
+        if first & 0x0f == PING {
+            continue;
+        }
+        assert_eq!(
+            first,
+            FIN | RSV1 | TEXT,
+            "copy {} is compressed",
+            copies.len()
+        );
+        assert_eq!(inflate(&payload), long.as_bytes());
+        copies.push(payload);
+    }
+    assert!(copies.iter().all(|copy| copy == &copies[0]));
+}

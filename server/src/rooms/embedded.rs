@@ -2,7 +2,8 @@
 //! history, the dedup window and the members' queues, under one lock, so a join reads history
 //! and subscribes in one step (nothing published can slip between) and every member receives
 //! a room's messages in offset order. A message's frame is encoded once and every member's
-//! queue holds the same bytes.
+//! queue holds the same bytes; with permessage-deflate it is also compressed at most once per
+//! window size, by the first session that sends it, for every member and every replay.
 //!
 //! The epoch is drawn when the engine starts: a restarted process has lost every history, and
 //! clients resuming from an old position are told so (`recovered: false`).
@@ -18,16 +19,18 @@ use room_protocol::{ErrorCode, Position, Problem, ServerFrame};
 
 use super::queue::MemberQueue;
 use super::{Joined, MemberId, Publish, RoomSettings};
+use crate::outgoing::QueuedText;
 
 /// Ids remembered per room for dedup, at most: with the window, what bounds its memory.
 pub(crate) const DEDUP_IDS_PER_ROOM: usize = 1_000;
 
-/// A message in a room's history: its frame as every member receives it.
+/// A message in a room's history: its frame as every member receives it, with the
+/// compressions the live members made of it (a replay shares them too).
 #[derive(Debug)]
 struct Kept {
     offset: u64,
     time_ms: u64,
-    frame: Utf8Bytes,
+    frame: QueuedText,
 }
 
 #[derive(Debug)]
@@ -161,7 +164,7 @@ impl Embedded {
             }
             room.last += 1;
             let offset = room.last;
-            let frame = Utf8Bytes::from(
+            let frame = QueuedText::shared(Utf8Bytes::from(
                 ServerFrame::Message {
                     room: publish.room.to_owned(),
                     offset,
@@ -171,7 +174,7 @@ impl Embedded {
                     time: now_ms,
                 }
                 .to_json(),
-            );
+            ));
             room.dedup.insert(publish.id, offset, now_ms);
             // A member that cannot take it is over its limit: it leaves the room here, and its
             // session closes it.
@@ -214,7 +217,7 @@ impl Embedded {
             let mut replayed = 0;
             if let Recovery::Replay { after } = decided {
                 for kept in room.history.iter().filter(|kept| kept.offset > after) {
-                    queue.push_own(kept.frame.clone());
+                    queue.push_replay(&kept.frame);
                     replayed += 1;
                 }
             }
@@ -251,6 +254,7 @@ impl Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outgoing::Compression;
 
     fn settings() -> RoomSettings {
         RoomSettings {
@@ -276,7 +280,9 @@ mod tests {
         queue.take_all(&mut taken);
         taken
             .iter()
-            .map(|frame| ServerFrame::from_json(frame).expect("the engine writes valid frames"))
+            .map(|frame| {
+                ServerFrame::from_json(frame.text()).expect("the engine writes valid frames")
+            })
             .collect()
     }
 
@@ -293,7 +299,7 @@ mod tests {
     #[test]
     fn members_get_joined_then_every_message_in_order() {
         let engine = Embedded::new(settings());
-        let queue = Arc::new(MemberQueue::new(1 << 20));
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         engine.join("lobby", None, 1, &queue, 0).expect("joins");
         for n in 0..500 {
             let offset = engine
@@ -316,7 +322,7 @@ mod tests {
     #[test]
     fn a_duplicate_id_gets_the_original_offset_and_is_not_broadcast() {
         let engine = Embedded::new(settings());
-        let queue = Arc::new(MemberQueue::new(1 << 20));
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         engine.join("lobby", None, 1, &queue, 0).expect("joins");
         assert_eq!(engine.publish(&publish("lobby", "a", "x"), 1), Ok(1));
         assert_eq!(engine.publish(&publish("lobby", "b", "y"), 2), Ok(2));
@@ -338,7 +344,7 @@ mod tests {
             epoch: engine.epoch.clone(),
             offset: 10,
         };
-        let queue = Arc::new(MemberQueue::new(1 << 20));
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         let joined = engine
             .join("lobby", Some(&since), 2, &queue, 61)
             .expect("joins");
@@ -377,7 +383,7 @@ mod tests {
                 offset: 240,
             },
         ] {
-            let queue = Arc::new(MemberQueue::new(1 << 20));
+            let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
             engine
                 .join("lobby", Some(&since), 3, &queue, 300)
                 .expect("joins");
@@ -429,8 +435,8 @@ mod tests {
     #[test]
     fn a_slow_member_is_dropped_and_never_slows_the_room() {
         let engine = Embedded::new(settings());
-        let slow = Arc::new(MemberQueue::new(10_000));
-        let reader = Arc::new(MemberQueue::new(10_000));
+        let slow = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
+        let reader = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
         engine.join("lobby", None, 1, &slow, 0).expect("joins");
         engine.join("lobby", None, 2, &reader, 0).expect("joins");
         let mut reader_offsets = Vec::new();
@@ -455,7 +461,7 @@ mod tests {
     #[test]
     fn rooms_are_bounded_and_idle_ones_make_way() {
         let engine = Embedded::new(settings());
-        let queue = Arc::new(MemberQueue::new(1 << 20));
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         for n in 0..10 {
             engine
                 .join(&format!("r{n}"), None, n, &queue, 0)

@@ -13,6 +13,7 @@ use room_protocol::limits::TokenBucket;
 use room_protocol::{ClientFrame, ErrorCode, Problem, ServerFrame};
 
 use super::{Engine, MemberId, MemberQueue, Publish};
+use crate::outgoing::Compression;
 
 /// What bounds one connection, from the server's flags.
 #[derive(Debug, Clone, Copy)]
@@ -46,13 +47,19 @@ pub(crate) struct Member {
 
 impl Member {
     /// A member called `name` (checked by the handshake).
-    pub(crate) fn new(name: String, engine: Arc<Engine>, limits: MemberLimits) -> Member {
+    /// `compression`: how its session sends (its queue keeps what that needs).
+    pub(crate) fn new(
+        name: String,
+        engine: Arc<Engine>,
+        limits: MemberLimits,
+        compression: Compression,
+    ) -> Member {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Member {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name,
             engine,
-            queue: Arc::new(MemberQueue::new(limits.queue_bytes)),
+            queue: Arc::new(MemberQueue::new(limits.queue_bytes, compression)),
             rooms: HashSet::new(),
             bucket: TokenBucket::new(limits.publish_rate, limits.publish_burst, now_ms()),
             limits,

@@ -7,6 +7,9 @@
 //! acks, errors) too; those do not count against the member, but while the queue holds
 //! `limit` bytes or more in all the session reads no more requests, so a client that floods is
 //! slowed down, not closed, as long as it reads.
+//!
+//! A room's message is queued as the room made it ([`QueuedText`]): its text and the
+//! compression every member shares, so the session only decides how to send it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -14,9 +17,11 @@ use std::sync::Mutex;
 use hyper_tungstenite::tungstenite::Utf8Bytes;
 use tokio::sync::Notify;
 
+use crate::outgoing::{Compression, QueuedText};
+
 #[derive(Debug, Default)]
 struct State {
-    frames: VecDeque<Utf8Bytes>,
+    frames: VecDeque<QueuedText>,
     /// Bytes of room messages queued: what the limit applies to.
     room_bytes: usize,
     /// Bytes of the member's own answers queued.
@@ -30,6 +35,9 @@ pub(crate) struct MemberQueue {
     state: Mutex<State>,
     wake: Notify,
     limit: usize,
+    /// How the member's session sends: only a compressing one takes a room message's shared
+    /// compression along with its text.
+    compression: Compression,
 }
 
 /// What a session took from its queue.
@@ -42,11 +50,21 @@ pub(crate) enum Taken {
 }
 
 impl MemberQueue {
-    pub(crate) fn new(limit: usize) -> MemberQueue {
+    pub(crate) fn new(limit: usize, compression: Compression) -> MemberQueue {
         MemberQueue {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             limit,
+            compression,
+        }
+    }
+
+    /// A room's message as this member queues it.
+    fn for_member(&self, frame: &QueuedText) -> QueuedText {
+        if self.compression.is_on() {
+            frame.clone()
+        } else {
+            frame.text_only()
         }
     }
 
@@ -60,7 +78,7 @@ impl MemberQueue {
 
     /// A room message; `false` if the member is over its limit (it is then marked to be
     /// closed and must be dropped from the room).
-    pub(crate) fn push_room(&self, frame: &Utf8Bytes) -> bool {
+    pub(crate) fn push_room(&self, frame: &QueuedText) -> bool {
         let mut state = self.state();
         if state.overflowed {
             return false;
@@ -75,7 +93,7 @@ impl MemberQueue {
             return false;
         }
         state.room_bytes += frame.len();
-        state.frames.push_back(frame.clone());
+        state.frames.push_back(self.for_member(frame));
         drop(state);
         self.wake.notify_one();
         true
@@ -83,6 +101,16 @@ impl MemberQueue {
 
     /// An answer to the member's own request: always queued.
     pub(crate) fn push_own(&self, frame: Utf8Bytes) {
+        self.push_answer(QueuedText::own(frame));
+    }
+
+    /// A message from a room's history replayed for the member's join: an answer to its own
+    /// request, which shares the room's compression of it.
+    pub(crate) fn push_replay(&self, frame: &QueuedText) {
+        self.push_answer(self.for_member(frame));
+    }
+
+    fn push_answer(&self, frame: QueuedText) {
         let mut state = self.state();
         state.own_bytes += frame.len();
         state.frames.push_back(frame);
@@ -91,7 +119,7 @@ impl MemberQueue {
     }
 
     /// Moves everything queued into `out`, oldest first.
-    pub(crate) fn take_all(&self, out: &mut Vec<Utf8Bytes>) -> Taken {
+    pub(crate) fn take_all(&self, out: &mut Vec<QueuedText>) -> Taken {
         let mut state = self.state();
         if state.overflowed {
             return Taken::Overflowed;
@@ -119,13 +147,13 @@ impl MemberQueue {
 mod tests {
     use super::*;
 
-    fn frame(n: usize) -> Utf8Bytes {
-        Utf8Bytes::from("x".repeat(n))
+    fn frame(n: usize) -> QueuedText {
+        QueuedText::shared(Utf8Bytes::from("x".repeat(n)))
     }
 
     #[test]
     fn room_messages_past_the_limit_overflow_the_member() {
-        let queue = MemberQueue::new(1_000);
+        let queue = MemberQueue::new(1_000, Compression::PLAIN);
         let mut taken = Vec::new();
         // A burst far past the bound: the first ten fit, the eleventh overflows.
         let accepted = (0..1_000)
@@ -139,9 +167,9 @@ mod tests {
 
     #[test]
     fn own_answers_never_overflow_but_make_the_queue_full() {
-        let queue = MemberQueue::new(1_000);
+        let queue = MemberQueue::new(1_000, Compression::PLAIN);
         for _ in 0..50 {
-            queue.push_own(frame(100));
+            queue.push_own(Utf8Bytes::from("x".repeat(100)));
         }
         assert!(queue.is_full());
         let mut taken = Vec::new();
@@ -149,20 +177,41 @@ mod tests {
         assert_eq!(taken.len(), 50);
         assert!(!queue.is_full());
         // Own answers do not count against the member: room messages still fit beside them.
-        queue.push_own(frame(5_000));
+        queue.push_own(Utf8Bytes::from("x".repeat(5_000)));
         assert!(queue.push_room(&frame(1_000)));
         assert!(!queue.push_room(&frame(1)));
     }
 
+    #[test]
+    fn only_a_compressing_member_takes_the_shared_compression() {
+        let offer = http::HeaderValue::from_static("permessage-deflate");
+        let compressing = Compression::of(crate::deflate::negotiate([&offer]));
+        let published = frame(1_000);
+        assert!(published.shares_compression());
+        for (compression, shares) in [(compressing, true), (Compression::PLAIN, false)] {
+            let queue = MemberQueue::new(10_000, compression);
+            assert!(queue.push_room(&published));
+            queue.push_replay(&published);
+            let mut taken = Vec::new();
+            queue.take_all(&mut taken);
+            assert_eq!(taken.len(), 2);
+            for queued in taken {
+                assert_eq!(queued.shares_compression(), shares);
+                assert_eq!(queued.text(), published.text());
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_push_before_the_wait_is_not_lost() {
-        let queue = MemberQueue::new(1_000);
+        let queue = MemberQueue::new(1_000, Compression::PLAIN);
         queue.push_room(&frame(1));
         tokio::time::timeout(std::time::Duration::from_secs(5), queue.changed())
             .await
             .expect("the stored wake-up resolves the wait");
         let mut taken = Vec::new();
         queue.take_all(&mut taken);
-        assert_eq!(taken, [frame(1)]);
+        let texts: Vec<&str> = taken.iter().map(|queued| queued.text().as_str()).collect();
+        assert_eq!(texts, ["x"]);
     }
 }
