@@ -90,7 +90,13 @@ impl Browser {
     /// The browser console since the last call, as `(level, message)`: chromedriver's log
     /// endpoint sees what happened during page load, before any script of ours ran.
     pub async fn console(&self) -> Result<Vec<(String, String)>, Error> {
-        let entries = self.client.issue_cmd(ConsoleLog).await?;
+        let entries = self
+            .client
+            .issue_cmd(ChromedriverPost {
+                path: "se/log",
+                body: r#"{"type":"browser"}"#.to_owned(),
+            })
+            .await?;
         let entries: Vec<serde_json::Value> = serde_json::from_value(entries)?;
         Ok(entries
             .into_iter()
@@ -99,27 +105,6 @@ impl Browser {
                 (field("level"), field("message"))
             })
             .collect())
-    }
-}
-
-/// chromedriver's `POST /session/{id}/se/log` with `{"type": "browser"}`.
-#[derive(Debug)]
-struct ConsoleLog;
-
-impl fantoccini::wd::WebDriverCompatibleCommand for ConsoleLog {
-    fn endpoint(
-        &self,
-        base_url: &url::Url,
-        session_id: Option<&str>,
-    ) -> Result<url::Url, url::ParseError> {
-        base_url.join(&format!(
-            "session/{}/se/log",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
     }
 }
 
@@ -132,28 +117,32 @@ impl Browser {
         method: &str,
         params: serde_json::Value,
     ) -> Result<serde_json::Value, Error> {
-        let command = DevTools {
+        let command = ChromedriverPost {
+            path: "goog/cdp/execute",
             body: json!({ "cmd": method, "params": params }).to_string(),
         };
         Ok(self.client.issue_cmd(command).await?)
     }
 }
 
-/// chromedriver's `POST /session/{id}/goog/cdp/execute` with `{"cmd": ..., "params": ...}`.
+/// A chromedriver extension fantoccini has no call for: `POST /session/{id}/{path}` with a JSON
+/// body (`se/log` for the browser console, `goog/cdp/execute` for a DevTools command).
 #[derive(Debug)]
-struct DevTools {
+struct ChromedriverPost {
+    path: &'static str,
     body: String,
 }
 
-impl fantoccini::wd::WebDriverCompatibleCommand for DevTools {
+impl fantoccini::wd::WebDriverCompatibleCommand for ChromedriverPost {
     fn endpoint(
         &self,
         base_url: &url::Url,
         session_id: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
         base_url.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session_id.unwrap_or_default()
+            "session/{}/{}",
+            session_id.unwrap_or_default(),
+            self.path
         ))
     }
 
