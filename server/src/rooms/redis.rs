@@ -294,26 +294,45 @@ impl Redis {
         unavailable()
     }
 
+    /// Runs a script, once more if the connection had dropped (Redis restarted, say): the
+    /// manager reconnects on that error, and both scripts are safe to run twice (a publish
+    /// run twice finds its id and answers its first offset).
+    async fn invoke<'script, T: redis::FromRedisValue>(
+        &self,
+        invocation: impl Fn() -> redis::ScriptInvocation<'script>,
+    ) -> Result<T, RedisError> {
+        let mut commands = self.commands.clone();
+        match invocation().invoke_async(&mut commands).await {
+            Err(error) if error.is_connection_dropped() || error.is_io_error() => {
+                tracing::debug!(%error, "redis connection dropped; trying once more");
+                invocation().invoke_async(&mut commands).await
+            }
+            answer => answer,
+        }
+    }
+
     /// Takes a publish: the offset it got, or the one it got before if its id is known.
     pub(crate) async fn publish(&self, publish: &Publish<'_>, now_ms: u64) -> Result<u64, Problem> {
         let cut =
             MessageAroundOffset::new(publish.room, publish.id, publish.from, publish.text, now_ms);
-        let mut commands = self.commands.clone();
         let answer: Result<(u8, u64), RedisError> = self
-            .publish
-            .key(meta_key(publish.room))
-            .key(log_key(publish.room))
-            .key(dedup_key(publish.room, publish.id))
-            .arg(fresh_epoch())
-            .arg(self.settings.history_messages)
-            .arg(self.settings.history_ttl_ms.max(1))
-            .arg(self.meta_ttl_ms())
-            .arg(self.settings.dedup_window_ms.max(1))
-            .arg(cut.head)
-            .arg(cut.tail)
-            .arg(now_ms)
-            .arg(channel(publish.room))
-            .invoke_async(&mut commands)
+            .invoke(|| {
+                let mut invocation = self.publish.prepare_invoke();
+                invocation
+                    .key(meta_key(publish.room))
+                    .key(log_key(publish.room))
+                    .key(dedup_key(publish.room, publish.id))
+                    .arg(fresh_epoch())
+                    .arg(self.settings.history_messages)
+                    .arg(self.settings.history_ttl_ms.max(1))
+                    .arg(self.meta_ttl_ms())
+                    .arg(self.settings.dedup_window_ms.max(1))
+                    .arg(&cut.head)
+                    .arg(&cut.tail)
+                    .arg(now_ms)
+                    .arg(channel(publish.room));
+                invocation
+            })
             .await;
         let (taken, offset) = answer.map_err(|error| self.failed("publish", &error))?;
         if taken == 1 {
@@ -325,16 +344,18 @@ impl Redis {
     /// Reads the room's epoch, last offset and the entries after `position` (if it is of
     /// that epoch).
     async fn read(&self, room: &str, epoch: &str, after: u64) -> Result<Snapshot, Problem> {
-        let mut commands = self.commands.clone();
         let answer: Result<Value, RedisError> = self
-            .read
-            .key(meta_key(room))
-            .key(log_key(room))
-            .arg(fresh_epoch())
-            .arg(self.meta_ttl_ms())
-            .arg(epoch)
-            .arg(after)
-            .invoke_async(&mut commands)
+            .invoke(|| {
+                let mut invocation = self.read.prepare_invoke();
+                invocation
+                    .key(meta_key(room))
+                    .key(log_key(room))
+                    .arg(fresh_epoch())
+                    .arg(self.meta_ttl_ms())
+                    .arg(epoch)
+                    .arg(after);
+                invocation
+            })
             .await;
         let value = answer.map_err(|error| self.failed("read", &error))?;
         snapshot(value).ok_or_else(|| {
@@ -870,4 +891,131 @@ fn register(
             after: top,
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outgoing::Compression;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn keys_and_channels_name_the_room_in_a_hash_tag_and_back() {
+        assert_eq!(meta_key("lobby"), "rooms:{lobby}:meta");
+        assert_eq!(log_key("a:b"), "rooms:{a:b}:log");
+        assert_eq!(dedup_key("lobby", "x y"), "rooms:{lobby}:id:x y");
+        assert_eq!(room_of_channel(&channel("a.b-c_d:e")), Some("a.b-c_d:e"));
+        assert_eq!(room_of_channel("other"), None);
+        assert_eq!(room_of_channel("rooms:{lobby"), None);
+    }
+
+    #[test]
+    fn a_published_message_is_epoch_offset_frame_and_the_frame_may_hold_spaces() {
+        assert_eq!(
+            parse_published(r#"e1 42 {"text":"a b c"}"#),
+            Some(("e1", 42, r#"{"text":"a b c"}"#))
+        );
+        for broken in ["", "e1", "e1 x {}", "e1 42", "e1 -1 {}"] {
+            assert_eq!(parse_published(broken), None, "{broken:?}");
+        }
+    }
+
+    #[test]
+    fn a_snapshot_is_read_from_the_script_answer_and_anything_else_is_refused() {
+        let answer = Value::Array(vec![
+            bulk("epoch"),
+            Value::Int(7),
+            Value::Array(vec![
+                Value::Array(vec![
+                    bulk("6-0"),
+                    Value::Array(vec![bulk("t"), bulk("1000"), bulk("f"), bulk("{}")]),
+                ]),
+                Value::Array(vec![
+                    bulk("7-0"),
+                    Value::Array(vec![bulk("f"), bulk("{\"a\":1}"), bulk("t"), bulk("2000")]),
+                ]),
+            ]),
+        ]);
+        let read = snapshot(answer).expect("a snapshot");
+        assert_eq!((read.epoch.as_str(), read.top), ("epoch", 7));
+        let entries: Vec<(u64, u64, &str)> = read
+            .entries
+            .iter()
+            .map(|entry| (entry.offset, entry.time_ms, entry.frame.as_str()))
+            .collect();
+        assert_eq!(entries, [(6, 1000, "{}"), (7, 2000, "{\"a\":1}")]);
+        let broken = [
+            Value::Nil,
+            Value::Array(vec![bulk("epoch"), Value::Int(-1), Value::Array(vec![])]),
+            Value::Array(vec![bulk("epoch"), Value::Int(1)]),
+            Value::Array(vec![
+                bulk("epoch"),
+                Value::Int(1),
+                Value::Array(vec![Value::Array(vec![
+                    bulk("1-5"),
+                    Value::Array(vec![bulk("t"), bulk("1"), bulk("f"), bulk("{}")]),
+                ])]),
+            ]),
+            Value::Array(vec![
+                bulk("epoch"),
+                Value::Int(1),
+                Value::Array(vec![Value::Array(vec![
+                    bulk("1-0"),
+                    Value::Array(vec![bulk("t"), bulk("1")]),
+                ])]),
+            ]),
+        ];
+        for value in broken {
+            assert!(snapshot(value.clone()).is_none(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn a_member_gets_nothing_at_or_before_its_joined_offset() {
+        let mut room = LocalRoom::default();
+        let early = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
+        let late = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
+        room.members.insert(
+            1,
+            Listener {
+                queue: Arc::clone(&early),
+                after: 0,
+            },
+        );
+        room.members.insert(
+            2,
+            Listener {
+                queue: Arc::clone(&late),
+                after: 2,
+            },
+        );
+        for offset in 1..=3 {
+            let frame = QueuedText::shared(Utf8Bytes::from(offset.to_string()));
+            room.deliver(offset, &frame);
+        }
+        let taken = |queue: &MemberQueue| {
+            let mut frames = Vec::new();
+            queue.take_all(&mut frames);
+            frames
+                .iter()
+                .map(|frame| frame.text().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(taken(&early), ["1", "2", "3"]);
+        assert_eq!(taken(&late), ["3"]);
+        room.lose_history("r");
+        assert!(room.members.is_empty());
+        assert_eq!(late.take_all(&mut Vec::new()), Taken::HistoryLost);
+    }
+
+    #[test]
+    fn retries_wait_between_half_and_all_of_the_pause() {
+        for _ in 0..100 {
+            let pause = jitter(Duration::from_millis(400));
+            assert!((200..=400).contains(&pause.as_millis()), "{pause:?}");
+        }
+    }
 }
