@@ -562,7 +562,7 @@ impl Redis {
     /// delivered offset, then delivers what arrives, pinging to notice a Redis that stopped
     /// answering.
     pub(crate) async fn maintain(self: Arc<Redis>, shutdown: CancellationToken) {
-        let mut retry = FIRST_RETRY;
+        let mut retry = Duration::ZERO;
         loop {
             let connected = tokio::select! {
                 () = shutdown.cancelled() => return,
@@ -570,7 +570,9 @@ impl Redis {
             };
             match connected {
                 Ok(Ok(stream)) => {
-                    retry = FIRST_RETRY;
+                    // A link that was up is tried again at once: what pub/sub drops while it
+                    // is down must then come from the stream, which keeps only so much.
+                    retry = Duration::ZERO;
                     self.came_up();
                     let lost = self.listen(stream, &shutdown).await;
                     self.link.lock().await.sink = None;
@@ -582,12 +584,13 @@ impl Redis {
                 Ok(Err(error)) => self.went_down(&error.to_string()),
                 Err(_) => self.went_down("no answer within the command timeout"),
             }
-            let pause = jitter(retry);
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(pause) => {}
+            if !retry.is_zero() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(jitter(retry)) => {}
+                }
             }
-            retry = (retry * 2).min(LAST_RETRY);
+            retry = (retry * 2).clamp(FIRST_RETRY, LAST_RETRY);
         }
     }
 
