@@ -566,10 +566,10 @@ impl Redis {
         loop {
             let connected = tokio::select! {
                 () = shutdown.cancelled() => return,
-                connected = tokio::time::timeout(COMMAND_TIMEOUT, self.connect()) => connected,
+                connected = self.connect() => connected,
             };
             match connected {
-                Ok(Ok(stream)) => {
+                Ok(stream) => {
                     // A link that was up is tried again at once: what pub/sub drops while it
                     // is down must then come from the stream, which keeps only so much.
                     retry = Duration::ZERO;
@@ -581,8 +581,10 @@ impl Redis {
                         None => return,
                     }
                 }
-                Ok(Err(error)) => self.went_down(&error.to_string()),
-                Err(_) => self.went_down("no answer within the command timeout"),
+                Err(error) => {
+                    self.link.lock().await.sink = None;
+                    self.went_down(&error.to_string());
+                }
             }
             if !retry.is_zero() {
                 tokio::select! {
@@ -597,12 +599,19 @@ impl Redis {
     /// Opens a pub/sub connection, subscribes every local room on it, makes it the link, and
     /// fills what each room missed while it was down.
     async fn connect(&self) -> Result<redis::aio::PubSubStream, RedisError> {
-        let (mut sink, stream) = self.client.get_async_pubsub().await?.split();
+        let timed_out = || RedisError::from((redis::ErrorKind::Io, "no answer in time"));
+        let (mut sink, stream) =
+            tokio::time::timeout(COMMAND_TIMEOUT, self.client.get_async_pubsub())
+                .await
+                .map_err(|_| timed_out())??
+                .split();
         let mut link = self.link.lock().await;
         let rooms: Vec<String> = lock(&self.rooms).keys().cloned().collect();
         if !rooms.is_empty() {
             let channels: Vec<String> = rooms.iter().map(|room| channel(room)).collect();
-            sink.subscribe(&channels).await?;
+            tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels))
+                .await
+                .map_err(|_| timed_out())??;
         }
         link.generation += 1;
         let generation = link.generation;
