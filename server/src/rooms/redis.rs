@@ -468,13 +468,15 @@ impl Redis {
                 }
             }
             let more = self.read(room, &epoch, top).await?;
-            if more.epoch != epoch
-                || more
+            let complete = more.top >= top
+                && more.entries.len() as u64 == more.top - top
+                && more
                     .entries
                     .first()
-                    .is_some_and(|entry| entry.offset != top + 1)
-            {
-                // The history changed under the join: it is asked again.
+                    .is_none_or(|entry| entry.offset == top + 1);
+            if more.epoch != epoch || (decided.recovered() && !complete) {
+                // The history changed under the join, or no longer holds what the replay
+                // needs: the client asks again.
                 return Err(unavailable());
             }
             if decided.recovered() {
