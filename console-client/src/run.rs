@@ -266,6 +266,13 @@ async fn converse(
                         progress_at = Instant::now();
                     }
                     talk.take_line(line, screen);
+                    if talk.is_full() {
+                        screen.status(&format!(
+                            "Waiting for answers: {} messages wait, the most the queue holds; \
+                             more input is read as answers make room.",
+                            talk.left()
+                        ));
+                    }
                 }
                 None => *input_open = false,
             },

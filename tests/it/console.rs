@@ -197,27 +197,45 @@ async fn piped_lines_are_answered_and_the_close_for_end_ends_it() {
 }
 
 #[tokio::test]
-async fn when_stdin_ends_every_line_is_answered_first_even_past_the_queue_bound() {
-    // 250 lines, two and a half times the queue of 100, piped at once: the client reads more
-    // only as answers make room, and exits 0 once the last line has its ten answers.
+async fn lines_past_the_queue_bound_wait_in_the_pipe_and_every_one_is_answered() {
+    // The server freezes after the first answer; 250 lines, two and a half times the queue of
+    // 100, are piped meanwhile. The client takes 100 and stops reading; once the server goes
+    // on, it reads the rest as answers make room and exits 0 after the last line's ten.
     let server = TestServer::start(&[]).await;
-    let mut client = Console::start(&[&server.ws_url("/subscriptions")]);
+    let mut client = Console::start(&[&server.ws_url("/subscriptions"), "--reply-timeout", "60"]);
+    client.type_text("first\n").await;
+    assert_eq!(
+        client.next_lines(1 + REPEAT_COUNT).await,
+        answers_to(&["first"])
+    );
+    server.signal("STOP");
     let messages: Vec<String> = (0..250).map(|n| format!("line {n}")).collect();
     client.type_text(&(messages.join("\n") + "\n")).await;
     client.close_stdin();
+    let full = client.wait_for_status("the most the queue holds").await;
+    assert!(full.contains("100 messages"), "{full}");
+    server.signal("CONT");
     let ended = client.ended(PATIENCE * 3).await;
-    let messages: Vec<&str> = messages.iter().map(String::as_str).collect();
+    let mut expected = Vec::new();
+    for message in &messages {
+        expected.extend(copies(message, REPEAT_COUNT));
+    }
     assert_eq!(
         ended.stdout.len(),
-        1 + 250 * REPEAT_COUNT,
+        250 * REPEAT_COUNT,
         "stderr: {:?}",
         ended.stderr
     );
     assert!(
-        ended.stdout == answers_to(&messages),
+        ended.stdout == expected,
         "answers out of order or miscounted"
     );
     assert!(ended.status.success(), "{:?}", ended.stderr);
+    assert!(
+        !ended.stderr.iter().any(|line| line.starts_with("Refused")),
+        "{:?}",
+        ended.stderr
+    );
 }
 
 #[tokio::test]
