@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use client_core::room::MAX_TEXT_BYTES;
 use client_core::settings::{Settings, rooms_url, server_base};
+use rules::App;
 
 use crate::config::Config;
 use crate::connect::Connector;
@@ -35,16 +36,20 @@ async fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
     };
-    let room = config.room.clone().zip(config.name.clone());
-    let url = match &room {
-        Some((_, name)) => server_base(&config.url).map(|base| rooms_url(&base, name)),
-        None => Settings::for_url(&config.url).map(|settings| settings.url),
+    // The URL to connect to, and what is spoken there.
+    let target = match config.room.clone().zip(config.name.clone()) {
+        Some((room, name)) => server_base(&config.url)
+            .map(|base| (rooms_url(&base, &name), Conversation::Room { room, name })),
+        None => Settings::for_url(&config.url)
+            .map(|settings| (settings.url, Conversation::App(settings.app))),
     };
-    let connector = match url
+    let (connector, conversation) = match target
         .map_err(|error| format!("the URL {error}"))
-        .and_then(|url| Connector::new(&url, config.ca_cert.as_deref()))
-    {
-        Ok(connector) => connector,
+        .and_then(|(url, conversation)| {
+            Connector::new(&url, config.ca_cert.as_deref())
+                .map(|connector| (connector, conversation))
+        }) {
+        Ok(found) => found,
         Err(error) => {
             eprintln!("console-client: {error}");
             return ExitCode::from(2);
@@ -54,18 +59,25 @@ async fn main() -> ExitCode {
         connect: config.connect_timeout,
         reply: config.reply_timeout,
     };
-    match room {
-        Some((room, name)) => {
+    match conversation {
+        Conversation::Room { room, name } => {
             let talk = RoomTalk::new(&room, &name);
             talk_until_done(&connector, talk, MAX_TEXT_BYTES, timeouts).await
         }
-        None => {
-            let app = Settings::for_url(&config.url).map(|settings| settings.app);
-            let app = app.unwrap_or(client_core::settings::DEFAULT_APP);
+        Conversation::App(app) => {
             let talk = AppTalk::new(app, config.max_message_size);
             talk_until_done(&connector, talk, config.max_message_size, timeouts).await
         }
     }
+}
+
+/// What the client speaks on its connection.
+#[derive(Debug)]
+enum Conversation {
+    /// An app's messages and answers, as its rules say.
+    App(App),
+    /// The rooms protocol, in room `room` as `name`.
+    Room { room: String, name: String },
 }
 
 /// Reads standard input (lines of at most `limit` bytes) and talks until done; the exit code.

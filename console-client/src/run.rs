@@ -206,6 +206,8 @@ async fn converse(
     // A send failed: the socket is going; what it still has to read (a close with its code)
     // says why, within the reply timeout.
     let mut broken_at: Option<Instant> = None;
+    // The full queue was said since the outbox was last empty: once is enough.
+    let mut said_full = false;
     loop {
         if broken_at.is_none() {
             if let Err(error) = send_waiting(&mut socket, talk, screen, timeouts.reply).await {
@@ -213,6 +215,7 @@ async fn converse(
                 broken_at = Some(Instant::now());
             }
         }
+        said_full &= talk.left() > 0;
         if !*input_open && talk.left() == 0 && broken_at.is_none() {
             close(&mut socket, CloseCode::Normal, "done", timeouts.reply).await;
             return Ending::Done;
@@ -266,7 +269,8 @@ async fn converse(
                         progress_at = Instant::now();
                     }
                     talk.take_line(line, screen);
-                    if talk.is_full() {
+                    if talk.is_full() && !said_full {
+                        said_full = true;
                         screen.status(&format!(
                             "Waiting for answers: {} messages wait, the most the queue holds; \
                              more input is read as answers make room.",

@@ -14,6 +14,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
 
+use crate::browser::Proxy;
 use crate::support::{PATIENCE, TestServer};
 
 /// The console client under test: `$CONSOLE_CLIENT_BIN` (set by `cargo xtask test` to the
@@ -279,6 +280,35 @@ async fn a_stopped_then_restarted_server_still_answers_every_line_exactly_ten_ti
             .iter()
             .any(|line| line.starts_with("Sent again: \"two\"")),
         "the unanswered lines went out again: {:?}",
+        ended.stderr
+    );
+}
+
+#[tokio::test]
+async fn an_answer_cut_mid_way_is_completed_and_each_copy_printed_once() {
+    // The connection is cut after the greeting and 5 of the 10 copies: the client sends the
+    // line again on a new connection and prints only the 5 copies it had not printed.
+    let server = TestServer::start(&[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    proxy.cut_next_websocket_after(1 + 5);
+    let url = format!("ws://{}/subscriptions", proxy.addr);
+    let mut client = Console::start(&[&url]);
+    client.type_text("hello\n").await;
+    client.close_stdin();
+    let ended = client.ended(PATIENCE).await;
+    assert_eq!(
+        ended.stdout,
+        answers_to(&["hello"]),
+        "stderr: {:?}",
+        ended.stderr
+    );
+    assert!(ended.status.success(), "{ended:?}");
+    assert!(
+        ended
+            .stderr
+            .iter()
+            .any(|line| line == "Sent again: \"hello\""),
+        "{:?}",
         ended.stderr
     );
 }
