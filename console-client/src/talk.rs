@@ -238,6 +238,14 @@ impl RoomTalk {
             joins: VecDeque::new(),
         }
     }
+
+    fn say_joined(&self, screen: &mut Screen) {
+        screen.status(&format!(
+            "Joined room {} as {}",
+            self.room.name(),
+            self.name
+        ));
+    }
 }
 
 impl Talk for RoomTalk {
@@ -309,15 +317,15 @@ impl Talk for RoomTalk {
             }
             Event::Gap { rejoin } => {
                 screen.status(GAP_NOTICE);
-                self.joins.extend(rejoin);
+                match rejoin {
+                    // Joined again from the new epoch's start: its `joined` says so.
+                    Some(join) => self.joins.push_back(join),
+                    None => self.say_joined(screen),
+                }
                 Heard::Answered
             }
             Event::Joined => {
-                screen.status(&format!(
-                    "Joined room {} as {}",
-                    self.room.name(),
-                    self.name
-                ));
+                self.say_joined(screen);
                 Heard::Answered
             }
             Event::RetryLater => Heard::Wait,

@@ -487,3 +487,42 @@ async fn two_console_clients_in_a_room_see_each_others_lines() {
         );
     }
 }
+
+#[tokio::test]
+async fn room_clients_rejoin_a_restarted_server_and_what_was_typed_meanwhile_arrives_once() {
+    let mut server = TestServer::start(&[]).await;
+    let addr = server.addr;
+    let url = server.ws_url("/subscriptions");
+    let mut ana = Console::start(&[&url, "--room", "lobby", "--name", "ana"]);
+    let mut bo = Console::start(&[&url, "--room", "lobby", "--name", "bo"]);
+    ana.wait_for_status("Joined room lobby as ana").await;
+    bo.wait_for_status("Joined room lobby as bo").await;
+    ana.type_text("before\n").await;
+    assert_eq!(ana.next_line().await, "ana: before");
+    assert_eq!(bo.next_line().await, "ana: before");
+
+    // The server dies without a word; ana types while it is down.
+    server.signal("KILL");
+    let _ = server.wait().await;
+    ana.type_text("while down\n").await;
+    // Same port again: a new engine, a new epoch. Both join again from where they were.
+    let _restarted = TestServer::start(&["--addr", &addr.to_string()]).await;
+    ana.wait_for_status("Joined room lobby as ana").await;
+    bo.wait_for_status("Joined room lobby as bo").await;
+    assert_eq!(bo.next_line().await, "ana: while down");
+    assert_eq!(ana.next_line().await, "ana: while down");
+    bo.type_text("after\n").await;
+    assert_eq!(bo.next_line().await, "bo: after");
+    assert_eq!(ana.next_line().await, "bo: after");
+
+    ana.close_stdin();
+    bo.close_stdin();
+    for client in [ana, bo] {
+        let ended = client.ended(PATIENCE).await;
+        assert!(ended.status.success(), "{ended:?}");
+        assert!(
+            ended.stdout.is_empty(),
+            "each message shown once: {ended:?}"
+        );
+    }
+}
