@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use client_core::settings::MAX_MESSAGE_SIZE_LIMIT;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -13,6 +14,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::http::Uri;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Any byte stream a WebSocket can run on: plain TCP or TLS over it.
 pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -102,9 +104,16 @@ impl Connector {
             ),
             None => Box::new(tcp),
         };
-        let (socket, _response) = tokio_tungstenite::client_async(self.url.as_str(), stream)
-            .await
-            .map_err(|error| error.to_string())?;
+        // A reply is as long as the message it answers, which the client's limit (at most
+        // 64 MiB, tungstenite's default message limit) keeps; the server may send it as one
+        // frame, so frames get the same limit instead of tungstenite's 16 MiB.
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_SIZE_LIMIT))
+            .max_frame_size(Some(MAX_MESSAGE_SIZE_LIMIT));
+        let (socket, _response) =
+            tokio_tungstenite::client_async_with_config(self.url.as_str(), stream, Some(config))
+                .await
+                .map_err(|error| error.to_string())?;
         Ok(socket)
     }
 }

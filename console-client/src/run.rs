@@ -149,7 +149,9 @@ pub async fn run(
                     return Ok(());
                 }
                 outage_since = Instant::now();
-                let delay = backoff.next_delay(jitter());
+                // The connect timeout counts from here: a wait as long as the backoff's widest
+                // window would use it all up before the first attempt.
+                let delay = backoff.next_delay(jitter()).min(timeouts.connect / 2);
                 screen.status(&format!("{what} {}", reconnecting(delay)));
                 sleep(delay).await;
                 screen.status(&format!("Connecting to {}…", connector.url()));
