@@ -223,6 +223,7 @@ fn test() -> Result<()> {
 
     build_client(false)?;
     let server_bin = build_server()?;
+    let console_client_bin = build_console_client()?;
     let (chromium, chromedriver) = tools::ensure_chromium()?;
     let nginx = tools::ensure_nginx()?;
 
@@ -230,6 +231,7 @@ fn test() -> Result<()> {
     run(command(cargo())
         .args(["test", "--workspace", "--", "--include-ignored"])
         .env("SERVER_BIN", &server_bin)
+        .env("CONSOLE_CLIENT_BIN", &console_client_bin)
         .env("CHROMEDRIVER", &chromedriver)
         .env("CHROMIUM", &chromium)
         .env("NGINX", &nginx)
@@ -267,6 +269,13 @@ fn build_server() -> Result<PathBuf> {
     announce("building the server (release)");
     run(command(cargo()).args(["build", "--release", "--package", "server"]))?;
     Ok(target_dir().join("release/server"))
+}
+
+/// Builds the release console client, which the integration tests run; returns its path.
+fn build_console_client() -> Result<PathBuf> {
+    announce("building the console client (release)");
+    run(command(cargo()).args(["build", "--release", "--package", "console-client"]))?;
+    Ok(target_dir().join("release/console-client"))
 }
 
 /// Autobahn|Testsuite's fuzzing client against `/mirror`, two runs side by side (the client is
