@@ -642,9 +642,9 @@ impl Redis {
                         return;
                     };
                     self.reachable.store(false, Ordering::Relaxed);
-                    self.metrics.redis_error();
                     self.link.lock().await.sink = None;
                     if up_since.elapsed() >= STABLE_LINK {
+                        self.metrics.redis_error();
                         // A link that was up is tried again at once, quietly: what pub/sub
                         // drops meanwhile must come from the stream, which keeps only so much.
                         tracing::debug!(reason, "the redis pub/sub link dropped; linking again");
