@@ -2,7 +2,8 @@
 //!
 //! Redis holds what must survive an instance, in Centrifugo's data model: per room a meta hash
 //! (`rooms:{NAME}:meta`: the epoch and the last offset), a stream of the room's message frames
-//! (`rooms:{NAME}:log`, entry id `<offset>-0`, trimmed to `--room-history`), and one key per
+//! (`rooms:{NAME}:log`, entry id `<offset>-0`, trimmed to `--room-history` messages and
+//! `--room-history-bytes`), and one key per
 //! message id for dedup (`rooms:{NAME}:id:<ID>`, kept for `--dedup-window`). A publish is one
 //! Lua script ([`PUBLISH`]): the dedup check, the next offset, the stream entry, the expiries and
 //! the `PUBLISH` on the room's channel `rooms:{NAME}`, atomically. A join, a gap fill and a
@@ -44,9 +45,13 @@ use crate::outgoing::QueuedText;
 /// One publish, atomically: dedup, offset, stream, expiries, `PUBLISH`. Returns `{taken, offset}`:
 /// `taken` 0 when the id was known (its first offset comes back).
 ///
+/// The history is trimmed oldest first to `--room-history` messages and
+/// `--room-history-bytes` bytes of frames (the meta hash keeps the byte count), as the
+/// embedded engine trims it.
+///
 /// KEYS: meta, log, dedup key. ARGV: a fresh epoch (used if the room has none), history
 /// length, history TTL ms, meta TTL ms, dedup window ms, frame head, frame tail, time ms,
-/// channel.
+/// channel, history bytes.
 const PUBLISH: &str = r"
 local known = redis.call('GET', KEYS[3])
 if known then return {0, tonumber(known)} end
@@ -58,8 +63,22 @@ if not epoch then
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
 local frame = ARGV[6] .. offset .. ARGV[7]
-if tonumber(ARGV[2]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 't', ARGV[8], 'f', frame)
+local most = tonumber(ARGV[2])
+local most_bytes = tonumber(ARGV[10])
+if most > 0 then
+  local count = redis.call('XLEN', KEYS[2])
+  local bytes = 0
+  if count > 0 then bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0') end
+  redis.call('XADD', KEYS[2], offset .. '-0', 't', ARGV[8], 'f', frame)
+  count = count + 1
+  bytes = bytes + #frame
+  while count > 0 and (count > most or bytes > most_bytes) do
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    bytes = bytes - #oldest[2][4]
+    redis.call('XDEL', KEYS[2], oldest[1])
+    count = count - 1
+  end
+  redis.call('HSET', KEYS[1], 'bytes', bytes)
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -366,7 +385,8 @@ impl Redis {
                     .arg(&cut.head)
                     .arg(&cut.tail)
                     .arg(now_ms)
-                    .arg(channel(publish.room));
+                    .arg(channel(publish.room))
+                    .arg(self.settings.history_bytes);
                 invocation
             })
             .await;
