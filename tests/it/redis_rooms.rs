@@ -97,7 +97,14 @@ impl Member {
         loop {
             let next = tokio::time::timeout(PATIENCE, self.client.next())
                 .await
-                .unwrap_or_else(|_| panic!("{}: nothing arrived within {PATIENCE:?}", self.name));
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{}: nothing arrived within {PATIENCE:?}; {} messages seen, the last at {}",
+                        self.name,
+                        self.seen.len(),
+                        self.last_offset()
+                    )
+                });
             let text = match next {
                 Some(Ok(Message::Text(text))) => text,
                 Some(Ok(Message::Close(frame))) => {

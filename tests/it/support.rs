@@ -917,7 +917,11 @@ impl Redis {
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
         let ready = tokio::time::timeout(PATIENCE, async {
             while let Ok(Some(line)) = stdout.next_line().await {
-                let ready = line.contains("Ready to accept connections");
+                // "Ready to accept connections" over TCP, "ready to accept connections at
+                // PATH" on a unix socket alone.
+                let ready = line
+                    .to_ascii_lowercase()
+                    .contains("ready to accept connections");
                 self.log
                     .lock()
                     .expect("lock")
