@@ -278,11 +278,19 @@ async fn two_instances_500_messages_from_both_every_client_sees_each_once_in_ord
             async move { member.publish_all(&ids).await }
         });
     futures_util::future::join_all(sends).await;
-    let expected: BTreeSet<String> = sent.values().flatten().cloned().collect();
+    for member in members
+        .iter_mut()
+        .filter(|member| member.name.starts_with('p'))
+    {
+        let own = sent[member.name.as_str()].clone();
+        member.read_until_acked(&own).await;
+    }
+    // A last message after every ack: whatever anyone sees before it is all there is.
+    let marker = vec!["marker".to_owned()];
+    members[2].publish_all(&marker).await;
+    let expected: BTreeSet<String> = sent.values().flatten().chain(&marker).cloned().collect();
     for member in &mut members {
-        member
-            .read_until("500 messages", |member| member.seen.len() >= 500)
-            .await;
+        member.read_until_seen("marker").await;
         member.assert_saw_each_once(&expected);
         // Each publisher's messages in the order it sent them.
         for (publisher, ids) in &sent {
@@ -294,25 +302,19 @@ async fn two_instances_500_messages_from_both_every_client_sees_each_once_in_ord
                 .collect();
             assert_eq!(in_order, ids.iter().collect::<Vec<_>>(), "{}", member.name);
         }
-    }
-    for member in members
-        .iter_mut()
-        .filter(|member| member.name.starts_with('p'))
-    {
-        let own = sent[member.name.as_str()].clone();
-        member.read_until_acked(&own).await;
-        for id in &own {
-            assert_eq!(member.acks[id], member.offset_of(id), "{id}");
+        // Each ack names the offset the message has for everyone.
+        for (id, offset) in &member.acks {
+            assert_eq!(*offset, member.offset_of(id), "{}: {id}", member.name);
         }
     }
-    // The work was shared, not done twice: 500 publishes taken in all, and each instance
+    // The work was shared, not done twice: 501 publishes taken in all, and each instance
     // queued every one of them to each of its three members.
     assert_eq!(
         metric_sum(&[&first, &second], "chat_rooms_publishes_total").await,
-        500
+        501
     );
     for server in [&first, &second] {
-        assert_eq!(server.metric("chat_rooms_deliveries_total").await, 1500);
+        assert_eq!(server.metric("chat_rooms_deliveries_total").await, 1503);
     }
 }
 
@@ -686,7 +688,7 @@ async fn a_pub_sub_gap_longer_than_history_closes_the_instances_members_with_101
     // subscribe again, until it runs.
     frozen.signal("STOP");
     let killed = redis.integer(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
-    assert_eq!(killed, 2, "both instances' pub/sub connections");
+    assert!(killed >= 2, "{killed}: both instances' pub/sub connections");
     // Publish only once the running instance has subscribed again (one subscriber on the
     // channel), so only the frozen one has a gap.
     let channel = format!("rooms:{{{ROOM}}}");
