@@ -330,10 +330,8 @@ impl Proxy {
     /// Refuses new WebSocket connections (and cuts the open ones), or takes them again.
     fn refuse_websockets(&self, refuse: bool) {
         self.control.refuse.store(refuse, Ordering::SeqCst);
-        if refuse {
-            if let Some(cut_all) = &*self.control.cut_all.lock().expect("lock") {
-                cut_all.send_modify(|generation| *generation += 1);
-            }
+        if refuse && let Some(cut_all) = &*self.control.cut_all.lock().expect("lock") {
+            cut_all.send_modify(|generation| *generation += 1);
         }
     }
 

@@ -131,23 +131,21 @@ pub fn build_client(dev: bool) -> Result<()> {
     ]))?;
     let pkg = workspace_root().join("static/pkg");
     let wasm = pkg.join("web_client_bg.wasm");
-    if !dev {
-        if let Some(wasm_opt) = tools::ensure_wasm_opt() {
-            // The features rustc enables by default for wasm32-unknown-unknown.
-            run(command(wasm_opt)
-                .args(["-Oz", "--strip-debug", "--strip-producers"])
-                .args([
-                    "--enable-bulk-memory",
-                    "--enable-mutable-globals",
-                    "--enable-nontrapping-float-to-int",
-                    "--enable-sign-ext",
-                    "--enable-multivalue",
-                    "--enable-reference-types",
-                ])
-                .arg(&wasm)
-                .arg("-o")
-                .arg(&wasm))?;
-        }
+    if !dev && let Some(wasm_opt) = tools::ensure_wasm_opt() {
+        // The features rustc enables by default for wasm32-unknown-unknown.
+        run(command(wasm_opt)
+            .args(["-Oz", "--strip-debug", "--strip-producers"])
+            .args([
+                "--enable-bulk-memory",
+                "--enable-mutable-globals",
+                "--enable-nontrapping-float-to-int",
+                "--enable-sign-ext",
+                "--enable-multivalue",
+                "--enable-reference-types",
+            ])
+            .arg(&wasm)
+            .arg("-o")
+            .arg(&wasm))?;
     }
     let static_dir = workspace_root().join("static");
     let copies = precompress::precompress(&static_dir)?;
