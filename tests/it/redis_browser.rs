@@ -88,6 +88,7 @@ async fn behind_nginx_two_pages_on_two_instances_one_killed_the_page_moves_and_b
         })
         .await;
         if counts == [1, 1] {
+            eprintln!("bo's socket on the other instance after {attempts} moves");
             break;
         }
         attempts += 1;
@@ -115,6 +116,7 @@ async fn behind_nginx_two_pages_on_two_instances_one_killed_the_page_moves_and_b
         wait_for_message(page, "bo", "hi ana, bo on the other instance").await;
     }
 
+    ana.record_status_changes().await;
     // ana's instance dies without a word.
     let (doomed, survivor) = if ana_on_first {
         (&mut first, &second)
@@ -137,6 +139,18 @@ async fn behind_nginx_two_pages_on_two_instances_one_killed_the_page_moves_and_b
         wait_for_message(page, "ana", "typed while moving").await;
         wait_for_message(page, "bo", "typed while the other moves").await;
     }
+    // ana's page noticed: it was cut off, and connected again.
+    let statuses: Vec<String> = ana
+        .status_changes()
+        .await
+        .into_iter()
+        .map(|(status, _, _)| status)
+        .collect();
+    assert!(
+        statuses.iter().any(|status| status == "reconnecting")
+            && statuses.last().map(String::as_str) == Some("open"),
+        "{statuses:?}"
+    );
     ana.type_message("after the move, from the page that moved")
         .await;
     wait_for_message(&bo, "ana", "after the move, from the page that moved").await;

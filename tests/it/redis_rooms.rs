@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, PATIENCE, Redis, TestServer};
+use crate::support::{Client, PATIENCE, Redis, RespReply, TestServer};
 
 /// Publish bounds high enough that a test of ordering is not a test of the rate limit.
 const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
@@ -246,6 +246,29 @@ impl Member {
     }
 }
 
+/// Waits until `count` connections subscribe to the room's channel: every instance with
+/// members there has (re)subscribed.
+async fn wait_for_subscribers(redis: &Redis, count: i64) {
+    let channel = format!("rooms:{{{ROOM}}}");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let reply = redis.command(&["PUBSUB", "NUMSUB", &channel]).await;
+        let subscribed = matches!(
+            &reply,
+            RespReply::Array(Some(items)) if items.get(1) == Some(&RespReply::Integer(count))
+        );
+        if subscribed {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never {count} subscribers: {reply:?}"
+        );
+        // Polling Redis's view: the instances say nothing when they have subscribed.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The sum of `name` over the instances' `/metrics`.
 async fn metric_sum(servers: &[&TestServer], name: &str) -> u64 {
     let mut sum = 0;
@@ -316,6 +339,42 @@ async fn two_instances_500_messages_from_both_every_client_sees_each_once_in_ord
     for server in [&first, &second] {
         assert_eq!(server.metric("chat_rooms_deliveries_total").await, 1503);
     }
+    // One script call per publish and per join reached Redis: 501 + 6.
+    let stats = match redis.command(&["INFO", "commandstats"]).await {
+        RespReply::Bulk(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+        other => panic!("INFO answered {other:?}"),
+    };
+    assert_eq!(succeeded_calls(&stats, "evalsha"), 507, "{stats}");
+    // What Redis keeps, and for how long: the history bound (100 by default) and the
+    // expiries (--room-history-ttl and --dedup-window, 300 s by default).
+    assert_eq!(redis.integer(&["XLEN", "rooms:{lobby}:log"]).await, 100);
+    for key in [
+        "rooms:{lobby}:meta",
+        "rooms:{lobby}:log",
+        "rooms:{lobby}:id:p1-0",
+    ] {
+        let ttl = redis.integer(&["PTTL", key]).await;
+        assert!(ttl > 0, "{key} expires: {ttl}");
+    }
+    for key in ["rooms:{lobby}:log", "rooms:{lobby}:id:p1-0"] {
+        let ttl = redis.integer(&["PTTL", key]).await;
+        assert!(ttl <= 300_000, "{key} expires within 300 s: {ttl}");
+    }
+}
+
+/// Successful calls of `command` in the text of `INFO commandstats`.
+fn succeeded_calls(stats: &str, command: &str) -> u64 {
+    let line = stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+        .unwrap_or_else(|| panic!("no {command} in {stats}"));
+    let field = |name: &str| -> u64 {
+        line.split(',')
+            .find_map(|pair| pair.strip_prefix(&format!("{name}=")))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    field("calls") - field("failed_calls") - field("rejected_calls")
 }
 
 #[tokio::test]
@@ -427,6 +486,8 @@ async fn pub_sub_connections_killed_while_messages_flow_leave_no_hole() {
     for round in 0..3 {
         let batch = ids(&format!("round{round}"), 150);
         publisher.publish_all(&batch).await;
+        // Both instances subscribed (again, after the previous round) and delivering.
+        wait_for_subscribers(&redis, 2).await;
         publisher.read_until_seen(&batch[10]).await;
         let killed = redis.integer(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
         assert!(
@@ -467,6 +528,8 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
     let before = ids("before", 2);
     ana.publish_all(&before).await;
     ana.read_until_acked(&before).await;
+    // The ack comes straight back, the message through Redis.
+    ana.read_until_seen("before-1").await;
     bo.read_until_seen("before-1").await;
 
     redis.stop().await;
@@ -512,6 +575,10 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
     tokio::time::sleep_until(outage + Duration::from_millis(2500)).await;
     for server in [&first, &second] {
         assert_eq!(server.readiness().await.0, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    for server in [&first, &second] {
+        assert!(server.metric("chat_rooms_redis_errors_total").await > 0);
     }
 
     redis.restart().await;
@@ -668,6 +735,16 @@ async fn more_missed_than_history_while_an_instance_is_down_is_not_recovered_nev
         HISTORY as usize + 1,
         "the replay, then live"
     );
+    let recoveries = "chat_rooms_recoveries_total";
+    let counted = [
+        survivor
+            .metric(&format!("{recoveries}{{recovered=\"true\"}}"))
+            .await,
+        survivor
+            .metric(&format!("{recoveries}{{recovered=\"false\"}}"))
+            .await,
+    ];
+    assert_eq!(counted, [1, 2], "recoveries on the survivor: true, false");
 }
 
 #[tokio::test]
@@ -691,24 +768,7 @@ async fn a_pub_sub_gap_longer_than_history_closes_the_instances_members_with_101
     assert!(killed >= 2, "{killed}: both instances' pub/sub connections");
     // Publish only once the running instance has subscribed again (one subscriber on the
     // channel), so only the frozen one has a gap.
-    let channel = format!("rooms:{{{ROOM}}}");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let reply = redis.command(&["PUBSUB", "NUMSUB", &channel]).await;
-        let subscribed = matches!(
-            &reply,
-            crate::support::RespReply::Array(Some(items))
-                if items.get(1) == Some(&crate::support::RespReply::Integer(1))
-        );
-        if subscribed {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never subscribed again: {reply:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_subscribers(&redis, 1).await;
     let missed = ids("missed", 20);
     publisher.publish_all(&missed).await;
     publisher.read_until_acked(&missed).await;
