@@ -218,10 +218,19 @@ impl Member {
                 .filter(|offset| !offsets.contains(offset))
                 .copied()
                 .collect();
+            let first_wrong = offsets
+                .iter()
+                .zip(&wanted)
+                .position(|(got, wanted)| got != wanted)
+                .unwrap_or(offsets.len().min(wanted.len()));
+            let around = &self.seen[first_wrong.saturating_sub(2)..];
             panic!(
-                "{}: offsets not 1..={} in order, once each; missing {holes:?}; got {offsets:?}",
+                "{}: {} offsets where 1..={} were due, once each, in order; missing {holes:?}; \
+                 the first out of place at position {first_wrong}: {:?}",
                 self.name,
-                expected.len()
+                offsets.len(),
+                expected.len(),
+                &around[..around.len().min(6)]
             );
         }
         let got: Vec<&String> = self.seen.iter().map(|(_, id)| id).collect();
@@ -243,29 +252,6 @@ impl Member {
                 other => panic!("{}: expected close {code}, got {other:?}", self.name),
             }
         }
-    }
-}
-
-/// Waits until `count` connections subscribe to the room's channel: every instance with
-/// members there has (re)subscribed.
-async fn wait_for_subscribers(redis: &Redis, count: i64) {
-    let channel = format!("rooms:{{{ROOM}}}");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let reply = redis.command(&["PUBSUB", "NUMSUB", &channel]).await;
-        let subscribed = matches!(
-            &reply,
-            RespReply::Array(Some(items)) if items.get(1) == Some(&RespReply::Integer(count))
-        );
-        if subscribed {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never {count} subscribers: {reply:?}"
-        );
-        // Polling Redis's view: the instances say nothing when they have subscribed.
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -487,7 +473,7 @@ async fn pub_sub_connections_killed_while_messages_flow_leave_no_hole() {
         let batch = ids(&format!("round{round}"), 150);
         publisher.publish_all(&batch).await;
         // Both instances subscribed (again, after the previous round) and delivering.
-        wait_for_subscribers(&redis, 2).await;
+        wait_for_room_subscribers(&redis, ROOM, 2).await;
         publisher.read_until_seen(&batch[10]).await;
         let killed = redis.integer(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
         assert!(
@@ -768,7 +754,7 @@ async fn a_pub_sub_gap_longer_than_history_closes_the_instances_members_with_101
     assert!(killed >= 2, "{killed}: both instances' pub/sub connections");
     // Publish only once the running instance has subscribed again (one subscriber on the
     // channel), so only the frozen one has a gap.
-    wait_for_subscribers(&redis, 1).await;
+    wait_for_room_subscribers(&redis, ROOM, 1).await;
     let missed = ids("missed", 20);
     publisher.publish_all(&missed).await;
     publisher.read_until_acked(&missed).await;
@@ -793,4 +779,68 @@ async fn a_pub_sub_gap_longer_than_history_closes_the_instances_members_with_101
     publisher.read_until_seen("after").await;
     let expected: BTreeSet<String> = [early, missed, after].concat().into_iter().collect();
     publisher.assert_saw_each_once(&expected);
+}
+
+/// How many connections subscribe to `room`'s channel, and how many patterns are subscribed.
+async fn subscriptions(redis: &Redis, room: &str) -> (i64, i64) {
+    let channel = format!("rooms:{{{room}}}");
+    let subscribers = match redis.command(&["PUBSUB", "NUMSUB", &channel]).await {
+        RespReply::Array(Some(items)) => match items.get(1) {
+            Some(RespReply::Integer(count)) => *count,
+            other => panic!("NUMSUB answered {other:?}"),
+        },
+        other => panic!("NUMSUB answered {other:?}"),
+    };
+    (subscribers, redis.integer(&["PUBSUB", "NUMPAT"]).await)
+}
+
+/// Waits until `room`'s channel has `count` subscribers.
+async fn wait_for_room_subscribers(redis: &Redis, room: &str, count: i64) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (subscribers, _) = subscriptions(redis, room).await;
+        if subscribers == count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{room}: {subscribers} subscribers, not {count}"
+        );
+        // The instances say nothing when they (un)subscribe: polling Redis's view.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_instance_subscribes_only_to_the_rooms_its_members_are_in() {
+    let redis = Redis::start().await;
+    let first = instance(&redis, &[]).await;
+    let second = instance(&redis, &[]).await;
+    let mut ana = Member::connect(&first, "ana").await;
+    ana.join(None).await;
+    ana.send_all([json!({"type": "join", "room": "side"})])
+        .await;
+    assert!(
+        matches!(ana.next_event().await, Event::Frame(ServerFrame::Joined { room, .. }) if room == "side")
+    );
+    let mut bo = Member::connect(&second, "bo").await;
+    bo.join(None).await;
+    // One channel per room and instance with members there; no pattern.
+    assert_eq!(subscriptions(&redis, ROOM).await, (2, 0));
+    assert_eq!(subscriptions(&redis, "side").await, (1, 0));
+    assert_eq!(subscriptions(&redis, "nobody-here").await, (0, 0));
+    // The last member here leaves: the instance lets the channel go.
+    ana.send_all([json!({"type": "leave", "room": "side"})])
+        .await;
+    assert!(matches!(
+        ana.next_event().await,
+        Event::Frame(ServerFrame::Left { .. })
+    ));
+    wait_for_room_subscribers(&redis, "side", 0).await;
+    drop(ana);
+    wait_for_room_subscribers(&redis, ROOM, 1).await;
+    // The other instance still delivers.
+    let after = vec!["after".to_owned()];
+    bo.publish_all(&after).await;
+    bo.read_until_seen("after").await;
 }
