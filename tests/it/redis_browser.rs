@@ -66,6 +66,10 @@ async fn behind_nginx_two_pages_on_two_instances_one_killed_the_page_moves_and_b
     let args = ["--redis-url", url.as_str(), "--metrics-addr", "127.0.0.1:0"];
     let mut first = TestServer::start_with_dir(&static_dir, &args).await;
     let mut second = TestServer::start_with_dir(&static_dir, &args).await;
+    // Both linked to Redis (ready) before any page comes, as a balancer would wait.
+    for server in [&first, &second] {
+        server.wait_for_readiness(http::StatusCode::OK).await;
+    }
     let port = Nginx::free_port();
     let config = crate::deployment::shipped_nginx_conf_for(&[first.addr, second.addr], port);
     let nginx = Nginx::start(&config, port).await;

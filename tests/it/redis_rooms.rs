@@ -28,7 +28,11 @@ async fn instance(redis: &Redis, extra: &[&str]) -> TestServer {
     let mut args = vec!["--redis-url", url.as_str(), "--metrics-addr", "127.0.0.1:0"];
     args.extend_from_slice(&UNLIMITED);
     args.extend_from_slice(extra);
-    TestServer::start(&args).await
+    let server = TestServer::start(&args).await;
+    // It listens before its pub/sub link is up, and answers joins `unavailable` until then,
+    // as /readyz says.
+    assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+    server
 }
 
 fn publish(id: &str, text: &str) -> Value {
@@ -504,7 +508,6 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
     let first = instance(&redis, &[]).await;
     let second = instance(&redis, &[]).await;
     for server in [&first, &second] {
-        assert_eq!(server.readiness().await, (StatusCode::OK, "ready\n".into()));
         server.wait_for_log("redis reachable").await;
     }
     let mut ana = Member::connect(&first, "ana").await;
