@@ -531,6 +531,7 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
     }
     // What ana types now is refused, each by name: her client keeps it to send again.
     let typed_while_down = ids("typed-while-down", 5);
+    let refused_from = Instant::now();
     ana.publish_all(&typed_while_down).await;
     let mut outbox = Vec::new();
     while outbox.len() < typed_while_down.len() {
@@ -546,6 +547,10 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
         }
     }
     assert_eq!(outbox, typed_while_down);
+    eprintln!(
+        "5 publishes refused within {:?} of being sent",
+        refused_from.elapsed()
+    );
     // A join is refused the same way.
     let mut late = Member::connect(&first, "late").await;
     late.send_all([json!({"type": "join", "room": "elsewhere"})])
@@ -846,4 +851,50 @@ async fn an_instance_subscribes_only_to_the_rooms_its_members_are_in() {
     let after = vec!["after".to_owned()];
     bo.publish_all(&after).await;
     bo.read_until_seen("after").await;
+}
+
+#[tokio::test]
+async fn the_history_byte_bound_holds_in_redis_too() {
+    // Ten frames of a little over 2,000 bytes against a bound of 10,000 bytes: four fit, as
+    // the embedded engine keeps them; the count bound (100) is far away.
+    let bound = ["--room-history-bytes", "10000", "--max-text-bytes", "4096"];
+    let redis = Redis::start().await;
+    let first = instance(&redis, &bound).await;
+    let second = instance(&redis, &bound).await;
+    let mut publisher = Member::connect(&first, "publisher").await;
+    let (epoch, _, _) = publisher.join(None).await;
+    let text = "x".repeat(2000);
+    let big = ids("big", 10);
+    publisher
+        .send_all(big.iter().map(|id| publish(id, &text)))
+        .await;
+    publisher.read_until_acked(&big).await;
+    let kept = redis.integer(&["XLEN", "rooms:{lobby}:log"]).await;
+    assert!(
+        kept <= 4,
+        "Redis keeps {kept} frames of 2 KB, past --room-history-bytes 10000"
+    );
+    // From the start: more than the bound holds, so not recovered, and nothing replayed.
+    let mut back = Member::connect(&second, "back").await;
+    let (_, offset, recovered) = back.join(Some((&epoch, 0))).await;
+    assert_eq!((offset, recovered), (10, false));
+    // The last three fit: replayed exactly.
+    let mut recent = Member::connect(&second, "recent").await;
+    let (_, offset, recovered) = recent.join(Some((&epoch, 7))).await;
+    assert_eq!((offset, recovered), (10, true));
+    recent
+        .read_until("the replay", |member| member.seen.len() >= 3)
+        .await;
+    assert_eq!(
+        recent
+            .seen
+            .iter()
+            .map(|(offset, _)| *offset)
+            .collect::<Vec<_>>(),
+        [8, 9, 10]
+    );
+    let last = vec!["last".to_owned()];
+    publisher.publish_all(&last).await;
+    back.read_until_seen("last").await;
+    assert_eq!(back.seen, [(11, "last".to_owned())], "nothing replayed");
 }
