@@ -73,7 +73,6 @@ async fn behind_nginx_two_pages_on_two_instances_one_killed_the_page_moves_and_b
     let port = Nginx::free_port();
     let config = crate::deployment::shipped_nginx_conf_for(&[first.addr, second.addr], port);
     let nginx = Nginx::start(&config, port).await;
-    let room_url = |name: &str| format!("http://{}/?room=lobby&name={name}", nginx.addr);
 
     let ana = open_room(nginx.addr, "lobby", "ana").await;
     let counts = wait_for_sessions(&[&first, &second], "ana's socket", |counts| {
@@ -81,10 +80,11 @@ async fn behind_nginx_two_pages_on_two_instances_one_killed_the_page_moves_and_b
     })
     .await;
     let ana_on_first = counts[0] == 1;
-    let bo = open_room(nginx.addr, "lobby", "bo").await;
+    let mut bo = open_room(nginx.addr, "lobby", "bo").await;
     // nginx hands requests to the instances in turn, and a page load is several requests: bo's
-    // socket may land where ana's is. Then bo leaves, one more request moves the turn on, and
-    // bo comes again.
+    // socket may land where ana's is. Then bo's browser goes (a page navigated away may keep
+    // its socket in the back-forward cache), one more request moves the turn on, and bo
+    // comes again.
     let mut attempts = 0;
     loop {
         let counts = wait_for_sessions(&[&first, &second], "bo's socket", |counts| {
@@ -100,16 +100,14 @@ async fn behind_nginx_two_pages_on_two_instances_one_killed_the_page_moves_and_b
             attempts < 8,
             "bo's socket never landed on the other instance"
         );
-        bo.client().goto("about:blank").await.expect("page unloads");
+        close(bo).await;
         wait_for_sessions(&[&first, &second], "bo gone", |counts| {
             counts.iter().sum::<u64>() == 1
         })
         .await;
         let turn = http_request(nginx.addr, "GET", "/healthz", &[]).await;
         assert_eq!(turn.status, http::StatusCode::OK);
-        bo.client().goto(&room_url("bo")).await.expect("page loads");
-        bo.wait_for_status("open").await;
-        bo.watch_for_errors().await;
+        bo = open_room(nginx.addr, "lobby", "bo").await;
     }
 
     ana.type_message("hello from ana").await;
