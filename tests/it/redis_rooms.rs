@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, PATIENCE, Redis, RespReply, TestServer};
+use crate::support::{Client, PATIENCE, Redis, RespReply, TestServer, this_thread_cpu_time};
 
 /// Publish bounds high enough that a test of ordering is not a test of the rate limit.
 const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
@@ -522,7 +522,6 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
     bo.read_until_seen("before-1").await;
 
     redis.stop().await;
-    let outage = Instant::now();
     for server in [&first, &second] {
         let body = server
             .wait_for_readiness(StatusCode::SERVICE_UNAVAILABLE)
@@ -564,10 +563,35 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
         }
         other => panic!("late: expected unavailable, got {other:?}"),
     }
-    // Down long enough for several reconnection attempts (100 ms doubling: 100, 200, 400,
-    // 800 ms…): the outage itself, not a wait for readiness.
-    tokio::time::sleep_until(outage + Duration::from_millis(2500)).await;
-    for server in [&first, &second] {
+    // Down two seconds more, long enough for several reconnection attempts (100 ms doubling:
+    // 100, 200, 400, 800 ms…): the outage itself, not a wait for readiness. Meanwhile the instances retry
+    // with backoff, they do not spin: each spends far less CPU than a thread of this test
+    // that never stops running (a fixed bound would break on a busy machine either way).
+    let window = Duration::from_secs(2);
+    let cpu_before = [first.cpu_time(), second.cpu_time()];
+    let busy = tokio::task::spawn_blocking(move || {
+        let (started, cpu_before) = (std::time::Instant::now(), this_thread_cpu_time());
+        let mut turns = 0u64;
+        while started.elapsed() < window {
+            turns = std::hint::black_box(turns.wrapping_add(1));
+        }
+        this_thread_cpu_time() - cpu_before
+    })
+    .await
+    .expect("the busy thread");
+    for (server, before) in [&first, &second].into_iter().zip(cpu_before) {
+        let spent = server.cpu_time() - before;
+        eprintln!(
+            "Redis down: an instance spent {spent:?} of CPU in {window:?}, a busy thread {busy:?}"
+        );
+        assert!(
+            busy >= Duration::from_millis(100),
+            "the machine gave a busy thread only {busy:?} in {window:?}: nothing can be measured"
+        );
+        assert!(
+            spent * 4 < busy,
+            "{spent:?} of CPU while Redis was down, a busy thread {busy:?}"
+        );
         assert_eq!(server.readiness().await.0, StatusCode::SERVICE_UNAVAILABLE);
     }
 
@@ -585,6 +609,7 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
             .filter(|line| line.contains("redis unreachable"))
             .count();
         assert_eq!(warnings, 1, "{logs}");
+        assert!(!logs.contains("panicked"), "{logs}");
         assert!(
             logs.lines()
                 .all(|line| !line.contains("redis unreachable") || line.contains("WARN")),
