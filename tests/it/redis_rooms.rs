@@ -569,6 +569,8 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
     // that never stops running (a fixed bound would break on a busy machine either way).
     let window = Duration::from_secs(2);
     let cpu_before = [first.cpu_time(), second.cpu_time()];
+    let errors = "chat_rooms_redis_errors_total";
+    let errors_before = [first.metric(errors).await, second.metric(errors).await];
     let busy = tokio::task::spawn_blocking(move || {
         let (started, cpu_before) = (std::time::Instant::now(), this_thread_cpu_time());
         let mut turns = 0u64;
@@ -579,8 +581,16 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
     })
     .await
     .expect("the busy thread");
-    for (server, before) in [&first, &second].into_iter().zip(cpu_before) {
+    for ((server, before), errors_before) in [&first, &second]
+        .into_iter()
+        .zip(cpu_before)
+        .zip(errors_before)
+    {
         let spent = server.cpu_time() - before;
+        // Each failed attempt counts as an error: 100 ms doubling (with jitter) allows a
+        // handful in two seconds, a loop without backoff hundreds.
+        let attempts = server.metric(errors).await - errors_before;
+        assert!(attempts <= 12, "{attempts} failed attempts in {window:?}");
         eprintln!(
             "Redis down: an instance spent {spent:?} of CPU in {window:?}, a busy thread {busy:?}"
         );
