@@ -128,7 +128,7 @@ async fn behind_nginx_two_pages_on_two_instances_one_killed_the_page_moves_and_b
     doomed.signal("KILL");
     let _ = doomed.wait().await;
     // Both type while ana's page is moving: what bo types goes out at once, what ana types
-    // waits on her page until she is back.
+    // waits in her page's outbox until it is back (unless it already is).
     bo.type_message("typed while the other moves").await;
     wait_for_message(&bo, "bo", "typed while the other moves").await;
     ana.type_message("typed while moving").await;
