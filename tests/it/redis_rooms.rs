@@ -933,3 +933,44 @@ async fn the_history_byte_bound_holds_in_redis_too() {
     back.read_until_seen("last").await;
     assert_eq!(back.seen, [(11, "last".to_owned())], "nothing replayed");
 }
+
+#[tokio::test]
+async fn history_older_than_its_ttl_is_not_replayed_on_the_other_instance() {
+    let ttl = ["--room-history-ttl", "2"];
+    let redis = Redis::start().await;
+    let first = instance(&redis, &ttl).await;
+    let second = instance(&redis, &ttl).await;
+    let mut publisher = Member::connect(&first, "publisher").await;
+    let (epoch, _, _) = publisher.join(None).await;
+    let sent = ids("m", 3);
+    publisher.publish_all(&sent).await;
+    publisher.read_until_acked(&sent).await;
+    let published = Instant::now();
+    // Within the TTL, the other instance replays them.
+    let mut early = Member::connect(&second, "early").await;
+    let (_, offset, recovered) = early.join(Some((&epoch, 0))).await;
+    assert_eq!((offset, recovered), (3, true));
+    early
+        .read_until("the replay", |member| member.seen.len() >= 3)
+        .await;
+    assert!(
+        published.elapsed() < Duration::from_secs(2),
+        "the machine took {:?}: the first half proved nothing",
+        published.elapsed()
+    );
+    // Past the TTL (the bound itself, not a wait for readiness), they are gone from history:
+    // not recovered, nothing replayed; a client already at the end has missed nothing.
+    tokio::time::sleep_until(published + Duration::from_millis(2500)).await;
+    let mut late = Member::connect(&second, "late").await;
+    let (_, offset, recovered) = late.join(Some((&epoch, 0))).await;
+    assert_eq!((offset, recovered), (3, false));
+    let mut current = Member::connect(&second, "current").await;
+    let (_, offset, recovered) = current.join(Some((&epoch, 3))).await;
+    assert_eq!((offset, recovered), (3, true));
+    let after = vec!["after".to_owned()];
+    publisher.publish_all(&after).await;
+    for member in [&mut late, &mut current] {
+        member.read_until_seen("after").await;
+        assert_eq!(member.seen, [(4, "after".to_owned())], "{}", member.name);
+    }
+}
