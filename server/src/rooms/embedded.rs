@@ -14,10 +14,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hyper_tungstenite::tungstenite::Utf8Bytes;
 use room_protocol::limits::DedupWindow;
 use room_protocol::order::{Recovery, RoomState, recovery};
-use room_protocol::{ErrorCode, Position, Problem, ServerFrame};
+use room_protocol::{Position, Problem, ServerFrame};
 
 use super::queue::MemberQueue;
-use super::{Joined, MemberId, Publish, RoomSettings, fresh_epoch};
+use super::{Joined, MemberId, Publish, RoomSettings, fresh_epoch, rooms_full};
 use crate::metrics::RoomMetrics;
 use crate::outgoing::QueuedText;
 
@@ -113,10 +113,7 @@ impl Embedded {
             self.sweep(&mut rooms, now_ms);
         }
         if rooms.len() >= self.settings.max_rooms {
-            return Err(Problem::new(
-                ErrorCode::Unavailable,
-                "this server holds as many rooms as it may; try again later",
-            ));
+            return Err(rooms_full());
         }
         let room = Arc::new(Mutex::new(Room::new(&self.settings)));
         rooms.insert(name.to_owned(), Arc::clone(&room));

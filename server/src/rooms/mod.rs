@@ -73,6 +73,14 @@ pub(crate) fn fresh_epoch() -> String {
     )
 }
 
+/// The answer when this server holds `--max-rooms` rooms already.
+fn rooms_full() -> Problem {
+    Problem::new(
+        room_protocol::ErrorCode::Unavailable,
+        "this server holds as many rooms as it may; try again later",
+    )
+}
+
 /// The engine every session talks to.
 #[derive(Debug)]
 pub(crate) struct Engine {

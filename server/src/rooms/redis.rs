@@ -38,7 +38,7 @@ use room_protocol::{ErrorCode, Position, Problem, ServerFrame};
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{MemberQueue, Taken};
-use super::{Joined, MemberId, Publish, RoomSettings, fresh_epoch};
+use super::{Joined, MemberId, Publish, RoomSettings, fresh_epoch, rooms_full};
 use crate::metrics::RoomMetrics;
 use crate::outgoing::QueuedText;
 
@@ -457,10 +457,7 @@ impl Redis {
     fn enter(&self, room: &str) -> Result<(), Problem> {
         let mut rooms = lock(&self.rooms);
         if !rooms.contains_key(room) && rooms.len() >= self.settings.max_rooms {
-            return Err(Problem::new(
-                ErrorCode::Unavailable,
-                "this server holds as many rooms as it may; try again later",
-            ));
+            return Err(rooms_full());
         }
         rooms.entry(room.to_owned()).or_default().joining += 1;
         Ok(())
