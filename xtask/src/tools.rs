@@ -176,6 +176,18 @@ pub fn ensure_nginx() -> Result<PathBuf> {
     nginx().ok_or_else(|| "nginx is still missing after installing it".into())
 }
 
+/// redis-server for the Redis rooms engine's tests and benchmark rows.
+pub fn ensure_redis() -> Result<PathBuf> {
+    let redis = || which("redis-server").or_else(|| which("/usr/bin/redis-server"));
+    if redis().is_none() {
+        apt_install(
+            &["redis-server"],
+            "the Redis rooms engine needs redis-server",
+        )?;
+    }
+    redis().ok_or_else(|| "redis-server is still missing after installing it".into())
+}
+
 /// wrk and nginx for the static-file rows of the benchmark: `(wrk, nginx)`.
 pub fn ensure_wrk_and_nginx() -> Result<(PathBuf, PathBuf)> {
     // Debian puts nginx in /usr/sbin, which a non-root PATH often lacks.
