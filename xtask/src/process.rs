@@ -166,27 +166,36 @@ impl RedisProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?;
-        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
-        let mut said = Vec::new();
-        let mut line = String::new();
-        let ready = loop {
-            line.clear();
-            if stdout.read_line(&mut line)? == 0 {
-                break false;
-            }
-            if line.contains("Ready to accept connections") {
-                break true;
-            }
-            said.push(line.trim().to_owned());
-        };
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
         let redis = RedisProcess { child, dir, socket };
-        if !ready {
-            // Dropping it stops what is left and removes the directory.
-            return Err(format!("redis-server did not start: {}", said.join(" / ")).into());
+        // Read on a thread that keeps draining afterwards (redis-server must never block on a
+        // full pipe), so that waiting for the line can be bounded.
+        let (said_tx, said_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut said = Vec::new();
+            let mut lines = stdout.lines();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                // "Ready to accept connections" (TCP) or "The server is now ready to accept
+                // connections at PATH" (a unix socket alone), depending on the version.
+                if line
+                    .to_ascii_lowercase()
+                    .contains("ready to accept connections")
+                {
+                    let _ = said_tx.send(Ok(()));
+                    lines.for_each(drop);
+                    return;
+                }
+                said.push(line.trim().to_owned());
+            }
+            let _ = said_tx.send(Err(said.join(" / ")));
+        });
+        match said_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(redis),
+            // Dropping it stops what is left of it and removes the directory.
+            Ok(Err(said)) => Err(format!("redis-server did not start: {said}").into()),
+            Err(_) => Err("redis-server said nothing of being ready within 10 s".into()),
         }
-        // Keep draining stdout so redis-server never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        Ok(redis)
     }
 
     /// The URL an instance is given (`--redis-url`).
