@@ -336,9 +336,72 @@ impl Request {
     }
 }
 
+/// A message frame cut at its offset, for an engine that learns the offset elsewhere (Redis
+/// draws it inside its publish script): `head`, the offset in decimal, then `tail` is exactly
+/// the text of [`ServerFrame::Message`] with that offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageAroundOffset {
+    pub head: String,
+    pub tail: String,
+}
+
+impl MessageAroundOffset {
+    pub fn new(room: &str, id: &str, from: &str, text: &str, time: u64) -> MessageAroundOffset {
+        let json =
+            |value: &str| serde_json::to_string(value).expect("a string always serializes to JSON");
+        MessageAroundOffset {
+            head: format!(r#"{{"type":"message","room":{},"offset":"#, json(room)),
+            tail: format!(
+                r#","id":{},"from":{},"text":{},"time":{time}}}"#,
+                json(id),
+                json(from),
+                json(text)
+            ),
+        }
+    }
+
+    /// The whole frame with `offset` in its place.
+    pub fn with_offset(&self, offset: u64) -> String {
+        format!("{}{offset}{}", self.head, self.tail)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_cut_at_its_offset_is_the_same_frame_once_the_offset_is_put_back() {
+        let cases = [
+            ("lobby", "id-1", "ana", "hello", 1_700_000_000_000),
+            (
+                "a:b.c-d_e",
+                "\u{1F600}\"quoted\"",
+                "b\\o",
+                "line\nbreak \"offset\":0,",
+                0,
+            ),
+            ("r", "x", "y", "", u64::MAX),
+        ];
+        for (room, id, from, text, time) in cases {
+            let cut = MessageAroundOffset::new(room, id, from, text, time);
+            for offset in [1, 42, u64::MAX] {
+                let whole = ServerFrame::Message {
+                    room: room.to_owned(),
+                    offset,
+                    id: id.to_owned(),
+                    from: from.to_owned(),
+                    text: text.to_owned(),
+                    time,
+                };
+                assert_eq!(cut.with_offset(offset), whole.to_json());
+                assert_eq!(
+                    ServerFrame::from_json(&cut.with_offset(offset)).ok(),
+                    Some(whole)
+                );
+            }
+        }
+    }
 
     fn join(room: &str) -> ClientFrame {
         ClientFrame::Join {

@@ -37,10 +37,10 @@ impl DedupWindow {
     pub fn insert(&mut self, id: &str, offset: u64, now_ms: u64) {
         self.expire(now_ms);
         if self.offsets.insert(id.to_owned(), offset).is_none() {
-            if self.expiry.len() == self.capacity {
-                if let Some((_, oldest)) = self.expiry.pop_front() {
-                    self.offsets.remove(&oldest);
-                }
+            if self.expiry.len() == self.capacity
+                && let Some((_, oldest)) = self.expiry.pop_front()
+            {
+                self.offsets.remove(&oldest);
             }
             self.expiry
                 .push_back((now_ms.saturating_add(self.window_ms), id.to_owned()));

@@ -221,10 +221,10 @@ impl Seen {
         if self.index.contains(id) {
             return false;
         }
-        if self.ids.len() == SEEN_IDS {
-            if let Some(oldest) = self.ids.pop_front() {
-                self.index.remove(&oldest);
-            }
+        if self.ids.len() == SEEN_IDS
+            && let Some(oldest) = self.ids.pop_front()
+        {
+            self.index.remove(&oldest);
         }
         self.ids.push_back(id.to_owned());
         self.index.insert(id.to_owned());
@@ -237,10 +237,10 @@ impl Seen {
         self.rebuild_index_if_needed();
         if self.index.insert(id.to_owned()) {
             self.ids.push_back(id.to_owned());
-            if self.ids.len() > SEEN_IDS {
-                if let Some(oldest) = self.ids.pop_front() {
-                    self.index.remove(&oldest);
-                }
+            if self.ids.len() > SEEN_IDS
+                && let Some(oldest) = self.ids.pop_front()
+            {
+                self.index.remove(&oldest);
             }
         }
     }

@@ -162,6 +162,20 @@ pub struct Config {
     #[arg(long, env = "MAX_TEXT_BYTES", default_value_t = 4 * 1024,
           value_parser = clap::value_parser!(u32).range(1..=1024 * 1024))]
     pub max_text_bytes: u32,
+
+    /// Rooms across instances: every instance given the same Redis shares its rooms
+    /// (`redis://HOST:PORT/DB` or `unix:///path/to/redis.sock`). Without it, rooms live in
+    /// this process alone.
+    #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
+    pub redis_url: Option<String>,
+}
+
+/// A URL the Redis client can connect to; checked at start, so a typo is one line and exit 2
+/// rather than an instance that is never ready.
+fn redis_url(text: &str) -> Result<String, String> {
+    redis::Client::open(text)
+        .map(|_| text.to_owned())
+        .map_err(|error| format!("not a Redis URL ({error})"))
 }
 
 /// How log lines are written.

@@ -6,7 +6,7 @@
 //! | `GET /rooms?name=NAME` | WebSocket upgrade to the rooms protocol (400 for a bad `NAME`) |
 //! | `GET /greet/{name}` | `Greetings {name}!` |
 //! | `GET /healthz` | 200 while the process runs |
-//! | `GET /readyz` | 200 while it accepts work, 503 from the moment shutdown starts |
+//! | `GET /readyz` | 200 while it accepts work; 503 from the moment shutdown starts, and while the rooms' Redis is unreachable |
 //! | `GET`/`HEAD` anything else | a static file, or 404 |
 
 use std::convert::Infallible;
@@ -177,6 +177,10 @@ impl Probe {
             Probe::Ready if shared.draining.is_cancelled() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             }
+            Probe::Ready if !shared.rooms.is_ready() => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rooms engine unreachable\n",
+            ),
             Probe::Ready => text(StatusCode::OK, "ready\n"),
         };
         response
@@ -443,17 +447,17 @@ fn check_handshake<'request, B>(
     if !is_sixteen_bytes_of_base64(key) {
         return Err(Refusal::MalformedKey);
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        if !origin_allowed(origin, headers, allowed_origins) {
-            tracing::warn!(
-                origin = ?origin,
-                host = ?headers.get(header::HOST),
-                "refused a WebSocket from a foreign origin; 403. Behind a proxy, forward the \
-                 Host with its port (nginx: proxy_set_header Host $http_host), or allow the \
-                 origin with --allowed-origin"
-            );
-            return Err(Refusal::Origin);
-        }
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !origin_allowed(origin, headers, allowed_origins)
+    {
+        tracing::warn!(
+            origin = ?origin,
+            host = ?headers.get(header::HOST),
+            "refused a WebSocket from a foreign origin; 403. Behind a proxy, forward the \
+             Host with its port (nginx: proxy_set_header Host $http_host), or allow the \
+             origin with --allowed-origin"
+        );
+        return Err(Refusal::Origin);
     }
     Ok(key)
 }

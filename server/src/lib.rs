@@ -65,6 +65,8 @@ pub enum StartError {
     },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("--redis-url: {0}")]
+    Redis(String),
     #[error("--connect-src cannot go into a Content-Security-Policy header: {0}")]
     ConnectSrc(#[from] ::http::header::InvalidHeaderValue),
 }
@@ -134,7 +136,12 @@ impl Server {
             .max_write_buffer_size(WRITE_BUFFER_SIZE + 11 * (max_message_size + 14))
             .max_message_size(Some(max_message_size))
             .max_frame_size(Some(max_message_size));
-        let rooms = rooms::Engine::embedded(room_settings(&config));
+        let metrics = Metrics::new();
+        let rooms = match &config.redis_url {
+            Some(url) => rooms::Engine::redis(url, room_settings(&config), metrics.rooms())
+                .map_err(|error| StartError::Redis(error.to_string()))?,
+            None => rooms::Engine::embedded(room_settings(&config), metrics.rooms()),
+        };
         let member_limits = rooms::MemberLimits {
             max_rooms: config.max_rooms_per_connection as usize,
             max_text_bytes: config.max_text_bytes as usize,
@@ -150,7 +157,7 @@ impl Server {
             static_files,
             security_headers,
             tls,
-            metrics: Metrics::new(),
+            metrics,
             websocket_config,
             tracker: TaskTracker::new(),
             draining: CancellationToken::new(),
@@ -175,6 +182,7 @@ impl Server {
         shutdown: impl Future<Output = ()>,
     ) {
         let shared = self.shared;
+        shared.rooms.start(&shared.tracker, shared.shutdown.clone());
         if let Some(metrics_listener) = metrics_listener {
             let metrics = serve_metrics(metrics_listener, Arc::clone(&shared));
             shared.tracker.spawn(metrics);

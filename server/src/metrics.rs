@@ -1,6 +1,7 @@
 //! Counters for `/metrics` (Prometheus text format, through `prometheus-client`): sessions
 //! open, opened and opened with compression per app, messages received and sent per app,
-//! close codes sent, refused handshakes by status, HTTP responses by status class.
+//! close codes sent, refused handshakes by status, HTTP responses by status class; and for
+//! rooms ([`RoomMetrics`]) publishes, deliveries, recoveries, gaps filled and Redis errors.
 //!
 //! A session takes its own handles once ([`Metrics::session`]), so counting a message is one
 //! atomic add: no label lookup on the hot path.
@@ -31,6 +32,74 @@ struct ClassLabels {
     class: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RecoveredLabels {
+    recovered: &'static str,
+}
+
+/// The rooms engine's counters (the embedded engine and Redis alike); cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RoomMetrics {
+    publishes: Counter,
+    deliveries: Counter,
+    recoveries: Family<RecoveredLabels, Counter>,
+    gaps_filled: Counter,
+    redis_errors: Counter,
+}
+
+impl RoomMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "rooms_publishes",
+            "Messages published into rooms (a duplicate id is not counted again)",
+            self.publishes.clone(),
+        );
+        registry.register(
+            "rooms_deliveries",
+            "Room messages queued to members on this instance",
+            self.deliveries.clone(),
+        );
+        registry.register(
+            "rooms_recoveries",
+            "Joins that asked to resume (`since`), by whether every missed message followed",
+            self.recoveries.clone(),
+        );
+        registry.register(
+            "rooms_gaps_filled",
+            "Ranges of messages read from Redis's stream after pub/sub lost some or resubscribed",
+            self.gaps_filled.clone(),
+        );
+        registry.register(
+            "rooms_redis_errors",
+            "Redis commands or connections that failed",
+            self.redis_errors.clone(),
+        );
+    }
+
+    pub(crate) fn published(&self) {
+        self.publishes.inc();
+    }
+
+    pub(crate) fn delivered(&self, members: usize) {
+        self.deliveries.inc_by(members as u64);
+    }
+
+    pub(crate) fn recovered(&self, recovered: bool) {
+        let recovered = if recovered { "true" } else { "false" };
+        self.recoveries
+            .get_or_create(&RecoveredLabels { recovered })
+            .inc();
+    }
+
+    pub(crate) fn gap_filled(&self) {
+        self.gaps_filled.inc();
+    }
+
+    pub(crate) fn redis_error(&self) {
+        self.redis_errors.inc();
+    }
+}
+
 /// Every metric the server keeps, and the registry that renders them.
 #[derive(Debug)]
 pub(crate) struct Metrics {
@@ -43,6 +112,7 @@ pub(crate) struct Metrics {
     close_codes_sent: Family<CodeLabels, Counter>,
     handshakes_refused: Family<StatusLabels, Counter>,
     http_responses: Family<ClassLabels, Counter>,
+    rooms: RoomMetrics,
 }
 
 impl Metrics {
@@ -96,7 +166,10 @@ impl Metrics {
             "HTTP responses, by status class (1xx for WebSocket upgrades)",
             http_responses.clone(),
         );
+        let rooms = RoomMetrics::default();
+        rooms.register(&mut registry);
         Metrics {
+            rooms,
             registry,
             sessions_open,
             sessions_opened,
@@ -125,6 +198,11 @@ impl Metrics {
             close_codes_sent: self.close_codes_sent.clone(),
             open,
         }
+    }
+
+    /// The rooms engine's counters, for the engine to keep.
+    pub(crate) fn rooms(&self) -> RoomMetrics {
+        self.rooms.clone()
     }
 
     pub(crate) fn handshake_refused(&self, status: http::StatusCode) {
@@ -201,6 +279,10 @@ mod tests {
         session.closed_with(1000);
         metrics.handshake_refused(http::StatusCode::FORBIDDEN);
         metrics.responded(http::StatusCode::SWITCHING_PROTOCOLS);
+        let rooms = metrics.rooms();
+        rooms.published();
+        rooms.delivered(3);
+        rooms.recovered(false);
         let text = metrics.render();
         for line in [
             "chat_websocket_sessions_open{app=\"/echo\"} 1",
@@ -210,6 +292,11 @@ mod tests {
             "chat_websocket_close_codes_sent_total{code=\"1000\"} 1",
             "chat_websocket_handshakes_refused_total{status=\"403\"} 1",
             "chat_http_responses_total{class=\"1xx\"} 1",
+            "chat_rooms_publishes_total 1",
+            "chat_rooms_deliveries_total 3",
+            "chat_rooms_recoveries_total{recovered=\"false\"} 1",
+            "chat_rooms_gaps_filled_total 0",
+            "chat_rooms_redis_errors_total 0",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

@@ -92,10 +92,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             let count = buf.remaining().min(pending.end - pending.start);
             buf.put_slice(&pending.chunk[pending.start..pending.start + count]);
             pending.start += count;
-            if pending.start == pending.end {
-                if let Some(drained) = this.pending.take() {
-                    give_back(drained.chunk);
-                }
+            if pending.start == pending.end
+                && let Some(drained) = this.pending.take()
+            {
+                give_back(drained.chunk);
             }
             return Poll::Ready(Ok(()));
         }

@@ -271,11 +271,10 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                 }
             }
             () = changed(queue.as_deref()), if queue.is_some() => {
-                if let Some(queue) = queue.as_deref() {
-                    if let Err(end) = write_queued(ws, queue, context).await {
+                if let Some(queue) = queue.as_deref()
+                    && let Err(end) = write_queued(ws, queue, context).await {
                         return end;
                     }
-                }
                 if let Err(end) = flush(ws, timing.send_timeout).await {
                     return end;
                 }
@@ -309,11 +308,10 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                     // A rooms session moves what its request queued (its answer, a replay, its
                     // own published message) into the socket's buffer at once: its queue is
                     // the slack for what other members publish, not for its own requests.
-                    if let Some(queue) = queue.as_deref() {
-                        if let Err(end) = write_queued(ws, queue, context).await {
+                    if let Some(queue) = queue.as_deref()
+                        && let Err(end) = write_queued(ws, queue, context).await {
                             return end;
                         }
-                    }
                     if answered == MAX_MESSAGES_PER_FLUSH {
                         break;
                     }
@@ -347,12 +345,22 @@ async fn write_queued<S: Stream>(
     context: &SessionContext,
 ) -> Result<(), End> {
     let mut frames = Vec::new();
-    if queue.take_all(&mut frames) == Taken::Overflowed {
-        tracing::info!("a rooms client fell behind its rooms; closing");
-        return Err(End::Close(
-            CloseCode::Policy,
-            "too slow: fell behind its rooms",
-        ));
+    match queue.take_all(&mut frames) {
+        Taken::Frames => {}
+        Taken::Overflowed => {
+            tracing::info!("a rooms client fell behind its rooms; closing");
+            return Err(End::Close(
+                CloseCode::Policy,
+                "too slow: fell behind its rooms",
+            ));
+        }
+        Taken::HistoryLost => {
+            tracing::info!("a room lost messages its client had not received; closing");
+            return Err(End::Close(
+                CloseCode::Restart,
+                "the room's history was lost: join again",
+            ));
+        }
     }
     if frames.is_empty() {
         return Ok(());

@@ -271,9 +271,10 @@ impl Browser {
 /// A TCP proxy between Chromium and the server, for the page as users meet it on real
 /// networks: it forwards everything (so the page, served through it, talks to its own origin
 /// and needs no CSP or origin flags), and on request cuts WebSocket connections after a number
-/// of the server's frames, or refuses them, or cuts those that are open.
-struct Proxy {
-    addr: SocketAddr,
+/// of the server's frames, or refuses them, or cuts those that are open. The console client's
+/// tests use it too.
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     control: Arc<ProxyControl>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -293,7 +294,7 @@ struct ProxyControl {
 }
 
 impl Proxy {
-    async fn start(server: SocketAddr) -> Proxy {
+    pub(crate) async fn start(server: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let control = Arc::new(ProxyControl::default());
@@ -319,7 +320,7 @@ impl Proxy {
         }
     }
 
-    fn cut_next_websocket_after(&self, frames: usize) {
+    pub(crate) fn cut_next_websocket_after(&self, frames: usize) {
         *self.control.cut_next_after.lock().expect("lock") = Some(frames);
     }
 
@@ -330,10 +331,8 @@ impl Proxy {
     /// Refuses new WebSocket connections (and cuts the open ones), or takes them again.
     fn refuse_websockets(&self, refuse: bool) {
         self.control.refuse.store(refuse, Ordering::SeqCst);
-        if refuse {
-            if let Some(cut_all) = &*self.control.cut_all.lock().expect("lock") {
-                cut_all.send_modify(|generation| *generation += 1);
-            }
+        if refuse && let Some(cut_all) = &*self.control.cut_all.lock().expect("lock") {
+            cut_all.send_modify(|generation| *generation += 1);
         }
     }
 

@@ -98,7 +98,7 @@ impl Burst {
     /// The text of message `index`: short, or (every third, when compressed) over the 128
     /// bytes from which the server compresses.
     fn message(&self, index: usize) -> String {
-        if self.compressed && index % 3 == 0 {
+        if self.compressed && index.is_multiple_of(3) {
             format!("{index}:{}", "chat line, chat line, ".repeat(10))
         } else {
             format!("m{index}")

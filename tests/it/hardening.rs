@@ -98,7 +98,7 @@ async fn the_web_clients_message_limit_is_the_servers_default() {
     // The client refuses longer messages itself, so its limit must be what a server started
     // without `--max-message-size` accepts: no less (it would refuse good messages), no more
     // (the server would close with 1009 and the message would be lost).
-    let limit = web_client::outbox::MAX_MESSAGE_BYTES;
+    let limit = client_core::outbox::MAX_MESSAGE_BYTES;
     let server = TestServer::start(&[]).await;
     let mut client = RawClient::connect(server.addr, "/mirror").await;
     client.send(TEXT, "a".repeat(limit).as_bytes()).await;

@@ -5,6 +5,7 @@
 mod browser;
 mod bursts;
 mod compression;
+mod console;
 mod deployment;
 mod handshake;
 mod hardening;

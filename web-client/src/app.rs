@@ -14,20 +14,20 @@ use gloo_events::EventListener;
 use gloo_timers::future::{IntervalStream, TimeoutFuture};
 use wasm_bindgen_futures::spawn_local;
 
-use crate::backoff::Backoff;
 use crate::dom::{Page, RoomLine, warn};
-use crate::outbox::{
+use crate::socket::{Socket, SocketEvent};
+use crate::url::{DEFAULT_APP, RoomSettings, Settings};
+use client_core::backoff::Backoff;
+use client_core::outbox::{
     CloseMeant, GivenUp, MAX_MESSAGE_BYTES, MessageId, OUTBOX_CAPACITY, Outbox, PushError, Received,
 };
-use crate::room::{self, Event, GAP_NOTICE, RETRY_AFTER_MILLIS, Room};
-use crate::saved;
-use crate::socket::{Socket, SocketEvent};
-use crate::status::{
+use client_core::room::{self, Event, GAP_NOTICE, RETRY_AFTER_MILLIS, Room};
+use client_core::saved;
+use client_core::status::{
     AfterClose, NO_REPLY, Status, after_close, cannot_connect_notice, close_notice,
     no_reply_notice, no_reply_reason, not_opened_reason, open_timeout_reason,
 };
-use crate::transcript::{Entry, Speaker, Transcript};
-use crate::url::{DEFAULT_APP, RoomSettings, Settings};
+use client_core::transcript::{Entry, Speaker, Transcript};
 
 /// What the page tells the connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,9 +9,9 @@ use web_sys::{
     Storage, VisibilityState, Window,
 };
 
-use crate::outbox::MessageId;
-use crate::status::Status;
-use crate::transcript::Entry;
+use client_core::outbox::MessageId;
+use client_core::status::Status;
+use client_core::transcript::Entry;
 
 const LOG_ID: &str = "log";
 const FORM_ID: &str = "composer";

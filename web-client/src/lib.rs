@@ -2,15 +2,12 @@
 //! queue over a WebSocket to `/subscriptions`, or, with `?room=&name=`, to a room of
 //! `/rooms`; replies and the room's messages are rendered in the page.
 //!
-//! Pure logic (outbox, backoff, transcript, status, settings, the saved outbox) is plain Rust that tests natively with
-//! `cargo test`; `dom` alone knows element ids, `socket` alone knows gloo-net.
+//! What decides (outbox, backoff, settings, the room's positions, status, the saved outbox) is
+//! the crate `client-core`, shared with the console client and tested natively with
+//! `cargo test`. This crate keeps what touches the page and the browser's socket: `url` reads
+//! the page's location and query, `dom` alone knows element ids, `socket` alone knows
+//! gloo-net, and `app` wires them to the core.
 
-pub mod backoff;
-pub mod outbox;
-pub mod room;
-pub mod saved;
-pub mod status;
-pub mod transcript;
 pub mod url;
 
 #[cfg(target_arch = "wasm32")]
@@ -26,7 +23,7 @@ mod entry {
 
     use crate::app::Client;
     use crate::dom::Page;
-    use crate::url::{Settings, View, view_for_page};
+    use crate::url::{View, settings_for_page, view_for_page};
 
     /// Starts the client on the current page. Called by `index.html` once the module loaded.
     #[wasm_bindgen]
@@ -45,7 +42,7 @@ mod entry {
             .ok()
             .and_then(|search| web_sys::UrlSearchParams::new_with_str(&search).ok());
         let param = |name: &str| params.as_ref().and_then(|params| params.get(name));
-        let settings = Settings::for_page(
+        let settings = settings_for_page(
             &protocol,
             &host,
             param("ws").as_deref(),

@@ -2,76 +2,46 @@
 //! page's own host (`wss:` under `https:`), unless the query names another WebSocket URL
 //! (`?ws=`), another reply timeout (`?reply-timeout=`, in seconds) or another message limit
 //! (`?max-message-size=`, in bytes, for a server started with another `--max-message-size`).
-
-use std::time::Duration;
+//! The values are checked by `client_core::settings`, shared with the console client; this
+//! module only knows the page's location and query, and names them in the errors.
 
 use room_protocol::names;
-use rules::App;
 
-use crate::outbox::MAX_MESSAGE_BYTES;
-use crate::room::query_encode;
+pub use client_core::settings::{DEFAULT_APP, RoomSettings, Settings};
+use client_core::settings::{parse_max_message_size, parse_reply_timeout, rooms_url};
 
-/// The app the page talks to unless `?ws=` says otherwise.
-pub const DEFAULT_APP: App = App::Subscriptions;
-
-/// How long a sent message may go without any frame from the server before the client
-/// decides the server hangs. Answers take milliseconds; a congested mobile link can hold a
-/// round trip for a second or two. Five seconds keeps false alarms rare and still notices a
-/// hung server before a person gives up on the page.
-pub const DEFAULT_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The longest `?reply-timeout=` accepted: past an hour the check is as good as off.
-const MAX_REPLY_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// The largest `?max-message-size=` accepted: a browser tab holding a few messages of this
-/// size is already slow.
-const MAX_MESSAGE_SIZE_LIMIT: usize = 64 * 1024 * 1024;
-
-/// Where the client connects and how long it waits for answers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Settings {
-    pub url: String,
-    /// The app served at `url`: its rules say what answers each message.
-    pub app: App,
-    pub reply_timeout: Duration,
-    /// The longest message the server accepts, in UTF-8 bytes.
-    pub max_message_bytes: usize,
+/// Settings for the WebSocket URL `url` (as `?ws=` gives it); the error names `?ws=`.
+pub fn settings_for_url(url: &str) -> Result<Settings, String> {
+    Settings::for_url(url).map_err(|error| format!("?ws= {error}"))
 }
 
-impl Settings {
-    /// Settings for `url` with the default reply timeout.
-    pub fn for_url(url: &str) -> Result<Settings, String> {
-        Ok(Settings {
-            app: app_of(url)?,
-            url: url.to_owned(),
-            reply_timeout: DEFAULT_REPLY_TIMEOUT,
-            max_message_bytes: MAX_MESSAGE_BYTES,
-        })
+/// Settings for a page at `protocol//host` (as `location.protocol` and `location.host` give
+/// them), with the query parameters `ws`, `reply-timeout` and `max-message-size` when present.
+/// The error says what is wrong, for the page to show.
+pub fn settings_for_page(
+    protocol: &str,
+    host: &str,
+    ws: Option<&str>,
+    reply_timeout: Option<&str>,
+    max_message_size: Option<&str>,
+) -> Result<Settings, String> {
+    let url = match ws {
+        Some(url) => url.to_owned(),
+        None => default_url(protocol, host)?,
+    };
+    let mut settings = settings_for_url(&url)?;
+    if let Some(seconds) = reply_timeout {
+        settings.reply_timeout = page_reply_timeout(seconds)?;
     }
+    if let Some(bytes) = max_message_size {
+        settings.max_message_bytes =
+            parse_max_message_size(bytes).map_err(|error| format!("?max-message-size= {error}"))?;
+    }
+    Ok(settings)
+}
 
-    /// Settings for a page at `protocol//host` (as `location.protocol` and `location.host`
-    /// give them), with the query parameters `ws`, `reply-timeout` and `max-message-size` when
-    /// present. The error says what is wrong, for the page to show.
-    pub fn for_page(
-        protocol: &str,
-        host: &str,
-        ws: Option<&str>,
-        reply_timeout: Option<&str>,
-        max_message_size: Option<&str>,
-    ) -> Result<Settings, String> {
-        let url = match ws {
-            Some(url) => url.to_owned(),
-            None => default_url(protocol, host)?,
-        };
-        let mut settings = Settings::for_url(&url)?;
-        if let Some(seconds) = reply_timeout {
-            settings.reply_timeout = parse_reply_timeout(seconds)?;
-        }
-        if let Some(bytes) = max_message_size {
-            settings.max_message_bytes = parse_max_message_size(bytes)?;
-        }
-        Ok(settings)
-    }
+fn page_reply_timeout(seconds: &str) -> Result<std::time::Duration, String> {
+    parse_reply_timeout(seconds).map_err(|error| format!("?reply-timeout= {error}"))
 }
 
 /// Which view a page shows: `/subscriptions` (no `?room=` and no `?name=`), or a room.
@@ -80,15 +50,6 @@ pub enum View {
     Subscriptions,
     /// `?room=` or `?name=` was given: the room view, or what is wrong with its parameters.
     Room(Result<RoomSettings, String>),
-}
-
-/// What the room view needs besides [`Settings`] (whose URL is `/rooms?name=NAME`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoomSettings {
-    pub settings: Settings,
-    pub room: String,
-    /// The display name, as others see it.
-    pub name: String,
 }
 
 /// The view for a page at `protocol//host` with these query parameters. A room needs both
@@ -129,14 +90,9 @@ fn room_settings(
         ));
     }
     let base = default_base(protocol, host)?;
-    let mut settings = Settings {
-        url: format!("{base}{ROOMS_PATH}?name={}", query_encode(name)),
-        app: DEFAULT_APP,
-        reply_timeout: DEFAULT_REPLY_TIMEOUT,
-        max_message_bytes: MAX_MESSAGE_BYTES,
-    };
+    let mut settings = Settings::for_rooms(rooms_url(&base, name));
     if let Some(seconds) = reply_timeout {
-        settings.reply_timeout = parse_reply_timeout(seconds)?;
+        settings.reply_timeout = page_reply_timeout(seconds)?;
     }
     Ok(RoomSettings {
         settings,
@@ -144,9 +100,6 @@ fn room_settings(
         name: name.to_owned(),
     })
 }
-
-/// The rooms endpoint's path.
-const ROOMS_PATH: &str = "/rooms";
 
 fn default_url(protocol: &str, host: &str) -> Result<String, String> {
     Ok(format!(
@@ -169,75 +122,18 @@ fn default_base(protocol: &str, host: &str) -> Result<String, String> {
     Ok(format!("{scheme}://{host}"))
 }
 
-/// The app a WebSocket URL leads to, by the end of its path (a proxy may mount the server
-/// under a prefix).
-fn app_of(url: &str) -> Result<App, String> {
-    let Some(rest) = url
-        .strip_prefix("ws://")
-        .or_else(|| url.strip_prefix("wss://"))
-    else {
-        return Err(format!("?ws= must be a ws:// or wss:// URL, not {url:?}"));
-    };
-    let path = rest.find('/').map_or("", |start| &rest[start..]);
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    App::ALL
-        .into_iter()
-        .find(|app| path.ends_with(app.path()))
-        .ok_or_else(|| {
-            let paths: Vec<&str> = App::ALL.iter().map(|app| app.path()).collect();
-            format!(
-                "?ws= must lead to one of {}, so the page knows what answers to expect; {url:?} does not",
-                paths.join(", ")
-            )
-        })
-}
-
-fn parse_reply_timeout(seconds: &str) -> Result<Duration, String> {
-    parse_seconds(seconds.trim())
-        .filter(|timeout| !timeout.is_zero() && *timeout <= MAX_REPLY_TIMEOUT)
-        .ok_or_else(|| {
-            format!(
-                "?reply-timeout= must be a number of seconds above 0 and at most {}, not {seconds:?}",
-                MAX_REPLY_TIMEOUT.as_secs()
-            )
-        })
-}
-
-fn parse_max_message_size(bytes: &str) -> Result<usize, String> {
-    let digits = bytes.trim();
-    digits
-        .bytes()
-        .all(|byte| byte.is_ascii_digit())
-        .then(|| digits.parse::<usize>().ok())
-        .flatten()
-        .filter(|limit| (1..=MAX_MESSAGE_SIZE_LIMIT).contains(limit))
-        .ok_or_else(|| {
-            format!(
-                "?max-message-size= must be a number of bytes above 0 and at most \
-                 {MAX_MESSAGE_SIZE_LIMIT}, not {bytes:?}"
-            )
-        })
-}
-
-/// `"5"`, `"2.5"`, `"0.25"` as a duration, to the millisecond. Not `str::parse::<f64>`: the
-/// standard library's float parser would add about 10 KiB (gzip) to the wasm.
-fn parse_seconds(text: &str) -> Option<Duration> {
-    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
-    let digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
-    if whole.is_empty() || !digits(whole) || !digits(fraction) || fraction.len() > 3 {
-        return None;
-    }
-    let whole: u64 = whole.parse().ok()?;
-    let millis: u64 = format!("{fraction:0<3}").parse().ok()?;
-    Some(Duration::from_secs(whole) + Duration::from_millis(millis))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use client_core::outbox::MAX_MESSAGE_BYTES;
+    use client_core::settings::{DEFAULT_REPLY_TIMEOUT, MAX_MESSAGE_SIZE_LIMIT};
+    use rules::App;
+
     use super::*;
 
     fn page(protocol: &str, host: &str) -> Result<Settings, String> {
-        Settings::for_page(protocol, host, None, None, None)
+        settings_for_page(protocol, host, None, None, None)
     }
 
     #[test]
@@ -256,23 +152,23 @@ mod tests {
 
     #[test]
     fn honours_a_websocket_override_and_knows_its_app() {
-        let settings = Settings::for_page("http:", "a:1", Some("ws://b:2/echo"), None, None);
+        let settings = settings_for_page("http:", "a:1", Some("ws://b:2/echo"), None, None);
         assert_eq!(
             settings.map(|s| (s.url, s.app)),
             Ok(("ws://b:2/echo".to_owned(), App::Echo))
         );
-        let behind_a_proxy = Settings::for_url("wss://chat.example/api/mirror?x=1");
+        let behind_a_proxy = settings_for_url("wss://chat.example/api/mirror?x=1");
         assert_eq!(behind_a_proxy.map(|s| s.app), Ok(App::Mirror));
     }
 
     #[test]
     fn explains_a_bad_override() {
-        let error = Settings::for_page("http:", "a:1", Some("javascript:alert(1)"), None, None)
+        let error = settings_for_page("http:", "a:1", Some("javascript:alert(1)"), None, None)
             .expect_err("not a WebSocket URL");
         assert!(error.contains("ws://"), "{error}");
-        let error = Settings::for_url("ws://b:2/elsewhere").expect_err("unknown app");
+        let error = settings_for_url("ws://b:2/elsewhere").expect_err("unknown app");
         assert!(error.contains("/subscriptions, /echo, /mirror"), "{error}");
-        assert!(Settings::for_url("ws://b:2").is_err(), "no path at all");
+        assert!(settings_for_url("ws://b:2").is_err(), "no path at all");
     }
 
     #[test]
@@ -316,7 +212,7 @@ mod tests {
 
     #[test]
     fn the_reply_timeout_is_settable_in_seconds() {
-        let with = |value| Settings::for_page("http:", "a:1", None, Some(value), None);
+        let with = |value| settings_for_page("http:", "a:1", None, Some(value), None);
         assert_eq!(
             with("2.5").map(|s| s.reply_timeout),
             Ok(Duration::from_millis(2500))
@@ -339,7 +235,7 @@ mod tests {
 
     #[test]
     fn the_message_limit_is_settable_in_bytes_within_bounds() {
-        let with = |value: &str| Settings::for_page("http:", "a:1", None, None, Some(value));
+        let with = |value: &str| settings_for_page("http:", "a:1", None, None, Some(value));
         assert_eq!(
             page("http:", "a:1").map(|s| s.max_message_bytes),
             Ok(MAX_MESSAGE_BYTES)

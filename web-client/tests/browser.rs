@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use client_core::status::Status;
+use client_core::transcript::{Entry, Speaker, Transcript};
 use gloo_timers::future::sleep;
 use rules::App;
 use wasm_bindgen::JsCast;
@@ -14,9 +16,7 @@ use wasm_bindgen_test::*;
 use web_client::app::{Client, Running};
 use web_client::dom::Page;
 use web_client::socket::{Socket, SocketEvent};
-use web_client::status::Status;
-use web_client::transcript::{Entry, Speaker, Transcript};
-use web_client::url::Settings;
+use web_client::url::{Settings, settings_for_url};
 use web_sys::{Document, HtmlButtonElement, HtmlInputElement};
 
 wasm_bindgen_test_configure!(run_in_browser);
@@ -135,7 +135,7 @@ async fn greeted_client_with(
 
 /// [`greeted_client_with`] the page's usual settings.
 async fn greeted_client() -> (Document, HtmlInputElement, HtmlButtonElement, Running) {
-    greeted_client_with(Settings::for_url(ws_test_url()).expect("valid settings")).await
+    greeted_client_with(settings_for_url(ws_test_url()).expect("valid settings")).await
 }
 
 #[wasm_bindgen_test]
@@ -238,7 +238,7 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
 #[wasm_bindgen_test]
 async fn submitting_the_form_queues_sends_and_renders_the_conversation() {
     let (document, page) = fresh_page();
-    let running = Client::start(page, Settings::for_url(ws_test_url()));
+    let running = Client::start(page, settings_for_url(ws_test_url()));
     let (input, send) = composer(&document);
 
     // Typed before the socket is open: it waits in the queue and goes out once, in order.
@@ -388,7 +388,7 @@ async fn a_message_the_server_never_answered_is_sent_again_on_the_next_connectio
 #[wasm_bindgen_test]
 async fn bad_settings_are_explained_and_the_form_still_queues() {
     let (document, page) = fresh_page();
-    let running = Client::start(page, Settings::for_url("ws://127.0.0.1:1/nowhere"));
+    let running = Client::start(page, settings_for_url("ws://127.0.0.1:1/nowhere"));
     let (input, send) = composer(&document);
     let lines = wait_for_log(&document, |lines| !lines.is_empty()).await;
     assert!(
@@ -453,7 +453,7 @@ async fn a_stopped_client_closes_its_socket_and_ends() {
 #[wasm_bindgen_test]
 async fn a_message_the_server_refuses_as_too_long_is_marked_and_the_next_one_is_answered() {
     // The page believes the server takes a megabyte; this one takes its default 64 KiB.
-    let mut settings = Settings::for_url(ws_test_url()).expect("valid settings");
+    let mut settings = settings_for_url(ws_test_url()).expect("valid settings");
     settings.max_message_bytes = 1024 * 1024;
     let (document, input, send, running) = greeted_client_with(settings).await;
 
@@ -485,7 +485,7 @@ async fn a_message_the_server_refuses_as_too_long_is_marked_and_the_next_one_is_
 async fn a_message_never_answered_fails_after_three_tries_and_the_next_one_is_answered() {
     // The page expects /echo's answers from /subscriptions: "foo" gets "bar", never the ten
     // copies of "foo" the page waits for, so each connection ends by the reply timeout.
-    let mut settings = Settings::for_url(ws_test_url()).expect("valid settings");
+    let mut settings = settings_for_url(ws_test_url()).expect("valid settings");
     settings.app = App::Echo;
     settings.reply_timeout = Duration::from_millis(300);
     let (document, input, send, running) = greeted_client_with(settings).await;

@@ -137,23 +137,21 @@ pub fn build_client(dev: bool) -> Result<()> {
     ]))?;
     let pkg = workspace_root().join("static/pkg");
     let wasm = pkg.join("web_client_bg.wasm");
-    if !dev {
-        if let Some(wasm_opt) = tools::ensure_wasm_opt() {
-            // The features rustc enables by default for wasm32-unknown-unknown.
-            run(command(wasm_opt)
-                .args(["-Oz", "--strip-debug", "--strip-producers"])
-                .args([
-                    "--enable-bulk-memory",
-                    "--enable-mutable-globals",
-                    "--enable-nontrapping-float-to-int",
-                    "--enable-sign-ext",
-                    "--enable-multivalue",
-                    "--enable-reference-types",
-                ])
-                .arg(&wasm)
-                .arg("-o")
-                .arg(&wasm))?;
-        }
+    if !dev && let Some(wasm_opt) = tools::ensure_wasm_opt() {
+        // The features rustc enables by default for wasm32-unknown-unknown.
+        run(command(wasm_opt)
+            .args(["-Oz", "--strip-debug", "--strip-producers"])
+            .args([
+                "--enable-bulk-memory",
+                "--enable-mutable-globals",
+                "--enable-nontrapping-float-to-int",
+                "--enable-sign-ext",
+                "--enable-multivalue",
+                "--enable-reference-types",
+            ])
+            .arg(&wasm)
+            .arg("-o")
+            .arg(&wasm))?;
     }
     let static_dir = workspace_root().join("static");
     let copies = precompress::precompress(&static_dir)?;
@@ -231,6 +229,7 @@ fn test() -> Result<()> {
 
     build_client(false)?;
     let server_bin = build_server()?;
+    let console_client_bin = build_console_client()?;
     let (chromium, chromedriver) = tools::ensure_chromium()?;
     let nginx = tools::ensure_nginx()?;
 
@@ -238,6 +237,7 @@ fn test() -> Result<()> {
     run(command(cargo())
         .args(["test", "--workspace", "--", "--include-ignored"])
         .env("SERVER_BIN", &server_bin)
+        .env("CONSOLE_CLIENT_BIN", &console_client_bin)
         .env("CHROMEDRIVER", &chromedriver)
         .env("CHROMIUM", &chromium)
         .env("NGINX", &nginx)
@@ -275,6 +275,13 @@ fn build_server() -> Result<PathBuf> {
     announce("building the server (release)");
     run(command(cargo()).args(["build", "--release", "--package", "server"]))?;
     Ok(target_dir().join("release/server"))
+}
+
+/// Builds the release console client, which the integration tests run; returns its path.
+fn build_console_client() -> Result<PathBuf> {
+    announce("building the console client (release)");
+    run(command(cargo()).args(["build", "--release", "--package", "console-client"]))?;
+    Ok(target_dir().join("release/console-client"))
 }
 
 /// Autobahn|Testsuite's fuzzing client against `/mirror`, two runs side by side (the client is

@@ -249,13 +249,12 @@ fn locked_version(package: &str) -> Result<String> {
     let lock = std::fs::read_to_string(workspace_root().join("Cargo.lock"))?;
     let mut lines = lock.lines();
     while let Some(line) = lines.next() {
-        if line == format!("name = \"{package}\"") {
-            if let Some(version) = lines
+        if line == format!("name = \"{package}\"")
+            && let Some(version) = lines
                 .next()
                 .and_then(|next| next.strip_prefix("version = "))
-            {
-                return Ok(version.trim_matches('"').to_owned());
-            }
+        {
+            return Ok(version.trim_matches('"').to_owned());
         }
     }
     Err(format!("{package} is not in Cargo.lock").into())

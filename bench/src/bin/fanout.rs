@@ -558,11 +558,11 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
                 if clock.measuring(now) {
                     tally.received_in_window += 1;
                 }
-                if let Some(sent) = scan_number(text, &TEXT_KEY) {
-                    if clock.sent_while_measuring(sent) {
-                        tally.in_window_messages += 1;
-                        let _ = tally.latency.record(arrived.saturating_sub(sent).max(1));
-                    }
+                if let Some(sent) = scan_number(text, &TEXT_KEY)
+                    && clock.sent_while_measuring(sent)
+                {
+                    tally.in_window_messages += 1;
+                    let _ = tally.latency.record(arrived.saturating_sub(sent).max(1));
                 }
             }
             Event::Ping(payload) => pongs.extend(client_frame(payload, 0xA)),

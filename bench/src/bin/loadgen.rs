@@ -350,12 +350,13 @@ async fn drive(mut stream: Connection, plan: Plan) -> std::io::Result<Tally> {
             }
             replies_seen = 0;
             let now = Instant::now();
-            if let Some(sent) = sent_at.pop_front() {
-                if now >= plan.measure_from && now < plan.end {
-                    tally.round_trips += 1;
-                    let micros = now.saturating_duration_since(sent).as_micros() as u64;
-                    let _ = tally.latency.record(micros.max(1));
-                }
+            if let Some(sent) = sent_at.pop_front()
+                && now >= plan.measure_from
+                && now < plan.end
+            {
+                tally.round_trips += 1;
+                let micros = now.saturating_duration_since(sent).as_micros() as u64;
+                let _ = tally.latency.record(micros.max(1));
             }
             if plan.interval.is_none() {
                 resend += 1;

@@ -9,7 +9,6 @@
 //! clients resuming from an old position are told so (`recovered: false`).
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hyper_tungstenite::tungstenite::Utf8Bytes;
@@ -18,7 +17,8 @@ use room_protocol::order::{Recovery, RoomState, recovery};
 use room_protocol::{ErrorCode, Position, Problem, ServerFrame};
 
 use super::queue::MemberQueue;
-use super::{Joined, MemberId, Publish, RoomSettings};
+use super::{Joined, MemberId, Publish, RoomSettings, fresh_epoch};
+use crate::metrics::RoomMetrics;
 use crate::outgoing::QueuedText;
 
 /// Ids remembered per room for dedup, at most: with the window, what bounds its memory.
@@ -81,6 +81,7 @@ impl Room {
 pub(crate) struct Embedded {
     epoch: String,
     settings: RoomSettings,
+    metrics: RoomMetrics,
     rooms: Mutex<HashMap<String, Arc<Mutex<Room>>>>,
 }
 
@@ -93,12 +94,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Embedded {
-    pub(crate) fn new(settings: RoomSettings) -> Embedded {
-        // Random enough that two runs of the server never share an epoch.
-        let epoch = format!("{:016x}", RandomState::new().hash_one(std::process::id()));
+    pub(crate) fn new(settings: RoomSettings, metrics: RoomMetrics) -> Embedded {
         Embedded {
-            epoch,
+            epoch: fresh_epoch(),
             settings,
+            metrics,
             rooms: Mutex::new(HashMap::new()),
         }
     }
@@ -179,6 +179,8 @@ impl Embedded {
             // A member that cannot take it is over its limit: it leaves the room here, and its
             // session closes it.
             room.members.retain(|_, queue| queue.push_room(&frame));
+            self.metrics.published();
+            self.metrics.delivered(room.members.len());
             room.history_bytes += frame.len();
             room.history.push_back(Kept {
                 offset,
@@ -298,7 +300,7 @@ mod tests {
 
     #[test]
     fn members_get_joined_then_every_message_in_order() {
-        let engine = Embedded::new(settings());
+        let engine = Embedded::new(settings(), RoomMetrics::default());
         let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         engine.join("lobby", None, 1, &queue, 0).expect("joins");
         for n in 0..500 {
@@ -321,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_id_gets_the_original_offset_and_is_not_broadcast() {
-        let engine = Embedded::new(settings());
+        let engine = Embedded::new(settings(), RoomMetrics::default());
         let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         engine.join("lobby", None, 1, &queue, 0).expect("joins");
         assert_eq!(engine.publish(&publish("lobby", "a", "x"), 1), Ok(1));
@@ -334,7 +336,7 @@ mod tests {
 
     #[test]
     fn resuming_replays_exactly_what_was_missed() {
-        let engine = Embedded::new(settings());
+        let engine = Embedded::new(settings(), RoomMetrics::default());
         for n in 1..=60 {
             engine
                 .publish(&publish("lobby", &format!("m{n}"), "hi"), n)
@@ -367,7 +369,7 @@ mod tests {
 
     #[test]
     fn past_history_or_another_epoch_nothing_is_replayed() {
-        let engine = Embedded::new(settings());
+        let engine = Embedded::new(settings(), RoomMetrics::default());
         for n in 1..=250 {
             engine
                 .publish(&publish("lobby", &format!("m{n}"), "hi"), n)
@@ -402,10 +404,13 @@ mod tests {
 
     #[test]
     fn history_is_bounded_by_count_bytes_and_age() {
-        let engine = Embedded::new(RoomSettings {
-            history_bytes: 20_000,
-            ..settings()
-        });
+        let engine = Embedded::new(
+            RoomSettings {
+                history_bytes: 20_000,
+                ..settings()
+            },
+            RoomMetrics::default(),
+        );
         let text = "x".repeat(1_000);
         for n in 1..=1_000u64 {
             engine
@@ -434,7 +439,7 @@ mod tests {
 
     #[test]
     fn a_slow_member_is_dropped_and_never_slows_the_room() {
-        let engine = Embedded::new(settings());
+        let engine = Embedded::new(settings(), RoomMetrics::default());
         let slow = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
         let reader = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
         engine.join("lobby", None, 1, &slow, 0).expect("joins");
@@ -460,7 +465,7 @@ mod tests {
 
     #[test]
     fn rooms_are_bounded_and_idle_ones_make_way() {
-        let engine = Embedded::new(settings());
+        let engine = Embedded::new(settings(), RoomMetrics::default());
         let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
         for n in 0..10 {
             engine

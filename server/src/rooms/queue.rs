@@ -6,7 +6,9 @@
 //! and its session closes it with 1008. A session pushes its own answers (joined, replays,
 //! acks, errors) too; those do not count against the member, but while the queue holds
 //! `limit` bytes or more in all the session reads no more requests, so a client that floods is
-//! slowed down, not closed, as long as it reads.
+//! slowed down, not closed, as long as it reads. A room whose history was lost under its
+//! members (Redis restarted empty, or lost more than it kept) ends them too ([`Taken::HistoryLost`]),
+//! so they join again and are told `recovered: false`.
 //!
 //! A room's message is queued as the room made it ([`QueuedText`]): its text and the
 //! compression every member shares, so the session only decides how to send it.
@@ -26,7 +28,8 @@ struct State {
     room_bytes: usize,
     /// Bytes of the member's own answers queued.
     own_bytes: usize,
-    overflowed: bool,
+    /// Set once the member is to be closed: nothing more is queued or taken.
+    ended: Option<Taken>,
 }
 
 /// See the module documentation.
@@ -47,6 +50,9 @@ pub(crate) enum Taken {
     Frames,
     /// The member fell behind: close it (1008).
     Overflowed,
+    /// A room it is in lost messages it had not received and cannot give them: close it
+    /// (1012) so it joins again.
+    HistoryLost,
 }
 
 impl MemberQueue {
@@ -80,16 +86,12 @@ impl MemberQueue {
     /// closed and must be dropped from the room).
     pub(crate) fn push_room(&self, frame: &QueuedText) -> bool {
         let mut state = self.state();
-        if state.overflowed {
+        if state.ended.is_some() {
             return false;
         }
         if state.room_bytes + frame.len() > self.limit {
-            state.overflowed = true;
-            state.frames.clear();
-            state.room_bytes = 0;
-            state.own_bytes = 0;
             drop(state);
-            self.wake.notify_one();
+            self.end(Taken::Overflowed);
             return false;
         }
         state.room_bytes += frame.len();
@@ -97,6 +99,20 @@ impl MemberQueue {
         drop(state);
         self.wake.notify_one();
         true
+    }
+
+    /// Ends the member with `how` (not [`Taken::Frames`]): what is queued is dropped and the
+    /// session closes it.
+    pub(crate) fn end(&self, how: Taken) {
+        let mut state = self.state();
+        if state.ended.is_none() {
+            state.ended = Some(how);
+        }
+        state.frames.clear();
+        state.room_bytes = 0;
+        state.own_bytes = 0;
+        drop(state);
+        self.wake.notify_one();
     }
 
     /// An answer to the member's own request: always queued.
@@ -112,6 +128,9 @@ impl MemberQueue {
 
     fn push_answer(&self, frame: QueuedText) {
         let mut state = self.state();
+        if state.ended.is_some() {
+            return;
+        }
         state.own_bytes += frame.len();
         state.frames.push_back(frame);
         drop(state);
@@ -121,8 +140,8 @@ impl MemberQueue {
     /// Moves everything queued into `out`, oldest first.
     pub(crate) fn take_all(&self, out: &mut Vec<QueuedText>) -> Taken {
         let mut state = self.state();
-        if state.overflowed {
-            return Taken::Overflowed;
+        if let Some(ended) = state.ended {
+            return ended;
         }
         out.extend(state.frames.drain(..));
         state.room_bytes = 0;

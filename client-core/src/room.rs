@@ -1,6 +1,7 @@
-//! The room view's logic, plain Rust with no browser types (a console client can take it as
-//! it is): the publishes typed into one room until the server acknowledges them, what each
-//! frame from the server means for the page, and the state a reload must keep.
+//! A room as both clients hold it (the page's room view, the console client's `--room`), plain
+//! Rust with no browser types: the publishes typed into one room until the server acknowledges
+//! them, what each frame from the server means for the client, and the state a page reload
+//! must keep.
 //!
 //! Order, dedup and recovery are decided by [`room_protocol::order::Seen`]; this module only
 //! asks it. A publish keeps its id (128 random bits, chosen by the page) for as long as it
@@ -69,7 +70,7 @@ enum Membership {
     Joined,
 }
 
-/// What a frame from the server means for the page.
+/// What a frame from the server means for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Show a message of someone else (or one of ours from before a reload).
@@ -96,7 +97,7 @@ pub enum Event {
     Nothing,
 }
 
-/// One room as the page holds it.
+/// One room as a client holds it.
 #[derive(Debug)]
 pub struct Room {
     room: String,
@@ -142,7 +143,7 @@ impl Room {
         Ok(())
     }
 
-    /// Queues a publish with its `id` (unique, from the page's random source).
+    /// Queues a publish with its `id` (unique, from the client's random source).
     pub fn push(&mut self, id: String, text: String) -> Result<(), PushError> {
         if text.is_empty() {
             return Err(PushError::Empty);

@@ -1,6 +1,7 @@
 //! Every message the user typed, from the moment it is queued until the server has answered
 //! it, refused it, or failed to answer it three times. Nothing is dropped silently: a full
-//! outbox refuses the push, and a message leaves only with an outcome the page shows.
+//! outbox refuses the push, and a message leaves only with an outcome the client shows (the
+//! page on the message's line, the console client on standard error).
 //!
 //! A message is first *queued*; once the socket took it, it is *unanswered* until the answer
 //! the shared [`rules`] predict for it has arrived in full, in order. When a connection opens,
@@ -22,10 +23,11 @@ use rules::{App, Reply};
 /// client this project is modelled on.
 pub const OUTBOX_CAPACITY: usize = 100;
 
-/// Longest message, in bytes as sent (UTF-8), unless the page is told otherwise
-/// (`?max-message-size=`): the server's default `--max-message-size`. The server closes the
-/// connection (1009) on a longer one, so it is refused here and stays in the input. The
-/// input's `maxlength` cannot do this: it counts UTF-16 units, and it cuts a paste silently.
+/// Longest message, in bytes as sent (UTF-8), unless the client is told otherwise (the page's
+/// `?max-message-size=`, the console client's `--max-message-size`): the server's default
+/// `--max-message-size`. The server closes the connection (1009) on a longer one, so it is
+/// refused here (the page keeps it in the input). The input's `maxlength` cannot do this: it
+/// counts UTF-16 units, and it cuts a paste silently.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Connections a message may go out on without its answer before it is given up.
@@ -49,7 +51,7 @@ pub enum PushError {
     TooLong { bytes: usize, limit: usize },
 }
 
-/// Names one message for as long as the page lives, so that its line can be marked when it
+/// Names one message for as long as the client runs, so that its line can be marked when it
 /// leaves the outbox without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MessageId(pub u64);
@@ -111,7 +113,7 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// A message taken out of the outbox without its answer, for the page to mark.
+/// A message taken out of the outbox without its answer, for the client to mark.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GivenUp {
     pub id: MessageId,
@@ -434,7 +436,7 @@ impl Outbox {
     }
 }
 
-/// The messages still in the outbox, as the page tells the user.
+/// The messages still in the outbox, as the client tells the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Waiting {
     /// Not sent on this connection yet (new, or to be sent again).

@@ -1,0 +1,21 @@
+//! The core both clients share: what to send, when a message is done, when to reconnect, and
+//! what a room frame means. Plain Rust with no browser, socket or runtime: the web client
+//! (`web-client`, wasm) and the console client (`console-client`, tokio) each only move
+//! messages between it, their socket and their screen, so both behave alike and the rules
+//! are tested once, natively, with `cargo test`.
+//!
+//! - [`outbox`]: every message from typed to answered (or given up), counted by the shared
+//!   `rules`, so each answer is shown exactly as many times as the rules say.
+//! - [`backoff`]: full-jitter reconnection delays.
+//! - [`settings`]: the URL, app, reply timeout and message limit a client talks with.
+//! - [`room`]: a room's publishes until acknowledged, and what each server frame means.
+//! - [`status`]: the connection's state in words, and what follows a close.
+//! - [`saved`], [`transcript`]: the web page's saved outbox format and its capped log.
+
+pub mod backoff;
+pub mod outbox;
+pub mod room;
+pub mod saved;
+pub mod settings;
+pub mod status;
+pub mod transcript;

@@ -1,0 +1,134 @@
+//! Command-line flags and environment variables, with their defaults: the web page's query
+//! parameters (`?ws=`, `?reply-timeout=`, `?max-message-size=`, `?room=`, `?name=`) as flags,
+//! checked by the same `client_core::settings` functions.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use client_core::outbox::MAX_MESSAGE_BYTES;
+use client_core::settings::{parse_max_message_size, parse_reply_timeout, parse_seconds};
+use room_protocol::names;
+
+/// Where the console client connects unless told otherwise: the server's default address.
+pub const DEFAULT_URL: &str = "ws://127.0.0.1:8080/subscriptions";
+
+/// The longest `--connect-timeout` accepted: a day.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Reads lines from standard input and sends each over one WebSocket; prints every reply on
+/// standard output, one per line, exactly as received. Status goes to standard error.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "console-client", version, about)]
+pub struct Config {
+    /// WebSocket URL (ws:// or wss://) of an app: /subscriptions, /echo or /mirror. With
+    /// --room, the server whose /rooms to use (the path is replaced).
+    #[arg(default_value = DEFAULT_URL)]
+    pub url: String,
+
+    /// PEM file of certificates to trust for wss:// besides the public roots, e.g. a private
+    /// CA or a self-signed server certificate.
+    #[arg(long, env = "CONSOLE_CLIENT_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Speak the rooms protocol: join this room, print its messages as `name: text`, publish
+    /// each line typed. Needs --name.
+    #[arg(long, requires = "name", value_parser = room_name, value_name = "NAME")]
+    pub room: Option<String>,
+
+    /// The display name others see in the room. Needs --room.
+    #[arg(long, requires = "room", value_parser = display_name, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Seconds to keep trying to connect (at start, or after the connection was lost) before
+    /// giving up with one line on standard error and a non-zero exit.
+    #[arg(long, env = "CONSOLE_CLIENT_CONNECT_TIMEOUT", default_value = "10",
+          value_parser = connect_timeout, value_name = "SECONDS")]
+    pub connect_timeout: Duration,
+
+    /// Seconds a sent message may go without any frame from the server before the client
+    /// takes the server for hung, closes (4000) and reconnects; the page's ?reply-timeout=.
+    #[arg(long, env = "CONSOLE_CLIENT_REPLY_TIMEOUT", default_value = "5",
+          value_parser = parse_reply_timeout, value_name = "SECONDS")]
+    pub reply_timeout: Duration,
+
+    /// Longest line sent, in bytes (UTF-8): the server's --max-message-size, which closes the
+    /// connection (1009) on longer ones. Longer lines are refused here; the page's
+    /// ?max-message-size=.
+    #[arg(long, env = "CONSOLE_CLIENT_MAX_MESSAGE_SIZE", default_value_t = MAX_MESSAGE_BYTES,
+          value_parser = parse_max_message_size, value_name = "BYTES")]
+    pub max_message_size: usize,
+}
+
+fn connect_timeout(seconds: &str) -> Result<Duration, String> {
+    parse_seconds(seconds.trim())
+        .filter(|timeout| !timeout.is_zero() && *timeout <= MAX_CONNECT_TIMEOUT)
+        .ok_or_else(|| {
+            format!(
+                "must be a number of seconds above 0 and at most {}, not {seconds:?}",
+                MAX_CONNECT_TIMEOUT.as_secs()
+            )
+        })
+}
+
+fn room_name(room: &str) -> Result<String, String> {
+    if names::is_room_name(room) {
+        Ok(room.to_owned())
+    } else {
+        Err(format!(
+            "must be 1 to {} of A-Z a-z 0-9 _ . : -",
+            names::MAX_ROOM_NAME
+        ))
+    }
+}
+
+fn display_name(name: &str) -> Result<String, String> {
+    if names::is_display_name(name) {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "must be 1 to {} characters without control characters",
+            names::MAX_DISPLAY_NAME
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("console-client").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_are_the_pages() {
+        let config = parse(&[]).expect("defaults parse");
+        assert_eq!(config.url, DEFAULT_URL);
+        assert_eq!(config.connect_timeout, Duration::from_secs(10));
+        assert_eq!(config.reply_timeout, Duration::from_secs(5));
+        assert_eq!(config.max_message_size, MAX_MESSAGE_BYTES);
+        assert_eq!((config.room, config.name), (None, None));
+    }
+
+    #[test]
+    fn flags_are_checked() {
+        let config =
+            parse(&["--connect-timeout", "0.5", "--max-message-size", "100"]).expect("valid flags");
+        assert_eq!(config.connect_timeout, Duration::from_millis(500));
+        assert_eq!(config.max_message_size, 100);
+        for bad in [
+            &["--connect-timeout", "0"][..],
+            &["--reply-timeout", "soon"],
+            &["--max-message-size", "0"],
+            &["--room", "lobby"],
+            &["--name", "ana"],
+            &["--room", "a b", "--name", "ana"],
+            &["--room", "lobby", "--name", ""],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
+        let room = parse(&["--room", "lobby", "--name", "Zoë"]).expect("a room");
+        assert_eq!(room.room.as_deref(), Some("lobby"));
+    }
+}

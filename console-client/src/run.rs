@@ -1,0 +1,388 @@
+//! The connection task: one WebSocket at a time, from connecting to its end, then reconnecting
+//! with the core's full-jitter backoff. It moves lines from the input to the [`Talk`], frames
+//! between the talk and the socket, and decides nothing about messages itself.
+
+use std::time::Duration;
+
+use client_core::backoff::Backoff;
+use client_core::room::RETRY_AFTER_MILLIS;
+use client_core::status::{NO_REPLY, Status, no_reply_reason};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::connect::{Connector, Socket};
+use crate::input::Line;
+use crate::screen::{Screen, StdoutGone};
+use crate::talk::{CloseHeard, Heard, Talk};
+
+/// How patient the client is.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// Longest time without a connection, at start or after one was lost.
+    pub connect: Duration,
+    /// Longest wait for an answer (or for a handshake) before the server is taken for hung.
+    pub reply: Duration,
+}
+
+/// Why the client stopped before its work was done; said in one line.
+#[derive(Debug)]
+pub enum Stop {
+    /// No connection could be opened within the connect timeout.
+    CannotConnect(String),
+    /// The server closed the conversation (1000) with messages still unanswered.
+    ClosedWithUnanswered(String),
+    StdoutGone(std::io::Error),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::CannotConnect(why) | Stop::ClosedWithUnanswered(why) => f.write_str(why),
+            Stop::StdoutGone(error) => write!(f, "cannot write to standard output: {error}"),
+        }
+    }
+}
+
+/// How one connection ended.
+#[derive(Debug)]
+enum Ending {
+    /// The input ended and every message has its answer (or failed): closed with 1000.
+    Done,
+    /// The server ended the conversation (1000).
+    Ended {
+        answered_end: bool,
+        code: u16,
+    },
+    /// Anything else: reconnect. The words say what happened.
+    Lost(String),
+    StdoutGone(std::io::Error),
+}
+
+/// Talks over `connector`'s URL until the input has ended and every message is answered or
+/// failed, or the server ends the conversation; `Err` when it must stop before that.
+pub async fn run(
+    connector: &Connector,
+    talk: &mut impl Talk,
+    lines: &mut mpsc::Receiver<Line>,
+    timeouts: Timeouts,
+    screen: &mut Screen,
+) -> Result<(), Stop> {
+    let mut backoff = Backoff::default();
+    let mut input_open = true;
+    let mut outage_since = Instant::now();
+    let mut connected_before = false;
+    // Why the last attempt failed: an attempt cut short by the connect timeout says nothing
+    // new, and the one line then names the real cause.
+    let mut last_error: Option<String> = None;
+    loop {
+        let socket = match connect(connector, timeouts, outage_since).await {
+            Ok(socket) => socket,
+            Err(Failure { error, cut_short }) => {
+                let error = match (cut_short, last_error.take()) {
+                    (true, Some(last)) => last,
+                    _ => error,
+                };
+                let left = timeouts.connect.saturating_sub(outage_since.elapsed());
+                if left.is_zero() {
+                    return Err(Stop::CannotConnect(format!(
+                        "cannot connect to {} within {}: {error}",
+                        connector.url(),
+                        seconds(timeouts.connect)
+                    )));
+                }
+                let delay = backoff.next_delay(jitter()).min(left);
+                // Before the first connection, only the final line if it never comes.
+                if connected_before {
+                    screen.status(&format!("Cannot connect: {error}. {}", reconnecting(delay)));
+                }
+                last_error = Some(error);
+                sleep(delay).await;
+                continue;
+            }
+        };
+        last_error = None;
+        connected_before = true;
+        screen.status(&format!("Connected to {}", connector.url()));
+        let ending = converse(
+            socket,
+            talk,
+            lines,
+            &mut input_open,
+            &mut backoff,
+            timeouts,
+            screen,
+        )
+        .await;
+        talk.closed(screen);
+        match ending {
+            Ending::Done => return Ok(()),
+            Ending::StdoutGone(error) => return Err(Stop::StdoutGone(error)),
+            Ending::Ended {
+                answered_end: true, ..
+            } => {
+                screen.status("The server ended the conversation (end).");
+                let left = talk.left();
+                if left > 0 {
+                    screen.status(&format!("{left} message(s) after end were not sent."));
+                }
+                return Ok(());
+            }
+            Ending::Ended {
+                answered_end: false,
+                code,
+            } => {
+                let left = talk.left();
+                if left == 0 {
+                    screen.status(&format!("The server closed the connection ({code})."));
+                    return Ok(());
+                }
+                return Err(Stop::ClosedWithUnanswered(format!(
+                    "the server closed the connection ({code}) with {left} message(s) unanswered"
+                )));
+            }
+            Ending::Lost(what) => {
+                if !input_open && talk.left() == 0 {
+                    return Ok(());
+                }
+                outage_since = Instant::now();
+                // The connect timeout counts from here: a wait as long as the backoff's widest
+                // window would use it all up before the first attempt.
+                let delay = backoff.next_delay(jitter()).min(timeouts.connect / 2);
+                screen.status(&format!("{what} {}", reconnecting(delay)));
+                sleep(delay).await;
+                screen.status(&format!("Connecting to {}…", connector.url()));
+            }
+        }
+    }
+}
+
+/// A failed attempt to connect.
+#[derive(Debug)]
+struct Failure {
+    error: String,
+    /// The connect timeout ran out during the attempt, before the reply timeout would have.
+    cut_short: bool,
+}
+
+/// One attempt to open the socket, bounded by the reply timeout (a hung server accepts TCP
+/// and never answers the handshake) and by what is left of the connect timeout.
+async fn connect(
+    connector: &Connector,
+    timeouts: Timeouts,
+    outage_since: Instant,
+) -> Result<Socket, Failure> {
+    let left = timeouts.connect.saturating_sub(outage_since.elapsed());
+    let bound = left.min(timeouts.reply);
+    match timeout(bound, connector.open()).await {
+        Ok(opened) => opened.map_err(|error| Failure {
+            error,
+            cut_short: false,
+        }),
+        Err(_) => Err(Failure {
+            error: format!("no answer to the handshake within {}", seconds(bound)),
+            cut_short: bound < timeouts.reply,
+        }),
+    }
+}
+
+/// One connection, from opening to its end. While a message waits for its answer and no
+/// frame arrives for the reply timeout, the server is taken for hung and the client closes.
+async fn converse(
+    mut socket: Socket,
+    talk: &mut impl Talk,
+    lines: &mut mpsc::Receiver<Line>,
+    input_open: &mut bool,
+    backoff: &mut Backoff,
+    timeouts: Timeouts,
+    screen: &mut Screen,
+) -> Ending {
+    talk.opened();
+    // When the oldest unanswered message last saw progress: it was sent, or a frame came.
+    let mut progress_at = Instant::now();
+    // When sending may go on after the server asked to wait.
+    let mut retry_at: Option<Instant> = None;
+    // A send failed: the socket is going; what it still has to read (a close with its code)
+    // says why, within the reply timeout.
+    let mut broken_at: Option<Instant> = None;
+    // The full queue was said since the outbox was last empty: once is enough.
+    let mut said_full = false;
+    loop {
+        if broken_at.is_none()
+            && let Err(error) = send_waiting(&mut socket, talk, screen, timeouts.reply).await
+        {
+            screen.status(&format!("Sending failed: {error}."));
+            broken_at = Some(Instant::now());
+        }
+        said_full &= talk.left() > 0;
+        if !*input_open && talk.left() == 0 && broken_at.is_none() {
+            close(&mut socket, CloseCode::Normal, "done", timeouts.reply).await;
+            return Ending::Done;
+        }
+        let deadline = match broken_at {
+            Some(at) => Some(at + timeouts.reply),
+            None => talk.awaiting_reply().then(|| progress_at + timeouts.reply),
+        };
+        let take_lines = *input_open && !talk.is_full() && broken_at.is_none();
+        tokio::select! {
+            // The server's frames first: an answer that arrives at the deadline still counts.
+            biased;
+            message = socket.next() => {
+                let now = Instant::now();
+                match message {
+                    Some(Ok(Message::Text(text))) => {
+                        progress_at = now;
+                        match talk.received(text.as_str(), screen) {
+                            Ok(Heard::Nothing) => {}
+                            Ok(Heard::Answered) => backoff.reset(),
+                            Ok(Heard::Wait) => {
+                                retry_at = Some(now + Duration::from_millis(RETRY_AFTER_MILLIS.into()));
+                            }
+                            Err(StdoutGone(error)) => return Ending::StdoutGone(error),
+                        }
+                    }
+                    Some(Ok(Message::Binary(data))) => {
+                        progress_at = now;
+                        screen.status(&format!("The server sent {} bytes of binary data.", data.len()));
+                    }
+                    // tungstenite answers pings itself; a pong answers nothing of ours.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(frame))) => {
+                        let (code, reason) = frame.map_or((1005, String::new()), |frame| {
+                            (u16::from(frame.code), frame.reason.to_string())
+                        });
+                        // tungstenite queued the answering close: send it, briefly.
+                        let _ = timeout(timeouts.reply, socket.flush()).await;
+                        return match talk.close_received(code, &reason, screen) {
+                            CloseHeard::Ended { answered_end } => Ending::Ended { answered_end, code },
+                            CloseHeard::Reconnect => Ending::Lost(closed_by_server(code, &reason)),
+                        };
+                    }
+                    Some(Err(error)) => return Ending::Lost(format!("The connection broke: {error}.")),
+                    None => return Ending::Lost("The connection ended.".to_owned()),
+                }
+            }
+            line = lines.recv(), if take_lines => match line {
+                Some(line) => {
+                    if !talk.awaiting_reply() {
+                        progress_at = Instant::now();
+                    }
+                    talk.take_line(line, screen);
+                    if talk.is_full() && !said_full {
+                        said_full = true;
+                        screen.status(&format!(
+                            "Waiting for answers: {} messages wait, the most the queue holds; \
+                             more input is read as answers make room.",
+                            talk.left()
+                        ));
+                    }
+                }
+                None => *input_open = false,
+            },
+            () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                if broken_at.is_some() {
+                    return Ending::Lost("The connection broke.".to_owned());
+                }
+                close(&mut socket, CloseCode::Library(NO_REPLY), &no_reply_reason(timeouts.reply), Duration::ZERO).await;
+                return Ending::Lost(format!(
+                    "No answer from the server for {}: closed ({NO_REPLY}); unanswered messages will be sent again.",
+                    seconds(timeouts.reply)
+                ));
+            }
+            () = sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
+                retry_at = None;
+                progress_at = Instant::now();
+                talk.resume();
+            }
+        }
+    }
+}
+
+/// Sends what the talk offers, in order, each bounded by the reply timeout.
+async fn send_waiting(
+    socket: &mut Socket,
+    talk: &mut impl Talk,
+    screen: &mut Screen,
+    patience: Duration,
+) -> Result<(), String> {
+    while let Some(frame) = talk.next_frame() {
+        match timeout(patience, socket.send(Message::text(frame.text.clone()))).await {
+            Ok(Ok(())) => talk.sent(frame, screen),
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(_) => return Err(format!("the server took nothing for {}", seconds(patience))),
+        }
+    }
+    Ok(())
+}
+
+/// Sends a close and waits up to `patience` for the server's; a server that does not answer
+/// is simply left.
+async fn close(socket: &mut Socket, code: CloseCode, reason: &str, patience: Duration) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    };
+    let closing = async {
+        // An error means the socket is gone already, which is what a close is for.
+        let _ = socket.close(Some(frame)).await;
+        while let Some(Ok(_)) = socket.next().await {}
+    };
+    // The close frame is written first in any case; the wait is only for the answer.
+    let _ = timeout(patience.max(Duration::from_millis(100)), closing).await;
+}
+
+fn closed_by_server(code: u16, reason: &str) -> String {
+    if reason.is_empty() {
+        format!("The server closed the connection ({code}).")
+    } else {
+        format!("The server closed the connection ({code}: {reason}).")
+    }
+}
+
+/// "Reconnecting in N s…", as the page says it.
+fn reconnecting(delay: Duration) -> String {
+    let seconds = u32::try_from(delay.as_millis().div_ceil(1000)).unwrap_or(u32::MAX);
+    Status::Reconnecting { seconds }.to_string()
+}
+
+/// A random number in `[0, 1)` for the backoff's jitter; the middle of the window when the
+/// system has no random numbers to give.
+fn jitter() -> f64 {
+    // The top 53 bits: every such fraction is an exact f64.
+    getrandom::u64().map_or(0.5, |random| (random >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// "10 s", "0.5 s".
+fn seconds(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{} s", millis / 1000)
+    } else {
+        format!("{} s", duration.as_secs_f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_for_status_lines() {
+        assert_eq!(seconds(Duration::from_secs(10)), "10 s");
+        assert_eq!(seconds(Duration::from_millis(500)), "0.5 s");
+        assert_eq!(
+            reconnecting(Duration::from_millis(300)),
+            "Reconnecting in 1 s…"
+        );
+        assert_eq!(reconnecting(Duration::ZERO), "Reconnecting in 0 s…");
+        assert_eq!(
+            closed_by_server(1001, ""),
+            "The server closed the connection (1001)."
+        );
+        let jitters: Vec<f64> = (0..100).map(|_| jitter()).collect();
+        assert!(jitters.iter().all(|j| (0.0..1.0).contains(j)));
+    }
+}

@@ -1,0 +1,528 @@
+//! The console client (`console-client`), the real binary against the real server: lines piped
+//! in, replies on stdout exactly as many times as the rules say, status on stderr, and the exit
+//! code a script relies on. Through an outage (SIGSTOP, then SIGKILL and a restart on the same
+//! port), over `wss://` with a private CA, against nothing at all, past the message limit, and
+//! in a room with a second client.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rules::{GREETING, REPEAT_COUNT};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::sync::mpsc;
+
+use crate::browser::Proxy;
+use crate::support::{PATIENCE, TestServer};
+
+/// The console client under test: `$CONSOLE_CLIENT_BIN` (set by `cargo xtask test` to the
+/// release build), else the debug build, built once here if needed.
+fn console_binary() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        if let Some(path) = std::env::var_os("CONSOLE_CLIENT_BIN") {
+            return PathBuf::from(path);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--package", "console-client"])
+            .current_dir(&workspace)
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the console client failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        target.join("debug").join("console-client")
+    })
+}
+
+/// A running console client, its three streams in the test's hands; killed when dropped.
+struct Console {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: Lines<BufReader<ChildStdout>>,
+    /// Standard error's lines as they come, and all of them so far.
+    stderr_rx: mpsc::UnboundedReceiver<String>,
+    stderr: Vec<String>,
+}
+
+/// How a console client ended.
+#[derive(Debug)]
+struct Ended {
+    status: ExitStatus,
+    stdout: Vec<String>,
+    stderr: Vec<String>,
+}
+
+impl Console {
+    fn start(args: &[&str]) -> Console {
+        let mut child = Command::new(console_binary())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the console client starts");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let (stderr_tx, stderr_rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                if stderr_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Console {
+            child,
+            stdin,
+            stdout,
+            stderr_rx,
+            stderr: Vec::new(),
+        }
+    }
+
+    /// Writes `text` to standard input as it is (lines end with `\n` only where `text` has one).
+    async fn type_text(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("standard input is open");
+        stdin
+            .write_all(text.as_bytes())
+            .await
+            .expect("write to stdin");
+        stdin.flush().await.expect("flush stdin");
+    }
+
+    /// Ends standard input, as the end of a pipe does.
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The next line on standard output.
+    async fn next_line(&mut self) -> String {
+        tokio::time::timeout(PATIENCE, self.stdout.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("no line on stdout in time; stderr: {:?}", self.stderr))
+            .expect("stdout is readable")
+            .unwrap_or_else(|| panic!("stdout ended; stderr: {:?}", self.stderr))
+    }
+
+    /// The next `count` lines on standard output.
+    async fn next_lines(&mut self, count: usize) -> Vec<String> {
+        let mut lines = Vec::with_capacity(count);
+        for _ in 0..count {
+            lines.push(self.next_line().await);
+        }
+        lines
+    }
+
+    /// Waits for a status line containing `needle`; returns it.
+    async fn wait_for_status(&mut self, needle: &str) -> String {
+        loop {
+            let line = tokio::time::timeout(PATIENCE, self.stderr_rx.recv())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "no status line with {needle:?} in time; stderr: {:?}",
+                        self.stderr
+                    )
+                })
+                .unwrap_or_else(|| panic!("stderr ended before {needle:?}: {:?}", self.stderr));
+            self.stderr.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits (at most `patience`) for the client to exit; everything it printed after what was
+    /// read already.
+    async fn ended(mut self, patience: Duration) -> Ended {
+        let status = tokio::time::timeout(patience, self.child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the client did not exit in time; stderr: {:?}", self.stderr)
+            })
+            .expect("wait works");
+        let mut stdout = Vec::new();
+        while let Some(line) = self.stdout.next_line().await.expect("stdout is readable") {
+            stdout.push(line);
+        }
+        while let Some(line) = self.stderr_rx.recv().await {
+            self.stderr.push(line);
+        }
+        Ended {
+            status,
+            stdout,
+            stderr: self.stderr,
+        }
+    }
+}
+
+/// `text` repeated `times` times, as lines.
+fn copies(text: &str, times: usize) -> Vec<String> {
+    vec![text.to_owned(); times]
+}
+
+/// The lines a server should send for `messages` typed into `/subscriptions`, greeting first.
+fn answers_to(messages: &[&str]) -> Vec<String> {
+    let mut lines = vec![GREETING.to_owned()];
+    for message in messages {
+        lines.extend(copies(message, REPEAT_COUNT));
+    }
+    lines
+}
+
+#[tokio::test]
+async fn piped_lines_are_answered_and_the_close_for_end_ends_it() {
+    let server = TestServer::start(&[]).await;
+    let mut client = Console::start(&[&server.ws_url("/subscriptions")]);
+    client.type_text("foo\nhello\nend\n").await;
+    // Standard input stays open: the server's close for `end` alone ends the client.
+    let ended = client.ended(PATIENCE).await;
+    let mut expected = vec![GREETING.to_owned(), "bar".to_owned()];
+    expected.extend(copies("hello", REPEAT_COUNT));
+    assert_eq!(ended.stdout, expected, "stderr: {:?}", ended.stderr);
+    assert!(ended.status.success(), "{ended:?}");
+    assert!(
+        ended
+            .stderr
+            .iter()
+            .any(|line| line.contains("ended the conversation")),
+        "{ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn lines_past_the_queue_bound_wait_in_the_pipe_and_every_one_is_answered() {
+    // The server freezes after the first answer; 250 lines, two and a half times the queue of
+    // 100, are piped meanwhile. The client takes 100 and stops reading; once the server goes
+    // on, it reads the rest as answers make room and exits 0 after the last line's ten.
+    let server = TestServer::start(&[]).await;
+    let mut client = Console::start(&[&server.ws_url("/subscriptions"), "--reply-timeout", "60"]);
+    client.type_text("first\n").await;
+    assert_eq!(
+        client.next_lines(1 + REPEAT_COUNT).await,
+        answers_to(&["first"])
+    );
+    server.signal("STOP");
+    let messages: Vec<String> = (0..250).map(|n| format!("line {n}")).collect();
+    client.type_text(&(messages.join("\n") + "\n")).await;
+    client.close_stdin();
+    let full = client.wait_for_status("the most the queue holds").await;
+    assert!(full.contains("100 messages"), "{full}");
+    server.signal("CONT");
+    let ended = client.ended(PATIENCE * 3).await;
+    let mut expected = Vec::new();
+    for message in &messages {
+        expected.extend(copies(message, REPEAT_COUNT));
+    }
+    assert_eq!(
+        ended.stdout.len(),
+        250 * REPEAT_COUNT,
+        "stderr: {:?}",
+        ended.stderr
+    );
+    assert!(
+        ended.stdout == expected,
+        "answers out of order or miscounted"
+    );
+    assert!(ended.status.success(), "{:?}", ended.stderr);
+    assert!(
+        !ended.stderr.iter().any(|line| line.starts_with("Refused")),
+        "{:?}",
+        ended.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_then_restarted_server_still_answers_every_line_exactly_ten_times_in_order() {
+    let mut server = TestServer::start(&[]).await;
+    let addr = server.addr;
+    let mut client = Console::start(&[
+        &server.ws_url("/subscriptions"),
+        "--reply-timeout",
+        "1",
+        "--connect-timeout",
+        "60",
+    ]);
+    client.type_text("one\n").await;
+    assert_eq!(
+        client.next_lines(1 + REPEAT_COUNT).await,
+        answers_to(&["one"])
+    );
+
+    // The server freezes: it holds the connection and reads nothing. Lines keep coming.
+    server.signal("STOP");
+    client.type_text("two\nthree\n").await;
+    client.wait_for_status("No answer from the server").await;
+    client.wait_for_status("Reconnecting in").await;
+    // Killed while stopped, and a new one on the same port, as a supervisor would restart it.
+    server.signal("KILL");
+    let _ = server.wait().await;
+    let _restarted = TestServer::start(&["--addr", &addr.to_string()]).await;
+    client.type_text("four\n").await;
+    client.close_stdin();
+    let ended = client.ended(PATIENCE * 3).await;
+    let mut expected = copies("two", REPEAT_COUNT);
+    expected.extend(copies("three", REPEAT_COUNT));
+    expected.extend(copies("four", REPEAT_COUNT));
+    // The new connection's greeting is not printed again: stdout is one conversation.
+    assert_eq!(ended.stdout, expected, "stderr: {:?}", ended.stderr);
+    assert!(ended.status.success(), "{ended:?}");
+    assert!(
+        ended
+            .stderr
+            .iter()
+            .any(|line| line.starts_with("Sent again: \"two\"")),
+        "the unanswered lines went out again: {:?}",
+        ended.stderr
+    );
+}
+
+#[tokio::test]
+async fn an_answer_cut_mid_way_is_completed_and_each_copy_printed_once() {
+    // The connection is cut after the greeting and 5 of the 10 copies: the client sends the
+    // line again on a new connection and prints only the 5 copies it had not printed.
+    let server = TestServer::start(&[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    proxy.cut_next_websocket_after(1 + 5);
+    let url = format!("ws://{}/subscriptions", proxy.addr);
+    let mut client = Console::start(&[&url]);
+    client.type_text("hello\n").await;
+    client.close_stdin();
+    let ended = client.ended(PATIENCE).await;
+    assert_eq!(
+        ended.stdout,
+        answers_to(&["hello"]),
+        "stderr: {:?}",
+        ended.stderr
+    );
+    assert!(ended.status.success(), "{ended:?}");
+    assert!(
+        ended
+            .stderr
+            .iter()
+            .any(|line| line == "Sent again: \"hello\""),
+        "{:?}",
+        ended.stderr
+    );
+}
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it, as PEM files.
+struct PrivateCa {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateCa {
+    fn new() -> PrivateCa {
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "console-client test CA");
+        let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("a CA");
+        let server_key = rcgen::KeyPair::generate().expect("a server key");
+        let server_cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&server_key, &*ca)
+            .expect("a server certificate");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let write = |name: &str, pem: String| {
+            std::fs::write(dir.path().join(name), pem).expect("write");
+        };
+        write("ca.pem", ca.pem());
+        write("server.pem", server_cert.pem());
+        write("server-key.pem", server_key.serialize_pem());
+        PrivateCa { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[tokio::test]
+async fn wss_with_a_private_ca_given_by_ca_cert() {
+    let ca = PrivateCa::new();
+    let (cert, key) = (ca.path("server.pem"), ca.path("server-key.pem"));
+    let server = TestServer::start(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    assert!(server.tls);
+    let url = format!("wss://{}/subscriptions", server.addr);
+
+    let mut client = Console::start(&[&url, "--ca-cert", &ca.path("ca.pem")]);
+    client.type_text("hello over tls\n").await;
+    client.close_stdin();
+    let ended = client.ended(PATIENCE).await;
+    assert_eq!(
+        ended.stdout,
+        answers_to(&["hello over tls"]),
+        "{:?}",
+        ended.stderr
+    );
+    assert!(ended.status.success(), "{ended:?}");
+
+    // Without the CA the server's certificate is not trusted: nothing is sent, one line says so.
+    let mut untrusting = Console::start(&[&url, "--connect-timeout", "1"]);
+    untrusting.type_text("hello\n").await;
+    let ended = untrusting.ended(PATIENCE).await;
+    assert!(!ended.status.success());
+    assert!(ended.stdout.is_empty(), "{ended:?}");
+    assert_eq!(ended.stderr.len(), 1, "{ended:?}");
+    assert!(ended.stderr[0].contains("certificate"), "{ended:?}");
+}
+
+#[tokio::test]
+async fn nothing_listening_is_one_line_and_a_failure_within_the_connect_timeout() {
+    // A port the kernel just gave out and took back: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/subscriptions");
+    let started = Instant::now();
+    let mut client = Console::start(&[&url, "--connect-timeout", "1.5"]);
+    client.type_text("hello\n").await;
+    let ended = client.ended(PATIENCE).await;
+    let took = started.elapsed();
+    assert_eq!(ended.status.code(), Some(1), "{ended:?}");
+    assert!(ended.stdout.is_empty(), "{ended:?}");
+    assert_eq!(
+        ended.stderr,
+        [format!(
+            "console-client: cannot connect to {url} within 1.5 s: Connection refused (os error 111)"
+        )]
+    );
+    // It kept trying for the whole timeout, and stopped once it was over.
+    assert!(took >= Duration::from_millis(1500), "{took:?}");
+}
+
+#[tokio::test]
+async fn a_line_over_the_limit_is_refused_the_next_is_answered_and_the_exit_says_so() {
+    let server = TestServer::start(&["--max-message-size", "1000"]).await;
+    let url = server.ws_url("/subscriptions");
+    let too_long = "x".repeat(1001);
+
+    // The client is told the server's limit: the line never leaves it.
+    let mut told = Console::start(&[&url, "--max-message-size", "1000"]);
+    told.type_text(&format!("{}\n{too_long}\nnext\n", "y".repeat(1000)))
+        .await;
+    told.close_stdin();
+    let ended = told.ended(PATIENCE).await;
+    let mut expected = answers_to(&[&"y".repeat(1000)]);
+    expected.extend(copies("next", REPEAT_COUNT));
+    assert_eq!(ended.stdout, expected, "{:?}", ended.stderr);
+    assert_eq!(ended.status.code(), Some(1), "{ended:?}");
+    assert!(
+        ended.stderr.contains(
+            &"Refused: a line of 1001 bytes is longer than the 1000 the server takes \
+              (--max-message-size)."
+                .to_owned()
+        ),
+        "{ended:?}"
+    );
+    assert_eq!(
+        ended.stderr.last().map(String::as_str),
+        Some("console-client: 1 message(s) failed (see above)")
+    );
+    assert_eq!(
+        ended
+            .stderr
+            .iter()
+            .filter(|line| line.starts_with("Connected"))
+            .count(),
+        1,
+        "refused here, so the server never closed: {ended:?}"
+    );
+
+    // Not told: the server refuses it (1009), the client says so, reconnects, and goes on.
+    let mut untold = Console::start(&[&url]);
+    untold.type_text(&format!("{too_long}\nnext\n")).await;
+    untold.close_stdin();
+    let ended = untold.ended(PATIENCE).await;
+    assert_eq!(ended.stdout, answers_to(&["next"]), "{:?}", ended.stderr);
+    assert_eq!(ended.status.code(), Some(1), "{ended:?}");
+    assert!(
+        ended
+            .stderr
+            .iter()
+            .any(|line| line.ends_with(": refused: too long for this server.")),
+        "{ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn two_console_clients_in_a_room_see_each_others_lines() {
+    let server = TestServer::start(&[]).await;
+    let url = server.ws_url("/subscriptions");
+    let mut ana = Console::start(&[&url, "--room", "lobby", "--name", "ana"]);
+    let mut bo = Console::start(&[&url, "--room", "lobby", "--name", "bo"]);
+    ana.wait_for_status("Joined room lobby as ana").await;
+    bo.wait_for_status("Joined room lobby as bo").await;
+
+    ana.type_text("hello from ana\n").await;
+    assert_eq!(
+        ana.next_line().await,
+        "ana: hello from ana",
+        "own line once delivered"
+    );
+    assert_eq!(bo.next_line().await, "ana: hello from ana");
+    bo.type_text("hi ana\n").await;
+    assert_eq!(bo.next_line().await, "bo: hi ana");
+    assert_eq!(ana.next_line().await, "bo: hi ana");
+
+    ana.close_stdin();
+    bo.close_stdin();
+    for client in [ana, bo] {
+        let ended = client.ended(PATIENCE).await;
+        assert!(ended.status.success(), "{ended:?}");
+        assert!(
+            ended.stdout.is_empty(),
+            "each message shown once: {ended:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn room_clients_rejoin_a_restarted_server_and_what_was_typed_meanwhile_arrives_once() {
+    let mut server = TestServer::start(&[]).await;
+    let addr = server.addr;
+    let url = server.ws_url("/subscriptions");
+    let mut ana = Console::start(&[&url, "--room", "lobby", "--name", "ana"]);
+    let mut bo = Console::start(&[&url, "--room", "lobby", "--name", "bo"]);
+    ana.wait_for_status("Joined room lobby as ana").await;
+    bo.wait_for_status("Joined room lobby as bo").await;
+    ana.type_text("before\n").await;
+    assert_eq!(ana.next_line().await, "ana: before");
+    assert_eq!(bo.next_line().await, "ana: before");
+
+    // The server dies without a word; ana types while it is down.
+    server.signal("KILL");
+    let _ = server.wait().await;
+    ana.type_text("while down\n").await;
+    // Same port again: a new engine, a new epoch. Both join again from where they were.
+    let _restarted = TestServer::start(&["--addr", &addr.to_string()]).await;
+    ana.wait_for_status("Joined room lobby as ana").await;
+    bo.wait_for_status("Joined room lobby as bo").await;
+    assert_eq!(bo.next_line().await, "ana: while down");
+    assert_eq!(ana.next_line().await, "ana: while down");
+    bo.type_text("after\n").await;
+    assert_eq!(bo.next_line().await, "bo: after");
+    assert_eq!(ana.next_line().await, "bo: after");
+
+    ana.close_stdin();
+    bo.close_stdin();
+    for client in [ana, bo] {
+        let ended = client.ended(PATIENCE).await;
+        assert!(ended.status.success(), "{ended:?}");
+        assert!(
+            ended.stdout.is_empty(),
+            "each message shown once: {ended:?}"
+        );
+    }
+}
