@@ -548,7 +548,8 @@ fn render_on_redis(runs: &[Value], reps: usize, seconds: f64) -> String {
          the generator has core 1. On two cores this is the only split that gives both sides the same CPU, so these rows compare \
          work per core, not a deployment scaled out over more machines. Instances CPU: both instances summed; total: instances plus \
          redis-server. Redis commands per publish count the commands the script runs as well as the script call (EVALSHA) itself; \
-         the generator's own INFO is left out. Gaps and duplicates: offsets a member saw skipped or twice.\n\n"
+         the generator's own INFO is left out; per publish sent while measuring, exact to within the publishes in flight at \
+         the two readings (one per closed-loop publisher). Gaps and duplicates: offsets a member saw skipped or twice.\n\n"
     );
     out.push_str("| rooms through Redis | engine | deliveries/s | offered/s | missing | gaps | duplicates | members closed | instances CPU µs/delivery | redis-server CPU µs/delivery | total CPU µs/delivery | p50 ms | p99 ms | EVALSHA/publish | Redis commands/publish | generator CPU share |\n");
     out.push_str(
@@ -574,7 +575,7 @@ fn render_on_redis(runs: &[Value], reps: usize, seconds: f64) -> String {
                 median_cell(&measured, "total_cpu_us_per_delivery", 2),
                 median_cell(&measured, "p50_ms", 2),
                 median_cell(&measured, "p99_ms", 2),
-                median_cell(&measured, "redis_evalsha_per_publish", 2),
+                median_cell(&measured, "redis_evalsha_per_publish", 3),
                 median_cell(&measured, "redis_commands_per_publish", 2),
                 median_cell(&measured, "generator_cpu_share", 2),
             ]));
@@ -613,7 +614,15 @@ fn render_on_redis(runs: &[Value], reps: usize, seconds: f64) -> String {
         };
         let listed: Vec<String> = commands
             .iter()
-            .filter_map(|(name, calls)| Some(format!("{name} {:.2}", calls.as_f64()?)))
+            .filter_map(|(name, calls)| {
+                let calls = calls.as_f64()?;
+                // Two decimals, unless that would round a command that ran away.
+                Some(if calls >= 0.01 {
+                    format!("{name} {calls:.2}")
+                } else {
+                    format!("{name} {calls:.4}")
+                })
+            })
             .collect();
         breakdown.push_str(&format!("- {}: {}\n", scenario.name, listed.join(", ")));
     }
@@ -671,7 +680,7 @@ mod tests {
                 "deliveries_per_sec": rate, "server_cpu_us_per_delivery": 3.0,
                 "redis_cpu_us_per_delivery": 0.5, "redis_evalsha_per_publish": 1.0,
                 "redis_commands_per_publish": 6.0, "p50_ms": 1.0, "p99_ms": 4.0,
-                "redis_commands": { "evalsha": 1.0, "publish": 1.0, "xadd": 1.0 },
+                "redis_commands": { "evalsha": 1.0, "ping": 0.0029, "publish": 1.0, "xadd": 1.0 },
             });
             run["total_cpu_us_per_delivery"] = total_cpu(&run).map_or(Value::Null, Value::from);
             run
@@ -699,7 +708,7 @@ mod tests {
         // Instances 3.0 plus Redis 0.5 per delivery; the embedded engine has no Redis.
         assert!(
             table.contains(
-                "| redis-fanout-100-64B | 2 x server on redis | 80 | - | - | - | - | - | 3.00 | 0.50 | 3.50 | 1.00 | 4.00 | 1.00 | 6.00 | - |"
+                "| redis-fanout-100-64B | 2 x server on redis | 80 | - | - | - | - | - | 3.00 | 0.50 | 3.50 | 1.00 | 4.00 | 1.000 | 6.00 | - |"
             ),
             "{table}"
         );
@@ -717,7 +726,9 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("- redis-fanout-100-64B: evalsha 1.00, publish 1.00, xadd 1.00\n"),
+            table.contains(
+                "- redis-fanout-100-64B: evalsha 1.00, ping 0.0029, publish 1.00, xadd 1.00\n"
+            ),
             "{table}"
         );
     }

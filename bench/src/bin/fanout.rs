@@ -265,19 +265,22 @@ async fn run(args: Args) -> Result<(), Error> {
         "generator_cpu_share": generator_share,
     });
     if redis.is_some() {
+        // Per publish to 4 decimals: a stray command (a health-check PING, a script loaded
+        // again) shows instead of rounding away.
+        let per_publish = |value: f64| serde_json::Value::from((value * 1e4).round() / 1e4);
         line["redis_cpu_us_per_delivery"] = redis_work
             .cpu_us_per_delivery
             .map_or(serde_json::Value::Null, json_number);
         line["redis_evalsha_per_publish"] = redis_work
             .evalsha_per_publish
-            .map_or(serde_json::Value::Null, json_number);
+            .map_or(serde_json::Value::Null, per_publish);
         line["redis_commands_per_publish"] = redis_work
             .commands_per_publish
-            .map_or(serde_json::Value::Null, json_number);
+            .map_or(serde_json::Value::Null, per_publish);
         line["redis_commands"] = redis_work
             .per_publish
             .iter()
-            .map(|(name, calls)| (name.clone(), json_number(*calls)))
+            .map(|(name, calls)| (name.clone(), per_publish(*calls)))
             .collect::<serde_json::Map<_, _>>()
             .into();
     }
