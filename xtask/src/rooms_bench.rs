@@ -101,6 +101,8 @@ const SCENARIOS: &[Scenario] = &[
         fanout_args: &["--members", "1000", "--publishers", "2", "--size", "64"], contenders: [ON_REDIS, OURS] },
     Scenario { name: "redis-fanout-1000-1KiB", what: "through Redis, 2 instances and redis-server on core 0: 1 room, 1,000 members split over both, 2 closed-loop publishers (one on each), 1 KiB texts; the embedded engine under the same load",
         fanout_args: &["--members", "1000", "--publishers", "2", "--size", "1024"], contenders: [ON_REDIS, OURS] },
+    Scenario { name: "redis-paced-1000-64B", what: "through Redis, 2 instances and redis-server on core 0, paced: 1,000 members split over both, 2 publishers (one on each) at 25/s, 50,000 deliveries/s offered to both engines alike, 64 B: CPU per delivery at the same work, which closed-loop rows cannot show when one engine runs faster and so batches more",
+        fanout_args: &["--members", "1000", "--publishers", "2", "--rate", "25", "--size", "64"], contenders: [ON_REDIS, OURS] },
     Scenario { name: "redis-saturate-1000x40", what: "through Redis, 2 instances and redis-server on core 0, saturating: 1,000 members split over both, 40 publishers (20 on each) at 18/s, 720,000 deliveries/s offered, 64 B; the embedded engine under the same load",
         fanout_args: &["--members", "1000", "--publishers", "40", "--rate", "18", "--size", "64"], contenders: [ON_REDIS, OURS] },
 ];
