@@ -763,32 +763,9 @@ async fn behind_nginx_the_page_moves_to_the_other_instance_when_its_instance_die
     let debug = ["--log", "info,server=debug"];
     let mut first = TestServer::start_with_dir(&static_dir, &debug).await;
     let mut second = TestServer::start_with_dir(&static_dir, &debug).await;
-    // The shipped file, with the instances and the port of this test put in: its upstream's
-    // `server` lines, in order, and its `listen` line.
+    // The shipped file, with the instances and the port of this test put in.
     let port = Nginx::free_port();
-    let shipped = crate::deployment::shipped_nginx_conf();
-    let mut instances = [first.addr, second.addr].into_iter();
-    let config: Vec<String> = shipped
-        .lines()
-        .map(|line| match line.trim_start().strip_prefix("server ") {
-            Some(rest) if rest.contains("max_fails") => {
-                let instance = instances.next().expect("two upstream servers in the file");
-                let options = rest.split_once(' ').map_or("", |(_, options)| options);
-                format!("    server {instance} {options}")
-            }
-            _ if line.trim() == "listen 80;" => format!("    listen 127.0.0.1:{port};"),
-            _ => line.to_owned(),
-        })
-        .collect();
-    assert!(
-        instances.next().is_none(),
-        "deploy/nginx.conf lists two instances"
-    );
-    let config = config.join("\n");
-    assert!(
-        config.contains(&format!("listen 127.0.0.1:{port};")),
-        "{config}"
-    );
+    let config = crate::deployment::shipped_nginx_conf_for(&[first.addr, second.addr], port);
     let nginx = Nginx::start(&config, port).await;
 
     let browser = Browser::start().await;

@@ -209,6 +209,36 @@ pub fn shipped_nginx_conf() -> String {
         .expect("deploy/nginx.conf")
 }
 
+/// The shipped file with `instances` put in its upstream's `server` lines, in order, and
+/// nginx listening on `127.0.0.1:port` instead of port 80: the file as a user deploys it.
+pub fn shipped_nginx_conf_for(instances: &[std::net::SocketAddr], port: u16) -> String {
+    let mut instances = instances.iter();
+    let config: Vec<String> = shipped_nginx_conf()
+        .lines()
+        .map(|line| match line.trim_start().strip_prefix("server ") {
+            Some(rest) if rest.contains("max_fails") => {
+                let instance = instances
+                    .next()
+                    .expect("as many instances as upstream servers");
+                let options = rest.split_once(' ').map_or("", |(_, options)| options);
+                format!("    server {instance} {options}")
+            }
+            _ if line.trim() == "listen 80;" => format!("    listen 127.0.0.1:{port};"),
+            _ => line.to_owned(),
+        })
+        .collect();
+    assert!(
+        instances.next().is_none(),
+        "deploy/nginx.conf lists fewer upstream servers than instances"
+    );
+    let config = config.join("\n");
+    assert!(
+        config.contains(&format!("listen 127.0.0.1:{port};")),
+        "{config}"
+    );
+    config
+}
+
 #[test]
 fn the_readme_shows_the_shipped_nginx_configuration() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))

@@ -11,6 +11,8 @@ mod handshake;
 mod hardening;
 mod http_routes;
 mod page;
+mod redis_browser;
+mod redis_rooms;
 mod rooms;
 mod rooms_browser;
 mod shutdown;

@@ -18,20 +18,20 @@ use crate::browser::{Browser, built_static_dir};
 use crate::support::TestServer;
 
 /// The line a page shows when a rejoin could not bring back everything.
-const GAP_LINE: &str = "Some messages from while you were away could not be recovered.";
+pub(crate) const GAP_LINE: &str = "Some messages from while you were away could not be recovered.";
 
 /// One line of a page's log.
 #[derive(Debug, Clone)]
-struct Line {
-    class: String,
-    author: Option<String>,
-    text: Option<String>,
-    state: Option<String>,
-    whole: String,
+pub(crate) struct Line {
+    pub(crate) class: String,
+    pub(crate) author: Option<String>,
+    pub(crate) text: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) whole: String,
 }
 
 impl Line {
-    fn is_message(&self) -> bool {
+    pub(crate) fn is_message(&self) -> bool {
         self.class.split(' ').any(|class| class == "message")
     }
 }
@@ -46,7 +46,7 @@ type Row = (
 );
 
 /// Every line of the page's log, in order.
-async fn lines(page: &Browser) -> Vec<Line> {
+pub(crate) async fn lines(page: &Browser) -> Vec<Line> {
     let script = "return Array.from(document.querySelectorAll('#log li'), li => {
         const part = name => { const e = li.querySelector('.' + name); return e ? e.textContent : null; };
         return [li.className, part('author'), part('text'), part('state'), li.textContent];
@@ -64,7 +64,7 @@ async fn lines(page: &Browser) -> Vec<Line> {
 }
 
 /// The message lines as `(author, text)`, in order.
-async fn messages(page: &Browser) -> Vec<(String, String)> {
+pub(crate) async fn messages(page: &Browser) -> Vec<(String, String)> {
     lines(page)
         .await
         .into_iter()
@@ -79,7 +79,7 @@ async fn messages(page: &Browser) -> Vec<(String, String)> {
 }
 
 /// How many message lines show `text`.
-async fn shown(page: &Browser, text: &str) -> usize {
+pub(crate) async fn shown(page: &Browser, text: &str) -> usize {
     messages(page)
         .await
         .iter()
@@ -89,7 +89,7 @@ async fn shown(page: &Browser, text: &str) -> usize {
 
 /// Waits until `page` shows `text` from `author` at least once (and, for one's own line,
 /// delivered).
-async fn wait_for_message(page: &Browser, author: &str, text: &str) {
+pub(crate) async fn wait_for_message(page: &Browser, author: &str, text: &str) {
     page.wait_until(&format!("{author}: {text}"), async || {
         lines(page)
             .await
@@ -109,7 +109,7 @@ async fn wait_for_message(page: &Browser, author: &str, text: &str) {
 }
 
 /// A browser on the room view of `addr`.
-async fn open_room(addr: SocketAddr, room: &str, name: &str) -> Browser {
+pub(crate) async fn open_room(addr: SocketAddr, room: &str, name: &str) -> Browser {
     let page = Browser::start().await;
     page.client()
         .goto(&format!("http://{addr}/?room={room}&name={name}"))
@@ -121,7 +121,7 @@ async fn open_room(addr: SocketAddr, room: &str, name: &str) -> Browser {
 }
 
 /// Each text at most once among the page's messages; the offenders otherwise.
-async fn shown_twice(page: &Browser) -> Vec<String> {
+pub(crate) async fn shown_twice(page: &Browser) -> Vec<String> {
     let messages = messages(page).await;
     let mut twice: Vec<String> = messages
         .iter()

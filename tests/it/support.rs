@@ -839,3 +839,268 @@ async fn read_server_frame<S: AsyncRead + Unpin>(stream: &mut S) -> Option<(u8, 
     stream.read_exact(&mut payload).await.ok()?;
     Some((first, payload))
 }
+
+/// A private `redis-server` for the rooms-across-instances tests: no TCP port (`--port 0`),
+/// a unix socket in its own temporary directory, no persistence, so a [`Redis::restart`]
+/// comes back empty as a real Redis without persistence would. Killed when dropped.
+/// `$REDIS_SERVER` names the binary (`cargo xtask test` installs it).
+pub struct Redis {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    log: Arc<Mutex<String>>,
+}
+
+impl Redis {
+    pub async fn start() -> Redis {
+        let mut redis = Redis {
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+            log: Arc::new(Mutex::new(String::new())),
+        };
+        redis.launch().await;
+        redis
+    }
+
+    /// The socket the server listens on.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// The URL the chat server takes as `--redis-url`.
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket_path().display())
+    }
+
+    /// Everything redis-server has logged, all its runs together.
+    pub fn logs(&self) -> String {
+        self.log.lock().expect("lock").clone()
+    }
+
+    /// Kills redis-server (SIGKILL: no goodbye to its clients) and waits until it is gone.
+    pub async fn stop(&mut self) {
+        let mut child = self.child.take().expect("redis-server is running");
+        child.start_kill().expect("kill redis-server");
+        tokio::time::timeout(PATIENCE, child.wait())
+            .await
+            .expect("redis-server dies promptly")
+            .expect("wait for redis-server");
+    }
+
+    /// Starts redis-server again on the same socket, empty.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        // A killed server leaves its socket file behind.
+        let _ = std::fs::remove_file(self.socket_path());
+        self.launch().await;
+    }
+
+    async fn launch(&mut self) {
+        let binary = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let mut child = Command::new(&binary)
+            .arg("--port")
+            .arg("0")
+            .arg("--unixsocket")
+            .arg(self.socket_path())
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {binary}: {error}"));
+        let stderr = child.stderr.take().expect("piped stderr");
+        collect_lines(stderr, Arc::clone(&self.log));
+        // redis-server logs to stdout, and says when it accepts connections: read up to
+        // that line, then keep draining it so it never blocks on a full pipe.
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let ready = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                // "Ready to accept connections" over TCP, "ready to accept connections at
+                // PATH" on a unix socket alone.
+                let ready = line
+                    .to_ascii_lowercase()
+                    .contains("ready to accept connections");
+                self.log
+                    .lock()
+                    .expect("lock")
+                    .push_str(&format!("{line}\n"));
+                if ready {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(ready, Ok(true)),
+            "redis-server did not start: {}",
+            self.logs()
+        );
+        collect_lines(stdout.into_inner(), Arc::clone(&self.log));
+        self.child = Some(child);
+        assert_eq!(
+            self.command(&["PING"]).await,
+            RespReply::Simple("PONG".into()),
+            "redis-server answers"
+        );
+    }
+
+    /// Runs one command on a fresh connection and returns the reply.
+    pub async fn command(&self, args: &[&str]) -> RespReply {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let exchange = async {
+            let mut stream = tokio::net::UnixStream::connect(self.socket_path()).await?;
+            stream.write_all(&resp_command(args)).await?;
+            let mut received = Vec::new();
+            let mut buffer = [0_u8; 16 * 1024];
+            loop {
+                if let Some((reply, _)) = RespReply::parse(&received) {
+                    return Ok::<RespReply, std::io::Error>(reply);
+                }
+                let read = stream.read(&mut buffer).await?;
+                if read == 0 {
+                    return Err(std::io::Error::other(
+                        "redis closed the connection mid-reply",
+                    ));
+                }
+                received.extend_from_slice(&buffer[..read]);
+            }
+        };
+        tokio::time::timeout(PATIENCE, exchange)
+            .await
+            .unwrap_or_else(|_| panic!("redis answers {args:?} promptly"))
+            .unwrap_or_else(|error| panic!("redis {args:?}: {error}"))
+    }
+
+    /// Runs a command whose reply is an integer.
+    pub async fn integer(&self, args: &[&str]) -> i64 {
+        match self.command(args).await {
+            RespReply::Integer(value) => value,
+            other => panic!("{args:?}: expected an integer, got {other:?}"),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// A command as RESP: an array of bulk strings.
+fn resp_command(args: &[&str]) -> Vec<u8> {
+    let mut bytes = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        bytes.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        bytes.extend_from_slice(arg.as_bytes());
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes
+}
+
+/// One RESP2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RespReply {
+    Simple(String),
+    Error(String),
+    Integer(i64),
+    /// `None` for the null bulk string.
+    Bulk(Option<Vec<u8>>),
+    /// `None` for the null array.
+    Array(Option<Vec<RespReply>>),
+}
+
+impl RespReply {
+    /// The reply at the start of `bytes` and its length, or `None` if it is not all there yet.
+    /// Malformed input panics: it comes from the redis-server under test.
+    fn parse(bytes: &[u8]) -> Option<(RespReply, usize)> {
+        let line_end = bytes.windows(2).position(|pair| pair == b"\r\n")?;
+        let line = std::str::from_utf8(&bytes[1..line_end]).expect("a RESP line is text");
+        let after_line = line_end + 2;
+        let number = || line.parse::<i64>().expect("a RESP length or integer");
+        match bytes[0] {
+            b'+' => Some((RespReply::Simple(line.to_owned()), after_line)),
+            b'-' => Some((RespReply::Error(line.to_owned()), after_line)),
+            b':' => Some((RespReply::Integer(number()), after_line)),
+            b'$' => match usize::try_from(number()) {
+                Err(_) => Some((RespReply::Bulk(None), after_line)),
+                Ok(length) => {
+                    let end = after_line + length;
+                    (bytes.len() >= end + 2).then(|| {
+                        let data = bytes[after_line..end].to_vec();
+                        (RespReply::Bulk(Some(data)), end + 2)
+                    })
+                }
+            },
+            b'*' => match usize::try_from(number()) {
+                Err(_) => Some((RespReply::Array(None), after_line)),
+                Ok(count) => {
+                    let mut items = Vec::with_capacity(count);
+                    let mut used = after_line;
+                    for _ in 0..count {
+                        let (item, length) = RespReply::parse(&bytes[used..])?;
+                        items.push(item);
+                        used += length;
+                    }
+                    Some((RespReply::Array(Some(items)), used))
+                }
+            },
+            other => panic!("not a RESP reply: {:?}", other as char),
+        }
+    }
+}
+
+/// The value of the sample `name` (with its labels, exactly as exposed) in a Prometheus or
+/// OpenMetrics text; `None` when it is not there.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (sample, value) = line.split_once(' ')?;
+        (sample == name)
+            .then(|| value.split(' ').next()?.parse().ok())
+            .flatten()
+    })
+}
+
+impl TestServer {
+    /// `GET /readyz`: its status and body.
+    pub async fn readiness(&self) -> (StatusCode, String) {
+        let reply = self.request("GET", "/readyz", &[]).await;
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        (reply.status, body)
+    }
+
+    /// Waits (at most [`PATIENCE`]) until `/readyz` answers `status`.
+    pub async fn wait_for_readiness(&self, status: StatusCode) -> String {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let (got, body) = self.readiness().await;
+            if got == status {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "/readyz still answers {got} {body:?}, not {status}; logs:\n{}",
+                self.logs()
+            );
+            // Polling a state that changes on the server's own time: there is no event.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Its `/metrics` text; it must have been started with `--metrics-addr`.
+    pub async fn metrics(&self) -> String {
+        let addr = self.metrics_addr.expect("started with --metrics-addr");
+        let reply = http_request(addr, "GET", "/metrics", &[]).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        String::from_utf8(reply.body.to_vec()).expect("UTF-8")
+    }
+
+    /// A counter or gauge from its `/metrics`, 0 when it is not there yet.
+    pub async fn metric(&self, name: &str) -> u64 {
+        metric_value(&self.metrics().await, name).unwrap_or(0.0) as u64
+    }
+}

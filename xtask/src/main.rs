@@ -232,6 +232,7 @@ fn test() -> Result<()> {
     let console_client_bin = build_console_client()?;
     let (chromium, chromedriver) = tools::ensure_chromium()?;
     let nginx = tools::ensure_nginx()?;
+    let redis = tools::ensure_redis()?;
 
     announce("unit, integration and browser end-to-end tests");
     run(command(cargo())
@@ -241,6 +242,7 @@ fn test() -> Result<()> {
         .env("CHROMEDRIVER", &chromedriver)
         .env("CHROMIUM", &chromium)
         .env("NGINX", &nginx)
+        .env("REDIS_SERVER", &redis)
         .env("STATIC_DIR", workspace_root().join("static")))?;
 
     announce("web client tests in headless Chromium (wasm-pack test), against a real server");

@@ -1,6 +1,7 @@
 //! Installs, on first use and with progress shown, what a machine with only Rust lacks: the
 //! wasm target, wasm-pack, the wasm-bindgen CLI (at the exact version in Cargo.lock), wasm-opt
-//! (npm's binaryen), Chromium and chromedriver. Each check is cheap when the tool is present.
+//! (npm's binaryen), Chromium and chromedriver, nginx and redis-server. Each check is cheap
+//! when the tool is present.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -176,13 +177,15 @@ pub fn ensure_nginx() -> Result<PathBuf> {
     nginx().ok_or_else(|| "nginx is still missing after installing it".into())
 }
 
-/// redis-server for the Redis rooms engine's tests and benchmark rows.
+/// redis-server for the tests of rooms across instances and the benchmark's rows through
+/// Redis (Debian's package brings redis-cli too). Each test and each benchmark run starts its
+/// own on a unix socket; the system service is not used.
 pub fn ensure_redis() -> Result<PathBuf> {
     let redis = || which("redis-server").or_else(|| which("/usr/bin/redis-server"));
     if redis().is_none() {
         apt_install(
             &["redis-server"],
-            "the Redis rooms engine needs redis-server",
+            "the rooms-across-instances tests and benchmark rows need redis-server",
         )?;
     }
     redis().ok_or_else(|| "redis-server is still missing after installing it".into())

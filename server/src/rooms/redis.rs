@@ -2,7 +2,8 @@
 //!
 //! Redis holds what must survive an instance, in Centrifugo's data model: per room a meta hash
 //! (`rooms:{NAME}:meta`: the epoch and the last offset), a stream of the room's message frames
-//! (`rooms:{NAME}:log`, entry id `<offset>-0`, trimmed to `--room-history`), and one key per
+//! (`rooms:{NAME}:log`, entry id `<offset>-0`, trimmed to `--room-history` messages and
+//! `--room-history-bytes`), and one key per
 //! message id for dedup (`rooms:{NAME}:id:<ID>`, kept for `--dedup-window`). A publish is one
 //! Lua script ([`PUBLISH`]): the dedup check, the next offset, the stream entry, the expiries and
 //! the `PUBLISH` on the room's channel `rooms:{NAME}`, atomically. A join, a gap fill and a
@@ -22,7 +23,7 @@
 //! publishes are answered `unavailable`, and it reconnects with backoff, logging once per
 //! episode.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
@@ -44,9 +45,13 @@ use crate::outgoing::QueuedText;
 /// One publish, atomically: dedup, offset, stream, expiries, `PUBLISH`. Returns `{taken, offset}`:
 /// `taken` 0 when the id was known (its first offset comes back).
 ///
+/// The history is trimmed oldest first to `--room-history` messages and
+/// `--room-history-bytes` bytes of frames (the meta hash keeps the byte count), as the
+/// embedded engine trims it.
+///
 /// KEYS: meta, log, dedup key. ARGV: a fresh epoch (used if the room has none), history
 /// length, history TTL ms, meta TTL ms, dedup window ms, frame head, frame tail, time ms,
-/// channel.
+/// channel, history bytes.
 const PUBLISH: &str = r"
 local known = redis.call('GET', KEYS[3])
 if known then return {0, tonumber(known)} end
@@ -58,8 +63,22 @@ if not epoch then
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'top', 1)
 local frame = ARGV[6] .. offset .. ARGV[7]
-if tonumber(ARGV[2]) > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 't', ARGV[8], 'f', frame)
+local most = tonumber(ARGV[2])
+local most_bytes = tonumber(ARGV[10])
+if most > 0 then
+  local count = redis.call('XLEN', KEYS[2])
+  local bytes = 0
+  if count > 0 then bytes = tonumber(redis.call('HGET', KEYS[1], 'bytes') or '0') end
+  redis.call('XADD', KEYS[2], offset .. '-0', 't', ARGV[8], 'f', frame)
+  count = count + 1
+  bytes = bytes + #frame
+  while count > 0 and (count > most or bytes > most_bytes) do
+    local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+    bytes = bytes - #oldest[2][4]
+    redis.call('XDEL', KEYS[2], oldest[1])
+    count = count - 1
+  end
+  redis.call('HSET', KEYS[1], 'bytes', bytes)
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
@@ -92,6 +111,11 @@ return {epoch, top, entries}
 /// The meta hash outlives an idle room by this much at least: its expiry starts a new epoch,
 /// which closes the room's members, so it must not come from a quiet afternoon.
 const META_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Reads a join makes at most to catch up with what this instance delivered meanwhile.
+const MAX_JOIN_ROUNDS: u32 = 8;
+/// A pub/sub link that stayed up this long is reconnected at once when it drops; one that
+/// drops sooner is retried with backoff.
+const STABLE_LINK: Duration = Duration::from_secs(5);
 /// Longest wait for one Redis command or subscription before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pub/sub link checks: a ping this often, which must be answered within the command timeout.
@@ -128,6 +152,18 @@ struct Listener {
     after: u64,
 }
 
+/// A join under way, counted out of its room when dropped.
+struct Entered<'a> {
+    engine: &'a Redis,
+    room: &'a str,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        self.engine.exit(self.room);
+    }
+}
+
 /// A room as this instance holds it: its members here and how far it has delivered.
 #[derive(Debug, Default)]
 struct LocalRoom {
@@ -138,6 +174,8 @@ struct LocalRoom {
     joining: usize,
     /// The pub/sub connection (by generation) this room's channel is subscribed on.
     subscribed_on: Option<u64>,
+    /// A gap was found that could not be read yet.
+    needs_fill: bool,
 }
 
 impl LocalRoom {
@@ -174,6 +212,17 @@ impl LocalRoom {
             listener.queue.end(Taken::HistoryLost);
         }
     }
+}
+
+/// What became of a pub/sub message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Offered {
+    /// Delivered, or dropped as delivered already.
+    Taken,
+    /// Messages before it are missing: fill the gap from the stream first.
+    AfterGap,
+    /// No member here is in its room.
+    NotHere,
 }
 
 /// One message of a room's stream.
@@ -213,6 +262,10 @@ pub(crate) struct Redis {
     reachable: AtomicBool,
     /// The current outage has been logged.
     warned: AtomicBool,
+    /// The pub/sub link has been up at least once (its first time is logged).
+    linked_once: AtomicBool,
+    /// Rooms left here whose channel is being unsubscribed.
+    unsubscribing: Mutex<HashSet<String>>,
     /// Itself, for the tasks it spawns.
     this: Weak<Redis>,
 }
@@ -273,6 +326,8 @@ impl Redis {
             link: tokio::sync::Mutex::new(Link::default()),
             reachable: AtomicBool::new(false),
             warned: AtomicBool::new(false),
+            linked_once: AtomicBool::new(false),
+            unsubscribing: Mutex::new(HashSet::new()),
         }))
     }
 
@@ -303,7 +358,7 @@ impl Redis {
     ) -> Result<T, RedisError> {
         let mut commands = self.commands.clone();
         match invocation().invoke_async(&mut commands).await {
-            Err(error) if error.is_connection_dropped() || error.is_io_error() => {
+            Err(error) if error.is_connection_dropped() && !error.is_timeout() => {
                 tracing::debug!(%error, "redis connection dropped; trying once more");
                 invocation().invoke_async(&mut commands).await
             }
@@ -330,7 +385,8 @@ impl Redis {
                     .arg(&cut.head)
                     .arg(&cut.tail)
                     .arg(now_ms)
-                    .arg(channel(publish.room));
+                    .arg(channel(publish.room))
+                    .arg(self.settings.history_bytes);
                 invocation
             })
             .await;
@@ -379,7 +435,13 @@ impl Redis {
         now_ms: u64,
     ) -> Result<Joined, Problem> {
         self.enter(room)?;
-        let joined = self.join_entered(room, since, member, queue, now_ms).await;
+        // Counted out however the join ends, even dropped half-way (at the shutdown grace).
+        let _entered = Entered { engine: self, room };
+        self.join_entered(room, since, member, queue, now_ms).await
+    }
+
+    /// A join under way is over: the room goes when nobody here is in it.
+    fn exit(&self, room: &str) {
         let mut rooms = lock(&self.rooms);
         if let Some(local) = rooms.get_mut(room) {
             local.joining -= 1;
@@ -389,7 +451,6 @@ impl Redis {
                 self.unsubscribe_later(room);
             }
         }
-        joined
     }
 
     /// Counts a join under way in the local room, made if this instance has room for it.
@@ -442,32 +503,51 @@ impl Redis {
         };
         let epoch = read.epoch;
         let mut top = read.top;
-        loop {
+        let mut delivered;
+        for round in 0.. {
+            if round == MAX_JOIN_ROUNDS {
+                // Publishes outrun the reads: the client joins again in a moment.
+                return Err(unavailable());
+            }
             {
                 let mut rooms = lock(&self.rooms);
                 let Some(local) = rooms.get_mut(room) else {
                     return Err(unavailable());
                 };
-                let behind = match &local.position {
+                delivered = match &local.position {
                     // Past the snapshot already: the new member needs what lies between.
-                    Some((known, sequence)) if *known == epoch => sequence.last() > top,
+                    Some((known, sequence)) if *known == epoch && sequence.last() > top => {
+                        Some(sequence.last())
+                    }
+                    Some((known, _)) if *known == epoch => None,
                     // The instance's view is of a history Redis no longer has.
                     Some(_) => {
                         local.lose_history(room);
                         local.position = Some((epoch.clone(), Sequence::after(top)));
-                        false
+                        None
                     }
                     None => {
                         local.position = Some((epoch.clone(), Sequence::after(top)));
-                        false
+                        None
                     }
                 };
-                if !behind {
+                if delivered.is_none() {
                     register(local, room, &epoch, top, decided, &replay, member, queue);
                     break;
                 }
             }
-            let more = self.read(room, &epoch, top).await?;
+            // Only a replay needs the entries; otherwise the read is for the offset alone.
+            let wanted = if decided.recovered() {
+                epoch.as_str()
+            } else {
+                ""
+            };
+            let more = self.read(room, wanted, top).await?;
+            if more.epoch == epoch && delivered.is_some_and(|delivered| more.top < delivered) {
+                // Redis is behind what this instance delivered (restored from an older
+                // snapshot): what follows would reuse offsets its members already have.
+                self.behind_redis(room, &epoch, more.top);
+            }
             let complete = more.top >= top
                 && more.entries.len() as u64 == more.top - top
                 && more
@@ -526,9 +606,13 @@ impl Redis {
         let Some(this) = self.this.upgrade() else {
             return;
         };
+        if !lock(&self.unsubscribing).insert(room.to_owned()) {
+            return;
+        }
         let room = room.to_owned();
         runtime.spawn(async move {
             let mut link = this.link.lock().await;
+            lock(&this.unsubscribing).remove(&room);
             if lock(&this.rooms).contains_key(&room) {
                 return;
             }
@@ -572,29 +656,33 @@ impl Redis {
             };
             match connected {
                 Ok(stream) => {
-                    // A link that was up is tried again at once: what pub/sub drops while it
-                    // is down must then come from the stream, which keeps only so much.
-                    retry = Duration::ZERO;
                     self.came_up();
-                    let lost = self.listen(stream, &shutdown).await;
+                    let up_since = std::time::Instant::now();
+                    let Some(reason) = self.listen(stream, &shutdown).await else {
+                        return;
+                    };
+                    self.reachable.store(false, Ordering::Relaxed);
                     self.link.lock().await.sink = None;
-                    match lost {
-                        Some(reason) => self.went_down(&reason),
-                        None => return,
+                    if up_since.elapsed() >= STABLE_LINK {
+                        self.metrics.redis_error();
+                        // A link that was up is tried again at once, quietly: what pub/sub
+                        // drops meanwhile must come from the stream, which keeps only so much.
+                        tracing::debug!(reason, "the redis pub/sub link dropped; linking again");
+                        retry = Duration::ZERO;
+                        continue;
                     }
+                    self.went_down(&reason);
                 }
                 Err(error) => {
-                    self.link.lock().await.sink = None;
                     self.went_down(&error.to_string());
-                }
-            }
-            if !retry.is_zero() {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(jitter(retry)) => {}
+                    self.link.lock().await.sink = None;
                 }
             }
             retry = (retry * 2).clamp(FIRST_RETRY, LAST_RETRY);
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(jitter(retry)) => {}
+            }
         }
     }
 
@@ -646,7 +734,9 @@ impl Redis {
     ) -> Option<String> {
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut pinger = self.link.lock().await.sink.clone()?;
+        let Some(mut pinger) = self.link.lock().await.sink.clone() else {
+            return Some("the link was gone before it was used".to_owned());
+        };
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return None,
@@ -661,6 +751,7 @@ impl Redis {
                     if !matches!(answered, Ok(Ok(_))) {
                         return Some("a ping went unanswered".to_owned());
                     }
+                    self.fill_pending().await;
                 }
             }
         }
@@ -668,8 +759,10 @@ impl Redis {
 
     fn came_up(&self) {
         self.reachable.store(true, Ordering::Relaxed);
-        self.warned.store(false, Ordering::Relaxed);
-        tracing::info!("redis reachable: rooms are shared through it");
+        let after_outage = self.warned.swap(false, Ordering::Relaxed);
+        if after_outage || !self.linked_once.swap(true, Ordering::Relaxed) {
+            tracing::info!("redis reachable: rooms are shared through it");
+        }
     }
 
     fn went_down(&self, reason: &str) {
@@ -701,34 +794,53 @@ impl Redis {
             );
             return;
         };
-        if self.offer(room, epoch, offset, frame) {
-            // Pub/sub lost something: the stream has it. The message itself is in the range
-            // read (or was delivered meanwhile).
-            if self.catch_up(room).await.is_err() {
-                // Not read now: the room stays behind, and the next message tries again.
-                return;
+        match self.offer(room, epoch, offset, frame) {
+            Offered::Taken => {}
+            Offered::AfterGap => {
+                // Pub/sub lost something: the stream has it. The message itself is in the
+                // range read (or was delivered meanwhile).
+                if self.catch_up(room).await.is_ok() {
+                    self.offer(room, epoch, offset, frame);
+                } else if let Some(local) = lock(&self.rooms).get_mut(room) {
+                    // Read again at the next ping, or at the room's next message.
+                    local.needs_fill = true;
+                }
             }
-            self.offer(room, epoch, offset, frame);
+            // Left, but its channel still subscribed (an unsubscribe that failed).
+            Offered::NotHere => self.unsubscribe_later(room),
         }
     }
 
-    /// Delivers a message if it is the next of its room here; `true` if messages before it
-    /// are missing.
-    fn offer(&self, room: &str, epoch: &str, offset: u64, frame: &str) -> bool {
+    /// Fills the rooms whose gap could not be read when it was found.
+    async fn fill_pending(&self) {
+        let pending: Vec<String> = lock(&self.rooms)
+            .iter()
+            .filter(|(_, local)| local.needs_fill)
+            .map(|(room, _)| room.clone())
+            .collect();
+        for room in pending {
+            if self.catch_up(&room).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Delivers a message if it is the next of its room here.
+    fn offer(&self, room: &str, epoch: &str, offset: u64, frame: &str) -> Offered {
         let mut rooms = lock(&self.rooms);
         let Some(local) = rooms.get_mut(room) else {
-            return false;
+            return Offered::NotHere;
         };
         let arrival = match &local.position {
             None => {
                 // No member has joined yet: this is where delivery starts.
                 local.position = Some((epoch.to_owned(), Sequence::after(offset)));
-                return false;
+                return Offered::Taken;
             }
             Some((known, _)) if known != epoch => {
                 local.lose_history(room);
                 local.position = Some((epoch.to_owned(), Sequence::after(offset)));
-                return false;
+                return Offered::Taken;
             }
             Some((_, sequence)) => sequence.check(offset),
         };
@@ -740,7 +852,33 @@ impl Redis {
                 sequence.advance(offset);
             }
         }
-        matches!(arrival, Arrival::Gap { .. })
+        match arrival {
+            Arrival::Gap { .. } => Offered::AfterGap,
+            Arrival::Next | Arrival::Old => Offered::Taken,
+        }
+    }
+
+    /// Redis answered a top below what this instance delivered in the same epoch: it lost
+    /// writes (restored from an older snapshot). The members here are closed and delivery
+    /// goes on from Redis's offsets.
+    fn behind_redis(&self, room: &str, epoch: &str, top: u64) {
+        let mut rooms = lock(&self.rooms);
+        let Some(local) = rooms.get_mut(room) else {
+            return;
+        };
+        if local
+            .position
+            .as_ref()
+            .is_some_and(|(known, _)| known == epoch)
+        {
+            tracing::warn!(
+                room,
+                top,
+                "redis is behind what this instance delivered: it lost writes"
+            );
+            local.lose_history(room);
+            local.position = Some((epoch.to_owned(), Sequence::after(top)));
+        }
     }
 
     /// Reads everything after the room's last delivered offset from the stream and delivers
@@ -760,11 +898,25 @@ impl Redis {
         let Some(local) = rooms.get_mut(room) else {
             return Ok(());
         };
+        if local
+            .position
+            .as_ref()
+            .is_none_or(|(known, _)| *known != epoch)
+        {
+            // A join moved the room to another epoch meanwhile: this read is of the old one.
+            return Ok(());
+        }
+        if read.epoch == epoch && read.top < sequence.last() {
+            drop(rooms);
+            self.behind_redis(room, &epoch, read.top);
+            return Ok(());
+        }
         if read.epoch != epoch {
             local.lose_history(room);
             local.position = Some((read.epoch, Sequence::after(read.top)));
             return Ok(());
         }
+        local.needs_fill = false;
         let mut delivered = 0;
         let mut filled = false;
         for entry in read.entries {
