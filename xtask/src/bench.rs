@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::process::ServerProcess;
+use crate::rooms_bench::RoomsRows;
 use crate::tools::{self, announce, cargo, command};
 use crate::{Result, run, target_dir, workspace_root};
 
@@ -73,15 +74,18 @@ pub enum Section {
     Compression,
     /// Only the instructions per message under callgrind.
     Instructions,
-    /// Only the rooms fan-out rows (`/rooms` against the tokio `broadcast` reference).
+    /// Only the rooms fan-out rows (`/rooms` against the tokio `broadcast` reference, and
+    /// through Redis against the embedded engine).
     Rooms,
+    /// Only the rooms rows through Redis.
+    RoomsRedis,
 }
 
 pub fn bench(section: Section) -> Result<()> {
     let reps: usize = env_number("BENCH_REPS", 3);
     let seconds: f64 = env_number("BENCH_SECONDS", 3.0);
     // The rooms rows never load the page: no need to build the web client for them alone.
-    if section != Section::Rooms {
+    if !matches!(section, Section::Rooms | Section::RoomsRedis) {
         crate::build_client(false)?;
     }
     announce("building the server, load generator and reference servers (release)");
@@ -201,7 +205,12 @@ pub fn bench(section: Section) -> Result<()> {
         _ => (String::new(), Vec::new()),
     };
     let (rooms_table, rooms_runs) = match section {
-        Section::All | Section::Rooms => crate::rooms_bench::rooms(&pinning, reps, seconds)?,
+        Section::All | Section::Rooms => {
+            crate::rooms_bench::rooms(&pinning, reps, seconds, RoomsRows::All)?
+        }
+        Section::RoomsRedis => {
+            crate::rooms_bench::rooms(&pinning, reps, seconds, RoomsRows::ThroughRedis)?
+        }
         _ => (String::new(), Vec::new()),
     };
     for line in statics
@@ -235,7 +244,7 @@ pub fn bench(section: Section) -> Result<()> {
         Section::Deployment => deployment_table,
         Section::Compression => compression_table,
         Section::Instructions => instructions_table,
-        Section::Rooms => rooms_table,
+        Section::Rooms | Section::RoomsRedis => rooms_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");

@@ -5,7 +5,8 @@
 //!   browser end-to-end tests, and the client's `wasm-pack test` in headless Chromium.
 //! - `build-client [--dev]`: only the wasm client, into `static/pkg`.
 //! - `bench`: the server side by side with fastwebsockets and tokio-tungstenite, and nginx;
-//!   `bench rooms`: room fan-out against a tokio `broadcast` reference.
+//!   `bench rooms`: room fan-out against a tokio `broadcast` reference, and through Redis with
+//!   two instances against the embedded engine (`bench rooms redis`: only those).
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
@@ -33,10 +34,11 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load|deployment|compression|instructions|rooms]
+  bench [static|page-load|deployment|compression|instructions|rooms [redis]]
                        benchmark the server against reference servers (prints a table), or
                        only the static-file, page-load, metrics+TLS, permessage-deflate,
-                       callgrind, or rooms fan-out rows
+                       callgrind, or rooms fan-out rows (`rooms redis`: only those through
+                       Redis; BENCH_ROOMS_ROWS=TEXT: only rooms rows whose name contains it)
   conformance          run the Autobahn|Testsuite against /mirror: cases 1-7, 9 and 10,
                        and with --compression also 12 and 13 (permessage-deflate)
 ";
@@ -54,7 +56,11 @@ fn main() -> ExitCode {
             Some("compression") => bench::bench(bench::Section::Compression),
             Some("instructions") => bench::bench(bench::Section::Instructions),
             Some("page-load") => bench::bench(bench::Section::PageLoad),
-            Some("rooms") => bench::bench(bench::Section::Rooms),
+            Some("rooms") => match args.get(2).map(String::as_str) {
+                None => bench::bench(bench::Section::Rooms),
+                Some("redis") => bench::bench(bench::Section::RoomsRedis),
+                Some(other) => Err(format!("unknown rooms rows `{other}`\n\n{USAGE}").into()),
+            },
             Some(other) => Err(format!("unknown bench section `{other}`\n\n{USAGE}").into()),
         },
         Some("conformance") => build_server().and_then(|server_bin| conformance(&server_bin)),

@@ -1,8 +1,11 @@
 //! A server process started by xtask (the project's server or a benchmark reference): spawned,
-//! its `Listening on http://ADDR/` line read to learn the port, stopped with SIGTERM.
+//! its `Listening on http://ADDR/` line read to learn the port, stopped with SIGTERM. And the
+//! redis-server that instances of it share, on a unix socket in a directory of its own.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Result;
@@ -55,6 +58,23 @@ impl ServerProcess {
         self.child.id()
     }
 
+    /// Waits until `GET /readyz` answers 200: an instance on Redis prints its address before
+    /// its Redis link is up (it starts even while Redis is unreachable), and `/readyz` is what
+    /// says it takes work. Asked every 10 ms for at most `within`.
+    pub fn wait_ready(&self, within: Duration) -> Result<()> {
+        let deadline = Instant::now() + within;
+        let mut last = String::from("no answer");
+        while Instant::now() < deadline {
+            match readyz(&self.addr) {
+                Ok(status) if status.starts_with("HTTP/1.1 200") => return Ok(()),
+                Ok(status) => last = status,
+                Err(error) => last = error.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(format!("not ready within {within:?}: {}", last.trim()).into())
+    }
+
     /// SIGTERM, then wait: the server must exit successfully.
     pub fn stop(mut self) -> Result<()> {
         match self.terminate() {
@@ -88,5 +108,111 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.terminate();
+    }
+}
+
+/// The status line and body of `GET /readyz`.
+fn readyz(addr: &str) -> std::io::Result<String> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        stream,
+        "GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status = head.lines().next().unwrap_or_default();
+    Ok(format!("{status} {body}"))
+}
+
+/// A redis-server without persistence on a unix socket in a fresh directory under the
+/// system's temporary one; killed, and the directory removed, when dropped.
+#[derive(Debug)]
+pub struct RedisProcess {
+    child: Child,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl RedisProcess {
+    /// Starts `command` (redis-server, perhaps behind taskset) and waits for its
+    /// `Ready to accept connections` line.
+    pub fn spawn(mut command: Command) -> Result<RedisProcess> {
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "xtask-redis-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A directory left by an earlier xtask of the same process id holds nothing to keep.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("redis.sock");
+        let mut child = command
+            .args(["--port", "0", "--unixsocket"])
+            .arg(&socket)
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+            ])
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+        let redis = RedisProcess { child, dir, socket };
+        // Read on a thread that keeps draining afterwards (redis-server must never block on a
+        // full pipe), so that waiting for the line can be bounded.
+        let (said_tx, said_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut said = Vec::new();
+            let mut lines = stdout.lines();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                // "Ready to accept connections" (TCP) or "The server is now ready to accept
+                // connections at PATH" (a unix socket alone), depending on the version.
+                if line
+                    .to_ascii_lowercase()
+                    .contains("ready to accept connections")
+                {
+                    let _ = said_tx.send(Ok(()));
+                    lines.for_each(drop);
+                    return;
+                }
+                said.push(line.trim().to_owned());
+            }
+            let _ = said_tx.send(Err(said.join(" / ")));
+        });
+        match said_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => Ok(redis),
+            // Dropping it stops what is left of it and removes the directory.
+            Ok(Err(said)) => Err(format!("redis-server did not start: {said}").into()),
+            Err(_) => Err("redis-server said nothing of being ready within 10 s".into()),
+        }
+    }
+
+    /// The URL an instance is given (`--redis-url`).
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        // Nothing to save (`--save ""`, no append-only file): a kill is a clean end.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

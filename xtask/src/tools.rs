@@ -177,14 +177,15 @@ pub fn ensure_nginx() -> Result<PathBuf> {
     nginx().ok_or_else(|| "nginx is still missing after installing it".into())
 }
 
-/// redis-server for the tests of rooms across instances (Debian's package brings redis-cli
-/// too). Each test starts its own on a unix socket; the system service is not used.
+/// redis-server for the tests of rooms across instances and the benchmark's rows through
+/// Redis (Debian's package brings redis-cli too). Each test and each benchmark run starts its
+/// own on a unix socket; the system service is not used.
 pub fn ensure_redis() -> Result<PathBuf> {
     let redis = || which("redis-server").or_else(|| which("/usr/bin/redis-server"));
     if redis().is_none() {
         apt_install(
             &["redis-server"],
-            "the rooms-across-instances tests need redis-server",
+            "the rooms-across-instances tests and benchmark rows need redis-server",
         )?;
     }
     redis().ok_or_else(|| "redis-server is still missing after installing it".into())

@@ -4,6 +4,11 @@
 //! contiguous and once, and measures publish-to-delivery latency from the send time the
 //! publisher wrote at the start of every text. Prints one JSON line.
 //!
+//! Several `--addr` are instances that share their rooms (through Redis): members, and
+//! publishers, are spread over them in turn, so every delivery to a member on one instance of
+//! a publish made on the other crossed Redis. `--redis-socket` adds what the shared Redis did
+//! while measuring: its CPU time per delivery and its commands per publish.
+//!
 //! Timeline: connect and join everyone, then `--warmup` seconds, then `--duration` seconds of
 //! measurement (server CPU, deliveries received), then at most `--drain` seconds for the
 //! messages published during the measurement to arrive. `offered_per_sec` is the publishes
@@ -18,9 +23,10 @@
 //! those patterns only match the frame's own keys. Publishers send uncompressed frames even
 //! with `--deflate`; members inflate what the server compresses.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -29,18 +35,26 @@ use clap::Parser;
 use flate2::{Decompress, FlushDecompress};
 use hdrhistogram::Histogram;
 use memchr::memmem::Finder;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 #[derive(Debug, Parser)]
 struct Args {
-    /// Server address (127.0.0.1 or another loopback address only).
+    /// Server address (127.0.0.1 or another loopback address only). Repeat it for instances
+    /// that share their rooms (through Redis): members, then publishers, are spread over them
+    /// in turn.
+    #[arg(long, required = true)]
+    addr: Vec<SocketAddr>,
+    /// Server process to read CPU time from; repeat it for several instances (their CPU time
+    /// is summed).
     #[arg(long)]
-    addr: SocketAddr,
-    /// Server process to read CPU time from.
+    pid: Vec<u32>,
+    /// The unix socket of the Redis the instances share: its CPU time (from the process id it
+    /// reports) and the commands it ran per publish while measuring (`INFO commandstats`) are
+    /// reported too.
     #[arg(long)]
-    pid: Option<u32>,
+    redis_socket: Option<PathBuf>,
     /// Connections that join the room and only read.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     members: u32,
@@ -93,7 +107,7 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Error> {
-    if !args.addr.ip().is_loopback() {
+    if !args.addr.iter().all(|addr| addr.ip().is_loopback()) {
         return Err(
             "--addr must be a loopback address: this generator loads only this machine".into(),
         );
@@ -118,20 +132,34 @@ async fn run(args: Args) -> Result<(), Error> {
     }
     rlimit::increase_nofile_limit(u64::MAX)?;
     let dialer = Dialer {
-        addr: args.addr,
         room: args.room.clone(),
         deflate: args.deflate,
     };
     let base = Instant::now();
 
+    // Member i on instance i mod n, and publishers likewise, so each instance has its share
+    // of both (with one address, everyone is on it).
+    let instance = |index: u32| args.addr[index as usize % args.addr.len()];
     let mut members = Vec::with_capacity(args.members as usize);
     for index in 0..args.members {
-        members.push(dialer.join(&format!("member{index}")).await?);
+        members.push(
+            dialer
+                .join(instance(index), &format!("member{index}"))
+                .await?,
+        );
     }
     let mut publishers = Vec::with_capacity(args.publishers as usize);
     for index in 0..args.publishers {
-        publishers.push(dialer.join(&format!("publisher{index}")).await?);
+        publishers.push(
+            dialer
+                .join(instance(index), &format!("publisher{index}"))
+                .await?,
+        );
     }
+    let mut redis = match &args.redis_socket {
+        Some(socket) => Some(RedisProbe::connect(socket).await?),
+        None => None,
+    };
 
     let start = Instant::now() + Duration::from_millis(100);
     let measure_from = start + Duration::from_secs_f64(args.warmup);
@@ -169,9 +197,17 @@ async fn run(args: Args) -> Result<(), Error> {
     }
 
     tokio::time::sleep_until(measure_from).await;
-    let (server_before, own_before) = (args.pid.and_then(cpu_seconds), own_cpu_seconds());
+    let (server_before, own_before) = (servers_cpu_seconds(&args.pid), own_cpu_seconds());
+    let redis_before = match &mut redis {
+        Some(redis) => Some(redis.snapshot().await?),
+        None => None,
+    };
     tokio::time::sleep_until(end).await;
-    let (server_after, own_after) = (args.pid.and_then(cpu_seconds), own_cpu_seconds());
+    let (server_after, own_after) = (servers_cpu_seconds(&args.pid), own_cpu_seconds());
+    let redis_after = match &mut redis {
+        Some(redis) => Some(redis.snapshot().await?),
+        None => None,
+    };
 
     let mut published = PublisherTally::default();
     while let Some(tally) = publisher_tasks.join_next().await {
@@ -195,7 +231,16 @@ async fn run(args: Args) -> Result<(), Error> {
     };
     let latency_ms =
         |quantile: f64| json_number(delivered.latency.value_at_quantile(quantile) as f64 / 1000.0);
-    let line = serde_json::json!({
+    let redis_work = match (&redis_before, &redis_after) {
+        (Some(before), Some(after)) => RedisWork::between(
+            before,
+            after,
+            published.sent_in_window,
+            delivered.received_in_window,
+        ),
+        _ => RedisWork::default(),
+    };
+    let mut line = serde_json::json!({
         "members": args.members,
         "publishers": args.publishers,
         "rate": args.rate,
@@ -219,6 +264,26 @@ async fn run(args: Args) -> Result<(), Error> {
         "max_ms": json_number(delivered.latency.max() as f64 / 1000.0),
         "generator_cpu_share": generator_share,
     });
+    if redis.is_some() {
+        // Per publish to 4 decimals: a stray command (a health-check PING, a script loaded
+        // again) shows instead of rounding away.
+        let per_publish = |value: f64| serde_json::Value::from((value * 1e4).round() / 1e4);
+        line["redis_cpu_us_per_delivery"] = redis_work
+            .cpu_us_per_delivery
+            .map_or(serde_json::Value::Null, json_number);
+        line["redis_evalsha_per_publish"] = redis_work
+            .evalsha_per_publish
+            .map_or(serde_json::Value::Null, per_publish);
+        line["redis_commands_per_publish"] = redis_work
+            .commands_per_publish
+            .map_or(serde_json::Value::Null, per_publish);
+        line["redis_commands"] = redis_work
+            .per_publish
+            .iter()
+            .map(|(name, calls)| (name.clone(), per_publish(*calls)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+    }
     println!("{line}");
     Ok(())
 }
@@ -271,7 +336,6 @@ impl Drop for Finished {
 
 /// How connections are opened and joined.
 struct Dialer {
-    addr: SocketAddr,
     room: String,
     deflate: bool,
 }
@@ -285,8 +349,8 @@ struct Joined {
 }
 
 impl Dialer {
-    async fn join(&self, name: &str) -> Result<Joined, Error> {
-        let mut stream = TcpStream::connect(self.addr).await?;
+    async fn join(&self, addr: SocketAddr, name: &str) -> Result<Joined, Error> {
+        let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let offer = if self.deflate {
             "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
@@ -296,7 +360,7 @@ impl Dialer {
         let request = format!(
             "GET /rooms?name={name} HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{offer}\r\n",
-            self.addr
+            addr
         );
         stream.write_all(request.as_bytes()).await?;
         // Byte by byte, so nothing after the head is taken from the frames.
@@ -1024,6 +1088,154 @@ impl Summary {
     }
 }
 
+/// A connection to the Redis the instances share, read with `INFO` at the start and the end
+/// of the measurement. Plain RESP over the unix socket: two commands do not need a client.
+struct RedisProbe {
+    connection: BufReader<UnixStream>,
+    /// redis-server's process id, as it reports it (`INFO server`), for its CPU time.
+    pid: Option<u32>,
+}
+
+/// What Redis had done by one moment.
+#[derive(Debug, Clone, PartialEq)]
+struct RedisSnapshot {
+    cpu_seconds: Option<f64>,
+    /// Calls per command since Redis started (`INFO commandstats`).
+    calls: BTreeMap<String, u64>,
+}
+
+/// Longest `INFO` answer taken: a few KiB in practice.
+const MOST_INFO_BYTES: usize = 1024 * 1024;
+
+impl RedisProbe {
+    async fn connect(socket: &Path) -> Result<RedisProbe, Error> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|error| format!("cannot reach Redis at {}: {error}", socket.display()))?;
+        let mut probe = RedisProbe {
+            connection: BufReader::new(stream),
+            pid: None,
+        };
+        let server = probe.info("server").await?;
+        probe.pid = info_field(&server, "process_id").and_then(|pid| pid.parse().ok());
+        Ok(probe)
+    }
+
+    /// One `INFO section`, its answer as text.
+    async fn info(&mut self, section: &str) -> Result<String, Error> {
+        let request = format!("*2\r\n$4\r\nINFO\r\n${}\r\n{section}\r\n", section.len());
+        self.connection
+            .get_mut()
+            .write_all(request.as_bytes())
+            .await?;
+        let mut header = String::new();
+        self.connection.read_line(&mut header).await?;
+        let length = header
+            .strip_prefix('$')
+            .and_then(|length| length.trim_end().parse::<usize>().ok())
+            .filter(|&length| length <= MOST_INFO_BYTES)
+            .ok_or_else(|| format!("Redis answered INFO {section} with {:?}", header.trim_end()))?;
+        // The text, then its closing CRLF.
+        let mut body = vec![0; length + 2];
+        self.connection.read_exact(&mut body).await?;
+        body.truncate(length);
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    async fn snapshot(&mut self) -> Result<RedisSnapshot, Error> {
+        let stats = self.info("commandstats").await?;
+        Ok(RedisSnapshot {
+            cpu_seconds: self.pid.and_then(cpu_seconds),
+            calls: command_calls(&stats),
+        })
+    }
+}
+
+/// The value of `key:value` in an `INFO` answer.
+fn info_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// `cmdstat_NAME:calls=N,usec=...` lines as NAME to N (`client|list` for subcommands).
+fn command_calls(info: &str) -> BTreeMap<String, u64> {
+    info.lines()
+        .filter_map(|line| {
+            let (name, stats) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = stats
+                .split(',')
+                .find_map(|stat| stat.strip_prefix("calls="))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// What Redis did while measuring, per publish sent and per delivery made.
+#[derive(Debug, Default, PartialEq)]
+struct RedisWork {
+    cpu_us_per_delivery: Option<f64>,
+    /// Script calls by their hash: the engine's one round trip per publish.
+    evalsha_per_publish: Option<f64>,
+    /// Every command counted, those a script runs included (Redis counts them in
+    /// `commandstats` as if called on their own), the generator's `INFO` excluded.
+    commands_per_publish: Option<f64>,
+    /// The same, command by command (only those that ran).
+    per_publish: BTreeMap<String, f64>,
+}
+
+impl RedisWork {
+    fn between(
+        before: &RedisSnapshot,
+        after: &RedisSnapshot,
+        publishes: u64,
+        deliveries: u64,
+    ) -> RedisWork {
+        let cpu_us_per_delivery = match (before.cpu_seconds, after.cpu_seconds) {
+            (Some(before), Some(after)) if deliveries > 0 => {
+                Some((after - before) * 1e6 / deliveries as f64)
+            }
+            _ => None,
+        };
+        if publishes == 0 {
+            return RedisWork {
+                cpu_us_per_delivery,
+                ..RedisWork::default()
+            };
+        }
+        let per_publish: BTreeMap<String, f64> = after
+            .calls
+            .iter()
+            .filter(|(name, _)| name.as_str() != "info")
+            .filter_map(|(name, &calls)| {
+                let earlier = before.calls.get(name).copied().unwrap_or(0);
+                let made = calls.saturating_sub(earlier);
+                (made > 0).then(|| (name.clone(), made as f64 / publishes as f64))
+            })
+            .collect();
+        RedisWork {
+            cpu_us_per_delivery,
+            evalsha_per_publish: Some(per_publish.get("evalsha").copied().unwrap_or(0.0)),
+            // Folded from 0.0: an empty `sum` of floats is -0.0.
+            commands_per_publish: Some(
+                per_publish.values().fold(0.0, |total, calls| total + calls),
+            ),
+            per_publish,
+        }
+    }
+}
+
+/// The summed CPU time of the server processes, if every one of them could be read.
+fn servers_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| cpu_seconds(pid)).sum()
+}
+
 /// User + system CPU time of a process, from `/proc/PID/stat` (fields 14 and 15, in clock
 /// ticks; Linux reports them at USER_HZ = 100 on every mainstream architecture).
 fn cpu_seconds(pid: u32) -> Option<f64> {
@@ -1129,6 +1341,49 @@ mod tests {
         );
         assert_eq!(frame_type(b"not json"), None);
         assert_eq!(leading_number(b"99999999999999999999"), None);
+    }
+
+    #[test]
+    fn redis_work_is_the_difference_of_two_snapshots_per_publish_without_the_probes_own_info() {
+        let before = "# Commandstats\r\n\
+            cmdstat_info:calls=3,usec=24,usec_per_call=8.00,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_evalsha:calls=120,usec=140,usec_per_call=1.17,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_xadd:calls=100,usec=26,usec_per_call=0.26,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_subscribe:calls=2,usec=2,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n";
+        let after = "# Commandstats\r\n\
+            cmdstat_info:calls=4,usec=30,usec_per_call=7.50,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_evalsha:calls=520,usec=600,usec_per_call=1.15,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_xadd:calls=500,usec=130,usec_per_call=0.26,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_client|kill:calls=1,usec=9,usec_per_call=9.00,rejected_calls=0,failed_calls=0\r\n\
+            cmdstat_subscribe:calls=2,usec=2,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n";
+        let snapshot = |info: &str, cpu: f64| RedisSnapshot {
+            cpu_seconds: Some(cpu),
+            calls: command_calls(info),
+        };
+        assert_eq!(command_calls(after).get("client|kill"), Some(&1));
+        let work = RedisWork::between(&snapshot(before, 1.0), &snapshot(after, 1.5), 400, 1000);
+        // 0.5 s over 1,000 deliveries; 400 script calls and 400 XADDs (run by the script)
+        // for 400 publishes, one CLIENT KILL, nothing of SUBSCRIBE, and the INFO left out.
+        assert_eq!(work.cpu_us_per_delivery, Some(500.0));
+        assert_eq!(work.evalsha_per_publish, Some(1.0));
+        assert_eq!(work.commands_per_publish, Some(2.0025));
+        assert_eq!(
+            work.per_publish.keys().collect::<Vec<_>>(),
+            ["client|kill", "evalsha", "xadd"]
+        );
+        // Nothing published: no per-publish figures rather than infinities.
+        let idle = RedisWork::between(&snapshot(before, 1.0), &snapshot(after, 1.5), 0, 1000);
+        assert_eq!(
+            (idle.evalsha_per_publish, idle.commands_per_publish),
+            (None, None)
+        );
+        assert_eq!(
+            info_field(
+                "# Server\r\nredis_version:7.0.15\r\nprocess_id:4242\r\n",
+                "process_id"
+            ),
+            Some("4242")
+        );
     }
 
     fn server_frame(first: u8, payload: &[u8]) -> Vec<u8> {
