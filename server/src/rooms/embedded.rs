@@ -253,6 +253,7 @@ impl Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use room_protocol::ErrorCode;
     use crate::outgoing::Compression;
 
     fn settings() -> RoomSettings {
