@@ -868,3 +868,47 @@ async fn wss_to_a_plain_server_asks_whether_it_speaks_tls() {
         "{ended:?}"
     );
 }
+
+#[tokio::test]
+async fn a_close_reason_from_the_server_stays_on_its_one_status_line() {
+    // A server whose close reason holds a line break and an escape sequence: the status line
+    // that quotes it stays one line, with nothing for the terminal to act on.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "ws://{}/subscriptions",
+        listener.local_addr().expect("addr")
+    );
+    let _server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("the client connects");
+        let mut socket = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("handshake");
+        socket.send(Message::text(GREETING)).await.expect("greet");
+        let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1001.into(),
+            reason: "restart\nforged: line \x1b]0;x\x07".into(),
+        };
+        let _ = socket.close(Some(close)).await;
+        // Kept open (and the listener with it) until the test ends: the client's reconnection
+        // waits in the backlog.
+        std::future::pending::<()>().await;
+    });
+    let mut client = Console::start(&[&url]);
+    assert_eq!(client.next_line().await, GREETING);
+    let line = client
+        .wait_for_status("The server closed the connection (1001")
+        .await;
+    assert!(
+        line.starts_with(r"The server closed the connection (1001: restart\nforged: line \u{1b}]0;x\u{7}). Reconnecting in"),
+        "{line:?}"
+    );
+    let stderr = client.stderr_so_far();
+    assert!(
+        stderr
+            .iter()
+            .all(|line| !line.starts_with("forged") && !line.contains('\x1b')),
+        "{stderr:?}"
+    );
+}
