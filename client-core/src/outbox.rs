@@ -404,6 +404,12 @@ impl Outbox {
         self.sent_here -= 1;
     }
 
+    /// Whether the app's greeting is still to come on this connection: nothing has come yet
+    /// and the app sends one.
+    pub fn greeting_due(&self) -> bool {
+        self.greeting_due.is_some()
+    }
+
     /// Whether a message sent on this connection still waits for its answer.
     pub fn awaiting_reply(&self) -> bool {
         self.sent_here > 0
@@ -523,6 +529,26 @@ mod tests {
             })
         );
         assert_eq!(outbox.len(), 1, "refused messages are not kept");
+    }
+
+    #[test]
+    fn a_greeting_is_due_first_on_each_connection_of_an_app_that_sends_one() {
+        let mut outbox = outbox_with(&[]);
+        assert!(!outbox.greeting_due(), "no connection yet");
+        outbox.connection_opened();
+        assert!(outbox.greeting_due());
+        assert_eq!(outbox.received_text("Greetings!"), Received::Greeting);
+        assert!(!outbox.greeting_due());
+        outbox.connection_opened();
+        assert!(outbox.greeting_due(), "every connection is greeted");
+        assert_eq!(outbox.received_text("other"), Received::Unexpected);
+        assert!(!outbox.greeting_due(), "only first on a connection");
+        outbox.connection_opened();
+        outbox.connection_closed();
+        assert!(!outbox.greeting_due(), "not after the connection ended");
+        let mut echo = Outbox::new(App::Echo, MAX_MESSAGE_BYTES);
+        echo.connection_opened();
+        assert!(!echo.greeting_due(), "echo greets nobody");
     }
 
     #[test]

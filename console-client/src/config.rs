@@ -17,7 +17,8 @@ pub const DEFAULT_URL: &str = "ws://127.0.0.1:8080/subscriptions";
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Reads lines from standard input and sends each over one WebSocket; prints every reply on
-/// standard output, one per line, exactly as received. Status goes to standard error.
+/// standard output, one per line (line breaks in it escaped as \n, and every control character
+/// when standard output is a terminal or in a room). Status goes to standard error.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "console-client", version, about)]
 pub struct Config {
@@ -27,7 +28,7 @@ pub struct Config {
     pub url: String,
 
     /// PEM file of certificates to trust for wss:// besides the public roots, e.g. a private
-    /// CA or a self-signed server certificate.
+    /// CA or a self-signed server certificate. Not read for ws:// URLs.
     #[arg(long, env = "CONSOLE_CLIENT_CA_CERT", value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
 
@@ -54,7 +55,7 @@ pub struct Config {
 
     /// Longest line sent, in bytes (UTF-8): the server's --max-message-size, which closes the
     /// connection (1009) on longer ones. Longer lines are refused here; the page's
-    /// ?max-message-size=.
+    /// ?max-message-size=. With --room, the longest text of a message (at most 4096).
     #[arg(long, env = "CONSOLE_CLIENT_MAX_MESSAGE_SIZE", default_value_t = MAX_MESSAGE_BYTES,
           value_parser = parse_max_message_size, value_name = "BYTES")]
     pub max_message_size: usize,

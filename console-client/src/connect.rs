@@ -42,8 +42,9 @@ impl std::fmt::Debug for Connector {
 }
 
 impl Connector {
-    /// A connector for `url`, trusting `ca_cert` (PEM) besides the public roots for `wss://`.
-    /// The error is one sentence for the user.
+    /// A connector for `url`, trusting `ca_cert` (PEM) besides the public roots for `wss://`;
+    /// a `ws://` URL has nothing to trust, so `ca_cert` is not even read (it may come from
+    /// `CONSOLE_CLIENT_CA_CERT` set for every run). The error is one sentence for the user.
     pub fn new(url: &str, ca_cert: Option<&Path>) -> Result<Connector, String> {
         let uri: Uri = url
             .parse()
@@ -69,11 +70,6 @@ impl Connector {
             })?;
             Some((TlsConnector::from(Arc::new(tls_config(ca_cert)?)), name))
         } else {
-            if ca_cert.is_some() {
-                return Err(format!(
-                    "--ca-cert is for wss:// URLs, and {url:?} is not one"
-                ));
-            }
             None
         };
         Ok(Connector {
@@ -100,7 +96,7 @@ impl Connector {
                 connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|error| format!("TLS: {error}"))?,
+                    .map_err(|error| tls_failure(&error))?,
             ),
             None => Box::new(tcp),
         };
@@ -115,6 +111,26 @@ impl Connector {
                 .await
                 .map_err(|error| error.to_string())?;
         Ok(socket)
+    }
+}
+
+/// A failed TLS handshake in words. Anything but a certificate the client does not trust is
+/// most often a plain `ws://` server answering the TLS hello with HTTP (or hanging up): that
+/// is said, as the error alone (`received corrupt message`) does not say it.
+fn tls_failure(error: &std::io::Error) -> String {
+    let about_certificate = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|error| {
+            matches!(
+                error,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        });
+    if about_certificate {
+        format!("TLS: {error}")
+    } else {
+        format!("TLS: {error} (is the server speaking TLS?)")
     }
 }
 
@@ -178,9 +194,9 @@ mod tests {
         for bad in ["http://a/subscriptions", "ws:///x", "not a url"] {
             assert!(Connector::new(bad, None).is_err(), "{bad}");
         }
-        let error =
-            Connector::new("ws://a/echo", Some(Path::new("/nowhere.pem"))).expect_err("plain");
-        assert!(error.contains("--ca-cert"), "{error}");
+        // Plain ws:// has nothing to trust: a CA file (from the environment) is not read.
+        let plain = Connector::new("ws://a/echo", Some(Path::new("/nowhere.pem"))).expect("plain");
+        assert!(plain.tls.is_none());
         let error =
             Connector::new("wss://a/echo", Some(Path::new("/nowhere.pem"))).expect_err("missing");
         assert!(

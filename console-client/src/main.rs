@@ -3,16 +3,20 @@
 //! shared `client-core` decides) and prints every reply on standard output.
 //!
 //! Exit status: 0 when the input ended and every message was answered (or the server ended the
-//! conversation after `end`); 1, with one line on standard error, when no connection could be
-//! opened within `--connect-timeout` or a message failed; 2 for bad flags.
+//! conversation after `end`), and when standard output was closed (`| head -1`); 1, with one
+//! line on standard error, when no connection could be opened within `--connect-timeout` or a
+//! message failed; 2 for bad flags; 130 after SIGINT (Ctrl-C) and 143 after SIGTERM, once the
+//! connection was closed with 1000.
 
 mod config;
 mod connect;
 mod input;
 mod run;
 mod screen;
+mod signals;
 mod talk;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -22,8 +26,9 @@ use rules::App;
 
 use crate::config::Config;
 use crate::connect::Connector;
-use crate::run::Timeouts;
-use crate::screen::Screen;
+use crate::run::{Stop, Timeouts};
+use crate::screen::{Escape, Screen};
+use crate::signals::Signals;
 use crate::talk::{AppTalk, RoomTalk, Talk};
 
 #[tokio::main(flavor = "current_thread")]
@@ -55,18 +60,40 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Listened to before anything is sent, so that no signal cuts a connection without a close.
+    let mut signals = match Signals::listen() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("console-client: cannot listen to signals: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let timeouts = Timeouts {
         connect: config.connect_timeout,
         reply: config.reply_timeout,
     };
     match conversation {
         Conversation::Room { room, name } => {
-            let talk = RoomTalk::new(&room, &name);
-            talk_until_done(&connector, talk, MAX_TEXT_BYTES, timeouts).await
+            // The text of a message, which the protocol bounds too; the frame around it is the
+            // server's business (it refuses a publish that does not fit, and says so).
+            let limit = config.max_message_size.min(MAX_TEXT_BYTES);
+            let talk = RoomTalk::new(&room, &name, limit);
+            // Others' names and texts reach this terminal or pipe: none may forge a line or
+            // send the terminal an escape sequence.
+            let screen = Screen::new(Escape::Controls);
+            talk_until_done(&connector, talk, limit, timeouts, screen, &mut signals).await
         }
         Conversation::App(app) => {
             let talk = AppTalk::new(app, config.max_message_size);
-            talk_until_done(&connector, talk, config.max_message_size, timeouts).await
+            // A pipe gets each reply exactly as received but for its line breaks; a terminal
+            // would act on the control characters in it.
+            let screen = Screen::new(if std::io::stdout().is_terminal() {
+                Escape::Controls
+            } else {
+                Escape::LineBreaks
+            });
+            let limit = config.max_message_size;
+            talk_until_done(&connector, talk, limit, timeouts, screen, &mut signals).await
         }
     }
 }
@@ -86,20 +113,36 @@ async fn talk_until_done(
     mut talk: impl Talk,
     limit: usize,
     timeouts: Timeouts,
+    mut screen: Screen,
+    signals: &mut Signals,
 ) -> ExitCode {
     let mut lines = input::read_stdin(limit);
-    let mut screen = Screen::default();
-    let result = run::run(connector, &mut talk, &mut lines, timeouts, &mut screen).await;
+    let result = run::run(
+        connector,
+        &mut talk,
+        &mut lines,
+        timeouts,
+        &mut screen,
+        signals,
+    )
+    .await;
     match result {
+        // Said already, in the status line that counted what was left.
+        Err(Stop::Signalled(signal)) => ExitCode::from(signal.exit_code()),
+        // The reader closed the pipe (`| head -1`): it has all it wanted, so nothing went wrong
+        // and nothing is said, as Unix tools do. Any other write error (a full disk) is one.
+        Err(Stop::StdoutGone(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            ExitCode::SUCCESS
+        }
         Err(stop) => {
-            eprintln!("console-client: {stop}");
+            screen.status(&format!("console-client: {stop}"));
             ExitCode::FAILURE
         }
         Ok(()) if screen.failures() > 0 => {
-            eprintln!(
-                "console-client: {} message(s) failed (see above)",
-                screen.failures()
-            );
+            let failures = screen.failures();
+            screen.status(&format!(
+                "console-client: {failures} message(s) failed (see above)"
+            ));
             ExitCode::FAILURE
         }
         Ok(()) => ExitCode::SUCCESS,

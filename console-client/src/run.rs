@@ -1,7 +1,9 @@
 //! The connection task: one WebSocket at a time, from connecting to its end, then reconnecting
 //! with the core's full-jitter backoff. It moves lines from the input to the [`Talk`], frames
-//! between the talk and the socket, and decides nothing about messages itself.
+//! between the talk and the socket, and decides nothing about messages itself. Every wait in it
+//! also ends on SIGINT or SIGTERM ([`Signals`]).
 
+use std::future::Future;
 use std::time::Duration;
 
 use client_core::backoff::Backoff;
@@ -17,6 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::connect::{Connector, Socket};
 use crate::input::Line;
 use crate::screen::{Screen, StdoutGone};
+use crate::signals::{Signal, Signals};
 use crate::talk::{CloseHeard, Heard, Talk};
 
 /// How patient the client is.
@@ -35,7 +38,12 @@ pub enum Stop {
     CannotConnect(String),
     /// The server closed the conversation (1000) with messages still unanswered.
     ClosedWithUnanswered(String),
+    /// Standard output cannot be written (closed by its reader, `console-client | head -1`,
+    /// or failing): the connection was closed (1000).
     StdoutGone(std::io::Error),
+    /// A signal asked to stop: the connection was closed (1000) and a status line said how
+    /// many messages were left.
+    Signalled(Signal),
 }
 
 impl std::fmt::Display for Stop {
@@ -43,8 +51,17 @@ impl std::fmt::Display for Stop {
         match self {
             Stop::CannotConnect(why) | Stop::ClosedWithUnanswered(why) => f.write_str(why),
             Stop::StdoutGone(error) => write!(f, "cannot write to standard output: {error}"),
+            Stop::Signalled(signal) => write!(f, "stopped by {}", signal.name()),
         }
     }
+}
+
+/// The lines typed or piped, and whether more may come.
+#[derive(Debug)]
+struct Input<'a> {
+    lines: &'a mut mpsc::Receiver<Line>,
+    /// Standard input has not ended yet.
+    open: bool,
 }
 
 /// How one connection ended.
@@ -53,13 +70,13 @@ enum Ending {
     /// The input ended and every message has its answer (or failed): closed with 1000.
     Done,
     /// The server ended the conversation (1000).
-    Ended {
-        answered_end: bool,
-        code: u16,
-    },
+    Ended { answered_end: bool, code: u16 },
     /// Anything else: reconnect. The words say what happened.
     Lost(String),
+    /// Standard output is gone: closed with 1000.
     StdoutGone(std::io::Error),
+    /// A signal came: closed with 1000 (or not waited for, after a second signal).
+    Signalled(Signal),
 }
 
 /// Talks over `connector`'s URL until the input has ended and every message is answered or
@@ -70,16 +87,19 @@ pub async fn run(
     lines: &mut mpsc::Receiver<Line>,
     timeouts: Timeouts,
     screen: &mut Screen,
+    signals: &mut Signals,
 ) -> Result<(), Stop> {
     let mut backoff = Backoff::default();
-    let mut input_open = true;
+    let mut input = Input { lines, open: true };
     let mut outage_since = Instant::now();
     let mut connected_before = false;
     // Why the last attempt failed: an attempt cut short by the connect timeout says nothing
     // new, and the one line then names the real cause.
     let mut last_error: Option<String> = None;
     loop {
-        let socket = match connect(connector, timeouts, outage_since).await {
+        let attempt = connect(connector, timeouts, outage_since);
+        let attempt = unless_signalled(signals, attempt).await;
+        let socket = match attempt.map_err(|signal| interrupted(signal, &*talk, screen))? {
             Ok(socket) => socket,
             Err(Failure { error, cut_short }) => {
                 let error = match (cut_short, last_error.take()) {
@@ -100,7 +120,9 @@ pub async fn run(
                     screen.status(&format!("Cannot connect: {error}. {}", reconnecting(delay)));
                 }
                 last_error = Some(error);
-                sleep(delay).await;
+                unless_signalled(signals, sleep(delay))
+                    .await
+                    .map_err(|signal| interrupted(signal, &*talk, screen))?;
                 continue;
             }
         };
@@ -110,17 +132,22 @@ pub async fn run(
         let ending = converse(
             socket,
             talk,
-            lines,
-            &mut input_open,
+            &mut input,
             &mut backoff,
             timeouts,
             screen,
+            signals,
         )
         .await;
-        talk.closed(screen);
+        // Stopping now: what the talk would say about the connection's end (a message given
+        // up after its last try) is not so, and nobody may be reading.
+        if !matches!(ending, Ending::StdoutGone(_) | Ending::Signalled(_)) {
+            talk.closed(screen);
+        }
         match ending {
             Ending::Done => return Ok(()),
             Ending::StdoutGone(error) => return Err(Stop::StdoutGone(error)),
+            Ending::Signalled(signal) => return Err(Stop::Signalled(signal)),
             Ending::Ended {
                 answered_end: true, ..
             } => {
@@ -145,7 +172,7 @@ pub async fn run(
                 )));
             }
             Ending::Lost(what) => {
-                if !input_open && talk.left() == 0 {
+                if !input.open && talk.left() == 0 {
                     return Ok(());
                 }
                 outage_since = Instant::now();
@@ -153,7 +180,9 @@ pub async fn run(
                 // window would use it all up before the first attempt.
                 let delay = backoff.next_delay(jitter()).min(timeouts.connect / 2);
                 screen.status(&format!("{what} {}", reconnecting(delay)));
-                sleep(delay).await;
+                unless_signalled(signals, sleep(delay))
+                    .await
+                    .map_err(|signal| interrupted(signal, &*talk, screen))?;
                 screen.status(&format!("Connecting to {}…", connector.url()));
             }
         }
@@ -194,13 +223,14 @@ async fn connect(
 async fn converse(
     mut socket: Socket,
     talk: &mut impl Talk,
-    lines: &mut mpsc::Receiver<Line>,
-    input_open: &mut bool,
+    input: &mut Input<'_>,
     backoff: &mut Backoff,
     timeouts: Timeouts,
     screen: &mut Screen,
+    signals: &mut Signals,
 ) -> Ending {
     talk.opened();
+    let opened_at = Instant::now();
     // When the oldest unanswered message last saw progress: it was sent, or a frame came.
     let mut progress_at = Instant::now();
     // When sending may go on after the server asked to wait.
@@ -211,25 +241,53 @@ async fn converse(
     // The full queue was said since the outbox was last empty: once is enough.
     let mut said_full = false;
     loop {
-        if broken_at.is_none()
-            && let Err(error) = send_waiting(&mut socket, talk, screen, timeouts.reply).await
-        {
-            screen.status(&format!("Sending failed: {error}."));
-            broken_at = Some(Instant::now());
+        if broken_at.is_none() {
+            // A frozen server can hold a send for the whole reply timeout: a signal does not wait.
+            let sending = send_waiting(&mut socket, talk, screen, timeouts.reply);
+            match unless_signalled(signals, sending).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    screen.status(&format!("Sending failed: {error}."));
+                    broken_at = Some(Instant::now());
+                }
+                Err(signal) => {
+                    let left = talk.left();
+                    return close_for_signal(&mut socket, signal, left, timeouts, screen, signals)
+                        .await;
+                }
+            }
         }
         said_full &= talk.left() > 0;
-        if !*input_open && talk.left() == 0 && broken_at.is_none() {
-            close(&mut socket, CloseCode::Normal, "done", timeouts.reply).await;
-            return Ending::Done;
+        let finished = !input.open && talk.left() == 0 && broken_at.is_none();
+        // A greeting the app promises is printed even when the input ended before it came
+        // (`</dev/null`); a server that does not send it within the reply timeout is left
+        // without it, as nothing was asked of it.
+        let greeting_by = opened_at + timeouts.reply;
+        if finished && (!talk.owes_greeting() || Instant::now() >= greeting_by) {
+            let closing = close(&mut socket, CloseCode::Normal, "done", timeouts.reply);
+            return match unless_signalled(signals, closing).await {
+                Ok(()) => Ending::Done,
+                Err(signal) => {
+                    // The close is on its way: nothing to wait for.
+                    screen.status(&interrupted_notice(signal, 0));
+                    Ending::Signalled(signal)
+                }
+            };
         }
         let deadline = match broken_at {
             Some(at) => Some(at + timeouts.reply),
+            None if finished => Some(greeting_by),
             None => talk.awaiting_reply().then(|| progress_at + timeouts.reply),
         };
-        let take_lines = *input_open && !talk.is_full() && broken_at.is_none();
+        let take_lines = input.open && !talk.is_full() && broken_at.is_none();
         tokio::select! {
-            // The server's frames first: an answer that arrives at the deadline still counts.
+            // A signal first, so that no flood of frames delays it; then the server's frames:
+            // an answer that arrives at the deadline still counts.
             biased;
+            signal = signals.next() => {
+                let left = talk.left();
+                return close_for_signal(&mut socket, signal, left, timeouts, screen, signals).await;
+            }
             message = socket.next() => {
                 let now = Instant::now();
                 match message {
@@ -241,7 +299,18 @@ async fn converse(
                             Ok(Heard::Wait) => {
                                 retry_at = Some(now + Duration::from_millis(RETRY_AFTER_MILLIS.into()));
                             }
-                            Err(StdoutGone(error)) => return Ending::StdoutGone(error),
+                            // Nobody reads the replies any more (`| head -1`), or they
+                            // cannot be written: the conversation is over.
+                            Err(StdoutGone(error)) => {
+                                let closing = close(&mut socket, CloseCode::Normal, "output closed", timeouts.reply);
+                                return match unless_signalled(signals, closing).await {
+                                    Ok(()) => Ending::StdoutGone(error),
+                                    Err(signal) => {
+                                        screen.status(&interrupted_notice(signal, talk.left()));
+                                        Ending::Signalled(signal)
+                                    }
+                                };
+                            }
                         }
                     }
                     Some(Ok(Message::Binary(data))) => {
@@ -265,7 +334,7 @@ async fn converse(
                     None => return Ending::Lost("The connection ended.".to_owned()),
                 }
             }
-            line = lines.recv(), if take_lines => match line {
+            line = input.lines.recv(), if take_lines => match line {
                 Some(line) => {
                     if !talk.awaiting_reply() {
                         progress_at = Instant::now();
@@ -280,11 +349,15 @@ async fn converse(
                         ));
                     }
                 }
-                None => *input_open = false,
+                None => input.open = false,
             },
             () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 if broken_at.is_some() {
                     return Ending::Lost("The connection broke.".to_owned());
+                }
+                if finished {
+                    // The greeting did not come in time: closed at the top of the loop.
+                    continue;
                 }
                 close(&mut socket, CloseCode::Library(NO_REPLY), &no_reply_reason(timeouts.reply), Duration::ZERO).await;
                 return Ending::Lost(format!(
@@ -299,6 +372,48 @@ async fn converse(
             }
         }
     }
+}
+
+/// `work`, unless a signal comes first.
+async fn unless_signalled<T>(
+    signals: &mut Signals,
+    work: impl Future<Output = T>,
+) -> Result<T, Signal> {
+    tokio::select! {
+        done = work => Ok(done),
+        signal = signals.next() => Err(signal),
+    }
+}
+
+/// A signal came while connected: said, then closed with 1000, waiting for the server's
+/// answering close as long as a reply may take, unless a second signal comes.
+async fn close_for_signal(
+    socket: &mut Socket,
+    signal: Signal,
+    left: usize,
+    timeouts: Timeouts,
+    screen: &mut Screen,
+    signals: &mut Signals,
+) -> Ending {
+    screen.status(&interrupted_notice(signal, left));
+    let closing = close(socket, CloseCode::Normal, "interrupted", timeouts.reply);
+    // A second signal ends the wait at once, even for a close the socket could not write.
+    let _ = unless_signalled(signals, closing).await;
+    Ending::Signalled(signal)
+}
+
+/// A signal came while no connection was open: said, and the reason to stop.
+fn interrupted(signal: Signal, talk: &impl Talk, screen: &mut Screen) -> Stop {
+    screen.status(&interrupted_notice(signal, talk.left()));
+    Stop::Signalled(signal)
+}
+
+/// The one status line a signal gets.
+fn interrupted_notice(signal: Signal, left: usize) -> String {
+    format!(
+        "Stopped by {}: {left} message(s) left unanswered.",
+        signal.name()
+    )
 }
 
 /// Sends what the talk offers, in order, each bounded by the reply timeout.

@@ -1,12 +1,59 @@
-//! Where the console client writes: replies on standard output, one per line, exactly as
-//! received; status on standard error, the same lines whether or not a person is watching.
-//! It also counts the messages that failed, for the exit code.
+//! Where the console client writes: replies on standard output, one per line; status on
+//! standard error, the same lines whether or not a person is watching. It also counts the
+//! messages that failed, for the exit code.
+//!
+//! One message is always exactly one line: text from the server (or typed by others in a
+//! room) can hold line breaks and terminal escape sequences, so control characters are written
+//! as escapes (`\n`, `\r`, `\u{1b}`), as `char::escape_debug` writes them. Which ones is
+//! [`Escape`]'s choice: every one in room messages, status lines and anything for a terminal;
+//! only the line breaks in an app's replies written into a pipe or a file, which keep the rest
+//! exactly as received.
 
+use std::borrow::Cow;
 use std::io::Write;
 
+/// Which characters of a line on standard output are written as escapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Escape {
+    /// Every control character (`char::is_control`): what a terminal would act on (`ESC ]0;`
+    /// retitles it, `\r` overwrites the line) and every line break.
+    Controls,
+    /// Only `\n` and `\r`, which would split one reply into two lines; everything else exactly
+    /// as received, for a script reading a pipe.
+    LineBreaks,
+}
+
+impl Escape {
+    fn applies_to(self, c: char) -> bool {
+        match self {
+            Escape::Controls => c.is_control(),
+            Escape::LineBreaks => c == '\n' || c == '\r',
+        }
+    }
+}
+
+/// `text` with the characters `escape` names written as escapes (`\n`, `\r`, `\u{1b}`).
+pub fn escaped(text: &str, escape: Escape) -> Cow<'_, str> {
+    if !text.chars().any(|c| escape.applies_to(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if escape.applies_to(c) {
+            // A control character is never printable, so this is always an escape.
+            line.extend(c.escape_debug());
+        } else {
+            line.push(c);
+        }
+    }
+    Cow::Owned(line)
+}
+
 /// The two outputs and the count of failed messages.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Screen {
+    /// What is escaped in the lines on standard output.
+    replies: Escape,
     failed: usize,
 }
 
@@ -15,9 +62,15 @@ pub struct Screen {
 pub struct StdoutGone(pub std::io::Error);
 
 impl Screen {
-    /// A reply (or a room's message), on standard output. Flushed at once, so a reader of the
-    /// pipe sees each line as it arrives.
+    /// A screen whose standard output lines escape what `replies` says.
+    pub fn new(replies: Escape) -> Screen {
+        Screen { replies, failed: 0 }
+    }
+
+    /// A reply (or a room's message), on standard output as one line. Flushed at once, so a
+    /// reader of the pipe sees each line as it arrives.
     pub fn reply(&mut self, text: &str) -> Result<(), StdoutGone> {
+        let text = escaped(text, self.replies);
         let mut stdout = std::io::stdout().lock();
         stdout
             .write_all(text.as_bytes())
@@ -26,10 +79,14 @@ impl Screen {
             .map_err(StdoutGone)
     }
 
-    /// A status line on standard error.
+    /// A status line on standard error; what it quotes from the server cannot make it two.
     pub fn status(&mut self, text: &str) {
         // Nothing useful can be done when standard error is gone.
-        let _ = writeln!(std::io::stderr().lock(), "{text}");
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}",
+            escaped(text, Escape::Controls)
+        );
     }
 
     /// A message that will never have its answer: said on standard error, and counted.
@@ -40,5 +97,29 @@ impl Screen {
 
     pub fn failures(&self) -> usize {
         self.failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_become_escapes_and_nothing_else_changes() {
+        let forged = "hi\nbo: I agree\r\x1b]0;pwned\x07\t\u{85}";
+        assert_eq!(
+            escaped(forged, Escape::Controls),
+            r"hi\nbo: I agree\r\u{1b}]0;pwned\u{7}\t\u{85}"
+        );
+        assert_eq!(
+            escaped(forged, Escape::LineBreaks),
+            "hi\\nbo: I agree\\r\x1b]0;pwned\x07\t\u{85}"
+        );
+        // Plain text, quotes, backslashes and other scripts stay as they are, borrowed.
+        for plain in ["hello", r#"a "quoted" \n"#, "Zoë 東京 🙂", ""] {
+            for escape in [Escape::Controls, Escape::LineBreaks] {
+                assert!(matches!(escaped(plain, escape), Cow::Borrowed(same) if same == plain));
+            }
+        }
     }
 }

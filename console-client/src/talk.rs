@@ -73,6 +73,8 @@ pub trait Talk {
     fn resume(&mut self);
     /// Whether the server owes this connection an answer.
     fn awaiting_reply(&self) -> bool;
+    /// Whether a greeting that will be printed is still to come on this connection.
+    fn owes_greeting(&self) -> bool;
     /// Messages still waiting for their answers (or to be sent).
     fn left(&self) -> usize;
 }
@@ -213,6 +215,11 @@ impl Talk for AppTalk {
         self.outbox.awaiting_reply()
     }
 
+    fn owes_greeting(&self) -> bool {
+        // Later connections' greetings are not printed: nothing to wait for.
+        !self.greeted && self.outbox.greeting_due()
+    }
+
     fn left(&self) -> usize {
         self.outbox.len()
     }
@@ -227,15 +234,20 @@ pub struct RoomTalk {
     texts: HashMap<String, String>,
     /// Joins to send before any publish.
     joins: VecDeque<String>,
+    /// The longest text published, in bytes, for the line that refuses a longer one.
+    max_text_bytes: usize,
 }
 
 impl RoomTalk {
-    pub fn new(room: &str, name: &str) -> RoomTalk {
+    /// A conversation in `room` whose texts may have at most `max_text_bytes` bytes (at most
+    /// the protocol's [`room::MAX_TEXT_BYTES`]).
+    pub fn new(room: &str, name: &str, max_text_bytes: usize) -> RoomTalk {
         RoomTalk {
-            room: Room::new(room),
+            room: Room::with_capacity(room, ROOM_OUTBOX_CAPACITY, max_text_bytes),
             name: name.to_owned(),
             texts: HashMap::new(),
             joins: VecDeque::new(),
+            max_text_bytes,
         }
     }
 
@@ -258,7 +270,7 @@ impl Talk for RoomTalk {
         let text = match line {
             Line::Text(text) => text,
             Line::TooLong { bytes } => {
-                let limit = room::MAX_TEXT_BYTES;
+                let limit = self.max_text_bytes;
                 return refuse(PushError::TooLong { bytes, limit }, WHAT, screen);
             }
             Line::NotText => return screen.failed("Refused: a line that is not UTF-8 text."),
@@ -360,6 +372,11 @@ impl Talk for RoomTalk {
 
     fn awaiting_reply(&self) -> bool {
         self.room.awaiting_reply()
+    }
+
+    fn owes_greeting(&self) -> bool {
+        // Rooms greet nobody.
+        false
     }
 
     fn left(&self) -> usize {

@@ -2,20 +2,24 @@
 //! in, replies on stdout exactly as many times as the rules say, status on stderr, and the exit
 //! code a script relies on. Through an outage (SIGSTOP, then SIGKILL and a restart on the same
 //! port), over `wss://` with a private CA, against nothing at all, past the message limit, and
-//! in a room with a second client.
+//! in a room with a second client. Stopped by SIGINT and SIGTERM, by a reader that closes the
+//! pipe, and never fooled into printing two lines (or a terminal escape) for one message.
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use futures_util::{SinkExt, StreamExt};
 use rules::{GREETING, REPEAT_COUNT};
+use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::browser::Proxy;
-use crate::support::{PATIENCE, TestServer};
+use crate::support::{PATIENCE, TestServer, next_text};
 
 /// The console client under test: `$CONSOLE_CLIENT_BIN` (set by `cargo xtask test` to the
 /// release build), else the debug build, built once here if needed.
@@ -43,10 +47,13 @@ fn console_binary() -> &'static Path {
 struct Console {
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: Lines<BufReader<ChildStdout>>,
+    /// `None` once the test closed it, as a reader that goes away does.
+    stdout: Option<Lines<BufReader<ChildStdout>>>,
     /// Standard error's lines as they come, and all of them so far.
     stderr_rx: mpsc::UnboundedReceiver<String>,
     stderr: Vec<String>,
+    /// How many of `stderr` [`Console::wait_for_status`] has looked at.
+    status_read: usize,
 }
 
 /// How a console client ended.
@@ -59,16 +66,22 @@ struct Ended {
 
 impl Console {
     fn start(args: &[&str]) -> Console {
+        Console::start_with(args, &[], Stdio::piped())
+    }
+
+    /// Started with `env` set and `stdin` (piped: the test writes it; null: `</dev/null`).
+    fn start_with(args: &[&str], env: &[(&str, &str)], stdin: Stdio) -> Console {
         let mut child = Command::new(console_binary())
             .args(args)
-            .stdin(Stdio::piped())
+            .envs(env.iter().copied())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("the console client starts");
         let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let stdout = Some(BufReader::new(child.stdout.take().expect("piped stdout")).lines());
         let mut stderr = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
         let (stderr_tx, stderr_rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -84,6 +97,7 @@ impl Console {
             stdout,
             stderr_rx,
             stderr: Vec::new(),
+            status_read: 0,
         }
     }
 
@@ -102,13 +116,42 @@ impl Console {
         self.stdin = None;
     }
 
+    /// Closes standard output's reading end, as `head -1` does once it has its line.
+    fn close_stdout(&mut self) {
+        self.stdout = None;
+    }
+
+    /// Sends `signal` (e.g. `INT`) to the client, as `kill -INT` does.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the client is running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Every status line so far, for an assertion's message.
+    fn stderr_so_far(&mut self) -> &[String] {
+        while let Ok(line) = self.stderr_rx.try_recv() {
+            self.stderr.push(line);
+        }
+        &self.stderr
+    }
+
     /// The next line on standard output.
     async fn next_line(&mut self) -> String {
-        tokio::time::timeout(PATIENCE, self.stdout.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("no line on stdout in time; stderr: {:?}", self.stderr))
-            .expect("stdout is readable")
-            .unwrap_or_else(|| panic!("stdout ended; stderr: {:?}", self.stderr))
+        let stdout = self.stdout.as_mut().expect("stdout is open");
+        let line = tokio::time::timeout(PATIENCE, stdout.next_line()).await;
+        match line {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => panic!("stdout ended; stderr: {:?}", self.stderr_so_far()),
+            Ok(Err(error)) => panic!("stdout: {error}; stderr: {:?}", self.stderr_so_far()),
+            Err(_) => panic!(
+                "no line on stdout in time; stderr: {:?}",
+                self.stderr_so_far()
+            ),
+        }
     }
 
     /// The next `count` lines on standard output.
@@ -123,6 +166,13 @@ impl Console {
     /// Waits for a status line containing `needle`; returns it.
     async fn wait_for_status(&mut self, needle: &str) -> String {
         loop {
+            self.stderr_so_far();
+            while let Some(line) = self.stderr.get(self.status_read) {
+                self.status_read += 1;
+                if line.contains(needle) {
+                    return line.clone();
+                }
+            }
             let line = tokio::time::timeout(PATIENCE, self.stderr_rx.recv())
                 .await
                 .unwrap_or_else(|_| {
@@ -132,25 +182,25 @@ impl Console {
                     )
                 })
                 .unwrap_or_else(|| panic!("stderr ended before {needle:?}: {:?}", self.stderr));
-            self.stderr.push(line.clone());
-            if line.contains(needle) {
-                return line;
-            }
+            self.stderr.push(line);
         }
     }
 
     /// Waits (at most `patience`) for the client to exit; everything it printed after what was
     /// read already.
     async fn ended(mut self, patience: Duration) -> Ended {
-        let status = tokio::time::timeout(patience, self.child.wait())
-            .await
-            .unwrap_or_else(|_| {
-                panic!("the client did not exit in time; stderr: {:?}", self.stderr)
-            })
-            .expect("wait works");
+        let Ok(status) = tokio::time::timeout(patience, self.child.wait()).await else {
+            panic!(
+                "the client did not exit in time; stderr: {:?}",
+                self.stderr_so_far()
+            )
+        };
+        let status = status.expect("wait works");
         let mut stdout = Vec::new();
-        while let Some(line) = self.stdout.next_line().await.expect("stdout is readable") {
-            stdout.push(line);
+        if let Some(mut open) = self.stdout.take() {
+            while let Some(line) = open.next_line().await.expect("stdout is readable") {
+                stdout.push(line);
+            }
         }
         while let Some(line) = self.stderr_rx.recv().await {
             self.stderr.push(line);
@@ -243,17 +293,22 @@ async fn lines_past_the_queue_bound_wait_in_the_pipe_and_every_one_is_answered()
 async fn a_stopped_then_restarted_server_still_answers_every_line_exactly_ten_times_in_order() {
     let mut server = TestServer::start(&[]).await;
     let addr = server.addr;
+    // Three seconds without an answer is a hung server even for a debug build on a loaded
+    // machine; one second was not (it once took a busy server for a hung one).
     let mut client = Console::start(&[
         &server.ws_url("/subscriptions"),
         "--reply-timeout",
-        "1",
+        "3",
         "--connect-timeout",
         "60",
     ]);
     client.type_text("one\n").await;
+    let first = client.next_lines(1 + REPEAT_COUNT).await;
     assert_eq!(
-        client.next_lines(1 + REPEAT_COUNT).await,
-        answers_to(&["one"])
+        first,
+        answers_to(&["one"]),
+        "stderr: {:?}",
+        client.stderr_so_far()
     );
 
     // The server freezes: it holds the connection and reads nothing. Lines keep coming.
@@ -267,7 +322,7 @@ async fn a_stopped_then_restarted_server_still_answers_every_line_exactly_ten_ti
     let _restarted = TestServer::start(&["--addr", &addr.to_string()]).await;
     client.type_text("four\n").await;
     client.close_stdin();
-    let ended = client.ended(PATIENCE * 3).await;
+    let ended = client.ended(PATIENCE * 4).await;
     let mut expected = copies("two", REPEAT_COUNT);
     expected.extend(copies("three", REPEAT_COUNT));
     expected.extend(copies("four", REPEAT_COUNT));
@@ -525,4 +580,335 @@ async fn room_clients_rejoin_a_restarted_server_and_what_was_typed_meanwhile_arr
             "each message shown once: {ended:?}"
         );
     }
+}
+
+/// A second client in the room, on a raw WebSocket: it sends any text, as anyone could.
+async fn raw_room_member(server: &TestServer, name: &str, room: &str) -> crate::support::Client {
+    let mut member = server.connect(&format!("/rooms?name={name}")).await;
+    let join = json!({"type": "join", "room": room});
+    member
+        .send(Message::text(join.to_string()))
+        .await
+        .expect("join sent");
+    let joined = next_text(&mut member).await;
+    assert!(joined.contains("\"joined\""), "{joined}");
+    member
+}
+
+#[tokio::test]
+async fn room_messages_with_line_breaks_or_escape_sequences_are_one_escaped_line_each() {
+    let server = TestServer::start(&[]).await;
+    let url = server.ws_url("/subscriptions");
+    let mut ana = Console::start(&[&url, "--room", "lobby", "--name", "ana"]);
+    ana.wait_for_status("Joined room lobby as ana").await;
+    let mut eve = raw_room_member(&server, "eve", "lobby").await;
+    // A forged second line under bo's name, a carriage return that would overwrite the line
+    // in a terminal, and an escape sequence that would retitle it.
+    let texts = [
+        "hi\nbo: I agree",
+        "fine\rbo: agreed too",
+        "\x1b]0;pwned\x07",
+    ];
+    for (n, text) in texts.iter().enumerate() {
+        let publish =
+            json!({"type": "publish", "room": "lobby", "id": format!("m{n}"), "text": text});
+        eve.send(Message::text(publish.to_string()))
+            .await
+            .expect("publish sent");
+    }
+    let lines = ana.next_lines(texts.len()).await;
+    assert_eq!(
+        lines,
+        [
+            r"eve: hi\nbo: I agree",
+            r"eve: fine\rbo: agreed too",
+            r"eve: \u{1b}]0;pwned\u{7}",
+        ],
+        "stderr: {:?}",
+        ana.stderr_so_far()
+    );
+    ana.close_stdin();
+    let ended = ana.ended(PATIENCE).await;
+    assert!(ended.status.success(), "{ended:?}");
+    assert!(ended.stdout.is_empty(), "one line per message: {ended:?}");
+    let all = lines.iter().chain(&ended.stdout);
+    assert!(
+        all.clone()
+            .all(|line| !line.starts_with("bo:") && !line.contains(['\x1b', '\r', '\x07'])),
+        "{lines:?}"
+    );
+}
+
+#[tokio::test]
+async fn app_replies_into_a_pipe_keep_one_line_each_and_the_rest_as_received() {
+    // The decision for app mode: into a pipe (as here), only `\n` and `\r` are escaped, so one
+    // reply stays one line and everything else is exactly as received; a terminal gets every
+    // control character escaped (unit-tested in the client's `screen` module).
+    let server = TestServer::start(&[]).await;
+    let mut client = Console::start(&[&server.ws_url("/subscriptions")]);
+    client.type_text("a\rb\nbold \x1b[1mtext\x1b[0m\n").await;
+    client.close_stdin();
+    let ended = client.ended(PATIENCE).await;
+    let mut expected = vec![GREETING.to_owned()];
+    expected.extend(copies(r"a\rb", REPEAT_COUNT));
+    expected.extend(copies("bold \x1b[1mtext\x1b[0m", REPEAT_COUNT));
+    assert_eq!(ended.stdout, expected, "stderr: {:?}", ended.stderr);
+    assert!(ended.status.success(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn sigint_closes_with_1000_says_what_was_left_and_exits_130() {
+    let server = TestServer::start(&[]).await;
+    let mut client = Console::start(&[&server.ws_url("/subscriptions")]);
+    // Standard input stays open, as in a terminal; the greeting says the connection is up.
+    assert_eq!(client.next_line().await, GREETING);
+    client.signal("INT");
+    server
+        .wait_for_log("client closed the connection code=1000 reason=interrupted")
+        .await;
+    let ended = client.ended(PATIENCE).await;
+    assert_eq!(ended.status.code(), Some(130), "{ended:?}");
+    assert!(ended.stdout.is_empty(), "{ended:?}");
+    assert!(
+        ended
+            .stderr
+            .contains(&"Stopped by SIGINT: 0 message(s) left unanswered.".to_owned()),
+        "{ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_closes_with_1000_and_a_second_signal_does_not_wait_for_the_answer() {
+    // A server that greets, takes every frame and answers nothing, not even the close: it
+    // hands each frame to the test, and stops reading once the close came.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "ws://{}/subscriptions",
+        listener.local_addr().expect("addr")
+    );
+    let (heard_tx, mut heard_rx) = mpsc::unbounded_channel();
+    let _server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("the client connects");
+        let mut socket = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("handshake");
+        socket.send(Message::text(GREETING)).await.expect("greet");
+        while let Some(Ok(message)) = socket.next().await {
+            let closed = message.is_close();
+            let _ = heard_tx.send(message);
+            if closed {
+                // Reading on would send tungstenite's answering close.
+                std::future::pending::<()>().await;
+            }
+        }
+    });
+    let mut heard = async || {
+        tokio::time::timeout(PATIENCE, heard_rx.recv())
+            .await
+            .expect("a frame in time")
+            .expect("the server runs")
+    };
+    // A reply timeout far longer than the test's patience: only the second signal can end the
+    // wait for the server's answering close.
+    let mut client = Console::start(&[&url, "--reply-timeout", "600"]);
+    assert_eq!(client.next_line().await, GREETING);
+    client.type_text("never answered\n").await;
+    assert_eq!(heard().await, Message::text("never answered"));
+    client.signal("TERM");
+    client
+        .wait_for_status("Stopped by SIGTERM: 1 message(s) left unanswered.")
+        .await;
+    match heard().await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1000);
+            assert_eq!(frame.reason.as_str(), "interrupted");
+        }
+        other => panic!("expected a close, got {other:?}"),
+    }
+    client.signal("TERM");
+    let ended = client.ended(PATIENCE).await;
+    assert_eq!(ended.status.code(), Some(143), "{ended:?}");
+    assert!(ended.stdout.is_empty(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_reader_that_closes_the_pipe_gets_a_quiet_exit_0_and_the_server_a_close_1000() {
+    // `console-client | head -1`: the reader takes the greeting and goes away.
+    let server = TestServer::start(&[]).await;
+    let mut client = Console::start(&[&server.ws_url("/subscriptions")]);
+    assert_eq!(client.next_line().await, GREETING);
+    // The next reply cannot be written.
+    client.close_stdout();
+    client.type_text("hello\n").await;
+    server
+        .wait_for_log("client closed the connection code=1000 reason=output closed")
+        .await;
+    let ended = client.ended(PATIENCE).await;
+    assert_eq!(ended.status.code(), Some(0), "{ended:?}");
+    assert!(
+        !ended
+            .stderr
+            .iter()
+            .any(|line| line.contains("console-client:") || line.contains("Broken pipe")),
+        "quiet: {ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn with_nothing_to_send_the_greeting_is_still_printed_every_time() {
+    let server = TestServer::start(&[]).await;
+    let url = server.ws_url("/subscriptions");
+    // The input ends at once (`</dev/null`), before the greeting can have come: five runs, as
+    // closing too early lost it only some of the time.
+    for run in 0..5 {
+        let client = Console::start_with(&[&url], &[], Stdio::null());
+        let ended = client.ended(PATIENCE).await;
+        assert_eq!(ended.stdout, [GREETING], "run {run}: {ended:?}");
+        assert!(ended.status.success(), "run {run}: {ended:?}");
+    }
+}
+
+#[tokio::test]
+async fn with_nothing_to_send_a_greeting_that_comes_late_is_still_printed_before_the_close() {
+    // A server that takes its time to greet: the input has long ended when the greeting comes,
+    // and the client must not have closed by then. It says which close it got, and when.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "ws://{}/subscriptions",
+        listener.local_addr().expect("addr")
+    );
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("the client connects");
+        let mut socket = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("handshake");
+        // The delay is the behaviour under test (a slow greeting), not a wait for readiness.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The client may have closed already: then the greeting cannot be sent.
+        let greeted = socket.send(Message::text(GREETING)).await.is_ok();
+        let mut heard = Vec::new();
+        while let Some(Ok(message)) = socket.next().await {
+            heard.push(message);
+        }
+        (greeted, heard)
+    });
+    let client = Console::start_with(&[&url], &[], Stdio::null());
+    let ended = client.ended(PATIENCE).await;
+    let (greeted, heard) = tokio::time::timeout(PATIENCE, server)
+        .await
+        .expect("the server's connection ends")
+        .expect("the server task");
+    assert_eq!(ended.stdout, [GREETING], "{ended:?}");
+    assert!(ended.status.success(), "{ended:?}");
+    assert!(greeted, "the client closed before the greeting");
+    assert!(
+        matches!(heard.as_slice(), [Message::Close(Some(frame))] if u16::from(frame.code) == 1000),
+        "the client closed with 1000 after the greeting: {heard:?}"
+    );
+}
+
+#[tokio::test]
+async fn in_a_room_max_message_size_bounds_the_text() {
+    let server = TestServer::start(&[]).await;
+    let url = server.ws_url("/subscriptions");
+    let mut ana = Console::start(&[
+        &url,
+        "--room",
+        "lobby",
+        "--name",
+        "ana",
+        "--max-message-size",
+        "10",
+    ]);
+    ana.wait_for_status("Joined room lobby as ana").await;
+    ana.type_text("0123456789\n0123456789A\n").await;
+    ana.close_stdin();
+    let ended = ana.ended(PATIENCE).await;
+    assert_eq!(ended.stdout, ["ana: 0123456789"], "{ended:?}");
+    assert!(
+        ended.stderr.contains(
+            &"Refused: a line of 11 bytes is longer than the 10 a room message may have."
+                .to_owned()
+        ),
+        "{ended:?}"
+    );
+    assert_eq!(ended.status.code(), Some(1), "{ended:?}");
+}
+
+#[tokio::test]
+async fn a_ca_file_from_the_environment_does_not_stop_plain_ws() {
+    // CONSOLE_CLIENT_CA_CERT set once for every run, here a file that is not even there: a
+    // ws:// URL has nothing to trust and does not read it.
+    let server = TestServer::start(&[]).await;
+    let env = [("CONSOLE_CLIENT_CA_CERT", "/nowhere/ca.pem")];
+    let mut client = Console::start_with(&[&server.ws_url("/subscriptions")], &env, Stdio::piped());
+    client.type_text("hello\n").await;
+    client.close_stdin();
+    let ended = client.ended(PATIENCE).await;
+    assert_eq!(ended.stdout, answers_to(&["hello"]), "{ended:?}");
+    assert!(ended.status.success(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn wss_to_a_plain_server_asks_whether_it_speaks_tls() {
+    let server = TestServer::start(&[]).await;
+    let url = format!("wss://{}/subscriptions", server.addr);
+    let client = Console::start_with(&[&url, "--connect-timeout", "1"], &[], Stdio::null());
+    let ended = client.ended(PATIENCE).await;
+    assert_eq!(ended.status.code(), Some(1), "{ended:?}");
+    assert_eq!(ended.stderr.len(), 1, "{ended:?}");
+    assert!(
+        ended.stderr[0].starts_with(&format!(
+            "console-client: cannot connect to {url} within 1 s: TLS: "
+        )) && ended.stderr[0].ends_with(" (is the server speaking TLS?)"),
+        "{ended:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_close_reason_from_the_server_stays_on_its_one_status_line() {
+    // A server whose close reason holds a line break and an escape sequence: the status line
+    // that quotes it stays one line, with nothing for the terminal to act on.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "ws://{}/subscriptions",
+        listener.local_addr().expect("addr")
+    );
+    let _server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("the client connects");
+        let mut socket = tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("handshake");
+        socket.send(Message::text(GREETING)).await.expect("greet");
+        let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 1001.into(),
+            reason: "restart\nforged: line \x1b]0;x\x07".into(),
+        };
+        let _ = socket.close(Some(close)).await;
+        // Kept open (and the listener with it) until the test ends: the client's reconnection
+        // waits in the backlog.
+        std::future::pending::<()>().await;
+    });
+    let mut client = Console::start(&[&url]);
+    assert_eq!(client.next_line().await, GREETING);
+    let line = client
+        .wait_for_status("The server closed the connection (1001")
+        .await;
+    assert!(
+        line.starts_with(r"The server closed the connection (1001: restart\nforged: line \u{1b}]0;x\u{7}). Reconnecting in"),
+        "{line:?}"
+    );
+    let stderr = client.stderr_so_far();
+    assert!(
+        stderr
+            .iter()
+            .all(|line| !line.starts_with("forged") && !line.contains('\x1b')),
+        "{stderr:?}"
+    );
 }
