@@ -253,8 +253,8 @@ impl Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use room_protocol::ErrorCode;
     use crate::outgoing::Compression;
+    use room_protocol::ErrorCode;
 
     fn settings() -> RoomSettings {
         RoomSettings {
