@@ -675,7 +675,7 @@ impl Redis {
                     self.link.lock().await.sink = None;
                 }
             }
-            retry = (retry * 2).clamp(FIRST_RETRY, LAST_RETRY);
+            retry = next_retry(retry);
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(jitter(retry)) => {}
@@ -1016,6 +1016,11 @@ fn text(value: Value) -> Option<String> {
     }
 }
 
+/// The pause after `retry`: doubled, from [`FIRST_RETRY`] up to [`LAST_RETRY`].
+fn next_retry(retry: Duration) -> Duration {
+    (retry * 2).clamp(FIRST_RETRY, LAST_RETRY)
+}
+
 /// Somewhere between half of `pause` and all of it, so instances that lost Redis together do
 /// not all come back in the same instant.
 fn jitter(pause: Duration) -> Duration {
@@ -1176,9 +1181,24 @@ mod tests {
 
     #[test]
     fn retries_wait_between_half_and_all_of_the_pause() {
+        let mut distinct = std::collections::BTreeSet::new();
         for _ in 0..100 {
             let pause = jitter(Duration::from_millis(400));
             assert!((200..=400).contains(&pause.as_millis()), "{pause:?}");
+            distinct.insert(pause);
         }
+        // A jitter that always gave the same pause would bring instances back together.
+        assert!(distinct.len() >= 2, "{distinct:?}");
+    }
+
+    #[test]
+    fn retries_double_from_100_ms_up_to_5_s() {
+        let mut retry = Duration::ZERO;
+        let mut pauses = Vec::new();
+        for _ in 0..8 {
+            retry = next_retry(retry);
+            pauses.push(millis(retry));
+        }
+        assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
     }
 }
