@@ -904,10 +904,11 @@ async fn the_history_byte_bound_holds_in_redis_too() {
         .send_all(big.iter().map(|id| publish(id, &text)))
         .await;
     publisher.read_until_acked(&big).await;
+    // Exactly as many as fit: fewer would lose history the bound allows, more would pass it.
     let kept = redis.integer(&["XLEN", "rooms:{lobby}:log"]).await;
-    assert!(
-        kept <= 4,
-        "Redis keeps {kept} frames of 2 KB, past --room-history-bytes 10000"
+    assert_eq!(
+        kept, 4,
+        "Redis keeps {kept} frames of 2 KB under --room-history-bytes 10000"
     );
     // From the start: more than the bound holds, so not recovered, and nothing replayed.
     let mut back = Member::connect(&second, "back").await;
@@ -928,10 +929,25 @@ async fn the_history_byte_bound_holds_in_redis_too() {
             .collect::<Vec<_>>(),
         [8, 9, 10]
     );
+    // All four that fit: the oldest one kept is replayed too.
+    let mut four = Member::connect(&second, "four").await;
+    let (_, offset, recovered) = four.join(Some((&epoch, 6))).await;
+    assert_eq!((offset, recovered), (10, true));
+    four.read_until("the replay", |member| member.seen.len() >= 4)
+        .await;
     let last = vec!["last".to_owned()];
     publisher.publish_all(&last).await;
     back.read_until_seen("last").await;
     assert_eq!(back.seen, [(11, "last".to_owned())], "nothing replayed");
+    four.read_until_seen("last").await;
+    assert_eq!(
+        four.seen
+            .iter()
+            .map(|(offset, _)| *offset)
+            .collect::<Vec<_>>(),
+        [7, 8, 9, 10, 11],
+        "the four kept, once each, then live"
+    );
 }
 
 #[tokio::test]
@@ -973,4 +989,222 @@ async fn history_older_than_its_ttl_is_not_replayed_on_the_other_instance() {
         member.read_until_seen("after").await;
         assert_eq!(member.seen, [(4, "after".to_owned())], "{}", member.name);
     }
+}
+
+#[tokio::test]
+async fn a_hung_redis_makes_both_instances_unready_and_refuses_publishes_then_nothing_is_lost() {
+    let redis = Redis::start().await;
+    let first = instance(&redis, &[]).await;
+    let second = instance(&redis, &[]).await;
+    let mut ana = Member::connect(&first, "ana").await;
+    ana.join(None).await;
+    let mut bo = Member::connect(&second, "bo").await;
+    bo.join(None).await;
+    let before = ids("before", 3);
+    ana.publish_all(&before).await;
+    ana.read_until_acked(&before).await;
+    ana.read_until_seen("before-2").await;
+    bo.read_until_seen("before-2").await;
+
+    // Hung, not gone: every connection stays open and nothing is answered, so only the
+    // instances' own timeouts can tell (the script call's 2 s, the link's ping every 1 s
+    // with 2 s to answer).
+    redis.freeze();
+    let frozen_at = Instant::now();
+    let during = vec!["during".to_owned()];
+    ana.publish_all(&during).await;
+    match ana.next_event().await {
+        Event::Frame(ServerFrame::Error { code, room, id, .. }) => assert_eq!(
+            (code, room.as_deref(), id.as_deref()),
+            (ErrorCode::Unavailable, Some(ROOM), Some("during"))
+        ),
+        other => panic!("ana: expected unavailable, got {other:?}"),
+    }
+    let refused_after = frozen_at.elapsed();
+    assert!(
+        refused_after < Duration::from_secs(5),
+        "a publish to a hung Redis answered after {refused_after:?}"
+    );
+    for server in [&first, &second] {
+        let body = server
+            .wait_for_readiness(StatusCode::SERVICE_UNAVAILABLE)
+            .await;
+        assert_eq!(body, "rooms engine unreachable\n");
+    }
+    let unready_after = frozen_at.elapsed();
+    assert!(
+        unready_after < Duration::from_secs(10),
+        "both instances unready only after {unready_after:?}"
+    );
+    eprintln!(
+        "hung Redis: publish refused after {refused_after:?}, both unready after {unready_after:?}"
+    );
+
+    // Thawed, Redis answers what it took meanwhile: the refused publish may go through now
+    // after all. The client resends it with the same id, as its outbox does, and the dedup
+    // key makes that one message whichever way it went.
+    redis.thaw();
+    for server in [&first, &second] {
+        assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+    }
+    ana.publish_all(&during).await;
+    ana.read_until_acked(&during).await;
+    let marker = vec!["marker".to_owned()];
+    bo.publish_all(&marker).await;
+    let expected: BTreeSet<String> = [before, during, marker].concat().into_iter().collect();
+    for member in [&mut ana, &mut bo] {
+        member.read_until_seen("marker").await;
+        member.assert_saw_each_once(&expected);
+    }
+    assert_eq!(ana.acks["during"], bo.offset_of("during"));
+    for server in [&first, &second] {
+        assert!(!server.logs().contains("panicked"), "{}", server.logs());
+    }
+}
+
+#[tokio::test]
+async fn a_resend_within_the_dedup_window_is_the_same_message_one_past_it_is_a_new_one() {
+    let redis = Redis::start().await;
+    let first = instance(&redis, &["--dedup-window", "1"]).await;
+    let mut publisher = Member::connect(&first, "publisher").await;
+    publisher.join(None).await;
+    let mut observer = Member::connect(&first, "observer").await;
+    observer.join(None).await;
+    let message = vec!["x".to_owned()];
+    publisher.publish_all(&message).await;
+    publisher.read_until_acked(&message).await;
+    // The dedup key was written before the ack left: the window ends before `acked + 1 s`.
+    let acked = Instant::now();
+    let offset = publisher.acks["x"];
+    observer.read_until_seen("x").await;
+
+    // At once: the same message, acked at its offset and not broadcast again.
+    publisher.acks.clear();
+    publisher.publish_all(&message).await;
+    publisher.read_until_acked(&message).await;
+    assert_eq!(publisher.acks["x"], offset, "a resend within the window");
+    assert!(
+        acked.elapsed() < Duration::from_secs(1),
+        "the machine took {:?}: the first half proved nothing",
+        acked.elapsed()
+    );
+
+    // Past the window (the bound being crossed, not a wait for readiness): the id is
+    // forgotten, so the same id is a new message with the next offset, broadcast.
+    tokio::time::sleep_until(acked + Duration::from_millis(1500)).await;
+    publisher.acks.clear();
+    publisher.publish_all(&message).await;
+    publisher.read_until_acked(&message).await;
+    assert_eq!(publisher.acks["x"], offset + 1, "a resend past the window");
+    observer
+        .read_until("the second x", |member| member.seen.len() >= 2)
+        .await;
+    assert_eq!(
+        observer.seen,
+        [(offset, "x".to_owned()), (offset + 1, "x".to_owned())]
+    );
+    // The room's meta (epoch and offset) outlives the window by far: at least a day.
+    let meta_ttl = redis.integer(&["PTTL", "rooms:{lobby}:meta"]).await;
+    assert!(meta_ttl > 86_000_000, "the meta expires in {meta_ttl} ms");
+}
+
+#[tokio::test]
+async fn redis_behind_what_an_instance_delivered_closes_its_members_and_goes_on_from_redis() {
+    let redis = Redis::start().await;
+    let first = instance(&redis, &[]).await;
+    let mut ana = Member::connect(&first, "ana").await;
+    let (epoch, _, _) = ana.join(None).await;
+    let sent = ids("m", 5);
+    ana.publish_all(&sent).await;
+    ana.read_until_acked(&sent).await;
+    ana.read_until_seen("m-4").await;
+    assert_eq!(ana.last_offset(), 5);
+
+    // Redis as an older snapshot would have it: the same epoch, one message, no history.
+    // (HSET answers how many fields it added: none, `top` was there.)
+    let meta = "rooms:{lobby}:meta";
+    assert_eq!(redis.integer(&["HSET", meta, "top", "1"]).await, 0);
+    assert_eq!(redis.integer(&["DEL", "rooms:{lobby}:log"]).await, 1);
+
+    // A new member on the same instance: the instance finds Redis behind what it delivered,
+    // closes its members (their offsets 2..=5 will be reused), and goes on from Redis's.
+    let mut bo = Member::connect(&first, "bo").await;
+    let (same, offset, _) = bo.join(None).await;
+    assert_eq!((same.as_str(), offset), (epoch.as_str(), 1));
+    ana.expect_close(1012).await;
+    assert_eq!(ana.last_offset(), 5, "nothing after the close");
+    let after = vec!["after".to_owned()];
+    bo.publish_all(&after).await;
+    bo.read_until_acked(&after).await;
+    assert_eq!(bo.acks["after"], 2);
+    let marker = vec!["marker".to_owned()];
+    bo.publish_all(&marker).await;
+    bo.read_until_seen("marker").await;
+    assert_eq!(
+        bo.seen,
+        [(2, "after".to_owned()), (3, "marker".to_owned())],
+        "each once, in order"
+    );
+}
+
+#[tokio::test]
+async fn started_without_a_reachable_redis_it_listens_unready_and_warns_once() {
+    let url = "unix:///nonexistent/dir/redis.sock";
+    // It prints its URL (the start returns only then) although Redis cannot be reached.
+    let server = TestServer::start(&["--redis-url", url, "--metrics-addr", "127.0.0.1:0"]).await;
+    assert_eq!(
+        server.readiness().await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "rooms engine unreachable\n".to_owned()
+        )
+    );
+    let mut ana = Member::connect(&server, "ana").await;
+    ana.send_all([json!({"type": "join", "room": ROOM})]).await;
+    match ana.next_event().await {
+        Event::Frame(ServerFrame::Error { code, room, .. }) => {
+            assert_eq!(
+                (code, room.as_deref()),
+                (ErrorCode::Unavailable, Some(ROOM))
+            );
+        }
+        other => panic!("ana: expected unavailable, got {other:?}"),
+    }
+    // A few attempts (each failed one counts as an error), then still one warning.
+    let deadline = Instant::now() + PATIENCE;
+    while server.metric("chat_rooms_redis_errors_total").await < 4 {
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        // The instance says nothing per attempt: polling its counter.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = server.logs();
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|line| line.contains("redis unreachable"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(warnings[0].contains("WARN"), "{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert_eq!(server.readiness().await.0, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_redis_url_that_is_not_one_is_one_line_and_exit_2() {
+    let output = tokio::time::timeout(
+        PATIENCE,
+        tokio::process::Command::new(crate::support::server_binary())
+            .args(["--addr", "127.0.0.1:0", "--redis-url", "http://x"])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the server gives up promptly")
+    .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("--redis-url"), "{stderr}");
+    assert!(output.stdout.is_empty(), "it never listened");
 }

@@ -886,6 +886,31 @@ impl Redis {
             .expect("wait for redis-server");
     }
 
+    /// Hangs redis-server (SIGSTOP): its connections stay open and take commands into their
+    /// buffers, but nothing is answered until [`Redis::thaw`]. Commands of this fixture would
+    /// wait for it too: send none meanwhile.
+    pub fn freeze(&self) {
+        self.send_signal("STOP");
+    }
+
+    /// Lets a frozen redis-server run again (SIGCONT): it answers what it took meanwhile.
+    pub fn thaw(&self) {
+        self.send_signal("CONT");
+    }
+
+    fn send_signal(&self, signal: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .expect("redis-server is running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     /// Starts redis-server again on the same socket, empty.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "stop it first");
