@@ -1190,10 +1190,15 @@ async fn started_without_a_reachable_redis_it_listens_unready_and_warns_once() {
 
 #[tokio::test]
 async fn a_redis_url_that_is_not_one_is_one_line_and_exit_2() {
+    // Everything else in order, so the URL is the only thing it can refuse.
+    let fixture = crate::support::static_fixture();
+    let static_dir = crate::support::served_dir(&fixture);
     let output = tokio::time::timeout(
         PATIENCE,
         tokio::process::Command::new(crate::support::server_binary())
             .args(["--addr", "127.0.0.1:0", "--redis-url", "http://x"])
+            .arg("--static-dir")
+            .arg(&static_dir)
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true)
             .output(),
