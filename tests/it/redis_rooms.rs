@@ -1213,3 +1213,52 @@ async fn a_redis_url_that_is_not_one_is_one_line_and_exit_2() {
     assert!(lines[0].contains("--redis-url"), "{stderr}");
     assert!(output.stdout.is_empty(), "it never listened");
 }
+
+#[tokio::test]
+async fn a_pub_sub_drop_after_a_stable_link_relinks_quietly_and_one_right_after_warns() {
+    let redis = Redis::start().await;
+    let server = instance(&redis, &[]).await;
+    // A member, so the link subscribes a channel and counts as a pub/sub connection.
+    let mut ana = Member::connect(&server, "ana").await;
+    ana.join(None).await;
+    wait_for_room_subscribers(&redis, ROOM, 1).await;
+    // Past the engine's STABLE_LINK (5 s): this wait is the bound being crossed, not readiness.
+    tokio::time::sleep(Duration::from_millis(5_500)).await;
+    let errors = server.metric("chat_rooms_redis_errors_total").await;
+    assert_eq!(
+        redis.integer(&["CLIENT", "KILL", "TYPE", "pubsub"]).await,
+        1
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while server.metric("chat_rooms_redis_errors_total").await == errors {
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        // The quiet relink says nothing: polling its counter.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_for_room_subscribers(&redis, ROOM, 1).await;
+    assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+    assert!(
+        !server.logs().contains("redis unreachable"),
+        "a drop after a stable link is relinked quietly:\n{}",
+        server.logs()
+    );
+
+    // The new link is young: dropped at once, it is an outage, said once, retried with backoff.
+    assert_eq!(
+        redis.integer(&["CLIENT", "KILL", "TYPE", "pubsub"]).await,
+        1
+    );
+    server.wait_for_log("redis unreachable").await;
+    wait_for_room_subscribers(&redis, ROOM, 1).await;
+    assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+    let logs = server.logs();
+    let warnings = logs
+        .lines()
+        .filter(|line| line.contains("redis unreachable"))
+        .count();
+    assert_eq!(warnings, 1, "{logs}");
+
+    // Nothing was lost on the way: a message still reaches the member.
+    ana.publish_all(&["after".to_owned()]).await;
+    ana.read_until_seen("after").await;
+}
