@@ -686,19 +686,10 @@ async fn sigint_closes_with_1000_says_what_was_left_and_exits_130() {
 async fn sigterm_closes_with_1000_and_a_second_signal_does_not_wait_for_the_answer() {
     // A server that greets, takes every frame and answers nothing, not even the close: it
     // hands each frame to the test, and stops reading once the close came.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "ws://{}/subscriptions",
-        listener.local_addr().expect("addr")
-    );
+    let (url, accepted) = hand_made_server().await;
     let (heard_tx, mut heard_rx) = mpsc::unbounded_channel();
     let _server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("the client connects");
-        let mut socket = tokio_tungstenite::accept_async(tcp)
-            .await
-            .expect("handshake");
+        let mut socket = accepted.await;
         socket.send(Message::text(GREETING)).await.expect("greet");
         while let Some(Ok(message)) = socket.next().await {
             let closed = message.is_close();
@@ -779,18 +770,9 @@ async fn with_nothing_to_send_the_greeting_is_still_printed_every_time() {
 async fn with_nothing_to_send_a_greeting_that_comes_late_is_still_printed_before_the_close() {
     // A server that takes its time to greet: the input has long ended when the greeting comes,
     // and the client must not have closed by then. It says which close it got, and when.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "ws://{}/subscriptions",
-        listener.local_addr().expect("addr")
-    );
+    let (url, accepted) = hand_made_server().await;
     let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("the client connects");
-        let mut socket = tokio_tungstenite::accept_async(tcp)
-            .await
-            .expect("handshake");
+        let mut socket = accepted.await;
         // The delay is the behaviour under test (a slow greeting), not a wait for readiness.
         tokio::time::sleep(Duration::from_millis(500)).await;
         // The client may have closed already: then the greeting cannot be sent.
@@ -878,18 +860,9 @@ async fn wss_to_a_plain_server_asks_whether_it_speaks_tls() {
 async fn a_close_reason_from_the_server_stays_on_its_one_status_line() {
     // A server whose close reason holds a line break and an escape sequence: the status line
     // that quotes it stays one line, with nothing for the terminal to act on.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!(
-        "ws://{}/subscriptions",
-        listener.local_addr().expect("addr")
-    );
+    let (url, accepted) = hand_made_server().await;
     let _server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("the client connects");
-        let mut socket = tokio_tungstenite::accept_async(tcp)
-            .await
-            .expect("handshake");
+        let mut socket = accepted.await;
         socket.send(Message::text(GREETING)).await.expect("greet");
         let close = tokio_tungstenite::tungstenite::protocol::CloseFrame {
             code: 1001.into(),
@@ -916,4 +889,26 @@ async fn a_close_reason_from_the_server_stays_on_its_one_status_line() {
             .all(|line| !line.starts_with("forged") && !line.contains('\x1b')),
         "{stderr:?}"
     );
+}
+
+/// A server written by hand for one connection, on a free port: the URL to give the client, and
+/// the socket once the client has connected and shaken hands.
+async fn hand_made_server() -> (
+    String,
+    impl Future<Output = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "ws://{}/subscriptions",
+        listener.local_addr().expect("addr")
+    );
+    let accepted = async move {
+        let (tcp, _) = listener.accept().await.expect("the client connects");
+        tokio_tungstenite::accept_async(tcp)
+            .await
+            .expect("handshake")
+    };
+    (url, accepted)
 }
