@@ -16,6 +16,8 @@ use tokio::process::{Child, Command};
 
 /// Longest wait for chromedriver to start.
 const DRIVER_START: Duration = Duration::from_secs(20);
+/// Chromedrivers started before giving up.
+const DRIVER_ATTEMPTS: u32 = 3;
 
 /// Why the browser did not start.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -38,27 +40,20 @@ impl Browser {
     /// server with a certificate made by the test).
     pub async fn start_with_args(extra_args: &[&str]) -> Result<Browser, Error> {
         let driver_path = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
-        let mut driver = Command::new(&driver_path)
-            .arg("--port=0")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| format!("cannot start {driver_path}: {error}"))?;
-        let mut lines = BufReader::new(driver.stdout.take().ok_or("no stdout")?).lines();
-        let port = tokio::time::timeout(DRIVER_START, async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                    return Ok(rest.trim_end_matches('.').parse::<u16>()?);
+        // Rarely (twice in many hundred starts on these machines) chromedriver exits before it
+        // says it listens; a fresh one then starts. A few tries, each bounded, and the last
+        // one's words in the error.
+        let mut attempt = 1;
+        let (driver, port) = loop {
+            match start_driver(&driver_path).await {
+                Ok(started) => break started,
+                Err(error) if attempt < DRIVER_ATTEMPTS => {
+                    eprintln!("headless: chromedriver attempt {attempt}: {error}; trying again");
+                    attempt += 1;
                 }
+                Err(error) => return Err(error),
             }
-            Err::<u16, Error>("chromedriver exited without starting".into())
-        })
-        .await
-        .map_err(|_| "chromedriver did not start in time")??;
-        // Keep reading so chromedriver never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        };
 
         let mut chrome_options = json!({
             "args": [
@@ -149,4 +144,45 @@ impl fantoccini::wd::WebDriverCompatibleCommand for ChromedriverPost {
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
         (http::Method::POST, Some(self.body.clone()))
     }
+}
+
+/// Starts chromedriver on a port it picks: the process and the port, once it says it listens.
+async fn start_driver(driver_path: &str) -> Result<(Child, u16), Error> {
+    let mut driver = Command::new(driver_path)
+        .arg("--port=0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| format!("cannot start {driver_path}: {error}"))?;
+    let mut lines = BufReader::new(driver.stdout.take().ok_or("no stdout")?).lines();
+    let mut stderr = driver.stderr.take().ok_or("no stderr")?;
+    let mut said = Vec::new();
+    let port = tokio::time::timeout(DRIVER_START, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                return Ok(rest.trim_end_matches('.').parse::<u16>()?);
+            }
+            said.push(line);
+        }
+        let mut errors = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut errors).await;
+        Err::<u16, Error>(
+            format!(
+                "chromedriver exited without starting: {} {}",
+                said.join(" / "),
+                errors.trim()
+            )
+            .into(),
+        )
+    })
+    .await
+    .map_err(|_| "chromedriver did not start in time")??;
+    // Keep reading so chromedriver never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stderr, &mut tokio::io::sink()).await;
+    });
+    Ok((driver, port))
 }
