@@ -336,23 +336,24 @@ impl Request {
     }
 }
 
-/// A message frame cut at its offset, for an engine that learns the offset elsewhere (Redis
-/// draws it inside its publish script): `head`, the offset in decimal, then `tail` is exactly
-/// the text of [`ServerFrame::Message`] with that offset.
+/// A message frame cut at its offset and its time, for an engine that learns both elsewhere
+/// (Redis draws the offset and reads its own clock inside its publish script): `head`, the
+/// offset in decimal, `middle`, the time in decimal, then `}` is exactly the text of
+/// [`ServerFrame::Message`] with that offset and time (`time` is its last field).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageAroundOffset {
     pub head: String,
-    pub tail: String,
+    pub middle: String,
 }
 
 impl MessageAroundOffset {
-    pub fn new(room: &str, id: &str, from: &str, text: &str, time: u64) -> MessageAroundOffset {
+    pub fn new(room: &str, id: &str, from: &str, text: &str) -> MessageAroundOffset {
         let json =
             |value: &str| serde_json::to_string(value).expect("a string always serializes to JSON");
         MessageAroundOffset {
             head: format!(r#"{{"type":"message","room":{},"offset":"#, json(room)),
-            tail: format!(
-                r#","id":{},"from":{},"text":{},"time":{time}}}"#,
+            middle: format!(
+                r#","id":{},"from":{},"text":{},"time":"#,
                 json(id),
                 json(from),
                 json(text)
@@ -360,9 +361,9 @@ impl MessageAroundOffset {
         }
     }
 
-    /// The whole frame with `offset` in its place.
-    pub fn with_offset(&self, offset: u64) -> String {
-        format!("{}{offset}{}", self.head, self.tail)
+    /// The whole frame with `offset` and `time` in their places.
+    pub fn frame(&self, offset: u64, time: u64) -> String {
+        format!("{}{offset}{}{time}}}", self.head, self.middle)
     }
 }
 
@@ -371,7 +372,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_message_cut_at_its_offset_is_the_same_frame_once_the_offset_is_put_back() {
+    fn a_message_cut_at_its_offset_and_time_is_the_same_frame_once_both_are_put_back() {
         let cases = [
             ("lobby", "id-1", "ana", "hello", 1_700_000_000_000),
             (
@@ -384,7 +385,7 @@ mod tests {
             ("r", "x", "y", "", u64::MAX),
         ];
         for (room, id, from, text, time) in cases {
-            let cut = MessageAroundOffset::new(room, id, from, text, time);
+            let cut = MessageAroundOffset::new(room, id, from, text);
             for offset in [1, 42, u64::MAX] {
                 let whole = ServerFrame::Message {
                     room: room.to_owned(),
@@ -394,9 +395,9 @@ mod tests {
                     text: text.to_owned(),
                     time,
                 };
-                assert_eq!(cut.with_offset(offset), whole.to_json());
+                assert_eq!(cut.frame(offset, time), whole.to_json());
                 assert_eq!(
-                    ServerFrame::from_json(&cut.with_offset(offset)).ok(),
+                    ServerFrame::from_json(&cut.frame(offset, time)).ok(),
                     Some(whole)
                 );
             }

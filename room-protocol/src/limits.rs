@@ -33,18 +33,22 @@ impl DedupWindow {
         self.offsets.get(id).copied()
     }
 
-    /// Remembers that `id` was taken at `offset`.
-    pub fn insert(&mut self, id: &str, offset: u64, now_ms: u64) {
+    /// Remembers that `id` was taken at `offset`. `true` when an id was forgotten before
+    /// its window ended to make room for it (the capacity was reached).
+    pub fn insert(&mut self, id: &str, offset: u64, now_ms: u64) -> bool {
         self.expire(now_ms);
+        let mut forgot = false;
         if self.offsets.insert(id.to_owned(), offset).is_none() {
             if self.expiry.len() == self.capacity
                 && let Some((_, oldest)) = self.expiry.pop_front()
             {
                 self.offsets.remove(&oldest);
+                forgot = true;
             }
             self.expiry
                 .push_back((now_ms.saturating_add(self.window_ms), id.to_owned()));
         }
+        forgot
     }
 
     pub fn len(&self) -> usize {
@@ -124,9 +128,10 @@ mod tests {
     #[test]
     fn dedup_is_bounded_past_its_capacity() {
         let mut window = DedupWindow::new(300_000, 64);
-        for n in 0..1_000u64 {
-            window.insert(&format!("id{n}"), n + 1, n);
-        }
+        let forgotten = (0..1_000u64)
+            .filter(|&n| window.insert(&format!("id{n}"), n + 1, n))
+            .count();
+        assert_eq!(forgotten, 1_000 - 64);
         assert_eq!(window.len(), 64);
         assert_eq!(window.get("id999", 1_000), Some(1_000));
         assert_eq!(window.get("id936", 1_000), Some(937));

@@ -113,8 +113,9 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub room_history: u32,
 
-    /// Rooms: most bytes a room's history keeps (its messages' frames), at most 64 MiB.
-    #[arg(long, env = "ROOM_HISTORY_BYTES", default_value_t = 256 * 1024,
+    /// Rooms: most bytes a room's history keeps (its messages' frames, as stored: a text of
+    /// control characters takes six times its length), at most 64 MiB.
+    #[arg(long, env = "ROOM_HISTORY_BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(0..=64 * 1024 * 1024))]
     pub room_history_bytes: u32,
 
@@ -123,8 +124,9 @@ pub struct Config {
           value_parser = seconds_at_most(MAX_INTERVAL))]
     pub room_history_ttl: Duration,
 
-    /// Rooms: most rooms the server holds at once; a join or publish past it gets
-    /// `unavailable` (rooms nobody is in whose history expired make way).
+    /// Rooms: most rooms the server holds at once. Rooms kept only for their history make
+    /// way for a room someone joins (the one longest without members goes first); a join
+    /// past it, with every room occupied, gets `unavailable`.
     #[arg(long, env = "MAX_ROOMS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_rooms: u32,
@@ -151,9 +153,27 @@ pub struct Config {
           value_parser = seconds_at_most(MAX_INTERVAL))]
     pub dedup_window: Duration,
 
+    /// Rooms without Redis: most message ids remembered at once for dedup, across all rooms
+    /// (a steady 666 publishes/s fill the default window); past it the oldest are forgotten
+    /// early, with a warning and `chat_rooms_dedup_forgotten_total`.
+    #[arg(long, env = "DEDUP_MAX_IDS", default_value_t = 200_000,
+          value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
+    pub dedup_max_ids: u32,
+
+    /// Rooms: joins and leaves per second one connection may make on average
+    /// (`rate_limited` past it), with bursts of `--join-burst`.
+    #[arg(long, env = "JOIN_RATE", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub join_rate: u32,
+
+    /// Rooms: joins and leaves one connection may make at once before `--join-rate` applies.
+    #[arg(long, env = "JOIN_BURST", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub join_burst: u32,
+
     /// Rooms: bytes of room messages a connection may have waiting to be written before it
     /// is closed as too slow (1008); from 64 KiB to 1 GiB.
-    #[arg(long, env = "ROOM_QUEUE_BYTES", default_value_t = 1024 * 1024,
+    #[arg(long, env = "ROOM_QUEUE_BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(64 * 1024..=1024 * 1024 * 1024))]
     pub room_queue_bytes: u32,
 

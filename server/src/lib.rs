@@ -147,6 +147,8 @@ impl Server {
             max_text_bytes: config.max_text_bytes as usize,
             publish_rate: config.publish_rate,
             publish_burst: config.publish_burst,
+            join_rate: config.join_rate,
+            join_burst: config.join_burst,
             queue_bytes: config.room_queue_bytes as usize,
         };
         let shared = Arc::new(Shared {
@@ -273,6 +275,7 @@ fn room_settings(config: &Config) -> rooms::RoomSettings {
         history_ttl_ms: millis(config.room_history_ttl),
         max_rooms: config.max_rooms as usize,
         dedup_window_ms: millis(config.dedup_window),
+        dedup_max_ids: config.dedup_max_ids as usize,
     }
 }
 

@@ -45,6 +45,9 @@ pub(crate) struct RoomMetrics {
     recoveries: Family<RecoveredLabels, Counter>,
     gaps_filled: Counter,
     redis_errors: Counter,
+    dedup_forgotten: Counter,
+    /// 1 while the Redis link is up, 0 while it is down; 1 without Redis.
+    redis_up: Gauge,
 }
 
 impl RoomMetrics {
@@ -74,6 +77,16 @@ impl RoomMetrics {
             "Redis commands or connections that failed",
             self.redis_errors.clone(),
         );
+        registry.register(
+            "rooms_dedup_forgotten",
+            "Message ids forgotten before the end of --dedup-window (over --dedup-max-ids)",
+            self.dedup_forgotten.clone(),
+        );
+        registry.register(
+            "rooms_redis_up",
+            "Whether the rooms' Redis is reachable (1) or not (0); 1 without --redis-url",
+            self.redis_up.clone(),
+        );
     }
 
     pub(crate) fn published(&self) {
@@ -97,6 +110,19 @@ impl RoomMetrics {
 
     pub(crate) fn redis_error(&self) {
         self.redis_errors.inc();
+    }
+
+    pub(crate) fn dedup_forgotten(&self) {
+        self.dedup_forgotten.inc();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn dedup_forgotten_count(&self) -> u64 {
+        self.dedup_forgotten.get()
+    }
+
+    pub(crate) fn redis_up(&self, up: bool) {
+        self.redis_up.set(i64::from(up));
     }
 }
 

@@ -15,6 +15,9 @@ use crate::support::{Client, PATIENCE, TestServer, expect_close, next_text};
 /// Publish bounds high enough that a test of ordering is not a test of the rate limit.
 const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
 
+/// Join bounds high enough that a test of joins is not a test of the join rate.
+const JOINS_UNLIMITED: [&str; 4] = ["--join-rate", "1000000", "--join-burst", "1000000"];
+
 struct Member {
     client: Client,
 }
@@ -522,8 +525,20 @@ async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
 
 #[tokio::test]
 async fn a_flooding_client_that_reads_is_slowed_not_closed() {
-    let server =
-        TestServer::start(&[&UNLIMITED[..], &["--room-queue-bytes", "65536"]].concat()).await;
+    let server = TestServer::start(
+        &[
+            &UNLIMITED[..],
+            &JOINS_UNLIMITED[..],
+            &[
+                "--room-queue-bytes",
+                "65536",
+                "--room-history-bytes",
+                "262144",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
     let mut publisher = Member::connect(&server, "pub").await;
     let (epoch, _, _) = publisher.join("lobby", None).await;
     // A history of 100 messages of 2 KiB: each join from offset 0 replays about 200 KiB,

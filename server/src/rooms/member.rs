@@ -22,6 +22,8 @@ pub(crate) struct MemberLimits {
     pub max_text_bytes: usize,
     pub publish_rate: u32,
     pub publish_burst: u32,
+    pub join_rate: u32,
+    pub join_burst: u32,
     pub queue_bytes: usize,
 }
 
@@ -42,6 +44,9 @@ pub(crate) struct Member {
     queue: Arc<MemberQueue>,
     rooms: HashSet<String>,
     bucket: TokenBucket,
+    /// Joins and leaves: what each holds (a local room, a subscription, a Redis read) is
+    /// shared, so one connection may not churn it faster than this.
+    join_bucket: TokenBucket,
     limits: MemberLimits,
 }
 
@@ -62,6 +67,7 @@ impl Member {
             queue: Arc::new(MemberQueue::new(limits.queue_bytes, compression)),
             rooms: HashSet::new(),
             bucket: TokenBucket::new(limits.publish_rate, limits.publish_burst, now_ms()),
+            join_bucket: TokenBucket::new(limits.join_rate, limits.join_burst, now_ms()),
             limits,
         }
     }
@@ -87,10 +93,21 @@ impl Member {
         };
         let now = now_ms();
         match frame {
+            ClientFrame::Join { room, .. } | ClientFrame::Leave { room }
+                if !self.join_bucket.try_take(now) =>
+            {
+                self.refuse(
+                    Problem::new(
+                        ErrorCode::RateLimited,
+                        "joining and leaving too fast: send it again in a moment",
+                    )
+                    .about(Some(&room), None),
+                );
+            }
             ClientFrame::Join { room, since } => {
                 // Joining a room again resumes from `since` as a fresh join would.
                 if self.rooms.remove(&room) {
-                    self.engine.leave(&room, self.id, now).await;
+                    self.engine.forget(&room, self.id, now);
                 }
                 if self.rooms.len() >= self.limits.max_rooms {
                     return self.refuse(
@@ -119,7 +136,7 @@ impl Member {
                 if !self.rooms.remove(&room) {
                     return self.refuse(not_joined(&room, None));
                 }
-                self.engine.leave(&room, self.id, now).await;
+                self.engine.forget(&room, self.id, now);
                 self.answer(&ServerFrame::Left { room });
             }
             ClientFrame::Publish { room, id, text } => {
@@ -166,7 +183,7 @@ impl Member {
     pub(crate) async fn leave_all(&mut self) {
         let now = now_ms();
         for room in self.rooms.drain() {
-            self.engine.leave(&room, self.id, now).await;
+            self.engine.forget(&room, self.id, now);
         }
     }
 

@@ -1,15 +1,21 @@
 //! Rooms (`GET /rooms?name=NAME`): many people in one room over one connection each.
 //!
 //! The protocol's frames and every decision about order, dedup and recovery live in the
-//! `room-protocol` crate; this module stores and moves the bytes: [`Engine`] (the embedded
-//! engine for one process, or Redis for several instances, behind the same calls), and
-//! [`MemberQueue`], where a room's fan-out meets a session.
+//! `room-protocol` crate. Here, as Centrifugo splits its engine: one [`Hub`](hub::Hub) per
+//! instance holds the local members of each room, their order, fan-out and joins; a broker
+//! stores rooms and feeds the hub: [`Memory`](memory::Memory) for one process, or
+//! [`Redis`](redis::Redis) for several instances. [`Engine`] is what a session's
+//! [`Member`] talks to: it runs a join, a publish or a leave through both, written once.
 
-mod embedded;
+mod dedup;
+mod hub;
 mod member;
+mod memory;
 mod queue;
 mod redis;
+mod shards;
 
+use std::cmp::Ordering as Order;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,11 +27,10 @@ use room_protocol::order::Recovery;
 use room_protocol::{Position, Problem};
 
 use crate::metrics::RoomMetrics;
+use crate::outgoing::QueuedText;
 
-pub(crate) use embedded::Embedded;
-pub(crate) use member::{Member, MemberLimits};
+pub(crate) use member::{Member, MemberLimits, now_ms};
 pub(crate) use queue::{MemberQueue, Taken};
-pub(crate) use redis::Redis;
 
 /// One connection's identity in the rooms it joins.
 pub(crate) type MemberId = u64;
@@ -37,12 +42,14 @@ pub(crate) struct RoomSettings {
     pub history_messages: usize,
     /// Most bytes of frames a room's history keeps.
     pub history_bytes: usize,
-    /// How long a message stays in history.
+    /// How long a message stays in history: one older is never replayed.
     pub history_ttl_ms: u64,
     /// Most rooms the engine holds.
     pub max_rooms: usize,
     /// How long a message id is remembered for dedup.
     pub dedup_window_ms: u64,
+    /// Most message ids remembered at once (the memory broker).
+    pub dedup_max_ids: usize,
 }
 
 /// A publish as the engine takes it (checked already: joined, length, rate).
@@ -62,15 +69,45 @@ pub(crate) struct Joined {
     pub replayed: usize,
 }
 
-/// A new epoch: random enough that no two histories (two runs of the server, a Redis
-/// restarted empty) ever share one.
-pub(crate) fn fresh_epoch() -> String {
+/// One message of a room's history: its frame as every member receives it.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub offset: u64,
+    pub time_ms: u64,
+    pub frame: QueuedText,
+}
+
+/// What a broker's history read found, as one snapshot.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    pub epoch: String,
+    /// The room's last offset.
+    pub top: u64,
+    /// The history after the position asked for, if it is of this epoch; oldest first.
+    pub entries: Vec<Entry>,
+    /// The broker's clock when it read: history older than the TTL by it is not replayed.
+    pub now_ms: u64,
+}
+
+/// Eight random hex digits, for an epoch.
+pub(crate) fn epoch_suffix() -> String {
     static DRAWN: AtomicU64 = AtomicU64::new(0);
     let count = DRAWN.fetch_add(1, Ordering::Relaxed);
-    format!(
-        "{:016x}",
-        RandomState::new().hash_one((std::process::id(), count, std::time::SystemTime::now()))
-    )
+    let random = RandomState::new().hash_one((std::process::id(), count));
+    format!("{:08x}", random as u32)
+}
+
+/// A new epoch: the time it was drawn (12 hex digits of ms), so a later epoch sorts after an
+/// earlier one, then random digits, so no two histories (two runs of the server, a Redis
+/// restarted empty) ever share one. Redis's scripts draw theirs the same way from its clock.
+pub(crate) fn fresh_epoch(now_ms: u64) -> String {
+    format!("{now_ms:012x}{}", epoch_suffix())
+}
+
+/// Which of two epochs is the newer. Epochs of this format sort by the time they were drawn;
+/// an older format (16 random digits, shorter) sorts before them.
+pub(crate) fn compare_epochs(a: &str, b: &str) -> Order {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
 /// The answer when this server holds `--max-rooms` rooms already.
@@ -81,26 +118,54 @@ fn rooms_full() -> Problem {
     )
 }
 
-/// The engine every session talks to.
+/// Where rooms are stored and how their messages reach the hub.
+#[derive(Debug)]
+enum Broker {
+    /// In this process (no `--redis-url`). Boxed like the other: one engine per server.
+    Memory(Box<memory::Memory>),
+    /// In Redis, shared by every instance given it.
+    Redis(Arc<redis::Redis>),
+}
+
+/// The engine every session talks to: the hub and its broker.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    store: Store,
+    hub: Arc<hub::Hub>,
+    broker: Broker,
     metrics: RoomMetrics,
 }
 
-/// Where rooms live.
-#[derive(Debug)]
-enum Store {
-    /// In this process (no `--redis-url`).
-    Embedded(Embedded),
-    /// In Redis, shared by every instance given it.
-    Redis(Arc<Redis>),
+/// A join under way: if it ends without completing (refused, or dropped at the shutdown
+/// grace), the member is taken out of the hub again.
+struct Entered<'a> {
+    engine: &'a Engine,
+    room: &'a str,
+    member: MemberId,
+    done: bool,
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.engine.forget(self.room, self.member, now_ms());
+        }
+    }
 }
 
 impl Engine {
     pub(crate) fn embedded(settings: RoomSettings, metrics: RoomMetrics) -> Arc<Engine> {
+        let hub = Arc::new(hub::Hub::new(
+            settings.max_rooms,
+            settings.history_ttl_ms,
+            metrics.clone(),
+        ));
         Arc::new(Engine {
-            store: Store::Embedded(Embedded::new(settings, metrics.clone())),
+            broker: Broker::Memory(Box::new(memory::Memory::new(
+                Arc::clone(&hub),
+                settings,
+                metrics.clone(),
+            ))),
+            hub,
             metrics,
         })
     }
@@ -111,37 +176,51 @@ impl Engine {
         settings: RoomSettings,
         metrics: RoomMetrics,
     ) -> Result<Arc<Engine>, ::redis::RedisError> {
+        let hub = Arc::new(hub::Hub::new(
+            settings.max_rooms,
+            settings.history_ttl_ms,
+            metrics.clone(),
+        ));
         Ok(Arc::new(Engine {
-            store: Store::Redis(Redis::new(url, settings, metrics.clone())?),
+            broker: Broker::Redis(redis::Redis::new(
+                url,
+                Arc::clone(&hub),
+                settings,
+                metrics.clone(),
+            )?),
+            hub,
             metrics,
         }))
     }
 
     /// Starts what the engine runs beside the sessions (Redis's pub/sub link) until `shutdown`.
     pub(crate) fn start(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
-        match &self.store {
-            Store::Embedded(_) => {}
-            Store::Redis(redis) => {
-                tracker.spawn(Arc::clone(redis).maintain(shutdown));
-            }
+        match &self.broker {
+            Broker::Memory(_) => self.metrics.redis_up(true),
+            Broker::Redis(redis) => redis.start(tracker, shutdown),
         }
     }
 
     /// Whether joins and publishes can be served now (`/readyz`).
     pub(crate) fn is_ready(&self) -> bool {
-        match &self.store {
-            Store::Embedded(_) => true,
-            Store::Redis(redis) => redis.is_reachable(),
+        match &self.broker {
+            Broker::Memory(_) => true,
+            Broker::Redis(redis) => redis.is_reachable(),
         }
     }
 
+    /// Takes a publish: the offset it got, or the one it got before if its id is known.
     pub(crate) async fn publish(&self, publish: &Publish<'_>, now_ms: u64) -> Result<u64, Problem> {
-        match &self.store {
-            Store::Embedded(engine) => engine.publish(publish, now_ms),
-            Store::Redis(engine) => engine.publish(publish, now_ms).await,
+        match &self.broker {
+            Broker::Memory(memory) => memory.publish(publish, now_ms),
+            Broker::Redis(redis) => redis.publish(publish).await,
         }
     }
 
+    /// Joins `member`: its queue gets `joined`, the replay `since` asks for, then every
+    /// message published after, in order. The member listens before the broker reads, so
+    /// nothing published meanwhile slips between; what arrives during the read is held and
+    /// follows the replay.
     pub(crate) async fn join(
         &self,
         room: &str,
@@ -150,25 +229,42 @@ impl Engine {
         queue: &Arc<MemberQueue>,
         now_ms: u64,
     ) -> Result<Joined, Problem> {
-        let joined = match &self.store {
-            Store::Embedded(engine) => engine.join(room, since, member, queue, now_ms),
-            Store::Redis(engine) => engine.join(room, since, member, queue, now_ms).await,
-        }?;
+        self.hub.enter(room, member, queue)?;
+        let mut entered = Entered {
+            engine: self,
+            room,
+            member,
+            done: false,
+        };
+        let snapshot = match &self.broker {
+            Broker::Memory(memory) => {
+                memory.subscribe(room, now_ms)?;
+                memory.read(room, since, now_ms)?
+            }
+            Broker::Redis(redis) => {
+                redis.subscribe(room).await?;
+                redis.read(room, since).await?
+            }
+        };
+        let joined = self.hub.complete(room, member, since, snapshot)?;
+        entered.done = true;
         if since.is_some() {
             self.metrics.recovered(joined.recovery.recovered());
         }
         Ok(joined)
     }
 
-    pub(crate) async fn leave(&self, room: &str, member: MemberId, now_ms: u64) {
-        self.forget(room, member, now_ms);
-    }
-
-    /// Leaves without waiting, for a member dropped without leaving.
+    /// Takes `member` out of the room; the broker stops feeding a room nobody here is in.
     pub(crate) fn forget(&self, room: &str, member: MemberId, now_ms: u64) {
-        match &self.store {
-            Store::Embedded(engine) => engine.leave(room, member, now_ms),
-            Store::Redis(engine) => engine.leave(room, member),
+        if !self.hub.remove(room, member) {
+            return;
+        }
+        match &self.broker {
+            Broker::Memory(memory) => memory.unsubscribe(room, now_ms),
+            Broker::Redis(redis) => redis.unsubscribe(room),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

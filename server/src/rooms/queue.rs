@@ -65,6 +65,11 @@ impl MemberQueue {
         }
     }
 
+    /// Bytes of room messages the member may have waiting.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// A room's message as this member queues it.
     fn for_member(&self, frame: &QueuedText) -> QueuedText {
         if self.compression.is_on() {

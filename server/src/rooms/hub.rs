@@ -1,0 +1,645 @@
+//! The hub: one per instance, whichever broker stores the rooms. It holds the local members
+//! of each room and everything decided about them once for both brokers: the offset sequence
+//! and gap detection ([`Sequence`]), the fan-out into member queues with the overflow rule,
+//! the `joined` + replay framing, the buffering of live messages while a join reads history,
+//! and the bound on local rooms.
+//!
+//! A broker feeds it: [`Hub::offer`] for each published message (the memory broker under its
+//! room's lock, the Redis broker from its pub/sub feed), [`Hub::fill`] with what a history read
+//! found after a gap. A join is [`Hub::enter`] (the member listens from now on, its messages
+//! held back), then the broker's history read, then [`Hub::complete`] (`joined`, the replay,
+//! then what was held, merged by offset).
+//!
+//! Rooms are spread over [`Shards`]: a message's fan-out locks its own room's shard, never a
+//! lock every room needs.
+//!
+//! Where the next features plug in: a member's identity and policy are decided before it gets
+//! here (the [`Member`](super::Member) checks them at the upgrade and at each request), so the
+//! hub only sees queues; per-room presence will sit beside `members` in [`LocalRoom`], fed by
+//! the same enter and leave calls.
+
+use std::cmp::Ordering as Order;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use room_protocol::order::{Arrival, Recovery, RoomState, Sequence, recovery};
+use room_protocol::{ErrorCode, Position, Problem, ServerFrame};
+
+use super::queue::{MemberQueue, Taken};
+use super::shards::Shards;
+use super::{Joined, MemberId, Snapshot, compare_epochs, rooms_full};
+use crate::metrics::RoomMetrics;
+use crate::outgoing::QueuedText;
+
+/// A member on this instance.
+#[derive(Debug)]
+enum Listener {
+    /// Joined: takes every message after `after` (the offset its `joined` named, or the last
+    /// one its replay gave).
+    Live { queue: Arc<MemberQueue>, after: u64 },
+    /// Its join is reading history: live messages wait here, to follow the replay.
+    Joining {
+        queue: Arc<MemberQueue>,
+        held: Vec<(u64, QueuedText)>,
+        held_bytes: usize,
+        /// The room changed epoch meanwhile: what it reads belongs to another history.
+        stale: bool,
+    },
+}
+
+/// A room as this instance holds it: its members here and how far it has delivered.
+#[derive(Debug, Default)]
+struct LocalRoom {
+    /// The epoch and the offsets delivered; unknown until the first read or message.
+    position: Option<(String, Sequence)>,
+    members: HashMap<MemberId, Listener>,
+    /// A gap was found that could not be read yet.
+    needs_fill: bool,
+}
+
+impl LocalRoom {
+    /// Queues `frame` (at `offset`) to every member that has not had it; a member over its
+    /// limit leaves the room (its session closes it). Returns how many took it.
+    fn deliver(&mut self, offset: u64, frame: &QueuedText) -> usize {
+        let mut delivered = 0;
+        self.members.retain(|_, listener| match listener {
+            Listener::Live { queue, after } => {
+                if offset <= *after {
+                    return true;
+                }
+                let taken = queue.push_room(frame);
+                delivered += usize::from(taken);
+                taken
+            }
+            Listener::Joining {
+                queue,
+                held,
+                held_bytes,
+                ..
+            } => {
+                // What is held counts against the same bound as what is queued.
+                *held_bytes += frame.len();
+                if *held_bytes > queue.limit() {
+                    queue.end(Taken::Overflowed);
+                    return false;
+                }
+                held.push((offset, frame.clone()));
+                true
+            }
+        });
+        delivered
+    }
+
+    /// The room's messages up to now cannot all reach its members here: the joined ones are
+    /// closed (1012) and join again; joins under way will be refused `unavailable`.
+    fn lose_history(&mut self, room: &str, epoch: String, top: u64) {
+        let live = self
+            .members
+            .values()
+            .filter(|listener| matches!(listener, Listener::Live { .. }))
+            .count();
+        if live > 0 {
+            tracing::info!(
+                room,
+                members = live,
+                "a room's history was lost; closing its members here so they join again"
+            );
+        }
+        self.members.retain(|_, listener| match listener {
+            Listener::Live { queue, .. } => {
+                queue.end(Taken::HistoryLost);
+                false
+            }
+            Listener::Joining {
+                held,
+                held_bytes,
+                stale,
+                ..
+            } => {
+                held.clear();
+                *held_bytes = 0;
+                *stale = true;
+                true
+            }
+        });
+        self.position = Some((epoch, Sequence::after(top)));
+    }
+}
+
+/// What became of a published message offered to the hub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offered {
+    /// Delivered, or dropped as delivered already or of an older epoch.
+    Taken,
+    /// Messages before it are missing: fill the gap from history first.
+    AfterGap,
+    /// No member here is in its room.
+    NotHere,
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Hub {
+    rooms: Shards<LocalRoom>,
+    /// Rooms held here, for `--max-rooms`.
+    count: AtomicUsize,
+    max_rooms: usize,
+    history_ttl_ms: u64,
+    metrics: RoomMetrics,
+}
+
+fn unavailable() -> Problem {
+    Problem::new(
+        ErrorCode::Unavailable,
+        "the room changed while joining it; join again in a moment",
+    )
+}
+
+impl Hub {
+    pub(crate) fn new(max_rooms: usize, history_ttl_ms: u64, metrics: RoomMetrics) -> Hub {
+        Hub {
+            rooms: Shards::default(),
+            count: AtomicUsize::new(0),
+            max_rooms,
+            history_ttl_ms,
+            metrics,
+        }
+    }
+
+    /// Starts a join: the member listens to the room from now on, what arrives held back until
+    /// [`Hub::complete`]. The room is made here if this instance has room for it.
+    pub(crate) fn enter(
+        &self,
+        room: &str,
+        member: MemberId,
+        queue: &Arc<MemberQueue>,
+    ) -> Result<(), Problem> {
+        let mut rooms = self.rooms.of(room);
+        if !rooms.contains_key(room) {
+            if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_rooms {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                return Err(rooms_full());
+            }
+            rooms.insert(room.to_owned(), LocalRoom::default());
+        }
+        let local = rooms.get_mut(room).expect("inserted above");
+        local.members.insert(
+            member,
+            Listener::Joining {
+                queue: Arc::clone(queue),
+                held: Vec::new(),
+                held_bytes: 0,
+                stale: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Takes `member` out of the room (joined or joining). `true` when nobody here is left in
+    /// it: the room is gone and the broker may stop feeding it.
+    pub(crate) fn remove(&self, room: &str, member: MemberId) -> bool {
+        let mut rooms = self.rooms.of(room);
+        let Some(local) = rooms.get_mut(room) else {
+            return false;
+        };
+        local.members.remove(&member);
+        if local.members.is_empty() {
+            rooms.remove(room);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// Whether anyone here is in `room`.
+    pub(crate) fn is_held(&self, room: &str) -> bool {
+        self.rooms.of(room).contains_key(room)
+    }
+
+    /// Ends a join with what the broker read: the member's queue gets `joined`, the replay
+    /// `since` asks for, then what arrived meanwhile, merged by offset; from then on every
+    /// message after it, in order.
+    pub(crate) fn complete(
+        &self,
+        room: &str,
+        member: MemberId,
+        since: Option<&Position>,
+        snapshot: Snapshot,
+    ) -> Result<Joined, Problem> {
+        let mut rooms = self.rooms.of(room);
+        let Some(local) = rooms.get_mut(room) else {
+            return Err(unavailable());
+        };
+        // Gone: it overflowed while its join was reading (its session closes it).
+        let Some(Listener::Joining {
+            queue, held, stale, ..
+        }) = local.members.remove(&member)
+        else {
+            return Err(unavailable());
+        };
+        if stale {
+            return Err(unavailable());
+        }
+        match &local.position {
+            None => {}
+            Some((known, sequence)) => match compare_epochs(&snapshot.epoch, known) {
+                // Delivered here past what the broker has, and not since this join began:
+                // Redis lost writes (restored from an older snapshot), and what follows
+                // would reuse offsets members here already have.
+                Order::Equal if held.is_empty() && sequence.last() > snapshot.top => {
+                    tracing::warn!(
+                        room,
+                        top = snapshot.top,
+                        "redis is behind what this instance delivered: it lost writes"
+                    );
+                    local.lose_history(room, snapshot.epoch.clone(), snapshot.top);
+                }
+                Order::Equal => {}
+                Order::Greater => {
+                    // The instance's view is of a history the broker no longer has.
+                    local.lose_history(room, snapshot.epoch.clone(), snapshot.top);
+                    if !held.is_empty() {
+                        return Err(unavailable());
+                    }
+                }
+                // Read from a history older than what this instance follows.
+                Order::Less => return Err(unavailable()),
+            },
+        }
+        let top = snapshot.top;
+        // Nothing arrived yet: delivery here starts where the read ends.
+        local
+            .position
+            .get_or_insert_with(|| (snapshot.epoch.clone(), Sequence::after(top)));
+        // What was held must carry on from the snapshot with nothing between: it starts at
+        // most one past it (subscribed before the read, everything later arrives live).
+        if held
+            .first()
+            .is_some_and(|(first, _)| *first > top.saturating_add(1))
+        {
+            tracing::debug!(room, top, "a join's read ended before what it held began");
+            return Err(unavailable());
+        }
+        let ttl = self.history_ttl_ms;
+        let decided = recovery(
+            since,
+            RoomState {
+                epoch: &snapshot.epoch,
+                last: top,
+                oldest_kept: snapshot
+                    .entries
+                    .iter()
+                    .find(|entry| snapshot.now_ms.saturating_sub(entry.time_ms) < ttl)
+                    .map(|entry| entry.offset),
+            },
+        );
+        queue.push_own(
+            ServerFrame::Joined {
+                room: room.to_owned(),
+                epoch: snapshot.epoch.clone(),
+                offset: top,
+                recovered: decided.recovered(),
+            }
+            .to_json()
+            .into(),
+        );
+        let mut replayed = 0;
+        if let Recovery::Replay { after } = decided {
+            for entry in snapshot.entries.iter().filter(|entry| entry.offset > after) {
+                queue.push_replay(&entry.frame);
+                replayed += 1;
+            }
+        }
+        let mut after = top;
+        for (offset, frame) in held {
+            if offset > after {
+                if !queue.push_room(&frame) {
+                    // Over its bound already: its session closes it.
+                    return Ok(Joined {
+                        recovery: decided,
+                        replayed,
+                    });
+                }
+                after = offset;
+            }
+        }
+        local
+            .members
+            .insert(member, Listener::Live { queue, after });
+        Ok(Joined {
+            recovery: decided,
+            replayed,
+        })
+    }
+
+    /// A published message: delivered to the room's members here if it is the next one.
+    /// `frame` is made only if someone takes it.
+    pub(crate) fn offer(
+        &self,
+        room: &str,
+        epoch: &str,
+        offset: u64,
+        frame: impl FnOnce() -> QueuedText,
+    ) -> Offered {
+        let mut rooms = self.rooms.of(room);
+        let Some(local) = rooms.get_mut(room) else {
+            return Offered::NotHere;
+        };
+        let arrival = match &local.position {
+            // Nobody has finished joining: delivery (to the joins' hold) starts here.
+            None => {
+                local.position = Some((epoch.to_owned(), Sequence::after(offset - 1)));
+                Arrival::Next
+            }
+            Some((known, sequence)) => match compare_epochs(epoch, known) {
+                Order::Equal => sequence.check(offset),
+                Order::Greater => {
+                    local.lose_history(room, epoch.to_owned(), offset);
+                    return Offered::Taken;
+                }
+                // A late message of a history already replaced.
+                Order::Less => return Offered::Taken,
+            },
+        };
+        match arrival {
+            Arrival::Next => {
+                let delivered = local.deliver(offset, &frame());
+                self.metrics.delivered(delivered);
+                if let Some((_, sequence)) = local.position.as_mut() {
+                    sequence.advance(offset);
+                }
+                Offered::Taken
+            }
+            Arrival::Old => Offered::Taken,
+            Arrival::Gap { .. } => Offered::AfterGap,
+        }
+    }
+
+    /// Where delivery stands in `room`: its epoch and the last offset delivered.
+    pub(crate) fn position(&self, room: &str) -> Option<(String, u64)> {
+        let rooms = self.rooms.of(room);
+        let (epoch, sequence) = rooms.get(room)?.position.as_ref()?;
+        Some((epoch.clone(), sequence.last()))
+    }
+
+    /// A gap in `room` could not be read: to be read again ([`Hub::pending_fills`]).
+    pub(crate) fn fill_later(&self, room: &str) {
+        if let Some(local) = self.rooms.of(room).get_mut(room) {
+            local.needs_fill = true;
+        }
+    }
+
+    /// The rooms whose gap could not be read when it was found.
+    pub(crate) fn pending_fills(&self) -> Vec<String> {
+        self.rooms.names_where(|local| local.needs_fill)
+    }
+
+    /// Every room held here.
+    pub(crate) fn rooms(&self) -> Vec<String> {
+        self.rooms.names()
+    }
+
+    /// What a history read after `from` (the epoch and offset [`Hub::position`] gave) found:
+    /// delivered in order; what history no longer holds closes the room's members here.
+    pub(crate) fn fill(&self, room: &str, from: &(String, u64), read: Snapshot) {
+        let mut rooms = self.rooms.of(room);
+        let Some(local) = rooms.get_mut(room) else {
+            return;
+        };
+        let (epoch, last) = from;
+        if local
+            .position
+            .as_ref()
+            .is_none_or(|(known, _)| known != epoch)
+        {
+            // The room moved to another epoch meanwhile: this read is of the old one.
+            return;
+        }
+        match compare_epochs(&read.epoch, epoch) {
+            Order::Less => return,
+            Order::Greater => {
+                local.lose_history(room, read.epoch, read.top);
+                return;
+            }
+            Order::Equal => {}
+        }
+        if read.top < *last {
+            // The broker is behind what this instance delivered (Redis restored from an
+            // older snapshot): what follows would reuse offsets members already have.
+            tracing::warn!(
+                room,
+                top = read.top,
+                "redis is behind what this instance delivered: it lost writes"
+            );
+            local.lose_history(room, read.epoch, read.top);
+            return;
+        }
+        local.needs_fill = false;
+        let mut delivered = 0;
+        let mut filled = false;
+        for entry in read.entries {
+            let Some((_, sequence)) = local.position.as_mut() else {
+                break;
+            };
+            match sequence.check(entry.offset) {
+                Arrival::Next => {
+                    sequence.advance(entry.offset);
+                    delivered += local.deliver(entry.offset, &entry.frame);
+                    filled = true;
+                }
+                Arrival::Old => {}
+                Arrival::Gap { .. } => break,
+            }
+        }
+        self.metrics.delivered(delivered);
+        if filled {
+            self.metrics.gap_filled();
+        }
+        let behind = local
+            .position
+            .as_ref()
+            .is_some_and(|(_, sequence)| sequence.last() < read.top);
+        if behind {
+            // Trimmed before it could be read: these members cannot get every message.
+            local.lose_history(room, read.epoch, read.top);
+        }
+    }
+
+    /// How many rooms this instance holds.
+    #[cfg(test)]
+    pub(crate) fn room_count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outgoing::Compression;
+    use crate::rooms::Entry;
+    use hyper_tungstenite::tungstenite::Utf8Bytes;
+
+    fn frame(offset: u64) -> QueuedText {
+        QueuedText::shared(Utf8Bytes::from(format!(
+            r#"{{"type":"message","room":"r","offset":{offset},"id":"m{offset}","from":"a","text":"t","time":0}}"#
+        )))
+    }
+
+    fn snapshot(epoch: &str, top: u64, entries: impl IntoIterator<Item = u64>) -> Snapshot {
+        Snapshot {
+            epoch: epoch.to_owned(),
+            top,
+            entries: entries
+                .into_iter()
+                .map(|offset| Entry {
+                    offset,
+                    time_ms: 0,
+                    frame: frame(offset),
+                })
+                .collect(),
+            now_ms: 0,
+        }
+    }
+
+    fn taken(queue: &MemberQueue) -> Vec<ServerFrame> {
+        let mut frames = Vec::new();
+        queue.take_all(&mut frames);
+        frames
+            .iter()
+            .map(|frame| ServerFrame::from_json(frame.text()).expect("valid frame"))
+            .collect()
+    }
+
+    fn offsets(frames: &[ServerFrame]) -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|frame| match frame {
+                ServerFrame::Message { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn queue() -> Arc<MemberQueue> {
+        Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN))
+    }
+
+    #[test]
+    fn what_arrives_while_a_join_reads_follows_its_replay_once_in_order() {
+        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let early = queue();
+        hub.enter("r", 1, &early).expect("enters");
+        hub.complete("r", 1, None, snapshot("e", 10, 1..=10))
+            .expect("joins");
+        let late = queue();
+        hub.enter("r", 2, &late).expect("enters");
+        // Published while the second join reads: 11..=20; its read saw up to 15.
+        for offset in 11..=20 {
+            assert_eq!(
+                hub.offer("r", "e", offset, || frame(offset)),
+                Offered::Taken
+            );
+        }
+        let since = Position {
+            epoch: "e".into(),
+            offset: 4,
+        };
+        let joined = hub
+            .complete("r", 2, Some(&since), snapshot("e", 15, 1..=15))
+            .expect("joins");
+        assert_eq!(joined.replayed, 11);
+        for offset in 21..=1_000 {
+            hub.offer("r", "e", offset, || frame(offset));
+        }
+        let got = taken(&late);
+        assert!(matches!(
+            got[0],
+            ServerFrame::Joined {
+                offset: 15,
+                recovered: true,
+                ..
+            }
+        ));
+        assert_eq!(offsets(&got), (5..=1_000).collect::<Vec<_>>());
+        assert_eq!(offsets(&taken(&early)), (11..=1_000).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_read_ahead_of_live_delivery_is_not_given_twice() {
+        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let member = queue();
+        hub.enter("r", 1, &member).expect("enters");
+        // The first message here arrives while the read is under way, and the read saw it.
+        hub.offer("r", "e", 7, || frame(7));
+        hub.complete("r", 1, None, snapshot("e", 8, 1..=8))
+            .expect("joins");
+        for offset in 8..=10 {
+            hub.offer("r", "e", offset, || frame(offset));
+        }
+        assert_eq!(offsets(&taken(&member)), [9, 10]);
+    }
+
+    #[test]
+    fn a_gap_is_reported_and_filled_in_order() {
+        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let member = queue();
+        hub.enter("r", 1, &member).expect("enters");
+        hub.complete("r", 1, None, snapshot("e", 3, 1..=3))
+            .expect("joins");
+        assert_eq!(hub.offer("r", "e", 6, || frame(6)), Offered::AfterGap);
+        let from = hub.position("r").expect("a position");
+        assert_eq!(from, ("e".to_owned(), 3));
+        hub.fill("r", &from, snapshot("e", 6, 4..=6));
+        assert_eq!(hub.offer("r", "e", 6, || frame(6)), Offered::Taken);
+        assert_eq!(offsets(&taken(&member)), [4, 5, 6]);
+    }
+
+    #[test]
+    fn a_newer_epoch_closes_the_members_and_an_older_one_is_ignored() {
+        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let member = queue();
+        hub.enter("r", 1, &member).expect("enters");
+        hub.complete("r", 1, None, snapshot("0002", 3, 1..=3))
+            .expect("joins");
+        assert_eq!(hub.offer("r", "0001", 4, || frame(4)), Offered::Taken);
+        assert!(offsets(&taken(&member)).is_empty());
+        assert_eq!(hub.offer("r", "0003", 1, || frame(1)), Offered::Taken);
+        assert_eq!(member.take_all(&mut Vec::new()), Taken::HistoryLost);
+        // A join that read the older history is refused; one of the newer goes on.
+        let next = queue();
+        hub.enter("r", 2, &next).expect("enters");
+        let stale = hub.complete("r", 2, None, snapshot("0002", 9, 1..=9));
+        assert!(stale.is_err());
+    }
+
+    #[test]
+    fn what_a_join_holds_is_bounded_like_its_queue() {
+        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let small = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
+        hub.enter("r", 1, &small).expect("enters");
+        for offset in 1..=1_000 {
+            hub.offer("r", "e", offset, || frame(offset));
+        }
+        assert_eq!(small.take_all(&mut Vec::new()), Taken::Overflowed);
+        assert!(hub.complete("r", 1, None, snapshot("e", 0, [])).is_err());
+    }
+
+    #[test]
+    fn rooms_are_bounded_and_an_emptied_room_makes_way() {
+        let hub = Hub::new(3, u64::MAX, RoomMetrics::default());
+        let member = queue();
+        for n in 0..3 {
+            hub.enter(&format!("r{n}"), n, &member).expect("enters");
+        }
+        assert!(hub.enter("r3", 3, &member).is_err());
+        assert!(
+            hub.enter("r0", 9, &member).is_ok(),
+            "a held room takes more"
+        );
+        assert!(!hub.remove("r0", 0));
+        assert!(hub.remove("r0", 9));
+        assert_eq!(hub.room_count(), 2);
+        hub.enter("r3", 3, &member).expect("room for one more");
+    }
+}

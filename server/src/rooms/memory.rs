@@ -1,0 +1,264 @@
+//! The memory broker (no `--redis-url`): every room's history in this process. Per room an
+//! epoch, a counter, a bounded history and the dedup window, under the room's own lock; a
+//! publish takes its offset and hands the message to the hub under that lock, so the hub sees
+//! each room's offsets in order with no gap. A message's frame is encoded once: the hub's
+//! members and the history share its bytes (and, with permessage-deflate, its compression).
+//!
+//! `--max-rooms` counts rooms stored here: rooms with members, and rooms kept only for their
+//! history. When it is reached, the room that has gone longest without members is dropped to
+//! make way, so history never locks out people who want to talk. A room without members and
+//! without history is dropped at once.
+//!
+//! Each room draws its epoch when it is made: a room dropped and made again, or a restarted
+//! process, has lost its history, and clients resuming from an old position are told so.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use hyper_tungstenite::tungstenite::Utf8Bytes;
+use room_protocol::frames::MessageAroundOffset;
+use room_protocol::{Position, Problem};
+
+use super::dedup::Dedup;
+use super::hub::Hub;
+use super::shards::{Shards, lock};
+use super::{Entry, Publish, RoomSettings, Snapshot, fresh_epoch, rooms_full};
+use crate::metrics::RoomMetrics;
+use crate::outgoing::QueuedText;
+
+#[derive(Debug)]
+struct StoredRoom {
+    epoch: String,
+    last: u64,
+    history: VecDeque<Entry>,
+    history_bytes: usize,
+    /// Someone on this instance is in the room.
+    occupied: bool,
+    /// Set when the room lost its last member: its place in the eviction order.
+    memberless_since: Option<u64>,
+    /// Taken out of the map: whoever still holds it looks the room up again.
+    removed: bool,
+}
+
+impl StoredRoom {
+    fn new(now_ms: u64) -> StoredRoom {
+        StoredRoom {
+            epoch: fresh_epoch(now_ms),
+            last: 0,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            occupied: false,
+            memberless_since: None,
+            removed: false,
+        }
+    }
+
+    /// Drops what history keeps too long, then what is over its bounds, oldest first.
+    fn trim(&mut self, settings: &RoomSettings, now_ms: u64) {
+        while let Some(oldest) = self.history.front() {
+            let expired = now_ms.saturating_sub(oldest.time_ms) >= settings.history_ttl_ms;
+            let over = self.history.len() > settings.history_messages
+                || self.history_bytes > settings.history_bytes;
+            if !(expired || over) {
+                break;
+            }
+            self.history_bytes -= oldest.frame.len();
+            self.history.pop_front();
+        }
+    }
+}
+
+/// See the module documentation.
+#[derive(Debug)]
+pub(crate) struct Memory {
+    hub: Arc<Hub>,
+    settings: RoomSettings,
+    metrics: RoomMetrics,
+    rooms: Shards<Arc<Mutex<StoredRoom>>>,
+    /// Rooms stored, for `--max-rooms`.
+    count: AtomicUsize,
+    /// Rooms kept only for their history, by when they lost their last member (entries whose
+    /// room was joined again or dropped meanwhile are skipped).
+    memberless: Mutex<VecDeque<(String, u64)>>,
+    memberless_stamp: AtomicU64,
+    dedup: Dedup,
+}
+
+impl Memory {
+    pub(crate) fn new(hub: Arc<Hub>, settings: RoomSettings, metrics: RoomMetrics) -> Memory {
+        Memory {
+            hub,
+            dedup: Dedup::new(
+                settings.dedup_window_ms,
+                settings.dedup_max_ids,
+                metrics.clone(),
+            ),
+            settings,
+            metrics,
+            rooms: Shards::default(),
+            count: AtomicUsize::new(0),
+            memberless: Mutex::new(VecDeque::new()),
+            memberless_stamp: AtomicU64::new(0),
+        }
+    }
+
+    /// The room called `name`, made if it does not exist (dropping the longest memberless
+    /// room if the server is full).
+    fn room(&self, name: &str, now_ms: u64) -> Result<Arc<Mutex<StoredRoom>>, Problem> {
+        loop {
+            if let Some(room) = self.rooms.of(name).get(name) {
+                return Ok(Arc::clone(room));
+            }
+            if self.count.fetch_add(1, Ordering::Relaxed) >= self.settings.max_rooms {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                if !self.evict_one() {
+                    return Err(rooms_full());
+                }
+                continue;
+            }
+            let mut rooms = self.rooms.of(name);
+            if rooms.contains_key(name) {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            let room = Arc::new(Mutex::new(StoredRoom::new(now_ms)));
+            rooms.insert(name.to_owned(), Arc::clone(&room));
+            return Ok(room);
+        }
+    }
+
+    /// Drops the room that has gone longest without members; `false` if there is none.
+    fn evict_one(&self) -> bool {
+        loop {
+            let Some((name, stamp)) = lock(&self.memberless).pop_front() else {
+                return false;
+            };
+            let mut rooms = self.rooms.of(&name);
+            let Some(room) = rooms.get(&name).map(Arc::clone) else {
+                continue;
+            };
+            let mut stored = lock(&room);
+            if stored.occupied || stored.memberless_since != Some(stamp) {
+                continue;
+            }
+            stored.removed = true;
+            rooms.remove(&name);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            tracing::debug!(
+                room = name,
+                "dropped a memberless room's history to make way"
+            );
+            return true;
+        }
+    }
+
+    /// Runs `act` on the room under its lock, looking it up again if it was dropped meanwhile.
+    fn with_room<T>(
+        &self,
+        name: &str,
+        now_ms: u64,
+        mut act: impl FnMut(&mut StoredRoom) -> T,
+    ) -> Result<T, Problem> {
+        loop {
+            let room = self.room(name, now_ms)?;
+            let mut stored = lock(&room);
+            if stored.removed {
+                continue;
+            }
+            stored.trim(&self.settings, now_ms);
+            return Ok(act(&mut stored));
+        }
+    }
+
+    /// A member here is in the room: it is kept, and it is made if new.
+    pub(crate) fn subscribe(&self, name: &str, now_ms: u64) -> Result<(), Problem> {
+        self.with_room(name, now_ms, |stored| {
+            stored.occupied = true;
+            stored.memberless_since = None;
+        })
+    }
+
+    /// Nobody here is in the room any more (unless a join came meanwhile): without history
+    /// it goes at once, with history it is kept and may make way for another.
+    pub(crate) fn unsubscribe(&self, name: &str, now_ms: u64) {
+        let mut rooms = self.rooms.of(name);
+        let Some(room) = rooms.get(name).map(Arc::clone) else {
+            return;
+        };
+        let mut stored = lock(&room);
+        if self.hub.is_held(name) {
+            return;
+        }
+        stored.occupied = false;
+        stored.trim(&self.settings, now_ms);
+        if stored.history.is_empty() {
+            stored.removed = true;
+            rooms.remove(name);
+            self.count.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        drop(rooms);
+        let stamp = self.memberless_stamp.fetch_add(1, Ordering::Relaxed);
+        stored.memberless_since = Some(stamp);
+        lock(&self.memberless).push_back((name.to_owned(), stamp));
+    }
+
+    /// Takes a publish: the offset it got, or the one it got before if its id is known.
+    pub(crate) fn publish(&self, publish: &Publish<'_>, now_ms: u64) -> Result<u64, Problem> {
+        let settings = &self.settings;
+        self.with_room(publish.room, now_ms, |stored| {
+            if let Some(offset) = self.dedup.get(publish.room, publish.id, now_ms) {
+                return offset;
+            }
+            stored.last += 1;
+            let offset = stored.last;
+            let frame = QueuedText::shared(Utf8Bytes::from(
+                MessageAroundOffset::new(publish.room, publish.id, publish.from, publish.text)
+                    .frame(offset, now_ms),
+            ));
+            self.dedup.insert(publish.room, publish.id, offset, now_ms);
+            self.metrics.published();
+            // Under the room's lock: the hub gets the room's offsets in order.
+            self.hub
+                .offer(publish.room, &stored.epoch, offset, || frame.clone());
+            stored.history_bytes += frame.len();
+            stored.history.push_back(Entry {
+                offset,
+                time_ms: now_ms,
+                frame,
+            });
+            stored.trim(settings, now_ms);
+            offset
+        })
+    }
+
+    /// The room's epoch, last offset, and the history after `since` if it is of that epoch.
+    pub(crate) fn read(
+        &self,
+        name: &str,
+        since: Option<&Position>,
+        now_ms: u64,
+    ) -> Result<Snapshot, Problem> {
+        self.with_room(name, now_ms, |stored| Snapshot {
+            epoch: stored.epoch.clone(),
+            top: stored.last,
+            entries: match since {
+                Some(since) if since.epoch == stored.epoch => stored
+                    .history
+                    .iter()
+                    .filter(|entry| entry.offset > since.offset)
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            },
+            now_ms,
+        })
+    }
+
+    /// How many rooms are stored.
+    #[cfg(test)]
+    pub(crate) fn room_count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,329 @@
+//! The Redis broker (`--redis-url`): every instance given the same Redis shares its rooms.
+//!
+//! Redis holds what must survive an instance, in Centrifugo's data model ([`keys`]): per room
+//! a meta hash (epoch, last offset), a stream of the room's message frames, and one key per
+//! message id for dedup. A publish is one Lua script ([`script::PUBLISH`]): the dedup check,
+//! the next offset, the stream entry, the expiries and the `PUBLISH` on the room's channel,
+//! atomically. A join and a gap fill read with one script too ([`script::READ`]).
+//!
+//! Each instance subscribes only to the rooms its members are in, on one pub/sub connection
+//! of its own ([`link`]), and hands what arrives to the hub ([`feed`]), which decides order,
+//! gaps and fan-out as it does for the memory broker. A gap is read from the stream by a task
+//! of its own, so one room's slow read holds no other room.
+//!
+//! While the pub/sub connection is down the instance is not ready (`/readyz` 503), joins and
+//! publishes are answered `unavailable`, and it reconnects with backoff, logging once per
+//! episode.
+
+mod feed;
+mod keys;
+mod link;
+mod script;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, Script, Value};
+use room_protocol::frames::MessageAroundOffset;
+use room_protocol::{ErrorCode, Position, Problem};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::hub::Hub;
+use super::shards::Shards;
+use super::{Publish, RoomSettings, Snapshot, epoch_suffix};
+use crate::metrics::RoomMetrics;
+
+/// The meta hash outlives an idle room by this much at least: its expiry starts a new epoch,
+/// which closes the room's members, so it must not come from a quiet afternoon.
+const META_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+/// Longest wait for one Redis command or subscription before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// See the module documentation.
+pub(crate) struct Redis {
+    client: Client,
+    commands: ConnectionManager,
+    publish: Script,
+    read: Script,
+    forget: Script,
+    settings: RoomSettings,
+    metrics: RoomMetrics,
+    hub: Arc<Hub>,
+    /// The pub/sub connection's sending half, held while subscribing or unsubscribing so
+    /// changes to a channel go out in order.
+    link: tokio::sync::Mutex<link::Link>,
+    /// The pub/sub connection now (its generation), and on which one each room's channel
+    /// was subscribed: a join to a room subscribed on the current one takes no lock.
+    generation: AtomicU64,
+    subscribed: Shards<u64>,
+    reachable: AtomicBool,
+    /// The current outage has been logged.
+    warned: AtomicBool,
+    /// The pub/sub link has been up at least once (its first time is logged).
+    linked_once: AtomicBool,
+    /// Rooms whose gap is being read, and whether another gap was found meanwhile.
+    filling: Mutex<HashMap<String, bool>>,
+    /// Where the tasks it spawns are tracked and stopped (set by [`Redis::start`]).
+    tasks: OnceLock<(TaskTracker, CancellationToken)>,
+    /// Itself, for the tasks it spawns.
+    this: Weak<Redis>,
+}
+
+impl std::fmt::Debug for Redis {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Redis")
+            .field("reachable", &self.reachable)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable() -> Problem {
+    Problem::new(
+        ErrorCode::Unavailable,
+        "the rooms store cannot be reached right now; send it again in a moment",
+    )
+}
+
+fn millis(duration: Duration) -> u64 {
+    duration.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+impl Redis {
+    /// A broker on the Redis at `url` (checked by the flag's parser). Nothing connects yet:
+    /// [`Redis::start`] opens the pub/sub link, and commands connect on first use.
+    pub(crate) fn new(
+        url: &str,
+        hub: Arc<Hub>,
+        settings: RoomSettings,
+        metrics: RoomMetrics,
+    ) -> Result<Arc<Redis>, RedisError> {
+        let client = Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_min_delay(FIRST_RETRY)
+            .set_max_delay(Duration::from_secs(1));
+        let commands = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        metrics.redis_up(false);
+        Ok(Arc::new_cyclic(|this| Redis {
+            this: this.clone(),
+            client,
+            commands,
+            publish: Script::new(script::PUBLISH),
+            read: Script::new(script::READ),
+            forget: Script::new(script::FORGET),
+            settings,
+            metrics,
+            hub,
+            link: tokio::sync::Mutex::new(link::Link::default()),
+            generation: AtomicU64::new(0),
+            subscribed: Shards::default(),
+            reachable: AtomicBool::new(false),
+            warned: AtomicBool::new(false),
+            linked_once: AtomicBool::new(false),
+            filling: Mutex::new(HashMap::new()),
+            tasks: OnceLock::new(),
+        }))
+    }
+
+    /// Keeps the pub/sub link up until `shutdown`; the tasks the broker spawns go on
+    /// `tracker`.
+    pub(crate) fn start(self: &Arc<Redis>, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let _ = self.tasks.set((tracker.clone(), shutdown.clone()));
+        tracker.spawn(Arc::clone(self).maintain(shutdown));
+    }
+
+    /// Runs `work` on a task of its own, stopped at shutdown.
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        match self.tasks.get() {
+            Some((tracker, shutdown)) => {
+                let shutdown = shutdown.clone();
+                tracker.spawn_on(
+                    async move {
+                        tokio::select! {
+                            () = shutdown.cancelled() => {}
+                            () = work => {}
+                        }
+                    },
+                    &runtime,
+                );
+            }
+            None => {
+                runtime.spawn(work);
+            }
+        }
+    }
+
+    /// Whether the pub/sub link is up: members here receive what is published.
+    pub(crate) fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    fn meta_ttl_ms(&self) -> u64 {
+        META_TTL_MS
+            .max(self.settings.history_ttl_ms)
+            .max(self.settings.dedup_window_ms)
+    }
+
+    /// A command failed: counted, and the caller answers `unavailable`.
+    fn failed(&self, what: &str, error: &RedisError) -> Problem {
+        self.metrics.redis_error();
+        tracing::debug!(%error, "redis {what} failed");
+        unavailable()
+    }
+
+    /// Runs a script, once more if the connection had dropped (Redis restarted, say): the
+    /// manager reconnects on that error, and every script is safe to run twice (a publish
+    /// run twice finds its id and answers its first offset).
+    async fn invoke<'script, T: redis::FromRedisValue>(
+        &self,
+        invocation: impl Fn() -> redis::ScriptInvocation<'script>,
+    ) -> Result<T, RedisError> {
+        let mut commands = self.commands.clone();
+        match invocation().invoke_async(&mut commands).await {
+            Err(error) if error.is_connection_dropped() && !error.is_timeout() => {
+                tracing::debug!(%error, "redis connection dropped; trying once more");
+                invocation().invoke_async(&mut commands).await
+            }
+            answer => answer,
+        }
+    }
+
+    /// Takes a publish: the offset it got, or the one it got before if its id is known.
+    pub(crate) async fn publish(&self, publish: &Publish<'_>) -> Result<u64, Problem> {
+        let cut = MessageAroundOffset::new(publish.room, publish.id, publish.from, publish.text);
+        let answer: Result<(u8, u64), RedisError> = self
+            .invoke(|| {
+                let mut invocation = self.publish.prepare_invoke();
+                invocation
+                    .key(keys::meta(publish.room))
+                    .key(keys::log(publish.room))
+                    .key(keys::dedup(publish.room, publish.id))
+                    .arg(epoch_suffix())
+                    .arg(self.settings.history_messages)
+                    .arg(self.settings.history_ttl_ms.max(1))
+                    .arg(self.meta_ttl_ms())
+                    .arg(self.settings.dedup_window_ms.max(1))
+                    .arg(&cut.head)
+                    .arg(&cut.middle)
+                    .arg(keys::channel(publish.room))
+                    .arg(self.settings.history_bytes);
+                invocation
+            })
+            .await;
+        let (taken, offset) = answer.map_err(|error| self.failed("publish", &error))?;
+        if taken == 1 {
+            self.metrics.published();
+        }
+        Ok(offset)
+    }
+
+    /// Reads the room's epoch, last offset and the entries after `since` (if it is of that
+    /// epoch).
+    pub(crate) async fn read(
+        &self,
+        room: &str,
+        since: Option<&Position>,
+    ) -> Result<Snapshot, Problem> {
+        let (epoch, after) = since.map_or(("", 0), |since| (&*since.epoch, since.offset));
+        let answer: Result<Value, RedisError> = self
+            .invoke(|| {
+                let mut invocation = self.read.prepare_invoke();
+                invocation
+                    .key(keys::meta(room))
+                    .key(keys::log(room))
+                    .arg(epoch_suffix())
+                    .arg(self.meta_ttl_ms())
+                    .arg(epoch)
+                    .arg(after);
+                invocation
+            })
+            .await;
+        let value = answer.map_err(|error| self.failed("read", &error))?;
+        script::snapshot(value).ok_or_else(|| {
+            self.metrics.redis_error();
+            tracing::warn!(
+                room,
+                "redis answered a read with something else than a snapshot"
+            );
+            unavailable()
+        })
+    }
+
+    /// Subscribes this instance to the room's channel on the current pub/sub connection:
+    /// confirmed before the join reads, so whatever is published after the read arrives live.
+    /// A room subscribed on the current connection already answers at once.
+    pub(crate) async fn subscribe(&self, room: &str) -> Result<(), Problem> {
+        let current = self.generation.load(Ordering::Acquire);
+        if current != 0 && self.subscribed.of(room).get(room) == Some(&current) {
+            return Ok(());
+        }
+        let mut link = self.link.lock().await;
+        let generation = link.generation;
+        if self.subscribed.of(room).get(room) == Some(&generation) {
+            return Ok(());
+        }
+        let Some(sink) = link.sink.as_mut() else {
+            return Err(unavailable());
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(keys::channel(room))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(self.failed("subscribe", &error)),
+            Err(_) => {
+                self.metrics.redis_error();
+                return Err(unavailable());
+            }
+        }
+        self.subscribed.of(room).insert(room.to_owned(), generation);
+        Ok(())
+    }
+
+    /// Nobody here is in the room any more: unsubscribes (unless someone joined it again
+    /// meanwhile), then lets Redis forget a room nobody published in.
+    pub(crate) fn unsubscribe(&self, room: &str) {
+        let Some(this) = self.this.upgrade() else {
+            return;
+        };
+        let room = room.to_owned();
+        self.spawn(async move {
+            let mut link = this.link.lock().await;
+            if this.hub.is_held(&room) {
+                return;
+            }
+            this.subscribed.of(&room).remove(&room);
+            if let Some(sink) = link.sink.as_mut() {
+                let unsubscribed =
+                    tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(keys::channel(&room)))
+                        .await;
+                if !matches!(unsubscribed, Ok(Ok(()))) {
+                    // Still subscribed: its messages find no local room and are dropped.
+                    this.metrics.redis_error();
+                    return;
+                }
+            }
+            drop(link);
+            let forgotten: Result<i64, RedisError> = this
+                .invoke(|| {
+                    let mut invocation = this.forget.prepare_invoke();
+                    invocation.key(keys::meta(&room)).arg(keys::channel(&room));
+                    invocation
+                })
+                .await;
+            if let Err(error) = forgotten {
+                // Its meta expires on its own.
+                this.failed("forget", &error);
+            }
+        });
+    }
+}
