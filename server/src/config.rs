@@ -154,9 +154,9 @@ pub struct Config {
     pub dedup_window: Duration,
 
     /// Rooms without Redis: most message ids remembered at once for dedup, across all rooms
-    /// (a steady 666 publishes/s fill the default window); past it the oldest are forgotten
+    /// (a steady 333 publishes/s fill the default window); past it the oldest are forgotten
     /// early, with a warning and `chat_rooms_dedup_forgotten_total`.
-    #[arg(long, env = "DEDUP_MAX_IDS", default_value_t = 200_000,
+    #[arg(long, env = "DEDUP_MAX_IDS", default_value_t = 100_000,
           value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub dedup_max_ids: u32,
 
@@ -172,9 +172,10 @@ pub struct Config {
     pub join_burst: u32,
 
     /// Rooms: bytes of room messages a connection may have waiting to be written before it
-    /// is closed as too slow (1008); from 64 KiB to 1 GiB.
-    #[arg(long, env = "ROOM_QUEUE_BYTES", default_value_t = 64 * 1024,
-          value_parser = clap::value_parser!(u32).range(64 * 1024..=1024 * 1024 * 1024))]
+    /// is closed as too slow (1008), 64 bytes counted per message beside its text; from 16 KiB
+    /// to 1 GiB.
+    #[arg(long, env = "ROOM_QUEUE_BYTES", default_value_t = 48 * 1024,
+          value_parser = clap::value_parser!(u32).range(16 * 1024..=1024 * 1024 * 1024))]
     pub room_queue_bytes: u32,
 
     /// Rooms: longest `text` of a publish in UTF-8 bytes (`too_long` past it); at most 1 MiB,

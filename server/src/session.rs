@@ -23,6 +23,7 @@
 //! violations at info with the close code sent; anything else at warn. Each is logged once,
 //! here, where the task ends.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use rules::{App, Reply};
 
-use crate::rooms::{Member, MemberQueue, Taken};
+use crate::rooms::{Member, MemberQueue, Taken, Waiting};
 
 use crate::deflate::Agreement;
 use crate::deflate_stream::{DeflateStream, Violation};
@@ -173,7 +174,7 @@ async fn run<S: Stream>(mut ws: Socket<S>, mut context: SessionContext) {
     let end = drive(&mut ws, &mut context).await;
     // Out of every room before the close: nothing more is queued for a session that ends.
     if let Talk::Room(member) = &mut context.talk {
-        member.leave_all().await;
+        member.leave_all();
     }
     // One deadline for everything the ending writes: the send timeout for what was answered,
     // as for any write; `CLOSE_LINGER` from the moment the server starts a close.
@@ -252,6 +253,10 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
     tokio::pin!(shutdown);
     // A rooms session's queue: what its rooms sent, and the answers to its own requests.
     let queue = context.talk.queue();
+    // A rooms request waiting on the engine (Redis), and the requests read meanwhile: the
+    // session goes on writing, reading (pongs) and pinging, and answers them in order after.
+    let mut waiting: Option<Waiting> = None;
+    let mut held: VecDeque<Message> = VecDeque::new();
     loop {
         // While the queue holds its limit, requests wait in the socket (backpressure): a
         // client that floods is slowed down to the pace at which it reads.
@@ -279,7 +284,26 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                     return end;
                 }
             }
-            incoming = ws.next(), if may_read => {
+            outcome = wait_for(&mut waiting), if waiting.is_some() => {
+                waiting = None;
+                if let Talk::Room(member) = &mut context.talk {
+                    member.finish(outcome);
+                }
+                while waiting.is_none() && let Some(message) = held.pop_front() {
+                    match answer(context, ws, message).await {
+                        Ok(next) => waiting = next,
+                        Err(end) => return end,
+                    }
+                }
+                if let Some(queue) = queue.as_deref()
+                    && let Err(end) = write_queued(ws, queue, context).await {
+                        return end;
+                    }
+                if let Err(end) = flush(ws, timing.send_timeout).await {
+                    return end;
+                }
+            }
+            incoming = ws.next(), if may_read && held.len() < MAX_MESSAGES_PER_FLUSH => {
                 let mut incoming = incoming;
                 // Answer every message that has already arrived, then flush once: a burst of
                 // messages is answered with one write instead of one per message. A message
@@ -300,9 +324,19 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                     if matches!(message, Message::Pong(_)) {
                         awaiting_pong = false;
                     }
-                    if let Err(end) = answer(context, ws, message).await {
-                        // Replies fed so far leave with the close frame, before it.
-                        return end;
+                    let is_data = matches!(message, Message::Text(_) | Message::Binary(_));
+                    if is_data && (waiting.is_some() || !held.is_empty()) {
+                        // Answered once the request before it is.
+                        held.push_back(message);
+                        if held.len() == MAX_MESSAGES_PER_FLUSH {
+                            break;
+                        }
+                    } else {
+                        match answer(context, ws, message).await {
+                            Ok(next) => waiting = next,
+                            // Replies fed so far leave with the close frame, before it.
+                            Err(end) => return end,
+                        }
                     }
                     answered += 1;
                     // A rooms session moves what its request queued (its answer, a replay, its
@@ -325,6 +359,15 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                 }
             }
         }
+    }
+}
+
+/// The outcome of the rooms request the session waits for (never when it waits for none,
+/// whose select arm is disabled).
+async fn wait_for(waiting: &mut Option<Waiting>) -> crate::rooms::Outcome {
+    match waiting {
+        Some(waiting) => waiting.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -382,33 +425,53 @@ async fn write_queued<S: Stream>(
 }
 
 /// Feeds the answer to one message into the socket's write buffer, without flushing: the
-/// app's reply, or for a rooms session the request's answer, queued behind its rooms' messages.
+/// app's reply, or for a rooms session the request's answer, queued behind its rooms' messages
+/// (or, if it waits on the engine, what it waits for).
 async fn answer<S: Stream>(
+    context: &mut SessionContext,
+    ws: &mut Socket<S>,
+    message: Message,
+) -> Result<Option<Waiting>, End> {
+    match &mut context.talk {
+        Talk::App(app) => {
+            let app = *app;
+            answer_app(app, context, ws, message).await.map(|()| None)
+        }
+        Talk::Room(member) => Ok(answer_room(member, &context.metrics, &message)),
+    }
+}
+
+/// A rooms request: handed to the member, whose answers go through its queue.
+fn answer_room(
+    member: &mut Member,
+    metrics: &SessionMetrics,
+    message: &Message,
+) -> Option<Waiting> {
+    match message {
+        Message::Text(text) => {
+            metrics.received();
+            return member.request(text);
+        }
+        Message::Binary(_) => {
+            metrics.received();
+            member.binary();
+        }
+        Message::Close(frame) => log_client_close(frame.as_ref()),
+        // tungstenite answers pings itself; frames are never produced when reading.
+        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+    }
+    None
+}
+
+/// The app's reply to one message.
+async fn answer_app<S: Stream>(
+    app: App,
     context: &mut SessionContext,
     ws: &mut Socket<S>,
     message: Message,
 ) -> Result<(), End> {
     let send_timeout = context.timing.send_timeout;
     let compression = Compression::of(context.compression);
-    let app = match &mut context.talk {
-        Talk::App(app) => *app,
-        Talk::Room(member) => {
-            match &message {
-                Message::Text(text) => {
-                    context.metrics.received();
-                    member.request(text).await;
-                }
-                Message::Binary(_) => {
-                    context.metrics.received();
-                    member.binary();
-                }
-                Message::Close(frame) => log_client_close(frame.as_ref()),
-                // tungstenite answers pings itself; frames are never produced when reading.
-                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-            }
-            return Ok(());
-        }
-    };
     let reply = match &message {
         Message::Text(text) => app.reply_to_text(text),
         Message::Binary(_) => app.reply_to_binary(),

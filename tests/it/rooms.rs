@@ -286,7 +286,11 @@ async fn display_names_are_checked_at_the_handshake() {
 
 #[tokio::test]
 async fn three_members_two_publishers_500_messages_each_seen_once_in_order() {
-    let server = TestServer::start(&UNLIMITED).await;
+    let server = TestServer::start(
+        // Bursts of 500 at once, past any publish rate: queues that hold them all.
+        &[&UNLIMITED[..], &["--room-queue-bytes", "1048576"]].concat(),
+    )
+    .await;
     let mut readers = Vec::new();
     for name in ["r1", "r2", "r3"] {
         let mut reader = Member::connect(&server, name).await;

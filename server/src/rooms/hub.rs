@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use room_protocol::order::{Arrival, Recovery, RoomState, Sequence, recovery};
 use room_protocol::{ErrorCode, Position, Problem, ServerFrame};
 
-use super::queue::{MemberQueue, Taken};
+use super::queue::{MemberQueue, QUEUED_OVERHEAD, Taken};
 use super::shards::Shards;
 use super::{Joined, MemberId, Snapshot, compare_epochs, rooms_full};
 use crate::metrics::RoomMetrics;
@@ -79,8 +79,8 @@ impl LocalRoom {
                 ..
             } => {
                 // What is held counts against the same bound as what is queued.
-                *held_bytes += frame.len();
-                if *held_bytes > queue.limit() {
+                *held_bytes += frame.len() + QUEUED_OVERHEAD;
+                if queue.room_bytes() + *held_bytes > queue.limit() {
                     queue.end(Taken::Overflowed);
                     return false;
                 }

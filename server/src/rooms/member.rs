@@ -4,16 +4,34 @@
 //! before it, so the session writes one ordered stream.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::FutureExt;
 use room_protocol::frames::parse_client;
 use room_protocol::limits::TokenBucket;
 use room_protocol::{ClientFrame, ErrorCode, Problem, ServerFrame};
 
 use super::{Engine, MemberId, MemberQueue, Publish};
 use crate::outgoing::Compression;
+
+/// A request waiting on the engine, polled by the session beside its other work.
+pub(crate) type Waiting = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// What a request that waited on the engine came to.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Joined(String),
+    Acked {
+        room: String,
+        id: String,
+        offset: u64,
+    },
+    Refused(Problem),
+}
 
 /// What bounds one connection, from the server's flags.
 #[derive(Debug, Clone, Copy)]
@@ -85,11 +103,17 @@ impl Member {
         ));
     }
 
-    /// One text message from the client: its answer (and, for a join, the replay) is queued.
-    pub(crate) async fn request(&mut self, text: &str) {
+    /// One text message from the client: its answer (and, for a join, the replay) is queued,
+    /// now or, if the engine must wait (on Redis), when the [`Waiting`] it returns ends and
+    /// its outcome is handed to [`Member::finish`]. Until then the session takes no other
+    /// request, so answers keep their order, but goes on writing and pinging.
+    pub(crate) fn request(&mut self, text: &str) -> Option<Waiting> {
         let frame = match parse_client(text) {
             Ok(frame) => frame,
-            Err(problem) => return self.refuse(problem),
+            Err(problem) => {
+                self.refuse(problem);
+                return None;
+            }
         };
         let now = now_ms();
         match frame {
@@ -103,6 +127,7 @@ impl Member {
                     )
                     .about(Some(&room), None),
                 );
+                None
             }
             ClientFrame::Join { room, since } => {
                 // Joining a room again resumes from `since` as a fresh join would.
@@ -110,7 +135,7 @@ impl Member {
                     self.engine.forget(&room, self.id, now);
                 }
                 if self.rooms.len() >= self.limits.max_rooms {
-                    return self.refuse(
+                    self.refuse(
                         Problem::new(
                             ErrorCode::TooManyRooms,
                             format!(
@@ -120,31 +145,36 @@ impl Member {
                         )
                         .about(Some(&room), None),
                     );
+                    return None;
                 }
-                match self
-                    .engine
-                    .join(&room, since.as_ref(), self.id, &self.queue, now)
-                    .await
-                {
-                    Ok(_) => {
-                        self.rooms.insert(room);
+                let (engine, queue, member) =
+                    (Arc::clone(&self.engine), Arc::clone(&self.queue), self.id);
+                self.start(async move {
+                    match engine
+                        .join(&room, since.as_ref(), member, &queue, now)
+                        .await
+                    {
+                        Ok(_) => Outcome::Joined(room),
+                        Err(problem) => Outcome::Refused(problem.about(Some(&room), None)),
                     }
-                    Err(problem) => self.refuse(problem.about(Some(&room), None)),
-                }
+                })
             }
             ClientFrame::Leave { room } => {
                 if !self.rooms.remove(&room) {
-                    return self.refuse(not_joined(&room, None));
+                    self.refuse(not_joined(&room, None));
+                    return None;
                 }
                 self.engine.forget(&room, self.id, now);
                 self.answer(&ServerFrame::Left { room });
+                None
             }
             ClientFrame::Publish { room, id, text } => {
                 if !self.rooms.contains(&room) {
-                    return self.refuse(not_joined(&room, Some(&id)));
+                    self.refuse(not_joined(&room, Some(&id)));
+                    return None;
                 }
                 if text.len() > self.limits.max_text_bytes {
-                    return self.refuse(
+                    self.refuse(
                         Problem::new(
                             ErrorCode::TooLong,
                             format!(
@@ -155,32 +185,63 @@ impl Member {
                         )
                         .about(Some(&room), Some(&id)),
                     );
+                    return None;
                 }
                 if !self.bucket.try_take(now) {
-                    return self.refuse(
+                    self.refuse(
                         Problem::new(
                             ErrorCode::RateLimited,
                             "publishing too fast: send it again in a moment",
                         )
                         .about(Some(&room), Some(&id)),
                     );
+                    return None;
                 }
-                let publish = Publish {
-                    room: &room,
-                    id: &id,
-                    from: &self.name,
-                    text: &text,
-                };
-                match self.engine.publish(&publish, now).await {
-                    Ok(offset) => self.answer(&ServerFrame::Ack { room, id, offset }),
-                    Err(problem) => self.refuse(problem.about(Some(&room), Some(&id))),
-                }
+                let (engine, from) = (Arc::clone(&self.engine), self.name.clone());
+                self.start(async move {
+                    let publish = Publish {
+                        room: &room,
+                        id: &id,
+                        from: &from,
+                        text: &text,
+                    };
+                    match engine.publish(&publish, now).await {
+                        Ok(offset) => Outcome::Acked { room, id, offset },
+                        Err(problem) => Outcome::Refused(problem.about(Some(&room), Some(&id))),
+                    }
+                })
             }
         }
     }
 
+    /// Runs a request's engine call: at once when it need not wait (the memory broker),
+    /// else handed to the session.
+    fn start(&mut self, call: impl Future<Output = Outcome> + Send + 'static) -> Option<Waiting> {
+        let mut call: Waiting = Box::pin(call);
+        match (&mut call).now_or_never() {
+            Some(outcome) => {
+                self.finish(outcome);
+                None
+            }
+            None => Some(call),
+        }
+    }
+
+    /// What a request that waited on the engine came to: its answer is queued.
+    pub(crate) fn finish(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Joined(room) => {
+                self.rooms.insert(room);
+            }
+            Outcome::Acked { room, id, offset } => {
+                self.answer(&ServerFrame::Ack { room, id, offset });
+            }
+            Outcome::Refused(problem) => self.refuse(problem),
+        }
+    }
+
     /// Leaves every room (the session is ending).
-    pub(crate) async fn leave_all(&mut self) {
+    pub(crate) fn leave_all(&mut self) {
         let now = now_ms();
         for room in self.rooms.drain() {
             self.engine.forget(&room, self.id, now);

@@ -21,6 +21,10 @@ use tokio::sync::Notify;
 
 use crate::outgoing::{Compression, QueuedText};
 
+/// What a queued message costs beyond its text (its slot, its handle on the shared frame),
+/// counted with it, so many tiny messages cannot hold more than the bound says.
+pub(crate) const QUEUED_OVERHEAD: usize = 64;
+
 #[derive(Debug, Default)]
 struct State {
     frames: VecDeque<QueuedText>,
@@ -70,6 +74,11 @@ impl MemberQueue {
         self.limit
     }
 
+    /// Bytes of room messages waiting now (with [`QUEUED_OVERHEAD`] each).
+    pub(crate) fn room_bytes(&self) -> usize {
+        self.state().room_bytes
+    }
+
     /// A room's message as this member queues it.
     fn for_member(&self, frame: &QueuedText) -> QueuedText {
         if self.compression.is_on() {
@@ -94,12 +103,13 @@ impl MemberQueue {
         if state.ended.is_some() {
             return false;
         }
-        if state.room_bytes + frame.len() > self.limit {
+        let cost = frame.len() + QUEUED_OVERHEAD;
+        if state.room_bytes + cost > self.limit {
             drop(state);
             self.end(Taken::Overflowed);
             return false;
         }
-        state.room_bytes += frame.len();
+        state.room_bytes += cost;
         state.frames.push_back(self.for_member(frame));
         drop(state);
         self.wake.notify_one();
@@ -136,7 +146,7 @@ impl MemberQueue {
         if state.ended.is_some() {
             return;
         }
-        state.own_bytes += frame.len();
+        state.own_bytes += frame.len() + QUEUED_OVERHEAD;
         state.frames.push_back(frame);
         drop(state);
         self.wake.notify_one();
@@ -179,11 +189,12 @@ mod tests {
     fn room_messages_past_the_limit_overflow_the_member() {
         let queue = MemberQueue::new(1_000, Compression::PLAIN);
         let mut taken = Vec::new();
-        // A burst far past the bound: the first ten fit, the eleventh overflows.
+        // A burst far past the bound: six fit (100 bytes and the overhead each), the seventh
+        // overflows.
         let accepted = (0..1_000)
             .take_while(|_| queue.push_room(&frame(100)))
             .count();
-        assert_eq!(accepted, 10);
+        assert_eq!(accepted, 1_000 / (100 + QUEUED_OVERHEAD));
         assert!(!queue.push_room(&frame(1)), "stays overflowed");
         assert_eq!(queue.take_all(&mut taken), Taken::Overflowed);
         assert!(taken.is_empty());
@@ -195,6 +206,7 @@ mod tests {
         for _ in 0..50 {
             queue.push_own(Utf8Bytes::from("x".repeat(100)));
         }
+        // Own answers go on being queued past the limit.
         assert!(queue.is_full());
         let mut taken = Vec::new();
         assert_eq!(queue.take_all(&mut taken), Taken::Frames);
@@ -202,7 +214,7 @@ mod tests {
         assert!(!queue.is_full());
         // Own answers do not count against the member: room messages still fit beside them.
         queue.push_own(Utf8Bytes::from("x".repeat(5_000)));
-        assert!(queue.push_room(&frame(1_000)));
+        assert!(queue.push_room(&frame(1_000 - QUEUED_OVERHEAD)));
         assert!(!queue.push_room(&frame(1)));
     }
 
