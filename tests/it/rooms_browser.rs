@@ -453,6 +453,8 @@ async fn bad_room_parameters_are_explained_and_open_no_socket() {
         ("?name=ana", "?room="),
         ("?room=a%20b&name=ana", "?room="),
         ("?room=lobby&name=%0A", "?name="),
+        // A right-to-left override is no part of a name either.
+        ("?room=lobby&name=a%E2%80%AEb", "?name="),
     ] {
         page.client()
             .goto(&format!("http://{}/{query}", server.addr))
