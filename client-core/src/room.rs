@@ -17,6 +17,10 @@
 use std::collections::VecDeque;
 use std::fmt;
 
+// The longest text: the protocol's, which is the server's default `--max-text-bytes`. A
+// server started with a smaller limit refuses longer ones (`too_long`), and the page marks
+// them refused.
+use room_protocol::bounds::MAX_TEXT_BYTES;
 use room_protocol::order::{Rejoined, Seen};
 use room_protocol::{ClientFrame, ErrorCode, ServerFrame, names};
 use serde::{Deserialize, Serialize};
@@ -26,19 +30,17 @@ use crate::outbox::PushError;
 /// Publishes kept at most, to send and in flight together: the `/subscriptions` outbox's bound.
 pub const ROOM_OUTBOX_CAPACITY: usize = crate::outbox::OUTBOX_CAPACITY;
 
-/// Longest text, in UTF-8 bytes: the server's default `--max-text-bytes`. A server started with
-/// a smaller limit refuses longer ones (`too_long`), and the page marks them refused.
-pub const MAX_TEXT_BYTES: usize = 4 * 1024;
-
 /// Publishes sent and not yet acknowledged, at most, on one connection. One, so the room
 /// gets them in the order typed: with several in flight, one refused with `rate_limited`
 /// (kept, sent again after the pause) is overtaken by the next ones, which the server may take
 /// as its bucket refills (a burst test in Chromium saw exactly that). One round trip per
-/// publish is far faster than anyone types, and than the server's rate of 20 a second.
+/// publish is far faster than anyone types, and than the server's default rate
+/// ([`PUBLISH_RATE`](room_protocol::bounds::PUBLISH_RATE), 20 a second).
 pub const MAX_IN_FLIGHT: usize = 1;
 
 /// How long sending pauses after the server said `rate_limited` or `unavailable`: a second
-/// refills 20 publishes of the server's default rate.
+/// refills [`PUBLISH_RATE`](room_protocol::bounds::PUBLISH_RATE) publishes at the server's
+/// default rate.
 pub const RETRY_AFTER_MILLIS: u32 = 1_000;
 
 /// The line the page shows when a rejoin could not bring back everything.

@@ -88,8 +88,9 @@ fn display_name(name: &str) -> Result<String, String> {
         Ok(name.to_owned())
     } else {
         Err(format!(
-            "must be 1 to {} characters without control characters",
-            names::MAX_DISPLAY_NAME
+            "must be 1 to {} characters, {}",
+            names::MAX_DISPLAY_NAME,
+            names::REFUSED_CHARACTERS
         ))
     }
 }

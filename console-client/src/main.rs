@@ -20,8 +20,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use client_core::room::MAX_TEXT_BYTES;
 use client_core::settings::{Settings, rooms_url, server_base};
+use room_protocol::bounds::MAX_TEXT_BYTES;
 use rules::App;
 
 use crate::config::Config;

@@ -240,7 +240,7 @@ pub struct RoomTalk {
 
 impl RoomTalk {
     /// A conversation in `room` whose texts may have at most `max_text_bytes` bytes (at most
-    /// the protocol's [`room::MAX_TEXT_BYTES`]).
+    /// the protocol's [`room_protocol::bounds::MAX_TEXT_BYTES`]).
     pub fn new(room: &str, name: &str, max_text_bytes: usize) -> RoomTalk {
         RoomTalk {
             room: Room::with_capacity(room, ROOM_OUTBOX_CAPACITY, max_text_bytes),

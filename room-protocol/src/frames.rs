@@ -317,7 +317,11 @@ impl Request {
                 if !names::is_message_id(message_id) {
                     return Err(about(Problem::new(
                         ErrorCode::BadRequest,
-                        "a message id is 1 to 64 characters, no control characters",
+                        format!(
+                            "a message id is 1 to {} characters, {}",
+                            names::MAX_MESSAGE_ID,
+                            names::REFUSED_CHARACTERS
+                        ),
                     )));
                 }
                 let Some(text) = text else {

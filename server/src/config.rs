@@ -138,12 +138,12 @@ pub struct Config {
 
     /// Rooms: publishes per second one connection may make on average (`rate_limited` past
     /// it), with bursts of `--publish-burst`.
-    #[arg(long, env = "PUBLISH_RATE", default_value_t = 20,
+    #[arg(long, env = "PUBLISH_RATE", default_value_t = room_protocol::bounds::PUBLISH_RATE,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub publish_rate: u32,
 
     /// Rooms: publishes one connection may make at once before `--publish-rate` applies.
-    #[arg(long, env = "PUBLISH_BURST", default_value_t = 40,
+    #[arg(long, env = "PUBLISH_BURST", default_value_t = room_protocol::bounds::PUBLISH_BURST,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub publish_burst: u32,
 
@@ -180,7 +180,8 @@ pub struct Config {
 
     /// Rooms: longest `text` of a publish in UTF-8 bytes (`too_long` past it); at most 1 MiB,
     /// and it must leave room for the frame around it within `--max-message-size`.
-    #[arg(long, env = "MAX_TEXT_BYTES", default_value_t = 4 * 1024,
+    #[arg(long, env = "MAX_TEXT_BYTES",
+          default_value_t = room_protocol::bounds::MAX_TEXT_BYTES as u32,
           value_parser = clap::value_parser!(u32).range(1..=1024 * 1024))]
     pub max_text_bytes: u32,
 

@@ -241,8 +241,11 @@ fn upgrade<S: session::Stream>(
             None => {
                 let response = text(
                     StatusCode::BAD_REQUEST,
-                    "/rooms needs ?name=NAME: a display name of 1 to 32 characters, \
-                     no control characters.\n",
+                    format!(
+                        "/rooms needs ?name=NAME: a display name of 1 to {} characters, {}.\n",
+                        names::MAX_DISPLAY_NAME,
+                        names::REFUSED_CHARACTERS
+                    ),
                 );
                 shared.metrics.handshake_refused(response.status());
                 return response;

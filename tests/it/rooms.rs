@@ -227,6 +227,61 @@ async fn every_error_code_and_the_connection_stays_open() {
 }
 
 #[tokio::test]
+async fn the_protocols_bounds_are_the_servers_defaults() {
+    // The clients refuse longer texts themselves and pace themselves by the rate, so a server
+    // started without flags must take exactly `MAX_TEXT_BYTES` and `PUBLISH_BURST` at once.
+    use room_protocol::bounds::{MAX_TEXT_BYTES, PUBLISH_BURST, PUBLISH_RATE};
+    let server = TestServer::start(&[]).await;
+    let mut ana = Member::connect(&server, "ana").await;
+    ana.join("lobby", None).await;
+    ana.send(publish("lobby", "fits", &"é".repeat(MAX_TEXT_BYTES / 2)))
+        .await;
+    ana.send(publish("lobby", "long", &"x".repeat(MAX_TEXT_BYTES + 1)))
+        .await;
+    let mut fits = false;
+    loop {
+        match ana.next().await {
+            ServerFrame::Ack { id, .. } | ServerFrame::Message { id, .. } => {
+                assert_eq!(id, "fits");
+                fits = true;
+            }
+            ServerFrame::Error { code, id, .. } => {
+                assert_eq!((code, id.as_deref()), (ErrorCode::TooLong, Some("long")));
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(fits);
+    // Twice the burst in one write, on a fresh connection (a full bucket): the burst is taken,
+    // and past it only what the rate refilled while the server read them; the rest refused.
+    let mut bo = Member::connect(&server, "bo").await;
+    bo.join("tea", None).await;
+    let total = 2 * PUBLISH_BURST as usize;
+    let started = std::time::Instant::now();
+    bo.send_all((0..total).map(|n| publish("tea", &format!("m{n}"), "x")))
+        .await;
+    let (mut acks, mut limited) = (0, 0);
+    while acks + limited < total {
+        match bo.next().await {
+            ServerFrame::Ack { .. } => acks += 1,
+            ServerFrame::Message { .. } => {}
+            ServerFrame::Error { code, .. } => {
+                assert_eq!(code, ErrorCode::RateLimited);
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let refilled = (started.elapsed().as_secs_f64() * f64::from(PUBLISH_RATE)).ceil() as usize;
+    let burst = PUBLISH_BURST as usize;
+    assert!(
+        (burst..=burst + refilled).contains(&acks),
+        "{acks} acks, {refilled} refilled"
+    );
+}
+
+#[tokio::test]
 async fn publishing_past_the_rate_is_refused_not_closed() {
     let server = TestServer::start(&["--publish-rate", "1", "--publish-burst", "40"]).await;
     let mut ana = Member::connect(&server, "ana").await;

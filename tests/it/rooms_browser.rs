@@ -10,9 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures_util::SinkExt;
+use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::browser::{Browser, built_static_dir};
 use crate::support::TestServer;
@@ -265,6 +268,26 @@ async fn two_pages_see_each_other_once_even_when_the_server_is_killed_mid_conver
         wait_for_message(page, "ana", "hello from ana").await;
         wait_for_message(page, "bo", "hi ana, bo here").await;
     }
+    // A text with a right-to-left override and a line separator, from a client that is not a
+    // page: each page shows them as their codes, in a text isolated from the rest of the line.
+    let mut eve = server.connect("/rooms?name=eve").await;
+    for request in [
+        json!({"type": "join", "room": "lobby"}),
+        json!({"type": "publish", "room": "lobby", "id": "eve-1", "text": "pay \u{202E}000,1\u{2028}ok"}),
+    ] {
+        eve.send(Message::text(request.to_string()))
+            .await
+            .expect("sent");
+    }
+    let parts = "const li = Array.from(document.querySelectorAll('#log li.message'))
+            .find(li => li.querySelector('.author').textContent === 'eve');
+        return [li.querySelector('.author').tagName, li.querySelector('.text').tagName,
+                li.querySelectorAll('.text .marker').length]";
+    for page in [&ana, &bo] {
+        wait_for_message(page, "eve", "pay U+202E000,1U+2028ok").await;
+        assert_eq!(page.run(parts).await, json!(["BDI", "BDI", 2]));
+    }
+    drop(eve);
     bo.screenshot("rooms-bo-talking.png").await;
 
     // ana's acks (and everything else) are lost from here: her first publish is taken by the
@@ -453,6 +476,8 @@ async fn bad_room_parameters_are_explained_and_open_no_socket() {
         ("?name=ana", "?room="),
         ("?room=a%20b&name=ana", "?room="),
         ("?room=lobby&name=%0A", "?name="),
+        // A right-to-left override is no part of a name either.
+        ("?room=lobby&name=a%E2%80%AEb", "?name="),
     ] {
         page.client()
             .goto(&format!("http://{}/{query}", server.addr))

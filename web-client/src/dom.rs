@@ -1,6 +1,7 @@
 //! The page: the only module that knows element ids (they are in `static/index.html`), and the
 //! window around it (its events, `sessionStorage`, the console). Text always goes in as text
-//! (`textContent`), never as HTML.
+//! (`textContent`), never as HTML; in a room, each name and text in an isolating `<bdi>` of
+//! its own, with the characters [`client_core::shown`] picks shown as their code.
 
 use gloo_events::{EventListener, EventListenerOptions};
 use wasm_bindgen::JsCast;
@@ -10,6 +11,7 @@ use web_sys::{
 };
 
 use client_core::outbox::MessageId;
+use client_core::shown::{self, Piece};
 use client_core::status::Status;
 use client_core::transcript::Entry;
 
@@ -28,6 +30,8 @@ const ROOM_KEY_PREFIX: &str = "web-client.room:";
 const MESSAGE_ATTRIBUTE: &str = "data-message";
 /// The `elementtiming` name of the conversation's lines.
 const LOG_LINE_TIMING: &str = "log-line";
+/// The tooltip of a character shown as its code.
+const MARKER_TITLE: &str = "A character that would reorder or break this text, shown as its code";
 
 /// The elements the client drives.
 #[derive(Debug, Clone)]
@@ -129,7 +133,9 @@ impl Page {
     }
 
     /// Appends a message of a room: author, time, text and, for one's own, its state, each in
-    /// a span of its own (as text, never HTML). `id` ties the line to an own publish, so
+    /// a `<bdi>` of its own (as text, never HTML), which isolates it: a bidi override or an
+    /// isolate in a text reorders nothing outside it, and a name in Arabic or Hebrew does not
+    /// pull the time across the line. `id` ties the line to an own publish, so
     /// [`Page::set_room_state`] can change its state later.
     pub fn append_room_line(&self, line: &RoomLine<'_>, evicted: usize) {
         for _ in 0..evicted {
@@ -155,19 +161,43 @@ impl Page {
             let Some(text) = text else {
                 continue;
             };
-            let Ok(span) = self.document.create_element("span") else {
+            // `<bdi>`: `unicode-bidi: isolate` and `dir="auto"` without needing the stylesheet.
+            let Ok(part) = self.document.create_element("bdi") else {
                 continue;
             };
-            span.set_class_name(class);
-            span.set_text_content(Some(text));
+            part.set_class_name(class);
+            self.append_shown(&part, text);
             // Spaces between the parts, so the line reads (and copies) as words.
             if item.first_child().is_some() {
                 let _ = item.append_with_str_1(" ");
             }
-            let _ = item.append_child(&span);
+            let _ = item.append_child(&part);
         }
         let _ = self.log.append_child(&item);
         self.log.set_scroll_top(self.log.scroll_height());
+    }
+
+    /// Appends `text` to `part` as the page shows words from others: as text, with each character
+    /// that would reorder or break it shown as its code (`U+202E`) in a marker of its own.
+    fn append_shown(&self, part: &Element, text: &str) {
+        for piece in shown::pieces(text) {
+            match piece {
+                Piece::Text(run) => {
+                    let _ = part.append_with_str_1(run);
+                }
+                Piece::Marked(c) => {
+                    let Ok(marker) = self.document.create_element("bdi") else {
+                        continue;
+                    };
+                    marker.set_class_name("marker");
+                    // The code reads left to right inside right-to-left text too.
+                    let _ = marker.set_attribute("dir", "ltr");
+                    let _ = marker.set_attribute("title", MARKER_TITLE);
+                    marker.set_text_content(Some(&shown::marker(c)));
+                    let _ = part.append_child(&marker);
+                }
+            }
+        }
     }
 
     /// Sets the state shown on the line of own publish `id` (`delivered`, or why it was

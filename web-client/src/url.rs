@@ -85,8 +85,9 @@ fn room_settings(
     }
     if !names::is_display_name(name) {
         return Err(format!(
-            "?name= must be 1 to {} characters without control characters, not {name:?}",
-            names::MAX_DISPLAY_NAME
+            "?name= must be 1 to {} characters, {}, not {name:?}",
+            names::MAX_DISPLAY_NAME,
+            names::REFUSED_CHARACTERS
         ));
     }
     let base = default_base(protocol, host)?;

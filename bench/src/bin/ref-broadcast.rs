@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+// The longest `text` of a publish, in bytes: the project server's default.
+use room_protocol::bounds::MAX_TEXT_BYTES;
 use room_protocol::{ClientFrame, ErrorCode, Problem, ServerFrame};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
@@ -36,9 +38,6 @@ use tokio_tungstenite::tungstenite::http::StatusCode;
 
 /// Messages a room's channel holds for its slowest receiver: axum's chat example uses 100.
 const CHANNEL_CAPACITY: usize = 100;
-
-/// Longest `text` of a publish, in bytes: the project server's default.
-const MAX_TEXT_BYTES: usize = 4 * 1024;
 
 /// Replies to one connection's own requests waiting for its sender task.
 const DIRECT_CAPACITY: usize = 100;
