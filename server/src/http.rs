@@ -177,11 +177,17 @@ impl Probe {
             Probe::Ready if shared.draining.is_cancelled() => {
                 text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
             }
-            Probe::Ready if !shared.rooms.is_ready() => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "rooms engine unreachable\n",
-            ),
-            Probe::Ready => text(StatusCode::OK, "ready\n"),
+            // An instance whose Redis is out of reach cannot serve rooms, the product's shared
+            // state: it leaves the balancer whole (pages and apps too), so a page never lands
+            // where its room cannot follow it. The body says why, for whoever reads it.
+            Probe::Ready => match shared.rooms.redis_reachable() {
+                None => text(StatusCode::OK, "ready\n"),
+                Some(true) => text(StatusCode::OK, "ready\nredis: reachable\n"),
+                Some(false) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "rooms engine unreachable\nredis: unreachable\n",
+                ),
+            },
         };
         response
             .headers_mut()

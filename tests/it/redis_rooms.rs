@@ -31,7 +31,10 @@ async fn instance(redis: &Redis, extra: &[&str]) -> TestServer {
     let server = TestServer::start(&args).await;
     // It listens before its pub/sub link is up, and answers joins `unavailable` until then,
     // as /readyz says.
-    assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+    assert_eq!(
+        server.wait_for_readiness(StatusCode::OK).await,
+        "ready\nredis: reachable\n"
+    );
     server
 }
 
@@ -526,7 +529,7 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
         let body = server
             .wait_for_readiness(StatusCode::SERVICE_UNAVAILABLE)
             .await;
-        assert_eq!(body, "rooms engine unreachable\n");
+        assert_eq!(body, "rooms engine unreachable\nredis: unreachable\n");
     }
     // What ana types now is refused, each by name: her client keeps it to send again.
     let typed_while_down = ids("typed-while-down", 5);
@@ -611,7 +614,10 @@ async fn redis_down_then_restarted_empty_refuses_then_resumes_and_nothing_typed_
 
     redis.restart().await;
     for server in [&first, &second] {
-        assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+        assert_eq!(
+            server.wait_for_readiness(StatusCode::OK).await,
+            "ready\nredis: reachable\n"
+        );
         // Once per episode, not once per attempt.
         let logs = server.logs();
         let warnings = logs
@@ -1029,8 +1035,13 @@ async fn a_hung_redis_makes_both_instances_unready_and_refuses_publishes_then_no
         let body = server
             .wait_for_readiness(StatusCode::SERVICE_UNAVAILABLE)
             .await;
-        assert_eq!(body, "rooms engine unreachable\n");
+        assert_eq!(body, "rooms engine unreachable\nredis: unreachable\n");
     }
+    // The metric says what /readyz says (the metrics listener does not need Redis).
+    assert_eq!(
+        metric_sum(&[&first, &second], "chat_rooms_redis_up").await,
+        0
+    );
     let unready_after = frozen_at.elapsed();
     assert!(
         unready_after < Duration::from_secs(10),
@@ -1045,8 +1056,15 @@ async fn a_hung_redis_makes_both_instances_unready_and_refuses_publishes_then_no
     // key makes that one message whichever way it went.
     redis.thaw();
     for server in [&first, &second] {
-        assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+        assert_eq!(
+            server.wait_for_readiness(StatusCode::OK).await,
+            "ready\nredis: reachable\n"
+        );
     }
+    assert_eq!(
+        metric_sum(&[&first, &second], "chat_rooms_redis_up").await,
+        2
+    );
     ana.publish_all(&during).await;
     ana.read_until_acked(&during).await;
     let marker = vec!["marker".to_owned()];
@@ -1156,7 +1174,7 @@ async fn started_without_a_reachable_redis_it_listens_unready_and_warns_once() {
         server.readiness().await,
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "rooms engine unreachable\n".to_owned()
+            "rooms engine unreachable\nredis: unreachable\n".to_owned()
         )
     );
     let mut ana = Member::connect(&server, "ana").await;
@@ -1236,7 +1254,10 @@ async fn a_pub_sub_drop_after_a_stable_link_relinks_quietly_and_one_right_after_
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     wait_for_room_subscribers(&redis, ROOM, 1).await;
-    assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+    assert_eq!(
+        server.wait_for_readiness(StatusCode::OK).await,
+        "ready\nredis: reachable\n"
+    );
     assert!(
         !server.logs().contains("redis unreachable"),
         "a drop after a stable link is relinked quietly:\n{}",
@@ -1250,7 +1271,10 @@ async fn a_pub_sub_drop_after_a_stable_link_relinks_quietly_and_one_right_after_
     );
     server.wait_for_log("redis unreachable").await;
     wait_for_room_subscribers(&redis, ROOM, 1).await;
-    assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+    assert_eq!(
+        server.wait_for_readiness(StatusCode::OK).await,
+        "ready\nredis: reachable\n"
+    );
     let logs = server.logs();
     let warnings = logs
         .lines()

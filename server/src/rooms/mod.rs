@@ -201,11 +201,12 @@ impl Engine {
         }
     }
 
-    /// Whether joins and publishes can be served now (`/readyz`).
-    pub(crate) fn is_ready(&self) -> bool {
+    /// Whether rooms are in Redis and it can be reached now (`/readyz`): `None` without
+    /// Redis.
+    pub(crate) fn redis_reachable(&self) -> Option<bool> {
         match &self.broker {
-            Broker::Memory(_) => true,
-            Broker::Redis(redis) => redis.is_reachable(),
+            Broker::Memory(_) => None,
+            Broker::Redis(redis) => Some(redis.is_reachable()),
         }
     }
 
