@@ -15,6 +15,7 @@ mod redis_browser;
 mod redis_rooms;
 mod rooms;
 mod rooms_browser;
+mod rooms_memory;
 mod rooms_names;
 mod shutdown;
 mod static_files;
