@@ -4,28 +4,34 @@
 //! reader is closed and never slows the room).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use room_protocol::{ErrorCode, ServerFrame};
 use serde_json::{Value, json};
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, PATIENCE, TestServer, expect_close, next_text};
+use crate::support::{Client, TestServer, expect_close, next_message, next_text};
+
+/// How long a publisher may wait for an ack while another member of its room is stuck.
+const ACK_LATENCY: Duration = Duration::from_secs(1);
 
 /// Publish bounds high enough that a test of ordering is not a test of the rate limit.
-const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
+pub(crate) const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
 
-struct Member {
-    client: Client,
+/// One rooms connection, as the tests here and in `rooms_bounds` drive it.
+pub(crate) struct Member {
+    pub(crate) client: Client,
 }
 
 impl Member {
-    async fn connect(server: &TestServer, name: &str) -> Member {
+    pub(crate) async fn connect(server: &TestServer, name: &str) -> Member {
         let client = server.connect(&format!("/rooms?name={name}")).await;
         Member { client }
     }
 
-    async fn send(&mut self, request: Value) {
+    pub(crate) async fn send(&mut self, request: Value) {
         self.client
             .send(Message::text(request.to_string()))
             .await
@@ -33,7 +39,7 @@ impl Member {
     }
 
     /// Sends many requests in one write.
-    async fn send_all(&mut self, requests: impl IntoIterator<Item = Value>) {
+    pub(crate) async fn send_all(&mut self, requests: impl IntoIterator<Item = Value>) {
         for request in requests {
             self.client
                 .feed(Message::text(request.to_string()))
@@ -43,13 +49,17 @@ impl Member {
         self.client.flush().await.expect("sent");
     }
 
-    async fn next(&mut self) -> ServerFrame {
+    pub(crate) async fn next(&mut self) -> ServerFrame {
         let text = next_text(&mut self.client).await;
         ServerFrame::from_json(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
     }
 
     /// Joins `room` (resuming from `since` if given) and returns its `joined` frame.
-    async fn join(&mut self, room: &str, since: Option<(&str, u64)>) -> (String, u64, bool) {
+    pub(crate) async fn join(
+        &mut self,
+        room: &str,
+        since: Option<(&str, u64)>,
+    ) -> (String, u64, bool) {
         let mut request = json!({"type": "join", "room": room});
         if let Some((epoch, offset)) = since {
             request["since"] = json!({"epoch": epoch, "offset": offset});
@@ -69,7 +79,10 @@ impl Member {
         }
     }
 
-    async fn expect_error(&mut self, code: ErrorCode) -> (Option<String>, Option<String>) {
+    pub(crate) async fn expect_error(
+        &mut self,
+        code: ErrorCode,
+    ) -> (Option<String>, Option<String>) {
         match self.next().await {
             ServerFrame::Error {
                 code: got,
@@ -86,7 +99,7 @@ impl Member {
     }
 
     /// Reads `count` room messages (skipping acks) and returns their offsets and ids.
-    async fn messages(&mut self, count: usize) -> Vec<(u64, String)> {
+    pub(crate) async fn messages(&mut self, count: usize) -> Vec<(u64, String)> {
         let mut got = Vec::new();
         while got.len() < count {
             match self.next().await {
@@ -99,7 +112,7 @@ impl Member {
     }
 }
 
-fn publish(room: &str, id: &str, text: &str) -> Value {
+pub(crate) fn publish(room: &str, id: &str, text: &str) -> Value {
     json!({"type": "publish", "room": room, "id": id, "text": text})
 }
 
@@ -444,14 +457,16 @@ async fn past_history_or_from_another_epoch_nothing_is_replayed() {
 
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
+    // A send timeout of an hour: only the room queue's bound can end the stalled member within
+    // this test, so the test fails if that bound is gone (a 2 s timeout closed it anyway).
     let server = TestServer::start(
         &[
             &UNLIMITED[..],
             &[
                 "--room-queue-bytes",
-                "65536",
+                "262144",
                 "--send-timeout",
-                "2",
+                "3600",
                 "--max-text-bytes",
                 "4096",
             ],
@@ -461,54 +476,79 @@ async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
     .await;
     let mut stalled = Member::connect(&server, "stalled").await;
     stalled.join("lobby", None).await;
+    let mut reader = Member::connect(&server, "reader").await;
+    reader.join("lobby", None).await;
     let mut publisher = Member::connect(&server, "pub").await;
     publisher.join("lobby", None).await;
-    // 4,000 messages of 4 KiB (16 MB): far past the stalled member's kernel buffers and queue.
+    // 4,000 messages of 4 KiB (16 MB): far past what the stalled member's kernel buffers, its
+    // session's write buffer and its queue hold. Batches of 40 KiB, each acked before the
+    // next, so a member that reads never falls a queue (256 KiB) behind.
     let text = "x".repeat(4096);
     let total = 4_000;
-    let mut acks = 0;
-    let mut sent = 0;
-    while acks < total {
-        if sent < total {
-            let batch =
-                (sent..(sent + 100).min(total)).map(|n| publish("lobby", &format!("m{n}"), &text));
+    let publishing = async {
+        let mut acks = 0;
+        while acks < total {
+            let batch = (acks..acks + 10).map(|n| publish("lobby", &format!("m{n}"), &text));
             publisher.send_all(batch).await;
-            sent = (sent + 100).min(total);
-        }
-        // The publisher reads everything (its own copies and acks) and never waits long.
-        while acks < sent {
-            match publisher.next().await {
-                ServerFrame::Ack { .. } => acks += 1,
-                ServerFrame::Message { .. } => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-    // The stalled member was closed: reading now, it finds the end within a bounded time,
-    // having got a prefix of the room (and a 1008 close if it arrived before the cut).
-    let mut offsets = Vec::new();
-    let ended = tokio::time::timeout(PATIENCE * 3, async {
-        while let Some(message) = stalled.client.next().await {
-            match message {
-                Ok(Message::Text(text)) => {
-                    if let Ok(ServerFrame::Message { offset, .. }) = ServerFrame::from_json(&text) {
-                        offsets.push(offset);
+            // A reader that stops never slows the room: each ack of the batch arrives within
+            // `ACK_LATENCY` of the batch's write, however full the stalled member is.
+            let deadline = Instant::now() + ACK_LATENCY;
+            let batch_end = acks + 10;
+            while acks < batch_end {
+                let frame = tokio::time::timeout_at(deadline, publisher.next())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "ack {acks} took over {ACK_LATENCY:?}: a stalled reader slows the room"
+                        )
+                    });
+                match frame {
+                    ServerFrame::Ack { offset, .. } => {
+                        acks += 1;
+                        assert_eq!(offset, acks as u64);
                     }
+                    ServerFrame::Message { .. } => {}
+                    other => panic!("unexpected {other:?}"),
                 }
-                Ok(Message::Close(frame)) => {
-                    let code = frame.map(|frame| u16::from(frame.code));
-                    assert_eq!(code, Some(1008));
-                }
-                Ok(_) => {}
-                Err(_) => break,
             }
         }
-    })
-    .await;
-    assert!(ended.is_ok(), "the stalled member's connection was ended");
-    assert!(
-        offsets.len() < total,
-        "it was cut off, not served everything"
+    };
+    // A member that reads gets the whole room, in order, meanwhile.
+    let reading = async {
+        let offsets: Vec<u64> = reader
+            .messages(total)
+            .await
+            .into_iter()
+            .map(|(offset, _)| offset)
+            .collect();
+        assert_eq!(offsets, (1..=total as u64).collect::<Vec<_>>());
+    };
+    tokio::join!(publishing, reading);
+    // Reading now, the stalled member gets a prefix of the room, in order, then the close
+    // that says why: 1008 with the queue's reason (not the send timeout's, not a reset).
+    let mut offsets = Vec::new();
+    let close = loop {
+        match next_message(&mut stalled.client).await {
+            Message::Text(text) => match ServerFrame::from_json(&text) {
+                Ok(ServerFrame::Message { offset, .. }) => {
+                    offsets.push(offset);
+                    assert!(
+                        offsets.len() < total,
+                        "served all {total} messages: the stalled member was never cut off"
+                    );
+                }
+                other => panic!("expected a message, got {other:?}"),
+            },
+            Message::Close(frame) => {
+                break frame.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        close,
+        Some((1008, "too slow: fell behind its rooms".to_owned()))
     );
     assert_eq!(
         offsets,
@@ -517,7 +557,14 @@ async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
     );
     // The room still works for everyone else.
     publisher.send(publish("lobby", "after", "x")).await;
-    assert_eq!(publisher.messages(1).await[0].1, "after");
+    assert_eq!(
+        publisher.messages(1).await,
+        [(total as u64 + 1, "after".to_owned())]
+    );
+    assert_eq!(
+        reader.messages(1).await,
+        [(total as u64 + 1, "after".to_owned())]
+    );
 }
 
 #[tokio::test]
