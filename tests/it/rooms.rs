@@ -10,12 +10,18 @@ use futures_util::SinkExt;
 use room_protocol::{ErrorCode, ServerFrame};
 use serde_json::{Value, json};
 use tokio::time::Instant;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, TestServer, expect_close, next_message, next_text};
+use crate::support::{Client, PATIENCE, TestServer, expect_close, next_message, next_text};
 
 /// How long a publisher may wait for an ack while another member of its room is stuck.
 const ACK_LATENCY: Duration = Duration::from_secs(1);
+
+/// Join bounds high enough that a test of something else is not a test of the join rate:
+/// environment variables, which a server without them ignores.
+pub(crate) const JOINS_UNLIMITED: &[(&str, &str)] =
+    &[("JOIN_RATE", "1000000"), ("JOIN_BURST", "1000000")];
 
 /// Publish bounds high enough that a test of ordering is not a test of the rate limit.
 pub(crate) const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
@@ -29,6 +35,31 @@ impl Member {
     pub(crate) async fn connect(server: &TestServer, name: &str) -> Member {
         let client = server.connect(&format!("/rooms?name={name}")).await;
         Member { client }
+    }
+
+    /// Connects with a receive buffer of `bytes` (`SO_RCVBUF`, which the kernel doubles and
+    /// then never grows): returns the member and the buffer the kernel gave it.
+    pub(crate) async fn connect_with_receive_buffer(
+        server: &TestServer,
+        name: &str,
+        bytes: u32,
+    ) -> (Member, usize) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let given = socket.recv_buffer_size().expect("SO_RCVBUF") as usize;
+        let stream = tokio::time::timeout(PATIENCE, socket.connect(server.addr))
+            .await
+            .expect("connects promptly")
+            .expect("connects");
+        let url = server.ws_url(&format!("/rooms?name={name}"));
+        let (client, _response) = tokio::time::timeout(
+            PATIENCE,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("the handshake completes promptly")
+        .expect("the handshake succeeds");
+        (Member { client }, given)
     }
 
     pub(crate) async fn send(&mut self, request: Value) {
@@ -569,42 +600,95 @@ async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
 
 #[tokio::test]
 async fn a_flooding_client_that_reads_is_slowed_not_closed() {
-    let server =
-        TestServer::start(&[&UNLIMITED[..], &["--room-queue-bytes", "65536"]].concat()).await;
+    let server = TestServer::start_with_env(
+        JOINS_UNLIMITED,
+        &[
+            &UNLIMITED[..],
+            &[
+                "--room-queue-bytes",
+                "65536",
+                "--max-text-bytes",
+                "8192",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ],
+        ]
+        .concat(),
+    )
+    .await;
     let mut publisher = Member::connect(&server, "pub").await;
     let (epoch, _, _) = publisher.join("lobby", None).await;
-    // A history of 100 messages of 2 KiB: each join from offset 0 replays about 200 KiB,
-    // three times the reader's queue.
-    let text = "x".repeat(2048);
+    // A history of 4 messages of 8 KiB: each join from offset 0 is answered with 32 KiB.
+    let text = "x".repeat(8192);
     publisher
-        .send_all((1..=100).map(|n| publish("lobby", &format!("m{n}"), &text)))
+        .send_all((1..=4).map(|n| publish("lobby", &format!("m{n}"), &text)))
         .await;
-    publisher.messages(100).await;
-    let mut flooder = Member::connect(&server, "flooder").await;
+    publisher.messages(4).await;
+    let receive_buffer = 64 * 1024;
+    let (mut flooder, receive_buffer) =
+        Member::connect_with_receive_buffer(&server, "flooder", receive_buffer).await;
+    // What the server can have answered while the flooder reads nothing: its socket's send
+    // buffer at most (the kernel grows it up to `tcp_wmem`'s maximum), the flooder's receive
+    // buffer, the session's write buffer (16 KiB and 11 messages of the 64 KiB
+    // `--max-message-size`), and one answer taken but not yet written, one read but not yet
+    // answered, one in the queue.
+    let held = tcp_send_buffer_max() + receive_buffer + 16 * 1024 + 11 * (65_536 + 14);
+    let bound = held / (4 * text.len()) + 3;
+    let joins = 4 * bound;
+    let received = || server.metric("chat_websocket_messages_received_total{app=\"/rooms\"}");
+    let before = received().await;
     let since = json!({"epoch": epoch, "offset": 0});
-    // 200 joins in one write: 40 MB of replays asked for at once, read as they come.
-    flooder
-        .send_all((0..200).map(|_| json!({"type": "join", "room": "lobby", "since": since})))
-        .await;
-    for join in 0..200 {
+    // All the joins in one write: 4 times what the server may answer while nobody reads.
+    tokio::time::timeout(
+        PATIENCE,
+        flooder
+            .send_all((0..joins).map(|_| json!({"type": "join", "room": "lobby", "since": since}))),
+    )
+    .await
+    .expect("the joins fit in the kernel's buffers");
+    // For a second, the flooder reads nothing: the server must stop reading its requests
+    // once their answers fill what lies between them, not take them all into memory.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let taken = received().await - before;
+        assert!(
+            taken <= bound as u64,
+            "the server took {taken} of {joins} joins from a client that reads nothing; \
+             at most {bound} answers fit in its buffers"
+        );
+        // Sampling a counter over the second under test: there is no event to await.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Now it reads: every join is answered in full, in order, and the connection stays open.
+    for join in 0..joins {
         match flooder.next().await {
             ServerFrame::Joined {
                 offset, recovered, ..
             } => {
-                assert_eq!((offset, recovered), (100, true), "join {join}");
+                assert_eq!((offset, recovered), (4, true), "join {join}");
             }
             other => panic!("join {join}: expected joined, got {other:?}"),
         }
         let offsets: Vec<u64> = flooder
-            .messages(100)
+            .messages(4)
             .await
             .into_iter()
-            .map(|(o, _)| o)
+            .map(|(offset, _)| offset)
             .collect();
-        assert_eq!(offsets, (1..=100).collect::<Vec<_>>(), "join {join}");
+        assert_eq!(offsets, [1, 2, 3, 4], "join {join}");
     }
+    assert_eq!(received().await - before, joins as u64);
     publisher.send(publish("lobby", "still", "open")).await;
-    assert_eq!(flooder.messages(1).await[0].1, "still");
+    assert_eq!(flooder.messages(1).await, [(5, "still".to_owned())]);
+}
+
+/// The most the kernel lets a TCP socket's send buffer grow to (`net.ipv4.tcp_wmem`).
+fn tcp_send_buffer_max() -> usize {
+    let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").expect("tcp_wmem");
+    wmem.split_whitespace()
+        .nth(2)
+        .and_then(|max| max.parse().ok())
+        .expect("tcp_wmem: min default max")
 }
 
 #[tokio::test]
