@@ -14,6 +14,7 @@ mod page;
 mod redis_browser;
 mod redis_rooms;
 mod rooms;
+mod rooms_bounds;
 mod rooms_browser;
 mod shutdown;
 mod static_files;
