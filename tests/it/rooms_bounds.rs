@@ -11,7 +11,7 @@ use room_protocol::{ErrorCode, ServerFrame};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::rooms::{JOINS_UNLIMITED, Member, publish};
+use crate::rooms::{JOINS_UNLIMITED, Member, UNLIMITED, publish};
 use crate::support::TestServer;
 
 /// Joins and leaves a connection may make a second, and at once, unless told otherwise.
@@ -192,4 +192,132 @@ async fn the_join_rate_and_burst_come_from_the_environment_and_flags_win() {
     bo.send(json!({"type": "leave", "room": "a0"})).await;
     assert_eq!(bo.next().await, ServerFrame::Left { room: "a0".into() });
     bo.join("a5", None).await;
+}
+
+/// A person passing through a fresh room: join, say one thing, leave, in one write, every
+/// answer checked. Returns the room's epoch.
+async fn pass_through(member: &mut Member, room: &str) -> String {
+    member
+        .send_all([
+            json!({"type": "join", "room": room}),
+            publish(room, "said", "hi"),
+            json!({"type": "leave", "room": room}),
+        ])
+        .await;
+    let epoch = match member.next().await {
+        ServerFrame::Joined {
+            room: named,
+            epoch,
+            offset: 0,
+            recovered: false,
+        } if named == room => epoch,
+        other => panic!("joining the fresh room {room}: expected joined at 0, got {other:?}"),
+    };
+    let mut frames = [member.next().await, member.next().await];
+    frames.sort_by_key(|frame| matches!(frame, ServerFrame::Ack { .. }));
+    assert!(
+        matches!(&frames[0], ServerFrame::Message { offset: 1, id, .. } if id == "said"),
+        "{room}: {frames:?}"
+    );
+    assert_eq!(
+        frames[1],
+        ServerFrame::Ack {
+            room: room.into(),
+            id: "said".into(),
+            offset: 1
+        }
+    );
+    assert_eq!(member.next().await, ServerFrame::Left { room: room.into() });
+    epoch
+}
+
+/// Passes through `rounds` fresh rooms called `{prefix}-{round}`; returns the first's epoch.
+async fn pass_through_many(member: &mut Member, prefix: &str, rounds: usize) -> String {
+    let first = pass_through(member, &format!("{prefix}-0")).await;
+    for round in 1..rounds {
+        pass_through(member, &format!("{prefix}-{round}")).await;
+    }
+    first
+}
+
+/// Reads `count` messages and `count` acks, in whatever order they interleave.
+async fn published(member: &mut Member, count: usize) -> Vec<(u64, String)> {
+    let (mut messages, mut acks) = (Vec::new(), 0);
+    while messages.len() < count || acks < count {
+        match member.next().await {
+            ServerFrame::Message { offset, id, .. } => messages.push((offset, id)),
+            ServerFrame::Ack { .. } => acks += 1,
+            other => panic!("expected messages and acks, got {other:?}"),
+        }
+    }
+    assert_eq!((messages.len(), acks), (count, count));
+    messages
+}
+
+/// Joins `room` from `since` and checks it recovers: `joined` at `last`, then offsets
+/// `since + 1..=last`.
+async fn recovers(member: &mut Member, room: &str, since: (&str, u64), last: u64) {
+    let (epoch, offset, recovered) = member.join(room, Some(since)).await;
+    assert_eq!(
+        (epoch.as_str(), offset, recovered),
+        (since.0, last, true),
+        "{room}"
+    );
+    let count = (last - since.1) as usize;
+    let offsets: Vec<u64> = member
+        .messages(count)
+        .await
+        .into_iter()
+        .map(|(offset, _)| offset)
+        .collect();
+    assert_eq!(offsets, (since.1 + 1..=last).collect::<Vec<_>>(), "{room}");
+}
+
+#[tokio::test]
+async fn at_max_rooms_a_memberless_rooms_history_makes_way_for_people_who_talk() {
+    let server = TestServer::start_with_env(
+        JOINS_UNLIMITED,
+        &[&UNLIMITED[..], &["--max-rooms", "20"]].concat(),
+    )
+    .await;
+    // A room its member never leaves, with a history of 5.
+    let mut keeper = Member::connect(&server, "keeper").await;
+    let (kept_epoch, _, _) = keeper.join("kept", None).await;
+    keeper
+        .send_all((1..=5).map(|n| publish("kept", &format!("k{n}"), "kept")))
+        .await;
+    published(&mut keeper, 5).await;
+    // Two people pass through 40 fresh rooms each, and a third through 30, all at once: 110
+    // rooms that keep a history once left, against a limit of 20. Every join is taken.
+    let mut first = Member::connect(&server, "first").await;
+    let mut second = Member::connect(&server, "second").await;
+    let mut third = Member::connect(&server, "third").await;
+    let (oldest_epoch, _, _) = tokio::join!(
+        pass_through_many(&mut first, "first", 40),
+        pass_through_many(&mut second, "second", 40),
+        pass_through_many(&mut third, "third", 30),
+    );
+    let newest_epoch = pass_through(&mut first, "newest").await;
+    let mut checker = Member::connect(&server, "checker").await;
+    // The room with a member kept its whole history; so did the newest memberless room.
+    recovers(&mut checker, "kept", (&kept_epoch, 0), 5).await;
+    recovers(&mut checker, "newest", (&newest_epoch, 0), 1).await;
+    // The oldest made way long ago: its history is gone.
+    let (_, offset, recovered) = checker.join("first-0", Some((&oldest_epoch, 1))).await;
+    assert_eq!((offset, recovered), (0, false), "first-0 kept its history");
+    // Rooms somebody is in are never evicted: the checker is in 3, 17 more with members
+    // fill the server, and then no room keeps only history: the next new room is refused.
+    let mut holder = Member::connect(&server, "holder").await;
+    for n in 0..16 {
+        holder.join(&format!("held-{n}"), None).await;
+    }
+    let mut last = Member::connect(&server, "last").await;
+    last.join("held-16", None).await;
+    last.send(json!({"type": "join", "room": "held-17"})).await;
+    assert_eq!(
+        last.expect_error(ErrorCode::Unavailable).await,
+        (Some("held-17".into()), None)
+    );
+    recovers(&mut checker, "kept", (&kept_epoch, 0), 5).await;
+    recovers(&mut checker, "newest", (&newest_epoch, 0), 1).await;
 }
