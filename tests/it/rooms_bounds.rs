@@ -321,3 +321,70 @@ async fn at_max_rooms_a_memberless_rooms_history_makes_way_for_people_who_talk()
     recovers(&mut checker, "kept", (&kept_epoch, 0), 5).await;
     recovers(&mut checker, "newest", (&newest_epoch, 0), 1).await;
 }
+
+/// Reads what a member of a room receives while `acks` of its own publishes are acked:
+/// messages at exactly `offsets`, in order, and `acks` acks, each id once.
+async fn receives(member: &mut Member, offsets: std::ops::RangeInclusive<u64>, acks: usize) {
+    let expected: Vec<u64> = offsets.collect();
+    let (mut got, mut acked) = (Vec::new(), HashSet::new());
+    while got.len() < expected.len() || acked.len() < acks {
+        match member.next().await {
+            ServerFrame::Message { offset, .. } => got.push(offset),
+            ServerFrame::Ack { id, .. } => assert!(acked.insert(id.clone()), "{id} acked twice"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(got, expected);
+    assert_eq!(acked.len(), acks);
+}
+
+#[tokio::test]
+async fn an_id_is_recognised_after_1500_other_ids_in_its_room() {
+    let server = TestServer::start(&UNLIMITED).await;
+    let mut watcher = Member::connect(&server, "watcher").await;
+    watcher.join("lobby", None).await;
+    let mut publishers = Vec::new();
+    for name in ["p0", "p1", "p2"] {
+        let mut publisher = Member::connect(&server, name).await;
+        publisher.join("lobby", None).await;
+        publishers.push(publisher);
+    }
+    publishers[0].send(publish("lobby", "x", "first")).await;
+    assert_eq!(
+        published(&mut publishers[0], 1).await,
+        [(1, "x".to_owned())]
+    );
+    // 1,500 other ids, 500 from each publisher in one write, all at once.
+    for (which, publisher) in publishers.iter_mut().enumerate() {
+        publisher
+            .send_all((0..500).map(|n| publish("lobby", &format!("p{which}-{n}"), "other")))
+            .await;
+    }
+    let mut reads = vec![receives(&mut watcher, 1..=1_501, 0)];
+    for (which, publisher) in publishers.iter_mut().enumerate() {
+        let from = if which == 0 { 2 } else { 1 };
+        reads.push(receives(publisher, from..=1_501, 500));
+    }
+    futures_util::future::join_all(reads).await;
+    // Sent again, as after a reconnect: acked with its first offset and not broadcast again.
+    let mut back = Member::connect(&server, "p0").await;
+    assert_eq!(back.join("lobby", None).await.1, 1_501);
+    back.send(publish("lobby", "x", "first")).await;
+    match back.next().await {
+        ServerFrame::Ack { id, offset, .. } => {
+            assert_eq!((id.as_str(), offset), ("x", 1), "x acked at a new offset");
+        }
+        ServerFrame::Message { id, offset, .. } => {
+            panic!("{id} was broadcast again, at {offset}")
+        }
+        other => panic!("expected the ack of x, got {other:?}"),
+    }
+    // Nothing was broadcast: a marker is every member's next message, at 1,502.
+    back.send(publish("lobby", "marker", "m")).await;
+    for member in [&mut back, &mut watcher]
+        .into_iter()
+        .chain(publishers.iter_mut())
+    {
+        assert_eq!(member.messages(1).await, [(1_502, "marker".to_owned())]);
+    }
+}
