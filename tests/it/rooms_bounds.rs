@@ -388,3 +388,61 @@ async fn an_id_is_recognised_after_1500_other_ids_in_its_room() {
         assert_eq!(member.messages(1).await, [(1_502, "marker".to_owned())]);
     }
 }
+
+/// A member coming back to `room` from `since`, after `ids` were published there since its
+/// position's room lost its history: it may be told that nothing can be recovered, but if
+/// it is told `recovered: true`, every one of `ids` must follow.
+async fn comes_back_after_a_loss(
+    server: &TestServer,
+    room: &str,
+    since: (&str, u64),
+    ids: &[&str],
+) {
+    let mut back = Member::connect(server, "back").await;
+    let (_, last, recovered) = back.join(room, Some(since)).await;
+    if recovered {
+        // What a recovery replays: every offset after `since` up to the room's last.
+        let replayed: Vec<String> = back
+            .messages((last - since.1) as usize)
+            .await
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect();
+        assert_eq!(replayed, ids, "{room}: recovered, yet a message is missing");
+    }
+}
+
+#[tokio::test]
+async fn a_room_that_lost_its_history_never_claims_to_recover_past_the_loss() {
+    // The history expires (1 s) while ana is in the room; she leaves, and the room, with
+    // nothing left to keep, goes. Made again, it must not pass its new messages off as the
+    // ones after ana's old position.
+    let server = TestServer::start(&["--room-history-ttl", "1"]).await;
+    let mut ana = Member::connect(&server, "ana").await;
+    let (epoch, _, _) = ana.join("a", None).await;
+    ana.send(publish("a", "old", "before")).await;
+    assert_eq!(published(&mut ana, 1).await, [(1, "old".to_owned())]);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    ana.send(json!({"type": "leave", "room": "a"})).await;
+    assert_eq!(ana.next().await, ServerFrame::Left { room: "a".into() });
+    ana.join("a", None).await;
+    let ids = ["new-1", "new-2", "new-3"];
+    ana.send_all(ids.iter().map(|id| publish("a", id, "after")))
+        .await;
+    published(&mut ana, 3).await;
+    comes_back_after_a_loss(&server, "a", (&epoch, 1), &ids).await;
+    // Evicted at `--max-rooms` for a room somebody is in, the same.
+    let server = TestServer::start_with_env(JOINS_UNLIMITED, &["--max-rooms", "2"]).await;
+    let mut ana = Member::connect(&server, "ana").await;
+    let epoch = pass_through(&mut ana, "b").await;
+    let mut bo = Member::connect(&server, "bo").await;
+    bo.join("c", None).await;
+    bo.join("d", None).await;
+    bo.send(json!({"type": "leave", "room": "d"})).await;
+    assert_eq!(bo.next().await, ServerFrame::Left { room: "d".into() });
+    ana.join("b", None).await;
+    ana.send_all(ids.iter().map(|id| publish("b", id, "after")))
+        .await;
+    published(&mut ana, 3).await;
+    comes_back_after_a_loss(&server, "b", (&epoch, 1), &ids).await;
+}
