@@ -14,6 +14,7 @@ mod page;
 mod redis_browser;
 mod redis_rooms;
 mod rooms;
+mod rooms_bounds;
 mod rooms_browser;
 mod rooms_memory;
 mod rooms_names;

@@ -4,31 +4,65 @@
 //! reader is closed and never slows the room).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use room_protocol::{ErrorCode, ServerFrame};
 use serde_json::{Value, json};
+use tokio::time::Instant;
+use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{Client, PATIENCE, TestServer, expect_close, next_text};
+use crate::support::{Client, PATIENCE, TestServer, expect_close, next_message, next_text};
+
+/// How long a publisher may wait for an ack while another member of its room is stuck.
+const ACK_LATENCY: Duration = Duration::from_secs(1);
+
+/// Join bounds high enough that a test of something else is not a test of the join rate:
+/// environment variables, which a server without them ignores.
+pub(crate) const JOINS_UNLIMITED: &[(&str, &str)] =
+    &[("JOIN_RATE", "1000000"), ("JOIN_BURST", "1000000")];
 
 /// Publish bounds high enough that a test of ordering is not a test of the rate limit.
-const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
+pub(crate) const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
 
-/// Join bounds high enough that a test of joins is not a test of the join rate.
-const JOINS_UNLIMITED: [&str; 4] = ["--join-rate", "1000000", "--join-burst", "1000000"];
-
-struct Member {
-    client: Client,
+/// One rooms connection, as the tests here and in `rooms_bounds` drive it.
+pub(crate) struct Member {
+    pub(crate) client: Client,
 }
 
 impl Member {
-    async fn connect(server: &TestServer, name: &str) -> Member {
+    pub(crate) async fn connect(server: &TestServer, name: &str) -> Member {
         let client = server.connect(&format!("/rooms?name={name}")).await;
         Member { client }
     }
 
-    async fn send(&mut self, request: Value) {
+    /// Connects with a receive buffer of `bytes` (`SO_RCVBUF`, which the kernel doubles and
+    /// then never grows): returns the member and the buffer the kernel gave it.
+    pub(crate) async fn connect_with_receive_buffer(
+        server: &TestServer,
+        name: &str,
+        bytes: u32,
+    ) -> (Member, usize) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let given = socket.recv_buffer_size().expect("SO_RCVBUF") as usize;
+        let stream = tokio::time::timeout(PATIENCE, socket.connect(server.addr))
+            .await
+            .expect("connects promptly")
+            .expect("connects");
+        let url = server.ws_url(&format!("/rooms?name={name}"));
+        let (client, _response) = tokio::time::timeout(
+            PATIENCE,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("the handshake completes promptly")
+        .expect("the handshake succeeds");
+        (Member { client }, given)
+    }
+
+    pub(crate) async fn send(&mut self, request: Value) {
         self.client
             .send(Message::text(request.to_string()))
             .await
@@ -36,7 +70,7 @@ impl Member {
     }
 
     /// Sends many requests in one write.
-    async fn send_all(&mut self, requests: impl IntoIterator<Item = Value>) {
+    pub(crate) async fn send_all(&mut self, requests: impl IntoIterator<Item = Value>) {
         for request in requests {
             self.client
                 .feed(Message::text(request.to_string()))
@@ -46,13 +80,17 @@ impl Member {
         self.client.flush().await.expect("sent");
     }
 
-    async fn next(&mut self) -> ServerFrame {
+    pub(crate) async fn next(&mut self) -> ServerFrame {
         let text = next_text(&mut self.client).await;
         ServerFrame::from_json(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
     }
 
     /// Joins `room` (resuming from `since` if given) and returns its `joined` frame.
-    async fn join(&mut self, room: &str, since: Option<(&str, u64)>) -> (String, u64, bool) {
+    pub(crate) async fn join(
+        &mut self,
+        room: &str,
+        since: Option<(&str, u64)>,
+    ) -> (String, u64, bool) {
         let mut request = json!({"type": "join", "room": room});
         if let Some((epoch, offset)) = since {
             request["since"] = json!({"epoch": epoch, "offset": offset});
@@ -72,7 +110,10 @@ impl Member {
         }
     }
 
-    async fn expect_error(&mut self, code: ErrorCode) -> (Option<String>, Option<String>) {
+    pub(crate) async fn expect_error(
+        &mut self,
+        code: ErrorCode,
+    ) -> (Option<String>, Option<String>) {
         match self.next().await {
             ServerFrame::Error {
                 code: got,
@@ -89,7 +130,7 @@ impl Member {
     }
 
     /// Reads `count` room messages (skipping acks) and returns their offsets and ids.
-    async fn messages(&mut self, count: usize) -> Vec<(u64, String)> {
+    pub(crate) async fn messages(&mut self, count: usize) -> Vec<(u64, String)> {
         let mut got = Vec::new();
         while got.len() < count {
             match self.next().await {
@@ -102,7 +143,7 @@ impl Member {
     }
 }
 
-fn publish(room: &str, id: &str, text: &str) -> Value {
+pub(crate) fn publish(room: &str, id: &str, text: &str) -> Value {
     json!({"type": "publish", "room": room, "id": id, "text": text})
 }
 
@@ -506,14 +547,16 @@ async fn past_history_or_from_another_epoch_nothing_is_replayed() {
 
 #[tokio::test]
 async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
+    // A send timeout of an hour: only the room queue's bound can end the stalled member within
+    // this test, so the test fails if that bound is gone (a 2 s timeout closed it anyway).
     let server = TestServer::start(
         &[
             &UNLIMITED[..],
             &[
                 "--room-queue-bytes",
-                "65536",
+                "262144",
                 "--send-timeout",
-                "2",
+                "3600",
                 "--max-text-bytes",
                 "4096",
             ],
@@ -523,54 +566,79 @@ async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
     .await;
     let mut stalled = Member::connect(&server, "stalled").await;
     stalled.join("lobby", None).await;
+    let mut reader = Member::connect(&server, "reader").await;
+    reader.join("lobby", None).await;
     let mut publisher = Member::connect(&server, "pub").await;
     publisher.join("lobby", None).await;
-    // 4,000 messages of 4 KiB (16 MB): far past the stalled member's kernel buffers and queue.
+    // 4,000 messages of 4 KiB (16 MB): far past what the stalled member's kernel buffers, its
+    // session's write buffer and its queue hold. Batches of 40 KiB, each acked before the
+    // next, so a member that reads never falls a queue (256 KiB) behind.
     let text = "x".repeat(4096);
     let total = 4_000;
-    let mut acks = 0;
-    let mut sent = 0;
-    while acks < total {
-        if sent < total {
-            let batch =
-                (sent..(sent + 100).min(total)).map(|n| publish("lobby", &format!("m{n}"), &text));
+    let publishing = async {
+        let mut acks = 0;
+        while acks < total {
+            let batch = (acks..acks + 10).map(|n| publish("lobby", &format!("m{n}"), &text));
             publisher.send_all(batch).await;
-            sent = (sent + 100).min(total);
-        }
-        // The publisher reads everything (its own copies and acks) and never waits long.
-        while acks < sent {
-            match publisher.next().await {
-                ServerFrame::Ack { .. } => acks += 1,
-                ServerFrame::Message { .. } => {}
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-    }
-    // The stalled member was closed: reading now, it finds the end within a bounded time,
-    // having got a prefix of the room (and a 1008 close if it arrived before the cut).
-    let mut offsets = Vec::new();
-    let ended = tokio::time::timeout(PATIENCE * 3, async {
-        while let Some(message) = stalled.client.next().await {
-            match message {
-                Ok(Message::Text(text)) => {
-                    if let Ok(ServerFrame::Message { offset, .. }) = ServerFrame::from_json(&text) {
-                        offsets.push(offset);
+            // A reader that stops never slows the room: each ack of the batch arrives within
+            // `ACK_LATENCY` of the batch's write, however full the stalled member is.
+            let deadline = Instant::now() + ACK_LATENCY;
+            let batch_end = acks + 10;
+            while acks < batch_end {
+                let frame = tokio::time::timeout_at(deadline, publisher.next())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "ack {acks} took over {ACK_LATENCY:?}: a stalled reader slows the room"
+                        )
+                    });
+                match frame {
+                    ServerFrame::Ack { offset, .. } => {
+                        acks += 1;
+                        assert_eq!(offset, acks as u64);
                     }
+                    ServerFrame::Message { .. } => {}
+                    other => panic!("unexpected {other:?}"),
                 }
-                Ok(Message::Close(frame)) => {
-                    let code = frame.map(|frame| u16::from(frame.code));
-                    assert_eq!(code, Some(1008));
-                }
-                Ok(_) => {}
-                Err(_) => break,
             }
         }
-    })
-    .await;
-    assert!(ended.is_ok(), "the stalled member's connection was ended");
-    assert!(
-        offsets.len() < total,
-        "it was cut off, not served everything"
+    };
+    // A member that reads gets the whole room, in order, meanwhile.
+    let reading = async {
+        let offsets: Vec<u64> = reader
+            .messages(total)
+            .await
+            .into_iter()
+            .map(|(offset, _)| offset)
+            .collect();
+        assert_eq!(offsets, (1..=total as u64).collect::<Vec<_>>());
+    };
+    tokio::join!(publishing, reading);
+    // Reading now, the stalled member gets a prefix of the room, in order, then the close
+    // that says why: 1008 with the queue's reason (not the send timeout's, not a reset).
+    let mut offsets = Vec::new();
+    let close = loop {
+        match next_message(&mut stalled.client).await {
+            Message::Text(text) => match ServerFrame::from_json(&text) {
+                Ok(ServerFrame::Message { offset, .. }) => {
+                    offsets.push(offset);
+                    assert!(
+                        offsets.len() < total,
+                        "served all {total} messages: the stalled member was never cut off"
+                    );
+                }
+                other => panic!("expected a message, got {other:?}"),
+            },
+            Message::Close(frame) => {
+                break frame.map(|frame| (u16::from(frame.code), frame.reason.to_string()));
+            }
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        close,
+        Some((1008, "too slow: fell behind its rooms".to_owned()))
     );
     assert_eq!(
         offsets,
@@ -579,20 +647,29 @@ async fn a_reader_that_stops_reading_is_closed_and_the_room_goes_on() {
     );
     // The room still works for everyone else.
     publisher.send(publish("lobby", "after", "x")).await;
-    assert_eq!(publisher.messages(1).await[0].1, "after");
+    assert_eq!(
+        publisher.messages(1).await,
+        [(total as u64 + 1, "after".to_owned())]
+    );
+    assert_eq!(
+        reader.messages(1).await,
+        [(total as u64 + 1, "after".to_owned())]
+    );
 }
 
 #[tokio::test]
 async fn a_flooding_client_that_reads_is_slowed_not_closed() {
-    let server = TestServer::start(
+    let server = TestServer::start_with_env(
+        JOINS_UNLIMITED,
         &[
             &UNLIMITED[..],
-            &JOINS_UNLIMITED[..],
             &[
                 "--room-queue-bytes",
                 "65536",
-                "--room-history-bytes",
-                "262144",
+                "--max-text-bytes",
+                "8192",
+                "--metrics-addr",
+                "127.0.0.1:0",
             ],
         ]
         .concat(),
@@ -600,38 +677,77 @@ async fn a_flooding_client_that_reads_is_slowed_not_closed() {
     .await;
     let mut publisher = Member::connect(&server, "pub").await;
     let (epoch, _, _) = publisher.join("lobby", None).await;
-    // A history of 100 messages of 2 KiB: each join from offset 0 replays about 200 KiB,
-    // three times the reader's queue.
-    let text = "x".repeat(2048);
+    // A history of 4 messages of 8 KiB: each join from offset 0 is answered with 32 KiB.
+    let text = "x".repeat(8192);
     publisher
-        .send_all((1..=100).map(|n| publish("lobby", &format!("m{n}"), &text)))
+        .send_all((1..=4).map(|n| publish("lobby", &format!("m{n}"), &text)))
         .await;
-    publisher.messages(100).await;
-    let mut flooder = Member::connect(&server, "flooder").await;
+    publisher.messages(4).await;
+    let receive_buffer = 64 * 1024;
+    let (mut flooder, receive_buffer) =
+        Member::connect_with_receive_buffer(&server, "flooder", receive_buffer).await;
+    // What the server can have answered while the flooder reads nothing: its socket's send
+    // buffer at most (the kernel grows it up to `tcp_wmem`'s maximum), the flooder's receive
+    // buffer, the session's write buffer (16 KiB and 11 messages of the 64 KiB
+    // `--max-message-size`), and one answer taken but not yet written, one read but not yet
+    // answered, one in the queue.
+    let held = tcp_send_buffer_max() + receive_buffer + 16 * 1024 + 11 * (65_536 + 14);
+    let bound = held / (4 * text.len()) + 3;
+    let joins = 4 * bound;
+    let received = || server.metric("chat_websocket_messages_received_total{app=\"/rooms\"}");
+    let before = received().await;
     let since = json!({"epoch": epoch, "offset": 0});
-    // 200 joins in one write: 40 MB of replays asked for at once, read as they come.
-    flooder
-        .send_all((0..200).map(|_| json!({"type": "join", "room": "lobby", "since": since})))
-        .await;
-    for join in 0..200 {
+    // All the joins in one write: 4 times what the server may answer while nobody reads.
+    tokio::time::timeout(
+        PATIENCE,
+        flooder
+            .send_all((0..joins).map(|_| json!({"type": "join", "room": "lobby", "since": since}))),
+    )
+    .await
+    .expect("the joins fit in the kernel's buffers");
+    // For a second, the flooder reads nothing: the server must stop reading its requests
+    // once their answers fill what lies between them, not take them all into memory.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let taken = received().await - before;
+        assert!(
+            taken <= bound as u64,
+            "the server took {taken} of {joins} joins from a client that reads nothing; \
+             at most {bound} answers fit in its buffers"
+        );
+        // Sampling a counter over the second under test: there is no event to await.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Now it reads: every join is answered in full, in order, and the connection stays open.
+    for join in 0..joins {
         match flooder.next().await {
             ServerFrame::Joined {
                 offset, recovered, ..
             } => {
-                assert_eq!((offset, recovered), (100, true), "join {join}");
+                assert_eq!((offset, recovered), (4, true), "join {join}");
             }
             other => panic!("join {join}: expected joined, got {other:?}"),
         }
         let offsets: Vec<u64> = flooder
-            .messages(100)
+            .messages(4)
             .await
             .into_iter()
-            .map(|(o, _)| o)
+            .map(|(offset, _)| offset)
             .collect();
-        assert_eq!(offsets, (1..=100).collect::<Vec<_>>(), "join {join}");
+        assert_eq!(offsets, [1, 2, 3, 4], "join {join}");
     }
+    assert_eq!(received().await - before, joins as u64);
     publisher.send(publish("lobby", "still", "open")).await;
-    assert_eq!(flooder.messages(1).await[0].1, "still");
+    assert_eq!(flooder.messages(1).await, [(5, "still".to_owned())]);
+}
+
+/// The most the kernel lets a TCP socket's send buffer grow to (`net.ipv4.tcp_wmem`).
+fn tcp_send_buffer_max() -> usize {
+    let wmem = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem").expect("tcp_wmem");
+    wmem.split_whitespace()
+        .nth(2)
+        .and_then(|max| max.parse().ok())
+        .expect("tcp_wmem: min default max")
 }
 
 #[tokio::test]

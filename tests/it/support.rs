@@ -55,6 +55,8 @@ pub struct Launch {
     pub shell_prefix: Option<&'static str>,
     /// Keep stderr as a pipe nobody reads: it fills up after 64 KiB.
     pub never_read_stderr: bool,
+    /// Environment variables set for the server, e.g. settings a flag would also give.
+    pub env: &'static [(&'static str, &'static str)],
 }
 
 /// A running server process, killed when dropped.
@@ -76,6 +78,21 @@ impl TestServer {
     pub async fn start(extra_args: &[&str]) -> TestServer {
         let static_dir = static_fixture();
         let mut server = TestServer::start_with_dir(&served_dir(&static_dir), extra_args).await;
+        server._static_dir = Some(static_dir);
+        server
+    }
+
+    /// Like [`TestServer::start`], with environment variables set for the server.
+    pub async fn start_with_env(
+        env: &'static [(&'static str, &'static str)],
+        extra_args: &[&str],
+    ) -> TestServer {
+        let static_dir = static_fixture();
+        let launch = Launch {
+            env,
+            ..Launch::default()
+        };
+        let mut server = TestServer::launch(&served_dir(&static_dir), extra_args, launch).await;
         server._static_dir = Some(static_dir);
         server
     }
@@ -111,6 +128,7 @@ impl TestServer {
             .arg(static_dir)
             .args(extra_args)
             .env("RUST_LOG", "info")
+            .envs(launch.env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
