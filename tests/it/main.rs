@@ -11,6 +11,7 @@ mod handshake;
 mod hardening;
 mod http_routes;
 mod page;
+mod redis_bounds;
 mod redis_browser;
 mod redis_rooms;
 mod rooms;
