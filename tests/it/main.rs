@@ -13,6 +13,7 @@ mod http_routes;
 mod page;
 mod redis_bounds;
 mod redis_browser;
+mod redis_proxy;
 mod redis_rooms;
 mod rooms;
 mod rooms_browser;

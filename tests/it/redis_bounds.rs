@@ -1,6 +1,6 @@
-//! The Redis engine past its bounds (issue 24): what a join leaves in Redis, and joins into a
-//! room that never stands still. Real server processes on a real `redis-server`; every wait
-//! bounded.
+//! The Redis engine past its bounds (issue 24): what a join leaves in Redis, joins into a
+//! room that never stands still, and a join or a gap read whose Redis answer is late (through
+//! [`RedisProxy`]). Real server processes on a real `redis-server`; every wait bounded.
 //!
 //! Every member checks the one guarantee of the rooms protocol: from its `joined` on (or from
 //! its `since`, when recovered), every offset once, in order, up to the room's last one.
@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::redis_proxy::{Held, Matching, RedisProxy};
 use crate::support::{Client, PATIENCE, Redis, RespReply, TestServer};
 
 /// Publish bounds high enough that no test here is a test of the publish rate.
@@ -42,6 +43,14 @@ async fn instance(redis_url: &str, extra: &[&str]) -> TestServer {
     // It answers joins `unavailable` until its pub/sub link is up, as /readyz says.
     assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
     server
+}
+
+fn channel(room: &str) -> String {
+    format!("rooms:{{{room}}}")
+}
+
+fn log_key(room: &str) -> String {
+    format!("rooms:{{{room}}}:log")
 }
 
 /// What a `joined` said.
@@ -728,4 +737,242 @@ async fn twenty_joins_into_a_room_taking_5_000_publishes_a_second_each_answer_wi
         problems.len(),
         problems.join("\n")
     );
+}
+
+/// One join racing the room's publishes: which half of its reads the proxy holds, and
+/// whether it resumes from a position (`since`) or joins fresh.
+#[derive(Debug, Clone, Copy)]
+struct RacingJoin {
+    held: Held,
+    resumes: bool,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_whose_history_read_is_held_500_ms_while_the_room_flows_gets_every_message_once_in_order()
+ {
+    const ROOM: &str = "race";
+    const HOLD: Duration = Duration::from_millis(500);
+    let redis = Redis::start().await;
+    let proxy = RedisProxy::start(&redis.socket_path());
+    // Publishes go straight to Redis through one instance; the joins go through the proxy on
+    // the other, where nothing but the joins' reads touches the room's stream.
+    let publishing = instance(&redis.url(), &WHOLE_HISTORY).await;
+    let joining = instance(&proxy.url(), &WHOLE_HISTORY).await;
+    let clock = Instant::now();
+    let (last_tx, last_rx) = watch::channel(None);
+    let mut watcher = Follower::start(
+        ws_base(&joining),
+        ROOM,
+        "watcher",
+        None,
+        last_rx.clone(),
+        clock,
+    );
+    let epoch = watcher.joined().await.0.expect("the watcher joins").epoch;
+    // 2 × 5 messages every 10 ms: 1,000 a second, 500 of them while a read is held.
+    let mut publishers = Vec::new();
+    for publisher in 0..2 {
+        publishers.push(
+            Publisher::start(
+                &publishing,
+                ROOM,
+                &format!("publisher{publisher}"),
+                5,
+                Duration::from_millis(10),
+                clock,
+            )
+            .await,
+        );
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while watcher.last() < 200 {
+        assert!(Instant::now() < deadline, "the room never got going");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let joins = [
+        RacingJoin {
+            held: Held::Command,
+            resumes: false,
+        },
+        RacingJoin {
+            held: Held::Command,
+            resumes: true,
+        },
+        RacingJoin {
+            held: Held::Reply,
+            resumes: false,
+        },
+        RacingJoin {
+            held: Held::Reply,
+            resumes: true,
+        },
+    ];
+    let mut joiners = Vec::new();
+    let mut problems = Vec::new();
+    for (index, racing) in joins.iter().enumerate() {
+        // Every read of the room's stream is slow while this join waits: the link is.
+        proxy.hold(
+            Matching::containing(log_key(ROOM)),
+            racing.held,
+            HOLD,
+            usize::MAX,
+        );
+        let holds_before = proxy.holds().len();
+        let since = racing
+            .resumes
+            .then(|| (epoch.clone(), watcher.last().saturating_sub(200)));
+        let asked = Instant::now();
+        let mut joiner = Follower::start(
+            ws_base(&joining),
+            ROOM,
+            &format!("joiner{index}"),
+            since,
+            last_rx.clone(),
+            clock,
+        );
+        let (answer, took) = joiner.joined().await;
+        proxy.stop_holding();
+        let held = proxy.holds()[holds_before..]
+            .iter()
+            .filter(|at| **at >= asked)
+            .count();
+        // The race happened: this join's read was held.
+        assert!(held >= 1, "{racing:?}: no read held");
+        eprintln!("{racing:?}: answered after {took:?}, {held} reads held: {answer:?}");
+        match answer {
+            Err(refusal) => problems.push(format!(
+                "{racing:?}: refused after {took:?} and {held} held reads: {refusal}"
+            )),
+            Ok(_) if took > 4 * HOLD => problems.push(format!(
+                "{racing:?}: joined after {took:?} and {held} held reads"
+            )),
+            Ok(_) => {}
+        }
+        joiners.push((*racing, joiner));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let last = stop_all(publishers).await;
+    last_tx.send_replace(Some(last));
+
+    for (racing, joiner) in joiners {
+        let followed = joiner.finish().await;
+        let Ok(joined) = &followed.answer else {
+            continue;
+        };
+        if followed.since.is_some() && !joined.recovered {
+            problems.push(format!("{racing:?}: not recovered: {joined:?}"));
+        }
+        if followed.ending != Ending::Reached {
+            problems.push(format!("{racing:?}: ended {:?}", followed.ending));
+        }
+        if let Some(problem) = contiguity_problem(&followed.offsets, followed.start() + 1, last) {
+            problems.push(format!("{racing:?}: {problem}"));
+        }
+    }
+    let watched = watcher.finish().await;
+    if let Some(problem) = contiguity_problem(&watched.offsets, 1, last) {
+        problems.push(format!("watcher: {problem}"));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rooms_gap_read_held_2_s_does_not_delay_the_other_rooms_p99_under_50_ms() {
+    const SLOW: &str = "slow";
+    const CALM: [&str; 3] = ["calm0", "calm1", "calm2"];
+    const HOLD: Duration = Duration::from_secs(2);
+    let redis = Redis::start().await;
+    let proxy = RedisProxy::start(&redis.socket_path());
+    // Readers on the instance behind the proxy; publishers straight to Redis on the other, so
+    // the held read is the only command the readers' instance has to wait for.
+    // History enough that the slow room's gap can always be filled: late, never lost.
+    let reading = instance(&proxy.url(), &WHOLE_HISTORY).await;
+    let publishing = instance(&redis.url(), &WHOLE_HISTORY).await;
+    let clock = Instant::now();
+    let mut readers = Vec::new();
+    for room in CALM.iter().chain([&SLOW]) {
+        // Each room has its own last offset.
+        let (last_tx, last_rx) = watch::channel(None);
+        let mut reader = Follower::start(
+            ws_base(&reading),
+            room,
+            &format!("reader-{room}"),
+            None,
+            last_rx,
+            clock,
+        );
+        reader.joined().await.0.expect("the reader joins");
+        readers.push((*room, reader, last_tx));
+    }
+    // Pub/sub loses one message of the slow room: the next one shows the gap, and the read
+    // that fills it is held.
+    proxy.drop_messages(&channel(SLOW), 1);
+    proxy.hold(Matching::containing(log_key(SLOW)), Held::Command, HOLD, 1);
+    let mut publishers = HashMap::new();
+    for room in CALM.iter().chain([&SLOW]) {
+        // One message every 20 ms per room.
+        let publisher = Publisher::start(
+            &publishing,
+            room,
+            &format!("publisher-{room}"),
+            1,
+            Duration::from_millis(20),
+            clock,
+        )
+        .await;
+        publishers.insert(*room, publisher);
+    }
+    let held_at = proxy.wait_for_holds(1).await;
+    let held_from = u64::try_from((held_at - clock).as_micros()).expect("µs");
+    let held_until = held_from + u64::try_from(HOLD.as_micros()).expect("µs");
+    // Publishing goes on through the hold and a little after it.
+    tokio::time::sleep_until(held_at + HOLD + Duration::from_millis(500)).await;
+    let mut lasts = HashMap::new();
+    for (room, publisher) in publishers {
+        lasts.insert(room, publisher.stop().await);
+    }
+    assert_eq!(proxy.dropped(), 1);
+    assert_eq!(proxy.holds().len(), 1);
+
+    let mut problems = Vec::new();
+    let mut latencies = Vec::new();
+    for (room, reader, last_tx) in readers {
+        last_tx.send_replace(Some(lasts[room]));
+        let followed = reader.finish().await;
+        if followed.ending != Ending::Reached {
+            problems.push(format!("{room}: ended {:?}", followed.ending));
+        }
+        if let Some(problem) = contiguity_problem(&followed.offsets, 1, lasts[room]) {
+            problems.push(format!("{room}: {problem}"));
+        }
+        if room != SLOW {
+            latencies.extend(
+                followed
+                    .times
+                    .iter()
+                    .filter(|(sent, _)| (held_from..held_until).contains(sent))
+                    .map(|(sent, received)| received - sent),
+            );
+        }
+    }
+    latencies.sort_unstable();
+    assert!(
+        latencies.len() >= 200,
+        "only {} messages of the other rooms sent during the hold",
+        latencies.len()
+    );
+    let [p50, p99, max] = [0.5, 0.99, 1.0].map(|part| percentile(&latencies, part));
+    eprintln!(
+        "other rooms while one room's gap read was held {HOLD:?}: {} messages, p50 {p50:?}, \
+         p99 {p99:?}, max {max:?}",
+        latencies.len()
+    );
+    if p99 >= Duration::from_millis(50) {
+        problems.push(format!(
+            "the other rooms' publish-to-delivery p99 was {p99:?} (p50 {p50:?}, max {max:?}) \
+             while one room's gap read was held {HOLD:?}"
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
