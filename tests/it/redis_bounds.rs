@@ -1,6 +1,7 @@
 //! The Redis engine past its bounds (issue 24): what a join leaves in Redis, joins into a
-//! room that never stands still, and a join or a gap read whose Redis answer is late (through
-//! [`RedisProxy`]). Real server processes on a real `redis-server`; every wait bounded.
+//! room that never stands still, a join or a gap read whose Redis answer is late (through
+//! [`RedisProxy`]), a session whose own request waits on a stalled Redis, and a quiet room
+//! after a pub/sub outage. Real server processes on a real `redis-server`; every wait bounded.
 //!
 //! Every member checks the one guarantee of the rooms protocol: from its `joined` on (or from
 //! its `since`, when recovered), every offset once, in order, up to the room's last one.
@@ -15,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use http::StatusCode;
 use room_protocol::{ErrorCode, ServerFrame};
 use serde_json::{Value, json};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -94,7 +95,7 @@ fn ws_base(server: &TestServer) -> String {
 enum Event {
     Frame(ServerFrame),
     Ping,
-    Pong,
+    Pong(Vec<u8>),
     /// A close frame with its code (1005 for none).
     Closed(u16),
     /// The connection ended without a close frame.
@@ -113,7 +114,7 @@ async fn next_event(
             ServerFrame::from_json(&text).unwrap_or_else(|error| panic!("{who}: {error}: {text}")),
         ),
         Some(Ok(Message::Ping(_))) => Event::Ping,
-        Some(Ok(Message::Pong(_))) => Event::Pong,
+        Some(Ok(Message::Pong(payload))) => Event::Pong(payload.to_vec()),
         Some(Ok(Message::Close(frame))) => {
             Event::Closed(frame.map_or(1005, |frame| frame.code.into()))
         }
@@ -161,7 +162,7 @@ async fn join(
             Some(Event::Frame(ServerFrame::Error { code, message, .. })) => {
                 return Err(format!("{code:?}: {message}"));
             }
-            Some(Event::Ping | Event::Pong) => {}
+            Some(Event::Ping | Event::Pong(_)) => {}
             other => return Err(format!("{other:?} instead of joined")),
         }
     }
@@ -238,7 +239,7 @@ impl Publisher {
                             let text = texts.get(&id).cloned().unwrap_or_default();
                             send_all(&mut sink, [publish_request(&room, &id, &text)]).await;
                         }
-                        Some(Event::Frame(ServerFrame::Message { .. }) | Event::Ping | Event::Pong) => {}
+                        Some(Event::Frame(ServerFrame::Message { .. }) | Event::Ping | Event::Pong(_)) => {}
                         other => panic!(
                             "{name}: {other:?} with {acked} of {sent} publishes acked"
                         ),
@@ -293,6 +294,8 @@ struct Followed {
     /// For each live message: (sent, received), in µs of the test's clock.
     times: Vec<(u64, u64)>,
     ending: Ending,
+    /// When it saw the last offset.
+    reached_at: Option<Instant>,
 }
 
 impl Followed {
@@ -342,6 +345,7 @@ impl Follower {
                 offsets: Vec::new(),
                 times: Vec::new(),
                 ending: Ending::Ended,
+                reached_at: None,
             };
             if followed.answer.is_err() {
                 return followed;
@@ -352,6 +356,7 @@ impl Follower {
                     && followed.offsets.last().is_some_and(|last| *last >= goal)
                 {
                     followed.ending = Ending::Reached;
+                    followed.reached_at = Some(Instant::now());
                     break;
                 }
                 // Until the goal is known, frames may pause (a quiet room); after, they must come.
@@ -375,7 +380,7 @@ impl Follower {
                             }
                         }
                         Some(Event::Frame(other)) => panic!("{name}: unexpected {other:?}"),
-                        Some(Event::Ping | Event::Pong) => {}
+                        Some(Event::Ping | Event::Pong(_)) => {}
                         Some(Event::Closed(code)) => {
                             followed.ending = Ending::Closed(code);
                             break;
@@ -975,4 +980,396 @@ async fn one_rooms_gap_read_held_2_s_does_not_delay_the_other_rooms_p99_under_50
         ));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// How a reader's own publish is kept waiting on the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// Redis stopped (SIGSTOP) for [`STALL`]: every command of every instance waits.
+    FrozenRedis,
+    /// Only that publish held by the proxy for [`STALL`], while the room goes on flowing
+    /// through the other instance and pub/sub.
+    HeldPublish,
+}
+
+const STALL: Duration = Duration::from_millis(1500);
+
+/// Reads `events` into `log` until `done` holds of it (`true`), or the connection ended or
+/// [`PATIENCE`] passed (`false`).
+async fn record_until(
+    events: &mut mpsc::UnboundedReceiver<(Instant, Event)>,
+    log: &mut Vec<(Instant, Event)>,
+    done: impl Fn(&[(Instant, Event)]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if done(log) {
+            return true;
+        }
+        if matches!(log.last(), Some((_, Event::Closed(_) | Event::Ended))) {
+            return false;
+        }
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event)) => log.push(event),
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+fn messages(log: &[(Instant, Event)]) -> impl Iterator<Item = (Instant, u64, &str)> {
+    log.iter().filter_map(|(at, event)| match event {
+        Event::Frame(ServerFrame::Message { offset, id, .. }) => Some((*at, *offset, id.as_str())),
+        _ => None,
+    })
+}
+
+/// The acks and refusals of the publish `id` in `log`, with when they came.
+fn answers_to<'log>(
+    log: &'log [(Instant, Event)],
+    id: &'log str,
+) -> impl Iterator<Item = (Instant, &'log ServerFrame)> {
+    log.iter().filter_map(move |(at, event)| match event {
+        Event::Frame(
+            frame @ (ServerFrame::Ack { id: answered, .. }
+            | ServerFrame::Error {
+                id: Some(answered), ..
+            }),
+        ) if answered == id => Some((*at, frame)),
+        _ => None,
+    })
+}
+
+/// A reader of a busy room sends a publish that waits on the engine (`stall`), and pings
+/// the server every 100 ms meanwhile, on an instance that pings every second.
+async fn a_reader_whose_publish_waits(stall: Stall) {
+    const ROOM: &str = "busy";
+    const STUCK: &str = "stuck";
+    let redis = Redis::start().await;
+    let proxy = RedisProxy::start(&redis.socket_path());
+    // Held: 2 × 10 messages every 10 ms (2,000 a second, some 340 KB a second) against the
+    // smallest queue (64 KiB), so a session that stops writing its queue for the hold
+    // overflows it many times over. Frozen: nothing flows during the freeze anyway.
+    let (reader_redis, per_tick, queue_bytes) = match stall {
+        Stall::FrozenRedis => (redis.url(), 5, "1048576"),
+        Stall::HeldPublish => (proxy.url(), 10, "65536"),
+    };
+    let reading = instance(
+        &reader_redis,
+        &["--ping-interval", "1", "--room-queue-bytes", queue_bytes],
+    )
+    .await;
+    let publishing = instance(&redis.url(), &[]).await;
+    let clock = Instant::now();
+    let (mut sink, mut stream) = connect(&ws_base(&reading), "reader").await.split();
+    let joined = join(&mut sink, &mut stream, ROOM, None, "reader")
+        .await
+        .expect("the reader joins");
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    let recording = tokio::spawn(async move {
+        while let Some(event) = next_event(&mut stream, 3 * PATIENCE, "reader").await {
+            let ended = matches!(event, Event::Closed(_) | Event::Ended);
+            if events_tx.send((Instant::now(), event)).is_err() || ended {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let mut publishers = Vec::new();
+    for publisher in 0..2 {
+        publishers.push(
+            Publisher::start(
+                &publishing,
+                ROOM,
+                &format!("publisher{publisher}"),
+                per_tick,
+                Duration::from_millis(10),
+                clock,
+            )
+            .await,
+        );
+    }
+    let flowing = record_until(&mut events, &mut log, |log| messages(log).count() >= 50).await;
+    assert!(
+        flowing,
+        "the room never reached the reader: {:?}",
+        log.last()
+    );
+
+    let stuck = publish_request(ROOM, STUCK, "waits on the engine");
+    let stalled_at = match stall {
+        Stall::FrozenRedis => {
+            redis.freeze();
+            let frozen_at = Instant::now();
+            send_all(&mut sink, [stuck.clone()]).await;
+            frozen_at
+        }
+        Stall::HeldPublish => {
+            // Its dedup key names it alone.
+            let key = format!("rooms:{{{ROOM}}}:id:{STUCK}");
+            proxy.hold(Matching::containing(key), Held::Command, STALL, 1);
+            send_all(&mut sink, [stuck.clone()]).await;
+            proxy.wait_for_holds(1).await
+        }
+    };
+    // The client's own pings, every 100 ms of the stall: each must be answered promptly.
+    let mut pings = Vec::new();
+    for n in 0..14_u8 {
+        tokio::time::sleep_until(stalled_at + Duration::from_millis(100) * u32::from(n + 1)).await;
+        sink.send(Message::Ping(vec![n].into()))
+            .await
+            .expect("a ping is sent");
+        pings.push((n, Instant::now()));
+    }
+    if stall == Stall::FrozenRedis {
+        tokio::time::sleep_until(stalled_at + STALL).await;
+        redis.thaw();
+    }
+    // The stuck publish is acked in the end: sent again after `unavailable`, as a client's
+    // outbox does (a few times at most).
+    let mut sent = 1;
+    let acked_at = loop {
+        let answered = record_until(&mut events, &mut log, |log| {
+            answers_to(log, STUCK).count() >= sent
+        })
+        .await;
+        match answers_to(&log, STUCK).last() {
+            Some((at, ServerFrame::Ack { .. })) => break Some(at),
+            Some((
+                _,
+                ServerFrame::Error {
+                    code: ErrorCode::Unavailable,
+                    ..
+                },
+            )) if answered && sent < 4 => {
+                sent += 1;
+                send_all(&mut sink, [stuck.clone()]).await;
+            }
+            _ => break None,
+        }
+    };
+    let last = stop_all(publishers).await;
+    record_until(&mut events, &mut log, |log| {
+        messages(log)
+            .last()
+            .is_some_and(|(_, offset, _)| offset >= last)
+    })
+    .await;
+    recording.abort();
+
+    let since_stall = |at: Instant| at.saturating_duration_since(stalled_at);
+    let mut problems = Vec::new();
+    if stall == Stall::HeldPublish
+        && let Some(acked_at) = acked_at
+    {
+        // The test did what it says: the publish waited the whole hold.
+        assert!(
+            since_stall(acked_at) >= STALL,
+            "acked {:?} into the hold",
+            since_stall(acked_at)
+        );
+    }
+    match acked_at {
+        Some(at) => eprintln!(
+            "{stall:?}: the stuck publish acked {:?} after the stall began",
+            since_stall(at)
+        ),
+        None => problems.push("the stuck publish was never acked".to_owned()),
+    }
+    for (at, event) in &log {
+        if let Event::Closed(_) | Event::Ended = event {
+            problems.push(format!(
+                "closed {:?} after the stall began: {event:?}",
+                since_stall(*at)
+            ));
+        }
+    }
+    for (n, sent) in &pings {
+        let pong = log.iter().find_map(|(at, event)| match event {
+            Event::Pong(payload) if payload == &[*n] => Some(*at),
+            _ => None,
+        });
+        match pong {
+            Some(at) if at.duration_since(*sent) < Duration::from_millis(500) => {}
+            Some(at) => problems.push(format!(
+                "ping {n}, sent {:?} into the stall, answered after {:?}",
+                since_stall(*sent),
+                at.duration_since(*sent)
+            )),
+            None => problems.push(format!(
+                "ping {n}, sent {:?} into the stall, never answered",
+                since_stall(*sent)
+            )),
+        }
+    }
+    let stall_window = |at: &Instant| *at >= stalled_at && *at < stalled_at + STALL;
+    let server_pings = log
+        .iter()
+        .filter(|(at, event)| matches!(event, Event::Ping) && stall_window(at))
+        .count();
+    if server_pings == 0 {
+        problems.push(format!(
+            "no ping from the server during the {STALL:?} stall, at --ping-interval 1"
+        ));
+    }
+    if stall == Stall::HeldPublish {
+        // The room flowed the whole time: no pause in deliveries longer than 300 ms.
+        let mut previous = stalled_at + Duration::from_millis(100);
+        let mut longest = Duration::ZERO;
+        for (at, _, _) in messages(&log).filter(|(at, _, _)| stall_window(at)) {
+            longest = longest.max(at.saturating_duration_since(previous));
+            previous = previous.max(at);
+        }
+        longest = longest.max((stalled_at + STALL).saturating_duration_since(previous));
+        if longest >= Duration::from_millis(300) {
+            problems.push(format!(
+                "no delivery for {longest:?} while the reader's publish was held (the room took \
+                 2,000 messages a second)"
+            ));
+        }
+    }
+    let offsets: Vec<u64> = messages(&log).map(|(_, offset, _)| offset).collect();
+    if let Some(problem) = contiguity_problem(&offsets, joined.offset + 1, last) {
+        problems.push(problem);
+    }
+    let stuck_seen = messages(&log).filter(|(_, _, id)| *id == STUCK).count();
+    if acked_at.is_some() && stuck_seen != 1 {
+        problems.push(format!("the stuck publish delivered {stuck_seen} times"));
+    }
+    assert!(problems.is_empty(), "{stall:?}:\n{}", problems.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_whose_publish_waits_on_a_frozen_redis_is_still_pinged_and_answered_and_never_closed()
+ {
+    a_reader_whose_publish_waits(Stall::FrozenRedis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_whose_publish_is_held_1_5_s_keeps_receiving_its_busy_room_and_is_never_closed_1008()
+ {
+    a_reader_whose_publish_waits(Stall::HeldPublish).await;
+}
+
+/// How the reader's instance loses pub/sub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    /// The proxy closes the instance's pub/sub connection, as a dropped link does.
+    ProxyCut,
+    /// Redis drops every pub/sub connection (`CLIENT KILL TYPE pubsub`).
+    ClientKill,
+}
+
+/// Publishes `ids` and waits for their acks: the highest offset.
+async fn publish_and_ack(
+    sink: &mut SplitSink<Client, Message>,
+    stream: &mut SplitStream<Client>,
+    room: &str,
+    ids: &[String],
+) -> u64 {
+    send_all(
+        sink,
+        ids.iter().map(|id| publish_request(room, id, "quiet")),
+    )
+    .await;
+    let mut acked = 0;
+    let mut last = 0;
+    while acked < ids.len() {
+        match next_event(stream, PATIENCE, "publisher").await {
+            Some(Event::Frame(ServerFrame::Ack { id, offset, .. })) if ids.contains(&id) => {
+                acked += 1;
+                last = last.max(offset);
+            }
+            Some(Event::Frame(ServerFrame::Message { .. }) | Event::Ping | Event::Pong(_)) => {}
+            other => panic!("publisher: {other:?} with {acked} of {} acked", ids.len()),
+        }
+    }
+    last
+}
+
+/// A room that goes quiet right after messages were published while the reader's instance
+/// had no pub/sub: the instance must fetch them itself, with nobody publishing again.
+async fn a_quiet_rooms_messages_from_a_pub_sub_outage_arrive(outage: Outage) {
+    const ROOM: &str = "quiet";
+    const RESUBSCRIBE_HELD: Duration = Duration::from_millis(1500);
+    let redis = Redis::start().await;
+    let proxy = RedisProxy::start(&redis.socket_path());
+    let reading = instance(&proxy.url(), &[]).await;
+    let publishing = instance(&redis.url(), &[]).await;
+    let clock = Instant::now();
+    let (last_tx, last_rx) = watch::channel(None);
+    let mut reader = Follower::start(ws_base(&reading), ROOM, "reader", None, last_rx, clock);
+    reader.joined().await.0.expect("the reader joins");
+    let (mut sink, mut stream) = connect(&ws_base(&publishing), "publisher").await.split();
+    join(&mut sink, &mut stream, ROOM, None, "publisher")
+        .await
+        .expect("the publisher joins");
+    publish_and_ack(&mut sink, &mut stream, ROOM, &["before".to_owned()]).await;
+    let deadline = Instant::now() + PATIENCE;
+    while reader.last() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the first message never reached the reader"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // The reader's instance loses pub/sub, and its new subscription waits in the proxy.
+    proxy.hold(
+        Matching::Named("SUBSCRIBE".to_owned()),
+        Held::Command,
+        RESUBSCRIBE_HELD,
+        1,
+    );
+    match outage {
+        Outage::ProxyCut => assert_eq!(proxy.cut_subscribers(), 1),
+        Outage::ClientKill => {
+            let killed = redis.integer(&["CLIENT", "KILL", "TYPE", "pubsub"]).await;
+            assert!(killed >= 2, "{killed}: both instances' pub/sub connections");
+        }
+    }
+    let held_at = proxy.wait_for_holds(1).await;
+    let ids: Vec<String> = (0..5).map(|n| format!("while-{n}")).collect();
+    let last = publish_and_ack(&mut sink, &mut stream, ROOM, &ids).await;
+    let published_at = Instant::now();
+    assert!(
+        published_at < held_at + RESUBSCRIBE_HELD,
+        "the machine took {:?}: the messages were not all published during the outage",
+        published_at - held_at
+    );
+    // Nobody publishes again.
+    last_tx.send_replace(Some(last));
+    let followed = reader.finish().await;
+    let mut problems = Vec::new();
+    match followed.reached_at {
+        Some(at) => {
+            let took = at.saturating_duration_since(published_at);
+            eprintln!(
+                "{outage:?}: the quiet room's last messages arrived {took:?} after they were published"
+            );
+            if took > Duration::from_secs(5) {
+                problems.push(format!("the last messages arrived only after {took:?}"));
+            }
+        }
+        None => problems.push(format!(
+            "the last messages never arrived: ended {:?} at offset {:?} of {last}",
+            followed.ending,
+            followed.offsets.last()
+        )),
+    }
+    if let Some(problem) = contiguity_problem(&followed.offsets, 1, last) {
+        problems.push(problem);
+    }
+    assert!(problems.is_empty(), "{outage:?}:\n{}", problems.join("\n"));
+}
+
+#[tokio::test]
+async fn a_quiet_rooms_messages_published_while_the_proxy_cut_pub_sub_arrive_without_another_publish()
+ {
+    a_quiet_rooms_messages_from_a_pub_sub_outage_arrive(Outage::ProxyCut).await;
+}
+
+#[tokio::test]
+async fn a_quiet_rooms_messages_published_while_redis_killed_pub_sub_arrive_without_another_publish()
+ {
+    a_quiet_rooms_messages_from_a_pub_sub_outage_arrive(Outage::ClientKill).await;
 }

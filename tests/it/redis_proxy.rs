@@ -243,6 +243,20 @@ impl RedisProxy {
             }
         }
     }
+
+    /// Closes every connection that subscribed (both ways, as a dropped link would); returns
+    /// how many.
+    pub fn cut_subscribers(&self) -> usize {
+        let connections = lock(&self.shared.connections);
+        let mut cut = 0;
+        for connection in connections.values() {
+            if connection.subscriber.load(Ordering::Relaxed) {
+                connection.cut.notify_one();
+                cut += 1;
+            }
+        }
+        cut
+    }
 }
 
 impl Drop for RedisProxy {
