@@ -115,7 +115,7 @@ pub struct Config {
 
     /// Rooms: most bytes a room's history keeps (its messages' frames, as stored: a text of
     /// control characters takes six times its length), at most 64 MiB.
-    #[arg(long, env = "ROOM_HISTORY_BYTES", default_value_t = 64 * 1024,
+    #[arg(long, env = "ROOM_HISTORY_BYTES", default_value_t = 32 * 1024,
           value_parser = clap::value_parser!(u32).range(0..=64 * 1024 * 1024))]
     pub room_history_bytes: u32,
 
@@ -173,8 +173,9 @@ pub struct Config {
 
     /// Rooms: bytes of room messages a connection may have waiting to be written before it
     /// is closed as too slow (1008), 64 bytes counted per message beside its text; from 16 KiB
-    /// to 1 GiB.
-    #[arg(long, env = "ROOM_QUEUE_BYTES", default_value_t = 48 * 1024,
+    /// to 1 GiB. Keep it well above `--room-history-bytes`: a gap read after a pub/sub drop
+    /// queues up to a whole history at once.
+    #[arg(long, env = "ROOM_QUEUE_BYTES", default_value_t = 64 * 1024,
           value_parser = clap::value_parser!(u32).range(16 * 1024..=1024 * 1024 * 1024))]
     pub room_queue_bytes: u32,
 

@@ -258,9 +258,9 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
     let mut waiting: Option<Waiting> = None;
     let mut held: VecDeque<Message> = VecDeque::new();
     loop {
-        // While the queue holds its limit, requests wait in the socket (backpressure): a
-        // client that floods is slowed down to the pace at which it reads.
-        let may_read = queue.as_ref().is_none_or(|queue| !queue.is_full());
+        // No gate on reading for a full queue: a request's answers are written as soon as it
+        // is answered, so a client that floods is slowed down by its own socket (the write
+        // waits, bounded by the send timeout), not by the queue.
         tokio::select! {
             // Shutdown first, so a busy client cannot keep the session from seeing it.
             biased;
@@ -303,7 +303,7 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                     return end;
                 }
             }
-            incoming = ws.next(), if may_read && held.len() < MAX_MESSAGES_PER_FLUSH => {
+            incoming = ws.next(), if held.len() < MAX_MESSAGES_PER_FLUSH => {
                 let mut incoming = incoming;
                 // Answer every message that has already arrived, then flush once: a burst of
                 // messages is answered with one write instead of one per message. A message
@@ -333,7 +333,9 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
                         }
                     } else {
                         match answer(context, ws, message).await {
-                            Ok(next) => waiting = next,
+                            // A control frame answered while a request waits leaves it waiting.
+                            Ok(Some(next)) => waiting = Some(next),
+                            Ok(None) => {}
                             // Replies fed so far leave with the close frame, before it.
                             Err(end) => return end,
                         }

@@ -42,7 +42,10 @@ async fn instance(redis_url: &str, extra: &[&str]) -> TestServer {
     args.extend_from_slice(extra);
     let server = TestServer::start(&args).await;
     // It answers joins `unavailable` until its pub/sub link is up, as /readyz says.
-    assert_eq!(server.wait_for_readiness(StatusCode::OK).await, "ready\n");
+    assert_eq!(
+        server.wait_for_readiness(StatusCode::OK).await,
+        "ready\nredis: reachable\n"
+    );
     server
 }
 
@@ -762,7 +765,14 @@ async fn a_join_whose_history_read_is_held_500_ms_while_the_room_flows_gets_ever
     // Publishes go straight to Redis through one instance; the joins go through the proxy on
     // the other, where nothing but the joins' reads touches the room's stream.
     let publishing = instance(&redis.url(), &WHOLE_HISTORY).await;
-    let joining = instance(&proxy.url(), &WHOLE_HISTORY).await;
+    // What arrives while a read is held (500 ms at 1,000 a second: about 110 KB of frames
+    // and their handles) must fit in what a join may hold, its queue's bound: a join holds no
+    // more than its member may have queued, and reads again when the room outruns it.
+    let joining = instance(
+        &proxy.url(),
+        &[&WHOLE_HISTORY[..], &["--room-queue-bytes", "1048576"]].concat(),
+    )
+    .await;
     let clock = Instant::now();
     let (last_tx, last_rx) = watch::channel(None);
     let mut watcher = Follower::start(

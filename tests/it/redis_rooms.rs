@@ -27,6 +27,9 @@ async fn instance(redis: &Redis, extra: &[&str]) -> TestServer {
     let url = redis.url();
     let mut args = vec!["--redis-url", url.as_str(), "--metrics-addr", "127.0.0.1:0"];
     args.extend_from_slice(&UNLIMITED);
+    // Bursts of hundreds at once, past any publish rate, and gap reads that bring them all
+    // back at once: queues that hold them, so these tests are not tests of the queue bound.
+    args.extend_from_slice(&["--room-queue-bytes", "1048576"]);
     args.extend_from_slice(extra);
     let server = TestServer::start(&args).await;
     // It listens before its pub/sub link is up, and answers joins `unavailable` until then,
@@ -375,8 +378,26 @@ async fn an_instance_killed_mid_stream_its_clients_resume_on_the_other_and_resen
  {
     let redis = Redis::start().await;
     // History enough for every message of the test: resuming always recovers.
-    let mut doomed = instance(&redis, &["--room-history", "10000"]).await;
-    let survivor = instance(&redis, &["--room-history", "10000"]).await;
+    let mut doomed = instance(
+        &redis,
+        &[
+            "--room-history",
+            "10000",
+            "--room-history-bytes",
+            "16777216",
+        ],
+    )
+    .await;
+    let survivor = instance(
+        &redis,
+        &[
+            "--room-history",
+            "10000",
+            "--room-history-bytes",
+            "16777216",
+        ],
+    )
+    .await;
     let mut reader_a = Member::connect(&doomed, "reader-a").await;
     let (epoch, _, _) = reader_a.join(None).await;
     let mut publisher_a = Member::connect(&doomed, "publisher-a").await;
@@ -461,8 +482,26 @@ async fn an_instance_killed_mid_stream_its_clients_resume_on_the_other_and_resen
 #[tokio::test]
 async fn pub_sub_connections_killed_while_messages_flow_leave_no_hole() {
     let redis = Redis::start().await;
-    let first = instance(&redis, &["--room-history", "10000"]).await;
-    let second = instance(&redis, &["--room-history", "10000"]).await;
+    let first = instance(
+        &redis,
+        &[
+            "--room-history",
+            "10000",
+            "--room-history-bytes",
+            "16777216",
+        ],
+    )
+    .await;
+    let second = instance(
+        &redis,
+        &[
+            "--room-history",
+            "10000",
+            "--room-history-bytes",
+            "16777216",
+        ],
+    )
+    .await;
     let mut publisher = Member::connect(&first, "publisher").await;
     publisher.join(None).await;
     let mut near = Member::connect(&first, "near").await;

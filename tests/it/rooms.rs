@@ -666,6 +666,8 @@ async fn a_flooding_client_that_reads_is_slowed_not_closed() {
             &[
                 "--room-queue-bytes",
                 "65536",
+                "--room-history-bytes",
+                "65536",
                 "--max-text-bytes",
                 "8192",
                 "--metrics-addr",

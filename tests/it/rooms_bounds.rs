@@ -340,7 +340,11 @@ async fn receives(member: &mut Member, offsets: std::ops::RangeInclusive<u64>, a
 
 #[tokio::test]
 async fn an_id_is_recognised_after_1500_other_ids_in_its_room() {
-    let server = TestServer::start(&UNLIMITED).await;
+    let server = TestServer::start(
+        // 1,500 publishes at once, past any rate: a queue that holds them.
+        &[&UNLIMITED[..], &["--room-queue-bytes", "1048576"]].concat(),
+    )
+    .await;
     let mut watcher = Member::connect(&server, "watcher").await;
     watcher.join("lobby", None).await;
     let mut publishers = Vec::new();

@@ -45,6 +45,11 @@ enum Listener {
         held_bytes: usize,
         /// The room changed epoch meanwhile: what it reads belongs to another history.
         stale: bool,
+        /// More arrived than it may hold: what arrives is let go, to be read from history.
+        dropped: bool,
+        /// Once `joined` went out: what the join was decided to be, its epoch, and the last
+        /// offset it was given.
+        sent: Option<(Joined, String, u64)>,
     },
 }
 
@@ -76,13 +81,20 @@ impl LocalRoom {
                 queue,
                 held,
                 held_bytes,
+                dropped,
                 ..
             } => {
-                // What is held counts against the same bound as what is queued.
+                if *dropped {
+                    return true;
+                }
+                // What is held counts against the same bound as what is queued; past it, the
+                // join reads history again rather than hold more.
                 *held_bytes += frame.len() + QUEUED_OVERHEAD;
                 if queue.room_bytes() + *held_bytes > queue.limit() {
-                    queue.end(Taken::Overflowed);
-                    return false;
+                    held.clear();
+                    *held_bytes = 0;
+                    *dropped = true;
+                    return true;
                 }
                 held.push((offset, frame.clone()));
                 true
@@ -125,6 +137,16 @@ impl LocalRoom {
         });
         self.position = Some((epoch, Sequence::after(top)));
     }
+}
+
+/// What a join's history read came to.
+#[derive(Debug)]
+pub(crate) enum Completed {
+    /// The member is live.
+    Joined(Joined),
+    /// More arrived while it read than it may hold: `joined` and what was read went out, and
+    /// the broker reads again after this position before the member is live.
+    ReadAgain(Position),
 }
 
 /// What became of a published message offered to the hub.
@@ -191,6 +213,8 @@ impl Hub {
                 held: Vec::new(),
                 held_bytes: 0,
                 stale: false,
+                dropped: false,
+                sent: None,
             },
         );
         Ok(())
@@ -219,74 +243,159 @@ impl Hub {
 
     /// Ends a join with what the broker read: the member's queue gets `joined`, the replay
     /// `since` asks for, then what arrived meanwhile, merged by offset; from then on every
-    /// message after it, in order.
+    /// message after it, in order. If more arrived meanwhile than the member may hold, the
+    /// broker reads again after what was given ([`Completed::ReadAgain`]) and this is called
+    /// with that read.
     pub(crate) fn complete(
         &self,
         room: &str,
         member: MemberId,
         since: Option<&Position>,
         snapshot: Snapshot,
-    ) -> Result<Joined, Problem> {
+    ) -> Result<Completed, Problem> {
         let mut rooms = self.rooms.of(room);
         let Some(local) = rooms.get_mut(room) else {
             return Err(unavailable());
         };
-        // Gone: it overflowed while its join was reading (its session closes it).
+        // Gone: its queue overflowed while its join was reading (its session closes it).
         let Some(Listener::Joining {
-            queue, held, stale, ..
+            queue,
+            held,
+            stale,
+            dropped,
+            sent,
+            ..
         }) = local.members.remove(&member)
         else {
             return Err(unavailable());
         };
-        if stale {
-            return Err(unavailable());
-        }
-        match &local.position {
-            None => {}
-            Some((known, sequence)) => match compare_epochs(&snapshot.epoch, known) {
-                // Delivered here past what the broker has, and not since this join began:
-                // Redis lost writes (restored from an older snapshot), and what follows
-                // would reuse offsets members here already have.
-                Order::Equal if held.is_empty() && sequence.last() > snapshot.top => {
-                    tracing::warn!(
-                        room,
-                        top = snapshot.top,
-                        "redis is behind what this instance delivered: it lost writes"
-                    );
-                    local.lose_history(room, snapshot.epoch.clone(), snapshot.top);
-                }
-                Order::Equal => {}
-                Order::Greater => {
-                    // The instance's view is of a history the broker no longer has.
-                    local.lose_history(room, snapshot.epoch.clone(), snapshot.top);
-                    if !held.is_empty() {
-                        return Err(unavailable());
-                    }
-                }
-                // Read from a history older than what this instance follows.
-                Order::Less => return Err(unavailable()),
-            },
-        }
         let top = snapshot.top;
-        // Nothing arrived yet: delivery here starts where the read ends.
-        local
-            .position
-            .get_or_insert_with(|| (snapshot.epoch.clone(), Sequence::after(top)));
-        // What was held must carry on from the snapshot with nothing between: it starts at
-        // most one past it (subscribed before the read, everything later arrives live).
-        if held
+        let (joined, epoch) = match sent {
+            None => {
+                if stale {
+                    return Err(unavailable());
+                }
+                Self::reconcile(local, room, &snapshot, held.is_empty() && !dropped)?;
+                // Nothing arrived yet: delivery here starts where the read ends.
+                local
+                    .position
+                    .get_or_insert_with(|| (snapshot.epoch.clone(), Sequence::after(top)));
+                let joined = self.first_answer(room, since, &snapshot, &queue);
+                (joined, snapshot.epoch)
+            }
+            Some((joined, epoch, after)) => {
+                // `joined` went out already: what follows it must be of its epoch, whole.
+                let mut last = after;
+                let whole = !stale
+                    && snapshot.epoch == epoch
+                    && snapshot
+                        .entries
+                        .iter()
+                        .filter(|entry| entry.offset > after)
+                        .all(|entry| {
+                            let next = entry.offset == last + 1;
+                            last = entry.offset;
+                            next
+                        })
+                    && last >= top;
+                if !whole {
+                    queue.end(Taken::HistoryLost);
+                    return Err(unavailable());
+                }
+                for entry in snapshot.entries.iter().filter(|entry| entry.offset > after) {
+                    queue.push_replay(&entry.frame);
+                }
+                (joined, epoch)
+            }
+        };
+        // What was held must carry on from the read with nothing between (it starts at most
+        // one past it); if it does not, or was let go, the broker reads again from here.
+        let broken = held
             .first()
-            .is_some_and(|(first, _)| *first > top.saturating_add(1))
-        {
-            tracing::debug!(room, top, "a join's read ended before what it held began");
-            return Err(unavailable());
+            .is_some_and(|(first, _)| *first > top.saturating_add(1));
+        if dropped || broken {
+            local.members.insert(
+                member,
+                Listener::Joining {
+                    queue,
+                    held: Vec::new(),
+                    held_bytes: 0,
+                    stale: false,
+                    dropped: false,
+                    sent: Some((joined, epoch.clone(), top)),
+                },
+            );
+            return Ok(Completed::ReadAgain(Position { epoch, offset: top }));
         }
+        let mut after = top;
+        for (offset, frame) in held {
+            if offset > after {
+                if !queue.push_room(&frame) {
+                    // Over its bound already: its session closes it.
+                    return Ok(Completed::Joined(joined));
+                }
+                after = offset;
+            }
+        }
+        local
+            .members
+            .insert(member, Listener::Live { queue, after });
+        Ok(Completed::Joined(joined))
+    }
+
+    /// A join's first read against what this instance follows: the same epoch, a newer one
+    /// (what members here had is lost), or an older one (a stale read: refused).
+    fn reconcile(
+        local: &mut LocalRoom,
+        room: &str,
+        snapshot: &Snapshot,
+        nothing_since: bool,
+    ) -> Result<(), Problem> {
+        let Some((known, sequence)) = &local.position else {
+            return Ok(());
+        };
+        match compare_epochs(&snapshot.epoch, known) {
+            // Delivered here past what the broker has, and nothing since this join began:
+            // Redis lost writes (restored from an older snapshot), and what follows would
+            // reuse offsets members here already have.
+            Order::Equal if nothing_since && sequence.last() > snapshot.top => {
+                tracing::warn!(
+                    room,
+                    top = snapshot.top,
+                    "redis is behind what this instance delivered: it lost writes"
+                );
+                local.lose_history(room, snapshot.epoch.clone(), snapshot.top);
+                Ok(())
+            }
+            Order::Equal => Ok(()),
+            Order::Greater => {
+                // The instance's view is of a history the broker no longer has.
+                local.lose_history(room, snapshot.epoch.clone(), snapshot.top);
+                if nothing_since {
+                    Ok(())
+                } else {
+                    Err(unavailable())
+                }
+            }
+            // Read from a history older than what this instance follows.
+            Order::Less => Err(unavailable()),
+        }
+    }
+
+    /// `joined` and the replay `since` asks for, as the first read decides them.
+    fn first_answer(
+        &self,
+        room: &str,
+        since: Option<&Position>,
+        snapshot: &Snapshot,
+        queue: &MemberQueue,
+    ) -> Joined {
         let ttl = self.history_ttl_ms;
         let decided = recovery(
             since,
             RoomState {
                 epoch: &snapshot.epoch,
-                last: top,
+                last: snapshot.top,
                 oldest_kept: snapshot
                     .entries
                     .iter()
@@ -298,7 +407,7 @@ impl Hub {
             ServerFrame::Joined {
                 room: room.to_owned(),
                 epoch: snapshot.epoch.clone(),
-                offset: top,
+                offset: snapshot.top,
                 recovered: decided.recovered(),
             }
             .to_json()
@@ -311,26 +420,23 @@ impl Hub {
                 replayed += 1;
             }
         }
-        let mut after = top;
-        for (offset, frame) in held {
-            if offset > after {
-                if !queue.push_room(&frame) {
-                    // Over its bound already: its session closes it.
-                    return Ok(Joined {
-                        recovery: decided,
-                        replayed,
-                    });
-                }
-                after = offset;
-            }
-        }
-        local
-            .members
-            .insert(member, Listener::Live { queue, after });
-        Ok(Joined {
+        Joined {
             recovery: decided,
             replayed,
-        })
+        }
+    }
+
+    /// A join that could not catch up in as many reads as it may make: the member is closed
+    /// (1008) as one that fell behind, and joins again.
+    pub(crate) fn give_up(&self, room: &str, member: MemberId) {
+        if let Some(Listener::Joining { queue, .. } | Listener::Live { queue, .. }) = self
+            .rooms
+            .of(room)
+            .get(room)
+            .and_then(|local| local.members.get(&member))
+        {
+            queue.end(Taken::Overflowed);
+        }
     }
 
     /// A published message: delivered to the room's members here if it is the next one.
@@ -525,13 +631,19 @@ mod tests {
         Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN))
     }
 
+    fn joined(completed: Result<Completed, Problem>) -> Joined {
+        match completed {
+            Ok(Completed::Joined(joined)) => joined,
+            other => panic!("expected joined, got {other:?}"),
+        }
+    }
+
     #[test]
     fn what_arrives_while_a_join_reads_follows_its_replay_once_in_order() {
         let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
         let early = queue();
         hub.enter("r", 1, &early).expect("enters");
-        hub.complete("r", 1, None, snapshot("e", 10, 1..=10))
-            .expect("joins");
+        joined(hub.complete("r", 1, None, snapshot("e", 10, 1..=10)));
         let late = queue();
         hub.enter("r", 2, &late).expect("enters");
         // Published while the second join reads: 11..=20; its read saw up to 15.
@@ -545,9 +657,7 @@ mod tests {
             epoch: "e".into(),
             offset: 4,
         };
-        let joined = hub
-            .complete("r", 2, Some(&since), snapshot("e", 15, 1..=15))
-            .expect("joins");
+        let joined = joined(hub.complete("r", 2, Some(&since), snapshot("e", 15, 1..=15)));
         assert_eq!(joined.replayed, 11);
         for offset in 21..=1_000 {
             hub.offer("r", "e", offset, || frame(offset));
@@ -572,8 +682,7 @@ mod tests {
         hub.enter("r", 1, &member).expect("enters");
         // The first message here arrives while the read is under way, and the read saw it.
         hub.offer("r", "e", 7, || frame(7));
-        hub.complete("r", 1, None, snapshot("e", 8, 1..=8))
-            .expect("joins");
+        joined(hub.complete("r", 1, None, snapshot("e", 8, 1..=8)));
         for offset in 8..=10 {
             hub.offer("r", "e", offset, || frame(offset));
         }
@@ -585,8 +694,7 @@ mod tests {
         let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
         let member = queue();
         hub.enter("r", 1, &member).expect("enters");
-        hub.complete("r", 1, None, snapshot("e", 3, 1..=3))
-            .expect("joins");
+        joined(hub.complete("r", 1, None, snapshot("e", 3, 1..=3)));
         assert_eq!(hub.offer("r", "e", 6, || frame(6)), Offered::AfterGap);
         let from = hub.position("r").expect("a position");
         assert_eq!(from, ("e".to_owned(), 3));
@@ -600,8 +708,7 @@ mod tests {
         let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
         let member = queue();
         hub.enter("r", 1, &member).expect("enters");
-        hub.complete("r", 1, None, snapshot("0002", 3, 1..=3))
-            .expect("joins");
+        joined(hub.complete("r", 1, None, snapshot("0002", 3, 1..=3)));
         assert_eq!(hub.offer("r", "0001", 4, || frame(4)), Offered::Taken);
         assert!(offsets(&taken(&member)).is_empty());
         assert_eq!(hub.offer("r", "0003", 1, || frame(1)), Offered::Taken);
@@ -614,15 +721,32 @@ mod tests {
     }
 
     #[test]
-    fn what_a_join_holds_is_bounded_like_its_queue() {
+    fn past_what_a_join_may_hold_it_reads_again_and_misses_nothing() {
         let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
         let small = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
         hub.enter("r", 1, &small).expect("enters");
+        // 1,000 messages while the join reads: far more than 10,000 bytes.
         for offset in 1..=1_000 {
             hub.offer("r", "e", offset, || frame(offset));
         }
-        assert_eq!(small.take_all(&mut Vec::new()), Taken::Overflowed);
-        assert!(hub.complete("r", 1, None, snapshot("e", 0, [])).is_err());
+        let again = hub.complete("r", 1, None, snapshot("e", 0, []));
+        let Ok(Completed::ReadAgain(position)) = again else {
+            panic!("expected a second read, got {again:?}");
+        };
+        assert_eq!(position.offset, 0);
+        // More arrive during the second read, which sees up to 1,003.
+        for offset in 1_001..=1_005 {
+            hub.offer("r", "e", offset, || frame(offset));
+        }
+        joined(hub.complete("r", 1, None, snapshot("e", 1_003, 1..=1_003)));
+        let mut frames = Vec::new();
+        assert_eq!(small.take_all(&mut frames), Taken::Frames);
+        let got: Vec<ServerFrame> = frames
+            .iter()
+            .map(|frame| ServerFrame::from_json(frame.text()).expect("valid"))
+            .collect();
+        assert!(matches!(got[0], ServerFrame::Joined { offset: 0, .. }));
+        assert_eq!(offsets(&got), (1..=1_005).collect::<Vec<_>>());
     }
 
     #[test]

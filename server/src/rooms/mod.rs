@@ -110,6 +110,9 @@ pub(crate) fn compare_epochs(a: &str, b: &str) -> Order {
     a.len().cmp(&b.len()).then_with(|| a.cmp(b))
 }
 
+/// History reads a join makes at most while the room outruns what it may hold meanwhile.
+const MAX_JOIN_READS: u32 = 8;
+
 /// The answer when this server holds `--max-rooms` rooms already.
 fn rooms_full() -> Problem {
     Problem::new(
@@ -237,17 +240,32 @@ impl Engine {
             member,
             done: false,
         };
-        let snapshot = match &self.broker {
-            Broker::Memory(memory) => {
-                memory.subscribe(room, now_ms)?;
-                memory.read(room, since, now_ms)?
-            }
-            Broker::Redis(redis) => {
-                redis.subscribe(room).await?;
-                redis.read(room, since).await?
+        match &self.broker {
+            Broker::Memory(memory) => memory.subscribe(room, now_ms)?,
+            Broker::Redis(redis) => redis.subscribe(room).await?,
+        }
+        let mut read_after = since.cloned();
+        let mut reads = 0;
+        let joined = loop {
+            let snapshot = match &self.broker {
+                Broker::Memory(memory) => memory.read(room, read_after.as_ref(), now_ms)?,
+                Broker::Redis(redis) => redis.read(room, read_after.as_ref()).await?,
+            };
+            reads += 1;
+            match self.hub.complete(room, member, since, snapshot)? {
+                hub::Completed::Joined(joined) => break joined,
+                hub::Completed::ReadAgain(_) if reads == MAX_JOIN_READS => {
+                    // The room outruns every read: the member falls behind, as a reader too
+                    // slow for its room would.
+                    self.hub.give_up(room, member);
+                    return Err(Problem::new(
+                        room_protocol::ErrorCode::Unavailable,
+                        "the room moves faster than it can be joined; join again in a moment",
+                    ));
+                }
+                hub::Completed::ReadAgain(position) => read_after = Some(position),
             }
         };
-        let joined = self.hub.complete(room, member, since, snapshot)?;
         entered.done = true;
         if since.is_some() {
             self.metrics.recovered(joined.recovery.recovered());

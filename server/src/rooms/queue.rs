@@ -4,9 +4,9 @@
 //! room's messages in offset order) and never waits: past `limit` bytes of room messages not
 //! yet taken by the session, the member is marked as overflowed and dropped from the room,
 //! and its session closes it with 1008. A session pushes its own answers (joined, replays,
-//! acks, errors) too; those do not count against the member, but while the queue holds
-//! `limit` bytes or more in all the session reads no more requests, so a client that floods is
-//! slowed down, not closed, as long as it reads. A room whose history was lost under its
+//! acks, errors) too; those do not count against the member, and the session writes them as
+//! soon as a request is answered, so a client that floods is slowed down by its own socket,
+//! not closed, as long as it reads. A room whose history was lost under its
 //! members (Redis restarted empty, or lost more than it kept) ends them too ([`Taken::HistoryLost`]),
 //! so they join again and are told `recovered: false`.
 //!
@@ -30,8 +30,6 @@ struct State {
     frames: VecDeque<QueuedText>,
     /// Bytes of room messages queued: what the limit applies to.
     room_bytes: usize,
-    /// Bytes of the member's own answers queued.
-    own_bytes: usize,
     /// Set once the member is to be closed: nothing more is queued or taken.
     ended: Option<Taken>,
 }
@@ -125,7 +123,6 @@ impl MemberQueue {
         }
         state.frames.clear();
         state.room_bytes = 0;
-        state.own_bytes = 0;
         drop(state);
         self.wake.notify_one();
     }
@@ -146,7 +143,6 @@ impl MemberQueue {
         if state.ended.is_some() {
             return;
         }
-        state.own_bytes += frame.len() + QUEUED_OVERHEAD;
         state.frames.push_back(frame);
         drop(state);
         self.wake.notify_one();
@@ -160,14 +156,7 @@ impl MemberQueue {
         }
         out.extend(state.frames.drain(..));
         state.room_bytes = 0;
-        state.own_bytes = 0;
         Taken::Frames
-    }
-
-    /// Whether the session should stop reading requests until it has written what waits.
-    pub(crate) fn is_full(&self) -> bool {
-        let state = self.state();
-        state.room_bytes + state.own_bytes >= self.limit
     }
 
     /// Resolves once something was queued (or the member overflowed) since the last wait;
@@ -201,17 +190,15 @@ mod tests {
     }
 
     #[test]
-    fn own_answers_never_overflow_but_make_the_queue_full() {
+    fn own_answers_never_overflow() {
         let queue = MemberQueue::new(1_000, Compression::PLAIN);
         for _ in 0..50 {
             queue.push_own(Utf8Bytes::from("x".repeat(100)));
         }
         // Own answers go on being queued past the limit.
-        assert!(queue.is_full());
         let mut taken = Vec::new();
         assert_eq!(queue.take_all(&mut taken), Taken::Frames);
         assert_eq!(taken.len(), 50);
-        assert!(!queue.is_full());
         // Own answers do not count against the member: room messages still fit beside them.
         queue.push_own(Utf8Bytes::from("x".repeat(5_000)));
         assert!(queue.push_room(&frame(1_000 - QUEUED_OVERHEAD)));

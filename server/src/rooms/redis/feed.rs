@@ -1,19 +1,89 @@
 //! The feed: what the pub/sub link brings goes to the hub, which delivers it if it is the
-//! room's next message. A gap (pub/sub lost something, or the link was down) is read from the
+//! room's next message. The link hands each message to one of [`WORKERS`] tasks, chosen by
+//! its room, through a bounded channel: rooms fan out in parallel and in order, and an
+//! instance that falls behind never buffers without bound: a message that finds its worker's
+//! channel full is let go and its room read from the stream instead, as for any gap. A gap (pub/sub lost something, or the link was down) is read from the
 //! room's stream by a task of its own, at most one per room at a time (a gap found meanwhile
 //! reads again when it ends), so the link goes on feeding every other room; a read that fails
 //! is tried again at the link's next ping.
 
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use hyper_tungstenite::tungstenite::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::{Redis, keys, script};
 use crate::outgoing::QueuedText;
 use crate::rooms::hub::Offered;
 use crate::rooms::shards::lock;
 
+/// Tasks the pub/sub messages are spread over, by room.
+pub(super) const WORKERS: usize = 4;
+/// Messages waiting for one worker, at most.
+const WORKER_BACKLOG: usize = 4_096;
+
+/// Where the link hands messages: one channel per worker, and how rooms are spread.
+#[derive(Debug)]
+pub(super) struct Feeds {
+    hasher: RandomState,
+    workers: Vec<mpsc::Sender<redis::Msg>>,
+}
+
 impl Redis {
+    /// Starts the workers, on `tracker` until `shutdown`.
+    pub(super) fn start_feeds(
+        self: &Arc<Redis>,
+        tracker: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Feeds {
+        let mut workers = Vec::with_capacity(WORKERS);
+        for _ in 0..WORKERS {
+            let (sender, mut receiver) = mpsc::channel::<redis::Msg>(WORKER_BACKLOG);
+            workers.push(sender);
+            let this = Arc::clone(self);
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        message = receiver.recv() => match message {
+                            Some(message) => this.arrived(&message),
+                            None => return,
+                        },
+                    }
+                }
+            });
+        }
+        Feeds {
+            hasher: RandomState::new(),
+            workers,
+        }
+    }
+
+    /// Hands a pub/sub message to its room's worker; a full worker lets it go and has the
+    /// room read from the stream.
+    pub(super) fn dispatch(&self, message: redis::Msg) {
+        let Some(feeds) = self.feeds.get() else {
+            return self.arrived(&message);
+        };
+        let channel = message.get_channel_name();
+        let worker = feeds.hasher.hash_one(channel) as usize % feeds.workers.len();
+        match feeds.workers[worker].try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                if let Some(room) = keys::room_of_channel(message.get_channel_name()) {
+                    // Read at the next ping, or at the room's next message.
+                    self.hub.fill_later(room);
+                }
+            }
+            // Shutting down.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
     /// One pub/sub message.
     pub(super) fn arrived(&self, message: &redis::Msg) {
         let Some(room) = keys::room_of_channel(message.get_channel_name()) else {

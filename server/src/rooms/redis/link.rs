@@ -4,6 +4,7 @@
 //! last delivered offset, then hands what arrives to the feed, pinging to notice a Redis that
 //! stopped answering.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,9 +12,12 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use redis::aio::PubSubSink;
 use redis::{RedisError, Value};
+use room_protocol::Problem;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{COMMAND_TIMEOUT, FIRST_RETRY, Redis, keys, millis};
+use crate::rooms::shards::lock;
 
 /// A pub/sub link that stayed up this long is reconnected at once when it drops; one that
 /// drops sooner is retried with backoff.
@@ -21,6 +25,15 @@ const STABLE_LINK: Duration = Duration::from_secs(5);
 /// Pub/sub link checks: a ping this often, which must be answered within the command timeout.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
 const LAST_RETRY: Duration = Duration::from_secs(5);
+
+/// Channel changes asked for and not yet sent.
+#[derive(Debug, Default)]
+pub(super) struct Changes {
+    /// Rooms to subscribe, with the joins waiting for it.
+    pub(super) subscribe: HashMap<String, Vec<oneshot::Sender<Result<(), Problem>>>>,
+    /// Rooms nobody here is in any more.
+    pub(super) unsubscribe: HashSet<String>,
+}
 
 /// The pub/sub connection's sending half, and which connection it is.
 #[derive(Debug, Default)]
@@ -30,6 +43,97 @@ pub(super) struct Link {
 }
 
 impl Redis {
+    /// Sends the channel changes asked for, all that gathered at once as one `UNSUBSCRIBE`
+    /// and one `SUBSCRIBE`, until shutdown; then lets Redis forget the rooms left.
+    pub(super) async fn subscriber(self: Arc<Redis>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.changed.notified() => {}
+            }
+            let changes = std::mem::take(&mut *lock(&self.changes));
+            let mut link = self.link.lock().await;
+            let generation = link.generation;
+            // A room left and joined again since is still wanted. Its subscription is taken
+            // off the books *before* asking whether anyone here holds it, so a join that
+            // enters after the question waits for a subscription of its own.
+            let mut leaving = Vec::new();
+            for room in changes.unsubscribe {
+                if changes.subscribe.contains_key(&room) {
+                    continue;
+                }
+                let was = self.subscribed.of(&room).remove(&room);
+                if self.hub.is_held(&room) {
+                    if let Some(generation) = was {
+                        self.subscribed.of(&room).insert(room, generation);
+                    }
+                } else {
+                    leaving.push(room);
+                }
+            }
+            let joining: Vec<String> = changes
+                .subscribe
+                .keys()
+                .filter(|room| self.subscribed.of(room).get(*room) != Some(&generation))
+                .cloned()
+                .collect();
+            let Some(sink) = link.sink.as_mut() else {
+                drop(link);
+                for (_, waiting) in changes.subscribe {
+                    for done in waiting {
+                        let _ = done.send(Err(super::unavailable()));
+                    }
+                }
+                continue;
+            };
+            let mut left = true;
+            if !leaving.is_empty() {
+                let channels: Vec<String> =
+                    leaving.iter().map(|room| keys::channel(room)).collect();
+                let sent = tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&channels)).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    // Still subscribed: their messages find no local room and are dropped.
+                    self.metrics.redis_error();
+                    left = false;
+                }
+            }
+            let mut answer = Ok(());
+            if !joining.is_empty() {
+                let channels: Vec<String> =
+                    joining.iter().map(|room| keys::channel(room)).collect();
+                answer =
+                    match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&channels)).await {
+                        Ok(Ok(())) => {
+                            for room in &joining {
+                                self.subscribed.of(room).insert(room.clone(), generation);
+                            }
+                            Ok(())
+                        }
+                        Ok(Err(error)) => Err(self.failed("subscribe", &error)),
+                        Err(_) => {
+                            self.metrics.redis_error();
+                            Err(super::unavailable())
+                        }
+                    };
+            }
+            drop(link);
+            for (_, waiting) in changes.subscribe {
+                for done in waiting {
+                    let _ = done.send(answer.clone());
+                }
+            }
+            if left && !leaving.is_empty() {
+                // On a task of its own: joins do not wait for rooms being forgotten.
+                let this = Arc::clone(&self);
+                self.spawn(async move {
+                    for room in leaving {
+                        this.forget_room(&room).await;
+                    }
+                });
+            }
+        }
+    }
+
     /// See the module documentation.
     pub(super) async fn maintain(self: Arc<Redis>, shutdown: CancellationToken) {
         let mut retry = Duration::ZERO;
@@ -116,7 +220,7 @@ impl Redis {
             tokio::select! {
                 () = shutdown.cancelled() => return None,
                 message = stream.next() => match message {
-                    Some(message) => self.arrived(&message),
+                    Some(message) => self.dispatch(message),
                     None => return Some("the pub/sub connection closed".to_owned()),
                 },
                 _ = ping.tick() => {

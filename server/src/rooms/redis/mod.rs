@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::hub::Hub;
-use super::shards::Shards;
+use super::shards::{Shards, lock};
 use super::{Publish, RoomSettings, Snapshot, epoch_suffix};
 use crate::metrics::RoomMetrics;
 
@@ -69,6 +69,13 @@ pub(crate) struct Redis {
     linked_once: AtomicBool,
     /// Rooms whose gap is being read, and whether another gap was found meanwhile.
     filling: Mutex<HashMap<String, bool>>,
+    /// Subscriptions and unsubscriptions asked for and not yet sent: the link sends all that
+    /// gathered as one command each ([`link`]'s `subscriber`), so a join waits for one round
+    /// trip whatever else is joined or left at the same time.
+    changes: Mutex<link::Changes>,
+    changed: tokio::sync::Notify,
+    /// The workers the pub/sub messages are spread over (set by [`Redis::start`]).
+    feeds: OnceLock<feed::Feeds>,
     /// Where the tasks it spawns are tracked and stopped (set by [`Redis::start`]).
     tasks: OnceLock<(TaskTracker, CancellationToken)>,
     /// Itself, for the tasks it spawns.
@@ -130,7 +137,10 @@ impl Redis {
             warned: AtomicBool::new(false),
             linked_once: AtomicBool::new(false),
             filling: Mutex::new(HashMap::new()),
+            changes: Mutex::new(link::Changes::default()),
+            changed: tokio::sync::Notify::new(),
             tasks: OnceLock::new(),
+            feeds: OnceLock::new(),
         }))
     }
 
@@ -138,6 +148,8 @@ impl Redis {
     /// `tracker`.
     pub(crate) fn start(self: &Arc<Redis>, tracker: &TaskTracker, shutdown: CancellationToken) {
         let _ = self.tasks.set((tracker.clone(), shutdown.clone()));
+        let _ = self.feeds.set(self.start_feeds(tracker, &shutdown));
+        tracker.spawn(Arc::clone(self).subscriber(shutdown.clone()));
         tracker.spawn(Arc::clone(self).maintain(shutdown));
     }
 
@@ -263,67 +275,50 @@ impl Redis {
 
     /// Subscribes this instance to the room's channel on the current pub/sub connection:
     /// confirmed before the join reads, so whatever is published after the read arrives live.
-    /// A room subscribed on the current connection already answers at once.
+    /// A room subscribed on the current connection already answers at once; the others are
+    /// sent with whatever else was asked meanwhile, in one command.
     pub(crate) async fn subscribe(&self, room: &str) -> Result<(), Problem> {
         let current = self.generation.load(Ordering::Acquire);
         if current != 0 && self.subscribed.of(room).get(room) == Some(&current) {
             return Ok(());
         }
-        let mut link = self.link.lock().await;
-        let generation = link.generation;
-        if self.subscribed.of(room).get(room) == Some(&generation) {
-            return Ok(());
-        }
-        let Some(sink) = link.sink.as_mut() else {
-            return Err(unavailable());
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(keys::channel(room))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(self.failed("subscribe", &error)),
-            Err(_) => {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        lock(&self.changes)
+            .subscribe
+            .entry(room.to_owned())
+            .or_default()
+            .push(done);
+        self.changed.notify_one();
+        match tokio::time::timeout(2 * COMMAND_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            // Not sent in time, or the link went away with it.
+            Ok(Err(_)) | Err(_) => {
                 self.metrics.redis_error();
-                return Err(unavailable());
+                Err(unavailable())
             }
         }
-        self.subscribed.of(room).insert(room.to_owned(), generation);
-        Ok(())
     }
 
-    /// Nobody here is in the room any more: unsubscribes (unless someone joined it again
-    /// meanwhile), then lets Redis forget a room nobody published in.
+    /// Nobody here is in the room any more: it is unsubscribed with the next batch (unless
+    /// someone joined it again meanwhile), then Redis forgets a room nobody published in.
     pub(crate) fn unsubscribe(&self, room: &str) {
-        let Some(this) = self.this.upgrade() else {
-            return;
-        };
-        let room = room.to_owned();
-        self.spawn(async move {
-            let mut link = this.link.lock().await;
-            if this.hub.is_held(&room) {
-                return;
-            }
-            this.subscribed.of(&room).remove(&room);
-            if let Some(sink) = link.sink.as_mut() {
-                let unsubscribed =
-                    tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(keys::channel(&room)))
-                        .await;
-                if !matches!(unsubscribed, Ok(Ok(()))) {
-                    // Still subscribed: its messages find no local room and are dropped.
-                    this.metrics.redis_error();
-                    return;
-                }
-            }
-            drop(link);
-            let forgotten: Result<i64, RedisError> = this
-                .invoke(|| {
-                    let mut invocation = this.forget.prepare_invoke();
-                    invocation.key(keys::meta(&room)).arg(keys::channel(&room));
-                    invocation
-                })
-                .await;
-            if let Err(error) = forgotten {
-                // Its meta expires on its own.
-                this.failed("forget", &error);
-            }
-        });
+        lock(&self.changes).unsubscribe.insert(room.to_owned());
+        self.changed.notify_one();
+    }
+
+    /// Lets Redis forget a room this instance left, if nobody published in it and nobody
+    /// else subscribes to it.
+    async fn forget_room(&self, room: &str) {
+        let forgotten: Result<i64, RedisError> = self
+            .invoke(|| {
+                let mut invocation = self.forget.prepare_invoke();
+                invocation.key(keys::meta(room)).arg(keys::channel(room));
+                invocation
+            })
+            .await;
+        if let Err(error) = forgotten {
+            // Its meta expires on its own.
+            self.failed("forget", &error);
+        }
     }
 }
