@@ -1383,3 +1383,40 @@ async fn a_quiet_rooms_messages_published_while_redis_killed_pub_sub_arrive_with
  {
     a_quiet_rooms_messages_from_a_pub_sub_outage_arrive(Outage::ClientKill).await;
 }
+
+/// Pub/sub loses a quiet room's last message without the link dropping (the proxy swallows
+/// it): the instance finds it by comparing the room's position with Redis's every few seconds.
+#[tokio::test]
+async fn a_quiet_rooms_message_that_pub_sub_lost_without_a_drop_arrives_by_the_position_check() {
+    const ROOM: &str = "lost";
+    let redis = Redis::start().await;
+    let proxy = RedisProxy::start(&redis.socket_path());
+    let reading = instance(&proxy.url(), &[]).await;
+    let publishing = instance(&redis.url(), &[]).await;
+    let clock = Instant::now();
+    let (last_tx, last_rx) = watch::channel(None);
+    let mut reader = Follower::start(ws_base(&reading), ROOM, "reader", None, last_rx, clock);
+    reader.joined().await.0.expect("the reader joins");
+    let (mut sink, mut stream) = connect(&ws_base(&publishing), "publisher").await.split();
+    join(&mut sink, &mut stream, ROOM, None, "publisher")
+        .await
+        .expect("the publisher joins");
+    proxy.drop_messages(&channel(ROOM), 1);
+    let last = publish_and_ack(&mut sink, &mut stream, ROOM, &["swallowed".to_owned()]).await;
+    let published_at = Instant::now();
+    // Nobody publishes again.
+    last_tx.send_replace(Some(last));
+    let followed = reader.finish().await;
+    assert_eq!(proxy.dropped(), 1, "the proxy swallowed the message");
+    let reached = followed.reached_at.unwrap_or_else(|| {
+        panic!(
+            "the swallowed message never arrived: ended {:?} at {:?}",
+            followed.ending,
+            followed.offsets.last()
+        )
+    });
+    let took = reached.saturating_duration_since(published_at);
+    eprintln!("a message pub/sub lost arrived {took:?} after it was published");
+    assert!(took < Duration::from_secs(5), "it took {took:?}");
+    assert_eq!(followed.offsets, [last], "once");
+}

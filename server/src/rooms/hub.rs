@@ -584,6 +584,7 @@ mod tests {
     use super::*;
     use crate::outgoing::Compression;
     use crate::rooms::Entry;
+    use crate::rooms::tests::{frames, offsets};
     use hyper_tungstenite::tungstenite::Utf8Bytes;
 
     fn frame(offset: u64) -> QueuedText {
@@ -606,25 +607,6 @@ mod tests {
                 .collect(),
             now_ms: 0,
         }
-    }
-
-    fn taken(queue: &MemberQueue) -> Vec<ServerFrame> {
-        let mut frames = Vec::new();
-        queue.take_all(&mut frames);
-        frames
-            .iter()
-            .map(|frame| ServerFrame::from_json(frame.text()).expect("valid frame"))
-            .collect()
-    }
-
-    fn offsets(frames: &[ServerFrame]) -> Vec<u64> {
-        frames
-            .iter()
-            .filter_map(|frame| match frame {
-                ServerFrame::Message { offset, .. } => Some(*offset),
-                _ => None,
-            })
-            .collect()
     }
 
     fn queue() -> Arc<MemberQueue> {
@@ -662,7 +644,7 @@ mod tests {
         for offset in 21..=1_000 {
             hub.offer("r", "e", offset, || frame(offset));
         }
-        let got = taken(&late);
+        let got = frames(&late);
         assert!(matches!(
             got[0],
             ServerFrame::Joined {
@@ -672,7 +654,7 @@ mod tests {
             }
         ));
         assert_eq!(offsets(&got), (5..=1_000).collect::<Vec<_>>());
-        assert_eq!(offsets(&taken(&early)), (11..=1_000).collect::<Vec<_>>());
+        assert_eq!(offsets(&frames(&early)), (11..=1_000).collect::<Vec<_>>());
     }
 
     #[test]
@@ -686,7 +668,7 @@ mod tests {
         for offset in 8..=10 {
             hub.offer("r", "e", offset, || frame(offset));
         }
-        assert_eq!(offsets(&taken(&member)), [9, 10]);
+        assert_eq!(offsets(&frames(&member)), [9, 10]);
     }
 
     #[test]
@@ -700,7 +682,7 @@ mod tests {
         assert_eq!(from, ("e".to_owned(), 3));
         hub.fill("r", &from, snapshot("e", 6, 4..=6));
         assert_eq!(hub.offer("r", "e", 6, || frame(6)), Offered::Taken);
-        assert_eq!(offsets(&taken(&member)), [4, 5, 6]);
+        assert_eq!(offsets(&frames(&member)), [4, 5, 6]);
     }
 
     #[test]
@@ -710,7 +692,7 @@ mod tests {
         hub.enter("r", 1, &member).expect("enters");
         joined(hub.complete("r", 1, None, snapshot("0002", 3, 1..=3)));
         assert_eq!(hub.offer("r", "0001", 4, || frame(4)), Offered::Taken);
-        assert!(offsets(&taken(&member)).is_empty());
+        assert!(offsets(&frames(&member)).is_empty());
         assert_eq!(hub.offer("r", "0003", 1, || frame(1)), Offered::Taken);
         assert_eq!(member.take_all(&mut Vec::new()), Taken::HistoryLost);
         // A join that read the older history is refused; one of the newer goes on.

@@ -30,7 +30,8 @@ fn publish<'a>(room: &'a str, id: &'a str, text: &'a str) -> Publish<'a> {
     }
 }
 
-fn frames(queue: &MemberQueue) -> Vec<ServerFrame> {
+/// What a member's queue holds, as frames (shared with the hub's tests).
+pub(super) fn frames(queue: &MemberQueue) -> Vec<ServerFrame> {
     let mut taken = Vec::new();
     queue.take_all(&mut taken);
     taken
@@ -39,7 +40,8 @@ fn frames(queue: &MemberQueue) -> Vec<ServerFrame> {
         .collect()
 }
 
-fn offsets(frames: &[ServerFrame]) -> Vec<u64> {
+/// The offsets of the messages among `frames`.
+pub(super) fn offsets(frames: &[ServerFrame]) -> Vec<u64> {
     frames
         .iter()
         .filter_map(|frame| match frame {

@@ -24,6 +24,12 @@ use crate::rooms::shards::lock;
 const STABLE_LINK: Duration = Duration::from_secs(5);
 /// Pub/sub link checks: a ping this often, which must be answered within the command timeout.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// Every room held here is compared with Redis's last offset this often, so a message that
+/// pub/sub lost without the link dropping reaches a quiet room anyway (Centrifugo's position
+/// check).
+const POSITION_CHECK: Duration = Duration::from_secs(3);
+/// Rooms asked about in one pipelined round trip.
+const POSITION_CHECK_BATCH: usize = 500;
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
 /// Channel changes asked for and not yet sent.
@@ -213,6 +219,9 @@ impl Redis {
     ) -> Option<String> {
         let mut ping = tokio::time::interval(PING_INTERVAL);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(POSITION_CHECK);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        check.reset();
         let Some(mut pinger) = self.link.lock().await.sink.clone() else {
             return Some("the link was gone before it was used".to_owned());
         };
@@ -233,6 +242,47 @@ impl Redis {
                     for room in self.hub.pending_fills() {
                         self.fill_soon(room);
                     }
+                }
+                _ = check.tick() => {
+                    if let Some(this) = self.this.upgrade() {
+                        self.spawn(async move { this.check_positions().await });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks Redis for the last offset of every room held here, a batch per round trip, and
+    /// has each room that is behind read from the stream.
+    async fn check_positions(&self) {
+        let rooms = self.hub.rooms();
+        for batch in rooms.chunks(POSITION_CHECK_BATCH) {
+            let mut pipe = redis::pipe();
+            for room in batch {
+                pipe.cmd("HMGET")
+                    .arg(keys::meta(room))
+                    .arg("epoch")
+                    .arg("top");
+            }
+            let mut commands = self.commands.clone();
+            let answer: Result<Vec<(Option<String>, Option<u64>)>, RedisError> =
+                tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut commands))
+                    .await
+                    .unwrap_or_else(|_| Err(RedisError::from((redis::ErrorKind::Io, "timed out"))));
+            let Ok(tops) = answer else {
+                self.metrics.redis_error();
+                return;
+            };
+            for (room, (epoch, top)) in batch.iter().zip(tops) {
+                let (Some(epoch), Some(top)) = (epoch, top) else {
+                    continue;
+                };
+                if self
+                    .hub
+                    .position(room)
+                    .is_some_and(|(known, last)| known == epoch && last < top)
+                {
+                    self.fill_soon(room.clone());
                 }
             }
         }

@@ -2,9 +2,9 @@
 //!
 //! Redis holds what must survive an instance, in Centrifugo's data model ([`keys`]): per room
 //! a meta hash (epoch, last offset), a stream of the room's message frames, and one key per
-//! message id for dedup. A publish is one Lua script ([`script::PUBLISH`]): the dedup check,
+//! message id for dedup. A publish is one Lua script ([`script::publish`]): the dedup check,
 //! the next offset, the stream entry, the expiries and the `PUBLISH` on the room's channel,
-//! atomically. A join and a gap fill read with one script too ([`script::READ`]).
+//! atomically. A join and a gap fill read with one script too ([`script::read`]).
 //!
 //! Each instance subscribes only to the rooms its members are in, on one pub/sub connection
 //! of its own ([`link`]), and hands what arrives to the hub ([`feed`]), which decides order,
@@ -124,8 +124,8 @@ impl Redis {
             this: this.clone(),
             client,
             commands,
-            publish: Script::new(script::PUBLISH),
-            read: Script::new(script::READ),
+            publish: Script::new(&script::publish()),
+            read: Script::new(&script::read()),
             forget: Script::new(script::FORGET),
             settings,
             metrics,

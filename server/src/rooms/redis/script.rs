@@ -8,6 +8,25 @@ use redis::Value;
 use crate::outgoing::QueuedText;
 use crate::rooms::{Entry, Snapshot};
 
+/// What every script starts with: Redis's clock in ms (`now`), and an epoch drawn now
+/// (`new_epoch`: 12 hex digits of ms, then the random digits given), so epochs drawn later
+/// sort after.
+const CLOCK: &str = r"
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+local function new_epoch(random) return string.format('%012x', now) .. random end
+";
+
+/// The publish script, with the clock.
+pub(super) fn publish() -> String {
+    format!("{CLOCK}{PUBLISH}")
+}
+
+/// The read script, with the clock.
+pub(super) fn read() -> String {
+    format!("{CLOCK}{READ}")
+}
+
 /// One publish, atomically: dedup, offset, stream, expiries, `PUBLISH`. Returns `{taken,
 /// offset}`: `taken` 0 when the id was known (its first offset comes back).
 ///
@@ -18,14 +37,12 @@ use crate::rooms::{Entry, Snapshot};
 /// KEYS: meta, log, dedup key. ARGV: 8 random hex digits (for a new epoch), history length,
 /// history TTL ms, meta TTL ms, dedup window ms, frame head, frame middle, channel, history
 /// bytes.
-pub(super) const PUBLISH: &str = r"
+const PUBLISH: &str = r"
 local known = redis.call('GET', KEYS[3])
 if known then return {0, tonumber(known)} end
-local clock = redis.call('TIME')
-local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  epoch = string.format('%012x', now) .. ARGV[1]
+  epoch = new_epoch(ARGV[1])
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch)
 end
@@ -62,12 +79,10 @@ return {1, offset}
 ///
 /// KEYS: meta, log. ARGV: 8 random hex digits, meta TTL ms, the position's epoch ('' for
 /// none), its offset.
-pub(super) const READ: &str = r"
-local clock = redis.call('TIME')
-local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+const READ: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
-  epoch = string.format('%012x', now) .. ARGV[1]
+  epoch = new_epoch(ARGV[1])
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'top', 0)
 end
@@ -93,7 +108,7 @@ if listeners > 0 then return 0 end
 return redis.call('DEL', KEYS[1])
 ";
 
-/// `epoch offset frame`, as [`PUBLISH`] sends it.
+/// `epoch offset frame`, as the publish script sends it.
 pub(super) fn parse_published(payload: &str) -> Option<(&str, u64, &str)> {
     let mut parts = payload.splitn(3, ' ');
     let epoch = parts.next()?;
@@ -102,7 +117,7 @@ pub(super) fn parse_published(payload: &str) -> Option<(&str, u64, &str)> {
     Some((epoch, offset, frame))
 }
 
-/// `{epoch, top, entries, now}` as [`READ`] answers, each entry `[id, [field, value, ...]]`.
+/// `{epoch, top, entries, now}` as the read script answers, each entry `[id, [field, value, ...]]`.
 pub(super) fn snapshot(value: Value) -> Option<Snapshot> {
     let Value::Array(parts) = value else {
         return None;
