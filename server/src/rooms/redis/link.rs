@@ -32,6 +32,9 @@ const POSITION_CHECK: Duration = Duration::from_secs(3);
 const POSITION_CHECK_BATCH: usize = 500;
 const LAST_RETRY: Duration = Duration::from_secs(5);
 
+/// A room's epoch and last offset as Redis has them (`None` for a room without meta).
+type RoomTop = (Option<String>, Option<u64>);
+
 /// Channel changes asked for and not yet sent.
 #[derive(Debug, Default)]
 pub(super) struct Changes {
@@ -265,7 +268,7 @@ impl Redis {
                     .arg("top");
             }
             let mut commands = self.commands.clone();
-            let answer: Result<Vec<(Option<String>, Option<u64>)>, RedisError> =
+            let answer: Result<Vec<RoomTop>, RedisError> =
                 tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async(&mut commands))
                     .await
                     .unwrap_or_else(|_| Err(RedisError::from((redis::ErrorKind::Io, "timed out"))));
