@@ -7,8 +7,9 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::FutureExt;
 use room_protocol::frames::parse_client;
@@ -45,9 +46,18 @@ pub(crate) struct MemberLimits {
     pub queue_bytes: usize,
 }
 
-/// Milliseconds since the Unix epoch: message times, history ages, the dedup window and the
-/// publish rate all read this one clock.
+/// Milliseconds on a monotonic clock (since this process first asked): history ages, the
+/// dedup window and the publish and join rates all read this one clock, which a change of the
+/// system's time does not move.
 pub(crate) fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    start.elapsed().as_millis().try_into().unwrap_or(u64::MAX)
+}
+
+/// Milliseconds since the Unix epoch, for what people read (a message's `time`) and for
+/// epochs, which must sort across restarts.
+pub(crate) fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis().try_into().unwrap_or(u64::MAX))

@@ -9,6 +9,9 @@
 //! make way, so history never locks out people who want to talk. A room without members and
 //! without history is dropped at once.
 //!
+//! Times here (history ages, the dedup window) are on the engine's monotonic clock; a
+//! message's `time` and a room's epoch on the wall clock.
+//!
 //! Each room draws its epoch when it is made: a room dropped and made again, or a restarted
 //! process, has lost its history, and clients resuming from an old position are told so.
 
@@ -23,7 +26,7 @@ use room_protocol::{Position, Problem};
 use super::dedup::Dedup;
 use super::hub::Hub;
 use super::shards::{Shards, lock};
-use super::{Entry, Publish, RoomSettings, Snapshot, fresh_epoch, rooms_full};
+use super::{Entry, Publish, RoomSettings, Snapshot, fresh_epoch, rooms_full, wall_ms};
 use crate::metrics::RoomMetrics;
 use crate::outgoing::QueuedText;
 
@@ -42,9 +45,9 @@ struct StoredRoom {
 }
 
 impl StoredRoom {
-    fn new(now_ms: u64) -> StoredRoom {
+    fn new() -> StoredRoom {
         StoredRoom {
-            epoch: fresh_epoch(now_ms),
+            epoch: fresh_epoch(wall_ms()),
             last: 0,
             history: VecDeque::new(),
             history_bytes: 0,
@@ -105,7 +108,7 @@ impl Memory {
 
     /// The room called `name`, made if it does not exist (dropping the longest memberless
     /// room if the server is full).
-    fn room(&self, name: &str, now_ms: u64) -> Result<Arc<Mutex<StoredRoom>>, Problem> {
+    fn room(&self, name: &str) -> Result<Arc<Mutex<StoredRoom>>, Problem> {
         loop {
             if let Some(room) = self.rooms.of(name).get(name) {
                 return Ok(Arc::clone(room));
@@ -122,7 +125,7 @@ impl Memory {
                 self.count.fetch_sub(1, Ordering::Relaxed);
                 continue;
             }
-            let room = Arc::new(Mutex::new(StoredRoom::new(now_ms)));
+            let room = Arc::new(Mutex::new(StoredRoom::new()));
             rooms.insert(name.to_owned(), Arc::clone(&room));
             return Ok(room);
         }
@@ -161,7 +164,7 @@ impl Memory {
         mut act: impl FnMut(&mut StoredRoom) -> T,
     ) -> Result<T, Problem> {
         loop {
-            let room = self.room(name, now_ms)?;
+            let room = self.room(name)?;
             let mut stored = lock(&room);
             if stored.removed {
                 continue;
@@ -215,7 +218,7 @@ impl Memory {
             let offset = stored.last;
             let frame = QueuedText::shared(Utf8Bytes::from(
                 MessageAroundOffset::new(publish.room, publish.id, publish.from, publish.text)
-                    .frame(offset, now_ms),
+                    .frame(offset, wall_ms()),
             ));
             self.dedup.insert(publish.room, publish.id, offset, now_ms);
             self.metrics.published();

@@ -29,7 +29,7 @@ use room_protocol::{Position, Problem};
 use crate::metrics::RoomMetrics;
 use crate::outgoing::QueuedText;
 
-pub(crate) use member::{Member, MemberLimits, Outcome, Waiting, now_ms};
+pub(crate) use member::{Member, MemberLimits, Outcome, Waiting, now_ms, wall_ms};
 pub(crate) use queue::{MemberQueue, Taken};
 
 /// One connection's identity in the rooms it joins.
