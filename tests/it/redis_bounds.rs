@@ -1158,6 +1158,12 @@ async fn a_reader_whose_publish_waits(stall: Stall) {
         }
     };
     let last = stop_all(publishers).await;
+    // The stuck publish may have taken an offset after the publishers' last.
+    let stuck_offset = answers_to(&log, STUCK).find_map(|(_, frame)| match frame {
+        ServerFrame::Ack { offset, .. } => Some(*offset),
+        _ => None,
+    });
+    let last = last.max(stuck_offset.unwrap_or(0));
     record_until(&mut events, &mut log, |log| {
         messages(log)
             .last()
