@@ -22,6 +22,14 @@ const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1
 
 const ROOM: &str = "lobby";
 
+/// A history that keeps every message these tests publish.
+const WHOLE_HISTORY: [&str; 4] = [
+    "--room-history",
+    "10000",
+    "--room-history-bytes",
+    "16777216",
+];
+
 /// Starts an instance on its own free port, using `redis`, with `extra` flags.
 async fn instance(redis: &Redis, extra: &[&str]) -> TestServer {
     let url = redis.url();
@@ -378,26 +386,8 @@ async fn an_instance_killed_mid_stream_its_clients_resume_on_the_other_and_resen
  {
     let redis = Redis::start().await;
     // History enough for every message of the test: resuming always recovers.
-    let mut doomed = instance(
-        &redis,
-        &[
-            "--room-history",
-            "10000",
-            "--room-history-bytes",
-            "16777216",
-        ],
-    )
-    .await;
-    let survivor = instance(
-        &redis,
-        &[
-            "--room-history",
-            "10000",
-            "--room-history-bytes",
-            "16777216",
-        ],
-    )
-    .await;
+    let mut doomed = instance(&redis, &WHOLE_HISTORY).await;
+    let survivor = instance(&redis, &WHOLE_HISTORY).await;
     let mut reader_a = Member::connect(&doomed, "reader-a").await;
     let (epoch, _, _) = reader_a.join(None).await;
     let mut publisher_a = Member::connect(&doomed, "publisher-a").await;
@@ -482,26 +472,8 @@ async fn an_instance_killed_mid_stream_its_clients_resume_on_the_other_and_resen
 #[tokio::test]
 async fn pub_sub_connections_killed_while_messages_flow_leave_no_hole() {
     let redis = Redis::start().await;
-    let first = instance(
-        &redis,
-        &[
-            "--room-history",
-            "10000",
-            "--room-history-bytes",
-            "16777216",
-        ],
-    )
-    .await;
-    let second = instance(
-        &redis,
-        &[
-            "--room-history",
-            "10000",
-            "--room-history-bytes",
-            "16777216",
-        ],
-    )
-    .await;
+    let first = instance(&redis, &WHOLE_HISTORY).await;
+    let second = instance(&redis, &WHOLE_HISTORY).await;
     let mut publisher = Member::connect(&first, "publisher").await;
     publisher.join(None).await;
     let mut near = Member::connect(&first, "near").await;
