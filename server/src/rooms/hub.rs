@@ -455,7 +455,8 @@ impl Hub {
         let arrival = match &local.position {
             // Nobody has finished joining: delivery (to the joins' hold) starts here.
             None => {
-                local.position = Some((epoch.to_owned(), Sequence::after(offset - 1)));
+                local.position =
+                    Some((epoch.to_owned(), Sequence::after(offset.saturating_sub(1))));
                 Arrival::Next
             }
             Some((known, sequence)) => match compare_epochs(epoch, known) {

@@ -112,7 +112,8 @@ return redis.call('DEL', KEYS[1])
 pub(super) fn parse_published(payload: &str) -> Option<(&str, u64, &str)> {
     let mut parts = payload.splitn(3, ' ');
     let epoch = parts.next()?;
-    let offset = parts.next()?.parse().ok()?;
+    // Offsets count from 1.
+    let offset = parts.next()?.parse().ok().filter(|offset| *offset > 0)?;
     let frame = parts.next()?;
     Some((epoch, offset, frame))
 }
@@ -195,7 +196,7 @@ mod tests {
             parse_published(r#"e1 42 {"text":"a b c"}"#),
             Some(("e1", 42, r#"{"text":"a b c"}"#))
         );
-        for broken in ["", "e1", "e1 x {}", "e1 42", "e1 -1 {}"] {
+        for broken in ["", "e1", "e1 x {}", "e1 42", "e1 -1 {}", "e1 0 {}"] {
             assert_eq!(parse_published(broken), None, "{broken:?}");
         }
     }
