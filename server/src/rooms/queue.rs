@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use hyper_tungstenite::tungstenite::Utf8Bytes;
 use tokio::sync::Notify;
 
+use super::shards::lock;
 use crate::outgoing::{Compression, QueuedText};
 
 /// What a queued message costs beyond its text (its slot, its handle on the shared frame),
@@ -87,11 +88,7 @@ impl MemberQueue {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock leaves the queue in a consistent state (every
-        // critical section is a few plain field updates), so a poisoned lock is still usable.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
 
     /// A room message; `false` if the member is over its limit (it is then marked to be
