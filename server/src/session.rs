@@ -5,6 +5,10 @@
 //! The session is generic over its stream (`run_upgraded::<S>`): the connection code hands it
 //! the type it gave hyper, so TCP, TLS and any other stream run the same code.
 //!
+//! The apps and the rooms protocol have a loop each (`drive_app`, `drive_rooms`); what they
+//! share is the ending (`run`), the pings (`Pings`) and the writes. A rooms request that waits
+//! on the engine never stops its session: the loop polls it beside its other work.
+//!
 //! Messages that have already arrived are answered in batches of at most
 //! [`MAX_MESSAGES_PER_FLUSH`], one flush per batch. A message is read only when the batch has
 //! a turn left to answer it, so whatever is read (a message, an error, the end) is dealt with.
@@ -80,16 +84,6 @@ pub(crate) enum Talk {
     App(App),
     /// The rooms protocol (`/rooms`). Boxed: the apps' sessions stay as small as they were.
     Room(Box<Member>),
-}
-
-impl Talk {
-    /// The queue the member's rooms fill, for a rooms session.
-    fn queue(&self) -> Option<Arc<MemberQueue>> {
-        match self {
-            Talk::App(_) => None,
-            Talk::Room(member) => Some(Arc::clone(member.queue())),
-        }
-    }
 }
 
 /// What a session needs besides its socket.
@@ -230,31 +224,94 @@ async fn shut_down<S: Stream>(ws: &mut Socket<S>, deadline: Instant) {
 }
 
 /// The session loop: returns how the session ends without sending the final close itself.
+/// The apps and the rooms protocol each have a loop of their own; both watch shutdown first,
+/// ping the client, and answer every message that has already arrived before one flush.
 async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> End {
+    match context.talk {
+        Talk::App(app) => drive_app(ws, app, context).await,
+        Talk::Room(_) => drive_rooms(ws, context).await,
+    }
+}
+
+/// An app's session (`/subscriptions`, `/echo`, `/mirror`): the greeting, then each message's
+/// reply, as `App::reply` decides it.
+async fn drive_app<S: Stream>(ws: &mut Socket<S>, app: App, context: &mut SessionContext) -> End {
     let timing = context.timing;
-    let compression = Compression::of(context.compression);
-    let greeting = match &context.talk {
-        Talk::App(app) => app.greeting(),
-        Talk::Room(_) => None,
-    };
-    if let Some(greeting) = greeting {
-        let greeting = compression.message(Message::text(greeting));
+    if let Some(greeting) = app.greeting() {
+        let greeting = Compression::of(context.compression).message(Message::text(greeting));
         if let Err(end) = send(ws, greeting, timing.send_timeout).await {
             return end;
         }
         context.metrics.sent(1);
     }
-    let mut ping = interval_at(Instant::now() + timing.ping_interval, timing.ping_interval);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut awaiting_pong = false;
+    let mut pings = Pings::new(timing);
     // One future for the whole session: a fresh `cancelled()` per message would register and
     // unregister a waiter on the token (a lock) every time round the loop.
     let shutdown = context.shutdown.clone().cancelled_owned();
     tokio::pin!(shutdown);
-    // A rooms session's queue: what its rooms sent, and the answers to its own requests.
-    let queue = context.talk.queue();
-    // A rooms request waiting on the engine (Redis), and the requests read meanwhile: the
-    // session goes on writing, reading (pongs) and pinging, and answers them in order after.
+    loop {
+        tokio::select! {
+            // Shutdown first, so a busy client cannot keep the session from seeing it.
+            biased;
+            () = &mut shutdown => return End::Close(CloseCode::Away, "server shutting down"),
+            _ = pings.interval.tick() => {
+                if let Err(end) = pings.ping(ws).await {
+                    return end;
+                }
+            }
+            incoming = ws.next() => {
+                // Answer every message that has already arrived, then flush once: a burst of
+                // messages is answered with one write instead of one per message. A message
+                // is read only when there is a turn left to answer it: whatever is read (a
+                // message, an error, the end) is dealt with, never dropped.
+                let mut next = Some(incoming);
+                let mut answered = 0;
+                while let Some(incoming) = next.take() {
+                    let message = match pings.read(incoming) {
+                        Ok(message) => message,
+                        Err(end) => return end,
+                    };
+                    if let Err(end) = answer_app(app, context, ws, message).await {
+                        // Replies fed so far leave with the close frame, before it.
+                        return end;
+                    }
+                    answered += 1;
+                    if answered < MAX_MESSAGES_PER_FLUSH {
+                        next = ws.next().now_or_never();
+                    }
+                }
+                if let Err(end) = flush(ws, timing.send_timeout).await {
+                    return end;
+                }
+            }
+        }
+    }
+}
+
+/// A rooms session: the member's requests and what its rooms send, through its one queue. A
+/// request that must wait on the engine (Redis) is polled here beside the other work, so the
+/// session goes on writing its queue, reading (pongs) and pinging meanwhile; the requests
+/// read in the meantime are answered after it, in order.
+async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> End {
+    let SessionContext {
+        talk: Talk::Room(member),
+        timing,
+        shutdown,
+        metrics,
+        compression,
+    } = context
+    else {
+        unreachable!("`drive` hands rooms sessions only here");
+    };
+    let writer = Writer {
+        metrics,
+        compression: Compression::of(*compression),
+        send_timeout: timing.send_timeout,
+    };
+    let queue = Arc::clone(member.queue());
+    let mut pings = Pings::new(*timing);
+    let shutdown = shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     let mut waiting: Option<Waiting> = None;
     let mut held: VecDeque<Message> = VecDeque::new();
     loop {
@@ -262,104 +319,112 @@ async fn drive<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext) -> E
         // is answered, so a client that floods is slowed down by its own socket (the write
         // waits, bounded by the send timeout), not by the queue.
         tokio::select! {
-            // Shutdown first, so a busy client cannot keep the session from seeing it.
             biased;
             () = &mut shutdown => return End::Close(CloseCode::Away, "server shutting down"),
-            _ = ping.tick() => {
-                if awaiting_pong {
-                    return End::Close(CloseCode::Away, "no pong received");
-                }
-                awaiting_pong = true;
-                let ping = Message::Ping(Default::default());
-                if let Err(end) = send(ws, ping, timing.send_timeout).await {
+            _ = pings.interval.tick() => {
+                if let Err(end) = pings.ping(ws).await {
                     return end;
                 }
             }
-            () = changed(queue.as_deref()), if queue.is_some() => {
-                if let Some(queue) = queue.as_deref()
-                    && let Err(end) = write_queued(ws, queue, context).await {
-                        return end;
-                    }
-                if let Err(end) = flush(ws, timing.send_timeout).await {
+            () = queue.changed() => {
+                if let Err(end) = writer.queued(ws, &queue).await {
+                    return end;
+                }
+                if let Err(end) = flush(ws, writer.send_timeout).await {
                     return end;
                 }
             }
             outcome = wait_for(&mut waiting), if waiting.is_some() => {
                 waiting = None;
-                if let Talk::Room(member) = &mut context.talk {
-                    member.finish(outcome);
-                }
+                member.finish(outcome);
                 while waiting.is_none() && let Some(message) = held.pop_front() {
-                    match answer(context, ws, message).await {
-                        Ok(next) => waiting = next,
-                        Err(end) => return end,
-                    }
+                    waiting = answer_room(member, metrics, &message);
                 }
-                if let Some(queue) = queue.as_deref()
-                    && let Err(end) = write_queued(ws, queue, context).await {
-                        return end;
-                    }
-                if let Err(end) = flush(ws, timing.send_timeout).await {
+                if let Err(end) = writer.queued(ws, &queue).await {
+                    return end;
+                }
+                if let Err(end) = flush(ws, writer.send_timeout).await {
                     return end;
                 }
             }
             incoming = ws.next(), if held.len() < MAX_MESSAGES_PER_FLUSH => {
-                let mut incoming = incoming;
-                // Answer every message that has already arrived, then flush once: a burst of
-                // messages is answered with one write instead of one per message. A message
-                // is read only when there is a turn left to answer it: whatever is read (a
-                // message, an error, the end) is dealt with, never dropped.
+                let mut next = Some(incoming);
                 let mut answered = 0;
-                loop {
-                    let message = match incoming {
-                        Some(Ok(message)) => message,
-                        Some(Err(error)) => return classify(error),
-                        // The stream ends after the closing handshake completes.
-                        None => return End::Finished,
+                while let Some(incoming) = next.take() {
+                    let message = match pings.read(incoming) {
+                        Ok(message) => message,
+                        Err(end) => return end,
                     };
-                    // Only a pong proves the client reads what the server sends: a client that
-                    // floods pings or messages and never reads cannot answer the server's ping,
-                    // and is closed at the next one (its own pings' pongs would otherwise pile
-                    // up in its kernel without any write of ours ever having to wait).
-                    if matches!(message, Message::Pong(_)) {
-                        awaiting_pong = false;
-                    }
                     let is_data = matches!(message, Message::Text(_) | Message::Binary(_));
                     if is_data && (waiting.is_some() || !held.is_empty()) {
                         // Answered once the request before it is.
                         held.push_back(message);
-                        if held.len() == MAX_MESSAGES_PER_FLUSH {
-                            break;
-                        }
-                    } else {
-                        match answer(context, ws, message).await {
-                            // A control frame answered while a request waits leaves it waiting.
-                            Ok(Some(next)) => waiting = Some(next),
-                            Ok(None) => {}
-                            // Replies fed so far leave with the close frame, before it.
-                            Err(end) => return end,
-                        }
+                    } else if let Some(call) = answer_room(member, metrics, &message) {
+                        // A control frame answered while a request waits leaves it waiting.
+                        waiting = Some(call);
                     }
                     answered += 1;
-                    // A rooms session moves what its request queued (its answer, a replay, its
-                    // own published message) into the socket's buffer at once: its queue is
-                    // the slack for what other members publish, not for its own requests.
-                    if let Some(queue) = queue.as_deref()
-                        && let Err(end) = write_queued(ws, queue, context).await {
-                            return end;
-                        }
-                    if answered == MAX_MESSAGES_PER_FLUSH {
-                        break;
+                    // What a request queued (its answer, a replay, its own published message)
+                    // goes into the socket's buffer at once: the queue is the slack for what
+                    // other members publish, not for the member's own requests.
+                    if let Err(end) = writer.queued(ws, &queue).await {
+                        return end;
                     }
-                    match ws.next().now_or_never() {
-                        Some(next) => incoming = next,
-                        None => break,
+                    if answered < MAX_MESSAGES_PER_FLUSH && held.len() < MAX_MESSAGES_PER_FLUSH {
+                        next = ws.next().now_or_never();
                     }
                 }
-                if let Err(end) = flush(ws, timing.send_timeout).await {
+                if let Err(end) = flush(ws, writer.send_timeout).await {
                     return end;
                 }
             }
+        }
+    }
+}
+
+/// The server's pings and the client's pongs: a ping every `--ping-interval`; a client that
+/// has not answered the previous one by then is closed. Only a pong proves the client reads
+/// what the server sends: a client that floods pings or messages and never reads cannot
+/// answer, and is closed at the next ping (its own pings' pongs would otherwise pile up in its
+/// kernel without any write of ours ever having to wait).
+struct Pings {
+    interval: tokio::time::Interval,
+    awaiting_pong: bool,
+    send_timeout: Duration,
+}
+
+impl Pings {
+    fn new(timing: SessionTiming) -> Pings {
+        let mut interval = interval_at(Instant::now() + timing.ping_interval, timing.ping_interval);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Pings {
+            interval,
+            awaiting_pong: false,
+            send_timeout: timing.send_timeout,
+        }
+    }
+
+    /// The interval ticked: a ping, unless the last one is still unanswered.
+    async fn ping<S: Stream>(&mut self, ws: &mut Socket<S>) -> Result<(), End> {
+        if self.awaiting_pong {
+            return Err(End::Close(CloseCode::Away, "no pong received"));
+        }
+        self.awaiting_pong = true;
+        send(ws, Message::Ping(Default::default()), self.send_timeout).await
+    }
+
+    /// What the socket gave: a message (a pong noted), or how the session ends.
+    fn read(&mut self, incoming: Option<Result<Message, WsError>>) -> Result<Message, End> {
+        match incoming {
+            Some(Ok(message)) => {
+                if matches!(message, Message::Pong(_)) {
+                    self.awaiting_pong = false;
+                }
+                Ok(message)
+            }
+            Some(Err(error)) => Err(classify(error)),
+            // The stream ends after the closing handshake completes.
+            None => Err(End::Finished),
         }
     }
 }
@@ -373,73 +438,52 @@ async fn wait_for(waiting: &mut Option<Waiting>) -> crate::rooms::Outcome {
     }
 }
 
-/// Resolves once the member's queue has something new (never for the apps' sessions, whose
-/// select arm is disabled).
-async fn changed(queue: Option<&MemberQueue>) {
-    match queue {
-        Some(queue) => queue.changed().await,
-        None => std::future::pending().await,
-    }
+/// How a rooms session writes what its member's queue holds.
+struct Writer<'a> {
+    metrics: &'a SessionMetrics,
+    compression: Compression,
+    send_timeout: Duration,
 }
 
-/// Feeds what the member's queue holds into the socket's write buffer, in order, without
-/// flushing; a member that fell behind its room is closed (1008).
-async fn write_queued<S: Stream>(
-    ws: &mut Socket<S>,
-    queue: &MemberQueue,
-    context: &SessionContext,
-) -> Result<(), End> {
-    let mut frames = Vec::new();
-    match queue.take_all(&mut frames) {
-        Taken::Frames => {}
-        Taken::Overflowed => {
-            tracing::info!("a rooms client fell behind its rooms; closing");
-            return Err(End::Close(
-                CloseCode::Policy,
-                "too slow: fell behind its rooms",
-            ));
+impl Writer<'_> {
+    /// Feeds what the member's queue holds into the socket's write buffer, in order, without
+    /// flushing; a member that fell behind its room is closed (1008).
+    async fn queued<S: Stream>(&self, ws: &mut Socket<S>, queue: &MemberQueue) -> Result<(), End> {
+        let mut frames = Vec::new();
+        match queue.take_all(&mut frames) {
+            Taken::Frames => {}
+            Taken::Overflowed => {
+                tracing::info!("a rooms client fell behind its rooms; closing");
+                return Err(End::Close(
+                    CloseCode::Policy,
+                    "too slow: fell behind its rooms",
+                ));
+            }
+            Taken::HistoryLost => {
+                tracing::info!("a room lost messages its client had not received; closing");
+                return Err(End::Close(
+                    CloseCode::Restart,
+                    "the room's history was lost: join again",
+                ));
+            }
         }
-        Taken::HistoryLost => {
-            tracing::info!("a room lost messages its client had not received; closing");
-            return Err(End::Close(
-                CloseCode::Restart,
-                "the room's history was lost: join again",
-            ));
+        if frames.is_empty() {
+            return Ok(());
         }
-    }
-    if frames.is_empty() {
-        return Ok(());
-    }
-    context.metrics.sent(frames.len());
-    let compression = Compression::of(context.compression);
-    let send_timeout = context.timing.send_timeout;
-    if compression.is_on() {
-        let messages = frames.into_iter().map(|frame| compression.queued(frame));
-        feed(ws, messages, send_timeout).await
-    } else {
-        // Decided once per batch, so a plain session's deliveries cost about what they did
-        // before sessions compressed (callgrind, a room of 100: within 2% of the instructions).
-        let messages = frames
-            .into_iter()
-            .map(|frame| Message::Text(frame.into_text()));
-        feed(ws, messages, send_timeout).await
-    }
-}
-
-/// Feeds the answer to one message into the socket's write buffer, without flushing: the
-/// app's reply, or for a rooms session the request's answer, queued behind its rooms' messages
-/// (or, if it waits on the engine, what it waits for).
-async fn answer<S: Stream>(
-    context: &mut SessionContext,
-    ws: &mut Socket<S>,
-    message: Message,
-) -> Result<Option<Waiting>, End> {
-    match &mut context.talk {
-        Talk::App(app) => {
-            let app = *app;
-            answer_app(app, context, ws, message).await.map(|()| None)
+        self.metrics.sent(frames.len());
+        let compression = self.compression;
+        if compression.is_on() {
+            let messages = frames.into_iter().map(|frame| compression.queued(frame));
+            feed(ws, messages, self.send_timeout).await
+        } else {
+            // Decided once per batch, so a plain session's deliveries cost about what they
+            // did before sessions compressed (callgrind, a room of 100: within 2% of the
+            // instructions).
+            let messages = frames
+                .into_iter()
+                .map(|frame| Message::Text(frame.into_text()));
+            feed(ws, messages, self.send_timeout).await
         }
-        Talk::Room(member) => Ok(answer_room(member, &context.metrics, &message)),
     }
 }
 

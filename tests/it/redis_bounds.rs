@@ -24,6 +24,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::redis_proxy::{Held, Matching, RedisProxy};
 use crate::support::{Client, PATIENCE, Redis, RespReply, TestServer};
 
+/// Publishes one publisher keeps unacknowledged at most.
+const MAX_IN_FLIGHT: usize = 1_000;
+
 /// Publish bounds high enough that no test here is a test of the publish rate.
 const UNLIMITED: [&str; 4] = ["--publish-rate", "1000000", "--publish-burst", "1000000"];
 
@@ -210,7 +213,10 @@ impl Publisher {
             let mut stopping = false;
             while !(stopping && acked == sent) {
                 tokio::select! {
-                    _ = ticker.tick(), if !stopping => {
+                    // At most a second's worth unacknowledged, as a client's outbox keeps
+                    // at most so many in flight: a server slower than the pace (a debug
+                    // build) slows the publishers down instead of piling up a backlog.
+                    _ = ticker.tick(), if !stopping && sent - acked < MAX_IN_FLIGHT => {
                         let text = micros_since(clock).to_string();
                         let batch: Vec<Value> = (sent..sent + per_tick)
                             .map(|n| {
