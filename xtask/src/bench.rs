@@ -74,6 +74,8 @@ pub enum Section {
     Compression,
     /// Only the instructions per message under callgrind.
     Instructions,
+    /// Only the instructions per delivery in the paced rooms rows under callgrind.
+    RoomsInstructions,
     /// Only the rooms fan-out rows (`/rooms` against the tokio `broadcast` reference, and
     /// through Redis against the embedded engine).
     Rooms,
@@ -85,7 +87,10 @@ pub fn bench(section: Section) -> Result<()> {
     let reps: usize = env_number("BENCH_REPS", 3);
     let seconds: f64 = env_number("BENCH_SECONDS", 3.0);
     // The rooms rows never load the page: no need to build the web client for them alone.
-    if !matches!(section, Section::Rooms | Section::RoomsRedis) {
+    if !matches!(
+        section,
+        Section::Rooms | Section::RoomsRedis | Section::RoomsInstructions
+    ) {
         crate::build_client(false)?;
     }
     announce("building the server, load generator and reference servers (release)");
@@ -202,6 +207,7 @@ pub fn bench(section: Section) -> Result<()> {
     };
     let (instructions_table, instruction_runs) = match section {
         Section::All | Section::Instructions => crate::instructions::instructions(&release)?,
+        Section::RoomsInstructions => crate::rooms_bench::rooms_instructions(&pinning, &release)?,
         _ => (String::new(), Vec::new()),
     };
     let (rooms_table, rooms_runs) = match section {
@@ -243,7 +249,7 @@ pub fn bench(section: Section) -> Result<()> {
         Section::PageLoad => page_load_table,
         Section::Deployment => deployment_table,
         Section::Compression => compression_table,
-        Section::Instructions => instructions_table,
+        Section::Instructions | Section::RoomsInstructions => instructions_table,
         Section::Rooms | Section::RoomsRedis => rooms_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;

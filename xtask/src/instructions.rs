@@ -107,7 +107,7 @@ pub fn instructions(release: &Path) -> Result<(String, Vec<Value>)> {
 }
 
 /// The total instruction count callgrind wrote (its `summary:` line).
-fn instructions_in(file: &Path) -> Result<u64> {
+pub(crate) fn instructions_in(file: &Path) -> Result<u64> {
     let text = std::fs::read_to_string(file)
         .map_err(|error| format!("callgrind wrote no {}: {error}", file.display()))?;
     text.lines()

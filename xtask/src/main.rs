@@ -34,11 +34,14 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load|deployment|compression|instructions|rooms [redis]]
+  bench [static|page-load|deployment|compression|instructions [rooms]|rooms [redis]]
                        benchmark the server against reference servers (prints a table), or
                        only the static-file, page-load, metrics+TLS, permessage-deflate,
                        callgrind, or rooms fan-out rows (`rooms redis`: only those through
-                       Redis; BENCH_ROOMS_ROWS=TEXT: only rooms rows whose name contains it)
+                       Redis; BENCH_ROOMS_ROWS=TEXT: only rooms rows whose name contains it;
+                       `instructions rooms`: callgrind in the paced rooms rows;
+                       BENCH_BASELINE_SERVER=PATH: another build of the server beside this
+                       one in the rooms rows, as `before`)
   conformance          run the Autobahn|Testsuite against /mirror: cases 1-7, 9 and 10,
                        and with --compression also 12 and 13 (permessage-deflate)
 ";
@@ -54,7 +57,13 @@ fn main() -> ExitCode {
             Some("static") => bench::bench(bench::Section::Static),
             Some("deployment") => bench::bench(bench::Section::Deployment),
             Some("compression") => bench::bench(bench::Section::Compression),
-            Some("instructions") => bench::bench(bench::Section::Instructions),
+            Some("instructions") => match args.get(2).map(String::as_str) {
+                None => bench::bench(bench::Section::Instructions),
+                Some("rooms") => bench::bench(bench::Section::RoomsInstructions),
+                Some(other) => {
+                    Err(format!("unknown instructions rows `{other}`\n\n{USAGE}").into())
+                }
+            },
             Some("page-load") => bench::bench(bench::Section::PageLoad),
             Some("rooms") => match args.get(2).map(String::as_str) {
                 None => bench::bench(bench::Section::Rooms),

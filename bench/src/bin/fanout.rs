@@ -4,6 +4,10 @@
 //! contiguous and once, and measures publish-to-delivery latency from the send time the
 //! publisher wrote at the start of every text. Prints one JSON line.
 //!
+//! `--rooms N` spreads the same connections over N rooms (`ROOM-0` to `ROOM-{N-1}`): member
+//! and publisher `i` join room `i mod N`, so many small rooms with a paced publisher each are
+//! the load of chats as they run, where one room of a thousand is the load of a broadcast.
+//!
 //! Several `--addr` are instances that share their rooms (through Redis): members, and
 //! publishers, are spread over them in turn, so every delivery to a member on one instance of
 //! a publish made on the other crossed Redis. `--redis-socket` adds what the shared Redis did
@@ -55,12 +59,17 @@ struct Args {
     /// reported too.
     #[arg(long)]
     redis_socket: Option<PathBuf>,
-    /// Connections that join the room and only read.
+    /// Connections that join a room and only read (all rooms together).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     members: u32,
-    /// Connections that join the room and publish into it (not counted as members).
+    /// Connections that join a room and publish into it (not counted as members).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000))]
     publishers: u32,
+    /// Rooms the members and publishers are spread over: connection `i` of each kind joins
+    /// room `i mod N`. At most as many as there are members and as publishers, so that every
+    /// room has both.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    rooms: u32,
     /// Publishes per second per publisher; 0 is closed loop (each publish waits for the
     /// previous one's ack).
     #[arg(long, default_value_t = 0.0)]
@@ -77,7 +86,7 @@ struct Args {
     /// Most seconds to wait after the measurement for its messages to arrive.
     #[arg(long, default_value_t = 2.0)]
     drain: f64,
-    /// Room to join.
+    /// Room to join; with `--rooms` above 1, the rooms are this name, a dash and 0 to N-1.
     #[arg(long, default_value = "bench")]
     room: String,
     /// Offer permessage-deflate as Chromium does, failing if the server declines.
@@ -127,32 +136,51 @@ async fn run(args: Args) -> Result<(), Error> {
     if !(0.0..=100_000.0).contains(&args.rate) {
         return Err("--rate must be between 0 (closed loop) and 100000 per second".into());
     }
-    if !room_protocol::names::is_room_name(&args.room) {
-        return Err("--room is 1 to 64 of A-Z a-z 0-9 _ . : -".into());
+    if args.rooms > args.members || args.rooms > args.publishers {
+        return Err("--rooms must be at most --members and at most --publishers".into());
+    }
+    let rooms = Rooms::new(&args.room, args.rooms, args.members, args.addr.len());
+    if !rooms
+        .names
+        .iter()
+        .all(|name| room_protocol::names::is_room_name(name))
+    {
+        return Err(
+            "--room is 1 to 64 of A-Z a-z 0-9 _ . : - (with its number, when --rooms is above 1)"
+                .into(),
+        );
     }
     rlimit::increase_nofile_limit(u64::MAX)?;
     let dialer = Dialer {
-        room: args.room.clone(),
         deflate: args.deflate,
     };
     let base = Instant::now();
 
-    // Member i on instance i mod n, and publishers likewise, so each instance has its share
-    // of both (with one address, everyone is on it).
-    let instance = |index: u32| args.addr[index as usize % args.addr.len()];
     let mut members = Vec::with_capacity(args.members as usize);
     for index in 0..args.members {
+        let (room, instance) = rooms.place(index);
         members.push(
             dialer
-                .join(instance(index), &format!("member{index}"))
+                .join(
+                    args.addr[instance],
+                    &format!("member{index}"),
+                    &rooms.names[room],
+                    room,
+                )
                 .await?,
         );
     }
     let mut publishers = Vec::with_capacity(args.publishers as usize);
     for index in 0..args.publishers {
+        let (room, instance) = rooms.place(index);
         publishers.push(
             dialer
-                .join(instance(index), &format!("publisher{index}"))
+                .join(
+                    args.addr[instance],
+                    &format!("publisher{index}"),
+                    &rooms.names[room],
+                    room,
+                )
                 .await?,
         );
     }
@@ -171,7 +199,7 @@ async fn run(args: Args) -> Result<(), Error> {
         drain_until: end + Duration::from_secs_f64(args.drain),
     };
     let progress = Arc::new(Progress {
-        last_offset: AtomicU64::new(0),
+        last_offsets: (0..args.rooms).map(|_| AtomicU64::new(0)).collect(),
         publishers_running: AtomicUsize::new(publishers.len()),
     });
     let filler = filler_text(args.size as usize);
@@ -183,7 +211,8 @@ async fn run(args: Args) -> Result<(), Error> {
     for (index, joined) in publishers.into_iter().enumerate() {
         let plan = PublishPlan {
             index,
-            room: args.room.clone(),
+            room: rooms.names[joined.room].clone(),
+            audience: rooms.members[joined.room],
             filler: filler.clone(),
             interval: (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate)),
             first_due: start
@@ -209,7 +238,7 @@ async fn run(args: Args) -> Result<(), Error> {
         None => None,
     };
 
-    let mut published = PublisherTally::default();
+    let mut published = Published::default();
     while let Some(tally) = publisher_tasks.join_next().await {
         published.add(&tally??);
     }
@@ -218,7 +247,7 @@ async fn run(args: Args) -> Result<(), Error> {
         delivered.add(&tally?)?;
     }
 
-    let summary = Summary::new(&args, &published, &delivered);
+    let summary = Summary::of(published.expected_deliveries, delivered.in_window_messages);
     let server_cpu_us = match (server_before, server_after) {
         (Some(before), Some(after)) if delivered.received_in_window > 0 => {
             json_number((after - before) * 1e6 / delivered.received_in_window as f64)
@@ -243,14 +272,16 @@ async fn run(args: Args) -> Result<(), Error> {
     let mut line = serde_json::json!({
         "members": args.members,
         "publishers": args.publishers,
+        "rooms": args.rooms,
         "rate": args.rate,
         "size": args.size,
         "sent": published.sent_in_window,
         "published": published.in_window,
         "rejected": published.rejected,
-        "offered_per_sec": (published.sent_in_window as f64 * f64::from(args.members) / args.duration).round(),
+        "offered_per_sec": (published.offered_deliveries as f64 / args.duration).round(),
         "expected": summary.expected,
         "deliveries": delivered.in_window_messages,
+        "deliveries_whole_run": delivered.received,
         "missing": summary.missing,
         "gaps": delivered.tracker.gaps,
         "skipped_offsets": delivered.tracker.skipped,
@@ -317,12 +348,49 @@ impl Clock {
     }
 }
 
-/// What members need to know of the publishers to stop early: the last offset acknowledged,
-/// and whether any publisher is still at work.
+/// What members need to know of the publishers to stop early: the last offset acknowledged
+/// in each room, and whether any publisher is still at work.
 #[derive(Debug)]
 struct Progress {
-    last_offset: AtomicU64,
+    last_offsets: Vec<AtomicU64>,
     publishers_running: AtomicUsize,
+}
+
+/// The rooms of a run and who goes where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Rooms {
+    names: Vec<String>,
+    /// Members in each room.
+    members: Vec<u64>,
+    instances: usize,
+}
+
+impl Rooms {
+    fn new(room: &str, rooms: u32, members: u32, instances: usize) -> Rooms {
+        let names = if rooms == 1 {
+            vec![room.to_owned()]
+        } else {
+            (0..rooms).map(|index| format!("{room}-{index}")).collect()
+        };
+        let mut counts = vec![0; rooms as usize];
+        for index in 0..members {
+            counts[index as usize % rooms as usize] += 1;
+        }
+        Rooms {
+            names,
+            members: counts,
+            instances: instances.max(1),
+        }
+    }
+
+    /// The room and instance of member (or publisher) `index`: room `index mod rooms`, and
+    /// within a room the instances in turn, started at a different one in each room, so every
+    /// room has its members, and its publishers, spread over every instance.
+    fn place(&self, index: u32) -> (usize, usize) {
+        let rooms = self.names.len();
+        let (room, position) = (index as usize % rooms, index as usize / rooms);
+        (room, (position + room) % self.instances)
+    }
 }
 
 /// Marks one publisher finished however its task ends.
@@ -336,20 +404,28 @@ impl Drop for Finished {
 
 /// How connections are opened and joined.
 struct Dialer {
-    room: String,
     deflate: bool,
 }
 
-/// A connection that has joined the room.
+/// A connection that has joined its room.
 struct Joined {
     stream: TcpStream,
     reader: FrameReader,
+    /// Which of the run's rooms.
+    room: usize,
     /// The room's last offset when the join took effect.
     offset: u64,
 }
 
 impl Dialer {
-    async fn join(&self, addr: SocketAddr, name: &str) -> Result<Joined, Error> {
+    /// Opens a connection as `name` and joins `room_name` (the run's room number `room`).
+    async fn join(
+        &self,
+        addr: SocketAddr,
+        name: &str,
+        room_name: &str,
+        room: usize,
+    ) -> Result<Joined, Error> {
         let mut stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
         let offer = if self.deflate {
@@ -387,7 +463,7 @@ impl Dialer {
                 return Err("the server declined permessage-deflate (is --compression on?)".into());
             }
         };
-        let join = format!(r#"{{"type":"join","room":"{}"}}"#, self.room);
+        let join = format!(r#"{{"type":"join","room":"{room_name}"}}"#);
         stream
             .write_all(&client_frame(join.as_bytes(), 0x1))
             .await?;
@@ -422,6 +498,7 @@ impl Dialer {
                 return Ok(Joined {
                     stream,
                     reader,
+                    room,
                     offset,
                 });
             }
@@ -436,6 +513,9 @@ struct MemberTally {
     in_window_messages: u64,
     /// Deliveries, each offset once, that arrived while measuring (whenever they were sent).
     received_in_window: u64,
+    /// Deliveries, each offset once, over the whole run: what a count of the server's work
+    /// from start to exit (instructions under callgrind) is divided by.
+    received: u64,
     /// Publish to delivery, microseconds, for messages sent while measuring.
     latency: Histogram<u64>,
     /// Members the server closed (or whose connection failed) before the end.
@@ -450,6 +530,7 @@ impl MemberTally {
             tracker: OffsetTracker::after(0),
             in_window_messages: 0,
             received_in_window: 0,
+            received: 0,
             latency: Histogram::new(3).expect("3 significant figures is valid"),
             closed: 0,
             closed_too_slow: 0,
@@ -462,6 +543,7 @@ impl MemberTally {
         self.tracker.duplicates += other.tracker.duplicates;
         self.in_window_messages += other.in_window_messages;
         self.received_in_window += other.received_in_window;
+        self.received += other.received;
         self.closed += other.closed;
         self.closed_too_slow += other.closed_too_slow;
         self.latency.add(&other.latency)?;
@@ -510,6 +592,7 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
     let Joined {
         mut stream,
         mut reader,
+        room,
         offset,
     } = joined;
     let mut tally = MemberTally::new();
@@ -523,7 +606,7 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
         }
         if now >= clock.end
             && progress.publishers_running.load(Ordering::SeqCst) == 0
-            && tally.tracker.next > progress.last_offset.load(Ordering::SeqCst)
+            && tally.tracker.next > progress.last_offsets[room].load(Ordering::SeqCst)
         {
             break;
         }
@@ -558,6 +641,7 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
                 if !tally.tracker.see(offset) {
                     return;
                 }
+                tally.received += 1;
                 if clock.measuring(now) {
                     tally.received_in_window += 1;
                 }
@@ -591,7 +675,7 @@ async fn member(joined: Joined, clock: Clock, progress: Arc<Progress>) -> Member
     tally
 }
 
-/// What the publishers did, summed.
+/// What one publisher did.
 #[derive(Debug, Default)]
 struct PublisherTally {
     /// Publishes sent while measuring.
@@ -600,19 +684,38 @@ struct PublisherTally {
     in_window: u64,
     /// Publishes answered with an error frame (a rate limit, for instance).
     rejected: u64,
+    /// Members of its room: the deliveries each publish owes.
+    audience: u64,
 }
 
-impl PublisherTally {
-    fn add(&mut self, other: &PublisherTally) {
-        self.sent_in_window += other.sent_in_window;
-        self.in_window += other.in_window;
-        self.rejected += other.rejected;
+/// What the publishers did, summed, with the deliveries their publishes owe the members of
+/// their rooms.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Published {
+    sent_in_window: u64,
+    in_window: u64,
+    rejected: u64,
+    /// Publishes sent while measuring, each times the members of its room.
+    offered_deliveries: u64,
+    /// Publishes acknowledged, each times the members of its room.
+    expected_deliveries: u64,
+}
+
+impl Published {
+    fn add(&mut self, tally: &PublisherTally) {
+        self.sent_in_window += tally.sent_in_window;
+        self.in_window += tally.in_window;
+        self.rejected += tally.rejected;
+        self.offered_deliveries += tally.sent_in_window * tally.audience;
+        self.expected_deliveries += tally.in_window * tally.audience;
     }
 }
 
 struct PublishPlan {
     index: usize,
     room: String,
+    /// Members of the room.
+    audience: u64,
     filler: Arc<str>,
     /// Between publishes; `None` is closed loop.
     interval: Option<Duration>,
@@ -630,9 +733,13 @@ async fn publisher(
     let Joined {
         mut stream,
         mut reader,
+        room,
         ..
     } = joined;
-    let mut tally = PublisherTally::default();
+    let mut tally = PublisherTally {
+        audience: plan.audience,
+        ..PublisherTally::default()
+    };
     // Sequence numbers and send times of the publishes not yet answered, oldest first.
     let mut pending: VecDeque<(u64, u64)> = VecDeque::new();
     let mut sequence = 0u64;
@@ -697,7 +804,7 @@ async fn publisher(
                     let answered = match frame_type(text) {
                         Some(FrameType::Ack) => {
                             if let Some(offset) = scan_number(text, &OFFSET_KEY) {
-                                progress.last_offset.fetch_max(offset, Ordering::SeqCst);
+                                progress.last_offsets[room].fetch_max(offset, Ordering::SeqCst);
                             }
                             true
                         }
@@ -1071,16 +1178,9 @@ struct Summary {
 }
 
 impl Summary {
-    fn new(args: &Args, published: &PublisherTally, delivered: &MemberTally) -> Summary {
-        Summary::of(
-            published.in_window,
-            args.members,
-            delivered.in_window_messages,
-        )
-    }
-
-    fn of(published: u64, members: u32, delivered: u64) -> Summary {
-        let expected = published * u64::from(members);
+    /// `expected` deliveries (acknowledged publishes times the members of their rooms), of
+    /// which `delivered` arrived.
+    fn of(expected: u64, delivered: u64) -> Summary {
         Summary {
             expected,
             missing: expected.saturating_sub(delivered),
@@ -1290,14 +1390,14 @@ mod tests {
     #[test]
     fn missing_is_what_the_members_should_have_had_and_did_not() {
         assert_eq!(
-            Summary::of(100, 10, 1000),
+            Summary::of(1000, 1000),
             Summary {
                 expected: 1000,
                 missing: 0
             }
         );
         assert_eq!(
-            Summary::of(100, 10, 800),
+            Summary::of(1000, 800),
             Summary {
                 expected: 1000,
                 missing: 200
@@ -1305,12 +1405,65 @@ mod tests {
         );
         // Late arrivals of messages acked after the drain can exceed the count: never negative.
         assert_eq!(
-            Summary::of(100, 10, 1001),
+            Summary::of(1000, 1001),
             Summary {
                 expected: 1000,
                 missing: 0
             }
         );
+    }
+
+    #[test]
+    fn each_publish_owes_the_members_of_its_own_room() {
+        // 3 rooms, 10 members: rooms of 4, 3 and 3.
+        let rooms = Rooms::new("chat", 3, 10, 1);
+        assert_eq!(rooms.names, ["chat-0", "chat-1", "chat-2"]);
+        assert_eq!(rooms.members, [4, 3, 3]);
+        let mut published = Published::default();
+        for (sent, acked, audience) in [(10, 9, 4), (5, 5, 3), (0, 0, 3)] {
+            published.add(&PublisherTally {
+                sent_in_window: sent,
+                in_window: acked,
+                rejected: 0,
+                audience,
+            });
+        }
+        assert_eq!(
+            published,
+            Published {
+                sent_in_window: 15,
+                in_window: 14,
+                rejected: 0,
+                offered_deliveries: 55,
+                expected_deliveries: 51,
+            }
+        );
+        // One room keeps its name, with everyone in it.
+        let one = Rooms::new("bench", 1, 7, 1);
+        assert_eq!(
+            (one.names, one.members),
+            (vec!["bench".to_owned()], vec![7])
+        );
+    }
+
+    #[test]
+    fn every_room_is_spread_over_every_instance() {
+        // One room over two instances: in turn, as before rooms were many.
+        let one = Rooms::new("bench", 1, 6, 2);
+        let placed: Vec<(usize, usize)> = (0..6).map(|index| one.place(index)).collect();
+        assert_eq!(placed, [(0, 0), (0, 1), (0, 0), (0, 1), (0, 0), (0, 1)]);
+        // 100 rooms of 10 over two instances: with `index mod 2` alone every room would sit
+        // on one instance (100 is even); each room must have 5 members on each.
+        let many = Rooms::new("chat", 100, 1000, 2);
+        let mut per_room_instance = vec![[0u32; 2]; 100];
+        for index in 0..1000 {
+            let (room, instance) = many.place(index);
+            per_room_instance[room][instance] += 1;
+        }
+        assert!(per_room_instance.iter().all(|counts| *counts == [5, 5]));
+        // A room's only publisher and its members do not all share an instance.
+        assert_eq!(many.place(0), (0, 0));
+        assert_eq!(many.place(1), (1, 1));
     }
 
     #[test]
@@ -1468,6 +1621,7 @@ mod tests {
         let plan = PublishPlan {
             index: 2,
             room: "bench".into(),
+            audience: 1,
             filler: filler_text(64),
             interval: None,
             first_due: Instant::now(),
