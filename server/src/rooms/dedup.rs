@@ -29,9 +29,15 @@ pub(crate) struct Dedup {
     warned_at: AtomicU64,
 }
 
-fn key(room: &str, id: &str) -> String {
-    // A room name never holds a NUL (`names::is_room_name`), so the key is unambiguous.
-    format!("{room}\0{id}")
+/// The key an id is remembered by: its room and itself.
+#[derive(Debug)]
+pub(crate) struct Key(String);
+
+impl Key {
+    pub(crate) fn new(room: &str, id: &str) -> Key {
+        // A room name never holds a NUL (`names::is_room_name`), so the key is unambiguous.
+        Key(format!("{room}\0{id}"))
+    }
 }
 
 impl Dedup {
@@ -51,16 +57,14 @@ impl Dedup {
         &self.shards[self.hasher.hash_one(key) as usize % self.shards.len()]
     }
 
-    /// The offset `id` got in `room`, if it was taken within the window.
-    pub(crate) fn get(&self, room: &str, id: &str, now_ms: u64) -> Option<u64> {
-        let key = key(room, id);
-        lock(self.shard(&key)).get(&key, now_ms)
+    /// The offset the id of `key` got, if it was taken within the window.
+    pub(crate) fn get(&self, key: &Key, now_ms: u64) -> Option<u64> {
+        lock(self.shard(&key.0)).get(&key.0, now_ms)
     }
 
-    /// Remembers that `id` was taken in `room` at `offset`.
-    pub(crate) fn insert(&self, room: &str, id: &str, offset: u64, now_ms: u64) {
-        let key = key(room, id);
-        let forgot = lock(self.shard(&key)).insert(&key, offset, now_ms);
+    /// Remembers that the id of `key` was taken at `offset`.
+    pub(crate) fn insert(&self, key: &Key, offset: u64, now_ms: u64) {
+        let forgot = lock(self.shard(&key.0)).insert(&key.0, offset, now_ms);
         if forgot {
             self.metrics.dedup_forgotten();
             let last = self.warned_at.load(Ordering::Relaxed);
@@ -92,13 +96,13 @@ mod tests {
     #[test]
     fn every_id_is_kept_for_the_window_whatever_else_is_published() {
         let dedup = Dedup::new(300_000, 1_000_000, RoomMetrics::default());
-        dedup.insert("lobby", "first", 1, 0);
+        dedup.insert(&Key::new("lobby", "first"), 1, 0);
         for n in 0..20_000u64 {
-            dedup.insert("lobby", &format!("m{n}"), n + 2, n / 100);
+            dedup.insert(&Key::new("lobby", &format!("m{n}")), n + 2, n / 100);
         }
-        assert_eq!(dedup.get("lobby", "first", 299_999), Some(1));
-        assert_eq!(dedup.get("other", "first", 1), None);
-        assert_eq!(dedup.get("lobby", "first", 300_000), None);
+        assert_eq!(dedup.get(&Key::new("lobby", "first"), 299_999), Some(1));
+        assert_eq!(dedup.get(&Key::new("other", "first"), 1), None);
+        assert_eq!(dedup.get(&Key::new("lobby", "first"), 300_000), None);
     }
 
     #[test]
@@ -106,11 +110,11 @@ mod tests {
         let metrics = RoomMetrics::default();
         let dedup = Dedup::new(300_000, 1_600, metrics.clone());
         for n in 0..10_000u64 {
-            dedup.insert("lobby", &format!("m{n}"), n + 1, 0);
+            dedup.insert(&Key::new("lobby", &format!("m{n}")), n + 1, 0);
         }
         assert!(dedup.len() <= 1_600, "{}", dedup.len());
-        assert_eq!(dedup.get("lobby", "m9999", 1), Some(10_000));
-        assert_eq!(dedup.get("lobby", "m0", 1), None);
+        assert_eq!(dedup.get(&Key::new("lobby", "m9999"), 1), Some(10_000));
+        assert_eq!(dedup.get(&Key::new("lobby", "m0"), 1), None);
         assert!(metrics.dedup_forgotten_count() >= 10_000 - 1_600);
     }
 }

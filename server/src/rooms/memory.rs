@@ -23,7 +23,7 @@ use hyper_tungstenite::tungstenite::Utf8Bytes;
 use room_protocol::frames::MessageAroundOffset;
 use room_protocol::{Position, Problem};
 
-use super::dedup::Dedup;
+use super::dedup::{self, Dedup};
 use super::hub::Hub;
 use super::shards::{Shards, lock};
 use super::{Entry, Publish, RoomSettings, Snapshot, fresh_epoch, rooms_full, wall_ms};
@@ -210,8 +210,9 @@ impl Memory {
     /// Takes a publish: the offset it got, or the one it got before if its id is known.
     pub(crate) fn publish(&self, publish: &Publish<'_>, now_ms: u64) -> Result<u64, Problem> {
         let settings = &self.settings;
+        let key = dedup::Key::new(publish.room, publish.id);
         self.with_room(publish.room, now_ms, |stored| {
-            if let Some(offset) = self.dedup.get(publish.room, publish.id, now_ms) {
+            if let Some(offset) = self.dedup.get(&key, now_ms) {
                 return offset;
             }
             stored.last += 1;
@@ -220,7 +221,7 @@ impl Memory {
                 MessageAroundOffset::new(publish.room, publish.id, publish.from, publish.text)
                     .frame(offset, wall_ms()),
             ));
-            self.dedup.insert(publish.room, publish.id, offset, now_ms);
+            self.dedup.insert(&key, offset, now_ms);
             self.metrics.published();
             // Under the room's lock: the hub gets the room's offsets in order.
             self.hub
