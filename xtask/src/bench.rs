@@ -79,13 +79,18 @@ pub enum Section {
     Rooms,
     /// Only the rooms rows through Redis.
     RoomsRedis,
+    /// Only the reconnect storm (5,000 members of a killed instance back on another).
+    Storm,
 }
 
 pub fn bench(section: Section) -> Result<()> {
     let reps: usize = env_number("BENCH_REPS", 3);
     let seconds: f64 = env_number("BENCH_SECONDS", 3.0);
     // The rooms rows never load the page: no need to build the web client for them alone.
-    if !matches!(section, Section::Rooms | Section::RoomsRedis) {
+    if !matches!(
+        section,
+        Section::Rooms | Section::RoomsRedis | Section::Storm
+    ) {
         crate::build_client(false)?;
     }
     announce("building the server, load generator and reference servers (release)");
@@ -213,6 +218,10 @@ pub fn bench(section: Section) -> Result<()> {
         }
         _ => (String::new(), Vec::new()),
     };
+    let (storm_table, storm_runs) = match section {
+        Section::All | Section::Storm => crate::storm_bench::storm(&pinning, reps)?,
+        _ => (String::new(), Vec::new()),
+    };
     for line in statics
         .iter()
         .chain(&page_loads)
@@ -220,6 +229,7 @@ pub fn bench(section: Section) -> Result<()> {
         .chain(&compression_runs)
         .chain(&instruction_runs)
         .chain(&rooms_runs)
+        .chain(&storm_runs)
     {
         writeln!(jsonl, "{line}")?;
     }
@@ -234,6 +244,7 @@ pub fn bench(section: Section) -> Result<()> {
             render_table(&results, start_ms, &servers, &pinning, reps, seconds)
                 + &instructions_table
                 + &rooms_table
+                + &storm_table
                 + &deployment_table
                 + &compression_table
                 + &static_table(&statics)
@@ -245,6 +256,7 @@ pub fn bench(section: Section) -> Result<()> {
         Section::Compression => compression_table,
         Section::Instructions => instructions_table,
         Section::Rooms | Section::RoomsRedis => rooms_table,
+        Section::Storm => storm_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");
