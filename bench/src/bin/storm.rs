@@ -536,6 +536,22 @@ fn stat_cpu_seconds(path: &str) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// The most CPU `of` used over any [`BUCKET`] of wall time between samples, in cores. Over
+/// a full bucket at least: two samples taken close together (at the kill and the first tick
+/// after it) would divide a whole 10 ms clock tick by a millisecond.
+fn busiest(samples: &[CpuSample], of: fn(&CpuSample) -> f64) -> f64 {
+    samples
+        .iter()
+        .enumerate()
+        .filter_map(|(index, from)| {
+            let to = samples[index + 1..]
+                .iter()
+                .find(|to| to.at.duration_since(from.at) >= BUCKET)?;
+            Some((of(to) - of(from)) / to.at.duration_since(from.at).as_secs_f64())
+        })
+        .fold(0.0, f64::max)
+}
+
 /// The kernel's count of connections dropped because a listen queue was full (`TcpExt:
 /// ListenOverflows` in `/proc/net/netstat`), the whole machine's.
 fn listen_overflows() -> Option<u64> {
@@ -714,15 +730,6 @@ async fn run(args: Args) -> Result<Value, Error> {
         .filter_map(|outcome| outcome.lost_at.map(since_kill))
         .fold(0.0, f64::max);
     let storm_s = storm_end.at.duration_since(killed_at).as_secs_f64();
-    let busiest = |of: fn(&CpuSample) -> f64| {
-        samples
-            .windows(2)
-            .map(|pair| {
-                let wall = pair[1].at.duration_since(pair[0].at).as_secs_f64();
-                (of(&pair[1]) - of(&pair[0])) / wall.max(1e-3)
-            })
-            .fold(0.0, f64::max)
-    };
     let first = samples[0];
     let count = |of: fn(&Outcome) -> u64| outcomes.iter().map(of).sum::<u64>();
     Ok(json!({
@@ -759,10 +766,10 @@ async fn run(args: Args) -> Result<Value, Error> {
         "storm_s": rounded(storm_s),
         "survivor_cpu_s": rounded(storm_end.survivor - first.survivor),
         "survivor_cores": rounded((storm_end.survivor - first.survivor) / storm_s),
-        "survivor_peak_cores": rounded(busiest(|sample| sample.survivor)),
+        "survivor_peak_cores": rounded(busiest(&samples, |sample| sample.survivor)),
         "redis_cpu_s": rounded(storm_end.redis - first.redis),
         "redis_cores": rounded((storm_end.redis - first.redis) / storm_s),
-        "redis_peak_cores": rounded(busiest(|sample| sample.redis)),
+        "redis_peak_cores": rounded(busiest(&samples, |sample| sample.redis)),
         "generator_cores": rounded((storm_end.generator - first.generator) / storm_s),
         "not_recovered": outcomes.iter().filter(|outcome| outcome.not_recovered).count(),
         "gaps": count(|outcome| outcome.gaps),
@@ -785,6 +792,30 @@ mod tests {
         let events = [0, 10, 99, 150, 500, 510, 520, 530, 599].map(at);
         assert_eq!(peak_per_second(events.into_iter(), from), 50.0);
         assert_eq!(peak_per_second(std::iter::empty(), from), 0.0);
+    }
+
+    #[test]
+    fn the_busiest_cpu_is_over_a_whole_bucket_never_two_samples_a_moment_apart() {
+        let from = Instant::now();
+        let sample = |millis: u64, survivor: f64| CpuSample {
+            at: from + Duration::from_millis(millis),
+            survivor,
+            redis: 0.0,
+            generator: 0.0,
+        };
+        // A tick of 10 ms counted between samples 1 ms apart is not 10 cores.
+        let samples = [
+            sample(0, 0.0),
+            sample(1, 0.01),
+            sample(100, 0.05),
+            sample(200, 0.13),
+            sample(201, 0.14),
+        ];
+        let most = busiest(&samples, |sample| sample.survivor);
+        // 0 to 100 ms: 0.5 cores; 1 to 200 ms (the first sample a bucket on): 0.6; 100 to
+        // 200 ms: 0.8, the busiest; nothing is a bucket after 200 ms.
+        assert!((most - 0.8).abs() < 1e-9, "{most}");
+        assert_eq!(busiest(&samples[..2], |sample| sample.survivor), 0.0);
     }
 
     #[test]
