@@ -55,7 +55,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match TcpListener::bind(addr).await {
+    let listener = match listen(addr) {
         Ok(listener) => listener,
         Err(error) => {
             eprintln!("error: cannot listen on {addr}: {error} (choose another with --addr)");
@@ -70,7 +70,7 @@ async fn main() -> ExitCode {
         }
     };
     let metrics_listener = match metrics_addr {
-        Some(addr) => match TcpListener::bind(addr).await.and_then(|listener| {
+        Some(addr) => match listen(addr).and_then(|listener| {
             let local = listener.local_addr()?;
             Ok((listener, local))
         }) {
@@ -175,4 +175,23 @@ impl Signals {
             std::process::exit(130);
         });
     }
+}
+
+/// Connections the kernel keeps waiting for `accept`: a reconnect storm (thousands of pages
+/// back at once after an instance died) must not overflow it. tokio's `TcpListener::bind`
+/// asks for 128, which a storm of 5,000 overflowed (dropped connections wait about a second
+/// for the retransmit); the kernel caps this at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a backlog of [`LISTEN_BACKLOG`] (address reuse as tokio's `bind`
+/// sets it).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -336,3 +336,33 @@ async fn assert_still_serving_tls(server: &TestServer, certificate: &TestCertifi
     client.send(Message::text("FOO")).await.expect("send");
     assert_eq!(next_text(&mut client).await, "BAR");
 }
+
+/// A reconnect storm must not overflow the kernel's queue of connections waiting for
+/// `accept` (tokio's default backlog of 128 dropped hundreds of a storm of 5,000, each then
+/// waiting a second for the retransmit). At its descriptor cap the server stops accepting,
+/// so whatever arrives then waits in that queue: 1,000 connections must all be let in.
+#[tokio::test]
+async fn a_burst_of_1_000_connections_at_the_cap_all_wait_in_the_kernels_queue() {
+    crate::support::allow_many_sockets();
+    let fixture = static_fixture();
+    let launch = Launch {
+        shell_prefix: Some("ulimit -n 64 &&"),
+        ..Launch::default()
+    };
+    let server = TestServer::launch(&served_dir(&fixture), &[], launch).await;
+    // Past the cap (32 below 64 descriptors) at once, then 1,000 more: all of them must be
+    // established (the handshake completes in the kernel's queue), none left unanswered.
+    let attempts = (0..1_100).map(|_| async {
+        tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(server.addr)).await
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    let established = results
+        .iter()
+        .filter(|result| matches!(result, Ok(Ok(_))))
+        .count();
+    assert_eq!(
+        established, 1_100,
+        "{} of 1,100 connections were established within 3 s",
+        established
+    );
+}

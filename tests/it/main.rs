@@ -15,6 +15,7 @@ mod redis_bounds;
 mod redis_browser;
 mod redis_proxy;
 mod redis_rooms;
+mod redis_storm;
 mod rooms;
 mod rooms_bounds;
 mod rooms_browser;

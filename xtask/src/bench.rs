@@ -81,6 +81,8 @@ pub enum Section {
     Rooms,
     /// Only the rooms rows through Redis.
     RoomsRedis,
+    /// Only the reconnect storm (5,000 members of a killed instance back on another).
+    Storm,
 }
 
 pub fn bench(section: Section) -> Result<()> {
@@ -89,7 +91,11 @@ pub fn bench(section: Section) -> Result<()> {
     // The rooms rows never load the page: no need to build the web client for them alone.
     if !matches!(
         section,
+<<<<<<< HEAD
         Section::Rooms | Section::RoomsRedis | Section::RoomsInstructions
+=======
+        Section::Rooms | Section::RoomsRedis | Section::Storm
+>>>>>>> h-storm
     ) {
         crate::build_client(false)?;
     }
@@ -219,6 +225,10 @@ pub fn bench(section: Section) -> Result<()> {
         }
         _ => (String::new(), Vec::new()),
     };
+    let (storm_table, storm_runs) = match section {
+        Section::All | Section::Storm => crate::storm_bench::storm(&pinning, reps)?,
+        _ => (String::new(), Vec::new()),
+    };
     for line in statics
         .iter()
         .chain(&page_loads)
@@ -226,6 +236,7 @@ pub fn bench(section: Section) -> Result<()> {
         .chain(&compression_runs)
         .chain(&instruction_runs)
         .chain(&rooms_runs)
+        .chain(&storm_runs)
     {
         writeln!(jsonl, "{line}")?;
     }
@@ -240,6 +251,7 @@ pub fn bench(section: Section) -> Result<()> {
             render_table(&results, start_ms, &servers, &pinning, reps, seconds)
                 + &instructions_table
                 + &rooms_table
+                + &storm_table
                 + &deployment_table
                 + &compression_table
                 + &static_table(&statics)
@@ -251,6 +263,7 @@ pub fn bench(section: Section) -> Result<()> {
         Section::Compression => compression_table,
         Section::Instructions | Section::RoomsInstructions => instructions_table,
         Section::Rooms | Section::RoomsRedis => rooms_table,
+        Section::Storm => storm_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");

@@ -6,7 +6,9 @@
 //! - `build-client [--dev]`: only the wasm client, into `static/pkg`.
 //! - `bench`: the server side by side with fastwebsockets and tokio-tungstenite, and nginx;
 //!   `bench rooms`: room fan-out against a tokio `broadcast` reference, and through Redis with
-//!   two instances against the embedded engine (`bench rooms redis`: only those).
+//!   two instances against the embedded engine (`bench rooms redis`: only those); `bench storm`:
+//!   a reconnect storm, 5,000 members of a killed instance back on another, with and without
+//!   jitter.
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
@@ -15,6 +17,7 @@ mod page_load;
 mod precompress;
 mod process;
 mod rooms_bench;
+mod storm_bench;
 mod tools;
 mod variants_bench;
 
@@ -34,14 +37,15 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load|deployment|compression|instructions [rooms]|rooms [redis]]
+  bench [static|page-load|deployment|compression|instructions [rooms]|rooms [redis]|storm]
                        benchmark the server against reference servers (prints a table), or
                        only the static-file, page-load, metrics+TLS, permessage-deflate,
                        callgrind, or rooms fan-out rows (`rooms redis`: only those through
                        Redis; BENCH_ROOMS_ROWS=TEXT: only rooms rows whose name contains it;
                        `instructions rooms`: callgrind in the paced rooms rows;
                        BENCH_BASELINE_SERVER=PATH: another build of the server beside this
-                       one in the rooms rows, as `before`)
+                       one in the rooms rows, as `before`), or the reconnect storm (5,000
+                       members back on a second instance)
   conformance          run the Autobahn|Testsuite against /mirror: cases 1-7, 9 and 10,
                        and with --compression also 12 and 13 (permessage-deflate)
 ";
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
                 }
             },
             Some("page-load") => bench::bench(bench::Section::PageLoad),
+            Some("storm") => bench::bench(bench::Section::Storm),
             Some("rooms") => match args.get(2).map(String::as_str) {
                 None => bench::bench(bench::Section::Rooms),
                 Some("redis") => bench::bench(bench::Section::RoomsRedis),

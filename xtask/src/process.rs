@@ -206,6 +206,11 @@ impl RedisProcess {
     pub fn socket(&self) -> &Path {
         &self.socket
     }
+
+    /// Its process id (`taskset` execs it, so this is redis-server's own).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for RedisProcess {
