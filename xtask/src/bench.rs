@@ -91,11 +91,7 @@ pub fn bench(section: Section) -> Result<()> {
     // The rooms rows never load the page: no need to build the web client for them alone.
     if !matches!(
         section,
-<<<<<<< HEAD
-        Section::Rooms | Section::RoomsRedis | Section::RoomsInstructions
-=======
-        Section::Rooms | Section::RoomsRedis | Section::Storm
->>>>>>> h-storm
+        Section::Rooms | Section::RoomsRedis | Section::RoomsInstructions | Section::Storm
     ) {
         crate::build_client(false)?;
     }
