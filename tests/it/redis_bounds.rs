@@ -1432,3 +1432,50 @@ async fn a_quiet_rooms_message_that_pub_sub_lost_without_a_drop_arrives_by_the_p
     assert!(took < Duration::from_secs(5), "it took {took:?}");
     assert_eq!(followed.offsets, [last], "once");
 }
+
+/// Another room's `SUBSCRIBE` held 1.5 s before Redis sees it: a join to a room this instance
+/// subscribes to already answers at once, and the held one when its subscription is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_to_a_room_subscribed_here_never_waits_on_another_rooms_subscribe() {
+    const HOLD: Duration = Duration::from_millis(1500);
+    let redis = Redis::start().await;
+    let proxy = RedisProxy::start(&redis.socket_path());
+    let server = instance(&proxy.url(), &[]).await;
+    let base = ws_base(&server);
+    // Someone here is in the lobby: its channel is subscribed.
+    let (mut sink, mut stream) = connect(&base, "first").await.split();
+    join(&mut sink, &mut stream, "lobby", None, "first")
+        .await
+        .expect("the first member joins");
+    proxy.hold(
+        Matching::Named("SUBSCRIBE".to_owned()),
+        Held::Command,
+        HOLD,
+        1,
+    );
+    let slow_base = base.clone();
+    let slow = tokio::spawn(async move {
+        let (mut sink, mut stream) = connect(&slow_base, "slow").await.split();
+        let started = Instant::now();
+        let joined = join(&mut sink, &mut stream, "elsewhere", None, "slow").await;
+        (joined, started.elapsed())
+    });
+    proxy.wait_for_holds(1).await;
+    let (mut sink, mut stream) = connect(&base, "second").await.split();
+    let started = Instant::now();
+    join(&mut sink, &mut stream, "lobby", None, "second")
+        .await
+        .expect("the second member joins");
+    let took = started.elapsed();
+    let (slow_joined, slow_took) = slow.await.expect("the slow join");
+    eprintln!("a join to a subscribed room took {took:?}; the held one {slow_took:?}");
+    assert!(
+        took < Duration::from_millis(500),
+        "a join to a room subscribed here waited {took:?} behind another room's SUBSCRIBE"
+    );
+    slow_joined.expect("the held join is answered once its SUBSCRIBE is");
+    assert!(
+        slow_took >= HOLD - Duration::from_millis(100),
+        "the held join took only {slow_took:?}: the hold did not hold it"
+    );
+}
