@@ -22,10 +22,15 @@ const DRIVER_ATTEMPTS: u32 = 3;
 /// Why the browser did not start.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
-/// A chromedriver with one headless Chromium session; both end when this is dropped.
+/// A chromedriver with one headless Chromium session; both end when this is dropped, the
+/// session first (chromedriver then quits Chromium), so no browser outlives a test, whether
+/// it ended well or panicked.
 #[derive(Debug)]
 pub struct Browser {
     pub client: Client,
+    /// Where chromedriver listens, and the session's id: what the drop needs to end it.
+    port: u16,
+    session: Option<String>,
     _driver: Child,
 }
 
@@ -76,10 +81,20 @@ impl Browser {
             .capabilities(capabilities)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await?;
+        let session = client.session_id().await?;
         Ok(Browser {
             client,
+            port,
+            session,
             _driver: driver,
         })
+    }
+
+    /// Ends the session (Chromium quits), then the driver.
+    pub async fn close(mut self) -> Result<(), Error> {
+        self.session = None;
+        self.client.clone().close().await?;
+        Ok(())
     }
 
     /// The browser console since the last call, as `(level, message)`: chromedriver's log
@@ -147,6 +162,34 @@ impl fantoccini::wd::WebDriverCompatibleCommand for ChromedriverPost {
 }
 
 /// Starts chromedriver on a port it picks: the process and the port, once it says it listens.
+impl Drop for Browser {
+    /// Ends the session before the driver goes (killing chromedriver alone leaves Chromium
+    /// running, adopted by init). A drop cannot wait on the runtime, so this is a plain
+    /// blocking `DELETE /session/{id}` to chromedriver, another process, bounded in time.
+    fn drop(&mut self) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return;
+        };
+        let _ = stream.set_read_timeout(Some(SESSION_END));
+        let _ = stream.set_write_timeout(Some(SESSION_END));
+        let request = format!(
+            "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        );
+        if stream.write_all(request.as_bytes()).is_ok() {
+            // The answer comes once Chromium has quit.
+            let _ = stream.read_to_end(&mut Vec::new());
+        }
+    }
+}
+
+/// Longest wait for chromedriver to end a session when a `Browser` is dropped.
+const SESSION_END: Duration = Duration::from_secs(10);
+
 async fn start_driver(driver_path: &str) -> Result<(Child, u16), Error> {
     let mut driver = Command::new(driver_path)
         .arg("--port=0")

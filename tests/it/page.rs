@@ -188,7 +188,6 @@ impl Page {
 
     async fn close(self) {
         self.browser
-            .client
             .close()
             .await
             .expect("the browser session closes");

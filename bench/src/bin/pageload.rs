@@ -36,7 +36,7 @@ async fn main() -> Result<(), Error> {
         warm.push(greeting_painted_ms(&browser, &args.url).await?);
         print_timeline(&browser, args.timeline).await?;
     }
-    browser.client.close().await?;
+    browser.close().await?;
     println!(
         "{}",
         serde_json::json!({ "cold_ms": cold, "warm_ms": warm })
