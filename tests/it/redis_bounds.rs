@@ -1479,3 +1479,41 @@ async fn a_join_to_a_room_subscribed_here_never_waits_on_another_rooms_subscribe
         "the held join took only {slow_took:?}: the hold did not hold it"
     );
 }
+
+/// Past the 64 requests a session holds while one waits on the engine: 1,000 publishes in one
+/// write while Redis is frozen. The first waits, 63 more are held, the rest stay in the
+/// socket; once Redis answers, every one is acknowledged, once and in order, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_requests_sent_while_one_waits_on_a_frozen_redis_are_all_answered_in_order() {
+    const COUNT: usize = 1_000;
+    let redis = Redis::start().await;
+    let server = instance(&redis.url(), &[]).await;
+    let (mut sink, mut stream) = connect(&ws_base(&server), "burst").await.split();
+    join(&mut sink, &mut stream, "burst", None, "burst")
+        .await
+        .expect("joins");
+    redis.freeze();
+    let ids: Vec<String> = (0..COUNT).map(|n| format!("b{n}")).collect();
+    send_all(
+        &mut sink,
+        ids.iter().map(|id| publish_request("burst", id, "x")),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    redis.thaw();
+    let mut acked = Vec::new();
+    while acked.len() < COUNT {
+        match next_event(&mut stream, PATIENCE, "burst").await {
+            Some(Event::Frame(ServerFrame::Ack { id, offset, .. })) => acked.push((id, offset)),
+            Some(Event::Frame(ServerFrame::Message { .. }) | Event::Ping | Event::Pong(_)) => {}
+            other => panic!("after {} acks: {other:?}", acked.len()),
+        }
+    }
+    let acked_ids: Vec<&str> = acked.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        acked_ids,
+        ids.iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    let offsets: Vec<u64> = acked.iter().map(|(_, offset)| *offset).collect();
+    assert_eq!(offsets, (1..=COUNT as u64).collect::<Vec<_>>());
+}
