@@ -150,3 +150,73 @@ impl Redis {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::RoomMetrics;
+    use crate::outgoing::Compression;
+    use crate::rooms::hub::Hub;
+    use crate::rooms::{MemberQueue, RoomSettings, Snapshot};
+    use redis::Value;
+
+    fn message(room: &str, offset: u64) -> redis::Msg {
+        let bulk = |text: String| Value::BulkString(text.into_bytes());
+        redis::Msg::from_owned_value(Value::Array(vec![
+            bulk("message".to_owned()),
+            bulk(keys::channel(room)),
+            bulk(format!("e {offset} {{}}")),
+        ]))
+        .expect("a pub/sub message")
+    }
+
+    #[tokio::test]
+    async fn past_a_workers_backlog_the_room_is_read_from_the_stream_instead() {
+        let hub = Arc::new(Hub::new(10, u64::MAX, RoomMetrics::default()));
+        let settings = RoomSettings {
+            history_messages: 100,
+            history_bytes: 1 << 20,
+            history_ttl_ms: 300_000,
+            max_rooms: 10,
+            dedup_window_ms: 300_000,
+            dedup_max_ids: 1_000,
+        };
+        // Nothing connects until used.
+        let redis = Redis::new(
+            "redis://127.0.0.1:1",
+            Arc::clone(&hub),
+            settings,
+            RoomMetrics::default(),
+        )
+        .expect("a lazy client");
+        // One worker that takes nothing: what the link hands it piles up to the bound.
+        let (sender, _receiver) = mpsc::channel(WORKER_BACKLOG);
+        redis
+            .feeds
+            .set(Feeds {
+                hasher: RandomState::new(),
+                workers: vec![sender],
+            })
+            .expect("set once");
+        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
+        hub.enter("r", 1, &queue).expect("enters");
+        let snapshot = Snapshot {
+            epoch: "e".to_owned(),
+            top: 0,
+            entries: Vec::new(),
+            now_ms: 0,
+        };
+        hub.complete("r", 1, None, snapshot).expect("joins");
+        for offset in 1..=WORKER_BACKLOG as u64 {
+            redis.dispatch(message("r", offset));
+        }
+        assert!(
+            hub.pending_fills().is_empty(),
+            "up to the bound, all queued"
+        );
+        for offset in WORKER_BACKLOG as u64 + 1..=5_000 {
+            redis.dispatch(message("r", offset));
+        }
+        assert_eq!(hub.pending_fills(), ["r"], "past it, read from the stream");
+    }
+}
