@@ -103,6 +103,7 @@ impl Shared {
         SessionTiming {
             ping_interval: self.config.ping_interval,
             send_timeout: self.config.send_timeout,
+            room_flush_interval: Duration::from_millis(self.config.room_flush_interval),
         }
     }
 }

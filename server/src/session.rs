@@ -30,6 +30,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,12 +42,12 @@ use hyper_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use hyper_tungstenite::tungstenite::{Error as WsError, Message};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, MissedTickBehavior, interval_at, timeout, timeout_at};
+use tokio::time::{Instant, MissedTickBehavior, Sleep, interval_at, timeout, timeout_at};
 use tokio_util::sync::CancellationToken;
 
 use rules::{App, Reply};
 
-use crate::rooms::{Member, MemberQueue, Taken, Waiting};
+use crate::rooms::{Hold, Member, MemberQueue, Taken, Waiting};
 
 use crate::deflate::Agreement;
 use crate::deflate_stream::{DeflateStream, Violation};
@@ -75,6 +76,8 @@ const MAX_MESSAGES_PER_FLUSH: usize = 64;
 pub(crate) struct SessionTiming {
     pub ping_interval: Duration,
     pub send_timeout: Duration,
+    /// `--room-flush-interval` (see [`Pacing`]).
+    pub room_flush_interval: Duration,
 }
 
 /// What a session speaks.
@@ -303,10 +306,11 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
     else {
         unreachable!("`drive` hands rooms sessions only here");
     };
-    let writer = Writer {
+    let mut writer = Writer {
         metrics,
         compression: Compression::of(*compression),
         send_timeout: timing.send_timeout,
+        pacing: Pacing::new(timing.room_flush_interval),
     };
     let queue = Arc::clone(member.queue());
     let mut pings = Pings::new(*timing);
@@ -334,10 +338,15 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
             }
             () = &mut changed => {
                 changed.set(queue.changed());
-                if let Err(end) = writer.queued(ws, &queue, &mut frames).await {
+                // A busy member's room messages wait for the end of its flush interval.
+                if !writer.pacing.hold(&queue)
+                    && let Err(end) = writer.write_out(ws, &queue, &mut frames).await
+                {
                     return end;
                 }
-                if let Err(end) = flush(ws, writer.send_timeout).await {
+            }
+            () = &mut writer.pacing.due, if writer.pacing.armed => {
+                if let Err(end) = writer.write_out(ws, &queue, &mut frames).await {
                     return end;
                 }
             }
@@ -345,12 +354,9 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
                 waiting = None;
                 member.finish(outcome);
                 while waiting.is_none() && let Some(message) = held.pop_front() {
-                    waiting = answer_room(member, metrics, &message);
+                    waiting = answer_room(member, writer.metrics, &message);
                 }
-                if let Err(end) = writer.queued(ws, &queue, &mut frames).await {
-                    return end;
-                }
-                if let Err(end) = flush(ws, writer.send_timeout).await {
+                if let Err(end) = writer.write_out(ws, &queue, &mut frames).await {
                     return end;
                 }
             }
@@ -366,7 +372,7 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
                     if is_data && (waiting.is_some() || !held.is_empty()) {
                         // Answered once the request before it is.
                         held.push_back(message);
-                    } else if let Some(call) = answer_room(member, metrics, &message) {
+                    } else if let Some(call) = answer_room(member, writer.metrics, &message) {
                         // A control frame answered while a request waits leaves it waiting.
                         waiting = Some(call);
                     }
@@ -381,7 +387,7 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
                         next = ws.next().now_or_never();
                     }
                 }
-                if let Err(end) = flush(ws, writer.send_timeout).await {
+                if let Err(end) = writer.flush(ws).await {
                     return end;
                 }
             }
@@ -445,14 +451,103 @@ async fn wait_for(waiting: &mut Option<Waiting>) -> crate::rooms::Outcome {
     }
 }
 
+/// `--room-flush-interval`: a member written to less than an interval ago holds its room
+/// messages (`MemberQueue::hold`) until the next tick of a clock every session shares, ticking
+/// once an interval; the first message after a quiet spell leaves at once. So a busy member
+/// writes at most about once an interval, and the members of a busy room write at the same
+/// tick, one after another: a reader woken by the first write is still awake for the next
+/// (writes spread over the interval cost each a wake-up of an idle reader, which on loopback
+/// the sender pays). Zero writes every message as it comes.
+struct Pacing {
+    interval: Duration,
+    /// When the session last wrote (anything: room messages, answers, pongs).
+    last_write: Instant,
+    /// The next tick, while the queue is held.
+    due: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl Pacing {
+    fn new(interval: Duration) -> Pacing {
+        let now = Instant::now();
+        Pacing {
+            interval,
+            last_write: now.checked_sub(interval).unwrap_or(now),
+            due: Box::pin(tokio::time::sleep_until(now)),
+            armed: false,
+        }
+    }
+
+    /// The queue changed: `true` if there is nothing to write now (nothing queued, or held
+    /// until [`due`](Self::due)).
+    fn hold(&mut self, queue: &MemberQueue) -> bool {
+        if self.interval.is_zero() {
+            return false;
+        }
+        if self.armed {
+            // Woken while held: an answer, an ending, or more than half the bound held.
+            return false;
+        }
+        let now = Instant::now();
+        if now >= self.last_write + self.interval {
+            return false;
+        }
+        match queue.hold() {
+            Hold::Nothing => true,
+            Hold::WriteNow => false,
+            Hold::Held => {
+                self.due.as_mut().reset(next_tick(now, self.interval));
+                self.armed = true;
+                true
+            }
+        }
+    }
+
+    fn wrote(&mut self) {
+        if !self.interval.is_zero() {
+            self.last_write = Instant::now();
+            self.armed = false;
+        }
+    }
+}
+
+/// The first tick after `now` of a clock that ticks every `interval` from the first time any
+/// session asked.
+fn next_tick(now: Instant, interval: Duration) -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(|| now);
+    let since = now.saturating_duration_since(start).as_nanos();
+    let period = interval.as_nanos().max(1);
+    let ticks = since / period + 1;
+    start + Duration::from_nanos(u64::try_from(ticks * period).unwrap_or(u64::MAX))
+}
+
 /// How a rooms session writes what its member's queue holds.
 struct Writer<'a> {
     metrics: &'a SessionMetrics,
     compression: Compression,
     send_timeout: Duration,
+    pacing: Pacing,
 }
 
 impl Writer<'_> {
+    /// Writes what the member's queue holds and flushes it.
+    async fn write_out<S: Stream>(
+        &mut self,
+        ws: &mut Socket<S>,
+        queue: &MemberQueue,
+        frames: &mut Vec<QueuedText>,
+    ) -> Result<(), End> {
+        self.queued(ws, queue, frames).await?;
+        self.flush(ws).await
+    }
+
+    /// Flushes the socket: a write, as far as pacing is concerned.
+    async fn flush<S: Stream>(&mut self, ws: &mut Socket<S>) -> Result<(), End> {
+        self.pacing.wrote();
+        flush(ws, self.send_timeout).await
+    }
+
     /// Feeds what the member's queue holds into the socket's write buffer, in order, without
     /// flushing; a member that fell behind its room is closed (1008).
     async fn queued<S: Stream>(

@@ -12,6 +12,12 @@
 //!
 //! A room's message is queued as the room made it ([`QueuedText`]): its text and the
 //! compression every member shares, so the session only decides how to send it.
+//!
+//! A busy member's session may *hold* its queue for a while (`--room-flush-interval`): room
+//! messages pushed meanwhile do not wake it, so what arrives within the interval leaves in one
+//! write. A hold never risks the bound: once the held messages pass half of `limit`, a push
+//! wakes the session as if nothing were held; an answer to the member's own request or an
+//! ending always does.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -33,6 +39,8 @@ struct State {
     room_bytes: usize,
     /// Set once the member is to be closed: nothing more is queued or taken.
     ended: Option<Taken>,
+    /// The session holds its room messages until its next write (see [`MemberQueue::hold`]).
+    holding: bool,
 }
 
 /// See the module documentation.
@@ -44,6 +52,17 @@ pub(crate) struct MemberQueue {
     /// How the member's session sends: only a compressing one takes a room message's shared
     /// compression along with its text.
     compression: Compression,
+}
+
+/// What [`MemberQueue::hold`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Hold {
+    /// Nothing is queued (a wake-up for what the session already wrote): nothing to hold.
+    Nothing,
+    /// Held: the session writes at the end of its interval.
+    Held,
+    /// Past half the bound, or the member is ended: the session should write now.
+    WriteNow,
 }
 
 /// What a session took from its queue.
@@ -106,9 +125,27 @@ impl MemberQueue {
         }
         state.room_bytes += cost;
         state.frames.push_back(self.for_member(frame));
+        let wake = !state.holding || state.room_bytes > self.limit / 2;
         drop(state);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
         true
+    }
+
+    /// Room messages pushed from now until the next [`take_all`](Self::take_all) wake the
+    /// session only once they pass half of the limit, if [`Hold::Held`]: see [`Hold`].
+    pub(crate) fn hold(&self) -> Hold {
+        let mut state = self.state();
+        let hold = if state.ended.is_some() || state.room_bytes > self.limit / 2 {
+            Hold::WriteNow
+        } else if state.frames.is_empty() {
+            Hold::Nothing
+        } else {
+            Hold::Held
+        };
+        state.holding = hold == Hold::Held;
+        hold
     }
 
     /// Ends the member with `how` (not [`Taken::Frames`]): what is queued is dropped and the
@@ -153,6 +190,7 @@ impl MemberQueue {
         }
         out.extend(state.frames.drain(..));
         state.room_bytes = 0;
+        state.holding = false;
         Taken::Frames
     }
 
@@ -165,6 +203,8 @@ impl MemberQueue {
 
 #[cfg(test)]
 mod tests {
+    use futures_util::FutureExt;
+
     use super::*;
 
     fn frame(n: usize) -> QueuedText {
@@ -220,6 +260,57 @@ mod tests {
                 assert_eq!(queued.text(), published.text());
             }
         }
+    }
+
+    #[test]
+    fn a_held_queue_wakes_its_session_only_past_half_its_bound() {
+        let queue = MemberQueue::new(10_000, Compression::PLAIN);
+        assert_eq!(queue.hold(), Hold::Nothing, "nothing queued");
+        assert!(queue.push_room(&frame(100)));
+        assert!(queue.changed().now_or_never().is_some());
+        assert_eq!(queue.hold(), Hold::Held);
+        let under_half = 10_000 / 2 / (100 + QUEUED_OVERHEAD);
+        for _ in 1..under_half {
+            assert!(queue.push_room(&frame(100)));
+        }
+        assert!(queue.changed().now_or_never().is_none(), "held: no wake-up");
+        assert!(queue.push_room(&frame(100)));
+        assert!(queue.changed().now_or_never().is_some(), "past half: woken");
+        // Still past half: holding again is refused until the session takes the queue.
+        assert_eq!(queue.hold(), Hold::WriteNow);
+        let mut taken = Vec::new();
+        assert_eq!(queue.take_all(&mut taken), Taken::Frames);
+        assert_eq!(taken.len(), under_half + 1);
+        // An answer to the member's own request wakes a held session.
+        assert!(queue.push_room(&frame(100)));
+        assert_eq!(queue.hold(), Hold::Held);
+        queue.push_own(Utf8Bytes::from("ack"));
+        assert!(queue.changed().now_or_never().is_some());
+    }
+
+    #[test]
+    fn a_burst_past_the_bound_into_a_held_queue_loses_nothing() {
+        // 1,000 messages of 100 bytes (164,000 counted) into a queue of 10,000 held by its
+        // session: the session is woken each time half the bound is held, takes the queue and
+        // holds it again. Nothing overflows, nothing is lost, few wake-ups.
+        let queue = MemberQueue::new(10_000, Compression::PLAIN);
+        let (mut taken, mut wakes, mut held) = (Vec::new(), 0, false);
+        for n in 0..1_000 {
+            assert!(queue.push_room(&frame(100)), "message {n} overflowed");
+            // The session: woken while it holds, it writes; otherwise it holds.
+            if queue.changed().now_or_never().is_some() {
+                if held {
+                    wakes += 1;
+                    assert_eq!(queue.take_all(&mut taken), Taken::Frames);
+                }
+                // Held again from the next push on (nothing is queued right after a take).
+                held = queue.hold() == Hold::Held;
+            }
+        }
+        assert_eq!(queue.take_all(&mut taken), Taken::Frames);
+        assert_eq!(taken.len(), 1_000);
+        let per_wake = 10_000 / 2 / (100 + QUEUED_OVERHEAD) + 1;
+        assert_eq!(wakes, 1_000 / per_wake);
     }
 
     #[tokio::test]
