@@ -479,25 +479,23 @@ impl Pacing {
     }
 
     /// The queue changed: `true` if there is nothing to write now (nothing queued, or held
-    /// until [`due`](Self::due)).
+    /// until the next tick).
     fn hold(&mut self, queue: &MemberQueue) -> bool {
         if self.interval.is_zero() {
             return false;
         }
-        if self.armed {
-            // Woken while held: an answer, an ending, or more than half the bound held.
-            return false;
-        }
-        let now = Instant::now();
-        if now >= self.last_write + self.interval {
+        if !self.armed && Instant::now() >= self.last_write + self.interval {
             return false;
         }
         match queue.hold() {
             Hold::Nothing => true,
             Hold::WriteNow => false,
             Hold::Held => {
-                self.due.as_mut().reset(next_tick(now, self.interval));
-                self.armed = true;
+                if !self.armed {
+                    let now = Instant::now();
+                    self.due.as_mut().reset(next_tick(now, self.interval));
+                    self.armed = true;
+                }
                 true
             }
         }

@@ -21,6 +21,7 @@ mod rooms_bounds;
 mod rooms_browser;
 mod rooms_memory;
 mod rooms_names;
+mod rooms_pacing;
 mod shutdown;
 mod static_files;
 mod support;

@@ -41,6 +41,8 @@ struct State {
     ended: Option<Taken>,
     /// The session holds its room messages until its next write (see [`MemberQueue::hold`]).
     holding: bool,
+    /// An answer to the member's own request is queued: the session should not hold.
+    answered: bool,
 }
 
 /// See the module documentation.
@@ -61,7 +63,8 @@ pub(crate) enum Hold {
     Nothing,
     /// Held: the session writes at the end of its interval.
     Held,
-    /// Past half the bound, or the member is ended: the session should write now.
+    /// Past half the bound, an answer to the member's own request queued, or the member
+    /// ended: the session should write now.
     WriteNow,
 }
 
@@ -134,10 +137,12 @@ impl MemberQueue {
     }
 
     /// Room messages pushed from now until the next [`take_all`](Self::take_all) wake the
-    /// session only once they pass half of the limit, if [`Hold::Held`]: see [`Hold`].
+    /// session only once they pass half of the limit, if [`Hold::Held`]: see [`Hold`]. Asked
+    /// again on any wake-up while held, it says whether that wake-up needs a write (a wake-up
+    /// stored before the hold does not).
     pub(crate) fn hold(&self) -> Hold {
         let mut state = self.state();
-        let hold = if state.ended.is_some() || state.room_bytes > self.limit / 2 {
+        let hold = if state.ended.is_some() || state.answered || state.room_bytes > self.limit / 2 {
             Hold::WriteNow
         } else if state.frames.is_empty() {
             Hold::Nothing
@@ -178,6 +183,7 @@ impl MemberQueue {
             return;
         }
         state.frames.push_back(frame);
+        state.answered = true;
         drop(state);
         self.wake.notify_one();
     }
@@ -191,6 +197,7 @@ impl MemberQueue {
         out.extend(state.frames.drain(..));
         state.room_bytes = 0;
         state.holding = false;
+        state.answered = false;
         Taken::Frames
     }
 
@@ -281,11 +288,24 @@ mod tests {
         let mut taken = Vec::new();
         assert_eq!(queue.take_all(&mut taken), Taken::Frames);
         assert_eq!(taken.len(), under_half + 1);
-        // An answer to the member's own request wakes a held session.
+        // An answer to the member's own request wakes a held session, and is not held.
         assert!(queue.push_room(&frame(100)));
         assert_eq!(queue.hold(), Hold::Held);
         queue.push_own(Utf8Bytes::from("ack"));
         assert!(queue.changed().now_or_never().is_some());
+        assert_eq!(queue.hold(), Hold::WriteNow);
+        assert_eq!(queue.take_all(&mut taken), Taken::Frames);
+        // A wake-up stored before the hold (two pushes before the session ran) is told apart
+        // from one that needs a write.
+        assert!(queue.push_room(&frame(100)));
+        assert!(queue.push_room(&frame(100)));
+        assert!(queue.changed().now_or_never().is_some());
+        assert_eq!(queue.hold(), Hold::Held);
+        assert_eq!(
+            queue.hold(),
+            Hold::Held,
+            "asked again, still nothing to write"
+        );
     }
 
     #[test]
