@@ -51,7 +51,7 @@ async fn raw_member(server: &TestServer, room: &str) -> RawClient {
     let (_, joined) = raw.read_frame().await.expect("joined");
     assert!(
         matches!(
-            ServerFrame::from_json(std::str::from_utf8(&joined).unwrap()),
+            ServerFrame::from_json(std::str::from_utf8(&joined).expect("UTF-8")),
             Ok(ServerFrame::Joined { .. })
         ),
         "{}",
