@@ -13,6 +13,7 @@
 
 mod bench;
 mod instructions;
+mod leftovers;
 mod page_load;
 mod precompress;
 mod process;
@@ -215,7 +216,27 @@ fn serve(server_args: &[String]) -> Result<()> {
 }
 
 /// Every check and test, cheapest first.
+/// Every check and test; then nothing the run started may be left running.
 fn test() -> Result<()> {
+    let result = test_all();
+    let left = leftovers::sweep();
+    result?;
+    if left.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = left
+        .iter()
+        .map(|leftover| format!("  {} {}", leftover.pid, leftover.command))
+        .collect();
+    Err(format!(
+        "the run left {} processes running (now killed):\n{}",
+        left.len(),
+        list.join("\n")
+    )
+    .into())
+}
+
+fn test_all() -> Result<()> {
     announce("checking formatting");
     run(command(cargo()).args(["fmt", "--all", "--check"]))?;
     announce("clippy (host)");
@@ -363,7 +384,7 @@ pub fn target_dir() -> PathBuf {
 
 /// The project's server on a free port (logging warnings only), for checks outside `cargo test`.
 fn start_server(binary: &Path, extra_args: &[&str]) -> Result<ServerProcess> {
-    let mut command = Command::new(binary);
+    let mut command = command(binary);
     command
         .current_dir(workspace_root())
         .args(["--addr", "127.0.0.1:0", "--log", "warn"])

@@ -27,7 +27,8 @@ fn tool_path() -> &'static OsString {
     })
 }
 
-/// A command for `program`, found on the extended `PATH` and run with it.
+/// A command for `program`, found on the extended `PATH` and run with it, marked as this run's
+/// (`leftovers`).
 pub fn command(program: impl AsRef<OsStr>) -> Command {
     let program = program.as_ref();
     let resolved = program
@@ -35,7 +36,9 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
         .and_then(which)
         .unwrap_or_else(|| PathBuf::from(program));
     let mut command = Command::new(resolved);
-    command.env("PATH", tool_path());
+    command
+        .env("PATH", tool_path())
+        .env(crate::leftovers::MARKER, crate::leftovers::run_id());
     command
 }
 
