@@ -151,6 +151,7 @@ impl Server {
             join_rate: config.join_rate,
             join_burst: config.join_burst,
             queue_bytes: config.room_queue_bytes as usize,
+            hold_bytes: hold_bytes(&config),
         };
         let shared = Arc::new(Shared {
             rooms,
@@ -278,6 +279,17 @@ fn room_settings(config: &Config) -> rooms::RoomSettings {
         dedup_window_ms: millis(config.dedup_window),
         dedup_max_ids: config.dedup_max_ids as usize,
     }
+}
+
+/// What a member's queue may hold back for its flush interval: a gap read pushes up to a
+/// whole history at once, which must still fit beside it (`MemberQueue` caps it at half).
+fn hold_bytes(config: &Config) -> usize {
+    let messages = config.room_history as usize;
+    let history = match messages {
+        0 => 0,
+        _ => config.room_history_bytes as usize + messages * rooms::QUEUED_OVERHEAD,
+    };
+    (config.room_queue_bytes as usize).saturating_sub(history)
 }
 
 fn millis(duration: Duration) -> u64 {

@@ -311,6 +311,7 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
         compression: Compression::of(*compression),
         send_timeout: timing.send_timeout,
         pacing: Pacing::new(timing.room_flush_interval),
+        fed: false,
     };
     let queue = Arc::clone(member.queue());
     let mut pings = Pings::new(*timing);
@@ -460,7 +461,7 @@ async fn wait_for(waiting: &mut Option<Waiting>) -> crate::rooms::Outcome {
 /// the sender pays). Zero writes every message as it comes.
 struct Pacing {
     interval: Duration,
-    /// When the session last wrote (anything: room messages, answers, pongs).
+    /// When the session last wrote its queue (room messages or answers).
     last_write: Instant,
     /// The next tick, while the queue is held.
     due: Pin<Box<Sleep>>,
@@ -501,10 +502,11 @@ impl Pacing {
         }
     }
 
-    fn wrote(&mut self) {
-        if !self.interval.is_zero() {
+    /// The queue was taken (which ends a hold) and flushed; `any` if something was written.
+    fn wrote(&mut self, any: bool) {
+        self.armed = false;
+        if any && !self.interval.is_zero() {
             self.last_write = Instant::now();
-            self.armed = false;
         }
     }
 }
@@ -526,6 +528,8 @@ struct Writer<'a> {
     compression: Compression,
     send_timeout: Duration,
     pacing: Pacing,
+    /// Something was fed since the last flush.
+    fed: bool,
 }
 
 impl Writer<'_> {
@@ -540,16 +544,16 @@ impl Writer<'_> {
         self.flush(ws).await
     }
 
-    /// Flushes the socket: a write, as far as pacing is concerned.
+    /// Flushes the socket: a write, as far as pacing is concerned, if anything was fed.
     async fn flush<S: Stream>(&mut self, ws: &mut Socket<S>) -> Result<(), End> {
-        self.pacing.wrote();
+        self.pacing.wrote(std::mem::take(&mut self.fed));
         flush(ws, self.send_timeout).await
     }
 
     /// Feeds what the member's queue holds into the socket's write buffer, in order, without
     /// flushing; a member that fell behind its room is closed (1008).
     async fn queued<S: Stream>(
-        &self,
+        &mut self,
         ws: &mut Socket<S>,
         queue: &MemberQueue,
         frames: &mut Vec<QueuedText>,
@@ -574,6 +578,7 @@ impl Writer<'_> {
         if frames.is_empty() {
             return Ok(());
         }
+        self.fed = true;
         self.metrics.sent(frames.len());
         let compression = self.compression;
         if compression.is_on() {

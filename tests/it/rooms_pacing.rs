@@ -97,9 +97,10 @@ async fn read_messages_telling(
 
 #[tokio::test]
 async fn a_busy_members_messages_leave_together_once_an_interval() {
-    // Ticks a second apart; ten publishes 20 ms apart (about 200 ms) span at most one tick, so
-    // the member gets them in at most two writes after the first, which leaves at once. With
-    // every message written as it comes, they would take ten.
+    // Ticks a second apart; ten publishes, two at a time 40 ms apart (about 160 ms), span at
+    // most one tick, so the member gets them in at most two writes. With every message
+    // written as it comes, they would take five or more; so would a session that took the
+    // wake-up the second of a pair leaves behind for a reason to write.
     let server = TestServer::start_with_env(
         JOINS_UNLIMITED,
         &[UNLIMITED.as_slice(), &["--room-flush-interval", "1000"]].concat(),
@@ -113,18 +114,28 @@ async fn a_busy_members_messages_leave_together_once_an_interval() {
     assert_eq!(first, ["first"]);
     // Read as they come, beside the publishing.
     let publishing = async {
-        let mut ticker = tokio::time::interval(Duration::from_millis(20));
-        for n in 0..10 {
+        let mut ticker = tokio::time::interval(Duration::from_millis(40));
+        for pair in 0..5 {
             ticker.tick().await;
             publisher
-                .send(publish("busy", &format!("m{n}"), &format!("m{n}")))
+                .send_all(
+                    (2 * pair..2 * pair + 2)
+                        .map(|n| publish("busy", &format!("m{n}"), &format!("m{n}"))),
+                )
                 .await;
         }
+        std::time::Instant::now()
     };
-    let (_, (texts, reads)) = tokio::join!(publishing, read_messages(&mut reader, 10));
+    let (last_published, (texts, reads)) = tokio::join!(publishing, read_messages(&mut reader, 10));
     let expected: Vec<String> = (0..10).map(|n| format!("m{n}")).collect();
     assert_eq!(texts, expected);
     assert!(reads <= 2, "ten messages in {reads} reads");
+    // Held at most to the next tick: a second, and time to spare for a loaded machine.
+    let waited = last_published.elapsed();
+    assert!(
+        waited < Duration::from_secs(2),
+        "the last waited {waited:?}"
+    );
 }
 
 #[tokio::test]
@@ -145,6 +156,9 @@ async fn a_held_queue_past_half_its_bound_is_written_at_once() {
                 "1000",
                 "--room-queue-bytes",
                 "16384",
+                // No history to leave room for: the hold may take half the queue.
+                "--room-history",
+                "0",
             ],
         ]
         .concat(),

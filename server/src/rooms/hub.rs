@@ -611,7 +611,7 @@ mod tests {
     }
 
     fn queue() -> Arc<MemberQueue> {
-        Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN))
+        Arc::new(MemberQueue::new(1 << 20, 1 << 19, Compression::PLAIN))
     }
 
     fn joined(completed: Result<Completed, Problem>) -> Joined {
@@ -706,7 +706,7 @@ mod tests {
     #[test]
     fn past_what_a_join_may_hold_it_reads_again_and_misses_nothing() {
         let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
-        let small = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
+        let small = Arc::new(MemberQueue::new(10_000, 5_000, Compression::PLAIN));
         hub.enter("r", 1, &small).expect("enters");
         // 1,000 messages while the join reads: far more than 10,000 bytes.
         for offset in 1..=1_000 {

@@ -44,6 +44,8 @@ pub(crate) struct MemberLimits {
     pub join_rate: u32,
     pub join_burst: u32,
     pub queue_bytes: usize,
+    /// Most bytes of room messages a session holds back for its flush interval.
+    pub hold_bytes: usize,
 }
 
 /// Milliseconds on a monotonic clock (since this process first asked): history ages, the
@@ -92,7 +94,11 @@ impl Member {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name,
             engine,
-            queue: Arc::new(MemberQueue::new(limits.queue_bytes, compression)),
+            queue: Arc::new(MemberQueue::new(
+                limits.queue_bytes,
+                limits.hold_bytes,
+                compression,
+            )),
             rooms: HashSet::new(),
             bucket: TokenBucket::new(limits.publish_rate, limits.publish_burst, now_ms()),
             join_bucket: TokenBucket::new(limits.join_rate, limits.join_burst, now_ms()),

@@ -30,7 +30,7 @@ use crate::metrics::RoomMetrics;
 use crate::outgoing::QueuedText;
 
 pub(crate) use member::{Member, MemberLimits, Outcome, Waiting, now_ms, wall_ms};
-pub(crate) use queue::{Hold, MemberQueue, Taken};
+pub(crate) use queue::{Hold, MemberQueue, QUEUED_OVERHEAD, Taken};
 
 /// One connection's identity in the rooms it joins.
 pub(crate) type MemberId = u64;

@@ -15,9 +15,10 @@
 //!
 //! A busy member's session may *hold* its queue for a while (`--room-flush-interval`): room
 //! messages pushed meanwhile do not wake it, so what arrives within the interval leaves in one
-//! write. A hold never risks the bound: once the held messages pass half of `limit`, a push
-//! wakes the session as if nothing were held; an answer to the member's own request or an
-//! ending always does.
+//! write. A hold never risks the bound: once the held messages pass the hold limit (half of
+//! `limit`, less if a whole history, which a gap read pushes at once, would not fit beside
+//! it), a push wakes the session as if nothing were held; an answer to the member's own
+//! request or an ending always does.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -51,6 +52,8 @@ pub(crate) struct MemberQueue {
     state: Mutex<State>,
     wake: Notify,
     limit: usize,
+    /// Most bytes of room messages held before the session is woken (see [`Self::hold`]).
+    hold_limit: usize,
     /// How the member's session sends: only a compressing one takes a room message's shared
     /// compression along with its text.
     compression: Compression,
@@ -81,11 +84,14 @@ pub(crate) enum Taken {
 }
 
 impl MemberQueue {
-    pub(crate) fn new(limit: usize, compression: Compression) -> MemberQueue {
+    /// A queue of `limit` bytes, which holds at most `hold_limit` of them (capped at half of
+    /// `limit`) before it wakes a session that holds it.
+    pub(crate) fn new(limit: usize, hold_limit: usize, compression: Compression) -> MemberQueue {
         MemberQueue {
             state: Mutex::new(State::default()),
             wake: Notify::new(),
             limit,
+            hold_limit: hold_limit.min(limit / 2),
             compression,
         }
     }
@@ -128,7 +134,7 @@ impl MemberQueue {
         }
         state.room_bytes += cost;
         state.frames.push_back(self.for_member(frame));
-        let wake = !state.holding || state.room_bytes > self.limit / 2;
+        let wake = !state.holding || state.room_bytes > self.hold_limit;
         drop(state);
         if wake {
             self.wake.notify_one();
@@ -142,7 +148,8 @@ impl MemberQueue {
     /// stored before the hold does not).
     pub(crate) fn hold(&self) -> Hold {
         let mut state = self.state();
-        let hold = if state.ended.is_some() || state.answered || state.room_bytes > self.limit / 2 {
+        let hold = if state.ended.is_some() || state.answered || state.room_bytes > self.hold_limit
+        {
             Hold::WriteNow
         } else if state.frames.is_empty() {
             Hold::Nothing
@@ -220,7 +227,7 @@ mod tests {
 
     #[test]
     fn room_messages_past_the_limit_overflow_the_member() {
-        let queue = MemberQueue::new(1_000, Compression::PLAIN);
+        let queue = MemberQueue::new(1_000, 500, Compression::PLAIN);
         let mut taken = Vec::new();
         // A burst far past the bound: six fit (100 bytes and the overhead each), the seventh
         // overflows.
@@ -235,7 +242,7 @@ mod tests {
 
     #[test]
     fn own_answers_never_overflow() {
-        let queue = MemberQueue::new(1_000, Compression::PLAIN);
+        let queue = MemberQueue::new(1_000, 500, Compression::PLAIN);
         for _ in 0..50 {
             queue.push_own(Utf8Bytes::from("x".repeat(100)));
         }
@@ -256,7 +263,7 @@ mod tests {
         let published = frame(1_000);
         assert!(published.shares_compression());
         for (compression, shares) in [(compressing, true), (Compression::PLAIN, false)] {
-            let queue = MemberQueue::new(10_000, compression);
+            let queue = MemberQueue::new(10_000, 5_000, compression);
             assert!(queue.push_room(&published));
             queue.push_replay(&published);
             let mut taken = Vec::new();
@@ -271,7 +278,7 @@ mod tests {
 
     #[test]
     fn a_held_queue_wakes_its_session_only_past_half_its_bound() {
-        let queue = MemberQueue::new(10_000, Compression::PLAIN);
+        let queue = MemberQueue::new(10_000, 5_000, Compression::PLAIN);
         assert_eq!(queue.hold(), Hold::Nothing, "nothing queued");
         assert!(queue.push_room(&frame(100)));
         assert!(queue.changed().now_or_never().is_some());
@@ -290,6 +297,10 @@ mod tests {
         assert_eq!(taken.len(), under_half + 1);
         // An answer to the member's own request wakes a held session, and is not held.
         assert!(queue.push_room(&frame(100)));
+        assert!(
+            queue.changed().now_or_never().is_some(),
+            "not held yet: woken"
+        );
         assert_eq!(queue.hold(), Hold::Held);
         queue.push_own(Utf8Bytes::from("ack"));
         assert!(queue.changed().now_or_never().is_some());
@@ -313,7 +324,7 @@ mod tests {
         // 1,000 messages of 100 bytes (164,000 counted) into a queue of 10,000 held by its
         // session: the session is woken each time half the bound is held, takes the queue and
         // holds it again. Nothing overflows, nothing is lost, few wake-ups.
-        let queue = MemberQueue::new(10_000, Compression::PLAIN);
+        let queue = MemberQueue::new(10_000, 5_000, Compression::PLAIN);
         let (mut taken, mut wakes, mut held) = (Vec::new(), 0, false);
         for n in 0..1_000 {
             assert!(queue.push_room(&frame(100)), "message {n} overflowed");
@@ -335,7 +346,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_push_before_the_wait_is_not_lost() {
-        let queue = MemberQueue::new(1_000, Compression::PLAIN);
+        let queue = MemberQueue::new(1_000, 500, Compression::PLAIN);
         queue.push_room(&frame(1));
         tokio::time::timeout(std::time::Duration::from_secs(5), queue.changed())
             .await

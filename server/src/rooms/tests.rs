@@ -52,7 +52,7 @@ pub(super) fn offsets(frames: &[ServerFrame]) -> Vec<u64> {
 }
 
 fn queue() -> Arc<MemberQueue> {
-    Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN))
+    Arc::new(MemberQueue::new(1 << 20, 1 << 19, Compression::PLAIN))
 }
 
 fn engine(settings: RoomSettings) -> Arc<Engine> {
@@ -247,8 +247,8 @@ fn history_is_bounded_by_count_bytes_and_age() {
 #[test]
 fn a_slow_member_is_dropped_and_never_slows_the_room() {
     let engine = engine(settings());
-    let slow = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
-    let reader = Arc::new(MemberQueue::new(10_000, Compression::PLAIN));
+    let slow = Arc::new(MemberQueue::new(10_000, 5_000, Compression::PLAIN));
+    let reader = Arc::new(MemberQueue::new(10_000, 5_000, Compression::PLAIN));
     for (member, queue) in [(1, &slow), (2, &reader)] {
         futures_util::FutureExt::now_or_never(engine.join("lobby", None, member, queue, 0))
             .expect("no wait")

@@ -198,7 +198,7 @@ mod tests {
                 workers: vec![sender],
             })
             .expect("set once");
-        let queue = Arc::new(MemberQueue::new(1 << 20, Compression::PLAIN));
+        let queue = Arc::new(MemberQueue::new(1 << 20, 1 << 19, Compression::PLAIN));
         hub.enter("r", 1, &queue).expect("enters");
         let snapshot = Snapshot {
             epoch: "e".to_owned(),
