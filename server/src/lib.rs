@@ -5,6 +5,7 @@
 pub mod config;
 mod deflate;
 mod deflate_stream;
+mod gate;
 mod http;
 mod metrics;
 mod outgoing;

@@ -28,7 +28,7 @@
 //! here, where the task ends.
 
 use std::collections::VecDeque;
-use std::future::Future;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -51,6 +51,7 @@ use crate::rooms::{Hold, Member, MemberQueue, Taken, Waiting};
 
 use crate::deflate::Agreement;
 use crate::deflate_stream::{DeflateStream, Violation};
+use crate::gate::Gate;
 use crate::metrics::SessionMetrics;
 use crate::outgoing::{Compression, QueuedText};
 use crate::read_ahead::ReadAhead;
@@ -325,14 +326,19 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
     let changed = queue.changed();
     tokio::pin!(changed);
     let mut frames = Vec::new();
+    // The socket's read, the pings and shutdown are polled only when their own wakers fired:
+    // a wake-up for a delivery polls the queue and nothing else.
+    let (read_gate, ping_gate, shutdown_gate) = (Gate::new(), Gate::new(), Gate::new());
     loop {
         // No gate on reading for a full queue: a request's answers are written as soon as it
         // is answered, so a client that floods is slowed down by its own socket (the write
         // waits, bounded by the send timeout), not by the queue.
         tokio::select! {
             biased;
-            () = &mut shutdown => return End::Close(CloseCode::Away, "server shutting down"),
-            _ = pings.interval.tick() => {
+            () = poll_fn(|cx| shutdown_gate.poll(cx, |cx| shutdown.as_mut().poll(cx))) => {
+                return End::Close(CloseCode::Away, "server shutting down");
+            }
+            _ = poll_fn(|cx| ping_gate.poll(cx, |cx| pings.interval.poll_tick(cx))) => {
                 if let Err(end) = pings.ping(ws).await {
                     return end;
                 }
@@ -371,7 +377,9 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
                     return end;
                 }
             }
-            incoming = ws.next(), if held.len() < MAX_MESSAGES_PER_FLUSH => {
+            incoming = poll_fn(|cx| read_gate.poll(cx, |cx| ws.poll_next_unpin(cx))),
+                if held.len() < MAX_MESSAGES_PER_FLUSH =>
+            {
                 let mut next = Some(incoming);
                 let mut answered = 0;
                 while let Some(incoming) = next.take() {
@@ -398,6 +406,8 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
                         next = ws.next().now_or_never();
                     }
                 }
+                // Read with another waker just now: the next select polls the read again.
+                read_gate.open();
                 if let Err(end) = writer.flush(ws).await {
                     return end;
                 }
