@@ -36,7 +36,11 @@ pub(crate) struct Key(String);
 impl Key {
     pub(crate) fn new(room: &str, id: &str) -> Key {
         // A room name never holds a NUL (`names::is_room_name`), so the key is unambiguous.
-        Key(format!("{room}\0{id}"))
+        let mut key = String::with_capacity(room.len() + 1 + id.len());
+        key.push_str(room);
+        key.push('\0');
+        key.push_str(id);
+        Key(key)
     }
 }
 
