@@ -532,6 +532,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_held_queue_at_its_hold_limit_still_takes_a_whole_history() {
+        use crate::outgoing::{Compression, QueuedText};
+        use clap::Parser;
+        use hyper_tungstenite::tungstenite::Utf8Bytes;
+        use rooms::{Hold, MemberQueue, QUEUED_OVERHEAD};
+        let config = Config::try_parse_from(["server"]).expect("the defaults");
+        let (limit, history) = (
+            config.room_queue_bytes as usize,
+            config.room_history as usize,
+        );
+        // A history at its bounds: as many messages as it keeps, as many bytes as it keeps.
+        let history_frame = "h".repeat(config.room_history_bytes as usize / history);
+        let push_history = |queue: &MemberQueue| {
+            (0..history).all(|_| {
+                queue.push_room(&QueuedText::shared(Utf8Bytes::from(history_frame.as_str())))
+            })
+        };
+        let small = QueuedText::shared(Utf8Bytes::from("x".repeat(100)));
+        // Held up to the hold limit, then a gap read's whole history: nothing overflows.
+        for (hold, fits) in [(hold_bytes(&config), true), (limit / 2, false)] {
+            let queue = MemberQueue::new(limit, hold, Compression::PLAIN);
+            assert!(queue.push_room(&small));
+            assert_eq!(queue.hold(), Hold::Held);
+            while queue.room_bytes() + 100 + QUEUED_OVERHEAD <= hold {
+                assert!(queue.push_room(&small));
+            }
+            assert_eq!(push_history(&queue), fits, "hold limit {hold} of {limit}");
+        }
+    }
+
+    #[test]
     fn accept_pauses_double_from_5_ms_up_to_a_second() {
         let pauses: Vec<u128> = (1..=10)
             .map(|n| AcceptFailures::pause_after(n).as_millis())
