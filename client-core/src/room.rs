@@ -283,6 +283,7 @@ impl Room {
                 room,
                 offset,
                 id,
+                user: _,
                 from,
                 text,
                 time,
@@ -311,7 +312,14 @@ impl Room {
                 self.seen.own(&id);
                 Event::Delivered { id }
             }
-            ServerFrame::Left { .. } => Event::Nothing,
+            ServerFrame::Left {
+                room,
+                reason: Some(reason),
+            } if room == self.room => Event::Notice(format!(
+                "The server took this page out of the room ({reason}): your sign-in no longer lets you read it."
+            )),
+            // Who the connection is concerns the shell that signed in, not the room.
+            ServerFrame::Left { .. } | ServerFrame::Authed { .. } => Event::Nothing,
             ServerFrame::Error {
                 code,
                 message,
@@ -464,6 +472,7 @@ fn encode(frame: &ClientFrame) -> String {
 fn refusal_reason(code: ErrorCode, message: &str) -> String {
     match code {
         ErrorCode::TooLong => "refused: too long for this server".to_owned(),
+        ErrorCode::Forbidden => "refused: you may not write in this room".to_owned(),
         ErrorCode::BadRequest
         | ErrorCode::BadRoom
         | ErrorCode::NotJoined
@@ -543,6 +552,7 @@ mod tests {
             room: ROOM.into(),
             offset,
             id: id.into(),
+            user: format!("u-{from}"),
             from: from.into(),
             text: text.into(),
             time: 1_764_400_000_123,
@@ -825,6 +835,7 @@ mod tests {
             room: "elsewhere".into(),
             offset: 1,
             id: "x".into(),
+            user: "u-bo".into(),
             from: "bo".into(),
             text: "hi".into(),
             time: 0,

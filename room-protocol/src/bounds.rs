@@ -13,3 +13,17 @@ pub const PUBLISH_RATE: u32 = 20;
 /// Publishes one connection may make at once before [`PUBLISH_RATE`] applies: the server's
 /// default `--publish-burst`.
 pub const PUBLISH_BURST: u32 = 40;
+
+/// Longest token an `auth` frame may carry, in bytes (a server refuses a longer one, 4401).
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Close codes of a server that wants tokens, which clients act on.
+pub mod close {
+    /// The token was refused (or no `auth` frame came first, or in time): the reason says
+    /// why. A client must not try again with the same token.
+    pub const UNAUTHORIZED: u16 = 4401;
+    /// The token reached its `exp` without a refresh: get a new one and reconnect.
+    pub const TOKEN_EXPIRED: u16 = 4408;
+    /// The user has as many connections to this instance as it allows.
+    pub const TOO_MANY_CONNECTIONS: u16 = 4429;
+}

@@ -4,9 +4,10 @@
 //! | client → server | server → client |
 //! |---|---|
 //! | `{"type":"join","room":R}` or with `"since":{"epoch":E,"offset":N}` | `{"type":"joined","room":R,"epoch":E,"offset":N,"recovered":B}` |
-//! | `{"type":"leave","room":R}` | `{"type":"left","room":R}` |
+//! | `{"type":"leave","room":R}` | `{"type":"left","room":R}`, or with `"reason":"forbidden"` when a refreshed token no longer grants it |
 //! | `{"type":"publish","room":R,"id":ID,"text":T}` | `{"type":"ack","room":R,"id":ID,"offset":N}` |
-//! | | `{"type":"message","room":R,"offset":N,"id":ID,"from":NAME,"text":T,"time":MS}` |
+//! | `{"type":"auth","token":JWT}` (first, when the server wants tokens; again to refresh) | `{"type":"authed","user":SUB,"name":NAME,"expires":MS}` |
+//! | | `{"type":"message","room":R,"offset":N,"id":ID,"user":USER,"from":NAME,"text":T,"time":MS}` |
 //! | | `{"type":"error","code":C,"message":WORDS,"room":R?,"id":ID?}` |
 //!
 //! A client frame is read in two steps: serde takes any object into a flat [`Request`] whose
@@ -47,6 +48,11 @@ pub enum ClientFrame {
         id: String,
         text: String,
     },
+    /// A signed token (JWT) naming the user and what it may read and write: the first frame
+    /// on a server that wants tokens, and again, on the same connection, to refresh it.
+    Auth {
+        token: String,
+    },
 }
 
 /// What the server sends.
@@ -67,6 +73,9 @@ pub enum ServerFrame {
         room: String,
         offset: u64,
         id: String,
+        /// Who published it: the token's `sub`, or a connection's `anon-` id in open mode.
+        user: String,
+        /// The name it was published under (the token's `name`, or the `?name=` of open mode).
         from: String,
         text: String,
         /// Server time of the publish, milliseconds since the Unix epoch.
@@ -78,8 +87,18 @@ pub enum ServerFrame {
         id: String,
         offset: u64,
     },
+    /// The connection is no longer in `room`: it asked (no reason), or a refreshed token no
+    /// longer lets it read there (`"forbidden"`).
     Left {
         room: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A token was accepted: who the connection is, and until when (ms since the Unix epoch).
+    Authed {
+        user: String,
+        name: String,
+        expires: u64,
     },
     /// A request was refused; the connection stays open.
     Error {
@@ -118,11 +137,15 @@ struct Incoming {
     offset: Option<u64>,
     recovered: Option<bool>,
     id: Option<String>,
+    user: Option<String>,
     from: Option<String>,
     text: Option<String>,
     time: Option<u64>,
     code: Option<ErrorCode>,
     message: Option<String>,
+    reason: Option<String>,
+    name: Option<String>,
+    expires: Option<u64>,
 }
 
 impl Incoming {
@@ -138,11 +161,15 @@ impl Incoming {
             offset,
             recovered,
             id,
+            user,
             from,
             text,
             time,
             code,
             message,
+            reason,
+            name,
+            expires,
         } = self;
         Ok(match kind.as_str() {
             "joined" => ServerFrame::Joined {
@@ -155,6 +182,7 @@ impl Incoming {
                 room: needed(room, "room")?,
                 offset: needed(offset, "offset")?,
                 id: needed(id, "id")?,
+                user: needed(user, "user")?,
                 from: needed(from, "from")?,
                 text: needed(text, "text")?,
                 time: needed(time, "time")?,
@@ -166,6 +194,12 @@ impl Incoming {
             },
             "left" => ServerFrame::Left {
                 room: needed(room, "room")?,
+                reason,
+            },
+            "authed" => ServerFrame::Authed {
+                user: needed(user, "user")?,
+                name: needed(name, "name")?,
+                expires: needed(expires, "expires")?,
             },
             "error" => ServerFrame::Error {
                 code: needed(code, "code")?,
@@ -176,7 +210,7 @@ impl Incoming {
             other => {
                 return Err(serde_json::Error::unknown_variant(
                     other,
-                    &["joined", "message", "ack", "left", "error"],
+                    &["joined", "message", "ack", "left", "authed", "error"],
                 ));
             }
         })
@@ -201,6 +235,9 @@ pub enum ErrorCode {
     RateLimited,
     /// The engine cannot take the request now (its store is unreachable): send it again later.
     Unavailable,
+    /// The connection's token does not grant this: a join of a room it may not read, a
+    /// publish to a room it may only read.
+    Forbidden,
 }
 
 /// A refusal: what goes into an error frame.
@@ -248,6 +285,7 @@ struct Request {
     id: Option<String>,
     text: Option<String>,
     since: Option<Position>,
+    token: Option<String>,
 }
 
 /// Reads and checks one client frame. The text length is not checked here: its limit is the
@@ -273,19 +311,30 @@ impl Request {
             id,
             text,
             since,
+            token,
         } = self;
         let about = |problem: Problem| problem.about(room.as_deref(), id.as_deref());
         let kind = kind.ok_or_else(|| {
             about(Problem::new(
                 ErrorCode::BadRequest,
-                "a request needs a \"type\": join, leave or publish",
+                "a request needs a \"type\": join, leave, publish or auth",
             ))
         })?;
-        if !matches!(kind.as_str(), "join" | "leave" | "publish") {
+        if !matches!(kind.as_str(), "join" | "leave" | "publish" | "auth") {
             return Err(about(Problem::new(
                 ErrorCode::BadRequest,
-                format!("unknown type {kind:?}: join, leave or publish"),
+                format!("unknown type {kind:?}: join, leave, publish or auth"),
             )));
+        }
+        if kind == "auth" {
+            // Never echoed: a refusal of an auth frame never holds the token.
+            return match token {
+                Some(token) => Ok(ClientFrame::Auth { token }),
+                None => Err(Problem::new(
+                    ErrorCode::BadRequest,
+                    "an auth needs a \"token\"",
+                )),
+            };
         }
         let Some(room_name) = room.as_deref() else {
             return Err(about(Problem::new(
@@ -354,14 +403,17 @@ impl MessageAroundOffset {
     /// Built piece by piece into buffers of the right size, not with `format!` around four
     /// JSON strings made apart: a server makes one per publish, and that way cost about a
     /// sixth of a publish's instructions (callgrind: 3,400 of 19,700).
-    pub fn new(room: &str, id: &str, from: &str, text: &str) -> MessageAroundOffset {
+    pub fn new(room: &str, id: &str, user: &str, from: &str, text: &str) -> MessageAroundOffset {
         let mut head = Vec::with_capacity(40 + room.len());
         head.extend_from_slice(br#"{"type":"message","room":"#);
         push_json_string(&mut head, room);
         head.extend_from_slice(br#","offset":"#);
-        let mut middle = Vec::with_capacity(40 + id.len() + from.len() + text.len());
+        let mut middle =
+            Vec::with_capacity(50 + id.len() + user.len() + from.len() + text.len());
         middle.extend_from_slice(br#","id":"#);
         push_json_string(&mut middle, id);
+        middle.extend_from_slice(br#","user":"#);
+        push_json_string(&mut middle, user);
         middle.extend_from_slice(br#","from":"#);
         push_json_string(&mut middle, from);
         middle.extend_from_slice(br#","text":"#);
@@ -413,12 +465,14 @@ mod tests {
             ("r", "x", "y", "", u64::MAX),
         ];
         for (room, id, from, text, time) in cases {
-            let cut = MessageAroundOffset::new(room, id, from, text);
+            let user = format!("u\"{from}");
+            let cut = MessageAroundOffset::new(room, id, &user, from, text);
             for offset in [1, 42, u64::MAX] {
                 let whole = ServerFrame::Message {
                     room: room.to_owned(),
                     offset,
                     id: id.to_owned(),
+                    user: user.clone(),
                     from: from.to_owned(),
                     text: text.to_owned(),
                     time,
@@ -473,6 +527,12 @@ mod tests {
                     room: "lobby".into(),
                     id: "x1".into(),
                     text: String::new(),
+                },
+            ),
+            (
+                r#"{"type":"auth","token":"a.b.c","room":"ignored"}"#,
+                ClientFrame::Auth {
+                    token: "a.b.c".into(),
                 },
             ),
         ];
@@ -578,6 +638,7 @@ mod tests {
                 Some("bad room"),
                 Some("m1"),
             ),
+            (r#"{"type":"auth"}"#.into(), ErrorCode::BadRequest, None, None),
         ];
         for (text, code, room, id) in table {
             let problem = parse_client(&text).expect_err(&text);
@@ -605,11 +666,12 @@ mod tests {
                     room: "lobby".into(),
                     offset: 45,
                     id: "ID".into(),
+                    user: "u-1".into(),
                     from: "ana".into(),
                     text: "hello".into(),
                     time: 1_764_400_000_123,
                 },
-                r#"{"type":"message","room":"lobby","offset":45,"id":"ID","from":"ana","text":"hello","time":1764400000123}"#,
+                r#"{"type":"message","room":"lobby","offset":45,"id":"ID","user":"u-1","from":"ana","text":"hello","time":1764400000123}"#,
             ),
             (
                 ServerFrame::Ack {
@@ -622,8 +684,30 @@ mod tests {
             (
                 ServerFrame::Left {
                     room: "lobby".into(),
+                    reason: None,
                 },
                 r#"{"type":"left","room":"lobby"}"#,
+            ),
+            (
+                ServerFrame::Left {
+                    room: "lobby".into(),
+                    reason: Some("forbidden".into()),
+                },
+                r#"{"type":"left","room":"lobby","reason":"forbidden"}"#,
+            ),
+            (
+                ServerFrame::Authed {
+                    user: "ana-1".into(),
+                    name: "Ana".into(),
+                    expires: 1_764_400_000_000,
+                },
+                r#"{"type":"authed","user":"ana-1","name":"Ana","expires":1764400000000}"#,
+            ),
+            (
+                Problem::new(ErrorCode::Forbidden, "read only")
+                    .about(Some("news"), Some("ID"))
+                    .into_frame(),
+                r#"{"type":"error","code":"forbidden","message":"read only","room":"news","id":"ID"}"#,
             ),
             (
                 Problem::new(ErrorCode::RateLimited, "slow down")
@@ -696,6 +780,7 @@ mod tests {
             (ErrorCode::TooLong, "too_long"),
             (ErrorCode::RateLimited, "rate_limited"),
             (ErrorCode::Unavailable, "unavailable"),
+            (ErrorCode::Forbidden, "forbidden"),
         ];
         for (code, name) in names {
             assert_eq!(

@@ -41,6 +41,14 @@ pub fn is_message_id(id: &str) -> bool {
     counted_without_controls(id, MAX_MESSAGE_ID)
 }
 
+/// Longest user id (a token's `sub`), in characters.
+pub const MAX_USER_ID: usize = 64;
+
+/// A user id (a token's `sub`): 1 to 64 characters, none of them [`is_control_or_format`].
+pub fn is_user_id(user: &str) -> bool {
+    counted_without_controls(user, MAX_USER_ID)
+}
+
 /// The format (Cf), line separator (Zl) and paragraph separator (Zp) characters, as sorted
 /// ranges of code points, first and last: those of Unicode 18 when written.
 ///

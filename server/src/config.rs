@@ -200,6 +200,94 @@ pub struct Config {
     /// this process alone.
     #[arg(long, env = "REDIS_URL", value_parser = redis_url)]
     pub redis_url: Option<String>,
+
+    /// Rooms: who may join is decided by signed tokens (JWT) checked with this key: a file
+    /// holding an HMAC secret (at least 32 bytes; HS256) or an Ed25519 public key in PEM
+    /// (EdDSA). Give it twice while keys rotate (env: comma-separated). Without it, rooms are
+    /// open: anyone may join any room under any name.
+    #[arg(long = "auth-key", env = "AUTH_KEY", value_delimiter = ',')]
+    pub auth_keys: Vec<PathBuf>,
+
+    /// Rooms with tokens: seconds a new connection has to send its `auth` frame (else 4401).
+    #[arg(long, env = "AUTH_TIMEOUT", default_value = "10",
+          value_parser = seconds_at_most(MAX_TIMEOUT))]
+    pub auth_timeout: Duration,
+
+    /// Rooms with tokens: most connections one user (a token's `sub`) may hold on this
+    /// instance; the next is closed with 4429.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_USER", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_user: u32,
+
+    /// For trying tokens out only: the server answers `POST /auth/token` itself, with a
+    /// token for whatever name the form gives (anyone can be anyone). Signs with the first
+    /// HMAC `--auth-key`, or, without one, with a secret drawn at start.
+    #[arg(long, env = "DEV_SIGN_IN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub dev_sign_in: bool,
+
+    /// What `--dev-sign-in` tokens grant: `ROOM=read|write`, prefixes ending in `*`,
+    /// comma-separated.
+    #[arg(long, env = "DEV_ROOMS", default_value = "*=write", value_delimiter = ',',
+          value_parser = grant)]
+    pub dev_rooms: Vec<(String, crate::auth::Access)>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What the binary can do besides serving.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Print a signed token, for operators and tests: HS256 with an HMAC secret, EdDSA with
+    /// an Ed25519 private key in PEM.
+    Token(TokenArgs),
+}
+
+/// `server token`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// The key to sign with: an HMAC secret file, or an Ed25519 private key in PEM.
+    #[arg(long = "auth-key")]
+    pub auth_key: PathBuf,
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// The display name (`name`); others see `sub` without it.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A grant, `ROOM=read` or `ROOM=write` (prefixes end in `*`); repeat for more.
+    #[arg(long = "room", value_parser = grant, required = true)]
+    pub rooms: Vec<(String, crate::auth::Access)>,
+    /// How long the token lives: seconds, or with a unit (`90s`, `10m`, `1h`, `7d`).
+    #[arg(long, default_value = "1h", value_parser = lifetime)]
+    pub ttl: Duration,
+}
+
+fn grant(text: &str) -> Result<(String, crate::auth::Access), String> {
+    crate::auth::Grants::parse_flag(text)
+}
+
+/// `90`, `90s`, `10m`, `1h` or `7d`, at most a year. Four units: a crate would be more to read
+/// than this.
+fn lifetime(text: &str) -> Result<Duration, String> {
+    let (number, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => text.split_at(at),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return Err(format!("`{text}`: seconds, or a number and s, m, h or d")),
+    };
+    let seconds = number
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(scale))
+        .filter(|seconds| (1..=366 * 24 * 60 * 60).contains(seconds))
+        .ok_or_else(|| format!("`{text}`: from 1 s to a year"))?;
+    Ok(Duration::from_secs(seconds))
 }
 
 /// A URL the Redis client can connect to; checked at start, so a typo is one line and exit 2

@@ -5,6 +5,8 @@
 //! | `GET /subscriptions`, `/echo`, `/mirror` | WebSocket upgrade (or 400/403/405/426/503) |
 //! | `GET /rooms?name=NAME` | WebSocket upgrade to the rooms protocol (400 for a bad `NAME`) |
 //! | `GET /greet/{name}` | `Greetings {name}!` |
+//! | `GET /auth/config` | `{"tokens":B,"devSignIn":B}`: whether `/rooms` wants an `auth` frame, and whether `POST /auth/token` signs here |
+//! | `POST /auth/token` | with `--dev-sign-in`: form field `name` → `{"token":JWT}` (400 for a bad name, 403 from another origin); else 404 |
 //! | `GET /healthz` | 200 while the process runs |
 //! | `GET /readyz` | 200 while it accepts work; 503 from the moment shutdown starts, and while the rooms' Redis is unreachable |
 //! | `GET`/`HEAD` anything else | a static file, or 404 |
@@ -75,6 +77,10 @@ pub(crate) async fn handle<S: session::Stream>(
         upgrade::<S>(request, endpoint, &shared, slot)
     } else if let Some(probe) = Probe::from_path(path) {
         probe.answer(request.method(), &shared)
+    } else if path == "/auth/config" {
+        auth_config(request.method(), &shared)
+    } else if path == "/auth/token" {
+        dev_token(request, &shared).await
     } else if let Some(encoded_name) = path.strip_prefix("/greet/") {
         greet(request.method(), encoded_name)
     } else if matches!(*request.method(), Method::GET | Method::HEAD) {
@@ -237,9 +243,28 @@ fn upgrade<S: session::Stream>(
     };
     let talk = match endpoint {
         Endpoint::App(app) => Talk::App(app),
+        Endpoint::Rooms if shared.auth.is_some() => {
+            if has_name(request.uri().query()) {
+                let response = text(
+                    StatusCode::BAD_REQUEST,
+                    "This server names people from their tokens: open /rooms without ?name= \
+                     and send {\"type\":\"auth\",\"token\":...} first.\n",
+                );
+                shared.metrics.handshake_refused(response.status());
+                return response;
+            }
+            Talk::Room(Box::new(Member::new(
+                None,
+                shared.auth.clone(),
+                Arc::clone(&shared.rooms),
+                shared.member_limits,
+                Compression::of(compression),
+            )))
+        }
         Endpoint::Rooms => match display_name(request.uri().query()) {
             Some(name) => Talk::Room(Box::new(Member::new(
-                name,
+                Some(name),
+                None,
                 Arc::clone(&shared.rooms),
                 shared.member_limits,
                 Compression::of(compression),
@@ -407,6 +432,11 @@ impl Refusal {
     }
 }
 
+/// Whether the query has a `name` parameter at all.
+fn has_name(query: Option<&str>) -> bool {
+    query.is_some_and(|query| form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "name"))
+}
+
 /// The display name of a `/rooms` member: the `name` parameter of the query, decoded as a
 /// form (`+` is a space), valid by [`names::is_display_name`], and given once.
 fn display_name(query: Option<&str>) -> Option<String> {
@@ -520,6 +550,83 @@ fn origin_allowed(origin: &HeaderValue, headers: &HeaderMap, allowed: &[String])
         .get(header::HOST)
         .and_then(|host| host.to_str().ok());
     matches!((origin_host, host), (Some(origin_host), Some(host)) if origin_host.eq_ignore_ascii_case(host))
+}
+
+/// Longest `POST /auth/token` body: a form with one display name.
+const MAX_SIGN_IN_BODY: usize = 1024;
+
+/// `GET /auth/config`: what the page needs to know before it opens `/rooms`.
+fn auth_config(method: &Method, shared: &Shared) -> Response<Body> {
+    if !matches!(*method, Method::GET | Method::HEAD) {
+        return method_not_allowed("GET, HEAD");
+    }
+    let (tokens, dev) = shared
+        .auth
+        .as_ref()
+        .map_or((false, false), |auth| (true, auth.dev_sign_in()));
+    json(StatusCode::OK, format!(r#"{{"tokens":{tokens},"devSignIn":{dev}}}"#))
+}
+
+/// `POST /auth/token` with `--dev-sign-in`: a token for the form's `name`. Only from the
+/// server's own pages (a browser's `Origin` must be this host): another site cannot sign its
+/// visitors in.
+async fn dev_token(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
+    let Some(auth) = shared.auth.as_ref().filter(|auth| auth.dev_sign_in()) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "This server signs no tokens (--dev-sign-in is off): the app's own backend does.\n",
+        );
+    };
+    if request.method() != Method::POST {
+        return method_not_allowed("POST");
+    }
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !origin_allowed(origin, request.headers(), &shared.config.allowed_origins)
+    {
+        return text(StatusCode::FORBIDDEN, "Sign-in is for this server's own pages.\n");
+    }
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_SIGN_IN_BODY)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "A sign-in form is a name, nothing more.\n",
+            );
+        }
+    };
+    let mut names_given = form_urlencoded::parse(&body)
+        .filter(|(key, _)| key == "name")
+        .map(|(_, value)| value);
+    let name = match (names_given.next(), names_given.next()) {
+        (Some(name), None) if names::is_display_name(&name) => name,
+        _ => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Sign in with one name: 1 to {} characters, {}.\n",
+                    names::MAX_DISPLAY_NAME,
+                    names::REFUSED_CHARACTERS
+                ),
+            );
+        }
+    };
+    match auth.dev_token(&name, crate::rooms::wall_ms()) {
+        Some(token) => json(StatusCode::OK, format!(r#"{{"token":"{token}"}}"#)),
+        None => not_found(),
+    }
+}
+
+/// A JSON response nobody caches (it says who someone is, or how this server is set up now).
+fn json(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full_body(body.into()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
 }
 
 /// A short text response.

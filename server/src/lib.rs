@@ -2,6 +2,7 @@
 //! directory, then [`Server::run`] serves HTTP and WebSockets on a bound listener until a
 //! shutdown future resolves. `main.rs` only parses flags, binds, and handles signals.
 
+pub mod auth;
 pub mod config;
 mod deflate;
 mod deflate_stream;
@@ -68,6 +69,9 @@ pub enum StartError {
     Tls(String),
     #[error("--redis-url: {0}")]
     Redis(String),
+    /// A key of `--auth-key` (or `--dev-sign-in`) cannot be used: a flag error (exit 2).
+    #[error("{0}")]
+    Auth(String),
     #[error("--connect-src cannot go into a Content-Security-Policy header: {0}")]
     ConnectSrc(#[from] ::http::header::InvalidHeaderValue),
 }
@@ -97,6 +101,8 @@ struct Shared {
     rooms: Arc<rooms::Engine>,
     /// What bounds one `/rooms` connection.
     member_limits: rooms::MemberLimits,
+    /// With `--auth-key` (or `--dev-sign-in`): tokens decide who a `/rooms` connection is.
+    auth: Option<Arc<auth::Auth>>,
 }
 
 impl Shared {
@@ -138,6 +144,17 @@ impl Server {
             .max_write_buffer_size(WRITE_BUFFER_SIZE + 11 * (max_message_size + 14))
             .max_message_size(Some(max_message_size))
             .max_frame_size(Some(max_message_size));
+        let auth = auth::Auth::from_config(&config).map_err(StartError::Auth)?;
+        match &auth {
+            None => tracing::warn!(
+                "rooms are open: anyone can join any room under any name; set --auth-key"
+            ),
+            Some(auth) if auth.dev_sign_in() => tracing::warn!(
+                "--dev-sign-in: POST /auth/token signs a token for any name (anyone can be \
+                 anyone); for trying it out only"
+            ),
+            Some(_) => {}
+        }
         let metrics = Metrics::new();
         let rooms = match &config.redis_url {
             Some(url) => rooms::Engine::redis(url, room_settings(&config), metrics.rooms())
@@ -157,6 +174,7 @@ impl Server {
         let shared = Arc::new(Shared {
             rooms,
             member_limits,
+            auth,
             sessions: Arc::new(Semaphore::new(config.max_connections as usize)),
             connections: Arc::new(Semaphore::new(connection_cap())),
             static_files,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-use server::config::LogFormat;
+use server::config::{Command, LogFormat};
 use server::{Config, Server, display_url};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
@@ -16,6 +16,18 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return refuse_flags(&error),
     };
+    if let Some(Command::Token(args)) = &config.command {
+        return match server::auth::mint(args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(line) => {
+                eprintln!("error: {line}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let filter = match EnvFilter::try_new(&config.log_filter) {
         Ok(filter) => filter,
         Err(error) => {
@@ -50,6 +62,10 @@ async fn main() -> ExitCode {
     let (addr, metrics_addr) = (config.addr, config.metrics_addr);
     let server = match Server::new(config) {
         Ok(server) => server,
+        Err(error @ server::StartError::Auth(_)) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(2);
+        }
         Err(error) => {
             eprintln!("error: {error}");
             return ExitCode::FAILURE;

@@ -329,7 +329,20 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
     // The socket's read, the pings and shutdown are polled only when their own wakers fired:
     // a wake-up for a delivery polls the queue and nothing else.
     let (read_gate, ping_gate, shutdown_gate) = (Gate::new(), Gate::new(), Gate::new());
+    // The time to authenticate, then the token's expiry (with `--auth-key`; never in open
+    // mode): reset whenever a request moved it.
+    let mut deadline_at = member.deadline();
+    let deadline = tokio::time::sleep_until(deadline_at.unwrap_or_else(Instant::now));
+    tokio::pin!(deadline);
+    let deadline_gate = Gate::new();
     loop {
+        if member.deadline() != deadline_at {
+            deadline_at = member.deadline();
+            if let Some(at) = deadline_at {
+                deadline.as_mut().reset(at);
+                deadline_gate.open();
+            }
+        }
         // No gate on reading for a full queue: a request's answers are written as soon as it
         // is answered, so a client that floods is slowed down by its own socket (the write
         // waits, bounded by the send timeout), not by the queue.
@@ -342,6 +355,13 @@ async fn drive_rooms<S: Stream>(ws: &mut Socket<S>, context: &mut SessionContext
                 if let Err(end) = pings.ping(ws).await {
                     return end;
                 }
+            }
+            () = poll_fn(|cx| deadline_gate.poll(cx, |cx| deadline.as_mut().poll(cx))),
+                if deadline_at.is_some() =>
+            {
+                let (code, reason) = member.deadline_passed();
+                tracing::info!(code, reason, "closing a rooms connection");
+                return End::Close(CloseCode::from(code), reason);
             }
             () = &mut changed => {
                 changed.set(queue.changed());
@@ -593,6 +613,10 @@ impl Writer<'_> {
                     CloseCode::Restart,
                     "the room's history was lost: join again",
                 ));
+            }
+            Taken::Closed { code, reason } => {
+                tracing::info!(code, reason, "closing a rooms connection");
+                return Err(End::Close(CloseCode::from(code), reason));
             }
         }
         if frames.is_empty() {

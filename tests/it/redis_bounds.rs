@@ -547,7 +547,7 @@ async fn join_and_leave_fresh_rooms(mut client: Client, worker: usize, count: us
                         },
                         "joined",
                     ) => *joined == room,
-                    (ServerFrame::Left { room: left }, "left") => *left == room,
+                    (ServerFrame::Left { room: left, .. }, "left") => *left == room,
                     _ => false,
                 };
                 assert!(

@@ -149,6 +149,7 @@ impl Member {
                 }
                 ServerFrame::Joined { .. }
                 | ServerFrame::Left { .. }
+                | ServerFrame::Authed { .. }
                 | ServerFrame::Error { .. } => {}
             }
             return Event::Frame(frame);

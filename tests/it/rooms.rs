@@ -165,12 +165,18 @@ async fn every_frame_of_the_protocol() {
             room,
             offset,
             id,
+            user,
             from,
             text,
             time,
         } => {
             assert_eq!((room.as_str(), *offset, id.as_str()), ("lobby", 1, "m1"));
             assert_eq!((from.as_str(), text.as_str()), ("ana", "hello <b>"));
+            // In open mode every connection is an anonymous user of its own.
+            assert!(
+                user.len() == 21 && user.starts_with("anon-"),
+                "an anon- id: {user}"
+            );
             assert!(*time > 1_700_000_000_000, "milliseconds since the epoch");
         }
         other => panic!("expected the message, got {other:?}"),
@@ -193,7 +199,8 @@ async fn every_frame_of_the_protocol() {
     assert_eq!(
         bo.next().await,
         ServerFrame::Left {
-            room: "lobby".into()
+            room: "lobby".into(),
+            reason: None
         }
     );
     // After leaving, nothing of the room arrives; a publish there is refused.

@@ -66,7 +66,7 @@ async fn send_past_the_bucket(
                 inside.insert(room);
                 tally.taken += 1;
             }
-            (Request::Leave(room), ServerFrame::Left { room: named })
+            (Request::Leave(room), ServerFrame::Left { room: named, .. })
                 if named == room && inside.contains(room) =>
             {
                 inside.remove(room);
@@ -132,7 +132,8 @@ async fn joins_and_leaves_past_the_default_bucket_are_refused_in_order_and_none_
     assert_eq!(
         ana.next().await,
         ServerFrame::Left {
-            room: "lobby".into()
+            room: "lobby".into(),
+            reason: None
         }
     );
 }
@@ -190,7 +191,7 @@ async fn the_join_rate_and_burst_come_from_the_environment_and_flags_win() {
     // Two tokens later (2.2 in 1.1 s) the leave and the join are taken.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     bo.send(json!({"type": "leave", "room": "a0"})).await;
-    assert_eq!(bo.next().await, ServerFrame::Left { room: "a0".into() });
+    assert_eq!(bo.next().await, ServerFrame::Left { room: "a0".into(), reason: None });
     bo.join("a5", None).await;
 }
 
@@ -227,7 +228,7 @@ async fn pass_through(member: &mut Member, room: &str) -> String {
             offset: 1
         }
     );
-    assert_eq!(member.next().await, ServerFrame::Left { room: room.into() });
+    assert_eq!(member.next().await, ServerFrame::Left { room: room.into(), reason: None });
     epoch
 }
 
@@ -428,7 +429,7 @@ async fn a_room_that_lost_its_history_never_claims_to_recover_past_the_loss() {
     assert_eq!(published(&mut ana, 1).await, [(1, "old".to_owned())]);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     ana.send(json!({"type": "leave", "room": "a"})).await;
-    assert_eq!(ana.next().await, ServerFrame::Left { room: "a".into() });
+    assert_eq!(ana.next().await, ServerFrame::Left { room: "a".into(), reason: None });
     ana.join("a", None).await;
     let ids = ["new-1", "new-2", "new-3"];
     ana.send_all(ids.iter().map(|id| publish("a", id, "after")))
@@ -443,7 +444,7 @@ async fn a_room_that_lost_its_history_never_claims_to_recover_past_the_loss() {
     bo.join("c", None).await;
     bo.join("d", None).await;
     bo.send(json!({"type": "leave", "room": "d"})).await;
-    assert_eq!(bo.next().await, ServerFrame::Left { room: "d".into() });
+    assert_eq!(bo.next().await, ServerFrame::Left { room: "d".into(), reason: None });
     ana.join("b", None).await;
     ana.send_all(ids.iter().map(|id| publish("b", id, "after")))
         .await;

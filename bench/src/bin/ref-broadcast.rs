@@ -117,6 +117,11 @@ fn display_name(request: &Request) -> Result<String, StatusCode> {
 // The callback's error type (a whole HTTP response) is fixed by tungstenite's `Callback` trait.
 #[allow(clippy::result_large_err)]
 async fn serve(stream: TcpStream, state: Arc<State>) {
+    static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+    let user = format!(
+        "anon-{:016x}",
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed)
+    );
     let mut name = String::new();
     let callback = |request: &Request, response: Response| match display_name(request) {
         Ok(found) => {
@@ -188,7 +193,7 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
                 Message::Close(_) => break,
             };
             let reply = match room_protocol::frames::parse_client(&text) {
-                Ok(request) => handle(request, &name, &state, &mut joined),
+                Ok(request) => handle(request, (&user, &name), &state, &mut joined),
                 Err(problem) => Outgoing::Text(problem.into_frame().to_json()),
             };
             if direct_tx.send(reply).await.is_err() {
@@ -213,9 +218,11 @@ async fn receive_from(room: &mut Option<broadcast::Receiver<String>>) -> Result<
 }
 
 /// Acts on one request and says what to send back.
+/// `author`: the connection's user id (`anon-` and 16 hex digits, the length the project
+/// server's are, so frames are the same size) and display name.
 fn handle(
     request: ClientFrame,
-    name: &str,
+    (user, name): (&str, &str),
     state: &State,
     joined: &mut Option<(String, Arc<Mutex<Room>>)>,
 ) -> Outgoing {
@@ -261,12 +268,16 @@ fn handle(
         ClientFrame::Leave { room } => match joined {
             Some((current, _)) if *current == room => {
                 *joined = None;
-                Outgoing::Left(ServerFrame::Left { room }.to_json())
+                Outgoing::Left(ServerFrame::Left { room, reason: None }.to_json())
             }
             _ => error(
                 Problem::new(ErrorCode::NotJoined, "not in this room").about(Some(&room), None),
             ),
         },
+        ClientFrame::Auth { .. } => error(Problem::new(
+            ErrorCode::BadRequest,
+            "this reference takes no tokens",
+        )),
         ClientFrame::Publish { room, id, text } => {
             let shared = match joined {
                 Some((current, shared)) if *current == room => shared,
@@ -293,6 +304,7 @@ fn handle(
                     room: room.clone(),
                     offset: locked.last_offset,
                     id: id.clone(),
+                    user: user.to_owned(),
                     from: name.to_owned(),
                     text,
                     time,

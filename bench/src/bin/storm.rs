@@ -839,6 +839,7 @@ mod tests {
             room: room_name(3),
             offset,
             id: id.into(),
+            user: "u".into(),
             from: "p".into(),
             text: "t".into(),
             time: 0,
@@ -855,7 +856,13 @@ mod tests {
         assert_eq!((outcome.gaps, outcome.duplicates), (1, 1));
         assert!(
             position
-                .take(ServerFrame::Left { room: room_name(3) }, &mut outcome)
+                .take(
+                    ServerFrame::Left {
+                        room: room_name(3),
+                        reason: None,
+                    },
+                    &mut outcome,
+                )
                 .is_err()
         );
     }

@@ -29,16 +29,22 @@ pub(crate) struct Dedup {
     warned_at: AtomicU64,
 }
 
-/// The key an id is remembered by: its room and itself.
+/// The key an id is remembered by: its room, its user when users are signed, and itself.
 #[derive(Debug)]
 pub(crate) struct Key(String);
 
 impl Key {
-    pub(crate) fn new(room: &str, id: &str) -> Key {
-        // A room name never holds a NUL (`names::is_room_name`), so the key is unambiguous.
-        let mut key = String::with_capacity(room.len() + 1 + id.len());
+    pub(crate) fn new(room: &str, user: Option<&str>, id: &str) -> Key {
+        // Room names, user ids and message ids never hold a NUL (`names`), so the key is
+        // unambiguous.
+        let user_len = user.map_or(0, |user| user.len() + 1);
+        let mut key = String::with_capacity(room.len() + 1 + user_len + id.len());
         key.push_str(room);
         key.push('\0');
+        if let Some(user) = user {
+            key.push_str(user);
+            key.push('\0');
+        }
         key.push_str(id);
         Key(key)
     }
@@ -100,13 +106,13 @@ mod tests {
     #[test]
     fn every_id_is_kept_for_the_window_whatever_else_is_published() {
         let dedup = Dedup::new(300_000, 1_000_000, RoomMetrics::default());
-        dedup.insert(&Key::new("lobby", "first"), 1, 0);
+        dedup.insert(&Key::new("lobby", None, "first"), 1, 0);
         for n in 0..20_000u64 {
-            dedup.insert(&Key::new("lobby", &format!("m{n}")), n + 2, n / 100);
+            dedup.insert(&Key::new("lobby", None, &format!("m{n}")), n + 2, n / 100);
         }
-        assert_eq!(dedup.get(&Key::new("lobby", "first"), 299_999), Some(1));
-        assert_eq!(dedup.get(&Key::new("other", "first"), 1), None);
-        assert_eq!(dedup.get(&Key::new("lobby", "first"), 300_000), None);
+        assert_eq!(dedup.get(&Key::new("lobby", None, "first"), 299_999), Some(1));
+        assert_eq!(dedup.get(&Key::new("other", None, "first"), 1), None);
+        assert_eq!(dedup.get(&Key::new("lobby", None, "first"), 300_000), None);
     }
 
     #[test]
@@ -114,11 +120,11 @@ mod tests {
         let metrics = RoomMetrics::default();
         let dedup = Dedup::new(300_000, 1_600, metrics.clone());
         for n in 0..10_000u64 {
-            dedup.insert(&Key::new("lobby", &format!("m{n}")), n + 1, 0);
+            dedup.insert(&Key::new("lobby", None, &format!("m{n}")), n + 1, 0);
         }
         assert!(dedup.len() <= 1_600, "{}", dedup.len());
-        assert_eq!(dedup.get(&Key::new("lobby", "m9999"), 1), Some(10_000));
-        assert_eq!(dedup.get(&Key::new("lobby", "m0"), 1), None);
+        assert_eq!(dedup.get(&Key::new("lobby", None, "m9999"), 1), Some(10_000));
+        assert_eq!(dedup.get(&Key::new("lobby", None, "m0"), 1), None);
         assert!(metrics.dedup_forgotten_count() >= 10_000 - 1_600);
     }
 }

@@ -590,7 +590,7 @@ mod tests {
 
     fn frame(offset: u64) -> QueuedText {
         QueuedText::shared(Utf8Bytes::from(format!(
-            r#"{{"type":"message","room":"r","offset":{offset},"id":"m{offset}","from":"a","text":"t","time":0}}"#
+            r#"{{"type":"message","room":"r","offset":{offset},"id":"m{offset}","user":"u","from":"a","text":"t","time":0}}"#
         )))
     }
 

@@ -210,7 +210,7 @@ impl Memory {
     /// Takes a publish: the offset it got, or the one it got before if its id is known.
     pub(crate) fn publish(&self, publish: &Publish<'_>, now_ms: u64) -> Result<u64, Problem> {
         let settings = &self.settings;
-        let key = dedup::Key::new(publish.room, publish.id);
+        let key = dedup::Key::new(publish.room, publish.dedup_user, publish.id);
         self.with_room(publish.room, now_ms, |stored| {
             if let Some(offset) = self.dedup.get(&key, now_ms) {
                 return offset;
@@ -218,8 +218,14 @@ impl Memory {
             stored.last += 1;
             let offset = stored.last;
             let frame = QueuedText::shared(Utf8Bytes::from(
-                MessageAroundOffset::new(publish.room, publish.id, publish.from, publish.text)
-                    .frame(offset, wall_ms()),
+                MessageAroundOffset::new(
+                    publish.room,
+                    publish.id,
+                    publish.user,
+                    publish.from,
+                    publish.text,
+                )
+                .frame(offset, wall_ms()),
             ));
             self.dedup.insert(&key, offset, now_ms);
             self.metrics.published();

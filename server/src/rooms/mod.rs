@@ -31,6 +31,7 @@ use crate::outgoing::QueuedText;
 
 pub(crate) use member::{Member, MemberLimits, Outcome, Waiting, now_ms, wall_ms};
 pub(crate) use queue::{Hold, MemberQueue, QUEUED_OVERHEAD, Taken};
+pub(crate) use shards::lock;
 
 /// One connection's identity in the rooms it joins.
 pub(crate) type MemberId = u64;
@@ -57,8 +58,15 @@ pub(crate) struct RoomSettings {
 pub(crate) struct Publish<'a> {
     pub room: &'a str,
     pub id: &'a str,
+    /// Who publishes: a token's `sub`, or the connection's `anon-` id in open mode.
+    pub user: &'a str,
+    /// The name others see.
     pub from: &'a str,
     pub text: &'a str,
+    /// Whose ids the dedup window keeps apart: the user, when users are signed (one user's
+    /// id never swallows another's message); none in open mode, where a reconnecting client
+    /// is a new anonymous user and must still be recognised by its ids.
+    pub dedup_user: Option<&'a str>,
 }
 
 /// What a join did.

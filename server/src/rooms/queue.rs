@@ -81,6 +81,9 @@ pub(crate) enum Taken {
     /// A room it is in lost messages it had not received and cannot give them: close it
     /// (1012) so it joins again.
     HistoryLost,
+    /// Who the member is calls for this close (a refused token, 4401; too many connections
+    /// for its user, 4429).
+    Closed { code: u16, reason: &'static str },
 }
 
 impl MemberQueue {

@@ -25,8 +25,10 @@ fn publish<'a>(room: &'a str, id: &'a str, text: &'a str) -> Publish<'a> {
     Publish {
         room,
         id,
+        user: "anon-1",
         from: "ana",
         text,
+        dedup_user: None,
     }
 }
 

@@ -5,7 +5,8 @@
 //! |---|---|---|---|
 //! | `rooms:{R}:meta` | hash | `epoch`, `top` (last offset), `bytes` (history size) | 24 h after the last publish or join; deleted when the last member anywhere leaves a room nobody published in |
 //! | `rooms:{R}:log` | stream | entry `<offset>-0`: `t` (time, ms), `f` (the frame) | `--room-history-ttl` after the last publish |
-//! | `rooms:{R}:id:<ID>` | string | the offset that id got | `--dedup-window` |
+//! | `rooms:{R}:id:<ID>` | string | the offset that id got (open rooms) | `--dedup-window` |
+//! | `rooms:{R}:uid:<N>:<USER>:<ID>` | string | the offset that user's id got (with `--auth-key`; `N`: the user id's length in bytes) | `--dedup-window` |
 //! | channel `rooms:{R}` | pub/sub | `<epoch> <offset> <frame>` | |
 
 pub(super) fn channel(room: &str) -> String {
@@ -20,8 +21,12 @@ pub(super) fn log(room: &str) -> String {
     format!("rooms:{{{room}}}:log")
 }
 
-pub(super) fn dedup(room: &str, id: &str) -> String {
-    format!("rooms:{{{room}}}:id:{id}")
+/// With a user (tokens), its length goes first, so no user and id pair reads as another.
+pub(super) fn dedup(room: &str, user: Option<&str>, id: &str) -> String {
+    match user {
+        None => format!("rooms:{{{room}}}:id:{id}"),
+        Some(user) => format!("rooms:{{{room}}}:uid:{}:{user}:{id}", user.len()),
+    }
 }
 
 /// The room a channel is for.
@@ -37,7 +42,9 @@ mod tests {
     fn keys_and_channels_name_the_room_in_a_hash_tag_and_back() {
         assert_eq!(meta("lobby"), "rooms:{lobby}:meta");
         assert_eq!(log("a:b"), "rooms:{a:b}:log");
-        assert_eq!(dedup("lobby", "x y"), "rooms:{lobby}:id:x y");
+        assert_eq!(dedup("lobby", None, "x y"), "rooms:{lobby}:id:x y");
+        assert_eq!(dedup("lobby", Some("a:b"), "c"), "rooms:{lobby}:uid:3:a:b:c");
+        assert_ne!(dedup("r", Some("a:b"), "c"), dedup("r", Some("a"), "b:c"));
         assert_eq!(room_of_channel(&channel("a.b-c_d:e")), Some("a.b-c_d:e"));
         assert_eq!(room_of_channel("other"), None);
         assert_eq!(room_of_channel("rooms:{lobby"), None);

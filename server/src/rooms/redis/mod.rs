@@ -214,14 +214,20 @@ impl Redis {
 
     /// Takes a publish: the offset it got, or the one it got before if its id is known.
     pub(crate) async fn publish(&self, publish: &Publish<'_>) -> Result<u64, Problem> {
-        let cut = MessageAroundOffset::new(publish.room, publish.id, publish.from, publish.text);
+        let cut = MessageAroundOffset::new(
+            publish.room,
+            publish.id,
+            publish.user,
+            publish.from,
+            publish.text,
+        );
         let answer: Result<(u8, u64), RedisError> = self
             .invoke(|| {
                 let mut invocation = self.publish.prepare_invoke();
                 invocation
                     .key(keys::meta(publish.room))
                     .key(keys::log(publish.room))
-                    .key(keys::dedup(publish.room, publish.id))
+                    .key(keys::dedup(publish.room, publish.dedup_user, publish.id))
                     .arg(epoch_suffix())
                     .arg(self.settings.history_messages)
                     .arg(self.settings.history_ttl_ms.max(1))
