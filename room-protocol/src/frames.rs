@@ -408,8 +408,7 @@ impl MessageAroundOffset {
         head.extend_from_slice(br#"{"type":"message","room":"#);
         push_json_string(&mut head, room);
         head.extend_from_slice(br#","offset":"#);
-        let mut middle =
-            Vec::with_capacity(50 + id.len() + user.len() + from.len() + text.len());
+        let mut middle = Vec::with_capacity(50 + id.len() + user.len() + from.len() + text.len());
         middle.extend_from_slice(br#","id":"#);
         push_json_string(&mut middle, id);
         middle.extend_from_slice(br#","user":"#);
@@ -638,7 +637,12 @@ mod tests {
                 Some("bad room"),
                 Some("m1"),
             ),
-            (r#"{"type":"auth"}"#.into(), ErrorCode::BadRequest, None, None),
+            (
+                r#"{"type":"auth"}"#.into(),
+                ErrorCode::BadRequest,
+                None,
+                None,
+            ),
         ];
         for (text, code, room, id) in table {
             let problem = parse_client(&text).expect_err(&text);

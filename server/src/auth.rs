@@ -162,11 +162,17 @@ impl Refusal {
             Refusal::MissingClaim("sub") => "missing claim: sub",
             Refusal::MissingClaim("exp") => "missing claim: exp",
             Refusal::MissingClaim(_) => "missing claim: rooms",
-            Refusal::BadClaim("sub") => "bad claim: sub (1 to 64 characters, no control or format characters)",
+            Refusal::BadClaim("sub") => {
+                "bad claim: sub (1 to 64 characters, no control or format characters)"
+            }
             Refusal::BadClaim("exp") => "bad claim: exp (seconds since the Unix epoch)",
             Refusal::BadClaim("nbf") => "bad claim: nbf (seconds since the Unix epoch)",
-            Refusal::BadClaim("name") => "bad claim: name (a display name: 1 to 32 characters, no control or format characters)",
-            Refusal::BadClaim(_) => "bad claim: rooms (an object of room names or prefixes ending in * to \"read\" or \"write\")",
+            Refusal::BadClaim("name") => {
+                "bad claim: name (a display name: 1 to 32 characters, no control or format characters)"
+            }
+            Refusal::BadClaim(_) => {
+                "bad claim: rooms (an object of room names or prefixes ending in * to \"read\" or \"write\")"
+            }
         }
     }
 }
@@ -237,9 +243,7 @@ impl Keys {
             }
             return DecodingKey::from_ed_pem(contents)
                 .map(Key::Ed25519)
-                .map_err(|_| {
-                    format!("--auth-key {shown}: not an Ed25519 public key in PEM")
-                });
+                .map_err(|_| format!("--auth-key {shown}: not an Ed25519 public key in PEM"));
         }
         let secret = secret_bytes(contents);
         if secret.len() < MIN_SECRET_BYTES {
@@ -377,7 +381,7 @@ fn seconds(value: &Value) -> Option<u64> {
     let real = value.as_f64()?;
     // Truncation is the point: a fraction of a second is dropped.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    (real.is_finite() && real >= 0.0 && real < 1e15).then_some(real as u64)
+    (real.is_finite() && (0.0..1e15).contains(&real)).then_some(real as u64)
 }
 
 /// The claims this server's own tokens carry (`server token`, `--dev-sign-in`).
@@ -682,16 +686,38 @@ mod tests {
     #[test]
     fn each_refusal_has_its_reason() {
         let table = [
-            (hs256(r#"{"alg":"none"}"#, &claims(""), SECRET), Refusal::AlgorithmNotAllowed),
-            (hs256(r#"{"alg":"HS512"}"#, &claims(""), SECRET), Refusal::AlgorithmNotAllowed),
-            (hs256(r#"{"alg":"EdDSA"}"#, &claims(""), SECRET), Refusal::AlgorithmNotAllowed),
-            (hs256(r#"{"typ":"JWT"}"#, &claims(""), SECRET), Refusal::Malformed),
-            (hs256(HEADER, &claims(""), b"another secret of 32 bytes......"), Refusal::BadSignature),
             (
-                hs256(HEADER, r#"{"sub":"ana","exp":1800000000,"rooms":{}}"#, SECRET),
+                hs256(r#"{"alg":"none"}"#, &claims(""), SECRET),
+                Refusal::AlgorithmNotAllowed,
+            ),
+            (
+                hs256(r#"{"alg":"HS512"}"#, &claims(""), SECRET),
+                Refusal::AlgorithmNotAllowed,
+            ),
+            (
+                hs256(r#"{"alg":"EdDSA"}"#, &claims(""), SECRET),
+                Refusal::AlgorithmNotAllowed,
+            ),
+            (
+                hs256(r#"{"typ":"JWT"}"#, &claims(""), SECRET),
+                Refusal::Malformed,
+            ),
+            (
+                hs256(HEADER, &claims(""), b"another secret of 32 bytes......"),
+                Refusal::BadSignature,
+            ),
+            (
+                hs256(
+                    HEADER,
+                    r#"{"sub":"ana","exp":1800000000,"rooms":{}}"#,
+                    SECRET,
+                ),
                 Refusal::Expired,
             ),
-            (hs256(HEADER, &claims(r#","nbf":1800000006"#), SECRET), Refusal::NotYetValid),
+            (
+                hs256(HEADER, &claims(r#","nbf":1800000006"#), SECRET),
+                Refusal::NotYetValid,
+            ),
             (
                 hs256(HEADER, r#"{"exp":1800000060,"rooms":{}}"#, SECRET),
                 Refusal::MissingClaim("sub"),
@@ -709,7 +735,11 @@ mod tests {
                 Refusal::BadClaim("sub"),
             ),
             (
-                hs256(HEADER, r#"{"sub":"a\u202eb","exp":1800000060,"rooms":{}}"#, SECRET),
+                hs256(
+                    HEADER,
+                    r#"{"sub":"a\u202eb","exp":1800000060,"rooms":{}}"#,
+                    SECRET,
+                ),
                 Refusal::BadClaim("sub"),
             ),
             (
@@ -717,22 +747,40 @@ mod tests {
                 Refusal::BadClaim("exp"),
             ),
             (
-                hs256(HEADER, r#"{"sub":"ana","exp":1800000060,"rooms":{"a b":"read"}}"#, SECRET),
+                hs256(
+                    HEADER,
+                    r#"{"sub":"ana","exp":1800000060,"rooms":{"a b":"read"}}"#,
+                    SECRET,
+                ),
                 Refusal::BadClaim("rooms"),
             ),
             (
-                hs256(HEADER, r#"{"sub":"ana","exp":1800000060,"rooms":{"a":"admin"}}"#, SECRET),
+                hs256(
+                    HEADER,
+                    r#"{"sub":"ana","exp":1800000060,"rooms":{"a":"admin"}}"#,
+                    SECRET,
+                ),
                 Refusal::BadClaim("rooms"),
             ),
             (
-                hs256(HEADER, r#"{"sub":"ana","exp":1800000060,"rooms":["a"]}"#, SECRET),
+                hs256(
+                    HEADER,
+                    r#"{"sub":"ana","exp":1800000060,"rooms":["a"]}"#,
+                    SECRET,
+                ),
                 Refusal::BadClaim("rooms"),
             ),
-            (hs256(HEADER, &claims(r#","name":"""#), SECRET), Refusal::BadClaim("name")),
+            (
+                hs256(HEADER, &claims(r#","name":"""#), SECRET),
+                Refusal::BadClaim("name"),
+            ),
             ("a.b".to_owned(), Refusal::Malformed),
             ("a.b.c.d".to_owned(), Refusal::Malformed),
             ("!!.!!.!!".to_owned(), Refusal::Malformed),
-            (format!("{}.!!", &hs256(HEADER, &claims(""), SECRET)[..60]), Refusal::Malformed),
+            (
+                format!("{}.!!", &hs256(HEADER, &claims(""), SECRET)[..60]),
+                Refusal::Malformed,
+            ),
             ("x".repeat(MAX_TOKEN_BYTES + 1), Refusal::TooLong),
         ];
         for (token, refusal) in table {
@@ -747,7 +795,10 @@ mod tests {
         assert!(keys().verify(&soon, NOW_MS).is_ok());
         let token = hs256(HEADER, &claims(""), SECRET);
         assert!(keys().verify(&token, 1_800_000_059_999).is_ok());
-        assert_eq!(keys().verify(&token, 1_800_000_060_000), Err(Refusal::Expired));
+        assert_eq!(
+            keys().verify(&token, 1_800_000_060_000),
+            Err(Refusal::Expired)
+        );
     }
 
     #[test]
@@ -760,7 +811,10 @@ mod tests {
             ],
         };
         for secret in [SECRET, second] {
-            assert!(both.verify(&hs256(HEADER, &claims(""), secret), NOW_MS).is_ok());
+            assert!(
+                both.verify(&hs256(HEADER, &claims(""), secret), NOW_MS)
+                    .is_ok()
+            );
         }
     }
 
@@ -794,10 +848,17 @@ mod tests {
         with_newline.push(b'\n');
         assert!(Keys::key(&path("k"), &with_newline).is_ok());
         assert!(Keys::key(&path("k"), &exact[1..]).is_err());
-        let private = b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
+        let private =
+            b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n";
         let error = Keys::key(&path("k"), private).err().expect("refused");
         assert!(error.contains("private key"), "{error}");
-        assert!(Keys::key(&path("k"), b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n").is_err());
+        assert!(
+            Keys::key(
+                &path("k"),
+                b"-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -819,7 +880,9 @@ mod tests {
             key: EncodingKey::from_ed_pem(pem).expect("a private key"),
             algorithm: Algorithm::EdDSA,
         };
-        let identity = keys.verify(&sign(private).sign(&claims), NOW_MS).expect("ok");
+        let identity = keys
+            .verify(&sign(private).sign(&claims), NOW_MS)
+            .expect("ok");
         assert!(identity.grants.may_read("x") && !identity.grants.may_write("x"));
         assert_eq!(
             keys.verify(&sign(other).sign(&claims), NOW_MS),
@@ -827,7 +890,10 @@ mod tests {
         );
         // The confusion attack: HS256 with the public key's bytes as the secret.
         let confused = hs256(HEADER, &super::tests::claims(""), public);
-        assert_eq!(keys.verify(&confused, NOW_MS), Err(Refusal::AlgorithmNotAllowed));
+        assert_eq!(
+            keys.verify(&confused, NOW_MS),
+            Err(Refusal::AlgorithmNotAllowed)
+        );
     }
 
     #[test]
@@ -842,7 +908,10 @@ mod tests {
         claims.grant("lobby".into(), Access::Write);
         let token = Signer::with_secret(SECRET).sign(&claims);
         let identity = keys().verify(&token, NOW_MS).expect("accepted");
-        assert_eq!((identity.user.as_str(), identity.name.as_str()), ("ana", "Ana"));
+        assert_eq!(
+            (identity.user.as_str(), identity.name.as_str()),
+            ("ana", "Ana")
+        );
         assert!(Grants::parse_flag("lobby").is_err());
         assert!(Grants::parse_flag("lobby=admin").is_err());
         assert!(Grants::parse_flag("bad room=read").is_err());

@@ -434,7 +434,8 @@ impl Refusal {
 
 /// Whether the query has a `name` parameter at all.
 fn has_name(query: Option<&str>) -> bool {
-    query.is_some_and(|query| form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "name"))
+    query
+        .is_some_and(|query| form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "name"))
 }
 
 /// The display name of a `/rooms` member: the `name` parameter of the query, decoded as a
@@ -564,7 +565,10 @@ fn auth_config(method: &Method, shared: &Shared) -> Response<Body> {
         .auth
         .as_ref()
         .map_or((false, false), |auth| (true, auth.dev_sign_in()));
-    json(StatusCode::OK, format!(r#"{{"tokens":{tokens},"devSignIn":{dev}}}"#))
+    json(
+        StatusCode::OK,
+        format!(r#"{{"tokens":{tokens},"devSignIn":{dev}}}"#),
+    )
 }
 
 /// `POST /auth/token` with `--dev-sign-in`: a token for the form's `name`. Only from the
@@ -583,7 +587,10 @@ async fn dev_token(request: Request<Incoming>, shared: &Shared) -> Response<Body
     if let Some(origin) = request.headers().get(header::ORIGIN)
         && !origin_allowed(origin, request.headers(), &shared.config.allowed_origins)
     {
-        return text(StatusCode::FORBIDDEN, "Sign-in is for this server's own pages.\n");
+        return text(
+            StatusCode::FORBIDDEN,
+            "Sign-in is for this server's own pages.\n",
+        );
     }
     let body = match http_body_util::Limited::new(request.into_body(), MAX_SIGN_IN_BODY)
         .collect()
@@ -624,7 +631,10 @@ fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(full_body(body.into()));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }

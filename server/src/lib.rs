@@ -125,6 +125,8 @@ impl Server {
     /// Opens the static directory and prepares the shared state; fails before anything is
     /// bound or printed.
     pub fn new(config: Config) -> Result<Server, StartError> {
+        // First: a key that cannot be used is a flag error (exit 2), whatever else is wrong.
+        let auth = auth::Auth::from_config(&config).map_err(StartError::Auth)?;
         let static_files =
             StaticFiles::open(&config.static_dir).map_err(|source| StartError::StaticDir {
                 path: config.static_dir.clone(),
@@ -144,7 +146,6 @@ impl Server {
             .max_write_buffer_size(WRITE_BUFFER_SIZE + 11 * (max_message_size + 14))
             .max_message_size(Some(max_message_size))
             .max_frame_size(Some(max_message_size));
-        let auth = auth::Auth::from_config(&config).map_err(StartError::Auth)?;
         match &auth {
             None => tracing::warn!(
                 "rooms are open: anyone can join any room under any name; set --auth-key"

@@ -8,7 +8,10 @@ use clap::error::ErrorKind;
 use server::config::{Command, LogFormat};
 use server::{Config, Server, display_url};
 use tokio::net::TcpListener;
+use tracing::Level;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -39,12 +42,24 @@ async fn main() -> ExitCode {
     // (a full pipe, a stalled log shipper) drops lines instead of stalling the workers that
     // serve connections. The guard flushes what is queued when `main` returns.
     let (writer, _flush_on_exit) = tracing_appender::non_blocking(std::io::stderr());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
+    // tungstenite's trace lines hold whole messages, and a rooms message may be an `auth`
+    // frame: its token must never reach a log, whatever the filter asks for.
+    let no_payloads = filter_fn(|meta| {
+        !(*meta.level() == Level::TRACE && meta.target().starts_with("tungstenite"))
+    });
+    let logs = tracing_subscriber::fmt::layer().with_writer(writer);
+    let registry = tracing_subscriber::registry();
     match config.log_format {
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => registry
+            .with(
+                logs.with_ansi(std::io::stderr().is_terminal())
+                    .with_filter(filter)
+                    .with_filter(no_payloads),
+            )
+            .init(),
+        LogFormat::Json => registry
+            .with(logs.json().with_filter(filter).with_filter(no_payloads))
+            .init(),
     }
 
     // Each connection is a file descriptor; the usual soft limit of 1024 would cap the server

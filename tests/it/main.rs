@@ -17,6 +17,7 @@ mod redis_proxy;
 mod redis_rooms;
 mod redis_storm;
 mod rooms;
+mod rooms_auth;
 mod rooms_bounds;
 mod rooms_browser;
 mod rooms_memory;

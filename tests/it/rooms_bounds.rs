@@ -191,7 +191,13 @@ async fn the_join_rate_and_burst_come_from_the_environment_and_flags_win() {
     // Two tokens later (2.2 in 1.1 s) the leave and the join are taken.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     bo.send(json!({"type": "leave", "room": "a0"})).await;
-    assert_eq!(bo.next().await, ServerFrame::Left { room: "a0".into(), reason: None });
+    assert_eq!(
+        bo.next().await,
+        ServerFrame::Left {
+            room: "a0".into(),
+            reason: None
+        }
+    );
     bo.join("a5", None).await;
 }
 
@@ -228,7 +234,13 @@ async fn pass_through(member: &mut Member, room: &str) -> String {
             offset: 1
         }
     );
-    assert_eq!(member.next().await, ServerFrame::Left { room: room.into(), reason: None });
+    assert_eq!(
+        member.next().await,
+        ServerFrame::Left {
+            room: room.into(),
+            reason: None
+        }
+    );
     epoch
 }
 
@@ -429,7 +441,13 @@ async fn a_room_that_lost_its_history_never_claims_to_recover_past_the_loss() {
     assert_eq!(published(&mut ana, 1).await, [(1, "old".to_owned())]);
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     ana.send(json!({"type": "leave", "room": "a"})).await;
-    assert_eq!(ana.next().await, ServerFrame::Left { room: "a".into(), reason: None });
+    assert_eq!(
+        ana.next().await,
+        ServerFrame::Left {
+            room: "a".into(),
+            reason: None
+        }
+    );
     ana.join("a", None).await;
     let ids = ["new-1", "new-2", "new-3"];
     ana.send_all(ids.iter().map(|id| publish("a", id, "after")))
@@ -444,7 +462,13 @@ async fn a_room_that_lost_its_history_never_claims_to_recover_past_the_loss() {
     bo.join("c", None).await;
     bo.join("d", None).await;
     bo.send(json!({"type": "leave", "room": "d"})).await;
-    assert_eq!(bo.next().await, ServerFrame::Left { room: "d".into(), reason: None });
+    assert_eq!(
+        bo.next().await,
+        ServerFrame::Left {
+            room: "d".into(),
+            reason: None
+        }
+    );
     ana.join("b", None).await;
     ana.send_all(ids.iter().map(|id| publish("b", id, "after")))
         .await;

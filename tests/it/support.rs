@@ -342,11 +342,6 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> HttpReply {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("HTTP handshake");
-    tokio::spawn(connection);
     let mut request = Request::builder()
         .method(method)
         .uri(path)
@@ -354,7 +349,44 @@ pub async fn http_request(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let request = request.body(Empty::<Bytes>::new()).expect("valid request");
+    exchange(
+        addr,
+        request.body(Empty::<Bytes>::new()).expect("valid request"),
+    )
+    .await
+}
+
+/// A `POST` of a form (`application/x-www-form-urlencoded`) on a fresh connection.
+pub async fn http_post_form(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    form: &str,
+) -> HttpReply {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = http_body_util::Full::new(Bytes::from(form.to_owned()));
+    exchange(addr, request.body(body).expect("valid request")).await
+}
+
+/// Sends `request` on a fresh HTTP/1.1 connection and reads the whole response.
+async fn exchange<B>(addr: SocketAddr, request: Request<B>) -> HttpReply
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(connection);
     let response = tokio::time::timeout(PATIENCE, sender.send_request(request))
         .await
         .expect("the server answers promptly")

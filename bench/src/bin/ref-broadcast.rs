@@ -118,10 +118,7 @@ fn display_name(request: &Request) -> Result<String, StatusCode> {
 #[allow(clippy::result_large_err)]
 async fn serve(stream: TcpStream, state: Arc<State>) {
     static CONNECTIONS: AtomicU64 = AtomicU64::new(0);
-    let user = format!(
-        "anon-{:016x}",
-        CONNECTIONS.fetch_add(1, Ordering::Relaxed)
-    );
+    let user = format!("anon-{:016x}", CONNECTIONS.fetch_add(1, Ordering::Relaxed));
     let mut name = String::new();
     let callback = |request: &Request, response: Response| match display_name(request) {
         Ok(found) => {

@@ -110,7 +110,10 @@ mod tests {
         for n in 0..20_000u64 {
             dedup.insert(&Key::new("lobby", None, &format!("m{n}")), n + 2, n / 100);
         }
-        assert_eq!(dedup.get(&Key::new("lobby", None, "first"), 299_999), Some(1));
+        assert_eq!(
+            dedup.get(&Key::new("lobby", None, "first"), 299_999),
+            Some(1)
+        );
         assert_eq!(dedup.get(&Key::new("other", None, "first"), 1), None);
         assert_eq!(dedup.get(&Key::new("lobby", None, "first"), 300_000), None);
     }
@@ -123,7 +126,10 @@ mod tests {
             dedup.insert(&Key::new("lobby", None, &format!("m{n}")), n + 1, 0);
         }
         assert!(dedup.len() <= 1_600, "{}", dedup.len());
-        assert_eq!(dedup.get(&Key::new("lobby", None, "m9999"), 1), Some(10_000));
+        assert_eq!(
+            dedup.get(&Key::new("lobby", None, "m9999"), 1),
+            Some(10_000)
+        );
         assert_eq!(dedup.get(&Key::new("lobby", None, "m0"), 1), None);
         assert!(metrics.dedup_forgotten_count() >= 10_000 - 1_600);
     }

@@ -165,9 +165,10 @@ impl Member {
     pub(crate) fn deadline_passed(&self) -> (u16, &'static str) {
         match self.who {
             Who::Signed { .. } => (close::TOKEN_EXPIRED, "token expired"),
-            Who::Unknown | Who::Open { .. } => {
-                (close::UNAUTHORIZED, "no auth frame in time: send {\"type\":\"auth\",\"token\":...} first")
-            }
+            Who::Unknown | Who::Open { .. } => (
+                close::UNAUTHORIZED,
+                "no auth frame in time: send {\"type\":\"auth\",\"token\":...} first",
+            ),
         }
     }
 
@@ -207,9 +208,15 @@ impl Member {
             }
         };
         let slot = match std::mem::replace(&mut self.who, Who::Unknown) {
-            Who::Signed { identity: old, _slot } if old.user == identity.user => _slot,
+            Who::Signed {
+                identity: old,
+                _slot,
+            } if old.user == identity.user => _slot,
             Who::Signed { .. } => {
-                self.close(close::UNAUTHORIZED, "a refresh must be for the same user (sub)");
+                self.close(
+                    close::UNAUTHORIZED,
+                    "a refresh must be for the same user (sub)",
+                );
                 return;
             }
             Who::Unknown | Who::Open { .. } => match auth.admit(&identity.user) {
@@ -310,8 +317,7 @@ impl Member {
                 );
                 None
             }
-            ClientFrame::Join { room, .. } if !self.may(&room, Grants::may_read) =>
-            {
+            ClientFrame::Join { room, .. } if !self.may(&room, Grants::may_read) => {
                 self.refuse(
                     Problem::new(
                         ErrorCode::Forbidden,

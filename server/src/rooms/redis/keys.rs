@@ -43,7 +43,10 @@ mod tests {
         assert_eq!(meta("lobby"), "rooms:{lobby}:meta");
         assert_eq!(log("a:b"), "rooms:{a:b}:log");
         assert_eq!(dedup("lobby", None, "x y"), "rooms:{lobby}:id:x y");
-        assert_eq!(dedup("lobby", Some("a:b"), "c"), "rooms:{lobby}:uid:3:a:b:c");
+        assert_eq!(
+            dedup("lobby", Some("a:b"), "c"),
+            "rooms:{lobby}:uid:3:a:b:c"
+        );
         assert_ne!(dedup("r", Some("a:b"), "c"), dedup("r", Some("a"), "b:c"));
         assert_eq!(room_of_channel(&channel("a.b-c_d:e")), Some("a.b-c_d:e"));
         assert_eq!(room_of_channel("other"), None);
