@@ -9,6 +9,7 @@
 //! - [`backoff`]: full-jitter reconnection delays.
 //! - [`settings`]: the URL, app, reply timeout and message limit a client talks with.
 //! - [`room`]: a room's publishes until acknowledged, and what each server frame means.
+//! - [`signin`]: the `auth` frame, when a token is refreshed, what 4401/4408/4429 mean.
 //! - [`shown`]: which characters of others' names and texts the page shows as their code.
 //! - [`status`]: the connection's state in words, and what follows a close.
 //! - [`saved`], [`transcript`]: the web page's saved outbox format and its capped log.
@@ -19,5 +20,6 @@ pub mod room;
 pub mod saved;
 pub mod settings;
 pub mod shown;
+pub mod signin;
 pub mod status;
 pub mod transcript;

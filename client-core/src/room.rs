@@ -93,6 +93,13 @@ pub enum Event {
     Joined,
     /// The server asks to wait: call [`Room::resume`] after [`RETRY_AFTER_MILLIS`].
     RetryLater,
+    /// The server accepted the connection's token (`authed`): who it is now, and when the
+    /// token expires (ms since the Unix epoch), to refresh it before.
+    SignedIn {
+        user: String,
+        name: String,
+        expires: u64,
+    },
     /// Something for the user that concerns no one message.
     Notice(String),
     /// Nothing to show (another room's frame, a `left`, an ack already counted).
@@ -318,8 +325,16 @@ impl Room {
             } if room == self.room => Event::Notice(format!(
                 "The server took this page out of the room ({reason}): your sign-in no longer lets you read it."
             )),
-            // Who the connection is concerns the shell that signed in, not the room.
-            ServerFrame::Left { .. } | ServerFrame::Authed { .. } => Event::Nothing,
+            ServerFrame::Authed {
+                user,
+                name,
+                expires,
+            } => Event::SignedIn {
+                user,
+                name,
+                expires,
+            },
+            ServerFrame::Left { .. } => Event::Nothing,
             ServerFrame::Error {
                 code,
                 message,

@@ -119,12 +119,15 @@ pub enum AfterClose {
     Reconnect,
 }
 
-/// Normal closure means the server meant it; every other ending is a fault to recover from.
+/// Normal closure means the server meant it, and so does a refused token or one connection too
+/// many for the user (4401, 4429: the same again would be refused again); every other ending
+/// (a token that expired, 4408, included: it reconnects with a new one) is a fault to recover
+/// from.
 pub fn after_close(code: u16) -> AfterClose {
-    if code == 1000 {
-        AfterClose::StayClosed
-    } else {
-        AfterClose::Reconnect
+    use room_protocol::bounds::close;
+    match code {
+        1000 | close::UNAUTHORIZED | close::TOO_MANY_CONNECTIONS => AfterClose::StayClosed,
+        _ => AfterClose::Reconnect,
     }
 }
 

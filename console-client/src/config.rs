@@ -21,6 +21,7 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// when standard output is a terminal or in a room). Status goes to standard error.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "console-client", version, about)]
+#[command(group(clap::ArgGroup::new("who").args(["name", "token", "token_command"])))]
 pub struct Config {
     /// WebSocket URL (ws:// or wss://) of an app: /subscriptions, /echo or /mirror. With
     /// --room, the server whose /rooms to use (the path is replaced).
@@ -33,13 +34,33 @@ pub struct Config {
     pub ca_cert: Option<PathBuf>,
 
     /// Speak the rooms protocol: join this room, print its messages as `name: text`, publish
-    /// each line typed. Needs --name.
-    #[arg(long, requires = "name", value_parser = room_name, value_name = "NAME")]
+    /// each line typed. Needs --name on an open server, or a token (--token, --token-command)
+    /// on one that wants them.
+    #[arg(long, requires = "who", value_parser = room_name, value_name = "NAME")]
     pub room: Option<String>,
 
-    /// The display name others see in the room. Needs --room.
-    #[arg(long, requires = "room", value_parser = display_name, value_name = "NAME")]
+    /// The display name others see in the room, on a server without tokens. Needs --room.
+    #[arg(long, requires = "room", value_parser = display_name, value_name = "NAME",
+          conflicts_with_all = ["token", "token_command"])]
     pub name: Option<String>,
+
+    /// The signed token (JWT) to sign in to the room's server with: it names you and says
+    /// which rooms you may read and write. Needs --room. Prefer the environment variable: a
+    /// command line is visible to other users of the machine.
+    #[arg(
+        long,
+        env = "ROOMS_TOKEN",
+        requires = "room",
+        hide_env_values = true,
+        conflicts_with = "token_command",
+        value_name = "JWT"
+    )]
+    pub token: Option<String>,
+
+    /// A command that prints a fresh token (run with `sh -c`): at start, before the token
+    /// expires (at about 80% of its life), and after the server says it expired. Needs --room.
+    #[arg(long, requires = "room", value_name = "COMMAND")]
+    pub token_command: Option<String>,
 
     /// Seconds to keep trying to connect (at start, or after the connection was lost) before
     /// giving up with one line on standard error and a non-zero exit.
@@ -111,6 +132,7 @@ mod tests {
         assert_eq!(config.reply_timeout, Duration::from_secs(5));
         assert_eq!(config.max_message_size, MAX_MESSAGE_BYTES);
         assert_eq!((config.room, config.name), (None, None));
+        assert_eq!((config.token, config.token_command), (None, None));
     }
 
     #[test]
@@ -132,5 +154,14 @@ mod tests {
         }
         let room = parse(&["--room", "lobby", "--name", "Zoë"]).expect("a room");
         assert_eq!(room.room.as_deref(), Some("lobby"));
+        let signed = parse(&["--room", "lobby", "--token-command", "mint"]).expect("a room");
+        assert_eq!(signed.token_command.as_deref(), Some("mint"));
+        for bad in [
+            &["--token", "t"][..],
+            &["--room", "lobby", "--name", "ana", "--token", "t"],
+            &["--room", "lobby", "--token", "t", "--token-command", "mint"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 }

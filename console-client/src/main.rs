@@ -15,6 +15,7 @@ mod run;
 mod screen;
 mod signals;
 mod talk;
+mod token;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -30,6 +31,7 @@ use crate::run::{Stop, Timeouts};
 use crate::screen::{Escape, Screen};
 use crate::signals::Signals;
 use crate::talk::{AppTalk, RoomTalk, Talk};
+use crate::token::TokenSource;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -41,11 +43,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
     };
-    // The URL to connect to, and what is spoken there.
-    let target = match config.room.clone().zip(config.name.clone()) {
-        Some((room, name)) => server_base(&config.url)
-            .map(|base| (rooms_url(&base, &name), Conversation::Room { room, name })),
-        None => Settings::for_url(&config.url)
+    let tokens = match (config.token.clone(), config.token_command.clone()) {
+        (Some(token), _) => Some(TokenSource::Fixed(token)),
+        (None, Some(command)) => Some(TokenSource::Command(command)),
+        (None, None) => None,
+    };
+    // The URL to connect to, and what is spoken there. With a token, the token names the
+    // person and the URL has no name.
+    let target = match (config.room.clone(), config.name.clone()) {
+        (Some(room), name) => server_base(&config.url).map(|base| {
+            let url = match &name {
+                Some(name) => rooms_url(&base, name),
+                None => format!("{base}{}", client_core::settings::ROOMS_PATH),
+            };
+            let name = name.unwrap_or_else(|| "you".to_owned());
+            (url, Conversation::Room { room, name })
+        }),
+        (None, _) => Settings::for_url(&config.url)
             .map(|settings| (settings.url, Conversation::App(settings.app))),
     };
     let (connector, conversation) = match target
@@ -81,7 +95,17 @@ async fn main() -> ExitCode {
             // Others' names and texts reach this terminal or pipe: none may forge a line or
             // send the terminal an escape sequence.
             let screen = Screen::new(Escape::Controls);
-            talk_until_done(&connector, talk, limit, timeouts, screen, &mut signals).await
+            let tokens = tokens.as_ref();
+            talk_until_done(
+                &connector,
+                talk,
+                limit,
+                timeouts,
+                tokens,
+                screen,
+                &mut signals,
+            )
+            .await
         }
         Conversation::App(app) => {
             let talk = AppTalk::new(app, config.max_message_size);
@@ -93,7 +117,16 @@ async fn main() -> ExitCode {
                 Escape::LineBreaks
             });
             let limit = config.max_message_size;
-            talk_until_done(&connector, talk, limit, timeouts, screen, &mut signals).await
+            talk_until_done(
+                &connector,
+                talk,
+                limit,
+                timeouts,
+                None,
+                screen,
+                &mut signals,
+            )
+            .await
         }
     }
 }
@@ -113,6 +146,7 @@ async fn talk_until_done(
     mut talk: impl Talk,
     limit: usize,
     timeouts: Timeouts,
+    tokens: Option<&TokenSource>,
     mut screen: Screen,
     signals: &mut Signals,
 ) -> ExitCode {
@@ -122,6 +156,7 @@ async fn talk_until_done(
         &mut talk,
         &mut lines,
         timeouts,
+        tokens,
         &mut screen,
         signals,
     )

@@ -21,6 +21,7 @@ use crate::input::Line;
 use crate::screen::{Screen, StdoutGone};
 use crate::signals::{Signal, Signals};
 use crate::talk::{CloseHeard, Heard, Talk};
+use crate::token::TokenSource;
 
 /// How patient the client is.
 #[derive(Debug, Clone, Copy)]
@@ -44,12 +45,16 @@ pub enum Stop {
     /// A signal asked to stop: the connection was closed (1000) and a status line said how
     /// many messages were left.
     Signalled(Signal),
+    /// No token to sign in with: the command failed, or the one given expired.
+    NoToken(String),
 }
 
 impl std::fmt::Display for Stop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Stop::CannotConnect(why) | Stop::ClosedWithUnanswered(why) => f.write_str(why),
+            Stop::CannotConnect(why) | Stop::ClosedWithUnanswered(why) | Stop::NoToken(why) => {
+                f.write_str(why)
+            }
             Stop::StdoutGone(error) => write!(f, "cannot write to standard output: {error}"),
             Stop::Signalled(signal) => write!(f, "stopped by {}", signal.name()),
         }
@@ -80,12 +85,14 @@ enum Ending {
 }
 
 /// Talks over `connector`'s URL until the input has ended and every message is answered or
-/// failed, or the server ends the conversation; `Err` when it must stop before that.
+/// failed, or the server ends the conversation; `Err` when it must stop before that. With
+/// `tokens`, signs in first, refreshes before expiry and gets a new token after a 4408.
 pub async fn run(
     connector: &Connector,
     talk: &mut impl Talk,
     lines: &mut mpsc::Receiver<Line>,
     timeouts: Timeouts,
+    tokens: Option<&TokenSource>,
     screen: &mut Screen,
     signals: &mut Signals,
 ) -> Result<(), Stop> {
@@ -96,7 +103,22 @@ pub async fn run(
     // Why the last attempt failed: an attempt cut short by the connect timeout says nothing
     // new, and the one line then names the real cause.
     let mut last_error: Option<String> = None;
+    let mut signed = false;
     loop {
+        if let Some(source) = tokens
+            && (!signed || talk.token_expired())
+        {
+            if signed && !source.renewable() {
+                return Err(Stop::NoToken(
+                    "the token expired: start again with a fresh --token".to_owned(),
+                ));
+            }
+            let fetched = unless_signalled(signals, source.fetch(timeouts.reply))
+                .await
+                .map_err(|signal| interrupted(signal, &*talk, screen))?;
+            talk.sign_in(fetched.map_err(Stop::NoToken)?);
+            signed = true;
+        }
         let attempt = connect(connector, timeouts, outage_since);
         let attempt = unless_signalled(signals, attempt).await;
         let socket = match attempt.map_err(|signal| interrupted(signal, &*talk, screen))? {
@@ -135,6 +157,7 @@ pub async fn run(
             &mut input,
             &mut backoff,
             timeouts,
+            tokens.filter(|source| source.renewable()),
             screen,
             signals,
         )
@@ -157,6 +180,15 @@ pub async fn run(
                     screen.status(&format!("{left} message(s) after end were not sent."));
                 }
                 return Ok(());
+            }
+            Ending::Ended {
+                answered_end: false,
+                code,
+            } if client_core::signin::identity_close(code, "").is_some() => {
+                // Said already in the server's words; the same token would be refused again.
+                return Err(Stop::NoToken(format!(
+                    "the server refused to sign in ({code})"
+                )));
             }
             Ending::Ended {
                 answered_end: false,
@@ -220,12 +252,15 @@ async fn connect(
 
 /// One connection, from opening to its end. While a message waits for its answer and no
 /// frame arrives for the reply timeout, the server is taken for hung and the client closes.
+/// With `renew`, the token is refreshed on the connection when the talk says it is due.
+#[allow(clippy::too_many_arguments)]
 async fn converse(
     mut socket: Socket,
     talk: &mut impl Talk,
     input: &mut Input<'_>,
     backoff: &mut Backoff,
     timeouts: Timeouts,
+    renew: Option<&TokenSource>,
     screen: &mut Screen,
     signals: &mut Signals,
 ) -> Ending {
@@ -280,6 +315,7 @@ async fn converse(
             None => talk.awaiting_reply().then(|| progress_at + timeouts.reply),
         };
         let take_lines = input.open && !talk.is_full() && broken_at.is_none();
+        let refresh_at = renew.and(talk.refresh_at());
         tokio::select! {
             // A signal first, so that no flood of frames delays it; then the server's frames:
             // an answer that arrives at the deadline still counts.
@@ -369,6 +405,23 @@ async fn converse(
                 retry_at = None;
                 progress_at = Instant::now();
                 talk.resume();
+            }
+            () = sleep_until(refresh_at.unwrap_or_else(Instant::now)), if refresh_at.is_some() => {
+                let Some(source) = renew else { continue };
+                match unless_signalled(signals, source.fetch(timeouts.reply)).await {
+                    // Sent at the top of the loop, before anything else waiting.
+                    Ok(Ok(token)) => talk.sign_in(token),
+                    Ok(Err(error)) => {
+                        screen.status(&format!(
+                            "Cannot refresh the token: {error}. Another is asked for when this one expires."
+                        ));
+                        talk.refresh_failed();
+                    }
+                    Err(signal) => {
+                        let left = talk.left();
+                        return close_for_signal(&mut socket, signal, left, timeouts, screen, signals).await;
+                    }
+                }
             }
         }
     }

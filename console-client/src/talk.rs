@@ -7,8 +7,10 @@ use std::collections::{HashMap, VecDeque};
 
 use client_core::outbox::{CloseMeant, OUTBOX_CAPACITY, Outbox, PushError, Received};
 use client_core::room::{self, Event, GAP_NOTICE, ROOM_OUTBOX_CAPACITY, Room};
+use client_core::signin::{self, IdentityClose, identity_close};
 use client_core::status::{AfterClose, after_close, close_notice};
 use rules::App;
+use tokio::time::Instant;
 
 use crate::input::Line;
 use crate::screen::{Screen, StdoutGone};
@@ -28,6 +30,8 @@ enum FrameKind {
     Publish { id: String },
     /// A join: nothing to mark once sent.
     Join,
+    /// The token, first on a connection or to refresh it.
+    Auth,
 }
 
 /// What a text from the server meant for the connection task.
@@ -77,6 +81,19 @@ pub trait Talk {
     fn owes_greeting(&self) -> bool;
     /// Messages still waiting for their answers (or to be sent).
     fn left(&self) -> usize;
+    /// Sign in with `token` (a server that wants tokens): it goes first on every connection,
+    /// and at once on the open one (a refresh).
+    fn sign_in(&mut self, _token: String) {}
+    /// When the token should be refreshed, if it should.
+    fn refresh_at(&self) -> Option<Instant> {
+        None
+    }
+    /// The refresh could not be made: the server's 4408 at expiry will say so.
+    fn refresh_failed(&mut self) {}
+    /// The server said the token expired (4408): a new one is needed to connect again.
+    fn token_expired(&self) -> bool {
+        false
+    }
 }
 
 /// The first characters of a message, for a status line about it.
@@ -229,7 +246,16 @@ impl Talk for AppTalk {
 #[derive(Debug)]
 pub struct RoomTalk {
     room: Room,
+    /// Who this client is in the room: `--name`, or the name its token gives.
     name: String,
+    /// With a server that wants tokens: the token, sent first on every connection.
+    token: Option<String>,
+    /// The token is to be sent next (a new connection, or a refresh).
+    auth_due: bool,
+    /// When to refresh the token (80% of its life after it was accepted).
+    refresh_at: Option<Instant>,
+    /// The server closed with 4408.
+    expired: bool,
     /// The text of each publish not yet delivered, to print it once it is.
     texts: HashMap<String, String>,
     /// Joins to send before any publish.
@@ -245,6 +271,10 @@ impl RoomTalk {
         RoomTalk {
             room: Room::with_capacity(room, ROOM_OUTBOX_CAPACITY, max_text_bytes),
             name: name.to_owned(),
+            token: None,
+            auth_due: false,
+            refresh_at: None,
+            expired: false,
             texts: HashMap::new(),
             joins: VecDeque::new(),
             max_text_bytes,
@@ -288,10 +318,20 @@ impl Talk for RoomTalk {
 
     fn opened(&mut self) {
         self.joins.clear();
+        self.auth_due = self.token.is_some();
         self.joins.push_back(self.room.connection_opened());
     }
 
     fn next_frame(&mut self) -> Option<Frame> {
+        if self.auth_due
+            && let Some(token) = &self.token
+        {
+            self.auth_due = false;
+            return Some(Frame {
+                text: signin::auth_frame(token),
+                kind: FrameKind::Auth,
+            });
+        }
         if let Some(join) = self.joins.pop_front() {
             return Some(Frame {
                 text: join,
@@ -341,6 +381,23 @@ impl Talk for RoomTalk {
                 Heard::Answered
             }
             Event::RetryLater => Heard::Wait,
+            Event::SignedIn {
+                user,
+                name,
+                expires,
+            } => {
+                if self.refresh_at.is_none() && name != self.name {
+                    screen.status(&format!("Signed in as {name} ({user})."));
+                }
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| {
+                        u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+                    });
+                self.refresh_at = Some(Instant::now() + signin::refresh_delay(now_ms, expires));
+                self.name = name;
+                Heard::Nothing
+            }
             Event::Notice(notice) => {
                 screen.status(&notice);
                 Heard::Nothing
@@ -353,6 +410,11 @@ impl Talk for RoomTalk {
         if let Some(notice) = close_notice(code, reason) {
             screen.status(&notice);
         }
+        match identity_close(code, reason) {
+            Some(IdentityClose::Expired) => self.expired = true,
+            Some(IdentityClose::Refused(words)) => screen.status(&words),
+            None => {}
+        }
         match after_close(code) {
             AfterClose::StayClosed => CloseHeard::Ended {
                 answered_end: false,
@@ -363,7 +425,28 @@ impl Talk for RoomTalk {
 
     fn closed(&mut self, _screen: &mut Screen) {
         self.joins.clear();
+        self.auth_due = false;
+        self.refresh_at = None;
         self.room.connection_closed();
+    }
+
+    fn sign_in(&mut self, token: String) {
+        self.token = Some(token);
+        self.auth_due = true;
+        self.expired = false;
+        self.refresh_at = None;
+    }
+
+    fn refresh_at(&self) -> Option<Instant> {
+        self.refresh_at
+    }
+
+    fn refresh_failed(&mut self) {
+        self.refresh_at = None;
+    }
+
+    fn token_expired(&self) -> bool {
+        self.expired
     }
 
     fn resume(&mut self) {

@@ -912,3 +912,136 @@ async fn hand_made_server() -> (
     };
     (url, accepted)
 }
+
+/// A server that wants tokens, its key file, and how to mint a token with `server token`.
+struct Signed {
+    server: TestServer,
+    key: tempfile::TempDir,
+}
+
+impl Signed {
+    async fn start() -> Signed {
+        let key = tempfile::tempdir().expect("a temporary directory");
+        std::fs::write(
+            key.path().join("key"),
+            "a console test's secret of 32+ bytes\n",
+        )
+        .expect("written");
+        let path = key.path().join("key").display().to_string();
+        let server = TestServer::start(&["--auth-key", &path]).await;
+        Signed { server, key }
+    }
+
+    /// The `server token` command line for `sub`, as a shell would run it.
+    fn mint_command(&self, sub: &str, name: &str, ttl: &str) -> String {
+        format!(
+            "'{}' token --auth-key '{}' --sub {sub} --name {name} --room lobby=write --ttl {ttl}",
+            crate::support::server_binary().display(),
+            self.key.path().join("key").display()
+        )
+    }
+
+    fn mint(&self, sub: &str, name: &str, ttl: &str) -> String {
+        let output = std::process::Command::new("sh")
+            .args(["-c", &self.mint_command(sub, name, ttl)])
+            .output()
+            .expect("the server binary runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout)
+            .expect("UTF-8")
+            .trim()
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn with_a_token_or_a_token_command_the_room_knows_each_by_their_tokens_name() {
+    let signed = Signed::start().await;
+    let url = signed.server.ws_url("/subscriptions");
+    let token = signed.mint("ana", "Ana", "1h");
+    // The token from the environment, as the help advises (a command line is visible to all).
+    let mut ana = Console::start_with(
+        &[&url, "--room", "lobby"],
+        &[("ROOMS_TOKEN", &token)],
+        Stdio::piped(),
+    );
+    let command = signed.mint_command("bo", "Bo", "1h");
+    let mut bo = Console::start(&[&url, "--room", "lobby", "--token-command", &command]);
+    ana.wait_for_status("Joined room lobby as Ana").await;
+    bo.wait_for_status("Joined room lobby as Bo").await;
+    ana.type_text("hello from ana\n").await;
+    assert_eq!(ana.next_line().await, "Ana: hello from ana");
+    assert_eq!(bo.next_line().await, "Ana: hello from ana");
+    bo.type_text("hi\n").await;
+    assert_eq!(ana.next_line().await, "Bo: hi");
+    assert_eq!(bo.next_line().await, "Bo: hi");
+    ana.close_stdin();
+    bo.close_stdin();
+    for client in [ana, bo] {
+        let ended = client.ended(PATIENCE).await;
+        assert!(ended.status.success(), "{ended:?}");
+        let all = ended.stderr.join("\n");
+        assert!(!all.contains(&token), "the token reached stderr");
+    }
+}
+
+#[tokio::test]
+async fn a_token_command_refreshes_before_expiry_and_a_fixed_token_that_expires_stops() {
+    let signed = Signed::start().await;
+    let url = signed.server.ws_url("/subscriptions");
+    // A 3 s token, refreshed at about 80% of its life on the same connection.
+    let command = signed.mint_command("ana", "Ana", "3s");
+    let mut ana = Console::start(&[&url, "--room", "lobby", "--token-command", &command]);
+    let fixed = signed.mint("bo", "Bo", "2s");
+    let mut bo = Console::start(&[&url, "--room", "lobby", "--token", &fixed]);
+    ana.wait_for_status("Joined room lobby as Ana").await;
+    bo.wait_for_status("Joined room lobby as Bo").await;
+    // The fixed token expires: the server closes 4408 and the client stops, saying why.
+    let ended = bo.ended(PATIENCE).await;
+    assert_eq!(ended.status.code(), Some(1), "{ended:?}");
+    let said = ended.stderr.join("\n");
+    assert!(said.contains("4408"), "{said}");
+    assert!(said.contains("fresh --token"), "{said}");
+    // Past the first token's life, the refreshed client is still on its first connection.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ana.type_text("after the first token\n").await;
+    assert_eq!(ana.next_line().await, "Ana: after the first token");
+    ana.close_stdin();
+    let ended = ana.ended(PATIENCE).await;
+    assert!(ended.status.success(), "{ended:?}");
+    let connected = ended
+        .stderr
+        .iter()
+        .filter(|line| line.starts_with("Connected to"))
+        .count();
+    assert_eq!(connected, 1, "one connection: {:?}", ended.stderr);
+    assert!(
+        !ended.stderr.iter().any(|line| line.contains("4408")),
+        "{:?}",
+        ended.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_is_said_once_and_the_client_stops_without_retrying() {
+    let signed = Signed::start().await;
+    let url = signed.server.ws_url("/subscriptions");
+    let mut bad = Console::start(&[&url, "--room", "lobby", "--token", "not.a.token"]);
+    bad.type_text("lost?\n").await;
+    let ended = bad.ended(PATIENCE).await;
+    assert_eq!(ended.status.code(), Some(1), "{ended:?}");
+    let said = ended.stderr.join("\n");
+    assert!(
+        said.contains("refused the token (malformed token)"),
+        "{said}"
+    );
+    assert_eq!(
+        ended
+            .stderr
+            .iter()
+            .filter(|line| line.starts_with("Connected to"))
+            .count(),
+        1,
+        "no retry: {said}"
+    );
+}

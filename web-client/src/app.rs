@@ -723,7 +723,7 @@ impl Client {
             }
             Event::RetryLater => wait = true,
             Event::Notice(text) => self.notice(text),
-            Event::Nothing => {}
+            Event::SignedIn { .. } | Event::Nothing => {}
         }
         // Saves the position too, which every shown message moves.
         self.show_waiting();
