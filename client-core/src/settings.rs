@@ -65,15 +65,6 @@ impl Settings {
     }
 }
 
-/// What the room view needs besides [`Settings`] (whose URL is `/rooms?name=NAME`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RoomSettings {
-    pub settings: Settings,
-    pub room: String,
-    /// The display name, as others see it.
-    pub name: String,
-}
-
 /// The rooms URL for display name `name` on the server at `base` (`ws://host:port`, with any
 /// path prefix a proxy mounts the server under).
 pub fn rooms_url(base: &str, name: &str) -> String {

@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use room_protocol::ClientFrame;
-use room_protocol::bounds::close;
+use room_protocol::bounds::{MAX_TOKEN_BYTES, close};
+use serde::Deserialize;
 
 /// The first frame on a connection to a server that wants tokens, and a refresh later.
 pub fn auth_frame(token: &str) -> String {
@@ -65,6 +66,116 @@ pub fn identity_close(code: u16, reason: &str) -> Option<IdentityClose> {
     }
 }
 
+/// Whether a server's `/rooms` wants tokens, as its `GET /auth/config` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    /// No `--auth-key`: names come from `?name=`.
+    Open,
+    /// `--auth-key`: the first frame is `auth`; `dev_sign_in` when the server signs tokens
+    /// itself at `/auth/token` (`--dev-sign-in`).
+    Tokens { dev_sign_in: bool },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthConfig {
+    tokens: bool,
+    #[serde(default)]
+    dev_sign_in: bool,
+}
+
+/// What `GET /auth/config` answered with `status` and `body`. A 404 is a server (or a proxy)
+/// without the route, whose rooms are open; `Err` says what was wrong, and is worth asking
+/// again (a restarting server, a proxy's 502).
+pub fn auth_mode(status: u16, body: &str) -> Result<AuthMode, String> {
+    match status {
+        200 => match serde_json::from_str::<AuthConfig>(body) {
+            Ok(AuthConfig { tokens: false, .. }) => Ok(AuthMode::Open),
+            Ok(AuthConfig {
+                tokens: true,
+                dev_sign_in,
+            }) => Ok(AuthMode::Tokens { dev_sign_in }),
+            Err(_) => Err("its /auth/config is not the JSON this page reads".to_owned()),
+        },
+        404 => Ok(AuthMode::Open),
+        status => Err(format!("its /auth/config answered HTTP {status}")),
+    }
+}
+
+/// What a token URL's answer means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenAnswer {
+    /// A token to sign in with.
+    Token(String),
+    /// Asking again would be refused again (401, 403, another 4xx, an answer that is not a
+    /// token): said once in these words, and nothing more until the user acts.
+    Refused(String),
+    /// Worth asking again later (5xx, or no answer at all): these words say why.
+    Unavailable(String),
+}
+
+/// Longest token URL answer read: a token at its limit in a small JSON object.
+pub const MAX_TOKEN_ANSWER_BYTES: usize = MAX_TOKEN_BYTES + 1024;
+
+#[derive(Deserialize)]
+struct Issued {
+    token: String,
+}
+
+/// What a token URL answered with `status` and `body` (`{"token":"JWT"}` on success; a
+/// refusal's body, when it is short text, is quoted to the user).
+pub fn token_answer(status: u16, body: &str) -> TokenAnswer {
+    match status {
+        200..=299 => {
+            if body.len() > MAX_TOKEN_ANSWER_BYTES {
+                return TokenAnswer::Refused(format!(
+                    "the sign-in answer is {} bytes, more than a token of at most {MAX_TOKEN_BYTES}",
+                    body.len()
+                ));
+            }
+            match serde_json::from_str::<Issued>(body) {
+                Ok(Issued { token })
+                    if !token.is_empty()
+                        && token.len() <= MAX_TOKEN_BYTES
+                        && token.bytes().all(|byte| byte.is_ascii_graphic()) =>
+                {
+                    TokenAnswer::Token(token)
+                }
+                // Never quoted: it may be a token, malformed.
+                _ => TokenAnswer::Refused(
+                    r#"the sign-in did not answer {"token":"..."} with a token of at most 8 KiB"#
+                        .to_owned(),
+                ),
+            }
+        }
+        400..=499 => {
+            let said = said(body);
+            let what = match status {
+                401 | 403 => "refused to sign you in",
+                404 => "is not there",
+                _ => "refused the request",
+            };
+            TokenAnswer::Refused(if said.is_empty() {
+                format!("the sign-in {what} (HTTP {status})")
+            } else {
+                format!("the sign-in {what} (HTTP {status}: {said})")
+            })
+        }
+        status => TokenAnswer::Unavailable(format!("the sign-in answered HTTP {status}")),
+    }
+}
+
+/// A refusal's body as a short phrase to quote: its first line, when it is short plain text
+/// (not an HTML error page), without a trailing period.
+fn said(body: &str) -> String {
+    const LONGEST: usize = 200;
+    let line = body.lines().next().unwrap_or_default().trim();
+    if line.len() > LONGEST || line.starts_with('<') || line.starts_with('{') {
+        return String::new();
+    }
+    line.trim_end_matches('.').to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -105,5 +216,69 @@ mod tests {
         for code in [1000, 1001, 1006, 1008, 4000] {
             assert_eq!(identity_close(code, "x"), None, "{code}");
         }
+    }
+
+    #[test]
+    fn the_server_says_whether_it_wants_tokens() {
+        assert_eq!(
+            auth_mode(200, r#"{"tokens":false,"devSignIn":false}"#),
+            Ok(AuthMode::Open)
+        );
+        assert_eq!(
+            auth_mode(200, r#"{"tokens":true,"devSignIn":true}"#),
+            Ok(AuthMode::Tokens { dev_sign_in: true })
+        );
+        assert_eq!(
+            auth_mode(200, r#"{"tokens":true,"later":1}"#),
+            Ok(AuthMode::Tokens { dev_sign_in: false })
+        );
+        assert_eq!(auth_mode(404, "Not found."), Ok(AuthMode::Open));
+        assert!(auth_mode(200, "<html>").is_err());
+        assert!(auth_mode(502, "").expect_err("502").contains("502"));
+    }
+
+    #[test]
+    fn a_token_url_answers_a_token_a_refusal_or_later() {
+        assert_eq!(
+            token_answer(200, r#"{"token":"a.b.c"}"#),
+            TokenAnswer::Token("a.b.c".into())
+        );
+        let long = format!(r#"{{"token":"{}"}}"#, "a".repeat(MAX_TOKEN_BYTES + 1));
+        for bad in [
+            r#"{"token":""}"#,
+            r#"{"token":"a b"}"#,
+            r#"{"jwt":"a.b.c"}"#,
+            "a.b.c",
+            long.as_str(),
+        ] {
+            let TokenAnswer::Refused(words) = token_answer(200, bad) else {
+                panic!("{bad} is refused");
+            };
+            assert!(
+                !words.contains("a.b.c") && !words.contains("aaaa"),
+                "{words}"
+            );
+        }
+        assert_eq!(
+            token_answer(403, "Sign-in is for this server's own pages.\n"),
+            TokenAnswer::Refused(
+                "the sign-in refused to sign you in (HTTP 403: Sign-in is for this server's own pages)"
+                    .into()
+            )
+        );
+        assert_eq!(
+            token_answer(401, "<html><body>login</body></html>"),
+            TokenAnswer::Refused("the sign-in refused to sign you in (HTTP 401)".into())
+        );
+        assert!(
+            matches!(token_answer(404, ""), TokenAnswer::Refused(words) if words.contains("not there"))
+        );
+        assert!(
+            matches!(token_answer(400, "Sign in with one name."), TokenAnswer::Refused(words) if words.contains("one name"))
+        );
+        assert_eq!(
+            token_answer(503, "busy"),
+            TokenAnswer::Unavailable("the sign-in answered HTTP 503".into())
+        );
     }
 }

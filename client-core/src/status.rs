@@ -24,6 +24,11 @@ pub enum Status {
     Failed {
         reason: String,
     },
+    /// The sign-in refused a token (the token URL said 401/403, or the server closed 4401 or
+    /// 4429): nothing is asked again until the user says so.
+    SignedOut {
+        reason: String,
+    },
     /// The browser says it is offline: whatever the socket does, nothing is "Connected".
     Offline,
 }
@@ -37,6 +42,7 @@ impl Status {
             Status::Reconnecting { .. } => "reconnecting",
             Status::Closed { .. } => "closed",
             Status::Failed { .. } => "failed",
+            Status::SignedOut { .. } => "signed-out",
             Status::Offline => "offline",
         }
     }
@@ -64,6 +70,7 @@ impl fmt::Display for Status {
             Status::Closed { code, reason } if reason.is_empty() => write!(f, "Closed ({code})"),
             Status::Closed { code, reason } => write!(f, "Closed ({code}: {reason})"),
             Status::Failed { reason } => write!(f, "Cannot connect: {reason}"),
+            Status::SignedOut { reason } => write!(f, "Not signed in: {reason}"),
             Status::Offline => f.write_str("Offline: waiting for the network"),
         }
     }
@@ -97,7 +104,7 @@ pub fn open_timeout_reason(timeout: Duration) -> String {
 
 /// "5 s", "2.5 s". Integer arithmetic: formatting an `f64` would add 10 KiB (gzip) of float
 /// printing code to the wasm for this one line.
-fn seconds(duration: Duration) -> String {
+pub fn seconds(duration: Duration) -> String {
     // u64, not `as_millis()`'s u128, whose formatting and division are large in wasm too.
     let millis = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
     let (whole, fraction) = (millis / 1000, millis % 1000);

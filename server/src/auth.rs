@@ -531,10 +531,9 @@ pub(crate) struct Auth {
 struct DevSignIn {
     signer: Signer,
     rooms: Vec<(String, Access)>,
+    /// `--dev-token-ttl`.
+    life: Duration,
 }
-
-/// How long a `--dev-sign-in` token lives.
-pub(crate) const DEV_TOKEN_LIFE: Duration = Duration::from_secs(60 * 60);
 
 impl Auth {
     /// The server's tokens setup from its flags: `None` when rooms are open.
@@ -549,18 +548,21 @@ impl Auth {
             let dev = DevSignIn {
                 signer: Signer::with_secret(&secret),
                 rooms: config.dev_rooms.clone(),
+                life: config.dev_token_ttl,
             };
             (Keys::with_secret(&secret), Some(dev))
         } else {
             let keys = Keys::load(&config.auth_keys)?;
             let dev = if config.dev_sign_in {
                 let signer = Signer::first_secret(&config.auth_keys)?.ok_or_else(|| {
-                    "--dev-sign-in signs with an HMAC --auth-key, and every key given is an                      Ed25519 public key"
+                    "--dev-sign-in signs with an HMAC --auth-key, and every key given is an \
+                     Ed25519 public key"
                         .to_owned()
                 })?;
                 Some(DevSignIn {
                     signer,
                     rooms: config.dev_rooms.clone(),
+                    life: config.dev_token_ttl,
                 })
             } else {
                 None
@@ -607,7 +609,7 @@ impl Auth {
         let mut claims = Claims {
             sub: format!("dev-{}", &derived[..16]),
             name: Some(name.to_owned()),
-            exp: now_ms / 1000 + DEV_TOKEN_LIFE.as_secs(),
+            exp: now_ms / 1000 + dev.life.as_secs(),
             iat: now_ms / 1000,
             rooms: BTreeMap::new(),
         };

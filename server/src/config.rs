@@ -231,6 +231,11 @@ pub struct Config {
           value_parser = grant)]
     pub dev_rooms: Vec<(String, crate::auth::Access)>,
 
+    /// How long `--dev-sign-in` tokens live: seconds, or with a unit (`90s`, `10m`, `1h`);
+    /// from 2 s, to watch pages refresh theirs (at about 80% of it), to a day.
+    #[arg(long, env = "DEV_TOKEN_TTL", default_value = "1h", value_parser = dev_token_life)]
+    pub dev_token_ttl: Duration,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -261,6 +266,16 @@ pub struct TokenArgs {
     /// How long the token lives: seconds, or with a unit (`90s`, `10m`, `1h`, `7d`).
     #[arg(long, default_value = "1h", value_parser = lifetime)]
     pub ttl: Duration,
+}
+
+/// A [`lifetime`] from 2 s (a page refreshes a token at 80% of its life, and not sooner than
+/// a second after it got it) to a day.
+fn dev_token_life(text: &str) -> Result<Duration, String> {
+    let life = lifetime(text)?;
+    if !(Duration::from_secs(2)..=Duration::from_secs(24 * 60 * 60)).contains(&life) {
+        return Err("a dev sign-in token lives from 2 s to 1 day".to_owned());
+    }
+    Ok(life)
 }
 
 fn grant(text: &str) -> Result<(String, crate::auth::Access), String> {
@@ -516,5 +531,25 @@ mod tests {
                 "https://c.example"
             ]
         );
+    }
+
+    #[test]
+    fn dev_tokens_live_from_two_seconds_to_a_day() {
+        let parse = |ttl: &str| Config::try_parse_from(["server", "--dev-token-ttl", ttl]);
+        assert_eq!(
+            Config::parse_from(["server"]).dev_token_ttl,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            parse("2").map(|config| config.dev_token_ttl).ok(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse("1d").map(|config| config.dev_token_ttl).ok(),
+            Some(Duration::from_secs(86_400))
+        );
+        for bad in ["1", "0", "25h", "2x", ""] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

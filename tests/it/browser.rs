@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fantoccini::{Client, Locator};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -127,6 +127,55 @@ impl Browser {
             (count(&self.log_lines().await, &line) == answers).then_some(())
         })
         .await;
+    }
+
+    /// From the next page load on, records what the page asks of the network, in the page:
+    /// each `fetch` as `[method, path, status]` in `window.__fetches` (`"failed"` when it
+    /// never got an answer), the WebSockets it opens (`window.__sockets`) and each one's close
+    /// code as the browser reported it (`window.__closes`). Setting `window.__failPosts = n` makes the next `n` POSTs
+    /// fail as a network error would (a token service that is down), before they leave.
+    pub(crate) async fn record_requests(&self) {
+        let source = "window.__fetches = []; window.__sockets = 0; window.__closes = [];
+            window.__failPosts = 0;
+            const realFetch = window.fetch;
+            window.fetch = function (url, init) {
+              const method = (init && init.method) || 'GET';
+              const entry = [method, new URL(String(url), location.href).pathname, null];
+              __fetches.push(entry);
+              if (method === 'POST' && __failPosts > 0) {
+                __failPosts--; entry[2] = 'failed';
+                return Promise.reject(new TypeError('Failed to fetch'));
+              }
+              return realFetch.apply(this, arguments).then(
+                response => { entry[2] = response.status; return response; },
+                error => { entry[2] = 'failed'; throw error; });
+            };
+            const RealSocket = window.WebSocket;
+            window.WebSocket = class extends RealSocket {
+              constructor(...args) {
+                super(...args);
+                __sockets++;
+                // The browser's own closes: gloo-net dispatches a close of its own (1000,
+                // client dropped) when it drops a socket, closed or not.
+                this.addEventListener('close', event => event.isTrusted && __closes.push(event.code));
+              }
+            };";
+        self.headless
+            .devtools(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({ "source": source }),
+            )
+            .await
+            .unwrap_or_else(|error| panic!("chromedriver runs the DevTools command: {error}"));
+    }
+
+    /// What [`Browser::record_requests`] saw: the fetches, the WebSockets opened, their
+    /// close codes.
+    pub(crate) async fn requests(&self) -> (Vec<(String, String, Value)>, u64, Vec<u16>) {
+        let value = self
+            .run("return [window.__fetches, window.__sockets, window.__closes]")
+            .await;
+        serde_json::from_value(value).expect("the recorded requests")
     }
 
     /// Records from here on what would reach the console as an error.

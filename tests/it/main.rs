@@ -20,6 +20,7 @@ mod rooms;
 mod rooms_auth;
 mod rooms_bounds;
 mod rooms_browser;
+mod rooms_browser_auth;
 mod rooms_memory;
 mod rooms_names;
 mod rooms_pacing;

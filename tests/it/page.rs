@@ -428,7 +428,14 @@ async fn every_text_contrasts_at_least_4_5_to_1_in_the_light_and_the_dark_theme(
         // Whatever else the page shows with text of its own.
         measured.extend(colours(&page, Value::Null).await);
         // The dot before the status, in the colour of each state.
-        for state in ["connecting", "open", "reconnecting", "closed", "failed"] {
+        for state in [
+            "connecting",
+            "open",
+            "reconnecting",
+            "closed",
+            "failed",
+            "signed-out",
+        ] {
             let label = format!("the status dot when {state}");
             let targets = json!([[label, "#status", "::before"]]);
             // Measured with the state set, as the page shows it.

@@ -9,20 +9,23 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
+use futures::future::LocalBoxFuture;
 use futures::{FutureExt, StreamExt, future};
 use gloo_events::EventListener;
 use gloo_timers::future::{IntervalStream, TimeoutFuture};
 use wasm_bindgen_futures::spawn_local;
 
 use crate::dom::{Page, RoomLine, warn};
+use crate::signin::{fetch_mode, fetch_token};
 use crate::socket::{Socket, SocketEvent};
-use crate::url::{DEFAULT_APP, RoomSettings, Settings};
+use crate::url::{AuthMode, DEFAULT_APP, RoomPage, Settings};
 use client_core::backoff::Backoff;
 use client_core::outbox::{
     CloseMeant, GivenUp, MAX_MESSAGE_BYTES, MessageId, OUTBOX_CAPACITY, Outbox, PushError, Received,
 };
 use client_core::room::{self, Event, GAP_NOTICE, RETRY_AFTER_MILLIS, Room};
 use client_core::saved;
+use client_core::signin::{IdentityClose, TokenAnswer, auth_frame, identity_close, refresh_delay};
 use client_core::status::{
     AfterClose, NO_REPLY, Status, after_close, cannot_connect_notice, close_notice,
     no_reply_notice, no_reply_reason, not_opened_reason, open_timeout_reason,
@@ -70,6 +73,10 @@ enum Turn {
     NoReply,
     /// The pause the server asked for (`rate_limited`, `unavailable`) is over.
     RetryDue,
+    /// The token is due for a refresh.
+    RefreshDue,
+    /// The token URL answered a refresh.
+    Refreshed(TokenAnswer),
 }
 
 /// A started client: [`Running::stop`] ends it (its socket closed, its listeners removed).
@@ -112,7 +119,41 @@ pub struct Client {
 #[derive(Debug)]
 struct RoomView {
     room: RefCell<Room>,
-    name: String,
+    /// Who the user is in the room: `?name=`, or the name the token gives once signed in.
+    name: RefCell<String>,
+    page: RoomPage,
+    /// With a server that wants tokens: the sign-in's state.
+    signin: RefCell<SignIn>,
+}
+
+/// Signing in to a server that wants tokens (`--auth-key`).
+#[derive(Debug, Default)]
+struct SignIn {
+    /// Whether the server wants tokens; once learned, for the life of the page.
+    tokens: bool,
+    /// The token to send first on the next connection; taken away by a 4408 or a refusal.
+    token: Option<String>,
+    /// When (`Date.now()`) to refresh the token, once the server accepted it.
+    refresh_at: Option<f64>,
+    /// When (ms since the epoch) the token the server accepted expires.
+    expires: Option<f64>,
+}
+
+/// The name own lines carry before a server that wants tokens said whose they are.
+const UNNAMED: &str = "you";
+
+/// How long to wait before asking the token URL again after it could not answer a refresh.
+const REFRESH_RETRY_MILLIS: f64 = 5_000.0;
+
+/// How a client starts. Built once per page and moved at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Plan {
+    /// `/subscriptions` or another app, at these settings.
+    Talk(Settings),
+    /// A room; its settings follow from what the server says about tokens.
+    Room(RoomView),
+    /// Settings that cannot work: the page says why.
+    Broken(String),
 }
 
 impl Client {
@@ -120,48 +161,51 @@ impl Client {
     /// listeners: with settings that cannot work (`Err`, a malformed `?ws=`) the page says
     /// what is wrong, and the form still never submits natively.
     pub fn start(page: Page, settings: Result<Settings, String>) -> Running {
-        Client::start_view(page, settings, None)
+        Client::start_view(page, settings.map_or_else(Plan::Broken, Plan::Talk))
     }
 
     /// Starts the room view on `page`; with settings that cannot work, the page says why and
     /// opens no socket.
-    pub fn start_room(page: Page, settings: Result<RoomSettings, String>) -> Running {
+    pub fn start_room(page: Page, settings: Result<RoomPage, String>) -> Running {
         match settings {
-            Ok(RoomSettings {
-                settings,
-                room,
-                name,
-            }) => {
-                page.show_room(&room, &name);
+            Ok(settings) => {
+                let name = settings.name.clone().unwrap_or_else(|| UNNAMED.to_owned());
+                page.show_room(&settings.room, &name);
                 let view = RoomView {
-                    room: RefCell::new(Room::new(&room)),
-                    name,
+                    room: RefCell::new(Room::new(&settings.room)),
+                    name: RefCell::new(name),
+                    page: settings,
+                    signin: RefCell::default(),
                 };
-                Client::start_view(page, Ok(settings), Some(view))
+                Client::start_view(page, Plan::Room(view))
             }
-            Err(error) => Client::start_view(page, Err(error), None),
+            Err(error) => Client::start_view(page, Plan::Broken(error)),
         }
     }
 
-    fn start_view(
-        page: Page,
-        settings: Result<Settings, String>,
-        room: Option<RoomView>,
-    ) -> Running {
+    fn start_view(page: Page, plan: Plan) -> Running {
         let (wakes, mut wakes_rx) = mpsc::unbounded();
         let (ended_tx, ended) = oneshot::channel();
-        let (app, max_message_bytes) = settings
-            .as_ref()
-            .map_or((DEFAULT_APP, MAX_MESSAGE_BYTES), |settings| {
-                (settings.app, settings.max_message_bytes)
-            });
+        let (app, max_message_bytes, saved_for) = match &plan {
+            Plan::Talk(settings) => (
+                settings.app,
+                settings.max_message_bytes,
+                Some(settings.url.clone()),
+            ),
+            Plan::Room(_) | Plan::Broken(_) => (DEFAULT_APP, MAX_MESSAGE_BYTES, None),
+        };
+        let (room, settings) = match plan {
+            Plan::Room(view) => (Some(view), None),
+            Plan::Talk(settings) => (None, Some(Ok(settings))),
+            Plan::Broken(error) => (None, Some(Err(error))),
+        };
         let client = Rc::new(Client {
             offline: Cell::new(!page.is_online()),
             page,
             outbox: RefCell::new(Outbox::new(app, max_message_bytes)),
             transcript: RefCell::default(),
             wakes: wakes.clone(),
-            saved_for: settings.as_ref().ok().map(|settings| settings.url.clone()),
+            saved_for,
             ended_by_server: Cell::new(false),
             room,
         });
@@ -173,8 +217,9 @@ impl Client {
                 // The listeners live as long as this task.
                 let _listeners = listeners;
                 match settings {
-                    Ok(settings) => client.stay_connected(&settings, &mut wakes_rx).await,
-                    Err(error) => client.cannot_connect(error, &mut wakes_rx).await,
+                    None => client.enter_room(&mut wakes_rx).await,
+                    Some(Ok(settings)) => client.stay_connected(&settings, &mut wakes_rx).await,
+                    Some(Err(error)) => client.cannot_connect(error, &mut wakes_rx).await,
                 }
             }
             // Nobody waits for it when the page dropped its handle.
@@ -420,6 +465,14 @@ impl Client {
                     return;
                 }
             }
+            match self
+                .ready_to_sign_in(&mut backoff, &mut outage_reported, wakes)
+                .await
+            {
+                Step::Go => {}
+                Step::Again => continue,
+                Step::Stopped => return,
+            }
             self.page.set_status(&Status::Connecting);
             let ending = match Socket::open(&settings.url) {
                 Ok(socket) => {
@@ -443,20 +496,40 @@ impl Client {
             self.show_waiting();
             let reconnect = match ending {
                 Ending::Stopped => return,
-                Ending::Closed { code, reason } => match after_close(code) {
-                    AfterClose::StayClosed => {
-                        self.ended_by_server.set(true);
-                        self.show_waiting();
-                        self.page.set_status(&Status::Closed { code, reason });
-                        if !wait_for_click(wakes).await {
-                            return;
+                Ending::Closed { code, reason } => {
+                    let identity = self
+                        .signs_in()
+                        .then(|| identity_close(code, &reason))
+                        .flatten();
+                    match (identity, after_close(code)) {
+                        (Some(IdentityClose::Expired), _) => {
+                            // A new token, then the same positions: nothing lost.
+                            self.forget_token();
+                            true
                         }
-                        self.ended_by_server.set(false);
-                        backoff.reset();
-                        false
+                        (Some(IdentityClose::Refused(words)), _) => {
+                            self.forget_token();
+                            self.signed_out(&words, &format!("{code}: {reason}"));
+                            if !wait_for_click(wakes).await {
+                                return;
+                            }
+                            backoff.reset();
+                            false
+                        }
+                        (None, AfterClose::StayClosed) => {
+                            self.ended_by_server.set(true);
+                            self.show_waiting();
+                            self.page.set_status(&Status::Closed { code, reason });
+                            if !wait_for_click(wakes).await {
+                                return;
+                            }
+                            self.ended_by_server.set(false);
+                            backoff.reset();
+                            false
+                        }
+                        (None, AfterClose::Reconnect) => true,
                     }
-                    AfterClose::Reconnect => true,
-                },
+                }
                 Ending::NotOpened => {
                     self.report_outage(&settings.url, not_opened_reason(), &mut outage_reported);
                     true
@@ -475,6 +548,173 @@ impl Client {
                 if !self.wait_to_reconnect(delay, wakes).await {
                     return;
                 }
+            }
+        }
+    }
+
+    /// The room view: learns whether the server wants tokens (asking again while it cannot
+    /// answer), then stays connected with the settings that follow.
+    async fn enter_room(&self, wakes: &mut mpsc::UnboundedReceiver<Wake>) {
+        let Some(view) = &self.room else { return };
+        let mut backoff = Backoff::default();
+        let mut outage_reported = false;
+        let mode = loop {
+            if self.offline.get() {
+                self.page.set_status(&Status::Offline);
+                if !wait_until_online(wakes).await {
+                    return;
+                }
+            }
+            self.page.set_status(&Status::Connecting);
+            let asked = fetch_mode(&view.page.config_url, view.page.reply_timeout());
+            match unless_stopped(asked, wakes).await {
+                None => return,
+                Some(Ok(mode)) => break mode,
+                Some(Err(why)) => {
+                    self.report_outage(&view.page.config_url, &why, &mut outage_reported);
+                    let delay = backoff.next_delay(js_sys::Math::random());
+                    if !self.wait_to_reconnect(delay, wakes).await {
+                        return;
+                    }
+                }
+            }
+        };
+        view.signin.borrow_mut().tokens = matches!(mode, AuthMode::Tokens { .. });
+        match view.page.settings(mode) {
+            Ok(settings) => self.stay_connected(&settings, wakes).await,
+            Err(error) => self.cannot_connect(error, wakes).await,
+        }
+    }
+
+    /// Whether this page signs in with tokens.
+    fn signs_in(&self) -> bool {
+        self.room
+            .as_ref()
+            .is_some_and(|view| view.signin.borrow().tokens)
+    }
+
+    /// Before a connection to a server that wants tokens: a token to send first, the one
+    /// kept unless it is about to expire, or a new one from the token URL. A refusal is said
+    /// once and nothing is asked again until Reconnect is pressed.
+    async fn ready_to_sign_in(
+        &self,
+        backoff: &mut Backoff,
+        outage_reported: &mut bool,
+        wakes: &mut mpsc::UnboundedReceiver<Wake>,
+    ) -> Step {
+        let Some(view) = self.room.as_ref().filter(|_| self.signs_in()) else {
+            return Step::Go;
+        };
+        {
+            let mut signin = view.signin.borrow_mut();
+            let expiring = signin
+                .expires
+                .is_some_and(|expires| expires - js_sys::Date::now() < MIN_TOKEN_LIFE_MILLIS);
+            if expiring {
+                signin.token = None;
+            }
+            if signin.token.is_some() {
+                return Step::Go;
+            }
+        }
+        self.page.set_status(&Status::Connecting);
+        let page = &view.page;
+        let asked = fetch_token(&page.token_url, page.name.as_deref(), page.reply_timeout());
+        match unless_stopped(asked, wakes).await {
+            None => Step::Stopped,
+            Some(TokenAnswer::Token(token)) => {
+                let mut signin = view.signin.borrow_mut();
+                signin.token = Some(token);
+                signin.expires = None;
+                Step::Go
+            }
+            Some(TokenAnswer::Refused(words)) => {
+                self.signed_out(&format!("Cannot sign in: {words}."), &words);
+                if !wait_for_click(wakes).await {
+                    return Step::Stopped;
+                }
+                backoff.reset();
+                Step::Again
+            }
+            Some(TokenAnswer::Unavailable(why)) => {
+                self.report_outage(&page.token_url, &why, outage_reported);
+                let delay = backoff.next_delay(js_sys::Math::random());
+                if self.wait_to_reconnect(delay, wakes).await {
+                    Step::Again
+                } else {
+                    Step::Stopped
+                }
+            }
+        }
+    }
+
+    /// The token is no longer good for connecting: the next connection asks for another.
+    fn forget_token(&self) {
+        if let Some(view) = &self.room {
+            let mut signin = view.signin.borrow_mut();
+            signin.token = None;
+            signin.expires = None;
+            signin.refresh_at = None;
+        }
+    }
+
+    /// Says once that signing in was refused (`said`: the token URL's words, or the server's
+    /// close), shows `reason` in the status, and Reconnect to try again.
+    fn signed_out(&self, said: &str, reason: &str) {
+        self.notice(format!(
+            "{said} Nothing more is tried until you press Reconnect; what you type waits here."
+        ));
+        self.page.set_status(&Status::SignedOut {
+            reason: reason.to_owned(),
+        });
+    }
+
+    /// The server accepted the token: refresh it at about 80% of its life, and show the name
+    /// it gives to others.
+    fn signed_in(&self, view: &RoomView, name: String, expires: u64) {
+        let now = js_sys::Date::now();
+        {
+            let mut signin = view.signin.borrow_mut();
+            // ms since the epoch: exact in f64 for the next 285,000 years.
+            #[allow(clippy::cast_precision_loss)]
+            let expires = expires as f64;
+            signin.expires = Some(expires);
+            let delay = refresh_delay(now as u64, expires as u64);
+            signin.refresh_at = Some(now + f64::from(millis(delay)));
+        }
+        let known = view.name.borrow().clone();
+        if known != name {
+            self.page.rename_own(&known, &name);
+            self.page.show_room(view.room.borrow().name(), &name);
+            self.notice(format!("Signed in as {name}."));
+            *view.name.borrow_mut() = name;
+        }
+    }
+
+    /// The token URL answered a refresh: the new token goes out on this connection (its
+    /// `authed` sets the next refresh); a refusal is said once and the connection lasts until
+    /// the token expires; no answer is asked again a little later, while the token lasts.
+    fn refreshed(&self, answer: TokenAnswer, socket: &mut Socket) {
+        let Some(view) = &self.room else { return };
+        match answer {
+            TokenAnswer::Token(token) => {
+                // Refused only by a socket that closed already: its close event follows, and
+                // the next connection sends this token first.
+                let _ = socket.send_text(&auth_frame(&token));
+                view.signin.borrow_mut().token = Some(token);
+            }
+            TokenAnswer::Refused(words) => self.notice(format!(
+                "Cannot refresh the sign-in: {words}. This page stays connected until the \
+                 token expires."
+            )),
+            TokenAnswer::Unavailable(why) => {
+                warn(&format!("The token refresh failed ({why}): trying again."));
+                let mut signin = view.signin.borrow_mut();
+                let again = js_sys::Date::now() + REFRESH_RETRY_MILLIS;
+                signin.refresh_at = signin
+                    .expires
+                    .filter(|expires| again < *expires)
+                    .map(|_| again);
             }
         }
     }
@@ -521,6 +761,11 @@ impl Client {
         *outage_reported = false;
         self.outbox.borrow_mut().connection_opened();
         if let Some(view) = &self.room {
+            let token = view.signin.borrow().token.clone();
+            if let Some(token) = token {
+                // First on the connection: the server reads nothing else before it.
+                let _ = socket.send_text(&auth_frame(&token));
+            }
             let join = view.room.borrow_mut().connection_opened();
             // Refused only by a socket that closed already: its close event follows.
             let _ = socket.send_text(&join);
@@ -534,11 +779,23 @@ impl Client {
         let mut progress_at = js_sys::Date::now();
         // When sending may go on after the server asked to wait.
         let mut retry_at = None;
+        // The token URL's answer to a refresh, while it is asked.
+        let mut refreshing: Option<LocalBoxFuture<'_, TokenAnswer>> = None;
         loop {
             let deadline = self
                 .awaiting_reply()
                 .then(|| progress_at + millis(timeout) as f64);
-            match next_turn(&mut socket, wakes, deadline, retry_at).await {
+            let refresh_at = self
+                .room
+                .as_ref()
+                .and_then(|view| view.signin.borrow().refresh_at)
+                .filter(|_| refreshing.is_none());
+            let timers = Timers {
+                deadline,
+                retry_at,
+                refresh_at,
+            };
+            match next_turn(&mut socket, wakes, timers, &mut refreshing).await {
                 Turn::Socket(SocketEvent::Text(text)) => {
                     progress_at = js_sys::Date::now();
                     match &self.room {
@@ -594,6 +851,18 @@ impl Client {
                 // Nothing to reconnect while connected. The channel cannot close: this
                 // client holds its sender.
                 Turn::Wake(Some(Wake::ReconnectClicked | Wake::Visible) | None) => {}
+                Turn::RefreshDue => {
+                    if let Some(view) = &self.room {
+                        view.signin.borrow_mut().refresh_at = None;
+                        let page = &view.page;
+                        let asked = fetch_token(&page.token_url, page.name.as_deref(), timeout);
+                        refreshing = Some(asked.boxed_local());
+                    }
+                }
+                Turn::Refreshed(answer) => {
+                    refreshing = None;
+                    self.refreshed(answer, &mut socket);
+                }
                 Turn::NoReply => {
                     socket.close(NO_REPLY, &no_reply_reason(timeout));
                     return Ending::GaveUp {
@@ -723,7 +992,8 @@ impl Client {
             }
             Event::RetryLater => wait = true,
             Event::Notice(text) => self.notice(text),
-            Event::SignedIn { .. } | Event::Nothing => {}
+            Event::SignedIn { name, expires, .. } => self.signed_in(view, name, expires),
+            Event::Nothing => {}
         }
         // Saves the position too, which every shown message moves.
         self.show_waiting();
@@ -735,7 +1005,7 @@ impl Client {
     fn show_own(&self, view: &RoomView, id: &str, text: &str) {
         let time = clock_time(js_sys::Date::now() as u64);
         self.record_room_line(&RoomLine {
-            author: &view.name,
+            author: &view.name.borrow(),
             time: &time,
             text,
             state: Some("sending"),
@@ -837,24 +1107,79 @@ impl Client {
 /// The close code the client sends when it stops on purpose.
 const NORMAL_CLOSURE: u16 = 1000;
 
-/// Waits for the open socket's next event, the page's next wake, or the reply deadline (a
-/// `Date.now()` in milliseconds), whichever comes first; socket events win a tie, so an answer
-/// that arrives at the deadline still counts.
+/// The times [`next_turn`] waits for (`Date.now()` values in milliseconds).
+#[derive(Debug, Clone, Copy)]
+struct Timers {
+    /// The reply deadline.
+    deadline: Option<f64>,
+    /// The end of the pause the server asked for.
+    retry_at: Option<f64>,
+    /// When the token is due for a refresh.
+    refresh_at: Option<f64>,
+}
+
+/// Waits for the open socket's next event, the page's next wake, one of the `timers`, or the
+/// token URL's answer to a refresh, whichever comes first; socket events win a tie, so an
+/// answer that arrives at the deadline still counts.
 async fn next_turn(
     socket: &mut Socket,
     wakes: &mut mpsc::UnboundedReceiver<Wake>,
-    deadline: Option<f64>,
-    retry_at: Option<f64>,
+    timers: Timers,
+    refreshing: &mut Option<LocalBoxFuture<'_, TokenAnswer>>,
 ) -> Turn {
-    let no_reply = until(deadline).fuse();
-    let retry = until(retry_at).fuse();
+    let no_reply = until(timers.deadline).fuse();
+    let retry = until(timers.retry_at).fuse();
+    let refresh = until(timers.refresh_at).fuse();
+    let refreshed = async {
+        match refreshing.as_mut() {
+            Some(asked) => asked.await,
+            None => future::pending().await,
+        }
+    }
+    .fuse();
     let event = socket.next_event().fuse();
-    futures::pin_mut!(no_reply, retry, event);
+    futures::pin_mut!(no_reply, retry, refresh, refreshed, event);
     futures::select_biased! {
         event = event => Turn::Socket(event),
         wake = wakes.next() => Turn::Wake(wake),
         () = no_reply => Turn::NoReply,
         () = retry => Turn::RetryDue,
+        answer = refreshed => Turn::Refreshed(answer),
+        () = refresh => Turn::RefreshDue,
+    }
+}
+
+/// What follows the step before connecting.
+enum Step {
+    /// Connect.
+    Go,
+    /// Start over (the user pressed Reconnect, or the wait after a failure is over).
+    Again,
+    /// [`Running::stop`] asked to end.
+    Stopped,
+}
+
+/// A token closer to its expiry than this is not used for a new connection: another is
+/// asked for first.
+const MIN_TOKEN_LIFE_MILLIS: f64 = 5_000.0;
+
+/// `work`'s result, or `None` when [`Running::stop`] asks to end first; other wakes are of no
+/// concern while it runs (what is queued goes out once connected).
+async fn unless_stopped<T>(
+    work: impl Future<Output = T>,
+    wakes: &mut mpsc::UnboundedReceiver<Wake>,
+) -> Option<T> {
+    let work = work.fuse();
+    futures::pin_mut!(work);
+    loop {
+        futures::select_biased! {
+            done = work => return Some(done),
+            wake = wakes.next() => {
+                if matches!(wake, Some(Wake::Stop) | None) {
+                    return None;
+                }
+            }
+        }
     }
 }
 

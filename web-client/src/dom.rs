@@ -232,6 +232,25 @@ impl Page {
         found
     }
 
+    /// Puts `new` as the author of one's own lines that show `old`: the server said who the
+    /// user is (a token's name) after the page showed them.
+    pub fn rename_own(&self, old: &str, new: &str) {
+        let Ok(authors) = self.document.query_selector_all("#log li.own .author") else {
+            return;
+        };
+        for index in 0..authors.length() {
+            if let Some(author) = authors
+                .item(index)
+                .and_then(|node| node.dyn_into::<Element>().ok())
+                && author.text_content().as_deref() == Some(old)
+            {
+                // Shown as every name is: with its disruptive characters as their codes.
+                author.set_text_content(None);
+                self.append_shown(&author, new);
+            }
+        }
+    }
+
     /// Names the room in the heading, the title and the input, so the page says where one
     /// is writing.
     pub fn show_room(&self, room: &str, name: &str) {
@@ -273,8 +292,10 @@ impl Page {
             self.status_detail.set_text_content(Some(&detail));
         }
         let _ = self.status.set_attribute("data-status", status.key());
-        self.reconnect
-            .set_hidden(!matches!(status, Status::Closed { .. }));
+        self.reconnect.set_hidden(!matches!(
+            status,
+            Status::Closed { .. } | Status::SignedOut { .. }
+        ));
     }
 
     /// Keeps the connection's `WebSocket.extensions` on the status line (`data-extensions`),

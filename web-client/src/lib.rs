@@ -1,12 +1,13 @@
 //! The browser client: an input field feeds a bounded queue; a background task sends the
 //! queue over a WebSocket to `/subscriptions`, or, with `?room=&name=`, to a room of
-//! `/rooms`; replies and the room's messages are rendered in the page.
+//! `/rooms` (signed in with a token from the token URL when the server wants one); replies
+//! and the room's messages are rendered in the page.
 //!
 //! What decides (outbox, backoff, settings, the room's positions, status, the saved outbox) is
 //! the crate `client-core`, shared with the console client and tested natively with
 //! `cargo test`. This crate keeps what touches the page and the browser's socket: `url` reads
 //! the page's location and query, `dom` alone knows element ids, `socket` alone knows
-//! gloo-net, and `app` wires them to the core.
+//! gloo-net, `signin` alone makes HTTP requests, and `app` wires them to the core.
 
 pub mod url;
 
@@ -14,6 +15,8 @@ pub mod url;
 pub mod app;
 #[cfg(target_arch = "wasm32")]
 pub mod dom;
+#[cfg(target_arch = "wasm32")]
+pub mod signin;
 #[cfg(target_arch = "wasm32")]
 pub mod socket;
 
@@ -23,7 +26,7 @@ mod entry {
 
     use crate::app::Client;
     use crate::dom::Page;
-    use crate::url::{View, settings_for_page, view_for_page};
+    use crate::url::{RoomQuery, View, settings_for_page, view_for_page};
 
     /// Starts the client on the current page. Called by `index.html` once the module loaded.
     #[wasm_bindgen]
@@ -49,13 +52,19 @@ mod entry {
             param("reply-timeout").as_deref(),
             param("max-message-size").as_deref(),
         );
-        let view = view_for_page(
-            &protocol,
-            &host,
-            param("room").as_deref(),
-            param("name").as_deref(),
-            param("reply-timeout").as_deref(),
+        let (room, name, reply_timeout, token_url) = (
+            param("room"),
+            param("name"),
+            param("reply-timeout"),
+            param("token-url"),
         );
+        let query = RoomQuery {
+            room: room.as_deref(),
+            name: name.as_deref(),
+            reply_timeout: reply_timeout.as_deref(),
+            token_url: token_url.as_deref(),
+        };
+        let view = view_for_page(&protocol, &host, query);
         // Bad settings are shown on the page by the client itself, which keeps the form's
         // listeners: the form must never submit natively.
         // The client runs for the life of the page: its handle is not needed to stop it.

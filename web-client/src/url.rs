@@ -7,8 +7,13 @@
 
 use room_protocol::names;
 
-pub use client_core::settings::{DEFAULT_APP, RoomSettings, Settings};
-use client_core::settings::{parse_max_message_size, parse_reply_timeout, rooms_url};
+use std::time::Duration;
+
+pub use client_core::settings::{DEFAULT_APP, Settings};
+use client_core::settings::{
+    DEFAULT_REPLY_TIMEOUT, ROOMS_PATH, parse_max_message_size, parse_reply_timeout, rooms_url,
+};
+pub use client_core::signin::AuthMode;
 
 /// Settings for the WebSocket URL `url` (as `?ws=` gives it); the error names `?ws=`.
 pub fn settings_for_url(url: &str) -> Result<Settings, String> {
@@ -40,7 +45,7 @@ pub fn settings_for_page(
     Ok(settings)
 }
 
-fn page_reply_timeout(seconds: &str) -> Result<std::time::Duration, String> {
+fn page_reply_timeout(seconds: &str) -> Result<Duration, String> {
     parse_reply_timeout(seconds).map_err(|error| format!("?reply-timeout= {error}"))
 }
 
@@ -49,57 +54,136 @@ fn page_reply_timeout(seconds: &str) -> Result<std::time::Duration, String> {
 pub enum View {
     Subscriptions,
     /// `?room=` or `?name=` was given: the room view, or what is wrong with its parameters.
-    Room(Result<RoomSettings, String>),
+    Room(Result<RoomPage, String>),
 }
 
-/// The view for a page at `protocol//host` with these query parameters. A room needs both
-/// `?room=` and `?name=`, each valid by the protocol's rules; the error says which is wrong.
-pub fn view_for_page(
-    protocol: &str,
-    host: &str,
-    room: Option<&str>,
-    name: Option<&str>,
-    reply_timeout: Option<&str>,
-) -> View {
-    if room.is_none() && name.is_none() {
+/// The room view's settings, before the server said whether it wants tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoomPage {
+    pub room: String,
+    /// `?name=`: the display name on an open server; on one that wants tokens, the name a
+    /// sign-in form asks for (the server's `--dev-sign-in` does), or nothing.
+    pub name: Option<String>,
+    /// Where `GET` says whether the server wants tokens: `/auth/config` on the page's origin.
+    pub config_url: String,
+    /// Where the page `POST`s for a token: `?token-url=`, on the page's origin, default
+    /// `/auth/token`.
+    pub token_url: String,
+    /// `ws://host` or `wss://host`.
+    base: String,
+    reply_timeout: Option<Duration>,
+}
+
+/// How to open the room view of a page with `?room=lobby&name=ana`.
+const ROOM_EXAMPLE: &str = "open this page as /?room=lobby&name=ana";
+
+impl RoomPage {
+    /// The connection's settings for a server in `mode`: `/rooms?name=` on an open server
+    /// (which needs `?name=`), `/rooms` with tokens (the name comes from the token).
+    pub fn settings(&self, mode: AuthMode) -> Result<Settings, String> {
+        let url = match (mode, &self.name) {
+            (AuthMode::Tokens { .. }, _) => format!("{}{ROOMS_PATH}", self.base),
+            (AuthMode::Open, Some(name)) => rooms_url(&self.base, name),
+            (AuthMode::Open, None) => {
+                return Err(format!("no ?name= was given: {ROOM_EXAMPLE}"));
+            }
+        };
+        let mut settings = Settings::for_rooms(url);
+        if let Some(timeout) = self.reply_timeout {
+            settings.reply_timeout = timeout;
+        }
+        Ok(settings)
+    }
+
+    /// How long to wait for an answer (the reply timeout): for the sign-in requests too.
+    pub fn reply_timeout(&self) -> Duration {
+        self.reply_timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT)
+    }
+}
+
+/// The query parameters of the room view.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RoomQuery<'a> {
+    pub room: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub reply_timeout: Option<&'a str>,
+    pub token_url: Option<&'a str>,
+}
+
+/// The view for a page at `protocol//host` with these query parameters. A room needs
+/// `?room=`, and `?name=` unless the server wants tokens, each valid by the protocol's rules;
+/// the error says which is wrong.
+pub fn view_for_page(protocol: &str, host: &str, query: RoomQuery<'_>) -> View {
+    if query.room.is_none() && query.name.is_none() {
         return View::Subscriptions;
     }
-    View::Room(room_settings(protocol, host, room, name, reply_timeout))
+    View::Room(room_page(protocol, host, query))
 }
 
-fn room_settings(
-    protocol: &str,
-    host: &str,
-    room: Option<&str>,
-    name: Option<&str>,
-    reply_timeout: Option<&str>,
-) -> Result<RoomSettings, String> {
-    const EXAMPLE: &str = "open this page as /?room=lobby&name=ana";
-    let room = room.ok_or_else(|| format!("no ?room= was given: {EXAMPLE}"))?;
-    let name = name.ok_or_else(|| format!("no ?name= was given: {EXAMPLE}"))?;
+fn room_page(protocol: &str, host: &str, query: RoomQuery<'_>) -> Result<RoomPage, String> {
+    let room = query
+        .room
+        .ok_or_else(|| format!("no ?room= was given: {ROOM_EXAMPLE}"))?;
     if !names::is_room_name(room) {
         return Err(format!(
             "?room= must be 1 to {} of A-Z a-z 0-9 _ . : -, not {room:?}",
             names::MAX_ROOM_NAME
         ));
     }
-    if !names::is_display_name(name) {
+    if let Some(name) = query.name
+        && !names::is_display_name(name)
+    {
         return Err(format!(
             "?name= must be 1 to {} characters, {}, not {name:?}",
             names::MAX_DISPLAY_NAME,
             names::REFUSED_CHARACTERS
         ));
     }
-    let base = default_base(protocol, host)?;
-    let mut settings = Settings::for_rooms(rooms_url(&base, name));
-    if let Some(seconds) = reply_timeout {
-        settings.reply_timeout = page_reply_timeout(seconds)?;
-    }
-    Ok(RoomSettings {
-        settings,
+    let origin = page_origin(protocol, host)?;
+    let token_url = match query.token_url {
+        Some(url) => same_origin_url(&origin, url)
+            .ok_or_else(|| format!("?token-url= must be a path on this page's origin ({origin}), such as /auth/token, not {url:?}"))?,
+        None => format!("{origin}{DEFAULT_TOKEN_PATH}"),
+    };
+    let reply_timeout = query.reply_timeout.map(page_reply_timeout).transpose()?;
+    Ok(RoomPage {
         room: room.to_owned(),
-        name: name.to_owned(),
+        name: query.name.map(str::to_owned),
+        config_url: format!("{origin}{AUTH_CONFIG_PATH}"),
+        token_url,
+        base: default_base(protocol, host)?,
+        reply_timeout,
     })
+}
+
+/// Where the server says whether it wants tokens.
+const AUTH_CONFIG_PATH: &str = "/auth/config";
+
+/// Where the page asks for a token unless `?token-url=` says otherwise.
+const DEFAULT_TOKEN_PATH: &str = "/auth/token";
+
+/// `http://host` or `https://host` for a page at `protocol//host`.
+fn page_origin(protocol: &str, host: &str) -> Result<String, String> {
+    // Checked the way the WebSocket base is.
+    default_base(protocol, host)?;
+    Ok(format!("{protocol}//{host}"))
+}
+
+/// `url` as an absolute URL when it is on `origin`: a path (`/auth/token`, not `//elsewhere`)
+/// or an absolute URL on that origin. Tokens are only ever asked of the page's own origin,
+/// whose cookies say who the user is; no whitespace or control characters.
+fn same_origin_url(origin: &str, url: &str) -> Option<String> {
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || c == '\\')
+    {
+        return None;
+    }
+    if url.starts_with('/') && !url.starts_with("//") {
+        return Some(format!("{origin}{url}"));
+    }
+    let rest = url.strip_prefix(origin)?;
+    (rest.is_empty() || rest.starts_with('/') || rest.starts_with('?')).then(|| url.to_owned())
 }
 
 fn default_url(protocol: &str, host: &str) -> Result<String, String> {
@@ -172,24 +256,31 @@ mod tests {
         assert!(settings_for_url("ws://b:2").is_err(), "no path at all");
     }
 
+    fn room_view(room: Option<&str>, name: Option<&str>) -> View {
+        let query = RoomQuery {
+            room,
+            name,
+            ..RoomQuery::default()
+        };
+        view_for_page("https:", "chat.example", query)
+    }
+
     #[test]
     fn room_and_name_choose_the_room_view_and_are_checked() {
-        let view = |room, name| view_for_page("https:", "chat.example", room, name, None);
-        assert_eq!(view(None, None), View::Subscriptions);
-        let View::Room(Ok(room)) = view(Some("lobby"), Some("Zoë & co")) else {
+        assert_eq!(room_view(None, None), View::Subscriptions);
+        let View::Room(Ok(page)) = room_view(Some("lobby"), Some("Zoë & co")) else {
             panic!("a room view");
         };
         assert_eq!(
-            room.settings.url,
-            "wss://chat.example/rooms?name=Zo%C3%AB%20%26%20co"
+            page.settings(AuthMode::Open).map(|s| s.url),
+            Ok("wss://chat.example/rooms?name=Zo%C3%AB%20%26%20co".to_owned())
         );
         assert_eq!(
-            (room.room.as_str(), room.name.as_str()),
-            ("lobby", "Zoë & co")
+            (page.room.as_str(), page.name.as_deref()),
+            ("lobby", Some("Zoë & co"))
         );
         let long_name = "n".repeat(33);
         let table = [
-            (Some("lobby"), None, "?name="),
             (None, Some("ana"), "?room="),
             (Some("a b"), Some("ana"), "?room="),
             (Some(""), Some("ana"), "?room="),
@@ -198,17 +289,88 @@ mod tests {
             (Some("lobby"), Some(long_name.as_str()), "?name="),
         ];
         for (room, name, named) in table {
-            let View::Room(Err(error)) = view(room, name) else {
+            let View::Room(Err(error)) = room_view(room, name) else {
                 panic!("{room:?} {name:?} is refused");
             };
             assert!(error.contains(named), "{error}");
         }
-        let timeout = view_for_page("http:", "a:1", Some("r"), Some("n"), Some("2"));
-        let View::Room(Ok(room)) = timeout else {
+        let query = RoomQuery {
+            room: Some("r"),
+            name: Some("n"),
+            reply_timeout: Some("2"),
+            token_url: None,
+        };
+        let View::Room(Ok(page)) = view_for_page("http:", "a:1", query) else {
             panic!("a room view");
         };
-        assert_eq!(room.settings.reply_timeout, Duration::from_secs(2));
-        assert_eq!(room.settings.url, "ws://a:1/rooms?name=n");
+        let settings = page.settings(AuthMode::Open).expect("named");
+        assert_eq!(settings.reply_timeout, Duration::from_secs(2));
+        assert_eq!(page.reply_timeout(), Duration::from_secs(2));
+        assert_eq!(settings.url, "ws://a:1/rooms?name=n");
+    }
+
+    #[test]
+    fn with_tokens_the_name_comes_from_the_token_and_never_goes_in_the_url() {
+        let View::Room(Ok(page)) = room_view(Some("lobby"), None) else {
+            panic!("a room view without a name");
+        };
+        let error = page
+            .settings(AuthMode::Open)
+            .expect_err("open rooms need a name");
+        assert!(error.contains("?name="), "{error}");
+        let signed = AuthMode::Tokens { dev_sign_in: false };
+        assert_eq!(
+            page.settings(signed).map(|s| s.url),
+            Ok("wss://chat.example/rooms".to_owned())
+        );
+        let View::Room(Ok(named)) = room_view(Some("lobby"), Some("ana")) else {
+            panic!("a room view");
+        };
+        assert_eq!(
+            named.settings(signed).map(|s| s.url),
+            Ok("wss://chat.example/rooms".to_owned())
+        );
+        assert_eq!(page.config_url, "https://chat.example/auth/config");
+        assert_eq!(page.token_url, "https://chat.example/auth/token");
+        assert_eq!(page.reply_timeout(), DEFAULT_REPLY_TIMEOUT);
+    }
+
+    #[test]
+    fn the_token_url_is_on_the_pages_origin() {
+        let with = |url: &str| {
+            let query = RoomQuery {
+                room: Some("lobby"),
+                token_url: Some(url),
+                ..RoomQuery::default()
+            };
+            match view_for_page("https:", "chat.example", query) {
+                View::Room(page) => page.map(|page| page.token_url),
+                View::Subscriptions => panic!("a room view"),
+            }
+        };
+        assert_eq!(
+            with("/api/ws-token").as_deref(),
+            Ok("https://chat.example/api/ws-token")
+        );
+        assert_eq!(
+            with("https://chat.example/t?for=rooms").as_deref(),
+            Ok("https://chat.example/t?for=rooms")
+        );
+        for bad in [
+            "//evil.example/t",
+            "https://evil.example/t",
+            "https://chat.example.evil/t",
+            "https://chat.example:444/t",
+            "http://chat.example/t",
+            "javascript:alert(1)",
+            "/a b",
+            "/\\evil.example",
+            "token",
+            "",
+        ] {
+            let error = with(bad).expect_err(bad);
+            assert!(error.contains("?token-url="), "{error}");
+        }
     }
 
     #[test]
