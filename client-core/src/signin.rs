@@ -16,26 +16,78 @@ pub fn auth_frame(token: &str) -> String {
     .expect("an auth frame is a plain string")
 }
 
-/// Share of a token's remaining life after which it is refreshed: early enough that a slow
-/// token source still answers before `exp`, late enough not to ask it often.
-const REFRESH_AT: f64 = 0.8;
+/// Share of a token's remaining life after which it is refreshed (4/5): early enough that a
+/// slow token source still answers before `exp`, late enough not to ask it often.
+const REFRESH_AT_MULTIPLIER: u64 = 4;
+const REFRESH_AT_DIVISOR: u64 = 5;
 
 /// Shortest wait before a refresh: a token that lives a second or less is refreshed after it
 /// (and the server's 4408 then says why), not in a loop.
 const MIN_REFRESH_DELAY: Duration = Duration::from_secs(1);
 
-/// How long after `authed` to refresh a token that expires at `expires_ms` (ms since the Unix
-/// epoch), seen at `now_ms`.
-pub fn refresh_delay(now_ms: u64, expires_ms: u64) -> Duration {
-    let left = expires_ms.saturating_sub(now_ms);
-    // `left` is at most a few years in ms: exact in f64.
-    #[allow(
-        clippy::cast_precision_loss,
-        clippy::cast_possible_truncation,
-        clippy::cast_sign_loss
-    )]
-    let at = (left as f64 * REFRESH_AT) as u64;
-    Duration::from_millis(at).max(MIN_REFRESH_DELAY)
+/// How long after `authed` to refresh `token`, which the server says expires at `expires_ms`
+/// (ms since the Unix epoch, by its clock), seen at `now_ms` (by this one). By this clock
+/// when it agrees with the token's own life (`exp` - `iat`, the issuer's clock): then a token
+/// handed out some time after it was made is refreshed in time too. When it does not (the
+/// time left by it is none, or more than the token ever had), this clock is off, and the
+/// token's life says instead, less the second `iat` may have been rounded down by: a client
+/// whose clock is off by more than a token's life would otherwise refresh in a loop, or
+/// after `exp`.
+pub fn refresh_delay(token: &str, now_ms: u64, expires_ms: u64) -> Duration {
+    let by_this_clock = Duration::from_millis(expires_ms.saturating_sub(now_ms));
+    let left = match token_life(token) {
+        Some(life) if by_this_clock.is_zero() || by_this_clock > life => {
+            life.saturating_sub(Duration::from_secs(1))
+        }
+        _ => by_this_clock,
+    };
+    // Integer arithmetic: `Duration::mul_f64` would bring float formatting into the wasm.
+    let millis = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(millis / REFRESH_AT_DIVISOR * REFRESH_AT_MULTIPLIER)
+        .max(MIN_REFRESH_DELAY)
+}
+
+/// `exp` - `iat` of a JWT's claims, when it has both: read, not verified (a client only
+/// carries tokens; the server verifies them).
+pub fn token_life(token: &str) -> Option<Duration> {
+    // Whole seconds, as issuers write them: a fraction (allowed, rare) reads as no life, and
+    // the clock decides. Integers only: parsing floats would add 10 KiB to the wasm.
+    #[derive(Deserialize)]
+    struct Times {
+        exp: Option<u64>,
+        iat: Option<u64>,
+    }
+    let payload = token.split('.').nth(1)?;
+    // `from_str`, as every other parse in the clients: `from_slice` would be a second copy
+    // of serde_json's parser in the wasm.
+    let claims = String::from_utf8(base64url(payload)?).ok()?;
+    let times: Times = serde_json::from_str(&claims).ok()?;
+    let life = times.exp?.checked_sub(times.iat?)?;
+    (life > 0).then(|| Duration::from_secs(life))
+}
+
+/// Decodes unpadded base64url. By hand: a crate for these ten lines would add to the wasm.
+fn base64url(text: &str) -> Option<Vec<u8>> {
+    let mut bytes = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut buffer, mut bits) = (0_u32, 0_u32);
+    for byte in text.bytes() {
+        let value = match byte {
+            b'A'..=b'Z' => byte - b'A',
+            b'a'..=b'z' => byte - b'a' + 26,
+            b'0'..=b'9' => byte - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        buffer = (buffer << 6) | u32::from(value);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            bytes.push((buffer >> bits) as u8);
+            buffer &= (1 << bits) - 1;
+        }
+    }
+    Some(bytes)
 }
 
 /// What a close from a server that wants tokens means.
@@ -98,6 +150,7 @@ pub fn auth_mode(status: u16, body: &str) -> Result<AuthMode, String> {
             Err(_) => Err("its /auth/config is not the JSON this page reads".to_owned()),
         },
         404 => Ok(AuthMode::Open),
+        0 => Err("its /auth/config answered with a redirect".to_owned()),
         status => Err(format!("its /auth/config answered HTTP {status}")),
     }
 }
@@ -126,6 +179,11 @@ struct Issued {
 /// refusal's body, when it is short text, is quoted to the user).
 pub fn token_answer(status: u16, body: &str) -> TokenAnswer {
     match status {
+        // A redirect the page does not follow: a backend's way to a login page.
+        0 => TokenAnswer::Refused(
+            "the sign-in answered with a redirect (to a login page?): sign in to the app first"
+                .to_owned(),
+        ),
         200..=299 => {
             if body.len() > MAX_TOKEN_ANSWER_BYTES {
                 return TokenAnswer::Refused(format!(
@@ -191,12 +249,73 @@ mod tests {
         );
     }
 
+    /// A token with these claims (its header and signature are not read).
+    fn token(claims: &str) -> String {
+        let encoded: String = {
+            const ALPHABET: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            let bytes = claims.as_bytes();
+            let mut out = String::new();
+            for chunk in bytes.chunks(3) {
+                let n = chunk
+                    .iter()
+                    .enumerate()
+                    .fold(0_u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+                for i in 0..=chunk.len() {
+                    out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+                }
+            }
+            out
+        };
+        format!("eyJhbGciOiJIUzI1NiJ9.{encoded}.c2ln")
+    }
+
     #[test]
     fn a_token_is_refreshed_at_four_fifths_of_its_life_and_never_in_a_loop() {
-        assert_eq!(refresh_delay(0, 100_000), Duration::from_secs(80));
-        assert_eq!(refresh_delay(50_000, 100_000), Duration::from_secs(40));
-        assert_eq!(refresh_delay(100_000, 100_500), MIN_REFRESH_DELAY);
-        assert_eq!(refresh_delay(200_000, 100_000), MIN_REFRESH_DELAY);
+        // No `iat`: the time left by this clock.
+        let plain = token(r#"{"sub":"ana","exp":100}"#);
+        assert_eq!(refresh_delay(&plain, 0, 100_000), Duration::from_secs(80));
+        assert_eq!(
+            refresh_delay(&plain, 50_000, 100_000),
+            Duration::from_secs(40)
+        );
+        assert_eq!(refresh_delay(&plain, 100_000, 100_500), MIN_REFRESH_DELAY);
+        assert_eq!(refresh_delay(&plain, 200_000, 100_000), MIN_REFRESH_DELAY);
+        assert_eq!(
+            refresh_delay("not a token", 0, 10_000),
+            Duration::from_secs(8)
+        );
+    }
+
+    #[test]
+    fn a_clock_off_by_more_than_a_tokens_life_changes_nothing() {
+        // Issued for 10 minutes: a clock that agrees says how much is left (a token handed
+        // out 5 minutes after it was made is refreshed after 4)...
+        let issued = token(r#"{"sub":"ana","iat":1800000000,"exp":1800000600,"name":"Ä"}"#);
+        assert_eq!(token_life(&issued), Some(Duration::from_secs(600)));
+        let exp_ms = 1_800_000_600_000;
+        assert_eq!(
+            refresh_delay(&issued, exp_ms - 300_000, exp_ms),
+            Duration::from_secs(240)
+        );
+        // ... one that is off (ahead by an hour, or behind by a day) is not believed: the
+        // token's life, less a second for `iat`'s rounding, says when.
+        for now_ms in [exp_ms + 3_600_000, exp_ms - 86_400_000] {
+            assert_eq!(
+                refresh_delay(&issued, now_ms, exp_ms),
+                Duration::from_millis(479_200),
+                "{now_ms}"
+            );
+        }
+        for odd in [
+            r#"{"iat":1800000600,"exp":1800000000}"#,
+            r#"{"iat":"soon","exp":1800000000}"#,
+            r#"{"exp":1800000000}"#,
+        ] {
+            assert_eq!(token_life(&token(odd)), None, "{odd}");
+        }
+        assert_eq!(base64url("a+b"), None);
+        assert_eq!(base64url("SGk").as_deref(), Some(&b"Hi"[..]));
     }
 
     #[test]
@@ -276,6 +395,10 @@ mod tests {
         assert!(
             matches!(token_answer(400, "Sign in with one name."), TokenAnswer::Refused(words) if words.contains("one name"))
         );
+        assert!(
+            matches!(token_answer(0, ""), TokenAnswer::Refused(words) if words.contains("redirect"))
+        );
+        assert!(auth_mode(0, "").is_err());
         assert_eq!(
             token_answer(503, "busy"),
             TokenAnswer::Unavailable("the sign-in answered HTTP 503".into())

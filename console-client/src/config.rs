@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+
+use crate::token::TokenSource;
 use client_core::outbox::MAX_MESSAGE_BYTES;
 use client_core::settings::{parse_max_message_size, parse_reply_timeout, parse_seconds};
 use room_protocol::names;
@@ -19,9 +21,8 @@ const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// Reads lines from standard input and sends each over one WebSocket; prints every reply on
 /// standard output, one per line (line breaks in it escaped as \n, and every control character
 /// when standard output is a terminal or in a room). Status goes to standard error.
-#[derive(Debug, Clone, Parser)]
+#[derive(Clone, Parser)]
 #[command(name = "console-client", version, about)]
-#[command(group(clap::ArgGroup::new("who").args(["name", "token", "token_command"])))]
 pub struct Config {
     /// WebSocket URL (ws:// or wss://) of an app: /subscriptions, /echo or /mirror. With
     /// --room, the server whose /rooms to use (the path is replaced).
@@ -36,7 +37,7 @@ pub struct Config {
     /// Speak the rooms protocol: join this room, print its messages as `name: text`, publish
     /// each line typed. Needs --name on an open server, or a token (--token, --token-command)
     /// on one that wants them.
-    #[arg(long, requires = "who", value_parser = room_name, value_name = "NAME")]
+    #[arg(long, value_parser = room_name, value_name = "NAME")]
     pub room: Option<String>,
 
     /// The display name others see in the room, on a server without tokens. Needs --room.
@@ -45,13 +46,12 @@ pub struct Config {
     pub name: Option<String>,
 
     /// The signed token (JWT) to sign in to the room's server with: it names you and says
-    /// which rooms you may read and write. Needs --room. Prefer the environment variable: a
-    /// command line is visible to other users of the machine.
+    /// which rooms you may read and write. Needs --room. Prefer the environment variable
+    /// ROOMS_TOKEN (read for a --room without --name, --token or --token-command): a command
+    /// line is visible to other users of the machine.
     #[arg(
         long,
-        env = "ROOMS_TOKEN",
         requires = "room",
-        hide_env_values = true,
         conflicts_with = "token_command",
         value_name = "JWT"
     )]
@@ -80,6 +80,47 @@ pub struct Config {
     #[arg(long, env = "CONSOLE_CLIENT_MAX_MESSAGE_SIZE", default_value_t = MAX_MESSAGE_BYTES,
           value_parser = parse_max_message_size, value_name = "BYTES")]
     pub max_message_size: usize,
+}
+
+impl std::fmt::Debug for Config {
+    /// Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("url", &self.url)
+            .field("room", &self.room)
+            .field("name", &self.name)
+            .field("token", &self.token.as_ref().map(|_| ".."))
+            .field("token_command", &self.token_command)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The environment variable a room's token may come from.
+pub const TOKEN_VARIABLE: &str = "ROOMS_TOKEN";
+
+impl Config {
+    /// Where a room's token comes from: `--token`, `--token-command`, or, for a `--room`
+    /// given neither nor `--name`, `env_token` (ROOMS_TOKEN's value). Read by hand rather
+    /// than by clap, whose conflicts would then hold for the variable too, so an exported
+    /// token would break every other use of the client. `Err`: a room with no way to sign in.
+    pub fn tokens(&self, env_token: Option<String>) -> Result<Option<TokenSource>, String> {
+        let from_env = || {
+            env_token
+                .filter(|token| !token.is_empty())
+                .map(TokenSource::Fixed)
+        };
+        match (&self.room, &self.name, &self.token, &self.token_command) {
+            (_, _, Some(token), _) => Ok(Some(TokenSource::Fixed(token.clone()))),
+            (_, _, None, Some(command)) => Ok(Some(TokenSource::Command(command.clone()))),
+            (Some(_), None, None, None) => from_env().map(Some).ok_or_else(|| {
+                format!(
+                    "--room needs --name (on a server without tokens) or a token: --token, \
+                     {TOKEN_VARIABLE} or --token-command"
+                )
+            }),
+            _ => Ok(None),
+        }
+    }
 }
 
 fn connect_timeout(seconds: &str) -> Result<Duration, String> {
@@ -145,7 +186,6 @@ mod tests {
             &["--connect-timeout", "0"][..],
             &["--reply-timeout", "soon"],
             &["--max-message-size", "0"],
-            &["--room", "lobby"],
             &["--name", "ana"],
             &["--room", "a b", "--name", "ana"],
             &["--room", "lobby", "--name", ""],
@@ -163,5 +203,33 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_exported_token_is_read_for_a_room_without_a_name_and_nowhere_else() {
+        let env = || Some("from-env".to_owned());
+        let tokens = |args: &[&str], env_token: Option<String>| {
+            parse(args).expect("valid flags").tokens(env_token)
+        };
+        assert_eq!(
+            tokens(&["--room", "lobby"], env()),
+            Ok(Some(TokenSource::Fixed("from-env".into())))
+        );
+        assert!(tokens(&["--room", "lobby"], None).is_err());
+        assert!(tokens(&["--room", "lobby"], Some(String::new())).is_err());
+        // Set but not wanted: an app, a named room, another token source.
+        assert_eq!(tokens(&["ws://h/echo"], env()), Ok(None));
+        assert_eq!(
+            tokens(&["--room", "lobby", "--name", "ana"], env()),
+            Ok(None)
+        );
+        assert_eq!(
+            tokens(&["--room", "lobby", "--token-command", "mint"], env()),
+            Ok(Some(TokenSource::Command("mint".into())))
+        );
+        assert_eq!(
+            tokens(&["--room", "lobby", "--token", "flag"], env()),
+            Ok(Some(TokenSource::Fixed("flag".into())))
+        );
     }
 }

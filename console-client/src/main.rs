@@ -43,10 +43,12 @@ async fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
     };
-    let tokens = match (config.token.clone(), config.token_command.clone()) {
-        (Some(token), _) => Some(TokenSource::Fixed(token)),
-        (None, Some(command)) => Some(TokenSource::Command(command)),
-        (None, None) => None,
+    let tokens = match config.tokens(std::env::var(config::TOKEN_VARIABLE).ok()) {
+        Ok(tokens) => tokens,
+        Err(error) => {
+            eprintln!("console-client: {error}");
+            return ExitCode::from(2);
+        }
     };
     // The URL to connect to, and what is spoken there. With a token, the token names the
     // person and the URL has no name.

@@ -394,7 +394,9 @@ impl Talk for RoomTalk {
                     .map_or(0, |since| {
                         u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
                     });
-                self.refresh_at = Some(Instant::now() + signin::refresh_delay(now_ms, expires));
+                let token = self.token.as_deref().unwrap_or_default();
+                let delay = signin::refresh_delay(token, now_ms, expires);
+                self.refresh_at = Some(Instant::now() + delay);
                 self.name = name;
                 Heard::Nothing
             }

@@ -7,10 +7,20 @@ use room_protocol::bounds::MAX_TOKEN_BYTES;
 use tokio::process::Command;
 
 /// See the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum TokenSource {
     Fixed(String),
     Command(String),
+}
+
+impl std::fmt::Debug for TokenSource {
+    /// Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSource::Fixed(_) => f.write_str("Fixed(..)"),
+            TokenSource::Command(command) => f.debug_tuple("Command").field(command).finish(),
+        }
+    }
 }
 
 impl TokenSource {

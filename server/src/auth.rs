@@ -215,6 +215,33 @@ fn is_pem(contents: &[u8]) -> bool {
     contents.trim_ascii_start().starts_with(b"-----BEGIN ")
 }
 
+/// The DER prefix of an Ed25519 public key (SubjectPublicKeyInfo), before its 32 bytes.
+const ED25519_SPKI_PREFIX: &[u8] = &[
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// What a key file holds when it is a public key in a format this server does not read:
+/// taken as an HMAC secret, it would let anyone who has the public key sign tokens.
+fn public_key_format(contents: &[u8]) -> Option<&'static str> {
+    let text = contents.trim_ascii_start();
+    if text.starts_with(b"ssh-") || text.starts_with(b"ecdsa-sha2-") {
+        Some("an OpenSSH public key")
+    } else if text.starts_with(b"{") {
+        Some("a JSON (JWK) key")
+    } else if contents.starts_with(ED25519_SPKI_PREFIX) {
+        Some("an Ed25519 public key in DER")
+    } else {
+        None
+    }
+}
+
+/// Makes sure jsonwebtoken signs and verifies with its pure-Rust provider: installed once,
+/// so a build that also enabled another provider cannot panic at the first token.
+fn crypto_ready() {
+    // `Err` when one is installed already: the first install stays, and it is this one.
+    let _ = jsonwebtoken::crypto::rust_crypto::DEFAULT_PROVIDER.install_default();
+}
+
 fn read_key_file(path: &Path) -> Result<Vec<u8>, String> {
     std::fs::read(path).map_err(|error| format!("--auth-key {}: {error}", path.display()))
 }
@@ -223,6 +250,7 @@ impl Keys {
     /// Reads every `--auth-key` file: an HMAC secret (at least 32 bytes) or an Ed25519 public
     /// key in PEM. The error is one line for `main` to print.
     pub(crate) fn load(paths: &[impl AsRef<Path>]) -> Result<Keys, String> {
+        crypto_ready();
         let mut keys = Vec::with_capacity(paths.len());
         for path in paths {
             let path = path.as_ref();
@@ -241,9 +269,24 @@ impl Keys {
                      (openssl pkey -in KEY -pubout)"
                 ));
             }
-            return DecodingKey::from_ed_pem(contents)
-                .map(Key::Ed25519)
-                .map_err(|_| format!("--auth-key {shown}: not an Ed25519 public key in PEM"));
+            let key = DecodingKey::from_ed_pem(contents)
+                .map_err(|_| format!("--auth-key {shown}: not an Ed25519 public key in PEM"))?;
+            // A key that parses but is no point of the curve fails every verification: say so
+            // now rather than refuse every token.
+            let zero_signature = "A".repeat(86);
+            return match jsonwebtoken::crypto::verify(&zero_signature, b"", &key, Algorithm::EdDSA)
+            {
+                Ok(_) => Ok(Key::Ed25519(key)),
+                Err(_) => Err(format!(
+                    "--auth-key {shown}: not a valid Ed25519 public key"
+                )),
+            };
+        }
+        if let Some(format) = public_key_format(contents) {
+            return Err(format!(
+                "--auth-key {shown}: {format}; the server reads an HMAC secret, or an Ed25519 \
+                 public key in PEM (-----BEGIN PUBLIC KEY-----)"
+            ));
         }
         let secret = secret_bytes(contents);
         if secret.len() < MIN_SECRET_BYTES {
@@ -261,6 +304,7 @@ impl Keys {
     /// A secret drawn now, for `--dev-sign-in` without `--auth-key`: tokens that live as long
     /// as this process.
     pub(crate) fn with_secret(secret: &[u8]) -> Keys {
+        crypto_ready();
         Keys {
             keys: vec![Key::Hmac(
                 DecodingKey::from_secret(secret).expect("an HMAC key takes any bytes"),
@@ -280,6 +324,14 @@ impl Keys {
             return Err(Refusal::Malformed);
         };
         let algorithm = algorithm_of(header)?;
+        // Base64url, checked once here: a key's failure below is then that key's alone.
+        if signature.is_empty()
+            || !signature
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_')
+        {
+            return Err(Refusal::Malformed);
+        }
         let message = &token[..header.len() + 1 + payload.len()];
         let mut verified = false;
         for key in &self.keys {
@@ -287,14 +339,12 @@ impl Keys {
                 (Key::Hmac(key), Algorithm::HS256) | (Key::Ed25519(key), Algorithm::EdDSA) => key,
                 _ => continue,
             };
-            match jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, algorithm) {
-                Ok(true) => {
-                    verified = true;
-                    break;
-                }
-                Ok(false) => {}
-                // The signature is not base64url.
-                Err(_) => return Err(Refusal::Malformed),
+            // Not this key's signature (or one it cannot check): the next key may be.
+            let checked =
+                jsonwebtoken::crypto::verify(signature, message.as_bytes(), key, algorithm);
+            if checked.unwrap_or(false) {
+                verified = true;
+                break;
             }
         }
         if !self.keys.iter().any(|key| {
@@ -361,7 +411,15 @@ fn claims_of(payload: &str, now_ms: u64) -> Result<Identity, Refusal> {
         }
     }
     let name = match claims.get("name") {
-        None => user.clone(),
+        // `sub` may be longer than a display name: its first characters then.
+        None => {
+            let shown: String = user.chars().take(names::MAX_DISPLAY_NAME).collect();
+            if names::is_display_name(&shown) {
+                shown
+            } else {
+                "(no name)".to_owned()
+            }
+        }
         Some(Value::String(name)) if names::is_display_name(name) => name.clone(),
         Some(_) => return Err(Refusal::BadClaim("name")),
     };
@@ -424,6 +482,7 @@ impl fmt::Debug for Signer {
 impl Signer {
     /// Reads a key file for signing.
     pub(crate) fn load(path: &Path) -> Result<Signer, String> {
+        crypto_ready();
         let contents = read_key_file(path)?;
         let shown = path.display();
         if is_pem(&contents) {
@@ -462,6 +521,7 @@ impl Signer {
     }
 
     pub(crate) fn with_secret(secret: &[u8]) -> Signer {
+        crypto_ready();
         Signer {
             key: EncodingKey::from_secret(secret).expect("an HMAC key takes any bytes"),
             algorithm: Algorithm::HS256,
@@ -605,7 +665,10 @@ impl Auth {
     /// the name and the key, so the same name is the same user.
     pub(crate) fn dev_token(&self, name: &str, now_ms: u64) -> Option<String> {
         let dev = self.dev.as_ref()?;
-        let derived = dev.signer.sign_bytes(name.as_bytes());
+        // Labelled: the key signs tokens too, and a user id must be no piece of a signature.
+        let derived = dev
+            .signer
+            .sign_bytes(format!("rooms dev sign-in user id\0{name}").as_bytes());
         let mut claims = Claims {
             sub: format!("dev-{}", &derived[..16]),
             name: Some(name.to_owned()),
@@ -861,6 +924,54 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_public_key_in_another_format_is_never_taken_for_a_secret() {
+        let path = Path::new("/nonexistent/key.pub");
+        let mut der = ED25519_SPKI_PREFIX.to_vec();
+        der.extend_from_slice(&[7; 32]);
+        let jwk =
+            br#"{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}"#;
+        let ssh = b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFake user@host\n";
+        for (contents, said) in [(&der[..], "DER"), (&jwk[..], "JWK"), (&ssh[..], "OpenSSH")] {
+            let error = Keys::key(path, contents).err().expect("refused");
+            assert!(error.contains(said), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_signature_one_key_cannot_check_leaves_the_next_key_to_try() {
+        let other: &[u8] = b"another secret of thirty-two b..";
+        let both = Keys {
+            keys: vec![
+                Key::Hmac(DecodingKey::from_secret(other).expect("key")),
+                Key::Hmac(DecodingKey::from_secret(SECRET).expect("key")),
+            ],
+        };
+        let token = hs256(HEADER, &claims(""), SECRET);
+        assert!(both.verify(&token, NOW_MS).is_ok());
+        let (message, _) = token.rsplit_once('.').expect("three parts");
+        for signature in ["", "not base64!", "a+b/c="] {
+            assert_eq!(
+                both.verify(&format!("{message}.{signature}"), NOW_MS).err(),
+                Some(Refusal::Malformed),
+                "{signature:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn without_a_name_a_long_sub_shows_as_its_first_characters() {
+        let sub = "u".repeat(names::MAX_USER_ID);
+        let token = hs256(
+            HEADER,
+            &format!(r#"{{"sub":"{sub}","exp":1800000060,"rooms":{{"lobby":"write"}}}}"#),
+            SECRET,
+        );
+        let identity = keys().verify(&token, NOW_MS).expect("accepted");
+        assert_eq!(identity.user, sub);
+        assert_eq!(identity.name, "u".repeat(names::MAX_DISPLAY_NAME));
     }
 
     #[test]

@@ -592,15 +592,20 @@ async fn dev_token(request: Request<Incoming>, shared: &Shared) -> Response<Body
             "Sign-in is for this server's own pages.\n",
         );
     }
-    let body = match http_body_util::Limited::new(request.into_body(), MAX_SIGN_IN_BODY)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
+    // Bounded in time as the headers are: a body sent a byte at a time holds no slot long.
+    let read = http_body_util::Limited::new(request.into_body(), MAX_SIGN_IN_BODY).collect();
+    let body = match tokio::time::timeout(shared.config.header_timeout, read).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(_)) => {
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "A sign-in form is a name, nothing more.\n",
+            );
+        }
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "The sign-in form came too slowly.\n",
             );
         }
     };

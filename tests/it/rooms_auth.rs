@@ -518,25 +518,99 @@ async fn one_user_holds_at_most_its_connections_and_a_closed_one_frees_its_place
         .await
         .is_some()
     {}
+    let (third, _) = sign_in_when_free(&server, &token).await;
+    // One goes without a word (its TCP connection dropped): its place comes back too.
+    drop(third);
+    sign_in_when_free(&server, &token).await;
+}
+
+/// Signs in with `token` once the server has let go of a connection of the same user that
+/// ended (refused 4429 until then; at most [`PATIENCE`]).
+async fn sign_in_when_free(server: &TestServer, token: &str) -> (Member, String) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let mut again = send_token(&server, &token).await;
+        let mut again = send_token(server, token).await;
         match next_message(&mut again.client).await {
             Message::Text(text) => {
                 assert!(text.contains(r#""type":"authed""#), "{text}");
-                break;
+                return (again, text.to_string());
             }
             Message::Close(Some(frame)) if u16::from(frame.code) == 4429 => {
-                // The server has not dropped the closed session yet: ask again.
+                // The server has not dropped the ended session yet: ask again.
                 assert!(
                     tokio::time::Instant::now() < deadline,
-                    "the closed connection's place never came back"
+                    "the ended connection's place never came back"
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             other => panic!("unexpected {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn refreshes_come_no_faster_than_joins() {
+    let keys = Keys::new();
+    let server = start(&keys, &["--join-rate", "1", "--join-burst", "2"]).await;
+    let token = hs256(&claims("ana", None, json!({"lobby": "write"}), 60));
+    let (mut member, _) = sign_in(&server, &token).await;
+    const SENT: usize = 10;
+    for _ in 0..SENT {
+        member.send(json!({"type": "auth", "token": token})).await;
+    }
+    let (mut authed, mut limited) = (0, 0);
+    for _ in 0..SENT {
+        match member.next().await {
+            ServerFrame::Authed { .. } => authed += 1,
+            ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                message,
+                ..
+            } => {
+                assert!(message.contains("refreshing"), "{message}");
+                limited += 1;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The burst of 2, and at most a few more should the sending take seconds.
+    assert!((2..=4).contains(&authed), "{authed} refreshes taken");
+    assert_eq!(authed + limited, SENT);
+    // The connection stays and works.
+    member.send(json!({"type": "join", "room": "lobby"})).await;
+    assert!(matches!(
+        member.next().await,
+        ServerFrame::Joined { .. } | ServerFrame::Error { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_sign_in_form_sent_a_byte_at_a_time_is_cut_off_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start(&["--dev-sign-in", "--header-timeout", "1"]).await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connects");
+    stream
+        .write_all(
+            b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: \
+              application/x-www-form-urlencoded\r\nContent-Length: 20\r\n\r\nna",
+        )
+        .await
+        .expect("writes");
+    let started = tokio::time::Instant::now();
+    let mut answer = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .expect("reads");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]

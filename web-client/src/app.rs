@@ -679,7 +679,8 @@ impl Client {
             #[allow(clippy::cast_precision_loss)]
             let expires = expires as f64;
             signin.expires = Some(expires);
-            let delay = refresh_delay(now as u64, expires as u64);
+            let token = signin.token.as_deref().unwrap_or_default();
+            let delay = refresh_delay(token, now as u64, expires as u64);
             signin.refresh_at = Some(now + f64::from(millis(delay)));
         }
         let known = view.name.borrow().clone();
@@ -1183,14 +1184,19 @@ async fn unless_stopped<T>(
     }
 }
 
-/// Resolves at `at` (a `Date.now()` in milliseconds); never for `None`.
+/// Resolves at `at` (a `Date.now()` in milliseconds); never for `None`. A browser timer
+/// takes at most 2^31 - 1 ms (24.8 days; past it, it fires at once): a later time is waited
+/// for in steps.
 async fn until(at: Option<f64>) {
-    match at {
-        Some(at) => {
-            let left = (at - js_sys::Date::now()).max(0.0);
-            TimeoutFuture::new(left.min(f64::from(u32::MAX)) as u32).await;
+    let Some(at) = at else {
+        return future::pending::<()>().await;
+    };
+    loop {
+        let left = at - js_sys::Date::now();
+        if left <= 0.0 {
+            return;
         }
-        None => future::pending::<()>().await,
+        TimeoutFuture::new(left.min(f64::from(i32::MAX)) as u32).await;
     }
 }
 

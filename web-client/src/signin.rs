@@ -11,7 +11,8 @@ use gloo_timers::future::TimeoutFuture;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{
-    AbortController, RequestCache, RequestCredentials, RequestInit, Response, UrlSearchParams,
+    AbortController, RequestCache, RequestCredentials, RequestInit, RequestRedirect, Response,
+    ResponseType, UrlSearchParams,
 };
 
 use client_core::signin::{AuthMode, TokenAnswer, auth_mode, token_answer};
@@ -56,6 +57,9 @@ async fn request(
     // The page's own origin, with its cookies: the app's session says who signs in.
     init.set_credentials(RequestCredentials::SameOrigin);
     init.set_cache(RequestCache::NoStore);
+    // A redirect (a backend sending a signed-out user to its login page, often on another
+    // origin) is an answer, not a failure to retry: it comes back as status 0.
+    init.set_redirect(RequestRedirect::Manual);
     init.set_signal(Some(&abort.signal()));
     let asked = async {
         let response = JsFuture::from(window.fetch_with_str_and_init(url, &init))
@@ -64,6 +68,9 @@ async fn request(
         let response: Response = response
             .dyn_into()
             .map_err(|_| "the browser's fetch gave no response".to_owned())?;
+        if response.type_() == ResponseType::Opaqueredirect {
+            return Ok((0, String::new()));
+        }
         let status = response.status();
         let text = response
             .text()

@@ -295,6 +295,14 @@ impl Member {
             }
         };
         if let ClientFrame::Auth { token } = &frame {
+            // A refresh verifies a signature: no faster than joins may come.
+            if matches!(self.who, Who::Signed { .. }) && !self.join_bucket.try_take(now_ms()) {
+                self.refuse(Problem::new(
+                    ErrorCode::RateLimited,
+                    "refreshing the token too fast: send it again in a moment",
+                ));
+                return None;
+            }
             self.authenticate(token);
             return None;
         }
@@ -452,11 +460,15 @@ impl Member {
         }
     }
 
-    /// Leaves every room (the session is ending).
+    /// Leaves every room and gives back the user's connection slot (the session is ending:
+    /// a reconnect of the same user may come before its close handshake is over).
     pub(crate) fn leave_all(&mut self) {
         let now = now_ms();
         for room in self.rooms.drain() {
             self.engine.forget(&room, self.id, now);
+        }
+        if matches!(self.who, Who::Signed { .. }) {
+            self.who = Who::Unknown;
         }
     }
 
