@@ -193,6 +193,8 @@ impl Room {
         encode(&ClientFrame::Join {
             room: self.room.clone(),
             since: self.seen.position(),
+            history: None,
+            presence: false,
         })
     }
 
@@ -334,7 +336,10 @@ impl Room {
                 name,
                 expires,
             },
-            ServerFrame::Left { .. } => Event::Nothing,
+            // Who is here and who types: not shown by this client yet.
+            ServerFrame::Left { .. }
+            | ServerFrame::Presence { .. }
+            | ServerFrame::Typing { .. } => Event::Nothing,
             ServerFrame::Error {
                 code,
                 message,

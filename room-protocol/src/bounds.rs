@@ -14,6 +14,14 @@ pub const PUBLISH_RATE: u32 = 20;
 /// default `--publish-burst`.
 pub const PUBLISH_BURST: u32 = 40;
 
+/// Shortest time between two `typing` frames of one user in one room that reach the others:
+/// a server drops those in between, so a client need not send more often.
+pub const TYPING_INTERVAL_MS: u64 = 2_000;
+
+/// Longest time a room's presence changes wait to go out together: at most one presence
+/// frame per room per interval.
+pub const PRESENCE_INTERVAL_MS: u64 = 200;
+
 /// Longest token an `auth` frame may carry, in bytes (a server refuses a longer one, 4401).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 

@@ -3,7 +3,8 @@
 //!
 //! | client → server | server → client |
 //! |---|---|
-//! | `{"type":"join","room":R}` or with `"since":{"epoch":E,"offset":N}` | `{"type":"joined","room":R,"epoch":E,"offset":N,"recovered":B}` |
+//! | `{"type":"join","room":R}` or with `"since":{"epoch":E,"offset":N}`, `"history":N`, `"presence":true` | `{"type":"joined","room":R,"epoch":E,"offset":N,"recovered":B}`, then with `presence` a snapshot `{"type":"presence","room":R,"count":N,"members":[{"user":U,"name":NAME},...]}` and its changes `{"type":"presence","room":R,"count":N,"joined":[...],"left":[...]}` (past the cap `{"type":"presence","room":R,"count":N,"capped":true}`) |
+//! | `{"type":"typing","room":R}` | to the room's other members `{"type":"typing","room":R,"user":U,"name":NAME}` |
 //! | `{"type":"leave","room":R}` | `{"type":"left","room":R}`, or with `"reason":"forbidden"` when a refreshed token no longer grants it |
 //! | `{"type":"publish","room":R,"id":ID,"text":T}` | `{"type":"ack","room":R,"id":ID,"offset":N}` |
 //! | `{"type":"auth","token":JWT}` (first, when the server wants tokens; again to refresh) | `{"type":"authed","user":SUB,"name":NAME,"expires":MS}` |
@@ -32,11 +33,23 @@ pub struct Position {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ClientFrame {
-    /// Join `room`; with `since`, resume after that position.
+    /// Join `room`; with `since`, resume after that position. With `history`, a join that
+    /// has no `since` or cannot recover it gets the room's last `history` messages replayed
+    /// (all it keeps when that is fewer). With `presence`, who is in the room follows
+    /// `joined`, then its changes.
     Join {
         room: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         since: Option<Position>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        history: Option<u64>,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        presence: bool,
+    },
+    /// The member is typing in `room`: forwarded to the room's other members, at most once
+    /// per [`TYPING_INTERVAL_MS`](crate::bounds::TYPING_INTERVAL_MS) per user and room.
+    Typing {
+        room: String,
     },
     Leave {
         room: String,
@@ -100,6 +113,30 @@ pub enum ServerFrame {
         name: String,
         expires: u64,
     },
+    /// Who is in a room, for a member that joined with `presence`: `count` users (a user
+    /// with several connections counts once), then either everyone (`members`, the first
+    /// frame after `joined`, and again when the room falls back under the cap), or the net
+    /// change since the last frame (`joined`, `left`; a user is in at most one of them), or,
+    /// past the server's cap, nothing but `capped`. Apply `joined` and `left` as set
+    /// operations: a user already listed may be named again.
+    Presence {
+        room: String,
+        count: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<PresentUser>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        joined: Option<Vec<PresentUser>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        left: Option<Vec<PresentUser>>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        capped: bool,
+    },
+    /// Another member of `room` is typing.
+    Typing {
+        room: String,
+        user: String,
+        name: String,
+    },
     /// A request was refused; the connection stays open.
     Error {
         code: ErrorCode,
@@ -146,6 +183,19 @@ struct Incoming {
     reason: Option<String>,
     name: Option<String>,
     expires: Option<u64>,
+    count: Option<u64>,
+    members: Option<Vec<PresentUser>>,
+    joined: Option<Vec<PresentUser>>,
+    left: Option<Vec<PresentUser>>,
+    capped: Option<bool>,
+}
+
+/// A user in a room's presence: its id (a token's `sub`, or the `anon-` id of open mode) and
+/// the name others see.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PresentUser {
+    pub user: String,
+    pub name: String,
 }
 
 impl Incoming {
@@ -170,6 +220,11 @@ impl Incoming {
             reason,
             name,
             expires,
+            count,
+            members,
+            joined,
+            left,
+            capped,
         } = self;
         Ok(match kind.as_str() {
             "joined" => ServerFrame::Joined {
@@ -201,6 +256,19 @@ impl Incoming {
                 name: needed(name, "name")?,
                 expires: needed(expires, "expires")?,
             },
+            "presence" => ServerFrame::Presence {
+                room: needed(room, "room")?,
+                count: needed(count, "count")?,
+                members,
+                joined,
+                left,
+                capped: capped.unwrap_or(false),
+            },
+            "typing" => ServerFrame::Typing {
+                room: needed(room, "room")?,
+                user: needed(user, "user")?,
+                name: needed(name, "name")?,
+            },
             "error" => ServerFrame::Error {
                 code: needed(code, "code")?,
                 message: needed(message, "message")?,
@@ -210,7 +278,9 @@ impl Incoming {
             other => {
                 return Err(serde_json::Error::unknown_variant(
                     other,
-                    &["joined", "message", "ack", "left", "authed", "error"],
+                    &[
+                        "joined", "message", "ack", "left", "authed", "presence", "typing", "error",
+                    ],
                 ));
             }
         })
@@ -286,6 +356,8 @@ struct Request {
     text: Option<String>,
     since: Option<Position>,
     token: Option<String>,
+    history: Option<u64>,
+    presence: Option<bool>,
 }
 
 /// Reads and checks one client frame. The text length is not checked here: its limit is the
@@ -312,18 +384,23 @@ impl Request {
             text,
             since,
             token,
+            history,
+            presence,
         } = self;
         let about = |problem: Problem| problem.about(room.as_deref(), id.as_deref());
         let kind = kind.ok_or_else(|| {
             about(Problem::new(
                 ErrorCode::BadRequest,
-                "a request needs a \"type\": join, leave, publish or auth",
+                "a request needs a \"type\": join, leave, publish, typing or auth",
             ))
         })?;
-        if !matches!(kind.as_str(), "join" | "leave" | "publish" | "auth") {
+        if !matches!(
+            kind.as_str(),
+            "join" | "leave" | "publish" | "typing" | "auth"
+        ) {
             return Err(about(Problem::new(
                 ErrorCode::BadRequest,
-                format!("unknown type {kind:?}: join, leave, publish or auth"),
+                format!("unknown type {kind:?}: join, leave, publish, typing or auth"),
             )));
         }
         if kind == "auth" {
@@ -352,6 +429,11 @@ impl Request {
             "join" => Ok(ClientFrame::Join {
                 room: room_name.to_owned(),
                 since,
+                history,
+                presence: presence.unwrap_or(false),
+            }),
+            "typing" => Ok(ClientFrame::Typing {
+                room: room_name.to_owned(),
             }),
             "leave" => Ok(ClientFrame::Leave {
                 room: room_name.to_owned(),
@@ -485,10 +567,19 @@ mod tests {
         }
     }
 
+    fn present(user: &str, name: &str) -> PresentUser {
+        PresentUser {
+            user: user.into(),
+            name: name.into(),
+        }
+    }
+
     fn join(room: &str) -> ClientFrame {
         ClientFrame::Join {
             room: room.into(),
             since: None,
+            history: None,
+            presence: false,
         }
     }
 
@@ -504,6 +595,23 @@ mod tests {
                         epoch: "e1".into(),
                         offset: 41,
                     }),
+                    history: None,
+                    presence: false,
+                },
+            ),
+            (
+                r#"{"type":"join","room":"lobby","history":50,"presence":true}"#,
+                ClientFrame::Join {
+                    room: "lobby".into(),
+                    since: None,
+                    history: Some(50),
+                    presence: true,
+                },
+            ),
+            (
+                r#"{"type":"typing","room":"lobby"}"#,
+                ClientFrame::Typing {
+                    room: "lobby".into(),
                 },
             ),
             (
@@ -706,6 +814,47 @@ mod tests {
                     expires: 1_764_400_000_000,
                 },
                 r#"{"type":"authed","user":"ana-1","name":"Ana","expires":1764400000000}"#,
+            ),
+            (
+                ServerFrame::Presence {
+                    room: "R".into(),
+                    count: 2,
+                    members: Some(vec![present("ana", "Ana"), present("bo", "Bo")]),
+                    joined: None,
+                    left: None,
+                    capped: false,
+                },
+                r#"{"type":"presence","room":"R","count":2,"members":[{"user":"ana","name":"Ana"},{"user":"bo","name":"Bo"}]}"#,
+            ),
+            (
+                ServerFrame::Presence {
+                    room: "R".into(),
+                    count: 3,
+                    members: None,
+                    joined: Some(vec![present("cy", "Cy")]),
+                    left: Some(vec![]),
+                    capped: false,
+                },
+                r#"{"type":"presence","room":"R","count":3,"joined":[{"user":"cy","name":"Cy"}],"left":[]}"#,
+            ),
+            (
+                ServerFrame::Presence {
+                    room: "R".into(),
+                    count: 1001,
+                    members: None,
+                    joined: None,
+                    left: None,
+                    capped: true,
+                },
+                r#"{"type":"presence","room":"R","count":1001,"capped":true}"#,
+            ),
+            (
+                ServerFrame::Typing {
+                    room: "R".into(),
+                    user: "ana".into(),
+                    name: "Ana".into(),
+                },
+                r#"{"type":"typing","room":"R","user":"ana","name":"Ana"}"#,
             ),
             (
                 Problem::new(ErrorCode::Forbidden, "read only")

@@ -12,4 +12,4 @@ pub mod limits;
 pub mod names;
 pub mod order;
 
-pub use frames::{ClientFrame, ErrorCode, Position, Problem, ServerFrame};
+pub use frames::{ClientFrame, ErrorCode, Position, PresentUser, Problem, ServerFrame};

@@ -160,6 +160,19 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
     pub dedup_max_ids: u32,
 
+    /// Rooms: past this many users in a room, presence frames carry the count alone
+    /// (`"capped": true`); back under it, everyone again.
+    #[arg(long, env = "PRESENCE_MAX_MEMBERS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub presence_max_members: u32,
+
+    /// Rooms across instances (Redis): seconds another instance's users stay in a room's
+    /// presence unless it says so again (every third of this); the members of an instance
+    /// that died leave every presence within it. From 3 to 3600.
+    #[arg(long, env = "PRESENCE_TTL", default_value = "15",
+          value_parser = presence_ttl)]
+    pub presence_ttl: Duration,
+
     /// Rooms: joins and leaves per second one connection may make on average
     /// (`rate_limited` past it), with bursts of `--join-burst`.
     #[arg(long, env = "JOIN_RATE", default_value_t = 10,
@@ -276,6 +289,16 @@ fn dev_token_life(text: &str) -> Result<Duration, String> {
         return Err("a dev sign-in token lives from 2 s to 1 day".to_owned());
     }
     Ok(life)
+}
+
+fn presence_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = seconds_at_most(Duration::from_secs(3600))(text)?;
+    if ttl < Duration::from_secs(3) {
+        return Err(
+            "the presence TTL is 3 s at least: instances say theirs every third of it".to_owned(),
+        );
+    }
+    Ok(ttl)
 }
 
 fn grant(text: &str) -> Result<(String, crate::auth::Access), String> {

@@ -298,6 +298,8 @@ fn room_settings(config: &Config) -> rooms::RoomSettings {
         max_rooms: config.max_rooms as usize,
         dedup_window_ms: millis(config.dedup_window),
         dedup_max_ids: config.dedup_max_ids as usize,
+        presence_max_members: config.presence_max_members as usize,
+        presence_ttl_ms: millis(config.presence_ttl),
     }
 }
 

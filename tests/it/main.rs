@@ -24,6 +24,7 @@ mod rooms_browser_auth;
 mod rooms_memory;
 mod rooms_names;
 mod rooms_pacing;
+mod rooms_presence;
 mod shutdown;
 mod static_files;
 mod support;

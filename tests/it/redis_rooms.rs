@@ -150,6 +150,8 @@ impl Member {
                 ServerFrame::Joined { .. }
                 | ServerFrame::Left { .. }
                 | ServerFrame::Authed { .. }
+                | ServerFrame::Presence { .. }
+                | ServerFrame::Typing { .. }
                 | ServerFrame::Error { .. } => {}
             }
             return Event::Frame(frame);

@@ -47,12 +47,12 @@ fn now_ms() -> u64 {
 
 /// Key files in a directory that lives as long as the test: `hmac` (with the trailing
 /// newline an editor leaves), `hmac2`, `short`, and the Ed25519 public key `ed25519.pub`.
-struct Keys {
+pub(crate) struct Keys {
     dir: tempfile::TempDir,
 }
 
 impl Keys {
-    fn new() -> Keys {
+    pub(crate) fn new() -> Keys {
         let dir = tempfile::tempdir().expect("a temporary directory");
         std::fs::write(dir.path().join("hmac"), format!("{SECRET}\n")).expect("written");
         std::fs::write(dir.path().join("hmac2"), SECOND_SECRET).expect("written");
@@ -88,7 +88,7 @@ fn hmac(secret: &str) -> EncodingKey {
 }
 
 /// An HS256 token of `claims`, signed with [`SECRET`].
-fn hs256(claims: &Value) -> String {
+pub(crate) fn hs256(claims: &Value) -> String {
     jwt(
         r#"{"alg":"HS256","typ":"JWT"}"#,
         &claims.to_string(),
@@ -98,7 +98,7 @@ fn hs256(claims: &Value) -> String {
 }
 
 /// Claims for `sub`, living `ttl` seconds, granting `rooms`.
-fn claims(sub: &str, name: Option<&str>, rooms: Value, ttl: u64) -> Value {
+pub(crate) fn claims(sub: &str, name: Option<&str>, rooms: Value, ttl: u64) -> Value {
     let mut claims = json!({"sub": sub, "exp": now_secs() + ttl, "rooms": rooms});
     if let Some(name) = name {
         claims["name"] = json!(name);
@@ -106,7 +106,7 @@ fn claims(sub: &str, name: Option<&str>, rooms: Value, ttl: u64) -> Value {
     claims
 }
 
-async fn start(keys: &Keys, extra: &[&str]) -> TestServer {
+pub(crate) async fn start(keys: &Keys, extra: &[&str]) -> TestServer {
     let hmac = keys.path("hmac");
     let mut args = vec!["--auth-key", hmac.as_str()];
     args.extend_from_slice(extra);
@@ -122,7 +122,7 @@ async fn send_token(server: &TestServer, token: &str) -> Member {
 }
 
 /// Signs in with `token` and returns the member and its `authed` frame's fields.
-async fn sign_in(server: &TestServer, token: &str) -> (Member, (String, String, u64)) {
+pub(crate) async fn sign_in(server: &TestServer, token: &str) -> (Member, (String, String, u64)) {
     let mut member = send_token(server, token).await;
     match member.next().await {
         ServerFrame::Authed {

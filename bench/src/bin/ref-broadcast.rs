@@ -225,7 +225,8 @@ fn handle(
 ) -> Outgoing {
     let error = |problem: Problem| Outgoing::Text(problem.into_frame().to_json());
     match request {
-        ClientFrame::Join { room, since: _ } => {
+        // The reference keeps no history and no presence: the fan-out rows ask for neither.
+        ClientFrame::Join { room, .. } => {
             if joined.as_ref().is_some_and(|(current, _)| *current != room) {
                 return error(
                     Problem::new(
@@ -275,6 +276,10 @@ fn handle(
             ErrorCode::BadRequest,
             "this reference takes no tokens",
         )),
+        ClientFrame::Typing { room } => error(
+            Problem::new(ErrorCode::BadRequest, "this reference forwards no typing")
+                .about(Some(&room), None),
+        ),
         ClientFrame::Publish { room, id, text } => {
             let shared = match joined {
                 Some((current, shared)) if *current == room => shared,

@@ -13,21 +13,25 @@
 //! Rooms are spread over [`Shards`]: a message's fan-out locks its own room's shard, never a
 //! lock every room needs.
 //!
-//! Where the next features plug in: a member's identity and policy are decided before it gets
-//! here (the [`Member`](super::Member) checks them at the upgrade and at each request), so the
-//! hub only sees queues; per-room presence will sit beside `members` in [`LocalRoom`], fed by
-//! the same enter and leave calls.
+//! A member's identity and policy are decided before it gets here (the
+//! [`Member`](super::Member) checks them at each request); the hub sees a queue and the
+//! [`Visitor`] it is in the room's presence, kept beside `members` in [`LocalRoom`] and fed by
+//! the same enter and leave calls. Presence changes go out at most once per room per
+//! [`PRESENCE_INTERVAL_MS`](room_protocol::bounds::PRESENCE_INTERVAL_MS): a room whose
+//! presence changed is listed once, and [`Hub::flush_presence`] sends what the rooms listed
+//! came to.
 
 use std::cmp::Ordering as Order;
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use room_protocol::order::{Arrival, Recovery, RoomState, Sequence, recovery};
-use room_protocol::{ErrorCode, Position, Problem, ServerFrame};
+use room_protocol::{ErrorCode, Position, PresentUser, Problem, ServerFrame};
 
+use super::presence::{Presence, Visitor};
 use super::queue::{MemberQueue, QUEUED_OVERHEAD, Taken};
-use super::shards::Shards;
+use super::shards::{Shards, lock};
 use super::{Joined, MemberId, Snapshot, compare_epochs, rooms_full};
 use crate::metrics::RoomMetrics;
 use crate::outgoing::QueuedText;
@@ -59,6 +63,8 @@ struct LocalRoom {
     /// The epoch and the offsets delivered; unknown until the first read or message.
     position: Option<(String, Sequence)>,
     members: HashMap<MemberId, Listener>,
+    /// Who the members are, per user, and what the last presence frame said.
+    presence: Presence,
     /// A gap was found that could not be read yet.
     needs_fill: bool,
 }
@@ -168,6 +174,10 @@ pub(crate) struct Hub {
     count: AtomicUsize,
     max_rooms: usize,
     history_ttl_ms: u64,
+    /// Past this many users a room's presence frames carry the count alone.
+    presence_cap: usize,
+    /// Rooms whose presence changed since the last flush, each once.
+    dirty: Mutex<Vec<String>>,
     metrics: RoomMetrics,
 }
 
@@ -179,26 +189,154 @@ fn unavailable() -> Problem {
 }
 
 impl Hub {
-    pub(crate) fn new(max_rooms: usize, history_ttl_ms: u64, metrics: RoomMetrics) -> Hub {
+    pub(crate) fn new(
+        max_rooms: usize,
+        history_ttl_ms: u64,
+        presence_cap: usize,
+        metrics: RoomMetrics,
+    ) -> Hub {
         Hub {
             rooms: Shards::default(),
             count: AtomicUsize::new(0),
             max_rooms,
             history_ttl_ms,
+            presence_cap,
+            dirty: Mutex::new(Vec::new()),
             metrics,
         }
     }
 
+    /// `room`'s presence changed: it goes out at the next flush.
+    fn mark_dirty(&self, room: &str) {
+        lock(&self.dirty).push(room.to_owned());
+    }
+
+    /// Sends each room's presence changes since the last flush to its members that follow
+    /// presence (at most one frame per room per flush; called every
+    /// [`PRESENCE_INTERVAL_MS`](room_protocol::bounds::PRESENCE_INTERVAL_MS)). Each room is
+    /// handled under its own shard's lock; no lock is held across rooms. Returns the rooms
+    /// whose users on this instance changed, with those users: what the other instances
+    /// must be told (with Redis).
+    pub(crate) fn flush_presence(&self) -> Vec<(String, Vec<PresentUser>)> {
+        let rooms = std::mem::take(&mut *lock(&self.dirty));
+        let mut local_changes = Vec::new();
+        for room in rooms {
+            let mut shard = self.rooms.of(&room);
+            let Some(local) = shard.get_mut(&room) else {
+                continue;
+            };
+            if local.presence.take_local_changed() {
+                local_changes.push((room.clone(), local.presence.local_users()));
+            }
+            let Some(frame) = local.presence.flush(&room, self.presence_cap) else {
+                continue;
+            };
+            let frame = QueuedText::shared(frame.to_json().into());
+            for (member, listener) in &local.members {
+                if let Listener::Live { queue, .. } = listener
+                    && local.presence.watches(*member)
+                {
+                    // Over its bound: its queue has ended and its session closes it.
+                    queue.push_room(&frame);
+                }
+            }
+        }
+        local_changes
+    }
+
+    /// What another instance says its users in `room` are (with Redis), good until
+    /// `expires_ms` (this instance's clock) unless it says so again.
+    pub(crate) fn remote_presence(
+        &self,
+        room: &str,
+        instance: &str,
+        users: Vec<PresentUser>,
+        expires_ms: u64,
+    ) {
+        let mut shard = self.rooms.of(room);
+        if let Some(local) = shard.get_mut(room)
+            && local.presence.remote(instance, users, expires_ms)
+        {
+            self.mark_dirty(room);
+        }
+    }
+
+    /// Forgets what other instances not heard from until `now_ms` said: the members of an
+    /// instance that died leave every room's presence. One room's lock at a time.
+    pub(crate) fn expire_presence(&self, now_ms: u64) {
+        for room in self.rooms.names() {
+            let mut shard = self.rooms.of(&room);
+            if let Some(local) = shard.get_mut(&room)
+                && local.presence.expire(now_ms)
+            {
+                self.mark_dirty(&room);
+            }
+        }
+    }
+
+    /// Every room held here with its users here: what this instance says again every third
+    /// of the presence TTL, so the others know it is alive.
+    pub(crate) fn local_presence(&self) -> Vec<(String, Vec<PresentUser>)> {
+        self.rooms
+            .names()
+            .into_iter()
+            .filter_map(|room| {
+                let users = self.rooms.of(&room).get(&room)?.presence.local_users();
+                Some((room, users))
+            })
+            .collect()
+    }
+
+    /// The users here in `room`, if it is held here.
+    pub(crate) fn local_users(&self, room: &str) -> Option<Vec<PresentUser>> {
+        Some(self.rooms.of(room).get(room)?.presence.local_users())
+    }
+
+    /// A `typing` from `member`: to the room's other members here, at most once per
+    /// interval per user. The frame, for the other instances (with Redis), or `None` when
+    /// it was dropped.
+    pub(crate) fn typing(&self, room: &str, member: MemberId, now_ms: u64) -> Option<String> {
+        let mut shard = self.rooms.of(room);
+        let local = shard.get_mut(room)?;
+        let frame = local.presence.typing(room, member, now_ms)?.to_json();
+        let shared = QueuedText::shared(frame.clone().into());
+        for (other, listener) in &local.members {
+            if let Listener::Live { queue, .. } = listener
+                && *other != member
+            {
+                queue.push_room(&shared);
+            }
+        }
+        Some(frame)
+    }
+
+    /// A `typing` frame from a member on another instance: to every member here.
+    pub(crate) fn typing_from_elsewhere(&self, room: &str, frame: &str) {
+        let shard = self.rooms.of(room);
+        let Some(local) = shard.get(room) else {
+            return;
+        };
+        let shared = QueuedText::shared(frame.to_owned().into());
+        for listener in local.members.values() {
+            if let Listener::Live { queue, .. } = listener {
+                queue.push_room(&shared);
+            }
+        }
+    }
+
     /// Starts a join: the member listens to the room from now on, what arrives held back until
-    /// [`Hub::complete`]. The room is made here if this instance has room for it.
+    /// [`Hub::complete`]. The room is made here if this instance has room for it: `true` when
+    /// it was.
     pub(crate) fn enter(
         &self,
         room: &str,
         member: MemberId,
         queue: &Arc<MemberQueue>,
-    ) -> Result<(), Problem> {
+        visitor: Visitor,
+    ) -> Result<bool, Problem> {
         let mut rooms = self.rooms.of(room);
-        if !rooms.contains_key(room) {
+        let made = !rooms.contains_key(room);
+        if made {
             if self.count.fetch_add(1, Ordering::Relaxed) >= self.max_rooms {
                 self.count.fetch_sub(1, Ordering::Relaxed);
                 return Err(rooms_full());
@@ -217,7 +355,10 @@ impl Hub {
                 sent: None,
             },
         );
-        Ok(())
+        if local.presence.enter(member, visitor) {
+            self.mark_dirty(room);
+        }
+        Ok(made)
     }
 
     /// Takes `member` out of the room (joined or joining). `true` when nobody here is left in
@@ -228,6 +369,9 @@ impl Hub {
             return false;
         };
         local.members.remove(&member);
+        if local.presence.leave(member) && !local.members.is_empty() {
+            self.mark_dirty(room);
+        }
         if local.members.is_empty() {
             rooms.remove(room);
             self.count.fetch_sub(1, Ordering::Relaxed);
@@ -251,6 +395,7 @@ impl Hub {
         room: &str,
         member: MemberId,
         since: Option<&Position>,
+        history: usize,
         snapshot: Snapshot,
     ) -> Result<Completed, Problem> {
         let mut rooms = self.rooms.of(room);
@@ -280,7 +425,11 @@ impl Hub {
                 local
                     .position
                     .get_or_insert_with(|| (snapshot.epoch.clone(), Sequence::after(top)));
-                let joined = self.first_answer(room, since, &snapshot, &queue);
+                let presence = local
+                    .presence
+                    .watches(member)
+                    .then(|| local.presence.snapshot(room, self.presence_cap));
+                let joined = self.first_answer(room, since, history, presence, &snapshot, &queue);
                 (joined, snapshot.epoch)
             }
             Some((joined, epoch, after)) => {
@@ -382,11 +531,14 @@ impl Hub {
         }
     }
 
-    /// `joined` and the replay `since` asks for, as the first read decides them.
+    /// `joined`, the room's presence when asked for, and the replay: what `since` asks for,
+    /// or, when it is not there or cannot be recovered, the last `history` messages kept.
     fn first_answer(
         &self,
         room: &str,
         since: Option<&Position>,
+        history: usize,
+        presence: Option<ServerFrame>,
         snapshot: &Snapshot,
         queue: &MemberQueue,
     ) -> Joined {
@@ -413,12 +565,30 @@ impl Hub {
             .to_json()
             .into(),
         );
+        if let Some(presence) = presence {
+            queue.push_own(presence.to_json().into());
+        }
         let mut replayed = 0;
-        if let Recovery::Replay { after } = decided {
-            for entry in snapshot.entries.iter().filter(|entry| entry.offset > after) {
-                queue.push_replay(&entry.frame);
-                replayed += 1;
+        match decided {
+            Recovery::Replay { after } => {
+                for entry in snapshot.entries.iter().filter(|entry| entry.offset > after) {
+                    queue.push_replay(&entry.frame);
+                    replayed += 1;
+                }
             }
+            Recovery::Fresh | Recovery::Lost if history > 0 => {
+                // The newest `history` the TTL still lets be replayed, oldest first.
+                let kept: Vec<&super::Entry> = snapshot
+                    .entries
+                    .iter()
+                    .filter(|entry| snapshot.now_ms.saturating_sub(entry.time_ms) < ttl)
+                    .collect();
+                for entry in &kept[kept.len().saturating_sub(history)..] {
+                    queue.push_replay(&entry.frame);
+                    replayed += 1;
+                }
+            }
+            Recovery::Fresh | Recovery::Lost => {}
         }
         Joined {
             recovery: decided,
@@ -585,7 +755,7 @@ mod tests {
     use super::*;
     use crate::outgoing::Compression;
     use crate::rooms::Entry;
-    use crate::rooms::tests::{frames, offsets};
+    use crate::rooms::tests::{anyone, frames, offsets};
     use hyper_tungstenite::tungstenite::Utf8Bytes;
 
     fn frame(offset: u64) -> QueuedText {
@@ -623,12 +793,12 @@ mod tests {
 
     #[test]
     fn what_arrives_while_a_join_reads_follows_its_replay_once_in_order() {
-        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let hub = Hub::new(10, u64::MAX, 1000, RoomMetrics::default());
         let early = queue();
-        hub.enter("r", 1, &early).expect("enters");
-        joined(hub.complete("r", 1, None, snapshot("e", 10, 1..=10)));
+        hub.enter("r", 1, &early, anyone()).expect("enters");
+        joined(hub.complete("r", 1, None, 0, snapshot("e", 10, 1..=10)));
         let late = queue();
-        hub.enter("r", 2, &late).expect("enters");
+        hub.enter("r", 2, &late, anyone()).expect("enters");
         // Published while the second join reads: 11..=20; its read saw up to 15.
         for offset in 11..=20 {
             assert_eq!(
@@ -640,7 +810,7 @@ mod tests {
             epoch: "e".into(),
             offset: 4,
         };
-        let joined = joined(hub.complete("r", 2, Some(&since), snapshot("e", 15, 1..=15)));
+        let joined = joined(hub.complete("r", 2, Some(&since), 0, snapshot("e", 15, 1..=15)));
         assert_eq!(joined.replayed, 11);
         for offset in 21..=1_000 {
             hub.offer("r", "e", offset, || frame(offset));
@@ -660,12 +830,12 @@ mod tests {
 
     #[test]
     fn a_read_ahead_of_live_delivery_is_not_given_twice() {
-        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let hub = Hub::new(10, u64::MAX, 1000, RoomMetrics::default());
         let member = queue();
-        hub.enter("r", 1, &member).expect("enters");
+        hub.enter("r", 1, &member, anyone()).expect("enters");
         // The first message here arrives while the read is under way, and the read saw it.
         hub.offer("r", "e", 7, || frame(7));
-        joined(hub.complete("r", 1, None, snapshot("e", 8, 1..=8)));
+        joined(hub.complete("r", 1, None, 0, snapshot("e", 8, 1..=8)));
         for offset in 8..=10 {
             hub.offer("r", "e", offset, || frame(offset));
         }
@@ -674,10 +844,10 @@ mod tests {
 
     #[test]
     fn a_gap_is_reported_and_filled_in_order() {
-        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let hub = Hub::new(10, u64::MAX, 1000, RoomMetrics::default());
         let member = queue();
-        hub.enter("r", 1, &member).expect("enters");
-        joined(hub.complete("r", 1, None, snapshot("e", 3, 1..=3)));
+        hub.enter("r", 1, &member, anyone()).expect("enters");
+        joined(hub.complete("r", 1, None, 0, snapshot("e", 3, 1..=3)));
         assert_eq!(hub.offer("r", "e", 6, || frame(6)), Offered::AfterGap);
         let from = hub.position("r").expect("a position");
         assert_eq!(from, ("e".to_owned(), 3));
@@ -688,31 +858,31 @@ mod tests {
 
     #[test]
     fn a_newer_epoch_closes_the_members_and_an_older_one_is_ignored() {
-        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let hub = Hub::new(10, u64::MAX, 1000, RoomMetrics::default());
         let member = queue();
-        hub.enter("r", 1, &member).expect("enters");
-        joined(hub.complete("r", 1, None, snapshot("0002", 3, 1..=3)));
+        hub.enter("r", 1, &member, anyone()).expect("enters");
+        joined(hub.complete("r", 1, None, 0, snapshot("0002", 3, 1..=3)));
         assert_eq!(hub.offer("r", "0001", 4, || frame(4)), Offered::Taken);
         assert!(offsets(&frames(&member)).is_empty());
         assert_eq!(hub.offer("r", "0003", 1, || frame(1)), Offered::Taken);
         assert_eq!(member.take_all(&mut Vec::new()), Taken::HistoryLost);
         // A join that read the older history is refused; one of the newer goes on.
         let next = queue();
-        hub.enter("r", 2, &next).expect("enters");
-        let stale = hub.complete("r", 2, None, snapshot("0002", 9, 1..=9));
+        hub.enter("r", 2, &next, anyone()).expect("enters");
+        let stale = hub.complete("r", 2, None, 0, snapshot("0002", 9, 1..=9));
         assert!(stale.is_err());
     }
 
     #[test]
     fn past_what_a_join_may_hold_it_reads_again_and_misses_nothing() {
-        let hub = Hub::new(10, u64::MAX, RoomMetrics::default());
+        let hub = Hub::new(10, u64::MAX, 1000, RoomMetrics::default());
         let small = Arc::new(MemberQueue::new(10_000, 5_000, Compression::PLAIN));
-        hub.enter("r", 1, &small).expect("enters");
+        hub.enter("r", 1, &small, anyone()).expect("enters");
         // 1,000 messages while the join reads: far more than 10,000 bytes.
         for offset in 1..=1_000 {
             hub.offer("r", "e", offset, || frame(offset));
         }
-        let again = hub.complete("r", 1, None, snapshot("e", 0, []));
+        let again = hub.complete("r", 1, None, 0, snapshot("e", 0, []));
         let Ok(Completed::ReadAgain(position)) = again else {
             panic!("expected a second read, got {again:?}");
         };
@@ -721,7 +891,7 @@ mod tests {
         for offset in 1_001..=1_005 {
             hub.offer("r", "e", offset, || frame(offset));
         }
-        joined(hub.complete("r", 1, None, snapshot("e", 1_003, 1..=1_003)));
+        joined(hub.complete("r", 1, None, 0, snapshot("e", 1_003, 1..=1_003)));
         let mut frames = Vec::new();
         assert_eq!(small.take_all(&mut frames), Taken::Frames);
         let got: Vec<ServerFrame> = frames
@@ -734,19 +904,21 @@ mod tests {
 
     #[test]
     fn rooms_are_bounded_and_an_emptied_room_makes_way() {
-        let hub = Hub::new(3, u64::MAX, RoomMetrics::default());
+        let hub = Hub::new(3, u64::MAX, 1000, RoomMetrics::default());
         let member = queue();
         for n in 0..3 {
-            hub.enter(&format!("r{n}"), n, &member).expect("enters");
+            hub.enter(&format!("r{n}"), n, &member, anyone())
+                .expect("enters");
         }
-        assert!(hub.enter("r3", 3, &member).is_err());
+        assert!(hub.enter("r3", 3, &member, anyone()).is_err());
         assert!(
-            hub.enter("r0", 9, &member).is_ok(),
+            hub.enter("r0", 9, &member, anyone()).is_ok(),
             "a held room takes more"
         );
         assert!(!hub.remove("r0", 0));
         assert!(hub.remove("r0", 9));
         assert_eq!(hub.room_count(), 2);
-        hub.enter("r3", 3, &member).expect("room for one more");
+        hub.enter("r3", 3, &member, anyone())
+            .expect("room for one more");
     }
 }

@@ -10,7 +10,7 @@
 //! it may read and write. Closes that identity calls for (4401, 4429) end the queue; the
 //! session closes at [`Member::deadline`] (4401 before `auth`, 4408 at the token's expiry).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use room_protocol::{ClientFrame, ErrorCode, Problem, ServerFrame};
 use room_protocol::bounds::close;
 use tokio::time::Instant;
 
-use super::{Engine, MemberId, MemberQueue, Publish, Taken};
+use super::{Engine, Join, MemberId, MemberQueue, Publish, Taken, Visitor};
 use crate::auth::{Auth, Grants, Identity, UserSlot};
 use crate::outgoing::Compression;
 
@@ -104,6 +104,9 @@ pub(crate) struct Member {
     engine: Arc<Engine>,
     queue: Arc<MemberQueue>,
     rooms: HashSet<String>,
+    /// When (ms) this connection last sent `typing` on to each room it is in: a typing
+    /// frame sooner than the interval after it is dropped here, before it reaches the room.
+    typed: HashMap<String, u64>,
     bucket: TokenBucket,
     /// Joins and leaves: what each holds (a local room, a subscription, a Redis read) is
     /// shared, so one connection may not churn it faster than this.
@@ -145,6 +148,7 @@ impl Member {
                 compression,
             )),
             rooms: HashSet::new(),
+            typed: HashMap::new(),
             bucket: TokenBucket::new(limits.publish_rate, limits.publish_burst, now_ms()),
             join_bucket: TokenBucket::new(limits.join_rate, limits.join_burst, now_ms()),
             limits,
@@ -335,7 +339,12 @@ impl Member {
                 );
                 None
             }
-            ClientFrame::Join { room, since } => {
+            ClientFrame::Join {
+                room,
+                since,
+                history,
+                presence,
+            } => {
                 // Joining a room again resumes from `since` as a fresh join would.
                 if self.rooms.remove(&room) {
                     self.engine.forget(&room, self.id, now);
@@ -353,23 +362,49 @@ impl Member {
                     );
                     return None;
                 }
+                let (user, name) = self.author();
+                let join = Join {
+                    room,
+                    since,
+                    // Past what any room keeps it means all that is kept.
+                    history: usize::try_from(history.unwrap_or(0)).unwrap_or(usize::MAX),
+                    visitor: Visitor {
+                        user,
+                        name,
+                        watch: presence,
+                    },
+                };
                 let (engine, queue, member) =
                     (Arc::clone(&self.engine), Arc::clone(&self.queue), self.id);
                 self.start(async move {
-                    match engine
-                        .join(&room, since.as_ref(), member, &queue, now)
-                        .await
-                    {
-                        Ok(_) => Outcome::Joined(room),
-                        Err(problem) => Outcome::Refused(problem.about(Some(&room), None)),
+                    match engine.join(&join, member, &queue, now).await {
+                        Ok(_) => Outcome::Joined(join.room),
+                        Err(problem) => Outcome::Refused(problem.about(Some(&join.room), None)),
                     }
                 })
+            }
+            ClientFrame::Typing { room } => {
+                if !self.rooms.contains(&room) {
+                    self.refuse(not_joined(&room, None));
+                    return None;
+                }
+                // Dropped quietly: typing from a member who may not write, or again within the
+                // interval (checked here first, so a flood never reaches the room's lock).
+                let recent = self.typed.get(&room).is_some_and(|last| {
+                    now.saturating_sub(*last) < room_protocol::bounds::TYPING_INTERVAL_MS
+                });
+                if self.may(&room, Grants::may_write) && !recent {
+                    self.typed.insert(room.clone(), now);
+                    self.engine.typing(&room, self.id, now);
+                }
+                None
             }
             ClientFrame::Leave { room } => {
                 if !self.rooms.remove(&room) {
                     self.refuse(not_joined(&room, None));
                     return None;
                 }
+                self.typed.remove(&room);
                 self.engine.forget(&room, self.id, now);
                 self.answer(&ServerFrame::Left { room, reason: None });
                 None

@@ -248,19 +248,26 @@ impl Memory {
         &self,
         name: &str,
         since: Option<&Position>,
+        history: usize,
         now_ms: u64,
     ) -> Result<Snapshot, Problem> {
         self.with_room(name, now_ms, |stored| Snapshot {
             epoch: stored.epoch.clone(),
             top: stored.last,
             entries: match since {
-                Some(since) if since.epoch == stored.epoch => stored
+                Some(since) if since.epoch == stored.epoch && since.offset < stored.last => stored
                     .history
                     .iter()
                     .filter(|entry| entry.offset > since.offset)
                     .cloned()
                     .collect(),
-                _ => Vec::new(),
+                // The newest `history`, for a join that recovers nothing.
+                _ => stored
+                    .history
+                    .iter()
+                    .skip(stored.history.len().saturating_sub(history))
+                    .cloned()
+                    .collect(),
             },
             now_ms,
         })

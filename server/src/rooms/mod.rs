@@ -11,6 +11,7 @@ mod dedup;
 mod hub;
 mod member;
 mod memory;
+mod presence;
 mod queue;
 mod redis;
 mod shards;
@@ -30,6 +31,7 @@ use crate::metrics::RoomMetrics;
 use crate::outgoing::QueuedText;
 
 pub(crate) use member::{Member, MemberLimits, Outcome, Waiting, now_ms, wall_ms};
+pub(crate) use presence::Visitor;
 pub(crate) use queue::{Hold, MemberQueue, QUEUED_OVERHEAD, Taken};
 pub(crate) use shards::lock;
 
@@ -51,6 +53,24 @@ pub(crate) struct RoomSettings {
     pub dedup_window_ms: u64,
     /// Most message ids remembered at once (the memory broker).
     pub dedup_max_ids: usize,
+    /// Past this many users in a room, its presence frames carry the count alone.
+    pub presence_max_members: usize,
+    /// With Redis: how long another instance's users stay in a room's presence unless it
+    /// says so again (it does every third of this).
+    pub presence_ttl_ms: u64,
+}
+
+/// A join as the engine takes it (checked already: grants, rates, rooms per connection).
+#[derive(Debug, Clone)]
+pub(crate) struct Join {
+    pub room: String,
+    /// Resume after this position.
+    pub since: Option<Position>,
+    /// The last messages to replay when there is no `since` or it cannot be recovered (at
+    /// most what the room keeps).
+    pub history: usize,
+    /// Who joins, in the room's presence, and whether it follows presence.
+    pub visitor: Visitor,
 }
 
 /// A publish as the engine takes it (checked already: joined, length, rate).
@@ -144,6 +164,7 @@ pub(crate) struct Engine {
     hub: Arc<hub::Hub>,
     broker: Broker,
     metrics: RoomMetrics,
+    presence_ttl_ms: u64,
 }
 
 /// A join under way: if it ends without completing (refused, or dropped at the shutdown
@@ -168,6 +189,7 @@ impl Engine {
         let hub = Arc::new(hub::Hub::new(
             settings.max_rooms,
             settings.history_ttl_ms,
+            settings.presence_max_members,
             metrics.clone(),
         ));
         Arc::new(Engine {
@@ -178,6 +200,7 @@ impl Engine {
             ))),
             hub,
             metrics,
+            presence_ttl_ms: settings.presence_ttl_ms,
         })
     }
 
@@ -190,6 +213,7 @@ impl Engine {
         let hub = Arc::new(hub::Hub::new(
             settings.max_rooms,
             settings.history_ttl_ms,
+            settings.presence_max_members,
             metrics.clone(),
         ));
         Ok(Arc::new(Engine {
@@ -201,15 +225,65 @@ impl Engine {
             )?),
             hub,
             metrics,
+            presence_ttl_ms: settings.presence_ttl_ms,
         }))
     }
 
-    /// Starts what the engine runs beside the sessions (Redis's pub/sub link) until `shutdown`.
+    /// Starts what the engine runs beside the sessions until `shutdown`: the presence
+    /// flush, and Redis's pub/sub link.
     pub(crate) fn start(&self, tracker: &TaskTracker, shutdown: CancellationToken) {
+        let hub = Arc::clone(&self.hub);
+        let redis = match &self.broker {
+            Broker::Memory(_) => None,
+            Broker::Redis(redis) => Some(Arc::clone(redis)),
+        };
+        let stop = shutdown.clone();
+        let interval = room_protocol::bounds::PRESENCE_INTERVAL_MS;
+        // With Redis: forget silent instances about every second, and say this one's users
+        // again every third of the TTL.
+        let expire_every = (1_000 / interval).max(1);
+        let heartbeat_every = (self.presence_ttl_ms / 3 / interval).max(1);
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(interval));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut ticks: u64 = 0;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                ticks += 1;
+                let changed = hub.flush_presence();
+                let Some(redis) = &redis else { continue };
+                for (room, users) in changed {
+                    redis.publish_presence(&room, &users);
+                }
+                if ticks.is_multiple_of(expire_every) {
+                    hub.expire_presence(now_ms());
+                }
+                if ticks.is_multiple_of(heartbeat_every) {
+                    for (room, users) in hub.local_presence() {
+                        redis.publish_presence(&room, &users);
+                    }
+                }
+            }
+        });
         match &self.broker {
             Broker::Memory(_) => self.metrics.redis_up(true),
             Broker::Redis(redis) => redis.start(tracker, shutdown),
         }
+    }
+
+    /// A `typing` from `member` in `room` (joined, allowed to write): to the room's other
+    /// members, at most once per interval per user. `false` when it was dropped.
+    pub(crate) fn typing(&self, room: &str, member: MemberId, now_ms: u64) -> bool {
+        let Some(frame) = self.hub.typing(room, member, now_ms) else {
+            return false;
+        };
+        if let Broker::Redis(redis) = &self.broker {
+            redis.publish_typing(room, &frame);
+        }
+        true
     }
 
     /// Whether rooms are in Redis and it can be reached now (`/readyz`): `None` without
@@ -235,13 +309,13 @@ impl Engine {
     /// follows the replay.
     pub(crate) async fn join(
         &self,
-        room: &str,
-        since: Option<&Position>,
+        join: &Join,
         member: MemberId,
         queue: &Arc<MemberQueue>,
         now_ms: u64,
     ) -> Result<Joined, Problem> {
-        self.hub.enter(room, member, queue)?;
+        let (room, since) = (join.room.as_str(), join.since.as_ref());
+        let made = self.hub.enter(room, member, queue, join.visitor.clone())?;
         let mut entered = Entered {
             engine: self,
             room,
@@ -250,17 +324,30 @@ impl Engine {
         };
         match &self.broker {
             Broker::Memory(memory) => memory.subscribe(room, now_ms)?,
-            Broker::Redis(redis) => redis.subscribe(room).await?,
+            Broker::Redis(redis) => {
+                redis.subscribe(room).await?;
+                if made {
+                    // New here: the other instances say who they have in it.
+                    redis.ask_presence(room);
+                }
+            }
         }
         let mut read_after = since.cloned();
         let mut reads = 0;
         let joined = loop {
+            // The first read brings what `history` asks for too; one after it only what follows.
+            let history = if reads == 0 { join.history } else { 0 };
             let snapshot = match &self.broker {
-                Broker::Memory(memory) => memory.read(room, read_after.as_ref(), now_ms)?,
-                Broker::Redis(redis) => redis.read(room, read_after.as_ref()).await?,
+                Broker::Memory(memory) => {
+                    memory.read(room, read_after.as_ref(), history, now_ms)?
+                }
+                Broker::Redis(redis) => redis.read(room, read_after.as_ref(), history).await?,
             };
             reads += 1;
-            match self.hub.complete(room, member, since, snapshot)? {
+            match self
+                .hub
+                .complete(room, member, since, join.history, snapshot)?
+            {
                 hub::Completed::Joined(joined) => break joined,
                 hub::Completed::ReadAgain(_) if reads == MAX_JOIN_READS => {
                     // The room outruns every read: the member falls behind, as a reader too
@@ -288,7 +375,11 @@ impl Engine {
         }
         match &self.broker {
             Broker::Memory(memory) => memory.unsubscribe(room, now_ms),
-            Broker::Redis(redis) => redis.unsubscribe(room),
+            Broker::Redis(redis) => {
+                // Nobody here any more: the others need not wait for the TTL to know.
+                redis.publish_presence(room, &[]);
+                redis.unsubscribe(room);
+            }
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use room_protocol::{ErrorCode, Position, ServerFrame};
 
 use super::queue::{MemberQueue, Taken};
-use super::{Engine, Publish, RoomSettings};
+use super::{Engine, Join, Publish, RoomSettings, Visitor};
 use crate::metrics::RoomMetrics;
 use crate::outgoing::Compression;
 
@@ -18,6 +18,8 @@ fn settings() -> RoomSettings {
         max_rooms: 10,
         dedup_window_ms: 300_000,
         dedup_max_ids: 100_000,
+        presence_max_members: 1000,
+        presence_ttl_ms: 15_000,
     }
 }
 
@@ -61,6 +63,25 @@ fn engine(settings: RoomSettings) -> Arc<Engine> {
     Engine::embedded(settings, RoomMetrics::default())
 }
 
+/// Someone in a room's presence who does not follow it.
+pub(crate) fn anyone() -> Visitor {
+    Visitor {
+        user: "anon-0".into(),
+        name: "anyone".into(),
+        watch: false,
+    }
+}
+
+/// A join of `room` from `since`, nothing more.
+pub(crate) fn plain_join(room: &str, since: Option<&Position>) -> Join {
+    Join {
+        room: room.to_owned(),
+        since: since.cloned(),
+        history: 0,
+        visitor: anyone(),
+    }
+}
+
 fn join(
     engine: &Engine,
     room: &str,
@@ -69,9 +90,14 @@ fn join(
     now: u64,
 ) -> Arc<MemberQueue> {
     let queue = queue();
-    futures_util::FutureExt::now_or_never(engine.join(room, since, member, &queue, now))
-        .expect("the memory broker never waits")
-        .expect("joins");
+    futures_util::FutureExt::now_or_never(engine.join(
+        &plain_join(room, since),
+        member,
+        &queue,
+        now,
+    ))
+    .expect("the memory broker never waits")
+    .expect("joins");
     queue
 }
 
@@ -252,9 +278,14 @@ fn a_slow_member_is_dropped_and_never_slows_the_room() {
     let slow = Arc::new(MemberQueue::new(10_000, 5_000, Compression::PLAIN));
     let reader = Arc::new(MemberQueue::new(10_000, 5_000, Compression::PLAIN));
     for (member, queue) in [(1, &slow), (2, &reader)] {
-        futures_util::FutureExt::now_or_never(engine.join("lobby", None, member, queue, 0))
-            .expect("no wait")
-            .expect("joins");
+        futures_util::FutureExt::now_or_never(engine.join(
+            &plain_join("lobby", None),
+            member,
+            queue,
+            0,
+        ))
+        .expect("no wait")
+        .expect("joins");
     }
     let mut reader_offsets = Vec::new();
     for n in 1..=1_000 {
@@ -297,8 +328,9 @@ fn rooms_with_members_are_never_evicted_and_past_them_a_join_is_refused() {
         .map(|n| join(&engine, &format!("r{n}"), None, n, 0))
         .collect();
     let extra = queue();
-    let refused = futures_util::FutureExt::now_or_never(engine.join("r10", None, 10, &extra, 0))
-        .expect("no wait");
+    let refused =
+        futures_util::FutureExt::now_or_never(engine.join(&plain_join("r10", None), 10, &extra, 0))
+            .expect("no wait");
     assert_eq!(
         refused.map(|_| ()).map_err(|p| p.code),
         Err(ErrorCode::Unavailable)

@@ -89,10 +89,11 @@ impl Redis {
         let Some(room) = keys::room_of_channel(message.get_channel_name()) else {
             return;
         };
-        let Some((epoch, offset, frame)) = std::str::from_utf8(message.get_payload_bytes())
-            .ok()
-            .and_then(script::parse_published)
-        else {
+        let payload = std::str::from_utf8(message.get_payload_bytes()).ok();
+        if let Some(notice) = payload.and_then(|payload| payload.strip_prefix(keys::NOTICE)) {
+            return self.noticed(room, notice);
+        }
+        let Some((epoch, offset, frame)) = payload.and_then(script::parse_published) else {
             self.metrics.redis_error();
             tracing::warn!(
                 room,
@@ -135,7 +136,7 @@ impl Redis {
                     epoch: from.0.clone(),
                     offset: from.1,
                 };
-                match self.read(&room, Some(&since)).await {
+                match self.read(&room, Some(&since), 0).await {
                     Ok(read) => self.hub.fill(&room, &from, read),
                     Err(_) => self.hub.fill_later(&room),
                 }
@@ -157,6 +158,7 @@ mod tests {
     use crate::metrics::RoomMetrics;
     use crate::outgoing::Compression;
     use crate::rooms::hub::Hub;
+    use crate::rooms::tests::anyone;
     use crate::rooms::{MemberQueue, RoomSettings, Snapshot};
     use redis::Value;
 
@@ -172,7 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn past_a_workers_backlog_the_room_is_read_from_the_stream_instead() {
-        let hub = Arc::new(Hub::new(10, u64::MAX, RoomMetrics::default()));
+        let hub = Arc::new(Hub::new(10, u64::MAX, 1000, RoomMetrics::default()));
         let settings = RoomSettings {
             history_messages: 100,
             history_bytes: 1 << 20,
@@ -180,6 +182,8 @@ mod tests {
             max_rooms: 10,
             dedup_window_ms: 300_000,
             dedup_max_ids: 1_000,
+            presence_max_members: 1000,
+            presence_ttl_ms: 15_000,
         };
         // Nothing connects until used.
         let redis = Redis::new(
@@ -199,14 +203,14 @@ mod tests {
             })
             .expect("set once");
         let queue = Arc::new(MemberQueue::new(1 << 20, 1 << 19, Compression::PLAIN));
-        hub.enter("r", 1, &queue).expect("enters");
+        hub.enter("r", 1, &queue, anyone()).expect("enters");
         let snapshot = Snapshot {
             epoch: "e".to_owned(),
             top: 0,
             entries: Vec::new(),
             now_ms: 0,
         };
-        hub.complete("r", 1, None, snapshot).expect("joins");
+        hub.complete("r", 1, None, 0, snapshot).expect("joins");
         for offset in 1..=WORKER_BACKLOG as u64 {
             redis.dispatch(message("r", offset));
         }

@@ -7,7 +7,10 @@
 //! | `rooms:{R}:log` | stream | entry `<offset>-0`: `t` (time, ms), `f` (the frame) | `--room-history-ttl` after the last publish |
 //! | `rooms:{R}:id:<ID>` | string | the offset that id got (open rooms) | `--dedup-window` |
 //! | `rooms:{R}:uid:<N>:<USER>:<ID>` | string | the offset that user's id got (with `--auth-key`; `N`: the user id's length in bytes) | `--dedup-window` |
-//! | channel `rooms:{R}` | pub/sub | `<epoch> <offset> <frame>` | |
+//! | channel `rooms:{R}` | pub/sub | `<epoch> <offset> <frame>`, and between instances: `~p <instance> <users JSON>` (its users in the room, on each change and every third of `--presence-ttl`), `~q <instance>` (new in the room: say yours), `~t <instance> <typing frame>` | |
+
+/// A channel message that is no room message starts with this: an epoch never does.
+pub(super) const NOTICE: char = '~';
 
 pub(super) fn channel(room: &str) -> String {
     format!("rooms:{{{room}}}")

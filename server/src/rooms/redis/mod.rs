@@ -29,7 +29,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script, Value};
 use room_protocol::frames::MessageAroundOffset;
-use room_protocol::{ErrorCode, Position, Problem};
+use room_protocol::{ErrorCode, Position, PresentUser, Problem};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -80,6 +80,9 @@ pub(crate) struct Redis {
     tasks: OnceLock<(TaskTracker, CancellationToken)>,
     /// Itself, for the tasks it spawns.
     this: Weak<Redis>,
+    /// This instance among those on the same Redis: 16 random hex digits, new at each start,
+    /// in the presence and typing notices it sends on rooms' channels.
+    instance: String,
 }
 
 impl std::fmt::Debug for Redis {
@@ -141,6 +144,7 @@ impl Redis {
             changed: tokio::sync::Notify::new(),
             tasks: OnceLock::new(),
             feeds: OnceLock::new(),
+            instance: format!("{}{}", super::epoch_suffix(), super::epoch_suffix()),
         }))
     }
 
@@ -174,6 +178,69 @@ impl Redis {
             None => {
                 runtime.spawn(work);
             }
+        }
+    }
+
+    /// Tells the other instances this one's users in `room` (none: it left the room).
+    pub(crate) fn publish_presence(&self, room: &str, users: &[PresentUser]) {
+        let users = serde_json::to_string(users).expect("plain strings");
+        self.notice(room, format!("{}p {} {users}", keys::NOTICE, self.instance));
+    }
+
+    /// Asks the other instances in `room` to say their users now (this one is new in it).
+    pub(crate) fn ask_presence(&self, room: &str) {
+        self.notice(room, format!("{}q {}", keys::NOTICE, self.instance));
+    }
+
+    /// A `typing` frame for `room`'s members on the other instances.
+    pub(crate) fn publish_typing(&self, room: &str, frame: &str) {
+        self.notice(room, format!("{}t {} {frame}", keys::NOTICE, self.instance));
+    }
+
+    /// Sends `payload` on `room`'s channel, on a task of its own. Best effort: presence is
+    /// said again every third of its TTL, and a typing notice that is lost is no loss.
+    fn notice(&self, room: &str, payload: String) {
+        let channel = keys::channel(room);
+        let mut commands = self.commands.clone();
+        self.spawn(async move {
+            let sent: Result<(), RedisError> = redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async(&mut commands)
+                .await;
+            if let Err(error) = sent {
+                tracing::debug!(%error, "a presence or typing notice was not sent");
+            }
+        });
+    }
+
+    /// A notice from an instance on a room's channel: presence, a question, typing.
+    pub(super) fn noticed(&self, room: &str, notice: &str) {
+        let Some((kind, rest)) = notice.split_at_checked(1) else {
+            return;
+        };
+        let rest = rest.strip_prefix(' ').unwrap_or(rest);
+        let (instance, body) = rest.split_once(' ').unwrap_or((rest, ""));
+        if instance == self.instance {
+            return;
+        }
+        match kind {
+            "p" => match serde_json::from_str::<Vec<PresentUser>>(body) {
+                Ok(users) => self.hub.remote_presence(
+                    room,
+                    instance,
+                    users,
+                    super::now_ms() + self.settings.presence_ttl_ms,
+                ),
+                Err(_) => tracing::warn!(room, "a presence notice that is not a user list"),
+            },
+            "q" => {
+                if let Some(users) = self.hub.local_users(room) {
+                    self.publish_presence(room, &users);
+                }
+            }
+            "t" => self.hub.typing_from_elsewhere(room, body),
+            _ => tracing::debug!(room, "an unknown notice on a room's channel"),
         }
     }
 
@@ -253,6 +320,7 @@ impl Redis {
         &self,
         room: &str,
         since: Option<&Position>,
+        history: usize,
     ) -> Result<Snapshot, Problem> {
         let (epoch, after) = since.map_or(("", 0), |since| (&*since.epoch, since.offset));
         let answer: Result<Value, RedisError> = self
@@ -264,7 +332,8 @@ impl Redis {
                     .arg(epoch_suffix())
                     .arg(self.meta_ttl_ms())
                     .arg(epoch)
-                    .arg(after);
+                    .arg(after)
+                    .arg(history);
                 invocation
             })
             .await;

@@ -72,13 +72,14 @@ redis.call('PUBLISH', ARGV[8], epoch .. ' ' .. offset .. ' ' .. frame)
 return {1, offset}
 ";
 
-/// A room's epoch, last offset, and the entries after a position of that epoch (none for
-/// another epoch), as one snapshot, with Redis's time. A room without meta gets one here (its
-/// epoch must outlive the join, for every instance); [`FORGET`] takes it away again when
+/// A room's epoch, last offset, and the entries after a position of that epoch, or, for
+/// another epoch or a position past the room's last, its newest `history` entries (a join's
+/// recent history), as one snapshot, with Redis's time. A room without meta gets one here
+/// (its epoch must outlive the join, for every instance); [`FORGET`] takes it away again when
 /// the room empties without a message.
 ///
 /// KEYS: meta, log. ARGV: 8 random hex digits, meta TTL ms, the position's epoch ('' for
-/// none), its offset.
+/// none), its offset, how many of the newest entries to read otherwise.
 const READ: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -91,6 +92,9 @@ local top = tonumber(redis.call('HGET', KEYS[1], 'top') or '0')
 local entries = {}
 if epoch == ARGV[3] and tonumber(ARGV[4]) < top then
   entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[4] .. '-0', '+')
+elseif tonumber(ARGV[5]) > 0 then
+  local newest = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[5])
+  for i = #newest, 1, -1 do entries[#entries + 1] = newest[i] end
 end
 return {epoch, top, entries, now}
 ";
