@@ -22,7 +22,7 @@ use std::fmt;
 // them refused.
 use room_protocol::bounds::MAX_TEXT_BYTES;
 use room_protocol::order::{Rejoined, Seen};
-use room_protocol::{ClientFrame, ErrorCode, ServerFrame, names};
+use room_protocol::{ClientFrame, ErrorCode, PresentUser, ServerFrame, names};
 use serde::{Deserialize, Serialize};
 
 use crate::outbox::PushError;
@@ -42,6 +42,9 @@ pub const MAX_IN_FLIGHT: usize = 1;
 /// refills [`PUBLISH_RATE`](room_protocol::bounds::PUBLISH_RATE) publishes at the server's
 /// default rate.
 pub const RETRY_AFTER_MILLIS: u32 = 1_000;
+
+/// The line under the room's recent history shown on entry: what follows happens now.
+pub const HISTORY_END: &str = "Messages above were sent before you came in.";
 
 /// The line the page shows when a rejoin could not bring back everything.
 pub const GAP_NOTICE: &str = "Some messages from while you were away could not be recovered.";
@@ -75,12 +78,26 @@ enum Membership {
 /// What a frame from the server means for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
-    /// Show a message of someone else (or one of ours from before a reload).
+    /// Show a message of someone else (or one of ours from before a reload). `earlier`: one
+    /// of the room's recent history, from before this client came in.
     Show {
         from: String,
         text: String,
         time: u64,
+        earlier: bool,
     },
+    /// Who is in the room changed (or, with `everyone`, here is who is: the first frame):
+    /// names that came and went, and how many users there are now. `capped`: the room is
+    /// past the server's limit for naming them.
+    Presence {
+        joined: Vec<String>,
+        left: Vec<String>,
+        everyone: Option<Vec<String>>,
+        count: u64,
+        capped: bool,
+    },
+    /// Someone else in the room is typing.
+    Typing { user: String, name: String },
     /// Our publish `id` was taken by the room: its line is *delivered*.
     Delivered { id: String },
     /// Our publish `id` was refused for good: its line says why, and it left the outbox.
@@ -118,6 +135,17 @@ pub struct Room {
     membership: Membership,
     /// The server said to wait: nothing goes out until [`Room::resume`].
     paused: bool,
+    /// Messages of the room's recent history to ask for on entry (a first join).
+    history: u64,
+    /// Whether to follow who is in the room.
+    presence: bool,
+    /// The join that is answered asked for history: `joined` then says up to which offset
+    /// the replay is history.
+    asked_history: bool,
+    /// Replayed messages up to this offset are the room's recent history.
+    history_until: Option<u64>,
+    /// Who is in the room, by user id, as the presence frames say.
+    present: std::collections::BTreeMap<String, String>,
 }
 
 impl Room {
@@ -134,7 +162,49 @@ impl Room {
             max_text_bytes,
             membership: Membership::Away,
             paused: false,
+            history: 0,
+            presence: false,
+            asked_history: false,
+            history_until: None,
+            present: std::collections::BTreeMap::new(),
         }
+    }
+
+    /// On entry (a first join, without a position), ask for the room's last `messages`.
+    pub fn with_history(mut self, messages: u64) -> Room {
+        self.history = messages;
+        self
+    }
+
+    /// Follow who is in the room ([`Event::Presence`]).
+    pub fn with_presence(mut self) -> Room {
+        self.presence = true;
+        self
+    }
+
+    /// Whether the messages arriving now are still the room's recent history (a join that
+    /// asked for it, until its last one).
+    pub fn in_history(&self) -> bool {
+        self.history_until.is_some()
+    }
+
+    /// The `typing` frame to send, while joined: the caller sends it at most once per
+    /// [`TYPING_INTERVAL_MS`](room_protocol::bounds::TYPING_INTERVAL_MS), which is all the
+    /// server forwards.
+    pub fn typing_frame(&self) -> Option<String> {
+        (self.membership == Membership::Joined).then(|| {
+            encode(&ClientFrame::Typing {
+                room: self.room.clone(),
+            })
+        })
+    }
+
+    /// The names of who is in the room, sorted, as the last presence frames said.
+    pub fn present(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.present.values().cloned().collect();
+        // Unstable: the same order for equal names anyway, and the smaller sort in the wasm.
+        names.sort_unstable();
+        names
     }
 
     pub fn name(&self) -> &str {
@@ -189,12 +259,15 @@ impl Room {
         }
     }
 
-    fn join_frame(&self) -> String {
+    fn join_frame(&mut self) -> String {
+        let since = self.seen.position();
+        // History on entry only: a client that has a position resumes from it.
+        self.asked_history = since.is_none() && self.history > 0;
         encode(&ClientFrame::Join {
             room: self.room.clone(),
-            since: self.seen.position(),
-            history: None,
-            presence: false,
+            since,
+            history: self.asked_history.then_some(self.history),
+            presence: self.presence,
         })
     }
 
@@ -246,6 +319,52 @@ impl Room {
         ) || self.in_flight() > 0
     }
 
+    /// A presence frame applied as set operations: who came and went (names), and, for a
+    /// full list, everyone.
+    fn presence_changed(
+        &mut self,
+        count: u64,
+        members: Option<Vec<PresentUser>>,
+        joined: Option<Vec<PresentUser>>,
+        left: Option<Vec<PresentUser>>,
+        capped: bool,
+    ) -> Event {
+        let mut came = Vec::new();
+        let mut went = Vec::new();
+        let everyone = members.map(|members| {
+            self.present = members
+                .into_iter()
+                .map(|present| (present.user, present.name))
+                .collect();
+            self.present()
+        });
+        for present in joined.into_iter().flatten() {
+            // Named again (set semantics): no news.
+            if self
+                .present
+                .insert(present.user, present.name.clone())
+                .is_none()
+            {
+                came.push(present.name);
+            }
+        }
+        for present in left.into_iter().flatten() {
+            if let Some(name) = self.present.remove(&present.user) {
+                went.push(name);
+            }
+        }
+        if capped {
+            self.present.clear();
+        }
+        Event::Presence {
+            joined: came,
+            left: went,
+            everyone,
+            count,
+            capped,
+        }
+    }
+
     /// A text frame from the server.
     pub fn receive(&mut self, text: &str) -> Event {
         let Ok(frame) = ServerFrame::from_json(text) else {
@@ -264,6 +383,8 @@ impl Room {
                     return Event::Nothing;
                 }
                 let rejoined = self.seen.joined(&epoch, offset, recovered);
+                self.history_until =
+                    (self.asked_history && !recovered && offset > 0).then_some(offset);
                 if self.membership == Membership::CatchingUp {
                     // The gap was said already; whatever this replay holds is all there is.
                     self.membership = Membership::Joined;
@@ -300,6 +421,22 @@ impl Room {
                 if room != self.room || self.membership == Membership::CatchingUp {
                     return Event::Nothing;
                 }
+                if let Some(until) = self.history_until.filter(|until| offset <= *until) {
+                    if offset == until {
+                        self.history_until = None;
+                    }
+                    return if self.seen.earlier(&id) {
+                        Event::Show {
+                            from,
+                            text,
+                            time,
+                            earlier: true,
+                        }
+                    } else {
+                        Event::Nothing
+                    };
+                }
+                self.history_until = None;
                 let show = self.seen.message(offset, &id);
                 // Our own publish coming back before its ack (or replayed after a lost ack):
                 // its line is there already, and this is its delivery.
@@ -307,7 +444,12 @@ impl Room {
                     return Event::Delivered { id };
                 }
                 if show {
-                    Event::Show { from, text, time }
+                    Event::Show {
+                        from,
+                        text,
+                        time,
+                        earlier: false,
+                    }
                 } else {
                     Event::Nothing
                 }
@@ -336,7 +478,17 @@ impl Room {
                 name,
                 expires,
             },
-            // Who is here and who types: not shown by this client yet.
+            ServerFrame::Presence {
+                room,
+                count,
+                members,
+                joined,
+                left,
+                capped,
+            } if room == self.room => self.presence_changed(count, members, joined, left, capped),
+            ServerFrame::Typing { room, user, name } if room == self.room => {
+                Event::Typing { user, name }
+            }
             ServerFrame::Left { .. }
             | ServerFrame::Presence { .. }
             | ServerFrame::Typing { .. } => Event::Nothing,
@@ -615,6 +767,16 @@ mod tests {
             from: from.into(),
             text: text.into(),
             time: 1_764_400_000_123,
+            earlier: false,
+        }
+    }
+
+    fn earlier(from: &str, text: &str) -> Event {
+        Event::Show {
+            from: from.into(),
+            text: text.into(),
+            time: 1_764_400_000_123,
+            earlier: true,
         }
     }
 
@@ -1016,5 +1178,133 @@ mod tests {
         assert_eq!(clock_time(0, -30), "23:30");
         assert_eq!(query_encode("ana"), "ana");
         assert_eq!(query_encode("Zoë & co"), "Zo%C3%AB%20%26%20co");
+    }
+
+    #[test]
+    fn on_entry_the_recent_history_is_shown_as_earlier_then_live_ones() {
+        let mut room = Room::new(ROOM).with_history(50);
+        let join = room.connection_opened();
+        assert!(join.contains(r#""history":50"#), "{join}");
+        assert_eq!(room.receive(&joined("E", 12, false)), Event::Joined);
+        assert_eq!(
+            room.receive(&message(11, "a", "ana", "before")),
+            earlier("ana", "before")
+        );
+        assert_eq!(
+            room.receive(&message(12, "b", "bo", "just before")),
+            earlier("bo", "just before")
+        );
+        assert_eq!(
+            room.receive(&message(13, "c", "ana", "now")),
+            shown("ana", "now")
+        );
+        // A reconnect resumes from the position: no history asked, nothing shown twice.
+        room.connection_closed();
+        let join = room.connection_opened();
+        assert!(
+            !join.contains("history") && join.contains(r#""offset":13"#),
+            "{join}"
+        );
+        assert_eq!(room.receive(&joined("E", 13, true)), Event::Joined);
+        assert_eq!(
+            room.receive(&message(13, "c", "ana", "now")),
+            Event::Nothing
+        );
+    }
+
+    #[test]
+    fn a_history_message_seen_before_is_not_shown_again() {
+        let mut room = Room::new(ROOM).with_history(5);
+        room.connection_opened();
+        room.receive(&joined("E", 2, false));
+        assert_eq!(
+            room.receive(&message(1, "a", "ana", "one")),
+            earlier("ana", "one")
+        );
+        // The same id again (a second replay): not shown.
+        room.receive(&joined("E", 2, false));
+        assert_eq!(room.receive(&message(1, "a", "ana", "one")), Event::Nothing);
+        // Without `history` asked, replayed-looking messages are old: not shown.
+        let mut plain = Room::new(ROOM);
+        let join = plain.connection_opened();
+        assert!(!join.contains("history"), "{join}");
+        plain.receive(&joined("E", 2, false));
+        assert_eq!(plain.receive(&message(2, "b", "bo", "old")), Event::Nothing);
+    }
+
+    #[test]
+    fn presence_frames_become_who_came_and_went_by_name() {
+        let mut room = Room::new(ROOM).with_presence();
+        let join = room.connection_opened();
+        assert!(join.contains(r#""presence":true"#), "{join}");
+        let user = |id: &str, name: &str| PresentUser {
+            user: id.into(),
+            name: name.into(),
+        };
+        let frame = |count, members, joined, left, capped| {
+            ServerFrame::Presence {
+                room: ROOM.into(),
+                count,
+                members,
+                joined,
+                left,
+                capped,
+            }
+            .to_json()
+        };
+        assert_eq!(
+            room.receive(&frame(
+                2,
+                Some(vec![user("1", "Bo"), user("2", "Ana")]),
+                None,
+                None,
+                false
+            )),
+            Event::Presence {
+                joined: vec![],
+                left: vec![],
+                everyone: Some(vec!["Ana".into(), "Bo".into()]),
+                count: 2,
+                capped: false,
+            }
+        );
+        // Ana named again (set semantics) is no news; Cy is.
+        assert_eq!(
+            room.receive(&frame(
+                3,
+                None,
+                Some(vec![user("2", "Ana"), user("3", "Cy")]),
+                Some(vec![]),
+                false
+            )),
+            Event::Presence {
+                joined: vec!["Cy".into()],
+                left: vec![],
+                everyone: None,
+                count: 3,
+                capped: false,
+            }
+        );
+        room.receive(&frame(
+            2,
+            None,
+            Some(vec![]),
+            Some(vec![user("1", "Bo")]),
+            false,
+        ));
+        assert_eq!(room.present(), vec!["Ana".to_owned(), "Cy".to_owned()]);
+        let typing = ServerFrame::Typing {
+            room: ROOM.into(),
+            user: "3".into(),
+            name: "Cy".into(),
+        }
+        .to_json();
+        assert_eq!(
+            room.receive(&typing),
+            Event::Typing {
+                user: "3".into(),
+                name: "Cy".into()
+            }
+        );
     }
 }

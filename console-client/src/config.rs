@@ -62,6 +62,19 @@ pub struct Config {
     #[arg(long, requires = "room", value_name = "COMMAND")]
     pub token_command: Option<String>,
 
+    /// With --room: on entry, print the room's last N messages (those it still keeps).
+    #[arg(long, requires = "room", value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub history: u64,
+
+    /// With --room: say on standard error who is in the room, then who joins and leaves.
+    #[arg(long, requires = "room")]
+    pub presence: bool,
+
+    /// With --room: say on standard error who is typing.
+    #[arg(long, requires = "room")]
+    pub typing: bool,
+
     /// Seconds to keep trying to connect (at start, or after the connection was lost) before
     /// giving up with one line on standard error and a non-zero exit.
     #[arg(long, env = "CONSOLE_CLIENT_CONNECT_TIMEOUT", default_value = "10",

@@ -30,7 +30,7 @@ use crate::connect::Connector;
 use crate::run::{Stop, Timeouts};
 use crate::screen::{Escape, Screen};
 use crate::signals::Signals;
-use crate::talk::{AppTalk, RoomTalk, Talk};
+use crate::talk::{AppTalk, Follow, RoomTalk, Talk};
 use crate::token::TokenSource;
 
 #[tokio::main(flavor = "current_thread")]
@@ -93,7 +93,11 @@ async fn main() -> ExitCode {
             // The text of a message, which the protocol bounds too; the frame around it is the
             // server's business (it refuses a publish that does not fit, and says so).
             let limit = config.max_message_size.min(MAX_TEXT_BYTES);
-            let talk = RoomTalk::new(&room, &name, limit);
+            let follow = Follow {
+                presence: config.presence,
+                typing: config.typing,
+            };
+            let talk = RoomTalk::new(&room, &name, limit).following(config.history, follow);
             // Others' names and texts reach this terminal or pipe: none may forge a line or
             // send the terminal an escape sequence.
             let screen = Screen::new(Escape::Controls);

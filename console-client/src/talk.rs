@@ -262,6 +262,17 @@ pub struct RoomTalk {
     joins: VecDeque<String>,
     /// The longest text published, in bytes, for the line that refuses a longer one.
     max_text_bytes: usize,
+    /// What is said of who is here: `--presence`, `--typing`.
+    follow: Follow,
+}
+
+/// What a room conversation says of who is here, on standard error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Follow {
+    /// Joins and leaves (`--presence`).
+    pub presence: bool,
+    /// Who is typing (`--typing`).
+    pub typing: bool,
 }
 
 impl RoomTalk {
@@ -278,7 +289,18 @@ impl RoomTalk {
             texts: HashMap::new(),
             joins: VecDeque::new(),
             max_text_bytes,
+            follow: Follow::default(),
         }
+    }
+
+    /// Asks for the room's last `history` messages on entry, and follows who is here.
+    pub fn following(mut self, history: u64, follow: Follow) -> RoomTalk {
+        self.room = self.room.with_history(history);
+        if follow.presence || follow.typing {
+            self.room = self.room.with_presence();
+        }
+        self.follow = follow;
+        self
     }
 
     fn say_joined(&self, screen: &mut Screen) {
@@ -398,6 +420,36 @@ impl Talk for RoomTalk {
                 let delay = signin::refresh_delay(token, now_ms, expires);
                 self.refresh_at = Some(Instant::now() + delay);
                 self.name = name;
+                Heard::Nothing
+            }
+            Event::Presence {
+                joined,
+                left,
+                everyone,
+                count,
+                capped,
+            } => {
+                if self.follow.presence {
+                    let room = self.room.name();
+                    if capped {
+                        screen.status(&format!("{count} people in {room}"));
+                    } else if let Some(everyone) = everyone {
+                        screen.status(&format!("In {room}: {} ({count})", everyone.join(", ")));
+                    } else {
+                        for name in joined {
+                            screen.status(&format!("{name} joined {room}"));
+                        }
+                        for name in left {
+                            screen.status(&format!("{name} left {room}"));
+                        }
+                    }
+                }
+                Heard::Nothing
+            }
+            Event::Typing { name, .. } => {
+                if self.follow.typing {
+                    screen.status(&format!("{name} is typing…"));
+                }
                 Heard::Nothing
             }
             Event::Notice(notice) => {

@@ -231,6 +231,18 @@ impl Seen {
         true
     }
 
+    /// A message of the room's recent history, replayed after a `joined` that recovered
+    /// nothing (a join with `history`): its offset is not after ours, so only its id says
+    /// whether it was shown. `true` if it is to be shown; remembered either way.
+    pub fn earlier(&mut self, id: &str) -> bool {
+        self.rebuild_index_if_needed();
+        if self.index.contains(id) {
+            return false;
+        }
+        self.own(id);
+        true
+    }
+
     /// An id the client published itself was acked: remember it, so its own message coming
     /// back (live or after a restart) is recognised.
     pub fn own(&mut self, id: &str) {

@@ -23,7 +23,7 @@ use client_core::backoff::Backoff;
 use client_core::outbox::{
     CloseMeant, GivenUp, MAX_MESSAGE_BYTES, MessageId, OUTBOX_CAPACITY, Outbox, PushError, Received,
 };
-use client_core::room::{self, Event, GAP_NOTICE, RETRY_AFTER_MILLIS, Room};
+use client_core::room::{self, Event, GAP_NOTICE, HISTORY_END, RETRY_AFTER_MILLIS, Room};
 use client_core::saved;
 use client_core::signin::{IdentityClose, TokenAnswer, auth_frame, identity_close, refresh_delay};
 use client_core::status::{
@@ -47,6 +47,8 @@ enum Wake {
     Visible,
     /// [`Running::stop`]: close the socket and end.
     Stop,
+    /// Something was typed in the room view's input: others may be told.
+    Typed,
 }
 
 /// How a connection ended.
@@ -73,6 +75,8 @@ enum Turn {
     NoReply,
     /// The pause the server asked for (`rate_limited`, `unavailable`) is over.
     RetryDue,
+    /// Someone's "is typing" is over: the presence line is drawn again.
+    Redraw,
     /// The token is due for a refresh.
     RefreshDue,
     /// The token URL answered a refresh.
@@ -119,6 +123,13 @@ pub struct Client {
 #[derive(Debug)]
 struct RoomView {
     room: RefCell<Room>,
+    /// Users in the room, and whether the server stopped naming them (past its cap).
+    present: Cell<(u64, bool)>,
+    /// Who is typing, and until when (`Date.now()`, whole ms: an `f64` here would bring
+    /// float formatting into the wasm through `Debug`).
+    typing: RefCell<Vec<(String, u64)>>,
+    /// When this page last said it is typing (`Date.now()`, whole ms).
+    typed_at: Cell<u64>,
     /// Who the user is in the room: `?name=`, or the name the token gives once signed in.
     name: RefCell<String>,
     page: RoomPage,
@@ -138,6 +149,13 @@ struct SignIn {
     /// When (ms since the epoch) the token the server accepted expires.
     expires: Option<f64>,
 }
+
+/// Messages of the room's recent history shown on entry.
+const HISTORY_ON_ENTRY: u64 = 50;
+
+/// How long "is typing" shows after the last `typing` heard: a little more than the server's
+/// interval between two of them, so steady typing shows steadily.
+const TYPING_SHOWN_MILLIS: u64 = 3_000;
 
 /// The name own lines carry before a server that wants tokens said whose they are.
 const UNNAMED: &str = "you";
@@ -172,7 +190,14 @@ impl Client {
                 let name = settings.name.clone().unwrap_or_else(|| UNNAMED.to_owned());
                 page.show_room(&settings.room, &name);
                 let view = RoomView {
-                    room: RefCell::new(Room::new(&settings.room)),
+                    room: RefCell::new(
+                        Room::new(&settings.room)
+                            .with_history(HISTORY_ON_ENTRY)
+                            .with_presence(),
+                    ),
+                    present: Cell::new((0, false)),
+                    typing: RefCell::new(Vec::new()),
+                    typed_at: Cell::new(0),
                     name: RefCell::new(name),
                     page: settings,
                     signin: RefCell::default(),
@@ -365,6 +390,9 @@ impl Client {
             Some(view) => view.room.borrow().check_length(&text),
             None => self.outbox.borrow().check_length(&text),
         };
+        if self.room.is_some() && !text.is_empty() {
+            let _ = self.wakes.unbounded_send(Wake::Typed);
+        }
         match checked {
             Err(PushError::TooLong { bytes, limit }) => self.page.set_hint(Some(&format!(
                 "This text is {bytes} bytes (UTF-8) and this server accepts at most {limit}: \
@@ -791,10 +819,19 @@ impl Client {
                 .as_ref()
                 .and_then(|view| view.signin.borrow().refresh_at)
                 .filter(|_| refreshing.is_none());
+            let redraw_at = self.room.as_ref().and_then(|view| {
+                view.typing
+                    .borrow()
+                    .iter()
+                    .map(|(_, until)| *until)
+                    .min()
+                    .map(|until| until as f64)
+            });
             let timers = Timers {
                 deadline,
                 retry_at,
                 refresh_at,
+                redraw_at,
             };
             match next_turn(&mut socket, wakes, timers, &mut refreshing).await {
                 Turn::Socket(SocketEvent::Text(text)) => {
@@ -843,6 +880,21 @@ impl Client {
                     }
                     self.send_waiting(&mut socket);
                 }
+                Turn::Wake(Some(Wake::Typed)) => {
+                    if let Some(view) = &self.room {
+                        let now = js_sys::Date::now() as u64;
+                        // The server forwards no more than one per interval anyway.
+                        let due = now.saturating_sub(view.typed_at.get())
+                            >= room_protocol::bounds::TYPING_INTERVAL_MS;
+                        let frame = view.room.borrow().typing_frame();
+                        if let (true, Some(frame)) = (due, frame)
+                            && socket.send_text(&frame)
+                        {
+                            view.typed_at.set(now);
+                        }
+                    }
+                }
+                Turn::Redraw => self.show_presence(),
                 Turn::Wake(Some(Wake::Offline)) => self.page.set_status(&Status::Offline),
                 Turn::Wake(Some(Wake::Online)) => self.show_open(compressed),
                 Turn::Wake(Some(Wake::Stop)) => {
@@ -956,7 +1008,12 @@ impl Client {
         let event = view.room.borrow_mut().receive(&text);
         let mut wait = false;
         match event {
-            Event::Show { from, text, time } => {
+            Event::Show {
+                from,
+                text,
+                time,
+                earlier,
+            } => {
                 let time = clock_time(time);
                 self.record_room_line(&RoomLine {
                     author: &from,
@@ -966,6 +1023,25 @@ impl Client {
                     id: None,
                     own: false,
                 });
+                // The line where the room's history ends and what happens now begins.
+                if earlier && !view.room.borrow().in_history() {
+                    self.notice(HISTORY_END.to_owned());
+                }
+                // Whoever wrote it is no longer typing.
+                view.typing.borrow_mut().retain(|(name, _)| *name != from);
+                self.show_presence();
+            }
+            Event::Presence { count, capped, .. } => {
+                view.present.set((count, capped));
+                self.show_presence();
+            }
+            Event::Typing { name, .. } => {
+                let until = js_sys::Date::now() as u64 + TYPING_SHOWN_MILLIS;
+                let mut typing = view.typing.borrow_mut();
+                typing.retain(|(typist, _)| *typist != name);
+                typing.push((name, until));
+                drop(typing);
+                self.show_presence();
             }
             Event::Delivered { id } => {
                 backoff.reset();
@@ -999,6 +1075,35 @@ impl Client {
         // Saves the position too, which every shown message moves.
         self.show_waiting();
         wait
+    }
+
+    /// The line under the status: who is in the room, and who is typing.
+    fn show_presence(&self) {
+        let Some(view) = &self.room else { return };
+        let now = js_sys::Date::now() as u64;
+        view.typing.borrow_mut().retain(|(_, until)| *until > now);
+        let (count, capped) = view.present.get();
+        let names = view.room.borrow().present();
+        let mut line = match (count, capped) {
+            (0, _) => String::new(),
+            (count, true) => format!("{count} here"),
+            (count, false) => format!("Here ({count}): {}", names.join(", ")),
+        };
+        let typing: Vec<String> = view
+            .typing
+            .borrow()
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect();
+        if !typing.is_empty() {
+            if !line.is_empty() {
+                line.push_str(" · ");
+            }
+            let verb = if typing.len() == 1 { "is" } else { "are" };
+            line.push_str(&format!("{} {verb} typing…", typing.join(", ")));
+        }
+        self.page
+            .set_presence((!line.is_empty()).then_some(line.as_str()));
     }
 
     /// Shows an own publish, *sending* until its ack arrives; timed by this clock, as the
@@ -1055,7 +1160,7 @@ impl Client {
                 wake = wakes.next() => match wake {
                     Some(Wake::Online | Wake::Visible) => return true,
                     Some(Wake::Stop) | None => return false,
-                    Some(Wake::Queued | Wake::ReconnectClicked | Wake::Offline) => {}
+                    Some(Wake::Queued | Wake::ReconnectClicked | Wake::Offline | Wake::Typed) => {}
                 },
                 _ = redraw.next() => {}
             }
@@ -1117,6 +1222,8 @@ struct Timers {
     retry_at: Option<f64>,
     /// When the token is due for a refresh.
     refresh_at: Option<f64>,
+    /// When someone's "is typing" ends.
+    redraw_at: Option<f64>,
 }
 
 /// Waits for the open socket's next event, the page's next wake, one of the `timers`, or the
@@ -1131,6 +1238,7 @@ async fn next_turn(
     let no_reply = until(timers.deadline).fuse();
     let retry = until(timers.retry_at).fuse();
     let refresh = until(timers.refresh_at).fuse();
+    let redraw = until(timers.redraw_at).fuse();
     let refreshed = async {
         match refreshing.as_mut() {
             Some(asked) => asked.await,
@@ -1139,7 +1247,7 @@ async fn next_turn(
     }
     .fuse();
     let event = socket.next_event().fuse();
-    futures::pin_mut!(no_reply, retry, refresh, refreshed, event);
+    futures::pin_mut!(no_reply, retry, refresh, redraw, refreshed, event);
     futures::select_biased! {
         event = event => Turn::Socket(event),
         wake = wakes.next() => Turn::Wake(wake),
@@ -1147,6 +1255,7 @@ async fn next_turn(
         () = retry => Turn::RetryDue,
         answer = refreshed => Turn::Refreshed(answer),
         () = refresh => Turn::RefreshDue,
+        () = redraw => Turn::Redraw,
     }
 }
 
@@ -1213,7 +1322,7 @@ async fn wait_for_click(wakes: &mut mpsc::UnboundedReceiver<Wake>) -> bool {
         match wakes.next().await {
             Some(Wake::ReconnectClicked) => return true,
             Some(Wake::Stop) | None => return false,
-            Some(Wake::Queued | Wake::Online | Wake::Offline | Wake::Visible) => {}
+            Some(Wake::Queued | Wake::Online | Wake::Offline | Wake::Visible | Wake::Typed) => {}
         }
     }
 }
@@ -1225,7 +1334,7 @@ async fn wait_until_online(wakes: &mut mpsc::UnboundedReceiver<Wake>) -> bool {
         match wakes.next().await {
             Some(Wake::Online | Wake::ReconnectClicked) => return true,
             Some(Wake::Stop) | None => return false,
-            Some(Wake::Queued | Wake::Offline | Wake::Visible) => {}
+            Some(Wake::Queued | Wake::Offline | Wake::Visible | Wake::Typed) => {}
         }
     }
 }

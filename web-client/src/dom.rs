@@ -22,6 +22,8 @@ const STATUS_ID: &str = "status";
 const QUEUED_ID: &str = "queued";
 const RECONNECT_ID: &str = "reconnect";
 const HINT_ID: &str = "hint";
+/// Who is in the room and who is typing (the room view only).
+const PRESENCE_ID: &str = "presence";
 /// The `sessionStorage` key of the saved outbox.
 const OUTBOX_KEY: &str = "web-client.outbox";
 /// The `sessionStorage` key of a room's saved state is this followed by the room's name.
@@ -44,6 +46,8 @@ pub struct Page {
     queued: Element,
     reconnect: HtmlButtonElement,
     hint: Element,
+    /// Who is here, in the room view; absent from an older page.
+    presence: Option<Element>,
     /// Inside the status: the part that changes every second and is not announced.
     status_detail: Element,
 }
@@ -73,6 +77,7 @@ impl Page {
                 let _ = element(INPUT_ID)?.set_attribute("aria-describedby", HINT_ID);
                 hint
             },
+            presence: document.get_element_by_id(PRESENCE_ID),
             status_detail: {
                 let detail = document
                     .create_element("span")
@@ -309,6 +314,20 @@ impl Page {
         if self.queued.text_content().as_deref() != Some(waiting) {
             self.queued.set_text_content(Some(waiting));
         }
+    }
+
+    /// Shows who is in the room and who is typing (nothing hides the line).
+    pub fn set_presence(&self, text: Option<&str>) {
+        let Some(line) = &self.presence else {
+            return;
+        };
+        let text = text.unwrap_or_default();
+        if line.text_content().as_deref() != Some(text) {
+            line.set_text_content(Some(text));
+        }
+        let _ = line
+            .class_list()
+            .toggle_with_force("empty", text.is_empty());
     }
 
     /// Shows a hint under the input (why it cannot be sent as it is), or clears it; the input

@@ -83,6 +83,8 @@ pub enum Section {
     RoomsRedis,
     /// Only the reconnect storm (5,000 members of a killed instance back on another).
     Storm,
+    /// Only the presence join storm (1,000 members into one room within a second).
+    Presence,
 }
 
 pub fn bench(section: Section) -> Result<()> {
@@ -91,7 +93,11 @@ pub fn bench(section: Section) -> Result<()> {
     // The rooms rows never load the page: no need to build the web client for them alone.
     if !matches!(
         section,
-        Section::Rooms | Section::RoomsRedis | Section::RoomsInstructions | Section::Storm
+        Section::Rooms
+            | Section::RoomsRedis
+            | Section::RoomsInstructions
+            | Section::Storm
+            | Section::Presence
     ) {
         crate::build_client(false)?;
     }
@@ -225,6 +231,10 @@ pub fn bench(section: Section) -> Result<()> {
         Section::All | Section::Storm => crate::storm_bench::storm(&pinning, reps)?,
         _ => (String::new(), Vec::new()),
     };
+    let (presence_table, presence_runs) = match section {
+        Section::All | Section::Presence => crate::presence_bench::presence(&pinning, reps)?,
+        _ => (String::new(), Vec::new()),
+    };
     for line in statics
         .iter()
         .chain(&page_loads)
@@ -233,6 +243,7 @@ pub fn bench(section: Section) -> Result<()> {
         .chain(&instruction_runs)
         .chain(&rooms_runs)
         .chain(&storm_runs)
+        .chain(&presence_runs)
     {
         writeln!(jsonl, "{line}")?;
     }
@@ -248,6 +259,7 @@ pub fn bench(section: Section) -> Result<()> {
                 + &instructions_table
                 + &rooms_table
                 + &storm_table
+                + &presence_table
                 + &deployment_table
                 + &compression_table
                 + &static_table(&statics)
@@ -260,6 +272,7 @@ pub fn bench(section: Section) -> Result<()> {
         Section::Instructions | Section::RoomsInstructions => instructions_table,
         Section::Rooms | Section::RoomsRedis => rooms_table,
         Section::Storm => storm_table,
+        Section::Presence => presence_table,
     };
     std::fs::write(out_dir.join("results.md"), &table)?;
     println!("\n{table}");

@@ -8,7 +8,7 @@
 //!   `bench rooms`: room fan-out against a tokio `broadcast` reference, and through Redis with
 //!   two instances against the embedded engine (`bench rooms redis`: only those); `bench storm`:
 //!   a reconnect storm, 5,000 members of a killed instance back on another, with and without
-//!   jitter.
+//!   jitter; `bench presence`: a presence join storm, 1,000 members into one room within a second.
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
@@ -16,6 +16,7 @@ mod instructions;
 mod leftovers;
 mod page_load;
 mod precompress;
+mod presence_bench;
 mod process;
 mod rooms_bench;
 mod storm_bench;
@@ -38,7 +39,7 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load|deployment|compression|instructions [rooms]|rooms [redis]|storm]
+  bench [static|page-load|deployment|compression|instructions [rooms]|rooms [redis]|storm|presence]
                        benchmark the server against reference servers (prints a table), or
                        only the static-file, page-load, metrics+TLS, permessage-deflate,
                        callgrind, or rooms fan-out rows (`rooms redis`: only those through
@@ -46,7 +47,8 @@ commands:
                        `instructions rooms`: callgrind in the paced rooms rows;
                        BENCH_BASELINE_SERVER=PATH: another build of the server beside this
                        one in the rooms rows, as `before`), or the reconnect storm (5,000
-                       members back on a second instance)
+                       members back on a second instance), or the presence join storm
+                       (1,000 members into one room within a second)
   conformance          run the Autobahn|Testsuite against /mirror: cases 1-7, 9 and 10,
                        and with --compression also 12 and 13 (permessage-deflate)
 ";
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
             },
             Some("page-load") => bench::bench(bench::Section::PageLoad),
             Some("storm") => bench::bench(bench::Section::Storm),
+            Some("presence") => bench::bench(bench::Section::Presence),
             Some("rooms") => match args.get(2).map(String::as_str) {
                 None => bench::bench(bench::Section::Rooms),
                 Some("redis") => bench::bench(bench::Section::RoomsRedis),

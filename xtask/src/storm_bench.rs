@@ -150,7 +150,7 @@ fn of_mode<'a>(runs: &'a [Value], mode: &str) -> Vec<&'a Value> {
 }
 
 /// `median (min–max)` of `key` over `runs`, with `digits` decimals, or `-`.
-fn spread(runs: &[&Value], key: &str, digits: usize) -> String {
+pub(crate) fn spread(runs: &[&Value], key: &str, digits: usize) -> String {
     let values: Vec<f64> = runs.iter().filter_map(|run| run[key].as_f64()).collect();
     if values.is_empty() {
         return "-".to_owned();
