@@ -114,11 +114,12 @@ pub enum ServerFrame {
         expires: u64,
     },
     /// Who is in a room, for a member that joined with `presence`: `count` users (a user
-    /// with several connections counts once), then either everyone (`members`, the first
-    /// frame after `joined`, and again when the room falls back under the cap), or the net
-    /// change since the last frame (`joined`, `left`; a user is in at most one of them), or,
-    /// past the server's cap, nothing but `capped`. Apply `joined` and `left` as set
-    /// operations: a user already listed may be named again.
+    /// with several connections counts once), then either everyone (`members`: the first
+    /// frame after `joined`, the room as the last change told everyone plus the member itself,
+    /// and again when the room falls back under the cap), or the net change since the last
+    /// frame (`joined`, `left`; a user is in at most one of them), or, past the server's cap,
+    /// nothing but `capped`. Apply `joined` and `left` as set operations: a user already
+    /// listed may be named again.
     Presence {
         room: String,
         count: u64,

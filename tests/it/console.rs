@@ -1045,3 +1045,54 @@ async fn a_refused_token_is_said_once_and_the_client_stops_without_retrying() {
         "no retry: {said}"
     );
 }
+
+#[tokio::test]
+async fn in_a_room_the_history_who_is_here_and_who_types_are_said() {
+    let server = TestServer::start(&[]).await;
+    let url = server.ws_url("/subscriptions");
+    // Said before Ana comes in, by Bo, whom the room's presence has announced (his own
+    // presence frames say so: the snapshot after his join, then the change naming him).
+    let mut bo = crate::rooms::Member::connect(&server, "bo").await;
+    bo.send(json!({"type": "join", "room": "lobby", "presence": true}))
+        .await;
+    for _ in 0..3 {
+        bo.next().await;
+    }
+    bo.send(crate::rooms::publish("lobby", "b1", "said before"))
+        .await;
+    bo.messages(1).await;
+    let mut ana = Console::start(&[
+        &url,
+        "--room",
+        "lobby",
+        "--name",
+        "ana",
+        "--history",
+        "10",
+        "--presence",
+        "--typing",
+    ]);
+    assert_eq!(ana.next_line().await, "bo: said before", "the history");
+    ana.wait_for_status("In lobby: ana, bo (2)").await;
+    bo.send(json!({"type": "typing", "room": "lobby"})).await;
+    ana.wait_for_status("bo is typing").await;
+    drop(bo);
+    ana.wait_for_status("bo left lobby").await;
+    ana.close_stdin();
+    let ended = ana.ended(PATIENCE).await;
+    assert!(ended.status.success(), "{ended:?}");
+    assert!(ended.stdout.is_empty(), "nothing twice: {ended:?}");
+    // Without the flags, none of it.
+    let mut quiet = Console::start(&[&url, "--room", "lobby", "--name", "cy"]);
+    quiet.wait_for_status("Joined room lobby as cy").await;
+    quiet.close_stdin();
+    let ended = quiet.ended(PATIENCE).await;
+    assert!(
+        ended.stdout.is_empty()
+            && !ended
+                .stderr
+                .iter()
+                .any(|line| line.starts_with("In lobby") || line.contains("typing")),
+        "{ended:?}"
+    );
+}

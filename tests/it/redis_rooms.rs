@@ -31,7 +31,7 @@ const WHOLE_HISTORY: [&str; 4] = [
 ];
 
 /// Starts an instance on its own free port, using `redis`, with `extra` flags.
-async fn instance(redis: &Redis, extra: &[&str]) -> TestServer {
+pub(crate) async fn instance(redis: &Redis, extra: &[&str]) -> TestServer {
     let url = redis.url();
     let mut args = vec!["--redis-url", url.as_str(), "--metrics-addr", "127.0.0.1:0"];
     args.extend_from_slice(&UNLIMITED);

@@ -124,10 +124,7 @@ async fn presence_is_per_user_holds_oneself_and_a_leave_shows_within_a_second() 
     let (mut bo, _) = sign_in(&server, &token("u-bo", "Bo")).await;
     let mut bos = View::default();
     bos.apply(join_with_presence(&mut bo, "lobby").await);
-    assert_eq!(
-        (bos.count, bos.names()),
-        (2, vec!["Ana".to_owned(), "Bo".to_owned()])
-    );
+    bos.until(&mut bo, &["Ana", "Bo"]).await;
     anas.until(&mut ana, &["Ana", "Bo"]).await;
 
     // Ana's second tab changes nothing: Cy's arrival is all Bo hears of, in one change.
@@ -391,7 +388,7 @@ async fn a_join_gets_the_recent_history_it_asks_for() {
 #[tokio::test]
 async fn a_join_gets_the_recent_history_it_asks_for_through_redis() {
     let redis = crate::support::Redis::start().await;
-    let server = TestServer::start(&["--room-history", "4", "--redis-url", &redis.url()]).await;
+    let server = crate::redis_rooms::instance(&redis, &["--room-history", "4"]).await;
     history_is_replayed(&server).await;
 }
 
@@ -399,10 +396,9 @@ async fn a_join_gets_the_recent_history_it_asks_for_through_redis() {
 async fn across_instances_a_leave_shows_within_a_second_and_a_killed_instances_members_within_the_ttl()
  {
     let redis = crate::support::Redis::start().await;
-    let url = redis.url();
-    let args = ["--redis-url", url.as_str(), "--presence-ttl", "3"];
-    let first = TestServer::start(&args).await;
-    let mut second = TestServer::start(&args).await;
+    let args = ["--presence-ttl", "3"];
+    let first = crate::redis_rooms::instance(&redis, &args).await;
+    let mut second = crate::redis_rooms::instance(&redis, &args).await;
     let mut ana = Member::connect(&first, "ana").await;
     let mut anas = View::default();
     anas.apply(join_with_presence(&mut ana, "far").await);
@@ -439,7 +435,7 @@ async fn across_instances_a_leave_shows_within_a_second_and_a_killed_instances_m
         killed.elapsed()
     );
     // Typing crosses instances too.
-    let third = TestServer::start(&args).await;
+    let third = crate::redis_rooms::instance(&redis, &args).await;
     let mut dan = Member::connect(&third, "dan").await;
     dan.join("far", None).await;
     anas.until(&mut ana, &["ana", "dan"]).await;

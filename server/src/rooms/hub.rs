@@ -425,10 +425,11 @@ impl Hub {
                 local
                     .position
                     .get_or_insert_with(|| (snapshot.epoch.clone(), Sequence::after(top)));
-                let presence = local
-                    .presence
-                    .watches(member)
-                    .then(|| local.presence.snapshot(room, self.presence_cap));
+                let presence = local.presence.watches(member).then(|| {
+                    local
+                        .presence
+                        .snapshot(room, self.presence_cap, Some(member))
+                });
                 let joined = self.first_answer(room, since, history, presence, &snapshot, &queue);
                 (joined, snapshot.epoch)
             }

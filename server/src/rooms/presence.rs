@@ -177,35 +177,35 @@ impl Presence {
         })
     }
 
-    /// Every user in the room, on any instance, once.
-    fn everyone(&self) -> HashMap<&str, &str> {
-        let mut everyone: HashMap<&str, &str> = HashMap::with_capacity(self.local.len());
-        for remote in self.remote.values() {
-            for (user, name) in &remote.users {
-                everyone.insert(user, name);
-            }
-        }
-        // A user here shows the name it has here.
-        for (user, (name, _)) in &self.local {
-            everyone.insert(user, name);
-        }
-        everyone
-    }
-
-    /// The frame a member that joined with `presence` gets first: everyone in the room,
-    /// sorted by name then id; past `cap` users, the count alone.
-    pub(crate) fn snapshot(&self, room: &str, cap: usize) -> ServerFrame {
-        let everyone = self.everyone();
-        if everyone.len() > cap {
-            return capped(room, everyone.len());
-        }
-        let mut members: Vec<PresentUser> = everyone
-            .into_iter()
+    /// The frame a member that joined with `presence` gets first: the room as the last
+    /// change frame left every watcher (so the changes that follow it, which start from there,
+    /// add up to what they say for it too), with `member`'s own user in it; sorted by name then
+    /// id; past `cap` users, the count alone. A user who came or went within the current
+    /// interval is in the next change frame, at most an interval later.
+    pub(crate) fn snapshot(&self, room: &str, cap: usize, member: Option<MemberId>) -> ServerFrame {
+        let mut members: Vec<PresentUser> = self
+            .announced
+            .iter()
             .map(|(user, name)| PresentUser {
-                user: user.to_owned(),
-                name: name.to_owned(),
+                user: user.clone(),
+                name: name.clone(),
             })
             .collect();
+        if let Some(visitor) = member.and_then(|member| self.members.get(&member))
+            && !self.announced.contains_key(&visitor.user)
+        {
+            let name = self
+                .local
+                .get(&visitor.user)
+                .map_or_else(|| visitor.name.clone(), |(name, _)| name.clone());
+            members.push(PresentUser {
+                user: visitor.user.clone(),
+                name,
+            });
+        }
+        if members.len() > cap {
+            return capped(room, members.len());
+        }
         sort(&mut members);
         ServerFrame::Presence {
             room: room.to_owned(),
@@ -246,7 +246,7 @@ impl Presence {
         }
         if self.capped {
             self.capped = false;
-            return Some(self.snapshot(room, cap));
+            return Some(self.snapshot(room, cap, None));
         }
         if joined.is_empty() && left.is_empty() {
             return None;
@@ -389,15 +389,15 @@ mod tests {
         for (member, user) in [(1, "cy"), (2, "ana"), (3, "bo")] {
             room.enter(member, visitor(user, true));
         }
-        let ServerFrame::Presence { count, members, .. } = room.snapshot("r", 3) else {
+        room.flush("r", 3);
+        let ServerFrame::Presence { count, members, .. } = room.snapshot("r", 3, None) else {
             panic!("a presence frame");
         };
         assert_eq!((count, users(&members)), (3, vec!["ana", "bo", "cy"]));
-        room.flush("r", 3);
         // Past the cap: the count and `capped`, once per change.
         room.enter(4, visitor("dan", true));
         assert_eq!(room.flush("r", 3), Some(capped("r", 4)));
-        assert_eq!(room.snapshot("r", 3), capped("r", 4));
+        assert_eq!(room.snapshot("r", 3, None), capped("r", 4));
         room.enter(5, visitor("eve", true));
         assert_eq!(room.flush("r", 3), Some(capped("r", 5)));
         assert_eq!(room.flush("r", 3), None);
@@ -443,7 +443,7 @@ mod tests {
         // Another instance has Ana (a second tab there) and Bo: only Bo is news.
         assert!(room.remote("i2", said(&["ana", "bo"]), 15_000));
         assert_eq!(change(room.flush("r", 10)), (2, vec!["bo".into()], vec![]));
-        let ServerFrame::Presence { members, .. } = room.snapshot("r", 10) else {
+        let ServerFrame::Presence { members, .. } = room.snapshot("r", 10, None) else {
             panic!("a snapshot");
         };
         assert_eq!(users(&members), vec!["ana", "bo"]);
@@ -459,5 +459,31 @@ mod tests {
             change(room.flush("r", 10)),
             (0, vec![], vec!["ana".into(), "bo".into()])
         );
+    }
+
+    #[test]
+    fn a_snapshot_and_the_changes_after_it_add_up_even_within_one_interval() {
+        let mut room = Presence::default();
+        // Bo comes; before the next frame Ana joins, gets her snapshot, and Bo goes again.
+        room.enter(1, visitor("bo", false));
+        room.enter(2, visitor("ana", true));
+        let ServerFrame::Presence { members, .. } = room.snapshot("r", 10, Some(2)) else {
+            panic!("a snapshot");
+        };
+        assert_eq!(
+            users(&members),
+            vec!["ana"],
+            "herself, and what was announced"
+        );
+        room.leave(1);
+        // The next frame names Ana (again: set semantics) and never Bo, whom she never saw.
+        assert_eq!(change(room.flush("r", 10)), (1, vec!["ana".into()], vec![]));
+        // Once announced, a snapshot holds everyone announced.
+        room.enter(3, visitor("cy", true));
+        room.flush("r", 10);
+        let ServerFrame::Presence { members, .. } = room.snapshot("r", 10, Some(3)) else {
+            panic!("a snapshot");
+        };
+        assert_eq!(users(&members), vec!["ana", "cy"]);
     }
 }
