@@ -105,3 +105,51 @@ async fn pages_see_who_is_here_who_types_and_what_was_said_before_they_came() {
     }
     ana.screenshot("rooms-presence-ana.png").await;
 }
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn the_front_page_leads_into_a_room_and_remembers_the_name() {
+    const ENTER: &str = "\u{E007}";
+    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    let page = crate::browser::Browser::start().await;
+    page.client()
+        .goto(&format!("http://{}/", server.addr))
+        .await
+        .expect("page loads");
+    // The demo is there as before, the form under it.
+    page.wait_for_status("open").await;
+    page.watch_for_errors().await;
+    let room = page.element("enter-room").await;
+    let name = page.element("enter-name").await;
+    name.send_keys("Zoë").await.expect("types");
+    room.send_keys(&format!("a b{ENTER}")).await.expect("types");
+    page.wait_until("the form says what is wrong", async || {
+        page.text_of("enter-hint")
+            .await
+            .starts_with("A room name")
+            .then_some(())
+    })
+    .await;
+    room.clear().await.expect("clears");
+    room.send_keys(&format!("porch{ENTER}"))
+        .await
+        .expect("types");
+    page.wait_until("the room view", async || {
+        let url = page.client().current_url().await.ok()?;
+        (url.query() == Some("room=porch&name=Zo%C3%AB")).then_some(())
+    })
+    .await;
+    page.wait_for_status("open").await;
+    assert_eq!(page.run("return document.title").await, "Room porch · Zoë");
+    // The next visit to `/` has the name already.
+    page.client()
+        .goto(&format!("http://{}/", server.addr))
+        .await
+        .expect("page loads");
+    page.wait_for_status("open").await;
+    let remembered = page
+        .run("return document.getElementById('enter-name').value")
+        .await;
+    assert_eq!(remembered, "Zoë");
+    page.assert_no_csp_violations().await;
+}

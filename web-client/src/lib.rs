@@ -16,6 +16,8 @@ pub mod app;
 #[cfg(target_arch = "wasm32")]
 pub mod dom;
 #[cfg(target_arch = "wasm32")]
+pub mod enter;
+#[cfg(target_arch = "wasm32")]
 pub mod signin;
 #[cfg(target_arch = "wasm32")]
 pub mod socket;
@@ -68,6 +70,7 @@ mod entry {
         // Bad settings are shown on the page by the client itself, which keeps the form's
         // listeners: the form must never submit natively.
         // The client runs for the life of the page: its handle is not needed to stop it.
+        crate::enter::start(&document, matches!(view, View::Subscriptions));
         let _running = match view {
             View::Subscriptions => Client::start(page, settings),
             View::Room(settings) => Client::start_room(page, settings),

@@ -156,6 +156,33 @@ fn room_page(protocol: &str, host: &str, query: RoomQuery<'_>) -> Result<RoomPag
     })
 }
 
+/// The page's own link to `room` as `name` (no name: a server that wants tokens names the
+/// person), as the entry form on `/` leads there; the error says which field is wrong.
+pub fn room_link(room: &str, name: &str) -> Result<String, String> {
+    let (room, name) = (room.trim(), name.trim());
+    if !names::is_room_name(room) {
+        return Err(format!(
+            "A room name is 1 to {} of A-Z a-z 0-9 _ . : -",
+            names::MAX_ROOM_NAME
+        ));
+    }
+    if name.is_empty() {
+        return Ok(format!("/?room={}", client_core::room::query_encode(room)));
+    }
+    if !names::is_display_name(name) {
+        return Err(format!(
+            "A name is 1 to {} characters, {}",
+            names::MAX_DISPLAY_NAME,
+            names::REFUSED_CHARACTERS
+        ));
+    }
+    Ok(format!(
+        "/?room={}&name={}",
+        client_core::room::query_encode(room),
+        client_core::room::query_encode(name)
+    ))
+}
+
 /// Where the server says whether it wants tokens.
 const AUTH_CONFIG_PATH: &str = "/auth/config";
 
@@ -413,5 +440,30 @@ mod tests {
             let error = with(bad).expect_err(bad);
             assert!(error.contains("?max-message-size="), "{error}");
         }
+    }
+
+    #[test]
+    fn the_entry_form_leads_to_the_room_view_or_says_which_field_is_wrong() {
+        assert_eq!(
+            room_link(" lobby ", "Zoë & co").as_deref(),
+            Ok("/?room=lobby&name=Zo%C3%AB%20%26%20co")
+        );
+        assert_eq!(
+            room_link("team-42.dev", "").as_deref(),
+            Ok("/?room=team-42.dev")
+        );
+        assert!(
+            room_link("a b", "ana")
+                .expect_err("room")
+                .starts_with("A room name")
+        );
+        assert!(room_link("", "ana").is_err());
+        let long = "n".repeat(33);
+        assert!(
+            room_link("lobby", &long)
+                .expect_err("name")
+                .starts_with("A name")
+        );
+        assert!(room_link("lobby", "a\u{202e}b").is_err());
     }
 }
