@@ -442,3 +442,25 @@ async fn across_instances_a_leave_shows_within_a_second_and_a_killed_instances_m
     dan.send(json!({"type": "typing", "room": "far"})).await;
     assert!(matches!(ana.next().await, ServerFrame::Typing { name, .. } if name == "dan"));
 }
+
+#[tokio::test]
+async fn an_instance_that_shuts_down_cleanly_takes_its_members_out_of_presence_at_once() {
+    let redis = crate::support::Redis::start().await;
+    // The default TTL (15 s): a leave that waited for it would fail the bound below.
+    let first = crate::redis_rooms::instance(&redis, &[]).await;
+    let second = crate::redis_rooms::instance(&redis, &[]).await;
+    let mut ana = Member::connect(&first, "ana").await;
+    let mut anas = View::default();
+    anas.apply(join_with_presence(&mut ana, "porch").await);
+    let mut bo = Member::connect(&second, "bo").await;
+    bo.join("porch", None).await;
+    anas.until(&mut ana, &["ana", "bo"]).await;
+    let stopped = tokio::time::Instant::now();
+    second.signal("TERM");
+    anas.until(&mut ana, &["ana"]).await;
+    assert!(
+        stopped.elapsed() < Duration::from_secs(3),
+        "gone after {:?}",
+        stopped.elapsed()
+    );
+}

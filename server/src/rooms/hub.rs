@@ -145,6 +145,19 @@ impl LocalRoom {
     }
 }
 
+/// A presence frame to a member: counted against its queue's bound like a room message, so a
+/// member that does not read is closed; one larger than the whole bound (a thousand long names
+/// at once) goes as an answer instead, which the send timeout bounds, rather than close every
+/// watcher of a busy room.
+fn push_presence(queue: &MemberQueue, frame: &QueuedText) {
+    if frame.len() + QUEUED_OVERHEAD > queue.limit() {
+        queue.push_replay(frame);
+    } else {
+        // Over its bound: its queue has ended and its session closes it.
+        queue.push_room(frame);
+    }
+}
+
 /// What a join's history read came to.
 #[derive(Debug)]
 pub(crate) enum Completed {
@@ -214,34 +227,41 @@ impl Hub {
     /// Sends each room's presence changes since the last flush to its members that follow
     /// presence (at most one frame per room per flush; called every
     /// [`PRESENCE_INTERVAL_MS`](room_protocol::bounds::PRESENCE_INTERVAL_MS)). Each room is
-    /// handled under its own shard's lock; no lock is held across rooms. Returns the rooms
-    /// whose users on this instance changed, with those users: what the other instances
-    /// must be told (with Redis).
-    pub(crate) fn flush_presence(&self) -> Vec<(String, Vec<PresentUser>)> {
+    /// handled under its own shard's lock; no lock is held across rooms. `tell` gets each room
+    /// whose users on this instance changed, with those users, under that room's lock (with
+    /// Redis it queues the notice for the other instances: so a room's lists are queued in the
+    /// order they were true, and the last member's leave, queued after its removal, comes last).
+    pub(crate) fn flush_presence(&self, tell: &dyn Fn(&str, &[PresentUser])) {
         let rooms = std::mem::take(&mut *lock(&self.dirty));
-        let mut local_changes = Vec::new();
         for room in rooms {
             let mut shard = self.rooms.of(&room);
             let Some(local) = shard.get_mut(&room) else {
                 continue;
             };
             if local.presence.take_local_changed() {
-                local_changes.push((room.clone(), local.presence.local_users()));
+                tell(&room, &local.presence.local_users());
             }
             let Some(frame) = local.presence.flush(&room, self.presence_cap) else {
                 continue;
             };
             let frame = QueuedText::shared(frame.to_json().into());
             for (member, listener) in &local.members {
-                if let Listener::Live { queue, .. } = listener
-                    && local.presence.watches(*member)
-                {
-                    // Over its bound: its queue has ended and its session closes it.
-                    queue.push_room(&frame);
+                // Live, or joining with its snapshot sent already (a join that reads again):
+                // every change after the snapshot reaches it.
+                let queue = match listener {
+                    Listener::Live { queue, .. }
+                    | Listener::Joining {
+                        queue,
+                        sent: Some(_),
+                        ..
+                    } => queue,
+                    Listener::Joining { sent: None, .. } => continue,
+                };
+                if local.presence.watches(*member) {
+                    push_presence(queue, &frame);
                 }
             }
         }
-        local_changes
     }
 
     /// What another instance says its users in `room` are (with Redis), good until
@@ -274,17 +294,15 @@ impl Hub {
         }
     }
 
-    /// Every room held here with its users here: what this instance says again every third
-    /// of the presence TTL, so the others know it is alive.
-    pub(crate) fn local_presence(&self) -> Vec<(String, Vec<PresentUser>)> {
-        self.rooms
-            .names()
-            .into_iter()
-            .filter_map(|room| {
-                let users = self.rooms.of(&room).get(&room)?.presence.local_users();
-                Some((room, users))
-            })
-            .collect()
+    /// Every room held here with its users here, each given to `tell` under its room's lock:
+    /// what this instance says again every third of the presence TTL, so the others know it
+    /// is alive.
+    pub(crate) fn local_presence(&self, tell: &dyn Fn(&str, &[PresentUser])) {
+        for room in self.rooms.names() {
+            if let Some(local) = self.rooms.of(&room).get(&room) {
+                tell(&room, &local.presence.local_users());
+            }
+        }
     }
 
     /// The users here in `room`, if it is held here.

@@ -249,22 +249,29 @@ impl Engine {
             let mut ticks: u64 = 0;
             loop {
                 tokio::select! {
-                    () = stop.cancelled() => break,
+                    () = stop.cancelled() => {
+                        // Leaving cleanly: the others need not wait for the TTL.
+                        if let Some(redis) = &redis {
+                            redis.say_gone(hub.rooms()).await;
+                        }
+                        break;
+                    }
                     _ = tick.tick() => {}
                 }
                 ticks += 1;
-                let changed = hub.flush_presence();
-                let Some(redis) = &redis else { continue };
-                for (room, users) in changed {
-                    redis.publish_presence(&room, &users);
-                }
+                let Some(redis) = &redis else {
+                    hub.flush_presence(&|_, _| {});
+                    continue;
+                };
+                let tell = |room: &str, users: &[room_protocol::PresentUser]| {
+                    redis.publish_presence(room, users);
+                };
+                hub.flush_presence(&tell);
                 if ticks.is_multiple_of(expire_every) {
                     hub.expire_presence(now_ms());
                 }
                 if ticks.is_multiple_of(heartbeat_every) {
-                    for (room, users) in hub.local_presence() {
-                        redis.publish_presence(&room, &users);
-                    }
+                    hub.local_presence(&tell);
                 }
             }
         });

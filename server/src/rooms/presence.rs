@@ -203,7 +203,9 @@ impl Presence {
                 name,
             });
         }
-        if members.len() > cap {
+        // Capped exactly when the change frames say so: a member joining at the cap gets the
+        // list (one past it), and the next change frame says `capped` to everyone alike.
+        if self.capped || (member.is_none() && members.len() > cap) {
             return capped(room, members.len());
         }
         sort(&mut members);

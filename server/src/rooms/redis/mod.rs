@@ -44,6 +44,8 @@ const META_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// Longest wait for one Redis command or subscription before it counts as failed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// Presence and typing notices waiting to be sent, at most.
+const NOTICE_BACKLOG: usize = 4_096;
 
 /// See the module documentation.
 pub(crate) struct Redis {
@@ -80,6 +82,8 @@ pub(crate) struct Redis {
     tasks: OnceLock<(TaskTracker, CancellationToken)>,
     /// Itself, for the tasks it spawns.
     this: Weak<Redis>,
+    /// Where presence and typing notices wait to be sent, in order (set by [`Redis::start`]).
+    notices: OnceLock<tokio::sync::mpsc::Sender<(String, String)>>,
     /// This instance among those on the same Redis: 16 random hex digits, new at each start,
     /// in the presence and typing notices it sends on rooms' channels.
     instance: String,
@@ -144,6 +148,7 @@ impl Redis {
             changed: tokio::sync::Notify::new(),
             tasks: OnceLock::new(),
             feeds: OnceLock::new(),
+            notices: OnceLock::new(),
             instance: format!("{}{}", super::epoch_suffix(), super::epoch_suffix()),
         }))
     }
@@ -153,6 +158,9 @@ impl Redis {
     pub(crate) fn start(self: &Arc<Redis>, tracker: &TaskTracker, shutdown: CancellationToken) {
         let _ = self.tasks.set((tracker.clone(), shutdown.clone()));
         let _ = self.feeds.set(self.start_feeds(tracker, &shutdown));
+        let (notices, queued) = tokio::sync::mpsc::channel(NOTICE_BACKLOG);
+        let _ = self.notices.set(notices);
+        tracker.spawn(Arc::clone(self).send_notices(queued, shutdown.clone()));
         tracker.spawn(Arc::clone(self).subscriber(shutdown.clone()));
         tracker.spawn(Arc::clone(self).maintain(shutdown));
     }
@@ -197,12 +205,37 @@ impl Redis {
         self.notice(room, format!("{}t {} {frame}", keys::NOTICE, self.instance));
     }
 
-    /// Sends `payload` on `room`'s channel, on a task of its own. Best effort: presence is
-    /// said again every third of its TTL, and a typing notice that is lost is no loss.
+    /// Sends `payload` on `room`'s channel, after every notice asked for before it (one task
+    /// sends them in order: a room's users said after its `[]` would stand for the whole TTL).
+    /// Best effort: presence is said again every third of its TTL, a lost typing is no loss,
+    /// and past [`NOTICE_BACKLOG`] waiting notices the newest are let go.
     fn notice(&self, room: &str, payload: String) {
-        let channel = keys::channel(room);
+        let Some(notices) = self.notices.get() else {
+            return;
+        };
+        if notices.try_send((keys::channel(room), payload)).is_err() {
+            tracing::debug!(
+                room,
+                "a presence or typing notice was let go: too many waiting"
+            );
+        }
+    }
+
+    /// Sends the notices [`Redis::notice`] queues, one after another, until `shutdown`.
+    async fn send_notices(
+        self: Arc<Redis>,
+        mut queued: tokio::sync::mpsc::Receiver<(String, String)>,
+        shutdown: CancellationToken,
+    ) {
         let mut commands = self.commands.clone();
-        self.spawn(async move {
+        loop {
+            let (channel, payload) = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = queued.recv() => match next {
+                    Some(next) => next,
+                    None => return,
+                },
+            };
             let sent: Result<(), RedisError> = redis::cmd("PUBLISH")
                 .arg(channel)
                 .arg(payload)
@@ -211,7 +244,29 @@ impl Redis {
             if let Err(error) = sent {
                 tracing::debug!(%error, "a presence or typing notice was not sent");
             }
-        });
+        }
+    }
+
+    /// At shutdown: tells the other instances that this one has nobody in `rooms` any more,
+    /// so its members leave their presence now rather than at the TTL. Bounded by the command
+    /// timeout.
+    pub(crate) async fn say_gone(&self, rooms: Vec<String>) {
+        if rooms.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for room in rooms {
+            pipe.cmd("PUBLISH")
+                .arg(keys::channel(&room))
+                .arg(format!("{}p {} []", keys::NOTICE, self.instance))
+                .ignore();
+        }
+        let mut commands = self.commands.clone();
+        let sent =
+            tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut commands)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            tracing::debug!("the last presence notices were not sent");
+        }
     }
 
     /// A notice from an instance on a room's channel: presence, a question, typing.
@@ -333,7 +388,8 @@ impl Redis {
                     .arg(self.meta_ttl_ms())
                     .arg(epoch)
                     .arg(after)
-                    .arg(history);
+                    // Past what a room keeps it means all of it; Redis's COUNT is signed.
+                    .arg(history.min(self.settings.history_messages));
                 invocation
             })
             .await;
