@@ -305,9 +305,14 @@ impl Hub {
         }
     }
 
-    /// The users here in `room`, if it is held here.
-    pub(crate) fn local_users(&self, room: &str) -> Option<Vec<PresentUser>> {
-        Some(self.rooms.of(room).get(room)?.presence.local_users())
+    /// Another instance asked who is in `room` here: the next flush says it.
+    pub(crate) fn presence_asked(&self, room: &str) {
+        let mut shard = self.rooms.of(room);
+        if let Some(local) = shard.get_mut(room)
+            && local.presence.ask()
+        {
+            self.mark_dirty(room);
+        }
     }
 
     /// A `typing` from `member`: to the room's other members here, at most once per

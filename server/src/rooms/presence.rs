@@ -156,6 +156,14 @@ impl Presence {
             .collect()
     }
 
+    /// Another instance asked for this one's users: they go out with the next flush. `true`
+    /// when the room needs one (it was not due already).
+    pub(crate) fn ask(&mut self) -> bool {
+        let due = self.local_changed || !self.changed.is_empty();
+        self.local_changed = true;
+        !due
+    }
+
     /// Whether this instance's users changed since the last call.
     pub(crate) fn take_local_changed(&mut self) -> bool {
         std::mem::take(&mut self.local_changed)
@@ -487,5 +495,18 @@ mod tests {
             panic!("a snapshot");
         };
         assert_eq!(users(&members), vec!["ana", "cy"]);
+    }
+
+    #[test]
+    fn questions_from_other_instances_are_answered_once_per_flush() {
+        let mut room = Presence::default();
+        room.enter(1, visitor("ana", false));
+        room.flush("r", 10);
+        assert!(room.take_local_changed(), "the join is told");
+        // Three instances ask within one interval: one flush, one answer.
+        assert!(room.ask(), "the room needs a flush");
+        assert!(!room.ask() && !room.ask(), "due already");
+        assert!(room.take_local_changed());
+        assert!(!room.take_local_changed());
     }
 }

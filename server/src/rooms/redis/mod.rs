@@ -289,11 +289,9 @@ impl Redis {
                 ),
                 Err(_) => tracing::warn!(room, "a presence notice that is not a user list"),
             },
-            "q" => {
-                if let Some(users) = self.hub.local_users(room) {
-                    self.publish_presence(room, &users);
-                }
-            }
+            // Answered with the room's next flush (within 200 ms): however many instances
+            // ask, this one says its list at most once per interval.
+            "q" => self.hub.presence_asked(room),
             "t" => self.hub.typing_from_elsewhere(room, body),
             _ => tracing::debug!(room, "an unknown notice on a room's channel"),
         }
