@@ -1,6 +1,6 @@
 //! What the reference servers share: binding, announcing the address in the same
 //! `Listening on http://ADDR/` line as the project's server (so xtask starts them alike), and
-//! the accept loop.
+//! the accept loop; and what the load generators share: a process's CPU time.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,4 +26,14 @@ where
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve(stream));
     }
+}
+
+/// User + system CPU seconds from a `/proc/PID/stat` (fields 14 and 15, at USER_HZ = 100).
+pub fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // The command name may contain spaces: fields are counted after its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
 }

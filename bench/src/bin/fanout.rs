@@ -1339,22 +1339,13 @@ fn servers_cpu_seconds(pids: &[u32]) -> Option<f64> {
 /// User + system CPU time of a process, from `/proc/PID/stat` (fields 14 and 15, in clock
 /// ticks; Linux reports them at USER_HZ = 100 on every mainstream architecture).
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+    bench::stat_cpu_seconds(&format!("/proc/{pid}/stat"))
 }
 
 /// The generator's own CPU time: near 1.0 per second of measurement means it, not the
 /// server, set the pace.
 fn own_cpu_seconds() -> Option<f64> {
-    stat_cpu_seconds("/proc/self/stat")
-}
-
-fn stat_cpu_seconds(path: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    // The command name may contain spaces: fields are counted after its closing parenthesis.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    bench::stat_cpu_seconds("/proc/self/stat")
 }
 
 #[cfg(test)]

@@ -165,20 +165,10 @@ async fn member(
     Ok(seen)
 }
 
-/// User + system CPU seconds of `pids`, from `/proc/PID/stat` (fields 14 and 15, USER_HZ = 100).
+/// User + system CPU seconds of `pids` ([`bench::stat_cpu_seconds`]).
 fn cpu(pids: &[u32]) -> Result<f64, Error> {
-    let mut total = 0.0;
-    for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .ok_or("a /proc stat without its command")?
-            .1
-            .split_whitespace()
-            .collect();
-        let ticks: f64 = fields.get(11).ok_or("no utime")?.parse::<f64>()?
-            + fields.get(12).ok_or("no stime")?.parse::<f64>()?;
-        total += ticks / 100.0;
-    }
-    Ok(total)
+    pids.iter().try_fold(0.0, |total, pid| {
+        let path = format!("/proc/{pid}/stat");
+        Ok(total + bench::stat_cpu_seconds(&path).ok_or(format!("cannot read {path}"))?)
+    })
 }

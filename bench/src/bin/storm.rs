@@ -517,7 +517,7 @@ struct CpuSample {
 
 impl CpuSample {
     fn take(args: &Args) -> Result<CpuSample, Error> {
-        let read = |path: &str| stat_cpu_seconds(path).ok_or(format!("cannot read {path}"));
+        let read = |path: &str| bench::stat_cpu_seconds(path).ok_or(format!("cannot read {path}"));
         Ok(CpuSample {
             at: Instant::now(),
             survivor: read(&format!("/proc/{}/stat", args.survivor_pid))?,
@@ -525,15 +525,6 @@ impl CpuSample {
             generator: read("/proc/self/stat")?,
         })
     }
-}
-
-/// User + system CPU seconds from a `/proc/PID/stat` (fields 14 and 15, at USER_HZ = 100).
-fn stat_cpu_seconds(path: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
 }
 
 /// The most CPU `of` used over any [`BUCKET`] of wall time between samples, in cores. Over
