@@ -452,12 +452,25 @@ async fn an_instance_that_shuts_down_cleanly_takes_its_members_out_of_presence_a
     let mut ana = Member::connect(&first, "ana").await;
     let mut anas = View::default();
     anas.apply(join_with_presence(&mut ana, "porch").await);
-    let mut bo = Member::connect(&second, "bo").await;
-    bo.join("porch", None).await;
-    anas.until(&mut ana, &["ana", "bo"]).await;
+    let mut dee = Member::connect(&first, "dee").await;
+    let mut dees = View::default();
+    dees.apply(join_with_presence(&mut dee, "yard").await);
+    // Several members in several rooms on the instance that stops: their sessions leave
+    // their rooms while it shuts down, in whatever order the tasks run, and every room must
+    // still hear that the instance has nobody left in it.
+    let mut leaving = Vec::new();
+    for name in ["bo", "cy", "eve"] {
+        let mut member = Member::connect(&second, name).await;
+        member.join("porch", None).await;
+        member.join("yard", None).await;
+        leaving.push(member);
+    }
+    anas.until(&mut ana, &["ana", "bo", "cy", "eve"]).await;
+    dees.until(&mut dee, &["bo", "cy", "dee", "eve"]).await;
     let stopped = tokio::time::Instant::now();
     second.signal("TERM");
     anas.until(&mut ana, &["ana"]).await;
+    dees.until(&mut dee, &["dee"]).await;
     assert!(
         stopped.elapsed() < Duration::from_secs(3),
         "gone after {:?}",

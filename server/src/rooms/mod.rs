@@ -249,13 +249,9 @@ impl Engine {
             let mut ticks: u64 = 0;
             loop {
                 tokio::select! {
-                    () = stop.cancelled() => {
-                        // Leaving cleanly: the others need not wait for the TTL.
-                        if let Some(redis) = &redis {
-                            redis.say_gone(hub.rooms()).await;
-                        }
-                        break;
-                    }
+                    // Leaving cleanly, the notice sender says `[]` where this instance had
+                    // anyone: the others need not wait for the TTL.
+                    () = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
                 ticks += 1;

@@ -18,6 +18,7 @@
 mod feed;
 mod keys;
 mod link;
+mod notice;
 mod script;
 
 use std::collections::HashMap;
@@ -83,7 +84,7 @@ pub(crate) struct Redis {
     /// Itself, for the tasks it spawns.
     this: Weak<Redis>,
     /// Where presence and typing notices wait to be sent, in order (set by [`Redis::start`]).
-    notices: OnceLock<tokio::sync::mpsc::Sender<(String, String)>>,
+    notices: OnceLock<tokio::sync::mpsc::Sender<notice::Notice>>,
     /// This instance among those on the same Redis: 16 random hex digits, new at each start,
     /// in the presence and typing notices it sends on rooms' channels.
     instance: String,
@@ -160,7 +161,12 @@ impl Redis {
         let _ = self.feeds.set(self.start_feeds(tracker, &shutdown));
         let (notices, queued) = tokio::sync::mpsc::channel(NOTICE_BACKLOG);
         let _ = self.notices.set(notices);
-        tracker.spawn(Arc::clone(self).send_notices(queued, shutdown.clone()));
+        tracker.spawn(notice::send(
+            self.commands.clone(),
+            queued,
+            self.instance.clone(),
+            shutdown.clone(),
+        ));
         tracker.spawn(Arc::clone(self).subscriber(shutdown.clone()));
         tracker.spawn(Arc::clone(self).maintain(shutdown));
     }
@@ -191,81 +197,40 @@ impl Redis {
 
     /// Tells the other instances this one's users in `room` (none: it left the room).
     pub(crate) fn publish_presence(&self, room: &str, users: &[PresentUser]) {
-        let users = serde_json::to_string(users).expect("plain strings");
-        self.notice(room, format!("{}p {} {users}", keys::NOTICE, self.instance));
+        let list = serde_json::to_string(users).expect("plain strings");
+        let payload = format!("{}p {} {list}", keys::NOTICE, self.instance);
+        self.notice(room, payload, Some(!users.is_empty()));
     }
 
     /// Asks the other instances in `room` to say their users now (this one is new in it).
     pub(crate) fn ask_presence(&self, room: &str) {
-        self.notice(room, format!("{}q {}", keys::NOTICE, self.instance));
+        self.notice(room, format!("{}q {}", keys::NOTICE, self.instance), None);
     }
 
     /// A `typing` frame for `room`'s members on the other instances.
     pub(crate) fn publish_typing(&self, room: &str, frame: &str) {
-        self.notice(room, format!("{}t {} {frame}", keys::NOTICE, self.instance));
+        let payload = format!("{}t {} {frame}", keys::NOTICE, self.instance);
+        self.notice(room, payload, None);
     }
 
-    /// Sends `payload` on `room`'s channel, after every notice asked for before it (one task
-    /// sends them in order: a room's users said after its `[]` would stand for the whole TTL).
-    /// Best effort: presence is said again every third of its TTL, a lost typing is no loss,
-    /// and past [`NOTICE_BACKLOG`] waiting notices the newest are let go.
-    fn notice(&self, room: &str, payload: String) {
+    /// Sends `payload` on `room`'s channel, after every notice asked for before it
+    /// ([`notice`]); `lists` says whether a presence list names anyone. Best effort: presence
+    /// is said again every third of its TTL, a lost typing is no loss, and past
+    /// [`NOTICE_BACKLOG`] waiting notices the newest are let go.
+    fn notice(&self, room: &str, payload: String, lists: Option<bool>) {
         let Some(notices) = self.notices.get() else {
             return;
         };
-        if notices.try_send((keys::channel(room), payload)).is_err() {
+        let notice = notice::Notice {
+            channel: keys::channel(room),
+            payload,
+            lists,
+        };
+        if notices.try_send(notice).is_err() {
             tracing::debug!(
                 room,
                 "a presence or typing notice was let go: too many waiting"
             );
-        }
-    }
-
-    /// Sends the notices [`Redis::notice`] queues, one after another, until `shutdown`.
-    async fn send_notices(
-        self: Arc<Redis>,
-        mut queued: tokio::sync::mpsc::Receiver<(String, String)>,
-        shutdown: CancellationToken,
-    ) {
-        let mut commands = self.commands.clone();
-        loop {
-            let (channel, payload) = tokio::select! {
-                () = shutdown.cancelled() => return,
-                next = queued.recv() => match next {
-                    Some(next) => next,
-                    None => return,
-                },
-            };
-            let sent: Result<(), RedisError> = redis::cmd("PUBLISH")
-                .arg(channel)
-                .arg(payload)
-                .query_async(&mut commands)
-                .await;
-            if let Err(error) = sent {
-                tracing::debug!(%error, "a presence or typing notice was not sent");
-            }
-        }
-    }
-
-    /// At shutdown: tells the other instances that this one has nobody in `rooms` any more,
-    /// so its members leave their presence now rather than at the TTL. Bounded by the command
-    /// timeout.
-    pub(crate) async fn say_gone(&self, rooms: Vec<String>) {
-        if rooms.is_empty() {
-            return;
-        }
-        let mut pipe = redis::pipe();
-        for room in rooms {
-            pipe.cmd("PUBLISH")
-                .arg(keys::channel(&room))
-                .arg(format!("{}p {} []", keys::NOTICE, self.instance))
-                .ignore();
-        }
-        let mut commands = self.commands.clone();
-        let sent =
-            tokio::time::timeout(COMMAND_TIMEOUT, pipe.query_async::<()>(&mut commands)).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            tracing::debug!("the last presence notices were not sent");
         }
     }
 
