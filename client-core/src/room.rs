@@ -98,10 +98,19 @@ pub enum Event {
     },
     /// Someone else in the room is typing.
     Typing { user: String, name: String },
-    /// Our publish `id` was taken by the room: its line is *delivered*.
-    Delivered { id: String },
-    /// Our publish `id` was refused for good: its line says why, and it left the outbox.
-    Refused { id: String, reason: String },
+    /// Our publish `id` was taken by the room: its line is *delivered*. `time`: the server's
+    /// time of it, when its message came back before its ack.
+    Delivered { id: String, time: Option<u64> },
+    /// Our delivered publish `id` came back as the room's message: the server's time of it,
+    /// for its line (which showed this clock's until now).
+    Stamped { id: String, time: u64 },
+    /// Our publish `id` was refused for good: its line says why, and it left the outbox with
+    /// its `text` (for the person to edit and send again).
+    Refused {
+        id: String,
+        reason: String,
+        text: String,
+    },
     /// The room's joined; not everything since our last position could be recovered. With
     /// `rejoin`, send that join to fetch the new epoch's messages from its start (publishes
     /// wait for its `joined`); without, publishes may go out.
@@ -146,6 +155,9 @@ pub struct Room {
     history_until: Option<u64>,
     /// Who is in the room, by user id, as the presence frames say.
     present: std::collections::BTreeMap<String, String>,
+    /// Own publishes acked before their message came back, oldest first, at most the
+    /// outbox's capacity: the message then gives the line the server's time.
+    unstamped: VecDeque<String>,
 }
 
 impl Room {
@@ -167,6 +179,7 @@ impl Room {
             asked_history: false,
             history_until: None,
             present: std::collections::BTreeMap::new(),
+            unstamped: VecDeque::new(),
         }
     }
 
@@ -441,7 +454,14 @@ impl Room {
                 // Our own publish coming back before its ack (or replayed after a lost ack):
                 // its line is there already, and this is its delivery.
                 if self.take(&id).is_some() {
-                    return Event::Delivered { id };
+                    return Event::Delivered {
+                        id,
+                        time: Some(time),
+                    };
+                }
+                if let Some(at) = self.unstamped.iter().position(|own| *own == id) {
+                    self.unstamped.remove(at);
+                    return Event::Stamped { id, time };
                 }
                 if show {
                     Event::Show {
@@ -461,7 +481,11 @@ impl Room {
                 // Remembered, so its message coming back (live or republished into a new
                 // epoch) is not shown a second time.
                 self.seen.own(&id);
-                Event::Delivered { id }
+                if self.unstamped.len() == self.capacity {
+                    self.unstamped.pop_front();
+                }
+                self.unstamped.push_back(id.clone());
+                Event::Delivered { id, time: None }
             }
             ServerFrame::Left {
                 room,
@@ -521,9 +545,10 @@ impl Room {
                 return Event::Nothing;
             }
             return match self.take(&id) {
-                Some(_) => Event::Refused {
+                Some(publish) => Event::Refused {
                     id,
                     reason: refusal_reason(code, &message),
+                    text: publish.text,
                 },
                 None => Event::Nothing,
             };
@@ -781,7 +806,10 @@ mod tests {
     }
 
     fn delivered(id: &str) -> Event {
-        Event::Delivered { id: id.into() }
+        Event::Delivered {
+            id: id.into(),
+            time: None,
+        }
     }
 
     #[test]
@@ -806,10 +834,14 @@ mod tests {
         assert_eq!(room.receive(&ack("m1", 6)), delivered("m1"));
         assert!(!room.awaiting_reply());
         assert!(room.is_empty());
-        // Its own message coming back after the ack is not shown.
+        // Its own message coming back after the ack is not shown again: it gives the line
+        // the server's time.
         assert_eq!(
             room.receive(&message(6, "m1", "ana", "hello")),
-            Event::Nothing
+            Event::Stamped {
+                id: "m1".into(),
+                time: 1_764_400_000_123
+            }
         );
         room.connection_closed();
         assert_eq!(
@@ -929,10 +961,49 @@ mod tests {
         send_all(&mut room);
         assert_eq!(
             room.receive(&message(1, "m", "ana", "mine")),
-            delivered("m")
+            Event::Delivered {
+                id: "m".into(),
+                time: Some(1_764_400_000_123)
+            },
+            "with the server's time"
         );
         assert_eq!(room.receive(&ack("m", 1)), Event::Nothing);
         assert!(room.is_empty());
+    }
+
+    #[test]
+    fn own_message_arriving_after_its_ack_gives_its_line_the_servers_time_once() {
+        let mut room = Room::with_capacity(ROOM, 2, MAX_TEXT_BYTES);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        // More acked publishes than the outbox holds: the oldest is no longer waited for.
+        let mut offset = 0;
+        for id in ["a", "b", "c"] {
+            room.push(id.into(), "mine".into()).expect("queued");
+            send_all(&mut room);
+            offset += 1;
+            assert_eq!(room.receive(&ack(id, offset)), delivered(id));
+        }
+        assert_eq!(
+            room.receive(&message(1, "a", "ana", "mine")),
+            Event::Nothing,
+            "past the bound: not waited for, and not shown"
+        );
+        for (offset, id) in [(2, "b"), (3, "c")] {
+            assert_eq!(
+                room.receive(&message(offset, id, "ana", "mine")),
+                Event::Stamped {
+                    id: id.into(),
+                    time: 1_764_400_000_123
+                }
+            );
+        }
+        // Replayed again (a rejoin): nothing more.
+        room.receive(&joined("E", 0, true));
+        assert_eq!(
+            room.receive(&message(3, "c", "ana", "mine")),
+            Event::Nothing
+        );
     }
 
     #[test]
@@ -976,6 +1047,7 @@ mod tests {
             Event::Refused {
                 id: "c".into(),
                 reason: "refused: too long for this server".into(),
+                text: "text c".into(),
             }
         );
         assert!(room.is_empty());

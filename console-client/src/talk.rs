@@ -378,14 +378,14 @@ impl Talk for RoomTalk {
                 screen.reply(&format!("{from}: {text}"))?;
                 Heard::Nothing
             }
-            Event::Delivered { id } => {
+            Event::Delivered { id, .. } => {
                 if let Some(text) = self.texts.remove(&id) {
                     screen.reply(&format!("{}: {text}", self.name))?;
                 }
                 Heard::Answered
             }
-            Event::Refused { id, reason } => {
-                let text = self.texts.remove(&id).unwrap_or_default();
+            Event::Refused { id, reason, text } => {
+                self.texts.remove(&id);
                 screen.failed(&format!("{}: {reason}.", preview(&text)));
                 Heard::Nothing
             }
@@ -456,7 +456,7 @@ impl Talk for RoomTalk {
                 screen.status(&notice);
                 Heard::Nothing
             }
-            Event::Nothing => Heard::Nothing,
+            Event::Stamped { .. } | Event::Nothing => Heard::Nothing,
         })
     }
 

@@ -51,6 +51,18 @@ impl Browser {
         Browser { headless }
     }
 
+    /// Runs one DevTools command on the page (see [`headless::Browser::devtools`]).
+    pub(crate) async fn devtools(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
+        self.headless
+            .devtools(method, params)
+            .await
+            .unwrap_or_else(|error| panic!("{method}: {error}"))
+    }
+
     pub(crate) async fn log_lines(&self) -> Vec<String> {
         let script =
             "return Array.from(document.querySelectorAll('#log li'), li => li.textContent)";

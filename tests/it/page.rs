@@ -541,9 +541,7 @@ async fn the_room_view_contrasts_at_least_4_5_to_1_in_the_light_and_the_dark_the
         bo.send(Message::text(publish.to_string()))
             .await
             .expect("publish sent");
-        let ready = "return document.querySelectorAll('#log li.own .state').length > 0 \
-            && Array.from(document.querySelectorAll('#log li.own .state'), s => s.textContent) \
-                 .includes('delivered') \
+        let ready = "return document.querySelector('#log li.own[data-state=delivered]') !== null \
             && document.querySelector('#log li.given-up') !== null \
             && document.querySelector('#log li.message:not(.own)') !== null";
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -560,7 +558,11 @@ async fn the_room_view_contrasts_at_least_4_5_to_1_in_the_light_and_the_dark_the
                 ["a time", "#log li.message .time", null],
                 ["someone's text", "#log li.message:not(.own) .text", null],
                 ["one's own text", "#log li.own .text", null],
-                ["one's own state", "#log li.own .state", null],
+                [
+                    "edit and send again",
+                    "#log li.given-up button.resend",
+                    null
+                ],
                 ["a refused state", "#log li.given-up .state", null],
             ]),
         )

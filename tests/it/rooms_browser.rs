@@ -52,7 +52,9 @@ type Row = (
 pub(crate) async fn lines(page: &Browser) -> Vec<Line> {
     let script = "return Array.from(document.querySelectorAll('#log li'), li => {
         const part = name => { const e = li.querySelector('.' + name); return e ? e.textContent : null; };
-        return [li.className, part('author'), part('text'), part('state'), li.textContent];
+        // An own line's state: `sending`, `delivered` (drawn quietly), or why it was refused.
+        const state = li.dataset.state === 'refused' ? part('state') : (li.dataset.state ?? null);
+        return [li.className, part('author'), part('text'), state, li.textContent];
     })";
     let rows: Vec<Row> = serde_json::from_value(page.run(script).await).expect("lines");
     rows.into_iter()

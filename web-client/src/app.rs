@@ -15,7 +15,7 @@ use gloo_events::EventListener;
 use gloo_timers::future::{IntervalStream, TimeoutFuture};
 use wasm_bindgen_futures::spawn_local;
 
-use crate::dom::{Page, RoomLine, warn};
+use crate::dom::{OwnState, Page, RoomLine, warn};
 use crate::signin::{fetch_mode, fetch_token};
 use crate::socket::{Socket, SocketEvent};
 use crate::url::{AuthMode, DEFAULT_APP, RoomPage, Settings};
@@ -130,6 +130,11 @@ struct RoomView {
     typing: RefCell<Vec<(String, u64)>>,
     /// When this page last said it is typing (`Date.now()`, whole ms).
     typed_at: Cell<u64>,
+    /// Lines of others that arrived while the tab was hidden (in the title).
+    unread: Cell<u32>,
+    /// Refused publishes (id, text), newest last, at most the outbox's capacity: their lines
+    /// offer to edit and send them again.
+    refused: RefCell<std::collections::VecDeque<(String, String)>>,
     /// Who the user is in the room: `?name=`, or the name the token gives once signed in.
     name: RefCell<String>,
     page: RoomPage,
@@ -198,6 +203,8 @@ impl Client {
                     present: Cell::new((0, false)),
                     typing: RefCell::new(Vec::new()),
                     typed_at: Cell::new(0),
+                    unread: Cell::new(0),
+                    refused: RefCell::default(),
                     name: RefCell::new(name),
                     page: settings,
                     signin: RefCell::default(),
@@ -255,11 +262,6 @@ impl Client {
 
     /// Turns the page's events into wakes.
     fn listen(self: Rc<Self>) -> Vec<EventListener> {
-        let wake = |wake: Wake| {
-            let wakes = self.wakes.clone();
-            // Fails only once the task is gone, and then there is nobody to wake.
-            move || drop(wakes.unbounded_send(wake))
-        };
         let mut listeners = vec![
             self.page.on_reconnect({
                 let client = Rc::clone(&self);
@@ -270,8 +272,21 @@ impl Client {
                     let _ = client.wakes.unbounded_send(Wake::ReconnectClicked);
                 }
             }),
-            self.page.on_visible(wake(Wake::Visible)),
+            self.page.on_visible({
+                let client = Rc::clone(&self);
+                move || {
+                    if let Some(view) = &client.room {
+                        view.unread.set(0);
+                        client.page.set_unread(0);
+                    }
+                    let _ = client.wakes.unbounded_send(Wake::Visible);
+                }
+            }),
         ];
+        listeners.extend(self.page.on_log({
+            let client = Rc::clone(&self);
+            move |id| client.resend(&id)
+        }));
         listeners.extend(self.page.on_online({
             let client = Rc::clone(&self);
             move || {
@@ -300,11 +315,29 @@ impl Client {
             let client = Rc::clone(&self);
             move || client.check_input()
         }));
-        listeners.push(self.page.on_submit({
+        listeners.extend(self.page.on_submit({
             let client = Rc::clone(&self);
             move || client.submit()
         }));
         listeners
+    }
+
+    /// "Edit and send again" on a refused line: its text goes back to the composer, and the
+    /// line away.
+    fn resend(&self, id: &str) {
+        let Some(view) = &self.room else { return };
+        let text = {
+            let mut refused = view.refused.borrow_mut();
+            let Some(at) = refused.iter().position(|(refused, _)| refused == id) else {
+                return;
+            };
+            refused.remove(at).map(|(_, text)| text)
+        };
+        if let Some(text) = text {
+            self.page.remove_line(id);
+            self.page.put_in_input(&text);
+            self.check_input();
+        }
     }
 
     /// Puts back what this tab's previous page saved: sent first on the first connection.
@@ -1014,15 +1047,22 @@ impl Client {
                 time,
                 earlier,
             } => {
+                let at = time;
                 let time = clock_time(time);
                 self.record_room_line(&RoomLine {
                     author: &from,
                     time: &time,
+                    at,
                     text: &text,
                     state: None,
                     id: None,
                     own: false,
+                    announce: !earlier,
                 });
+                if !earlier && self.page.is_hidden() {
+                    view.unread.set(view.unread.get().saturating_add(1));
+                    self.page.set_unread(view.unread.get());
+                }
                 // The line where the room's history ends and what happens now begins.
                 if earlier && !view.room.borrow().in_history() {
                     self.notice(HISTORY_END.to_owned());
@@ -1043,14 +1083,24 @@ impl Client {
                 drop(typing);
                 self.show_presence();
             }
-            Event::Delivered { id } => {
+            Event::Delivered { id, time } => {
                 backoff.reset();
-                self.page.set_room_state(&id, "delivered", false);
+                self.page.set_room_state(&id, OwnState::Delivered);
+                if let Some(time) = time {
+                    self.page.set_room_time(&id, &clock_time(time), time);
+                }
                 // A place in flight opened.
                 self.send_waiting(socket);
             }
-            Event::Refused { id, reason } => {
-                if !self.page.set_room_state(&id, &reason, true) {
+            Event::Stamped { id, time } => self.page.set_room_time(&id, &clock_time(time), time),
+            Event::Refused { id, reason, text } => {
+                if self.page.set_room_state(&id, OwnState::Refused(&reason)) {
+                    let mut refused = view.refused.borrow_mut();
+                    if refused.len() == room::ROOM_OUTBOX_CAPACITY {
+                        refused.pop_front();
+                    }
+                    refused.push_back((id, text));
+                } else {
                     self.notice(format!("A message was {reason}."));
                 }
             }
@@ -1077,46 +1127,42 @@ impl Client {
         wait
     }
 
-    /// The line under the status: who is in the room, and who is typing.
+    /// Who is in the room, and who is typing.
     fn show_presence(&self) {
         let Some(view) = &self.room else { return };
         let now = js_sys::Date::now() as u64;
         view.typing.borrow_mut().retain(|(_, until)| *until > now);
         let (count, capped) = view.present.get();
-        let names = view.room.borrow().present();
-        let mut line = match (count, capped) {
-            (0, _) => String::new(),
-            (count, true) => format!("{count} here"),
-            (count, false) => format!("Here ({count}): {}", names.join(", ")),
-        };
+        self.page
+            .set_people(count, capped, &view.room.borrow().present());
         let typing: Vec<String> = view
             .typing
             .borrow()
             .iter()
             .map(|(name, _)| name.clone())
             .collect();
-        if !typing.is_empty() {
-            if !line.is_empty() {
-                line.push_str(" · ");
-            }
-            let verb = if typing.len() == 1 { "is" } else { "are" };
-            line.push_str(&format!("{} {verb} typing…", typing.join(", ")));
-        }
-        self.page
-            .set_presence((!line.is_empty()).then_some(line.as_str()));
+        let line = match typing.len() {
+            0 => String::new(),
+            1 => format!("{} is typing…", typing[0]),
+            _ => format!("{} are typing…", typing.join(", ")),
+        };
+        self.page.set_typing(&line);
     }
 
     /// Shows an own publish, *sending* until its ack arrives; timed by this clock, as the
     /// server's time comes only with the message.
     fn show_own(&self, view: &RoomView, id: &str, text: &str) {
-        let time = clock_time(js_sys::Date::now() as u64);
+        let at = js_sys::Date::now() as u64;
+        let time = clock_time(at);
         self.record_room_line(&RoomLine {
             author: &view.name.borrow(),
             time: &time,
+            at,
             text,
-            state: Some("sending"),
+            state: Some(OwnState::Sending),
             id: Some(id),
             own: true,
+            announce: false,
         });
     }
 

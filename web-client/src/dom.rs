@@ -2,18 +2,29 @@
 //! window around it (its events, `sessionStorage`, the console). Text always goes in as text
 //! (`textContent`), never as HTML; in a room, each name and text in an isolating `<bdi>` of
 //! its own, with the characters [`client_core::shown`] picks shown as their code.
+//!
+//! New lines are drawn in batches: each is made at once (so it can be marked before it is
+//! drawn) and goes into the log at the next animation frame with the others of that frame, in
+//! one insertion, with one look at whether the reader was at the bottom (only then does the
+//! view follow; otherwise a "new messages" button appears). A hidden tab, which gets no frames,
+//! is drawn by a timer instead. Screen readers hear the frame's live lines once, from a
+//! region of their own: a replay of the room's history is drawn, not read out.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use gloo_events::{EventListener, EventListenerOptions};
 use wasm_bindgen::JsCast;
+use wasm_bindgen::closure::Closure;
 use web_sys::{
-    BeforeUnloadEvent, Document, Element, HtmlButtonElement, HtmlElement, HtmlInputElement,
-    Storage, VisibilityState, Window,
+    BeforeUnloadEvent, Document, Element, HtmlButtonElement, HtmlElement, HtmlFormElement,
+    HtmlTextAreaElement, KeyboardEvent, Storage, VisibilityState, Window,
 };
 
 use client_core::outbox::MessageId;
 use client_core::shown::{self, Piece};
 use client_core::status::Status;
-use client_core::transcript::Entry;
+use client_core::transcript::{Entry, Speaker};
 
 const LOG_ID: &str = "log";
 const FORM_ID: &str = "composer";
@@ -22,8 +33,32 @@ const STATUS_ID: &str = "status";
 const QUEUED_ID: &str = "queued";
 const RECONNECT_ID: &str = "reconnect";
 const HINT_ID: &str = "hint";
-/// Who is in the room and who is typing (the room view only).
-const PRESENCE_ID: &str = "presence";
+/// Who is in the room (the room view only): a `<details>`, its `<summary>`, and the list.
+const PEOPLE_ID: &str = "people";
+const PEOPLE_COUNT_ID: &str = "people-count";
+const MEMBERS_ID: &str = "members";
+/// Who is typing (the room view only).
+const TYPING_ID: &str = "typing";
+/// The button that appears when lines arrived below a reader who scrolled up.
+const JUMP_ID: &str = "jump";
+/// Where screen readers are told of new lines.
+const ANNOUNCE_ID: &str = "announce";
+/// Announcements kept in the region (older ones were read out already).
+const ANNOUNCEMENTS_KEPT: u32 = 3;
+/// Lines announced at most per frame; past it, how many more came.
+const ANNOUNCED_PER_FRAME: usize = 5;
+/// How close (CSS pixels) to the bottom counts as at the bottom.
+const BOTTOM_SLACK: i32 = 8;
+/// A hidden tab gets no animation frames: its lines are drawn by a timer after this long.
+const HIDDEN_FLUSH_MILLIS: i32 = 250;
+/// Lines of one author closer than this (ms) are grouped under one name.
+const GROUP_MILLIS: u64 = 5 * 60 * 1000;
+/// The attribute with a room line's author (and whether it is one's own), for grouping.
+const AUTHOR_ATTRIBUTE: &str = "data-author";
+/// The attribute with a room line's time (ms since the epoch), for grouping.
+const AT_ATTRIBUTE: &str = "data-at";
+/// The attribute with an own line's state: `sending`, `delivered` or `refused`.
+const STATE_ATTRIBUTE: &str = "data-state";
 /// The `sessionStorage` key of the saved outbox.
 const OUTBOX_KEY: &str = "web-client.outbox";
 /// The `sessionStorage` key of a room's saved state is this followed by the room's name.
@@ -40,16 +75,67 @@ const MARKER_TITLE: &str = "A character that would reorder or break this text, s
 pub struct Page {
     document: Document,
     log: Element,
-    form: Element,
-    input: HtmlInputElement,
+    form: HtmlFormElement,
+    input: HtmlTextAreaElement,
     status: Element,
     queued: Element,
     reconnect: HtmlButtonElement,
     hint: Element,
-    /// Who is here, in the room view; absent from an older page.
-    presence: Option<Element>,
+    people: HtmlElement,
+    people_count: Element,
+    members: Element,
+    typing: HtmlElement,
+    jump: HtmlButtonElement,
+    announce: Element,
     /// Inside the status: the part that changes every second and is not announced.
     status_detail: Element,
+    /// What waits to be drawn, and what is drawn that the page must remember.
+    drawn: Rc<RefCell<Drawn>>,
+}
+
+/// The page's own state: lines waiting for the next frame, the title, who is listed.
+#[derive(Debug, Default)]
+struct Drawn {
+    /// Lines made and not yet in the log, oldest first.
+    lines: Vec<Element>,
+    /// What screen readers are to hear of them.
+    said: Vec<String>,
+    /// One of them is one's own: the view goes to the bottom, wherever the reader was.
+    own: bool,
+    /// A frame (and the hidden tab's timer) has been asked for.
+    scheduled: bool,
+    /// The title without its unread count.
+    title: String,
+    /// The count and whether it is capped, and the names in the member list, as drawn.
+    people: (u64, bool),
+    members: Vec<String>,
+}
+
+/// An own line's state, as [`Page::set_room_state`] shows it.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnState<'a> {
+    Sending,
+    /// Quiet: the line shows nothing more.
+    Delivered,
+    /// Why it was refused, and a button to edit it and send it again.
+    Refused(&'a str),
+}
+
+impl OwnState<'_> {
+    fn key(self) -> &'static str {
+        match self {
+            OwnState::Sending => "sending",
+            OwnState::Delivered => "delivered",
+            OwnState::Refused(_) => "refused",
+        }
+    }
+
+    fn shown(self) -> &'static str {
+        match self {
+            OwnState::Sending => "sending",
+            OwnState::Delivered | OwnState::Refused(_) => "",
+        }
+    }
 }
 
 impl Page {
@@ -60,13 +146,16 @@ impl Page {
                 .get_element_by_id(id)
                 .ok_or_else(|| format!("the page has no #{id} element"))
         };
+        let of_kind = |id: &str, kind: &str| format!("#{id} is not a <{kind}>");
         Ok(Page {
             document: document.clone(),
             log: element(LOG_ID)?,
-            form: element(FORM_ID)?,
+            form: element(FORM_ID)?
+                .dyn_into()
+                .map_err(|_| of_kind(FORM_ID, "form"))?,
             input: element(INPUT_ID)?
                 .dyn_into()
-                .map_err(|_| format!("#{INPUT_ID} is not an <input>"))?,
+                .map_err(|_| of_kind(INPUT_ID, "textarea"))?,
             status: element(STATUS_ID)?,
             queued: element(QUEUED_ID)?,
             reconnect: element(RECONNECT_ID)?
@@ -77,7 +166,18 @@ impl Page {
                 let _ = element(INPUT_ID)?.set_attribute("aria-describedby", HINT_ID);
                 hint
             },
-            presence: document.get_element_by_id(PRESENCE_ID),
+            people: element(PEOPLE_ID)?
+                .dyn_into()
+                .map_err(|_| of_kind(PEOPLE_ID, "details"))?,
+            people_count: element(PEOPLE_COUNT_ID)?,
+            members: element(MEMBERS_ID)?,
+            typing: element(TYPING_ID)?
+                .dyn_into()
+                .map_err(|_| of_kind(TYPING_ID, "p"))?,
+            jump: element(JUMP_ID)?
+                .dyn_into()
+                .map_err(|_| of_kind(JUMP_ID, "button"))?,
+            announce: element(ANNOUNCE_ID)?,
             status_detail: {
                 let detail = document
                     .create_element("span")
@@ -86,10 +186,11 @@ impl Page {
                 let _ = detail.set_attribute("aria-hidden", "true");
                 detail
             },
+            drawn: Rc::default(),
         })
     }
 
-    /// Appends a line to the log, removes `evicted` old ones, and keeps the newest in view.
+    /// Appends a line to the log (at the next frame) and removes `evicted` old ones.
     pub fn append(&self, entry: &Entry, evicted: usize) {
         self.append_line(entry, evicted);
     }
@@ -103,51 +204,170 @@ impl Page {
 
     /// Adds `outcome` to every line that shows message `id`; `false` if none is left.
     pub fn mark_message(&self, id: MessageId, outcome: &str) -> bool {
-        let selector = format!("[{MESSAGE_ATTRIBUTE}=\"{}\"]", id.0);
-        let Ok(lines) = self.log.query_selector_all(&selector) else {
-            return false;
-        };
-        for index in 0..lines.length() {
-            let Some(line) = lines.item(index) else {
-                continue;
-            };
+        let lines = self.lines_of(&id.0.to_string());
+        for line in &lines {
             let text = line.text_content().unwrap_or_default();
             line.set_text_content(Some(&format!("{text} ({outcome})")));
-            if let Ok(line) = line.dyn_into::<Element>() {
-                let _ = line.class_list().add_1("given-up");
+            let _ = line.class_list().add_1("given-up");
+        }
+        !lines.is_empty()
+    }
+
+    /// The lines, drawn or waiting to be, that show message `id`.
+    fn lines_of(&self, id: &str) -> Vec<Element> {
+        let mut found = Vec::new();
+        if let Ok(lines) = self
+            .log
+            .query_selector_all(&format!("[{MESSAGE_ATTRIBUTE}]"))
+        {
+            for index in 0..lines.length() {
+                if let Some(line) = lines
+                    .item(index)
+                    .and_then(|node| node.dyn_into::<Element>().ok())
+                {
+                    found.push(line);
+                }
             }
         }
-        lines.length() > 0
+        found.extend(self.drawn.borrow().lines.iter().cloned());
+        // Compared here, not in a selector: a restored id may hold quotes.
+        found.retain(|line| line.get_attribute(MESSAGE_ATTRIBUTE).as_deref() == Some(id));
+        found
     }
 
     fn append_line(&self, entry: &Entry, evicted: usize) -> Option<Element> {
-        for _ in 0..evicted {
-            if let Some(oldest) = self.log.first_element_child() {
-                oldest.remove();
-            }
-        }
         let line = self.document.create_element("li").ok()?;
         line.set_class_name(entry.speaker.class());
         // Element Timing: the browser records when each line was first painted, for real-user
         // monitoring and the page-load benchmark (navigation to "Greetings!" on screen).
         let _ = line.set_attribute("elementtiming", LOG_LINE_TIMING);
-        line.set_text_content(Some(&entry.to_string()));
-        let _ = self.log.append_child(&line);
-        self.log.set_scroll_top(self.log.scroll_height());
+        let text = entry.to_string();
+        line.set_text_content(Some(&text));
+        // One's own lines are not read back to the person who typed them.
+        let own = matches!(entry.speaker, Speaker::You | Speaker::YouAgain);
+        self.add_line(line.clone(), evicted, (!own).then_some(text), own);
         Some(line)
+    }
+
+    /// Puts `line` in the next frame's batch, after removing `evicted` of the oldest lines.
+    fn add_line(&self, line: Element, evicted: usize, said: Option<String>, own: bool) {
+        let mut drawn = self.drawn.borrow_mut();
+        for _ in 0..evicted {
+            match self.log.first_element_child() {
+                Some(oldest) => oldest.remove(),
+                None if !drawn.lines.is_empty() => drop(drawn.lines.remove(0)),
+                None => break,
+            }
+        }
+        drawn.lines.push(line);
+        drawn.said.extend(said);
+        drawn.own |= own;
+        if drawn.scheduled {
+            return;
+        }
+        drawn.scheduled = true;
+        drop(drawn);
+        self.schedule_flush();
+    }
+
+    /// Asks for [`Page::flush`] at the next animation frame, and by a timer for a hidden
+    /// tab (which gets no frames); whichever comes first draws, the other finds nothing.
+    fn schedule_flush(&self) {
+        let Some(window) = self.window() else {
+            return self.flush();
+        };
+        let page = self.clone();
+        let frame = Closure::once_into_js(move || page.flush());
+        if window
+            .request_animation_frame(frame.unchecked_ref())
+            .is_err()
+        {
+            return self.flush();
+        }
+        let page = self.clone();
+        let timer = Closure::once_into_js(move || page.flush());
+        let _ = window.set_timeout_with_callback_and_timeout_and_arguments_0(
+            timer.unchecked_ref(),
+            HIDDEN_FLUSH_MILLIS,
+        );
+    }
+
+    /// Draws what waits: every line in one insertion; the view follows only a reader who was
+    /// at the bottom (or who just sent a line), others get the "new messages" button; screen
+    /// readers hear the live lines once.
+    pub fn flush(&self) {
+        let (lines, said, own) = {
+            let mut drawn = self.drawn.borrow_mut();
+            drawn.scheduled = false;
+            (
+                std::mem::take(&mut drawn.lines),
+                std::mem::take(&mut drawn.said),
+                std::mem::take(&mut drawn.own),
+            )
+        };
+        if !lines.is_empty() {
+            // The one layout this frame reads, before anything changes.
+            let follow = own || self.at_bottom();
+            let batch = self.document.create_document_fragment();
+            for line in &lines {
+                let _ = batch.append_child(line);
+            }
+            let _ = self.log.append_child(&batch);
+            if follow {
+                self.to_bottom();
+            } else {
+                self.jump.set_hidden(false);
+            }
+        }
+        self.say(&said);
+    }
+
+    /// Whether the log shows its last line (or has nothing to scroll).
+    fn at_bottom(&self) -> bool {
+        self.log.scroll_top() + self.log.client_height() >= self.log.scroll_height() - BOTTOM_SLACK
+    }
+
+    fn to_bottom(&self) {
+        self.log.set_scroll_top(self.log.scroll_height());
+        self.jump.set_hidden(true);
+    }
+
+    /// Tells screen readers `said` (one frame's lines) at once, in one announcement.
+    fn say(&self, said: &[String]) {
+        if said.is_empty() {
+            return;
+        }
+        let mut words = said
+            .iter()
+            .take(ANNOUNCED_PER_FRAME)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n");
+        if said.len() > ANNOUNCED_PER_FRAME {
+            words.push_str(&format!(
+                "\nand {} more lines",
+                said.len() - ANNOUNCED_PER_FRAME
+            ));
+        }
+        let Ok(announcement) = self.document.create_element("p") else {
+            return;
+        };
+        announcement.set_text_content(Some(&words));
+        let _ = self.announce.append_child(&announcement);
+        while self.announce.child_element_count() > ANNOUNCEMENTS_KEPT {
+            if let Some(oldest) = self.announce.first_element_child() {
+                oldest.remove();
+            }
+        }
     }
 
     /// Appends a message of a room: author, time, text and, for one's own, its state, each in
     /// a `<bdi>` of its own (as text, never HTML), which isolates it: a bidi override or an
     /// isolate in a text reorders nothing outside it, and a name in Arabic or Hebrew does not
     /// pull the time across the line. `id` ties the line to an own publish, so
-    /// [`Page::set_room_state`] can change its state later.
+    /// [`Page::set_room_state`] can change its state later. A line that follows one of the
+    /// same author within minutes is grouped with it (its name is drawn once).
     pub fn append_room_line(&self, line: &RoomLine<'_>, evicted: usize) {
-        for _ in 0..evicted {
-            if let Some(oldest) = self.log.first_element_child() {
-                oldest.remove();
-            }
-        }
         let Ok(item) = self.document.create_element("li") else {
             return;
         };
@@ -156,11 +376,35 @@ impl Page {
         if let Some(id) = line.id {
             let _ = item.set_attribute(MESSAGE_ATTRIBUTE, id);
         }
+        let author = format!("{}:{}", u8::from(line.own), line.author);
+        let previous = self
+            .drawn
+            .borrow()
+            .lines
+            .last()
+            .cloned()
+            .or_else(|| self.log.last_element_child());
+        let grouped = previous.is_some_and(|previous| {
+            let at = previous
+                .get_attribute(AT_ATTRIBUTE)
+                .and_then(|at| at.parse::<u64>().ok());
+            previous.get_attribute(AUTHOR_ATTRIBUTE).as_deref() == Some(author.as_str())
+                && at.is_some_and(|at| line.at.abs_diff(at) < GROUP_MILLIS)
+        });
+        if grouped {
+            let _ = item.class_list().add_1("continued");
+        }
+        let _ = item.set_attribute(AUTHOR_ATTRIBUTE, &author);
+        let _ = item.set_attribute(AT_ATTRIBUTE, &line.at.to_string());
+        let state = line.state.map(OwnState::shown);
+        if let Some(state) = line.state {
+            let _ = item.set_attribute(STATE_ATTRIBUTE, state.key());
+        }
         let parts = [
             ("author", Some(line.author)),
             ("time", Some(line.time)),
             ("text", Some(line.text)),
-            ("state", line.state),
+            ("state", state),
         ];
         for (class, text) in parts {
             let Some(text) = text else {
@@ -172,14 +416,17 @@ impl Page {
             };
             part.set_class_name(class);
             self.append_shown(&part, text);
-            // Spaces between the parts, so the line reads (and copies) as words.
-            if item.first_child().is_some() {
+            // Spaces between the parts, so the line reads (and copies) as words; none after
+            // a grouped line's author, which is not drawn.
+            if item.first_child().is_some() && !(grouped && class == "time") {
                 let _ = item.append_with_str_1(" ");
             }
             let _ = item.append_child(&part);
         }
-        let _ = self.log.append_child(&item);
-        self.log.set_scroll_top(self.log.scroll_height());
+        let said = line
+            .announce
+            .then(|| format!("{}: {}", line.author, line.text));
+        self.add_line(item, evicted, said, line.own);
     }
 
     /// Appends `text` to `part` as the page shows words from others: as text, with each character
@@ -205,36 +452,52 @@ impl Page {
         }
     }
 
-    /// Sets the state shown on the line of own publish `id` (`delivered`, or why it was
-    /// refused, which also marks the line); `false` if the line is gone.
-    pub fn set_room_state(&self, id: &str, state: &str, refused: bool) -> bool {
-        let Ok(lines) = self
-            .log
-            .query_selector_all(&format!("[{MESSAGE_ATTRIBUTE}]"))
-        else {
-            return false;
-        };
-        let mut found = false;
-        for index in 0..lines.length() {
-            let Some(line) = lines
-                .item(index)
-                .and_then(|node| node.dyn_into::<Element>().ok())
-            else {
+    /// Sets the state of the line of own publish `id`: *sending*, quiet once delivered, or
+    /// why it was refused with a button to edit and send it again; `false` if the line is
+    /// gone.
+    pub fn set_room_state(&self, id: &str, state: OwnState<'_>) -> bool {
+        let lines = self.lines_of(id);
+        for line in &lines {
+            let _ = line.set_attribute(STATE_ATTRIBUTE, state.key());
+            let Ok(Some(part)) = line.query_selector(".state") else {
                 continue;
             };
-            // Compared here, not in the selector: a restored id may hold quotes.
-            if line.get_attribute(MESSAGE_ATTRIBUTE).as_deref() != Some(id) {
-                continue;
-            }
-            found = true;
-            if let Ok(Some(span)) = line.query_selector(".state") {
-                span.set_text_content(Some(state));
-            }
-            if refused {
+            part.set_text_content(Some(state.shown()));
+            if let OwnState::Refused(reason) = state {
                 let _ = line.class_list().add_1("given-up");
+                part.set_text_content(Some(reason));
+                if let Ok(button) = self.document.create_element("button") {
+                    button.set_class_name("resend");
+                    let _ = button.set_attribute("type", "button");
+                    button.set_text_content(Some("Edit and send again"));
+                    let _ = line.append_child(&button);
+                }
+                self.say(&[format!("Not sent: {reason}")]);
             }
         }
-        found
+        !lines.is_empty()
+    }
+
+    /// Shows the server's time on the line of own publish `id` (it showed this clock's).
+    pub fn set_room_time(&self, id: &str, time: &str, at: u64) {
+        for line in self.lines_of(id) {
+            let _ = line.set_attribute(AT_ATTRIBUTE, &at.to_string());
+            if let Ok(Some(part)) = line.query_selector(".time") {
+                part.set_text_content(Some(time));
+            }
+        }
+    }
+
+    /// Takes the line of own publish `id` away (its text went back to the composer).
+    pub fn remove_line(&self, id: &str) {
+        let lines = self.lines_of(id);
+        self.drawn
+            .borrow_mut()
+            .lines
+            .retain(|line| !lines.contains(line));
+        for line in lines {
+            line.remove();
+        }
     }
 
     /// Puts `new` as the author of one's own lines that show `old`: the server said who the
@@ -263,9 +526,31 @@ impl Page {
         if let Ok(Some(h1)) = self.document.query_selector("h1") {
             h1.set_text_content(Some(&heading));
         }
-        self.document.set_title(&format!("{heading} · {name}"));
+        let title = format!("{heading} · {name}");
+        self.document.set_title(&title);
+        self.drawn.borrow_mut().title = title;
         self.input
             .set_placeholder(&format!("Message to {room}, as {name}"));
+        self.typing.set_hidden(false);
+    }
+
+    /// Puts the number of lines that arrived while the tab was hidden before the title (none:
+    /// the title alone).
+    pub fn set_unread(&self, unread: u32) {
+        let drawn = self.drawn.borrow();
+        let title = if unread == 0 {
+            drawn.title.clone()
+        } else {
+            format!("({unread}) {}", drawn.title)
+        };
+        if self.document.title() != title {
+            self.document.set_title(&title);
+        }
+    }
+
+    /// Whether the tab is hidden (another tab in front, the window minimised).
+    pub fn is_hidden(&self) -> bool {
+        self.document.visibility_state() == VisibilityState::Hidden
     }
 
     /// 16 bytes from `crypto.getRandomValues`, for a message id; `None` if the browser
@@ -316,18 +601,49 @@ impl Page {
         }
     }
 
-    /// Shows who is in the room and who is typing (nothing hides the line).
-    pub fn set_presence(&self, text: Option<&str>) {
-        let Some(line) = &self.presence else {
-            return;
-        };
-        let text = text.unwrap_or_default();
-        if line.text_content().as_deref() != Some(text) {
-            line.set_text_content(Some(text));
+    /// Shows who is in the room: the count with the names after it in the summary, everyone
+    /// in the list (past the server's cap, the count alone); nobody hides it. Each name is
+    /// isolated and shown as names in the log are.
+    pub fn set_people(&self, count: u64, capped: bool, names: &[String]) {
+        self.people.set_hidden(count == 0);
+        let names = if capped { &[][..] } else { names };
+        {
+            let mut drawn = self.drawn.borrow_mut();
+            if drawn.people == (count, capped) && drawn.members == names {
+                return;
+            }
+            drawn.people = (count, capped);
+            drawn.members = names.to_vec();
         }
-        let _ = line
-            .class_list()
-            .toggle_with_force("empty", text.is_empty());
+        self.people_count
+            .set_text_content(Some(&format!("{count} here")));
+        // The names after the count show while the list is closed (the stylesheet hides
+        // them when it is open).
+        if let Ok(preview) = self.document.create_element("span") {
+            preview.set_class_name("preview");
+            for (index, name) in names.iter().enumerate() {
+                let _ = preview.append_with_str_1(if index == 0 { ": " } else { ", " });
+                if let Ok(part) = self.document.create_element("bdi") {
+                    self.append_shown(&part, name);
+                    let _ = preview.append_child(&part);
+                }
+            }
+            let _ = self.people_count.append_child(&preview);
+        }
+        self.members.set_text_content(None);
+        for name in names {
+            if let Ok(item) = self.document.create_element("li") {
+                self.append_shown(&item, name);
+                let _ = self.members.append_child(&item);
+            }
+        }
+    }
+
+    /// Shows who is typing, or nothing.
+    pub fn set_typing(&self, text: &str) {
+        if self.typing.text_content().as_deref() != Some(text) {
+            self.typing.set_text_content(Some(text));
+        }
     }
 
     /// Shows a hint under the input (why it cannot be sent as it is), or clears it; the input
@@ -352,14 +668,68 @@ impl Page {
         self.input.set_value("");
     }
 
-    /// Calls `on_send` when the form is submitted (Enter or the Send button).
-    pub fn on_submit(&self, mut on_send: impl FnMut() + 'static) -> EventListener {
+    /// Calls `on_send` when the form is submitted: Enter in the composer (Shift+Enter breaks
+    /// the line; Enter that ends an IME composition only ends it), or the Send button.
+    pub fn on_submit(&self, mut on_send: impl FnMut() + 'static) -> Vec<EventListener> {
         let options = EventListenerOptions::enable_prevent_default();
-        EventListener::new_with_options(&self.form, "submit", options, move |event| {
-            // The page must not navigate: the message goes over the socket.
-            event.prevent_default();
-            on_send();
-        })
+        let form = self.form.clone();
+        vec![
+            EventListener::new_with_options(&self.form, "submit", options, move |event| {
+                // The page must not navigate: the message goes over the socket.
+                event.prevent_default();
+                on_send();
+            }),
+            EventListener::new_with_options(&self.input, "keydown", options, move |event| {
+                let Some(key) = event.dyn_ref::<KeyboardEvent>() else {
+                    return;
+                };
+                if key.key() == "Enter" && !key.shift_key() && !key.is_composing() {
+                    event.prevent_default();
+                    let _ = form.request_submit();
+                }
+            }),
+        ]
+    }
+
+    /// The log's own controls: the "new messages" button (to the bottom; it goes when the
+    /// reader gets there anyway), and each refused line's "edit and send again", which calls
+    /// `on_resend` with the line's publish id.
+    pub fn on_log(&self, mut on_resend: impl FnMut(String) + 'static) -> Vec<EventListener> {
+        let page = self.clone();
+        let scrolled = self.clone();
+        let clicked = self.clone();
+        vec![
+            EventListener::new(&self.jump, "click", move |_| {
+                page.to_bottom();
+                page.focus_input();
+            }),
+            EventListener::new(&self.log, "scroll", move |_| {
+                if !scrolled.jump.hidden() && scrolled.at_bottom() {
+                    scrolled.jump.set_hidden(true);
+                }
+            }),
+            EventListener::new(&self.log, "click", move |event| {
+                let line = event
+                    .target()
+                    .and_then(|target| target.dyn_into::<Element>().ok())
+                    .filter(|target| target.class_list().contains("resend"))
+                    .and_then(|button| button.closest("li").ok().flatten());
+                if let Some(id) = line.and_then(|line| line.get_attribute(MESSAGE_ATTRIBUTE)) {
+                    clicked.focus_input();
+                    on_resend(id);
+                }
+            }),
+        ]
+    }
+
+    /// Puts `text` in the composer, after what is there already (on a line of its own).
+    pub fn put_in_input(&self, text: &str) {
+        let value = self.input.value();
+        if value.is_empty() {
+            self.input.set_value(text);
+        } else {
+            self.input.set_value(&format!("{value}\n{text}"));
+        }
     }
 
     /// Calls `on_click` when the Reconnect button is pressed.
@@ -488,11 +858,15 @@ impl Page {
 pub struct RoomLine<'a> {
     pub author: &'a str,
     pub time: &'a str,
+    /// The time, ms since the epoch (for grouping).
+    pub at: u64,
     pub text: &'a str,
-    /// For one's own publishes: `sending`, `delivered`, or why it was refused.
-    pub state: Option<&'a str>,
+    /// For one's own publishes: its state.
+    pub state: Option<OwnState<'a>>,
     pub id: Option<&'a str>,
     pub own: bool,
+    /// Screen readers hear it (a live line of someone else).
+    pub announce: bool,
 }
 
 /// A warning on the browser console.

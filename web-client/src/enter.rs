@@ -1,13 +1,19 @@
 //! The entry form on `/`: a room, and a name (remembered in `localStorage` for the next
-//! visit; left empty on a server whose token names the person), leading to the room view. The
+//! visit; not asked on a server whose tokens name the person), leading to the room view. The
 //! page's CSP forbids native form submission (`form-action 'none'`), so the form is read here
 //! and the page goes to the link [`room_link`] makes, or says which field is wrong.
 
 use gloo_events::{EventListener, EventListenerOptions};
 use wasm_bindgen::JsCast;
-use web_sys::{Document, HtmlFormElement, HtmlInputElement};
+use web_sys::{Document, HtmlElement, HtmlFormElement, HtmlInputElement};
 
-use crate::url::room_link;
+use crate::signin::fetch_mode;
+use crate::url::{AuthMode, room_link};
+
+/// Where the server says whether it wants tokens, on the page's own origin.
+const AUTH_CONFIG: &str = "/auth/config";
+/// How long to wait for it before leaving the name field as it is.
+const AUTH_CONFIG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The `localStorage` key of the name last entered.
 const NAME_KEY: &str = "web-client.name";
@@ -28,6 +34,27 @@ pub fn start(document: &Document, show: bool) {
         return;
     }
     form.set_hidden(false);
+    // A server whose tokens name the person (an app's own sign-in): no name to ask for (the
+    // field goes, its label with it). `--dev-sign-in` makes a token for the name given, so
+    // it asks; so does no answer, where an empty name is fine too.
+    wasm_bindgen_futures::spawn_local({
+        let name = name.clone();
+        let label = document
+            .query_selector("label[for=enter-name]")
+            .ok()
+            .flatten();
+        async move {
+            if let Ok(AuthMode::Tokens { dev_sign_in: false }) =
+                fetch_mode(AUTH_CONFIG, AUTH_CONFIG_TIMEOUT).await
+            {
+                name.set_hidden(true);
+                name.set_value("");
+                if let Some(label) = label.and_then(|label| label.dyn_into::<HtmlElement>().ok()) {
+                    label.set_hidden(true);
+                }
+            }
+        }
+    });
     let storage = document
         .default_view()
         .and_then(|window| window.local_storage().ok().flatten());

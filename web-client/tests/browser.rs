@@ -17,7 +17,7 @@ use web_client::app::{Client, Running};
 use web_client::dom::Page;
 use web_client::socket::{Socket, SocketEvent};
 use web_client::url::{Settings, settings_for_url};
-use web_sys::{Document, HtmlButtonElement, HtmlInputElement};
+use web_sys::{Document, HtmlButtonElement, HtmlTextAreaElement};
 
 wasm_bindgen_test_configure!(run_in_browser);
 
@@ -71,7 +71,7 @@ fn fresh_page() -> (Document, Page) {
 }
 
 /// The message input and the Send button.
-fn composer(document: &Document) -> (HtmlInputElement, HtmlButtonElement) {
+fn composer(document: &Document) -> (HtmlTextAreaElement, HtmlButtonElement) {
     let input = document
         .get_element_by_id("message")
         .expect("#message")
@@ -122,7 +122,7 @@ async fn wait_for_log_within(
 /// arrived.
 async fn greeted_client_with(
     settings: Settings,
-) -> (Document, HtmlInputElement, HtmlButtonElement, Running) {
+) -> (Document, HtmlTextAreaElement, HtmlButtonElement, Running) {
     let (document, page) = fresh_page();
     let running = Client::start(page, Ok(settings));
     let (input, send) = composer(&document);
@@ -134,7 +134,7 @@ async fn greeted_client_with(
 }
 
 /// [`greeted_client_with`] the page's usual settings.
-async fn greeted_client() -> (Document, HtmlInputElement, HtmlButtonElement, Running) {
+async fn greeted_client() -> (Document, HtmlTextAreaElement, HtmlButtonElement, Running) {
     greeted_client_with(settings_for_url(ws_test_url()).expect("valid settings")).await
 }
 
@@ -149,6 +149,7 @@ fn replies_are_rendered_as_text_never_as_html() {
         },
         0,
     );
+    page.flush();
     let log = document.get_element_by_id("log").expect("#log");
     let line = log.first_element_child().expect("one line");
     assert_eq!(
@@ -175,7 +176,12 @@ fn the_log_keeps_only_the_newest_lines() {
         };
         let evicted = transcript.push();
         page.append(&entry, evicted);
+        // Drawn now and then, as frames come: the bound holds across both.
+        if n % 7 == 0 {
+            page.flush();
+        }
     }
+    page.flush();
     let lines = log_lines(&document);
     assert_eq!(lines.len(), 50);
     assert_eq!(lines.first().map(String::as_str), Some("Server: 70"));
