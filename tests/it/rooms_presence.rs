@@ -477,3 +477,61 @@ async fn an_instance_that_shuts_down_cleanly_takes_its_members_out_of_presence_a
         stopped.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_user_who_comes_while_an_instances_pub_sub_is_down_shows_there_once_it_is_back() {
+    use crate::redis_proxy::{Held, Matching, RedisProxy};
+    use hyper::StatusCode;
+    const RESUBSCRIBE_HELD: Duration = Duration::from_millis(1500);
+    let redis = crate::support::Redis::start().await;
+    let proxy = RedisProxy::start(&redis.socket_path());
+    // A TTL whose heartbeats (every third of it, 20 s) come long after the bound below: only
+    // an instance that asks when its link is back hears what it missed in time.
+    let ttl = ["--presence-ttl", "60"];
+    let url = proxy.url();
+    let mut args = vec!["--redis-url", url.as_str()];
+    args.extend_from_slice(&ttl);
+    let first = TestServer::start(&args).await;
+    first.wait_for_readiness(StatusCode::OK).await;
+    let second = crate::redis_rooms::instance(&redis, &ttl).await;
+    // A third instance, whose member sees what the second says on the room's channel.
+    let third = crate::redis_rooms::instance(&redis, &ttl).await;
+    let mut ana = Member::connect(&first, "ana").await;
+    let mut anas = View::default();
+    anas.apply(join_with_presence(&mut ana, "porch").await);
+    let mut bo = Member::connect(&second, "bo").await;
+    bo.join("porch", None).await;
+    let mut dee = Member::connect(&third, "dee").await;
+    let mut dees = View::default();
+    dees.apply(join_with_presence(&mut dee, "porch").await);
+    anas.until(&mut ana, &["ana", "bo", "dee"]).await;
+    dees.until(&mut dee, &["ana", "bo", "dee"]).await;
+
+    // The first instance loses pub/sub, and its new subscription waits in the proxy.
+    proxy.hold(
+        Matching::Named("SUBSCRIBE".to_owned()),
+        Held::Command,
+        RESUBSCRIBE_HELD,
+        1,
+    );
+    assert_eq!(proxy.cut_subscribers(), 1);
+    let held_at = proxy.wait_for_holds(1).await;
+    // Cy comes meanwhile: the second instance says so on the room's channel, where the third
+    // hears it and the first does not.
+    let mut cy = Member::connect(&second, "cy").await;
+    cy.join("porch", None).await;
+    dees.until(&mut dee, &["ana", "bo", "cy", "dee"]).await;
+    assert!(
+        held_at.elapsed() < RESUBSCRIBE_HELD,
+        "the machine took {:?}: cy's arrival was not said during the outage",
+        held_at.elapsed()
+    );
+    first.wait_for_readiness(StatusCode::OK).await;
+    let back = tokio::time::Instant::now();
+    anas.until(&mut ana, &["ana", "bo", "cy", "dee"]).await;
+    assert!(
+        back.elapsed() < Duration::from_secs(2),
+        "cy shown {:?} after the link was back",
+        back.elapsed()
+    );
+}

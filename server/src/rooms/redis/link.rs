@@ -184,7 +184,8 @@ impl Redis {
     }
 
     /// Opens a pub/sub connection, subscribes every room held here on it (one command), makes
-    /// it the link, and has each room read what it missed while the link was down.
+    /// it the link, and has each room read what it missed while the link was down and hear
+    /// the other instances' presence again.
     async fn connect(&self) -> Result<redis::aio::PubSubStream, RedisError> {
         let timed_out = || RedisError::from((redis::ErrorKind::Io, "no answer in time"));
         let (mut sink, stream) =
@@ -209,6 +210,11 @@ impl Redis {
         link.sink = Some(sink);
         drop(link);
         for room in rooms {
+            // What the others said while the link was down never came, and their users may
+            // have expired here: ask them (they answer with their next flush), and say this
+            // instance's users again with its own (they may have expired ours too).
+            self.ask_presence(&room);
+            self.hub.presence_asked(&room);
             self.fill_soon(room);
         }
         Ok(stream)
