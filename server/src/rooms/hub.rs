@@ -385,8 +385,10 @@ impl Hub {
     }
 
     /// Takes `member` out of the room (joined or joining). `true` when nobody here is left in
-    /// it: the room is gone and the broker may stop feeding it.
-    pub(crate) fn remove(&self, room: &str, member: MemberId) -> bool {
+    /// it: the room is gone and the broker may stop feeding it. `emptied` runs then, under
+    /// the room's lock, so what it queues (the `[]` of presence) comes after every list a
+    /// flush queued for the room and before any a new join's flush will.
+    pub(crate) fn remove(&self, room: &str, member: MemberId, emptied: impl FnOnce()) -> bool {
         let mut rooms = self.rooms.of(room);
         let Some(local) = rooms.get_mut(room) else {
             return false;
@@ -398,6 +400,7 @@ impl Hub {
         if local.members.is_empty() {
             rooms.remove(room);
             self.count.fetch_sub(1, Ordering::Relaxed);
+            emptied();
             return true;
         }
         false
@@ -939,8 +942,8 @@ mod tests {
             hub.enter("r0", 9, &member, anyone()).is_ok(),
             "a held room takes more"
         );
-        assert!(!hub.remove("r0", 0));
-        assert!(hub.remove("r0", 9));
+        assert!(!hub.remove("r0", 0, || {}));
+        assert!(hub.remove("r0", 9, || {}));
         assert_eq!(hub.room_count(), 2);
         hub.enter("r3", 3, &member, anyone())
             .expect("room for one more");

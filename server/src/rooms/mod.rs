@@ -373,16 +373,22 @@ impl Engine {
 
     /// Takes `member` out of the room; the broker stops feeding a room nobody here is in.
     pub(crate) fn forget(&self, room: &str, member: MemberId, now_ms: u64) {
-        if !self.hub.remove(room, member) {
+        let redis = match &self.broker {
+            Broker::Redis(redis) => Some(redis),
+            Broker::Memory(_) => None,
+        };
+        // Nobody here any more: the others need not wait for the TTL to know.
+        let emptied = || {
+            if let Some(redis) = redis {
+                redis.publish_presence(room, &[]);
+            }
+        };
+        if !self.hub.remove(room, member, emptied) {
             return;
         }
         match &self.broker {
             Broker::Memory(memory) => memory.unsubscribe(room, now_ms),
-            Broker::Redis(redis) => {
-                // Nobody here any more: the others need not wait for the TTL to know.
-                redis.publish_presence(room, &[]);
-                redis.unsubscribe(room);
-            }
+            Broker::Redis(redis) => redis.unsubscribe(room),
         }
     }
 }
