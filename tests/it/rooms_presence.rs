@@ -199,6 +199,66 @@ async fn a_hundred_joins_within_an_interval_come_as_a_few_frames_naming_each_onc
 }
 
 #[tokio::test]
+async fn presence_frames_larger_than_a_members_whole_queue_bound_reach_it_whole() {
+    // 300 users with 32-character names: about 22 KB of names, past the smallest queue bound
+    // (16 KiB), in the list every member gets when the room falls back under the cap.
+    const JOINERS: usize = 300;
+    let cap = JOINERS.to_string();
+    let server = TestServer::start(&[
+        "--room-queue-bytes",
+        "16384",
+        "--presence-max-members",
+        cap.as_str(),
+    ])
+    .await;
+    let name = |n: usize| format!("member-{n:03}-{}", "x".repeat(21));
+    assert_eq!(name(0).len(), room_protocol::names::MAX_DISPLAY_NAME);
+    let mut watcher = Member::connect(&server, "watcher").await;
+    let mut watchers = View::default();
+    watchers.apply(join_with_presence(&mut watcher, "crowd").await);
+    let mut joiners = Vec::with_capacity(JOINERS);
+    for n in 0..JOINERS {
+        let mut member = Member::connect(&server, &name(n)).await;
+        member.send(json!({"type": "join", "room": "crowd"})).await;
+        joiners.push(member);
+    }
+    // Past the cap: the count alone.
+    loop {
+        let (count, members, joined, _, capped) = next_presence(&mut watcher).await;
+        if count as usize == JOINERS + 1 {
+            assert!(capped && members.is_none() && joined.is_none());
+            break;
+        }
+    }
+    // One leaves: back under it, everyone again, in one frame larger than the whole bound.
+    drop(joiners.remove(0));
+    let (count, members, ..) = next_presence(&mut watcher).await;
+    let frame_bytes = serde_json::to_string(&members).expect("json").len();
+    assert!(
+        frame_bytes > 16_384,
+        "{frame_bytes} bytes: not past the bound"
+    );
+    let mut everyone: Vec<String> = (1..JOINERS).map(name).collect();
+    everyone.push("watcher".to_owned());
+    everyone.sort();
+    let mut listed = names(members.as_ref());
+    listed.sort();
+    assert_eq!((count as usize, listed), (JOINERS, everyone));
+    // Still in the room: a publish reaches it.
+    joiners[0].send(publish("crowd", "p", "still here?")).await;
+    loop {
+        match watcher.next().await {
+            ServerFrame::Message { text, .. } => {
+                assert_eq!(text, "still here?");
+                break;
+            }
+            ServerFrame::Presence { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn past_the_member_cap_presence_is_the_count_and_under_it_everyone_again() {
     let server = TestServer::start(&["--presence-max-members", "3"]).await;
     let mut watcher = Member::connect(&server, "watcher").await;
