@@ -202,9 +202,13 @@ mod tests {
             &["--name", "ana"],
             &["--room", "a b", "--name", "ana"],
             &["--room", "lobby", "--name", ""],
+            &["--room", "lobby", "--name", "ana", "--history", "1001"],
+            &["--history", "5"],
         ] {
             assert!(parse(bad).is_err(), "{bad:?}");
         }
+        let most = parse(&["--room", "lobby", "--name", "ana", "--history", "1000"]);
+        assert_eq!(most.expect("the most history").history, 1000);
         let room = parse(&["--room", "lobby", "--name", "Zoë"]).expect("a room");
         assert_eq!(room.room.as_deref(), Some("lobby"));
         let signed = parse(&["--room", "lobby", "--token-command", "mint"]).expect("a room");

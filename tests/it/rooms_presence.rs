@@ -422,6 +422,11 @@ async fn history_is_replayed(server: &TestServer) {
         replay(&mut reader, join(100), 4).await,
         (false, vec![3, 4, 5, 6])
     );
+    // As many as a u64 holds (Redis's COUNT is signed): all that is kept, no error.
+    assert_eq!(
+        replay(&mut reader, join(u64::MAX), 4).await,
+        (false, vec![3, 4, 5, 6])
+    );
     // None asked, none given: a publish is the next thing the reader sees.
     assert_eq!(replay(&mut reader, join(0), 0).await, (false, vec![]));
     author.send(publish("old", "h7", "live")).await;
