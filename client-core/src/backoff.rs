@@ -28,7 +28,13 @@ impl Backoff {
     pub fn next_delay(&mut self, jitter: f64) -> Duration {
         let window = self.window();
         self.failures = self.failures.saturating_add(1);
-        window.mul_f64(jitter.clamp(0.0, 1.0))
+        // In whole microseconds: `Duration::mul_f64` would bring float formatting (its panic
+        // message) into the wasm, 20 KiB of it.
+        let micros = window.as_micros();
+        // In [0, 1) (NaN: 0), to a millionth.
+        let fraction = (jitter.clamp(0.0, 1.0) * 1_000_000.0) as u128;
+        let delay = micros.saturating_mul(fraction) / 1_000_000;
+        Duration::from_micros(u64::try_from(delay).unwrap_or(u64::MAX))
     }
 
     /// Called once the server answered a message (or the user asked to reconnect): the next

@@ -135,24 +135,28 @@ pub fn build_client(dev: bool) -> Result<()> {
     ));
     // `--mode no-install`: never let wasm-pack download a wasm-bindgen of its own; a version
     // mismatch is then a clear error. `--no-opt`: wasm-opt runs below, from npm's binaryen.
-    run(command("wasm-pack").args([
-        "--log-level",
-        "warn",
-        "build",
-        "web-client",
-        if dev { "--dev" } else { "--release" },
-        "--target",
-        "web",
-        "--out-dir",
-        "../static/pkg",
-        "--out-name",
-        "web_client",
-        "--mode",
-        "no-install",
-        "--no-typescript",
-        "--no-pack",
-        "--no-opt",
-    ]))?;
+    // Release: the size-focused profile of the workspace's Cargo.toml.
+    let profile: &[&str] = if dev {
+        &["--dev"]
+    } else {
+        &["--profile", "wasm"]
+    };
+    run(command("wasm-pack")
+        .args(["--log-level", "warn", "build", "web-client"])
+        .args(profile)
+        .args([
+            "--target",
+            "web",
+            "--out-dir",
+            "../static/pkg",
+            "--out-name",
+            "web_client",
+            "--mode",
+            "no-install",
+            "--no-typescript",
+            "--no-pack",
+            "--no-opt",
+        ]))?;
     let pkg = workspace_root().join("static/pkg");
     let wasm = pkg.join("web_client_bg.wasm");
     if !dev && let Some(wasm_opt) = tools::ensure_wasm_opt() {
