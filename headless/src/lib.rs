@@ -4,6 +4,11 @@
 //!
 //! `$CHROMEDRIVER` and `$CHROMIUM` name the binaries (default: `chromedriver` on `PATH` and
 //! the browser it finds).
+//!
+//! No browser outlives its `Browser`: dropped, it ends its WebDriver session (Chromium quits),
+//! and chromedriver with every Chromium process sits in a [`ProcessGroup`] that is killed whole
+//! once the `Browser` is gone, or once the process that held it is, however it ended (a
+//! panic, a timeout, a SIGKILL).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -23,15 +28,18 @@ const DRIVER_ATTEMPTS: u32 = 3;
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// A chromedriver with one headless Chromium session; both end when this is dropped, the
-/// session first (chromedriver then quits Chromium), so no browser outlives a test, whether
-/// it ended well or panicked.
+/// session first (chromedriver then quits Chromium), then the process group of both, so no
+/// browser outlives a test, whether it ended well or panicked.
 #[derive(Debug)]
 pub struct Browser {
     pub client: Client,
     /// Where chromedriver listens, and the session's id: what the drop needs to end it.
     port: u16,
     session: Option<String>,
+    /// Dropped after `_driver`: whatever the session's end left (a Chromium that did not quit
+    /// in time, a driver that could not be asked) dies with the group.
     _driver: Child,
+    group: ProcessGroup,
 }
 
 impl Browser {
@@ -48,9 +56,10 @@ impl Browser {
         // Rarely (twice in many hundred starts on these machines) chromedriver exits before it
         // says it listens; a fresh one then starts. A few tries, each bounded, and the last
         // one's words in the error.
+        let group = ProcessGroup::start()?;
         let mut attempt = 1;
         let (driver, port) = loop {
-            match start_driver(&driver_path).await {
+            match start_driver(&driver_path, &group).await {
                 Ok(started) => break started,
                 Err(error) if attempt < DRIVER_ATTEMPTS => {
                     eprintln!("headless: chromedriver attempt {attempt}: {error}; trying again");
@@ -87,7 +96,14 @@ impl Browser {
             port,
             session,
             _driver: driver,
+            group,
         })
+    }
+
+    /// The process group of chromedriver and every Chromium process it started (Chromium's
+    /// crash handlers leave it, and quit with the browser).
+    pub fn process_group(&self) -> u32 {
+        self.group.id
     }
 
     /// Ends the session (Chromium quits), then the driver.
@@ -161,7 +177,6 @@ impl fantoccini::wd::WebDriverCompatibleCommand for ChromedriverPost {
     }
 }
 
-/// Starts chromedriver on a port it picks: the process and the port, once it says it listens.
 impl Drop for Browser {
     /// Ends the session before the driver goes (killing chromedriver alone leaves Chromium
     /// running, adopted by init). A drop cannot wait on the runtime, so this is a plain
@@ -190,9 +205,52 @@ impl Drop for Browser {
 /// Longest wait for chromedriver to end a session when a `Browser` is dropped.
 const SESSION_END: Duration = Duration::from_secs(10);
 
-async fn start_driver(driver_path: &str) -> Result<(Child, u16), Error> {
+/// A process group of its own for chromedriver and the Chromium it starts (Chromium's
+/// processes stay in their parent's group), killed whole (SIGKILL) when this is dropped or
+/// when the process holding it ends, however it ends: killing chromedriver alone leaves
+/// Chromium running, adopted by init, and a test process killed by a timeout or a signal runs
+/// no `Drop`.
+///
+/// The group's leader is a shell that waits for the end of its standard input and then kills
+/// its group. Only this process holds the other end of that pipe (Rust opens pipes
+/// close-on-exec), and the kernel closes it when this process exits, so the group goes even
+/// when no destructor runs. A group of its own also means the terminal's Ctrl-C no longer
+/// reaches Chromium directly: it ends the test process, which closes the pipe.
+#[derive(Debug)]
+struct ProcessGroup {
+    id: u32,
+    /// The leader's standard input: dropping it is the signal.
+    _lifeline: tokio::process::ChildStdin,
+}
+
+impl ProcessGroup {
+    fn start() -> Result<ProcessGroup, Error> {
+        let mut leader = Command::new("sh")
+            .args(["-c", "read -r line; kill -KILL 0"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|error| format!("cannot start sh: {error}"))?;
+        let id = leader.id().ok_or("the group's leader exited at once")?;
+        let lifeline = leader.stdin.take().ok_or("no stdin")?;
+        // Not waited for: tokio reaps a dropped child in the background.
+        drop(leader);
+        Ok(ProcessGroup {
+            id,
+            _lifeline: lifeline,
+        })
+    }
+}
+
+/// Starts chromedriver on a port it picks, in `group`: the process and the port, once it says
+/// it listens.
+async fn start_driver(driver_path: &str, group: &ProcessGroup) -> Result<(Child, u16), Error> {
+    let group_id = i32::try_from(group.id).map_err(|_| "process group id out of range")?;
     let mut driver = Command::new(driver_path)
         .arg("--port=0")
+        .process_group(group_id)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
