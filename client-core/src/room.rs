@@ -158,6 +158,8 @@ pub struct Room {
     /// Own publishes acked before their message came back, oldest first, at most the
     /// outbox's capacity: the message then gives the line the server's time.
     unstamped: VecDeque<String>,
+    /// Whose it is ([`Room::owned_by`]); empty for none said.
+    owner: String,
 }
 
 impl Room {
@@ -180,12 +182,21 @@ impl Room {
             history_until: None,
             present: std::collections::BTreeMap::new(),
             unstamped: VecDeque::new(),
+            owner: String::new(),
         }
     }
 
     /// On entry (a first join, without a position), ask for the room's last `messages`.
     pub fn with_history(mut self, messages: u64) -> Room {
         self.history = messages;
+        self
+    }
+
+    /// Whose room this is, for what is saved for a reload: the server and the name the page
+    /// was opened with. A saved state of another owner is refused ([`Room::restore`]), so a
+    /// tab reloaded under another name never sends one person's messages as another's.
+    pub fn owned_by(mut self, owner: &str) -> Room {
+        owner.clone_into(&mut self.owner);
         self
     }
 
@@ -604,6 +615,7 @@ impl Room {
     pub fn save(&self) -> String {
         let saved = SavedRoom {
             version: SAVED_VERSION,
+            owner: self.owner.clone(),
             room: self.room.clone(),
             seen: self.seen.clone(),
             pending: self.pending.iter().cloned().collect(),
@@ -629,6 +641,12 @@ impl Room {
                 saved.room, self.room
             ));
         }
+        if saved.owner != self.owner {
+            return Err(format!(
+                "it was saved by {:?}, not {:?}: its messages are not sent under another name",
+                saved.owner, self.owner
+            ));
+        }
         if saved.pending.len() > self.capacity {
             return Err(format!(
                 "it holds {} messages, more than the {} the outbox keeps",
@@ -650,12 +668,13 @@ impl Room {
     }
 }
 
-/// The first field of every saved room this version writes.
-const SAVED_VERSION: u32 = 1;
+/// The first field of every saved room this version writes (2: with its owner).
+const SAVED_VERSION: u32 = 2;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SavedRoom {
     version: u32,
+    owner: String,
     room: String,
     seen: Seen,
     pending: Vec<Publish>,
@@ -1189,9 +1208,12 @@ mod tests {
 
     #[test]
     fn broken_or_foreign_saved_rooms_are_refused_with_a_reason() {
-        let mut room = Room::new(ROOM);
+        const OWNER: &str = "ws://chat.example|ana";
+        let mut room = Room::new(ROOM).owned_by(OWNER);
         room.push("a".into(), "one".into()).expect("queued");
         let good = room.save();
+        let head = format!(r#""version":2,"owner":"{OWNER}","room":"lobby""#);
+        assert!(good.starts_with(&format!("{{{head}")), "{good}");
         let too_many: Vec<String> = (0..=ROOM_OUTBOX_CAPACITY)
             .map(|n| format!(r#"{{"id":"i{n}","text":"t"}}"#))
             .collect();
@@ -1201,26 +1223,27 @@ mod tests {
             "web-client outbox 1\n".to_owned(),
             "[1,2]".to_owned(),
             good[..good.len() - 1].to_owned(),
-            good.replace(r#""version":1"#, r#""version":2"#),
+            good.replace(r#""version":2"#, r#""version":1"#),
             good.replace(r#""room":"lobby""#, r#""room":"other""#),
+            // Another name (a reload with another `?name=`, a duplicated tab edited) or
+            // another server: not sent under this one.
+            good.replace(OWNER, "ws://chat.example|bo"),
+            good.replace(OWNER, "ws://elsewhere.example|ana"),
+            good.replace(&format!(r#""owner":"{OWNER}","#), ""),
             format!(
-                r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{}]}}"#,
+                r#"{{{head},"seen":{seen},"pending":[{}]}}"#,
                 too_many.join(",")
             ),
+            format!(r#"{{{head},"seen":{seen},"pending":[{{"id":"","text":"t"}}]}}"#),
+            format!(r#"{{{head},"seen":{seen},"pending":[{{"id":"a","text":""}}]}}"#),
             format!(
-                r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{{"id":"","text":"t"}}]}}"#
-            ),
-            format!(
-                r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{{"id":"a","text":""}}]}}"#
-            ),
-            format!(
-                r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{{"id":"a","text":"{}"}}]}}"#,
+                r#"{{{head},"seen":{seen},"pending":[{{"id":"a","text":"{}"}}]}}"#,
                 "x".repeat(MAX_TEXT_BYTES + 1)
             ),
-            r#"{"version":1,"room":"lobby","seen":{"epoch":"E"},"pending":[]}"#.to_owned(),
+            format!(r#"{{{head},"seen":{{"epoch":"E"}},"pending":[]}}"#),
         ];
         for saved in &table {
-            let mut fresh = Room::new(ROOM);
+            let mut fresh = Room::new(ROOM).owned_by(OWNER);
             let reason = fresh.restore(saved).expect_err(saved);
             assert!(!reason.is_empty());
             assert!(fresh.is_empty(), "{saved}");
@@ -1229,9 +1252,9 @@ mod tests {
                 r#"{"type":"join","room":"lobby"}"#
             );
         }
-        let mut exactly_full = Room::new(ROOM);
+        let mut exactly_full = Room::new(ROOM).owned_by(OWNER);
         let full = format!(
-            r#"{{"version":1,"room":"lobby","seen":{seen},"pending":[{}]}}"#,
+            r#"{{{head},"seen":{seen},"pending":[{}]}}"#,
             too_many[..ROOM_OUTBOX_CAPACITY].join(",")
         );
         assert_eq!(exactly_full.restore(&full), Ok(()));

@@ -22,6 +22,7 @@ mod rooms_bounds;
 mod rooms_browser;
 mod rooms_browser_auth;
 mod rooms_browser_presence;
+mod rooms_browser_storage;
 mod rooms_memory;
 mod rooms_names;
 mod rooms_pacing;

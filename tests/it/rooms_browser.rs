@@ -141,8 +141,8 @@ pub(crate) async fn shown_twice(page: &Browser) -> Vec<String> {
 /// goes through; WebSocket connections can be made deaf one way (`mute`: nothing from the
 /// server reaches the page, so acks are lost while publishes are taken), or refused and cut
 /// (`refuse`: the page is cut off, what it types waits).
-struct Proxy {
-    addr: SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     control: Arc<Control>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -156,7 +156,7 @@ struct Control {
 }
 
 impl Proxy {
-    async fn start(server: SocketAddr) -> Proxy {
+    pub(crate) async fn start(server: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("address");
         let control = Arc::new(Control {
@@ -183,12 +183,12 @@ impl Proxy {
         }
     }
 
-    fn mute(&self, mute: bool) {
+    pub(crate) fn mute(&self, mute: bool) {
         self.control.mute.store(mute, Ordering::SeqCst);
     }
 
     /// Refuses new WebSocket connections and cuts the open ones, or takes them again.
-    fn refuse(&self, refuse: bool) {
+    pub(crate) fn refuse(&self, refuse: bool) {
         self.control.refuse.store(refuse, Ordering::SeqCst);
         if refuse {
             self.control.cut.send_modify(|generation| *generation += 1);

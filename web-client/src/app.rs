@@ -5,7 +5,7 @@
 //! the outbox in the tab's `sessionStorage` so a reload loses nothing.
 
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::Duration;
 
 use futures::channel::{mpsc, oneshot};
@@ -15,7 +15,7 @@ use gloo_events::EventListener;
 use gloo_timers::future::{IntervalStream, TimeoutFuture};
 use wasm_bindgen_futures::spawn_local;
 
-use crate::dom::{OwnState, Page, RoomLine, warn};
+use crate::dom::{OUTBOX_KEY, OwnState, Page, RoomLine, room_key, warn};
 use crate::signin::{fetch_mode, fetch_token};
 use crate::socket::{Socket, SocketEvent};
 use crate::url::{AuthMode, DEFAULT_APP, RoomPage, Settings};
@@ -117,7 +117,22 @@ pub struct Client {
     /// The room view's state; `None` in the `/subscriptions` view, whose outbox is then the
     /// one in use. Both views share everything else: status, backoff, reconnects, timeouts.
     room: Option<RoomView>,
+    /// Itself, for the timer that saves later.
+    this: Weak<Client>,
+    /// What a reload needs changed since it was last saved.
+    save_due: Cell<bool>,
+    /// A timer will save.
+    save_timer: Cell<bool>,
+    /// When (`Date.now()`) it was last saved.
+    saved_at: Cell<f64>,
+    /// The last save failed (said once, until one works again).
+    save_failed: Cell<bool>,
+    /// The `beforeunload` listener, held while something waits to be sent.
+    leave_guard: RefCell<Option<EventListener>>,
 }
+
+/// What a reload needs is saved at most this often (and when the page is left).
+const SAVE_EVERY_MILLIS: f64 = 250.0;
 
 /// The room the page is in, and who the user is there.
 #[derive(Debug)]
@@ -137,6 +152,8 @@ struct RoomView {
     refused: RefCell<std::collections::VecDeque<(String, String)>>,
     /// Who the user is in the room: `?name=`, or the name the token gives once signed in.
     name: RefCell<String>,
+    /// Where its state is saved for a reload (per server, name and room).
+    key: String,
     page: RoomPage,
     /// With a server that wants tokens: the sign-in's state.
     signin: RefCell<SignIn>,
@@ -194,12 +211,15 @@ impl Client {
             Ok(settings) => {
                 let name = settings.name.clone().unwrap_or_else(|| UNNAMED.to_owned());
                 page.show_room(&settings.room, &name);
+                let owner = settings.owner();
                 let view = RoomView {
                     room: RefCell::new(
                         Room::new(&settings.room)
+                            .owned_by(&owner)
                             .with_history(HISTORY_ON_ENTRY)
                             .with_presence(),
                     ),
+                    key: room_key(&owner, &settings.room),
                     present: Cell::new((0, false)),
                     typing: RefCell::new(Vec::new()),
                     typed_at: Cell::new(0),
@@ -231,7 +251,7 @@ impl Client {
             Plan::Talk(settings) => (None, Some(Ok(settings))),
             Plan::Broken(error) => (None, Some(Err(error))),
         };
-        let client = Rc::new(Client {
+        let client = Rc::new_cyclic(|this| Client {
             offline: Cell::new(!page.is_online()),
             page,
             outbox: RefCell::new(Outbox::new(app, max_message_bytes)),
@@ -240,6 +260,12 @@ impl Client {
             saved_for,
             ended_by_server: Cell::new(false),
             room,
+            this: this.clone(),
+            save_due: Cell::new(false),
+            save_timer: Cell::new(false),
+            saved_at: Cell::new(0.0),
+            save_failed: Cell::new(false),
+            leave_guard: RefCell::new(None),
         });
         client.restore();
         let listeners = Rc::clone(&client).listen();
@@ -301,15 +327,9 @@ impl Client {
                 let _ = client.wakes.unbounded_send(Wake::Offline);
             }
         }));
-        listeners.extend(self.page.on_leave({
+        listeners.extend(self.page.on_hide({
             let client = Rc::clone(&self);
-            move || {
-                !client.outbox.borrow().is_empty()
-                    || client
-                        .room
-                        .as_ref()
-                        .is_some_and(|view| !view.room.borrow().is_empty())
-            }
+            move || client.save_now()
         }));
         listeners.push(self.page.on_input({
             let client = Rc::clone(&self);
@@ -348,7 +368,7 @@ impl Client {
         let Some(url) = &self.saved_for else {
             return;
         };
-        let Some(saved) = self.page.saved_outbox() else {
+        let Some(saved) = self.page.saved(OUTBOX_KEY) else {
             return;
         };
         let capacity = OUTBOX_CAPACITY;
@@ -356,7 +376,7 @@ impl Client {
             Ok(messages) => messages,
             Err(why) => {
                 warn(&format!("The saved messages were ignored: {why}."));
-                self.page.save_outbox(None);
+                let _ = self.page.keep(OUTBOX_KEY, None);
                 return;
             }
         };
@@ -387,13 +407,13 @@ impl Client {
     /// *sending* again and go out first, with their ids.
     fn restore_room(&self, view: &RoomView) {
         let room_name = view.room.borrow().name().to_owned();
-        if let Some(saved) = self.page.saved_room(&room_name) {
+        if let Some(saved) = self.page.saved(&view.key) {
             let restored = view.room.borrow_mut().restore(&saved);
             if let Err(why) = restored {
                 warn(&format!(
                     "The saved state of room {room_name} was ignored: {why}."
                 ));
-                self.page.save_room(&room_name, None);
+                let _ = self.page.keep(&view.key, None);
             }
         }
         let pending: Vec<(String, String)> = view
@@ -1213,28 +1233,101 @@ impl Client {
         }
     }
 
-    /// Shows what waits, and keeps it for a reload.
+    /// Shows what waits, and has it kept for a reload.
     fn show_waiting(&self) {
-        if let Some(view) = &self.room {
+        let waiting = if let Some(view) = &self.room {
             let room = view.room.borrow();
             self.page.set_waiting(&room.waiting().to_string());
-            self.page.save_room(room.name(), Some(&room.save()));
+            !room.is_empty()
+        } else {
+            let outbox = self.outbox.borrow();
+            let waiting = outbox.waiting();
+            let text = if self.ended_by_server.get() && !outbox.is_empty() {
+                format!("{waiting}: the server ended the conversation, press Reconnect to send")
+            } else {
+                waiting.to_string()
+            };
+            self.page.set_waiting(&text);
+            !outbox.is_empty()
+        };
+        self.guard_leaving(waiting);
+        self.save_soon();
+    }
+
+    /// Asks the browser to confirm leaving while something waits, and only then.
+    fn guard_leaving(&self, waiting: bool) {
+        let mut guard = self.leave_guard.borrow_mut();
+        if !waiting {
+            guard.take();
+        } else if guard.is_none() {
+            let this = self.this.clone();
+            *guard = self.page.on_leave(move || {
+                this.upgrade().is_some_and(|client| {
+                    !client.outbox.borrow().is_empty()
+                        || client
+                            .room
+                            .as_ref()
+                            .is_some_and(|view| !view.room.borrow().is_empty())
+                })
+            });
+        }
+    }
+
+    /// Saves what a reload needs now, or once [`SAVE_EVERY_MILLIS`] have passed since the
+    /// last save (a burst of frames is saved once, not once a frame).
+    fn save_soon(&self) {
+        self.save_due.set(true);
+        if self.save_timer.get() {
             return;
         }
-        let outbox = self.outbox.borrow();
-        let waiting = outbox.waiting();
-        let text = if self.ended_by_server.get() && !outbox.is_empty() {
-            format!("{waiting}: the server ended the conversation, press Reconnect to send")
+        let wait = self.saved_at.get() + SAVE_EVERY_MILLIS - js_sys::Date::now();
+        if wait <= 0.0 {
+            return self.save_now();
+        }
+        self.save_timer.set(true);
+        let this = self.this.clone();
+        spawn_local(async move {
+            TimeoutFuture::new(wait as u32).await;
+            if let Some(client) = this.upgrade() {
+                client.save_timer.set(false);
+                client.save_now();
+            }
+        });
+    }
+
+    /// Saves what a reload needs, if it changed: the room's outbox and position, or the
+    /// demo's outbox. A copy that cannot be kept is removed and the person told, once.
+    fn save_now(&self) {
+        if !self.save_due.replace(false) {
+            return;
+        }
+        self.saved_at.set(js_sys::Date::now());
+        let (key, copy, count) = if let Some(view) = &self.room {
+            let room = view.room.borrow();
+            (view.key.clone(), Some(room.save()), room.len())
+        } else if let Some(url) = &self.saved_for {
+            let outbox = self.outbox.borrow();
+            let copy = (!outbox.is_empty()).then(|| saved::encode(url, &outbox.texts()));
+            (OUTBOX_KEY.to_owned(), copy, outbox.len())
         } else {
-            waiting.to_string()
+            return;
         };
-        self.page.set_waiting(&text);
-        if let Some(url) = &self.saved_for {
-            if outbox.is_empty() {
-                self.page.save_outbox(None);
-            } else {
-                self.page
-                    .save_outbox(Some(&saved::encode(url, &outbox.texts())));
+        match self.page.keep(&key, copy.as_deref()) {
+            Ok(()) => {
+                if self.save_failed.replace(false) && count > 0 {
+                    self.notice("What waits to be sent is kept for a reload again.".to_owned());
+                }
+            }
+            // Only the room's position is lost: a reload shows its recent history instead.
+            Err(_) if count == 0 => {}
+            Err(why) => {
+                if !self.save_failed.replace(true) {
+                    let plural = if count == 1 { "message" } else { "messages" };
+                    self.notice(format!(
+                        "What waits cannot be kept for a reload ({why}): reloading or closing \
+                         this page now would lose {count} {plural}. This page still sends them."
+                    ));
+                }
             }
         }
     }

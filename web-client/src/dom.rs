@@ -60,9 +60,16 @@ const AT_ATTRIBUTE: &str = "data-at";
 /// The attribute with an own line's state: `sending`, `delivered` or `refused`.
 const STATE_ATTRIBUTE: &str = "data-state";
 /// The `sessionStorage` key of the saved outbox.
-const OUTBOX_KEY: &str = "web-client.outbox";
-/// The `sessionStorage` key of a room's saved state is this followed by the room's name.
-const ROOM_KEY_PREFIX: &str = "web-client.room:";
+pub const OUTBOX_KEY: &str = "web-client.outbox";
+/// A copy kept for a reload is at most this long (UTF-8 bytes, about as many UTF-16 units as
+/// the storage counts): well under the 5 MB a browser gives a tab, with room for the rest.
+pub const MAX_SAVED_CHARS: usize = 1024 * 1024;
+
+/// The `sessionStorage` key of a room's saved state: per owner (server and name) and room,
+/// so a tab reloaded under another name finds nothing of the other's.
+pub fn room_key(owner: &str, room: &str) -> String {
+    format!("web-client.room:{owner}|{room}")
+}
 /// The attribute that ties a line of the log to the message it shows.
 const MESSAGE_ATTRIBUTE: &str = "data-message";
 /// The `elementtiming` name of the conversation's lines.
@@ -756,7 +763,9 @@ impl Page {
         }))
     }
 
-    /// Asks the browser to confirm leaving the page while `must_confirm` says so.
+    /// Asks the browser to confirm leaving the page while `must_confirm` says so. Held only
+    /// while something waits: a `beforeunload` listener keeps the page out of the
+    /// back-forward cache.
     pub fn on_leave(&self, must_confirm: impl Fn() -> bool + 'static) -> Option<EventListener> {
         let window = self.window()?;
         let options = EventListenerOptions::enable_prevent_default();
@@ -791,49 +800,46 @@ impl Page {
         self.window()?.session_storage().ok().flatten()
     }
 
-    /// The outbox this tab saved before a reload, if any.
-    pub fn saved_outbox(&self) -> Option<String> {
-        self.session_storage()?.get_item(OUTBOX_KEY).ok().flatten()
+    /// What this tab saved under `key` before a reload, if anything.
+    pub fn saved(&self, key: &str) -> Option<String> {
+        self.session_storage()?.get_item(key).ok().flatten()
     }
 
-    /// Saves the outbox for a reload; `None` forgets it. A full or refused storage is
-    /// reported once per failure on the console: the page goes on without it.
-    pub fn save_outbox(&self, saved: Option<&str>) {
+    /// Keeps `copy` under `key` for a reload (`None` forgets it). A copy past
+    /// [`MAX_SAVED_CHARS`] or one the storage refuses (full, or blocked) is not kept, and the
+    /// older one is removed with it: a reload must never find an outdated state (it would send
+    /// again what was answered and lose what came since). `Err` says why.
+    pub fn keep(&self, key: &str, copy: Option<&str>) -> Result<(), String> {
         let Some(storage) = self.session_storage() else {
-            return;
-        };
-        let result = match saved {
-            Some(saved) => storage.set_item(OUTBOX_KEY, saved),
-            None => storage.remove_item(OUTBOX_KEY),
-        };
-        if result.is_err() {
-            warn(
-                "the waiting messages could not be saved for a reload (sessionStorage refused them)",
+            return Err(
+                "this browser keeps nothing for this tab (sessionStorage is blocked)".into(),
             );
+        };
+        let Some(copy) = copy else {
+            let _ = storage.remove_item(key);
+            return Ok(());
+        };
+        let kept = if copy.len() > MAX_SAVED_CHARS {
+            Err(format!(
+                "it is larger than the {} KiB this page keeps",
+                MAX_SAVED_CHARS / 1024
+            ))
+        } else {
+            storage
+                .set_item(key, copy)
+                .map_err(|_| "the browser's storage for this tab is full".to_owned())
+        };
+        if kept.is_err() {
+            let _ = storage.remove_item(key);
         }
+        kept
     }
 
-    /// What this tab saved for `room` before a reload, if anything.
-    pub fn saved_room(&self, room: &str) -> Option<String> {
-        self.session_storage()?
-            .get_item(&format!("{ROOM_KEY_PREFIX}{room}"))
-            .ok()
-            .flatten()
-    }
-
-    /// Saves a room's state for a reload; `None` forgets it.
-    pub fn save_room(&self, room: &str, saved: Option<&str>) {
-        let Some(storage) = self.session_storage() else {
-            return;
-        };
-        let key = format!("{ROOM_KEY_PREFIX}{room}");
-        let result = match saved {
-            Some(saved) => storage.set_item(&key, saved),
-            None => storage.remove_item(&key),
-        };
-        if result.is_err() {
-            warn("the room could not be saved for a reload (sessionStorage refused it)");
-        }
+    /// Calls `on_hide` when the page is being left or put away (`pagehide`): the last moment
+    /// to save.
+    pub fn on_hide(&self, mut on_hide: impl FnMut() + 'static) -> Option<EventListener> {
+        let window = self.window()?;
+        Some(EventListener::new(&window, "pagehide", move |_| on_hide()))
     }
 
     /// Calls `on_visible` when the tab, hidden until now, becomes visible.

@@ -95,6 +95,12 @@ impl RoomPage {
         Ok(settings)
     }
 
+    /// Whose the room's saved state is: the server and the page's `?name=` (none with a
+    /// token, whose name is the sign-in's).
+    pub fn owner(&self) -> String {
+        format!("{}|{}", self.base, self.name.as_deref().unwrap_or_default())
+    }
+
     /// How long to wait for an answer (the reply timeout): for the sign-in requests too.
     pub fn reply_timeout(&self) -> Duration {
         self.reply_timeout.unwrap_or(DEFAULT_REPLY_TIMEOUT)

@@ -1,0 +1,257 @@
+//! What the room page keeps for a reload, in headless Chromium, tried as a person with a full
+//! storage quota or a tab reloaded under another name would: a copy that can no longer be
+//! kept current is removed and the person told (a reload would otherwise resend what was
+//! answered and lose what came since); a saved room belongs to its server, name and room, and
+//! is never sent under another name; a burst of messages is saved a few times, not once a
+//! frame; and the page asks before being left only while something waits (a `beforeunload`
+//! listener keeps a page out of the back-forward cache).
+//!
+//! Ignored by a plain `cargo test`, like `browser.rs`: it needs Chromium, chromedriver and the
+//! built client.
+
+use serde_json::json;
+
+use crate::browser::{Browser, built_static_dir};
+use crate::rooms::{Member, publish};
+use crate::rooms_browser::{Proxy, lines, wait_for_message};
+use crate::support::TestServer;
+
+/// The keys of the rooms this tab saved.
+const ROOM_KEYS: &str =
+    "return Object.keys(sessionStorage).filter(key => key.startsWith('web-client.room:')).sort()";
+
+async fn room_keys(page: &Browser) -> Vec<String> {
+    serde_json::from_value(page.run(ROOM_KEYS).await).expect("keys")
+}
+
+/// Fills this tab's storage until less than a kilobyte is left, under the key `junk`.
+const FILL_STORAGE: &str = "let junk = '';
+    for (const size of [1 << 20, 1 << 16, 1 << 12, 1 << 10]) {
+        for (;;) {
+            try { sessionStorage.setItem('junk', junk + 'x'.repeat(size)); junk += 'x'.repeat(size); }
+            catch (full) { break; }
+        }
+    }
+    return junk.length";
+
+/// A page on `proxy`'s room view.
+async fn open_through(proxy: &Proxy, room: &str, name: &str) -> Browser {
+    let page = Browser::start().await;
+    page.client()
+        .goto(&format!("http://{}/?room={room}&name={name}", proxy.addr))
+        .await
+        .expect("page loads");
+    page.wait_for_status("open").await;
+    page.watch_for_errors().await;
+    page
+}
+
+/// Whether some line of the page's log contains `text`.
+async fn says(page: &Browser, text: &str) -> bool {
+    lines(page)
+        .await
+        .iter()
+        .any(|line| line.whole.contains(text))
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_copy_the_full_storage_cannot_keep_current_is_removed_and_the_person_told() {
+    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let page = open_through(&proxy, "vault", "ana").await;
+    page.wait_until("the room saved", async || {
+        (room_keys(&page).await.len() == 1).then_some(())
+    })
+    .await;
+    // Cut off: what is typed waits, and must be saved to survive a reload.
+    proxy.refuse(true);
+    page.wait_for_status("reconnecting").await;
+    let filled = page.run(FILL_STORAGE).await;
+    assert!(filled.as_u64() > Some(1 << 20), "{filled}");
+    page.type_message(&"a long line ".repeat(200)).await;
+    page.wait_until("the person told", async || {
+        says(&page, "cannot be kept for a reload")
+            .await
+            .then_some(())
+    })
+    .await;
+    assert!(
+        says(&page, "would lose 1 message").await,
+        "{:?}",
+        page.log_lines().await
+    );
+    // The older copy (without this message) is gone: a reload starts clean rather than
+    // from a state that misses it.
+    assert_eq!(room_keys(&page).await, Vec::<String>::new());
+    // Room again: the next save keeps everything, and says so.
+    page.run("sessionStorage.removeItem('junk')").await;
+    page.type_message("short").await;
+    page.wait_until("kept again", async || {
+        says(&page, "kept for a reload again").await.then_some(())
+    })
+    .await;
+    let kept = page
+        .run("return Object.entries(sessionStorage).find(([key]) => key.startsWith('web-client.room:'))[1]")
+        .await;
+    let kept = kept.as_str().expect("a saved room");
+    assert!(
+        kept.contains("a long line") && kept.contains("short"),
+        "{kept}"
+    );
+    proxy.refuse(false);
+    wait_for_message(&page, "ana", "short").await;
+    page.assert_no_errors().await;
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_tab_reloaded_under_another_name_never_sends_the_first_names_messages() {
+    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let page = open_through(&proxy, "vault", "ana").await;
+    proxy.refuse(true);
+    page.wait_for_status("reconnecting").await;
+    page.type_message("from ana").await;
+    page.wait_until("saved with the message", async || {
+        let saved = page
+            .run("return Object.values(sessionStorage).join()")
+            .await;
+        saved
+            .as_str()
+            .is_some_and(|saved| saved.contains("from ana"))
+            .then_some(())
+    })
+    .await;
+    // The same tab, now as bo (a reload with another `?name=`, a duplicated tab edited).
+    page.client()
+        .goto(&format!("http://{}/?room=vault&name=bo", proxy.addr))
+        .await
+        .expect("page loads");
+    page.wait_until("bo's page", async || {
+        (page.run("return document.title").await == json!("Room vault · bo")).then_some(())
+    })
+    .await;
+    assert!(
+        !says(&page, "from ana").await,
+        "ana's message shown as bo's: {:?}",
+        page.log_lines().await
+    );
+    proxy.refuse(false);
+    page.wait_for_status("open").await;
+    page.type_message("bo here").await;
+    wait_for_message(&page, "bo", "bo here").await;
+    let mut watcher = Member::connect(&server, "watcher").await;
+    let json_join = json!({"type": "join", "room": "vault", "history": 10});
+    watcher.send(json_join).await;
+    let mut authors = Vec::new();
+    loop {
+        match watcher.next().await {
+            room_protocol::ServerFrame::Message { from, text, .. } => {
+                let done = text == "bo here";
+                authors.push((from, text));
+                if done {
+                    break;
+                }
+            }
+            room_protocol::ServerFrame::Joined { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(authors, [("bo".to_owned(), "bo here".to_owned())]);
+    // Back as ana: her message goes, under her name.
+    page.client()
+        .goto(&format!("http://{}/?room=vault&name=ana", proxy.addr))
+        .await
+        .expect("page loads");
+    page.watch_for_errors().await;
+    wait_for_message(&page, "ana", "from ana").await;
+    page.assert_no_errors().await;
+}
+
+/// The types of the listeners on `window`, as DevTools lists them.
+async fn window_listeners(page: &Browser) -> Vec<String> {
+    let window = page
+        .devtools("Runtime.evaluate", json!({"expression": "window"}))
+        .await;
+    let object = window["result"]["objectId"].clone();
+    let listeners = page
+        .devtools("DOMDebugger.getEventListeners", json!({"objectId": object}))
+        .await;
+    listeners["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|listener| listener["type"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_burst_is_saved_a_few_times_and_leaving_is_questioned_only_while_something_waits() {
+    const BURST: usize = 200;
+    let server = TestServer::start_with_dir(
+        &built_static_dir(),
+        &["--publish-rate", "1000", "--publish-burst", "1000"],
+    )
+    .await;
+    let proxy = Proxy::start(server.addr).await;
+    let page = open_through(&proxy, "busy", "ana").await;
+    let leaving = |listeners: &[String]| listeners.iter().any(|kind| kind == "beforeunload");
+    assert!(
+        !leaving(&window_listeners(&page).await),
+        "nothing waits, yet leaving is questioned"
+    );
+    page.run(
+        "window.__saves = 0;
+         const setItem = Storage.prototype.setItem;
+         Storage.prototype.setItem = function (key, value) {
+             if (key.startsWith('web-client.room:')) window.__saves += 1;
+             return setItem.call(this, key, value);
+         };",
+    )
+    .await;
+    let mut bo = Member::connect(&server, "bo").await;
+    bo.join("busy", None).await;
+    bo.send_all((0..BURST).map(|n| publish("busy", &format!("b{n}"), &format!("line {n}"))))
+        .await;
+    page.wait_until("the burst shown", async || {
+        (crate::rooms_browser::messages(&page).await.len() == BURST).then_some(())
+    })
+    .await;
+    let started = tokio::time::Instant::now();
+    // The last save may wait for its interval.
+    let saves = page
+        .wait_until("the last save", async || {
+            let saved = page
+                .run("return Object.entries(sessionStorage).find(([key]) => key.startsWith('web-client.room:'))[1]")
+                .await;
+            let saved = saved.as_str().unwrap_or_default().to_owned();
+            saved
+                .contains(&format!("\"last\":{BURST}"))
+                .then_some(())?;
+            page.run("return window.__saves").await.as_u64()
+        })
+        .await;
+    let took = started.elapsed();
+    assert!(
+        saves <= 10,
+        "{saves} saves for {BURST} messages: saved once a frame, not a few times"
+    );
+    eprintln!("{saves} saves for {BURST} messages; the last within {took:?}");
+    // Something waits: leaving is questioned; once delivered, no longer.
+    proxy.refuse(true);
+    page.wait_for_status("reconnecting").await;
+    page.type_message("waiting").await;
+    page.wait_until("leaving questioned", async || {
+        leaving(&window_listeners(&page).await).then_some(())
+    })
+    .await;
+    proxy.refuse(false);
+    wait_for_message(&page, "ana", "waiting").await;
+    page.wait_until("leaving free again", async || {
+        (!leaving(&window_listeners(&page).await)).then_some(())
+    })
+    .await;
+    page.assert_no_errors().await;
+}
