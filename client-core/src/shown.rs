@@ -54,6 +54,18 @@ pub fn marker(c: char) -> String {
     format!("U+{:04X}", u32::from(c))
 }
 
+/// Characters of a text a notice about it quotes.
+pub const PREVIEW_CHARS: usize = 40;
+
+/// The start of `text` that a notice about it quotes (at most [`PREVIEW_CHARS`] characters),
+/// and whether it was cut. Each client quotes it its own way (a terminal escapes it).
+pub fn preview(text: &str) -> (&str, bool) {
+    match text.char_indices().nth(PREVIEW_CHARS) {
+        Some((cut, _)) => (&text[..cut], true),
+        None => (text, false),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +151,14 @@ mod tests {
         assert_eq!(marker('\u{202E}'), "U+202E");
         assert_eq!(marker('\u{2028}'), "U+2028");
         assert_eq!(marker('\u{2066}'), "U+2066");
+    }
+
+    #[test]
+    fn previews_cut_at_a_character_count() {
+        assert_eq!(preview("hello"), ("hello", false));
+        let long = "é".repeat(100);
+        let (start, cut) = preview(&long);
+        assert_eq!((start.chars().count(), cut), (PREVIEW_CHARS, true));
+        assert_eq!(preview(&long[..80]), (&long[..80], false));
     }
 }

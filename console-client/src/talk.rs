@@ -98,10 +98,10 @@ pub trait Talk {
 
 /// The first characters of a message, for a status line about it.
 fn preview(text: &str) -> String {
-    const SHOWN: usize = 40;
-    match text.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{:?}…", &text[..cut]),
-        None => format!("{text:?}"),
+    // Escaped (`{:?}`): a terminal must not run what the text holds.
+    match client_core::shown::preview(text) {
+        (start, true) => format!("{start:?}…"),
+        (whole, false) => format!("{whole:?}"),
     }
 }
 

@@ -261,6 +261,23 @@ async fn a_reader_who_scrolled_up_stays_put_and_lines_come_one_insertion_per_fra
         (at_bottom && !jump).then_some(())
     })
     .await;
+    // The composer grows under a reader at the bottom (three lines typed, not sent): the log
+    // shrinks, and the view still follows.
+    let input = ana.element("message").await;
+    input
+        .send_keys(&format!("one{SHIFT}{ENTER}two{SHIFT}{ENTER}three{RELEASE}"))
+        .await
+        .expect("types");
+    bo.send(publish("hall", "grown", "under a grown composer"))
+        .await;
+    wait_for_message(&ana, "bo", "under a grown composer").await;
+    ana.wait_until("followed under a grown composer", async || {
+        let (_, at_bottom, jump) = scroll_state(&ana).await;
+        (at_bottom && !jump).then_some(())
+    })
+    .await;
+    ana.run("document.getElementById('message').value = ''")
+        .await;
     // Sending one's own line from anywhere shows it.
     ana.run("document.getElementById('log').scrollTop = 0")
         .await;
@@ -268,6 +285,10 @@ async fn a_reader_who_scrolled_up_stays_put_and_lines_come_one_insertion_per_fra
     wait_for_message(&ana, "ana", "mine").await;
     let (_, at_bottom, _) = scroll_state(&ana).await;
     assert!(at_bottom, "one's own line is shown");
+    assert!(
+        !ana.text_of("announce").await.contains("mine"),
+        "one's own line read back"
+    );
     ana.assert_no_errors().await;
 }
 
@@ -357,7 +378,12 @@ async fn a_refused_line_goes_back_to_the_composer_and_own_lines_take_the_servers
         .await;
     assert_eq!(continued, json!([false, true]), "grouped under one name");
 
+    // Bo's line between: Ana's next line heads a group of its own.
+    bo.type_message("bo's turn").await;
+    wait_for_message(&ana, "bo", "bo's turn").await;
     ana.type_message("a text over sixteen bytes").await;
+    ana.type_message("after").await;
+    wait_for_message(&ana, "ana", "after").await;
     ana.wait_until("refused, with a way back", async || {
         let line = lines(&ana)
             .await
@@ -368,8 +394,40 @@ async fn a_refused_line_goes_back_to_the_composer_and_own_lines_take_the_servers
         .then_some(())
     })
     .await;
+    let groups = "return Array.from(document.querySelectorAll('#log li.message'),
+        li => [li.querySelector('.text').textContent, li.classList.contains('continued')])";
+    assert_eq!(
+        ana.run(groups).await,
+        json!([
+            ["short one", false],
+            ["second", true],
+            ["bo's turn", false],
+            ["a text over sixteen bytes", false],
+            ["after", true]
+        ])
+    );
+    assert!(
+        ana.text_of("announce")
+            .await
+            .contains("Not sent: refused: too long for this server"),
+        "the refusal is announced"
+    );
     ana.run("document.querySelector('#log li.given-up button.resend').click()")
         .await;
+    // Its line gone, "after" follows Bo's line: it heads a group, under Ana's name.
+    assert_eq!(
+        ana.run(groups).await,
+        json!([
+            ["short one", false],
+            ["second", true],
+            ["bo's turn", false],
+            ["after", false]
+        ])
+    );
+    assert_eq!(
+        ana.text_of("hint").await,
+        "It was refused: too long for this server."
+    );
     assert_eq!(
         ana.run("return document.getElementById('message').value")
             .await,

@@ -15,7 +15,7 @@ use gloo_events::EventListener;
 use gloo_timers::future::{IntervalStream, TimeoutFuture};
 use wasm_bindgen_futures::spawn_local;
 
-use crate::dom::{OUTBOX_KEY, OwnState, Page, RoomLine, room_key, warn};
+use crate::dom::{LogWatch, OUTBOX_KEY, OwnState, Page, RoomLine, room_key, warn};
 use crate::signin::{fetch_mode, fetch_token};
 use crate::socket::{Socket, SocketEvent};
 use crate::url::{AuthMode, DEFAULT_APP, RoomPage, Settings};
@@ -147,9 +147,9 @@ struct RoomView {
     typed_at: Cell<u64>,
     /// Lines of others that arrived while the tab was hidden (in the title).
     unread: Cell<u32>,
-    /// Refused publishes (id, text), newest last, at most the outbox's capacity: their lines
-    /// offer to edit and send them again.
-    refused: RefCell<std::collections::VecDeque<(String, String)>>,
+    /// Refused publishes (id, text, why), newest last, at most the outbox's capacity: their
+    /// lines offer to edit and send them again.
+    refused: RefCell<std::collections::VecDeque<(String, String, String)>>,
     /// Who the user is in the room: `?name=`, or the name the token gives once signed in.
     name: RefCell<String>,
     /// Where its state is saved for a reload (per server, name and room).
@@ -287,7 +287,7 @@ impl Client {
     }
 
     /// Turns the page's events into wakes.
-    fn listen(self: Rc<Self>) -> Vec<EventListener> {
+    fn listen(self: Rc<Self>) -> (Vec<EventListener>, LogWatch) {
         let mut listeners = vec![
             self.page.on_reconnect({
                 let client = Rc::clone(&self);
@@ -309,10 +309,10 @@ impl Client {
                 }
             }),
         ];
-        listeners.extend(self.page.on_log({
+        let log = self.page.on_log({
             let client = Rc::clone(&self);
             move |id| client.resend(&id)
-        }));
+        });
         listeners.extend(self.page.on_online({
             let client = Rc::clone(&self);
             move || {
@@ -339,24 +339,29 @@ impl Client {
             let client = Rc::clone(&self);
             move || client.submit()
         }));
-        listeners
+        (listeners, log)
     }
 
     /// "Edit and send again" on a refused line: its text goes back to the composer, and the
     /// line away.
     fn resend(&self, id: &str) {
         let Some(view) = &self.room else { return };
-        let text = {
+        let refused = {
             let mut refused = view.refused.borrow_mut();
-            let Some(at) = refused.iter().position(|(refused, _)| refused == id) else {
+            let Some(at) = refused.iter().position(|(refused, ..)| refused == id) else {
                 return;
             };
-            refused.remove(at).map(|(_, text)| text)
+            refused.remove(at)
         };
-        if let Some(text) = text {
+        if let Some((_, text, reason)) = refused {
             self.page.remove_line(id);
             self.page.put_in_input(&text);
             self.check_input();
+            // Why it was refused, under the composer while it is edited (a refusal the page's
+            // own check does not foresee, such as a server's lower limit).
+            if self.page.hint_is_empty() {
+                self.page.set_hint(Some(&format!("It was {reason}.")));
+            }
         }
     }
 
@@ -1116,12 +1121,15 @@ impl Client {
             Event::Refused { id, reason, text } => {
                 if self.page.set_room_state(&id, OwnState::Refused(&reason)) {
                     let mut refused = view.refused.borrow_mut();
-                    if refused.len() == room::ROOM_OUTBOX_CAPACITY {
-                        refused.pop_front();
+                    if refused.len() == room::ROOM_OUTBOX_CAPACITY
+                        && let Some((oldest, ..)) = refused.pop_front()
+                    {
+                        // Its text is no longer kept: no button that would do nothing.
+                        self.page.drop_resend(&oldest);
                     }
-                    refused.push_back((id, text));
+                    refused.push_back((id, text, reason));
                 } else {
-                    self.notice(format!("A message was {reason}."));
+                    self.notice(format!("A message was {reason}: {}", preview(&text)));
                 }
             }
             Event::Gap { rejoin } => {
@@ -1475,6 +1483,14 @@ async fn wait_until_online(wakes: &mut mpsc::UnboundedReceiver<Wake>) -> bool {
             Some(Wake::Stop) | None => return false,
             Some(Wake::Queued | Wake::Offline | Wake::Visible | Wake::Typed) => {}
         }
+    }
+}
+
+/// The start of `text`, quoted, for a notice about it (shown as text: nothing to escape).
+fn preview(text: &str) -> String {
+    match client_core::shown::preview(text) {
+        (start, true) => format!("\"{start}…\""),
+        (whole, false) => format!("\"{whole}\""),
     }
 }
 

@@ -47,6 +47,8 @@ const ANNOUNCE_ID: &str = "announce";
 const ANNOUNCEMENTS_KEPT: u32 = 3;
 /// Lines announced at most per frame; past it, how many more came.
 const ANNOUNCED_PER_FRAME: usize = 5;
+/// The key code of a key pressed while an input method composes.
+const IME_KEY_CODE: u32 = 229;
 /// How close (CSS pixels) to the bottom counts as at the bottom.
 const BOTTOM_SLACK: i32 = 8;
 /// A hidden tab gets no animation frames: its lines are drawn by a timer after this long.
@@ -103,12 +105,14 @@ pub struct Page {
 /// The page's own state: lines waiting for the next frame, the title, who is listed.
 #[derive(Debug, Default)]
 struct Drawn {
-    /// Lines made and not yet in the log, oldest first.
-    lines: Vec<Element>,
-    /// What screen readers are to hear of them.
-    said: Vec<String>,
+    /// Lines made and not yet in the log, oldest first, each with what screen readers are to
+    /// hear of it.
+    lines: Vec<(Element, Option<String>)>,
     /// One of them is one's own: the view goes to the bottom, wherever the reader was.
     own: bool,
+    /// The reader scrolled up from the bottom (said by the log's scroll events, so a log
+    /// that shrank under a growing composer still follows).
+    unstuck: bool,
     /// A frame (and the hidden tab's timer) has been asked for.
     scheduled: bool,
     /// The title without its unread count.
@@ -116,6 +120,21 @@ struct Drawn {
     /// The count and whether it is capped, and the names in the member list, as drawn.
     people: (u64, bool),
     members: Vec<String>,
+}
+
+/// What [`Page::on_log`] watches, for as long as it is held.
+#[derive(Debug)]
+pub struct LogWatch {
+    _listeners: Vec<EventListener>,
+    resize: Option<(web_sys::ResizeObserver, Closure<dyn FnMut()>)>,
+}
+
+impl Drop for LogWatch {
+    fn drop(&mut self) {
+        if let Some((observer, _)) = &self.resize {
+            observer.disconnect();
+        }
+    }
 }
 
 /// An own line's state, as [`Page::set_room_state`] shows it.
@@ -214,8 +233,10 @@ impl Page {
         let lines = self.lines_of(&id.0.to_string());
         for line in &lines {
             let text = line.text_content().unwrap_or_default();
-            line.set_text_content(Some(&format!("{text} ({outcome})")));
+            let marked = format!("{text} ({outcome})");
+            line.set_text_content(Some(&marked));
             let _ = line.class_list().add_1("given-up");
+            self.say(&[marked]);
         }
         !lines.is_empty()
     }
@@ -236,7 +257,13 @@ impl Page {
                 }
             }
         }
-        found.extend(self.drawn.borrow().lines.iter().cloned());
+        found.extend(
+            self.drawn
+                .borrow()
+                .lines
+                .iter()
+                .map(|(line, _)| line.clone()),
+        );
         // Compared here, not in a selector: a restored id may hold quotes.
         found.retain(|line| line.get_attribute(MESSAGE_ATTRIBUTE).as_deref() == Some(id));
         found
@@ -256,18 +283,24 @@ impl Page {
         Some(line)
     }
 
-    /// Puts `line` in the next frame's batch, after removing `evicted` of the oldest lines.
+    /// Puts `line` in the next frame's batch, after removing `evicted` of the oldest lines
+    /// (drawn or not, with what was to be said of them).
     fn add_line(&self, line: Element, evicted: usize, said: Option<String>, own: bool) {
         let mut drawn = self.drawn.borrow_mut();
         for _ in 0..evicted {
             match self.log.first_element_child() {
-                Some(oldest) => oldest.remove(),
+                Some(oldest) => {
+                    oldest.remove();
+                    // The new first line heads its group.
+                    if let Some(first) = self.log.first_element_child() {
+                        let _ = first.class_list().remove_1("continued");
+                    }
+                }
                 None if !drawn.lines.is_empty() => drop(drawn.lines.remove(0)),
                 None => break,
             }
         }
-        drawn.lines.push(line);
-        drawn.said.extend(said);
+        drawn.lines.push((line, said));
         drawn.own |= own;
         if drawn.scheduled {
             return;
@@ -303,28 +336,29 @@ impl Page {
     /// at the bottom (or who just sent a line), others get the "new messages" button; screen
     /// readers hear the live lines once.
     pub fn flush(&self) {
-        let (lines, said, own) = {
+        let (lines, own, unstuck) = {
             let mut drawn = self.drawn.borrow_mut();
             drawn.scheduled = false;
             (
                 std::mem::take(&mut drawn.lines),
-                std::mem::take(&mut drawn.said),
                 std::mem::take(&mut drawn.own),
+                drawn.unstuck,
             )
         };
-        if !lines.is_empty() {
-            // The one layout this frame reads, before anything changes.
-            let follow = own || self.at_bottom();
-            let batch = self.document.create_document_fragment();
-            for line in &lines {
-                let _ = batch.append_child(line);
-            }
-            let _ = self.log.append_child(&batch);
-            if follow {
-                self.to_bottom();
-            } else {
-                self.jump.set_hidden(false);
-            }
+        if lines.is_empty() {
+            return;
+        }
+        let batch = self.document.create_document_fragment();
+        let mut said = Vec::new();
+        for (line, words) in lines {
+            let _ = batch.append_child(&line);
+            said.extend(words);
+        }
+        let _ = self.log.append_child(&batch);
+        if own || !unstuck {
+            self.to_bottom();
+        } else {
+            self.jump.set_hidden(false);
         }
         self.say(&said);
     }
@@ -334,9 +368,11 @@ impl Page {
         self.log.scroll_top() + self.log.client_height() >= self.log.scroll_height() - BOTTOM_SLACK
     }
 
+    /// Shows the last line: the reader is at the bottom again, and followed.
     fn to_bottom(&self) {
         self.log.set_scroll_top(self.log.scroll_height());
         self.jump.set_hidden(true);
+        self.drawn.borrow_mut().unstuck = false;
     }
 
     /// Tells screen readers `said` (one frame's lines) at once, in one announcement.
@@ -389,15 +425,9 @@ impl Page {
             .borrow()
             .lines
             .last()
-            .cloned()
+            .map(|(line, _)| line.clone())
             .or_else(|| self.log.last_element_child());
-        let grouped = previous.is_some_and(|previous| {
-            let at = previous
-                .get_attribute(AT_ATTRIBUTE)
-                .and_then(|at| at.parse::<u64>().ok());
-            previous.get_attribute(AUTHOR_ATTRIBUTE).as_deref() == Some(author.as_str())
-                && at.is_some_and(|at| line.at.abs_diff(at) < GROUP_MILLIS)
-        });
+        let grouped = follows(previous.as_ref(), &author, line.at);
         if grouped {
             let _ = item.class_list().add_1("continued");
         }
@@ -423,9 +453,20 @@ impl Page {
             };
             part.set_class_name(class);
             self.append_shown(&part, text);
-            // Spaces between the parts, so the line reads (and copies) as words; none after
-            // a grouped line's author, which is not drawn.
-            if item.first_child().is_some() && !(grouped && class == "time") {
+            if class == "author" {
+                // The author and the space after it, in one `.by` that a grouped line does
+                // not draw (screen readers and a copy still have both).
+                let Ok(by) = self.document.create_element("span") else {
+                    continue;
+                };
+                by.set_class_name("by");
+                let _ = by.append_child(&part);
+                let _ = by.append_with_str_1(" ");
+                let _ = item.append_child(&by);
+                continue;
+            }
+            // Spaces between the other parts, so the line reads (and copies) as words.
+            if class != "time" {
                 let _ = item.append_with_str_1(" ");
             }
             let _ = item.append_child(&part);
@@ -485,6 +526,16 @@ impl Page {
         !lines.is_empty()
     }
 
+    /// Takes the "edit and send again" button off the line of publish `id` (its text is no
+    /// longer kept).
+    pub fn drop_resend(&self, id: &str) {
+        for line in self.lines_of(id) {
+            if let Ok(Some(button)) = line.query_selector("button.resend") {
+                button.remove();
+            }
+        }
+    }
+
     /// Shows the server's time on the line of own publish `id` (it showed this clock's).
     pub fn set_room_time(&self, id: &str, time: &str, at: u64) {
         for line in self.lines_of(id) {
@@ -495,30 +546,88 @@ impl Page {
         }
     }
 
-    /// Takes the line of own publish `id` away (its text went back to the composer).
+    /// Takes the line of own publish `id` away (its text went back to the composer); the line
+    /// after it is grouped anew with the one now before it.
     pub fn remove_line(&self, id: &str) {
-        let lines = self.lines_of(id);
-        self.drawn
-            .borrow_mut()
-            .lines
-            .retain(|line| !lines.contains(line));
-        for line in lines {
+        for line in self.lines_of(id) {
+            let next = line.next_element_sibling();
+            let waiting = {
+                let mut drawn = self.drawn.borrow_mut();
+                let at = drawn.lines.iter().position(|(waiting, _)| *waiting == line);
+                at.map(|at| {
+                    drawn.lines.remove(at);
+                    drawn.lines.get(at).map(|(next, _)| next.clone())
+                })
+            };
             line.remove();
+            // The line that followed, drawn or waiting.
+            let next = match waiting {
+                Some(next) => next,
+                None => next.or_else(|| {
+                    self.drawn
+                        .borrow()
+                        .lines
+                        .first()
+                        .map(|(line, _)| line.clone())
+                }),
+            };
+            if let Some(next) = next {
+                self.regroup(&next);
+            }
         }
     }
 
-    /// Puts `new` as the author of one's own lines that show `old`: the server said who the
-    /// user is (a token's name) after the page showed them.
+    /// Groups `line` with the one before it, drawn or waiting, or not.
+    fn regroup(&self, line: &Element) {
+        let previous = line.previous_element_sibling().or_else(|| {
+            let drawn = self.drawn.borrow();
+            let at = drawn
+                .lines
+                .iter()
+                .position(|(waiting, _)| waiting == line)?;
+            match at.checked_sub(1) {
+                Some(before) => Some(drawn.lines[before].0.clone()),
+                None => self.log.last_element_child(),
+            }
+        });
+        let author = line.get_attribute(AUTHOR_ATTRIBUTE).unwrap_or_default();
+        let at = line
+            .get_attribute(AT_ATTRIBUTE)
+            .and_then(|at| at.parse::<u64>().ok())
+            .unwrap_or_default();
+        let grouped = !author.is_empty() && follows(previous.as_ref(), &author, at);
+        let _ = line.class_list().toggle_with_force("continued", grouped);
+    }
+
+    /// Puts `new` as the author of one's own lines (drawn or waiting) that show `old`: the
+    /// server said who the user is (a token's name) after the page showed them.
     pub fn rename_own(&self, old: &str, new: &str) {
-        let Ok(authors) = self.document.query_selector_all("#log li.own .author") else {
-            return;
-        };
-        for index in 0..authors.length() {
-            if let Some(author) = authors
-                .item(index)
-                .and_then(|node| node.dyn_into::<Element>().ok())
-                && author.text_content().as_deref() == Some(old)
-            {
+        let mut lines = Vec::new();
+        if let Ok(drawn) = self.log.query_selector_all("li.own") {
+            for index in 0..drawn.length() {
+                if let Some(line) = drawn
+                    .item(index)
+                    .and_then(|node| node.dyn_into::<Element>().ok())
+                {
+                    lines.push(line);
+                }
+            }
+        }
+        lines.extend(
+            self.drawn
+                .borrow()
+                .lines
+                .iter()
+                .map(|(line, _)| line.clone())
+                .filter(|line| line.class_list().contains("own")),
+        );
+        let (was, now) = (format!("1:{old}"), format!("1:{new}"));
+        for line in lines {
+            if line.get_attribute(AUTHOR_ATTRIBUTE).as_deref() != Some(was.as_str()) {
+                continue;
+            }
+            let _ = line.set_attribute(AUTHOR_ATTRIBUTE, &now);
+            if let Ok(Some(author)) = line.query_selector(".author") {
                 // Shown as every name is: with its disruptive characters as their codes.
                 author.set_text_content(None);
                 self.append_shown(&author, new);
@@ -534,8 +643,12 @@ impl Page {
             h1.set_text_content(Some(&heading));
         }
         let title = format!("{heading} · {name}");
-        self.document.set_title(&title);
+        let unread = self.document.title().strip_prefix('(').and_then(|rest| {
+            let (count, _) = rest.split_once(") ")?;
+            count.parse::<u32>().ok()
+        });
         self.drawn.borrow_mut().title = title;
+        self.set_unread(unread.unwrap_or(0));
         self.input
             .set_placeholder(&format!("Message to {room}, as {name}"));
         self.typing.set_hidden(false);
@@ -667,6 +780,11 @@ impl Page {
         };
     }
 
+    /// Whether no hint shows under the input.
+    pub fn hint_is_empty(&self) -> bool {
+        self.hint.text_content().unwrap_or_default().is_empty()
+    }
+
     pub fn input_value(&self) -> String {
         self.input.value()
     }
@@ -676,42 +794,64 @@ impl Page {
     }
 
     /// Calls `on_send` when the form is submitted: Enter in the composer (Shift+Enter breaks
-    /// the line; Enter that ends an IME composition only ends it), or the Send button.
-    pub fn on_submit(&self, mut on_send: impl FnMut() + 'static) -> Vec<EventListener> {
+    /// the line; the Enter that ends an IME composition only ends it: `isComposing`, or
+    /// WebKit's key code 229 for the Enter that follows `compositionend`), or the Send button.
+    pub fn on_submit(&self, on_send: impl FnMut() + 'static) -> Vec<EventListener> {
         let options = EventListenerOptions::enable_prevent_default();
         let form = self.form.clone();
+        let on_send = Rc::new(RefCell::new(on_send));
+        let on_enter = Rc::clone(&on_send);
         vec![
             EventListener::new_with_options(&self.form, "submit", options, move |event| {
                 // The page must not navigate: the message goes over the socket.
                 event.prevent_default();
-                on_send();
+                (on_send.borrow_mut())();
             }),
             EventListener::new_with_options(&self.input, "keydown", options, move |event| {
                 let Some(key) = event.dyn_ref::<KeyboardEvent>() else {
                     return;
                 };
-                if key.key() == "Enter" && !key.shift_key() && !key.is_composing() {
+                let composing = key.is_composing() || key.key_code() == IME_KEY_CODE;
+                if key.key() == "Enter" && !key.shift_key() && !composing {
                     event.prevent_default();
-                    let _ = form.request_submit();
+                    // `requestSubmit` is missing from older browsers (Safari before 16).
+                    if form.request_submit().is_err() {
+                        (on_enter.borrow_mut())();
+                    }
                 }
             }),
         ]
     }
 
     /// The log's own controls: the "new messages" button (to the bottom; it goes when the
-    /// reader gets there anyway), and each refused line's "edit and send again", which calls
-    /// `on_resend` with the line's publish id.
-    pub fn on_log(&self, mut on_resend: impl FnMut(String) + 'static) -> Vec<EventListener> {
+    /// reader gets there anyway), each refused line's "edit and send again", which calls
+    /// `on_resend` with the line's publish id, and a reader at the bottom kept there when the
+    /// log changes size (a composer that grows, the member list opened).
+    pub fn on_log(&self, mut on_resend: impl FnMut(String) + 'static) -> LogWatch {
         let page = self.clone();
         let scrolled = self.clone();
         let clicked = self.clone();
-        vec![
+        let resized = self.clone();
+        let on_resize = Closure::<dyn FnMut()>::new(move || {
+            if !resized.drawn.borrow().unstuck {
+                resized.to_bottom();
+            }
+        });
+        let resize = web_sys::ResizeObserver::new(on_resize.as_ref().unchecked_ref())
+            .ok()
+            .map(|observer| {
+                observer.observe(&self.log);
+                (observer, on_resize)
+            });
+        let listeners = vec![
             EventListener::new(&self.jump, "click", move |_| {
                 page.to_bottom();
                 page.focus_input();
             }),
             EventListener::new(&self.log, "scroll", move |_| {
-                if !scrolled.jump.hidden() && scrolled.at_bottom() {
+                let at_bottom = scrolled.at_bottom();
+                scrolled.drawn.borrow_mut().unstuck = !at_bottom;
+                if at_bottom && !scrolled.jump.hidden() {
                     scrolled.jump.set_hidden(true);
                 }
             }),
@@ -726,7 +866,11 @@ impl Page {
                     on_resend(id);
                 }
             }),
-        ]
+        ];
+        LogWatch {
+            _listeners: listeners,
+            resize,
+        }
     }
 
     /// Puts `text` in the composer, after what is there already (on a line of its own).
@@ -873,6 +1017,18 @@ pub struct RoomLine<'a> {
     pub own: bool,
     /// Screen readers hear it (a live line of someone else).
     pub announce: bool,
+}
+
+/// Whether a line of `author` at `at` (ms) continues the group of `previous`: a message line
+/// of the same author (and own-ness) within [`GROUP_MILLIS`].
+fn follows(previous: Option<&Element>, author: &str, at: u64) -> bool {
+    previous.is_some_and(|previous| {
+        let previous_at = previous
+            .get_attribute(AT_ATTRIBUTE)
+            .and_then(|at| at.parse::<u64>().ok());
+        previous.get_attribute(AUTHOR_ATTRIBUTE).as_deref() == Some(author)
+            && previous_at.is_some_and(|previous_at| at.abs_diff(previous_at) < GROUP_MILLIS)
+    })
 }
 
 /// A warning on the browser console.
