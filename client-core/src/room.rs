@@ -117,6 +117,11 @@ pub enum Event {
     Gap { rejoin: Option<String> },
     /// The room is joined and nothing was missed: publishes may go out.
     Joined,
+    /// The catch-up join from the new epoch's start is answered but could not replay it all
+    /// (its history was trimmed meanwhile): these live messages, which arrived while it was
+    /// asked and are in no replay, are shown (or, one's own, delivered), oldest first; then
+    /// publishes may go out.
+    CaughtUp { missed: Vec<Missed> },
     /// The server asks to wait: call [`Room::resume`] after [`RETRY_AFTER_MILLIS`].
     RetryLater,
     /// The server accepted the connection's token (`authed`): who it is now, and when the
@@ -131,6 +136,20 @@ pub enum Event {
     /// Nothing to show (another room's frame, a `left`, an ack already counted).
     Nothing,
 }
+
+/// A live message that arrived while the room was catching up ([`Event::CaughtUp`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missed {
+    pub from: String,
+    pub text: String,
+    pub time: u64,
+    /// One's own publish (its id): delivered, its line is there already.
+    pub own: Option<String>,
+}
+
+/// Live messages kept at most while a room catches up; past it the oldest go (the gap was
+/// said already).
+pub const CATCH_UP_BUFFER: usize = 256;
 
 /// One room as a client holds it.
 #[derive(Debug)]
@@ -160,6 +179,9 @@ pub struct Room {
     unstamped: VecDeque<String>,
     /// Whose it is ([`Room::owned_by`]); empty for none said.
     owner: String,
+    /// Live messages that arrived while catching up, oldest first, at most
+    /// [`CATCH_UP_BUFFER`]: `(offset, id, from, text, time)`.
+    catching: VecDeque<(u64, String, String, String, u64)>,
 }
 
 impl Room {
@@ -183,6 +205,7 @@ impl Room {
             present: std::collections::BTreeMap::new(),
             unstamped: VecDeque::new(),
             owner: String::new(),
+            catching: VecDeque::new(),
         }
     }
 
@@ -278,6 +301,7 @@ impl Room {
     fn forget_connection(&mut self) {
         self.membership = Membership::Away;
         self.paused = false;
+        self.catching.clear();
         for publish in &mut self.pending {
             publish.in_flight = false;
         }
@@ -412,7 +436,14 @@ impl Room {
                 if self.membership == Membership::CatchingUp {
                     // The gap was said already; whatever this replay holds is all there is.
                     self.membership = Membership::Joined;
-                    return Event::Joined;
+                    let caught = std::mem::take(&mut self.catching);
+                    if recovered || caught.is_empty() {
+                        // The replay brings them again, in order.
+                        return Event::Joined;
+                    }
+                    return Event::CaughtUp {
+                        missed: self.missed(caught),
+                    };
                 }
                 match rejoined {
                     Rejoined::Complete => {
@@ -442,7 +473,16 @@ impl Room {
                 text,
                 time,
             } => {
-                if room != self.room || self.membership == Membership::CatchingUp {
+                if room != self.room {
+                    return Event::Nothing;
+                }
+                if self.membership == Membership::CatchingUp {
+                    // Kept: the catch-up's replay brings it again, unless that replay cannot
+                    // be given (then it is shown from here).
+                    if self.catching.len() == CATCH_UP_BUFFER {
+                        self.catching.pop_front();
+                    }
+                    self.catching.push_back((offset, id, from, text, time));
                     return Event::Nothing;
                 }
                 if let Some(until) = self.history_until.filter(|until| offset <= *until) {
@@ -581,6 +621,27 @@ impl Room {
             ));
         }
         Event::Notice(format!("The server refused a request: {message}"))
+    }
+
+    /// The live messages kept while catching up, as shown now: each once (one already seen
+    /// is not), one's own delivered.
+    fn missed(&mut self, caught: VecDeque<(u64, String, String, String, u64)>) -> Vec<Missed> {
+        let mut missed = Vec::new();
+        for (_, id, from, text, time) in caught {
+            let own = self.take(&id).map(|_| {
+                self.seen.own(&id);
+                id.clone()
+            });
+            if own.is_some() || self.seen.earlier(&id) {
+                missed.push(Missed {
+                    from,
+                    text,
+                    time,
+                    own,
+                });
+            }
+        }
+        missed
     }
 
     /// Takes publish `id` out of the outbox.
@@ -969,6 +1030,88 @@ mod tests {
             room.receive(&message(10, "w", "bo", "on")),
             shown("bo", "on")
         );
+    }
+
+    #[test]
+    fn live_messages_while_catching_up_are_shown_when_the_replay_cannot_bring_them() {
+        let caught_up = |recovered: bool| {
+            let mut room = Room::new(ROOM);
+            room.connection_opened();
+            room.receive(&joined("E", 0, false));
+            room.receive(&message(1, "x", "bo", "hi"));
+            room.push("mine".into(), "own".into()).expect("queued");
+            // A new epoch with messages already: joined again from its start.
+            room.connection_closed();
+            room.connection_opened();
+            assert!(matches!(
+                room.receive(&joined("F", 3, false)),
+                Event::Gap { rejoin: Some(_) }
+            ));
+            // Live messages of the first join, one of them one's own sent before.
+            send_all(&mut room);
+            for (offset, id, from, text) in [(4, "l4", "cy", "four"), (5, "mine", "ana", "own")] {
+                assert_eq!(
+                    room.receive(&message(offset, id, from, text)),
+                    Event::Nothing
+                );
+            }
+            (room.receive(&joined("F", 5, recovered)), room)
+        };
+        // The replay can be given: it brings them, in order; nothing is shown twice.
+        let (event, mut room) = caught_up(true);
+        assert_eq!(event, Event::Joined);
+        assert_eq!(
+            room.receive(&message(4, "l4", "cy", "four")),
+            shown("cy", "four")
+        );
+        // The history was trimmed: they are shown from what was kept, one's own delivered.
+        let (event, mut room) = caught_up(false);
+        assert_eq!(
+            event,
+            Event::CaughtUp {
+                missed: vec![
+                    Missed {
+                        from: "cy".into(),
+                        text: "four".into(),
+                        time: 1_764_400_000_123,
+                        own: None
+                    },
+                    Missed {
+                        from: "ana".into(),
+                        text: "own".into(),
+                        time: 1_764_400_000_123,
+                        own: Some("mine".into())
+                    },
+                ]
+            }
+        );
+        assert!(room.is_empty(), "the own publish is delivered");
+        assert_eq!(
+            room.receive(&message(6, "l6", "cy", "six")),
+            shown("cy", "six")
+        );
+    }
+
+    #[test]
+    fn past_its_bound_the_catch_up_buffer_keeps_the_newest() {
+        let mut room = Room::new(ROOM);
+        room.connection_opened();
+        room.receive(&joined("E", 0, false));
+        room.receive(&message(1, "x", "bo", "hi"));
+        room.connection_closed();
+        room.connection_opened();
+        room.receive(&joined("F", 3, false));
+        let burst = CATCH_UP_BUFFER + 44;
+        for n in 0..burst {
+            let offset = 4 + n as u64;
+            room.receive(&message(offset, &format!("b{n}"), "bo", &n.to_string()));
+        }
+        let Event::CaughtUp { missed } = room.receive(&joined("F", 3 + burst as u64, false)) else {
+            panic!("caught up");
+        };
+        assert_eq!(missed.len(), CATCH_UP_BUFFER);
+        assert_eq!(missed[0].text, 44.to_string());
+        assert_eq!(missed[CATCH_UP_BUFFER - 1].text, (burst - 1).to_string());
     }
 
     #[test]

@@ -402,6 +402,20 @@ impl Talk for RoomTalk {
                 self.say_joined(screen);
                 Heard::Answered
             }
+            Event::CaughtUp { missed } => {
+                for line in missed {
+                    match line.own {
+                        Some(id) => {
+                            if let Some(text) = self.texts.remove(&id) {
+                                screen.reply(&format!("{}: {text}", self.name))?;
+                            }
+                        }
+                        None => screen.reply(&format!("{}: {}", line.from, line.text))?,
+                    }
+                }
+                self.say_joined(screen);
+                Heard::Answered
+            }
             Event::RetryLater => Heard::Wait,
             Event::SignedIn {
                 user,

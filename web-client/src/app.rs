@@ -1072,18 +1072,7 @@ impl Client {
                 time,
                 earlier,
             } => {
-                let at = time;
-                let time = clock_time(time);
-                self.record_room_line(&RoomLine {
-                    author: &from,
-                    time: &time,
-                    at,
-                    text: &text,
-                    state: None,
-                    id: None,
-                    own: false,
-                    announce: !earlier,
-                });
+                self.show_message(&from, &text, time, !earlier);
                 if !earlier && self.page.is_hidden() {
                     view.unread.set(view.unread.get().saturating_add(1));
                     self.page.set_unread(view.unread.get());
@@ -1145,6 +1134,20 @@ impl Client {
                 backoff.reset();
                 self.send_waiting(socket);
             }
+            Event::CaughtUp { missed } => {
+                backoff.reset();
+                for line in missed {
+                    match line.own {
+                        Some(id) => {
+                            self.page.set_room_state(&id, OwnState::Delivered);
+                            self.page
+                                .set_room_time(&id, &clock_time(line.time), line.time);
+                        }
+                        None => self.show_message(&line.from, &line.text, line.time, true),
+                    }
+                }
+                self.send_waiting(socket);
+            }
             Event::RetryLater => wait = true,
             Event::Notice(text) => self.notice(text),
             Event::SignedIn { name, expires, .. } => self.signed_in(view, name, expires),
@@ -1175,6 +1178,21 @@ impl Client {
             _ => format!("{} are typing…", typing.join(", ")),
         };
         self.page.set_typing(&line);
+    }
+
+    /// Shows a message of someone else, at the server's `time`; `announce`: a live one.
+    fn show_message(&self, from: &str, text: &str, time: u64, announce: bool) {
+        let shown = clock_time(time);
+        self.record_room_line(&RoomLine {
+            author: from,
+            time: &shown,
+            at: time,
+            text,
+            state: None,
+            id: None,
+            own: false,
+            announce,
+        });
     }
 
     /// Shows an own publish, *sending* until its ack arrives; timed by this clock, as the
