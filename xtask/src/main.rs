@@ -222,25 +222,29 @@ fn serve(server_args: &[String]) -> Result<()> {
     Err(server.exec().into())
 }
 
-/// Every check and test, cheapest first.
-/// Every check and test; then nothing the run started may be left running.
+/// Every check and test, cheapest first; then nothing the run started may be left running
+/// (`leftovers`), whether the checks passed or not.
 fn test() -> Result<()> {
+    if let Err(error) = leftovers::adopt_orphans() {
+        eprintln!(
+            "warning: cannot adopt orphans ({error}): of what the run leaves, only processes \
+             that keep their environment will be found"
+        );
+    }
     let result = test_all();
     let left = leftovers::sweep();
-    result?;
     if left.is_empty() {
-        return Ok(());
+        return result;
     }
-    let list: Vec<String> = left
-        .iter()
-        .map(|leftover| format!("  {} {}", leftover.pid, leftover.command))
-        .collect();
-    Err(format!(
-        "the run left {} processes running (now killed):\n{}",
-        left.len(),
-        list.join("\n")
-    )
-    .into())
+    let left = leftovers::Leftovers(left);
+    match result {
+        // The failed step is the run's error; what it left is said beside it.
+        Err(error) => {
+            eprintln!("{left}");
+            Err(error)
+        }
+        Ok(()) => Err(left.into()),
+    }
 }
 
 fn test_all() -> Result<()> {
