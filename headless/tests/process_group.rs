@@ -84,7 +84,7 @@ async fn a_browser_whose_driver_died_first_still_quits_when_dropped() {
     assert!(runs_chromium(group), "{:#?}", members(group));
     let driver = members(group)
         .into_iter()
-        .find(|member| member.command.contains("--port=0"))
+        .find(|member| member.command.split(' ').any(|arg| arg == "--port=0"))
         .unwrap_or_else(|| panic!("chromedriver in {:#?}", members(group)));
     // The driver gone, the drop cannot end the session: only the group can end Chromium.
     let status = std::process::Command::new("kill")
