@@ -1343,6 +1343,42 @@ async fn focus_returns_to_the_input_and_after_end_the_page_says_reconnect_is_nee
 
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_browser_that_wrongly_says_offline_does_not_strand_the_page() {
+    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    let browser = Browser::start().await;
+    // `navigator.onLine` says false from the start, and never changes: the network works.
+    browser
+        .devtools(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": "Object.defineProperty(Navigator.prototype, 'onLine', { get: () => false });"}),
+        )
+        .await;
+    browser
+        .client()
+        .goto(&format!("http://{}/", server.addr))
+        .await
+        .expect("page loads");
+    browser.wait_for_status("offline").await;
+    assert_eq!(browser.run("return navigator.onLine").await, json!(false));
+    // The person can try anyway, and then it works.
+    let reconnect = browser.element("reconnect").await;
+    assert!(
+        reconnect.is_displayed().await.expect("displayed"),
+        "no way out of offline"
+    );
+    reconnect.click().await.expect("clicks");
+    browser.wait_for_status("open").await;
+    browser.type_and_wait_for_answers("through", 10).await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn connected_is_never_shown_while_the_browser_is_offline() {
     let (_server, browser) = open_page("/").await;
     browser.wait_for_status("open").await;

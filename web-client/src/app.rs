@@ -894,6 +894,11 @@ impl Client {
             match next_turn(&mut socket, wakes, timers, &mut refreshing).await {
                 Turn::Socket(SocketEvent::Text(text)) => {
                     progress_at = js_sys::Date::now();
+                    // A frame came from the server: whatever `navigator.onLine` said, the
+                    // network works.
+                    if self.offline.replace(false) {
+                        self.show_open(compressed);
+                    }
                     match &self.room {
                         Some(view) => {
                             if self.receive_in_room(view, text, backoff, &mut socket) {
@@ -1492,14 +1497,19 @@ async fn wait_for_click(wakes: &mut mpsc::UnboundedReceiver<Wake>) -> bool {
     }
 }
 
-/// Waits until the browser is online again or the user asks to reconnect anyway (`true`), or
-/// the client is stopped (`false`).
+/// Waits until the browser is online again, the user asks to reconnect anyway, or the longest
+/// backoff has passed (`true`: `navigator.onLine` is sometimes wrong, and a page that believed
+/// it would never try again), or the client is stopped (`false`).
 async fn wait_until_online(wakes: &mut mpsc::UnboundedReceiver<Wake>) -> bool {
+    let mut anyway = TimeoutFuture::new(millis(client_core::backoff::MAX_WINDOW)).fuse();
     loop {
-        match wakes.next().await {
-            Some(Wake::Online | Wake::ReconnectClicked) => return true,
-            Some(Wake::Stop) | None => return false,
-            Some(Wake::Queued | Wake::Offline | Wake::Visible | Wake::Typed) => {}
+        futures::select_biased! {
+            wake = wakes.next() => match wake {
+                Some(Wake::Online | Wake::ReconnectClicked) => return true,
+                Some(Wake::Stop) | None => return false,
+                Some(Wake::Queued | Wake::Offline | Wake::Visible | Wake::Typed) => {}
+            },
+            () = anyway => return true,
         }
     }
 }

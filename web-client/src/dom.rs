@@ -702,9 +702,10 @@ impl Page {
             self.status_detail.set_text_content(Some(&detail));
         }
         let _ = self.status.set_attribute("data-status", status.key());
+        // Offline too: the browser's word for it is sometimes wrong, and the person can try.
         self.reconnect.set_hidden(!matches!(
             status,
-            Status::Closed { .. } | Status::SignedOut { .. }
+            Status::Closed { .. } | Status::SignedOut { .. } | Status::Offline
         ));
     }
 
