@@ -480,7 +480,13 @@ async fn send_waiting(
         match timeout(patience, socket.send(Message::text(frame.text.clone()))).await {
             Ok(Ok(())) => talk.sent(frame, screen),
             Ok(Err(error)) => return Err(error.to_string()),
-            Err(_) => return Err(format!("the server took nothing for {}", seconds(patience))),
+            Err(_) => {
+                // Possibly sent: tungstenite keeps what it could not write and flushes it
+                // before the close that follows, so the server may answer it. Counted as
+                // sent, it goes again as a resend, whose answers are not printed twice.
+                talk.sent(frame, screen);
+                return Err(format!("the server took nothing for {}", seconds(patience)));
+            }
         }
     }
     Ok(())
