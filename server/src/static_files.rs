@@ -28,9 +28,15 @@ use crate::http::{Body, not_found};
 
 /// HTML always revalidates, so a rebuilt client is picked up on the next load.
 const HTML_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
-/// wasm-pack's output names carry no content hash, so the glue JS and the `.wasm` must change
-/// together: every asset is cached but revalidated (cheap: `304` by `ETag`).
+/// A file without a content hash in its name (the sources, a client built without hashes):
+/// cached but revalidated (cheap: `304` by `ETag`), so files that change together do.
 const ASSET_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=0, must-revalidate");
+/// A file named by its content's hash (`/pkg/style.0123456789abcdef.css`, written by
+/// `cargo xtask build-client`): it never changes, so a warm load asks nothing for it.
+const HASHED_CACHE: HeaderValue = HeaderValue::from_static("public, max-age=31536000, immutable");
+/// The page `cargo xtask build-client` writes, naming the hashed files; served for `/` when
+/// it exists, else the static directory's own `index.html` (the source).
+const BUILT_INDEX: &str = "pkg/index.html";
 
 /// The encodings the build writes copies for, by file suffix; `ServeDir` looks for the same.
 const COPY_SUFFIXES: [&str; 2] = ["br", "gz"];
@@ -39,6 +45,8 @@ const COPY_SUFFIXES: [&str; 2] = ["br", "gz"];
 #[derive(Debug, Clone)]
 pub(crate) struct StaticFiles {
     serve_dir: ServeDir<tower_http::services::fs::DefaultServeDirFallback, ContainedBackend>,
+    /// Canonical static root.
+    root: Arc<Path>,
 }
 
 impl StaticFiles {
@@ -59,20 +67,32 @@ impl StaticFiles {
                  run `cargo xtask build-client`, or delete the copy"
             );
         }
+        let root: Arc<Path> = Arc::from(root.as_path());
         let backend = ContainedBackend {
-            root: Arc::from(root.as_path()),
+            root: Arc::clone(&root),
         };
         let serve_dir = ServeDir::with_backend(&root, backend)
             .append_index_html_on_directories(true)
             .precompressed_br()
             .precompressed_gzip();
-        Ok(StaticFiles { serve_dir })
+        Ok(StaticFiles { serve_dir, root })
     }
 
     /// Answers a `GET` or `HEAD` for a file.
-    pub(crate) async fn serve(&self, request: Request<Incoming>) -> Response<Body> {
-        if !is_plain_path(request.uri().path()) {
+    pub(crate) async fn serve(&self, mut request: Request<Incoming>) -> Response<Body> {
+        let path = request.uri().path();
+        if !is_plain_path(path) {
             return not_found();
+        }
+        let hashed = is_hashed(path);
+        // The built page, where there is one (looked for each time: a build while the server
+        // runs is picked up).
+        if matches!(path, "/" | "/index.html") && self.root.join(BUILT_INDEX).is_file() {
+            let query = request.uri().query().map(|query| format!("?{query}"));
+            let built = format!("/{BUILT_INDEX}{}", query.unwrap_or_default());
+            if let Ok(uri) = built.parse() {
+                *request.uri_mut() = uri;
+            }
         }
         let response = match self.serve_dir.clone().oneshot(request).await {
             Ok(response) => response,
@@ -91,7 +111,11 @@ impl StaticFiles {
             let is_html = content_type
                 .as_ref()
                 .is_some_and(|value| value.as_bytes().starts_with(b"text/html"));
-            let policy = if is_html { HTML_CACHE } else { ASSET_CACHE };
+            let policy = match (is_html, hashed) {
+                (true, _) => HTML_CACHE,
+                (false, true) => HASHED_CACHE,
+                (false, false) => ASSET_CACHE,
+            };
             response.headers_mut().insert(CACHE_CONTROL, policy);
         }
         response
@@ -104,6 +128,23 @@ fn is_plain_path(path: &str) -> bool {
     percent_decode_str(path)
         .decode_utf8()
         .is_ok_and(|decoded| !decoded.contains(['\0', '\\']))
+}
+
+/// Whether `path` names a file by its content's hash: under `/pkg/`, with a last-but-one
+/// dot-separated part of 16 lowercase hex digits (`/pkg/web_client.0123456789abcdef.js`).
+fn is_hashed(path: &str) -> bool {
+    let Some(name) = path.strip_prefix("/pkg/") else {
+        return false;
+    };
+    let mut parts = name.rsplit('.');
+    let (Some(_extension), Some(hash)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    hash.len() == 16
+        && hash
+            .bytes()
+            .all(|byte| byte.is_ascii_digit() || (b'a'..=b'f').contains(&byte))
+        && !name.contains('/')
 }
 
 /// Every text file this project ships is UTF-8; `mime_guess` names no charset, so browsers
@@ -311,6 +352,28 @@ mod tests {
         );
         assert_eq!(charset("application/wasm"), None);
         assert_eq!(charset("text/plain; charset=latin1"), None);
+    }
+
+    #[test]
+    fn only_files_named_by_their_hash_under_pkg_are_immutable() {
+        for hashed in [
+            "/pkg/web_client.0123456789abcdef.js",
+            "/pkg/web_client_bg.fedcba9876543210.wasm",
+            "/pkg/style.00000000000000aa.css",
+        ] {
+            assert!(is_hashed(hashed), "{hashed}");
+        }
+        for plain in [
+            "/pkg/web_client.js",
+            "/pkg/index.html",
+            "/style.0123456789abcdef.css",
+            "/pkg/web_client.0123456789ABCDEF.js",
+            "/pkg/web_client.0123456789abcde.js",
+            "/pkg/a/b.0123456789abcdef.js",
+            "/pkg/0123456789abcdef",
+        ] {
+            assert!(!is_hashed(plain), "{plain}");
+        }
     }
 
     #[test]

@@ -574,7 +574,7 @@ async fn a_conversation_in_a_real_browser() {
     assert!(
         loaded
             .iter()
-            .any(|(name, _)| name.ends_with("/favicon.svg")),
+            .any(|(name, _)| name.contains("/favicon.") && name.ends_with(".svg")),
         "{loaded:?}"
     );
     assert!(
@@ -1333,6 +1333,86 @@ async fn focus_returns_to_the_input_and_after_end_the_page_says_reconnect_is_nee
             (count(&browser.log_lines().await, "Server: later") == 10).then_some(())
         })
         .await;
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+/// The server's HTTP responses so far, by class (`2xx`, `3xx`, ...), from its metrics; the
+/// WebSocket upgrades (`1xx`) left out.
+async fn responses(server: &TestServer) -> std::collections::BTreeMap<String, u64> {
+    let metrics = server.metrics().await;
+    metrics
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("chat_http_responses_total{class=\"")?;
+            let (class, value) = rest.split_once("\"} ")?;
+            let count = value.trim().parse::<f64>().ok()? as u64;
+            (class != "1xx").then(|| (class.to_owned(), count))
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_warm_reload_asks_the_server_for_the_page_alone() {
+    let server =
+        TestServer::start_with_dir(&built_static_dir(), &["--metrics-addr", "127.0.0.1:0"]).await;
+    let browser = Browser::start().await;
+    browser
+        .client()
+        .goto(&format!("http://{}/", server.addr))
+        .await
+        .expect("page loads");
+    browser.wait_for_status("open").await;
+    let cold = responses(&server).await;
+    assert!(
+        cold.get("2xx").copied().unwrap_or_default() >= 5,
+        "the page and its files: {cold:?}"
+    );
+    // The page names its files by their hash.
+    let names = browser
+        .run("return Array.from(document.querySelectorAll('link[href], script[src]'), e => e.getAttribute('href') || e.getAttribute('src'))")
+        .await;
+    let names: Vec<String> = serde_json::from_value(names).expect("names");
+    assert!(
+        names.len() >= 5
+            && names
+                .iter()
+                .all(|name| name.starts_with("/pkg/") && name.split('.').count() == 3),
+        "{names:?}"
+    );
+    browser.run("window.__before_reload = true").await;
+    browser.client().refresh().await.expect("reloads");
+    browser
+        .wait_until("the reloaded page", async || {
+            let fresh = browser
+                .run("return window.__before_reload === undefined")
+                .await;
+            (fresh == json!(true)).then_some(())
+        })
+        .await;
+    browser.wait_for_status("open").await;
+    browser.type_and_wait_for_answers("warm", 10).await;
+    let warm = responses(&server).await;
+    let asked: Vec<(String, u64)> = warm
+        .iter()
+        .map(|(class, count)| {
+            (
+                class.clone(),
+                count - cold.get(class).copied().unwrap_or_default(),
+            )
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    assert_eq!(
+        asked,
+        [("3xx".to_owned(), 1)],
+        "a warm reload asked for more than the page's revalidation"
+    );
     browser
         .client()
         .clone()

@@ -326,3 +326,42 @@ async fn a_file_changed_on_disk_is_served_fresh_at_once() {
     let deleted = server.request("GET", "/style.css", &[]).await;
     assert_eq!(deleted.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_built_page_is_served_for_the_root_and_files_named_by_their_hash_are_immutable() {
+    let server = TestServer::start(&[]).await;
+    let root = server.static_dir().expect("fixture");
+    // Before a build: the source page.
+    assert_eq!(server.request("GET", "/", &[]).await.body, INDEX_HTML);
+    // What `cargo xtask build-client` writes: the page naming hashed files, and those files.
+    const BUILT: &str = "<!doctype html><script src=\"/pkg/app.0123456789abcdef.js\"></script>\n";
+    std::fs::write(root.join("pkg/index.html"), BUILT).expect("write");
+    std::fs::write(root.join("pkg/app.0123456789abcdef.js"), "0;\n").expect("write");
+    for path in ["/", "/index.html", "/?room=lobby&name=ana"] {
+        let reply = server.request("GET", path, &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+        assert_eq!(reply.body, BUILT, "{path}");
+        assert_eq!(reply.header("cache-control"), Some("no-cache"), "{path}");
+        assert_eq!(
+            reply.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
+    }
+    let hashed = server
+        .request("GET", "/pkg/app.0123456789abcdef.js", &[])
+        .await;
+    assert_eq!(hashed.status, StatusCode::OK);
+    assert_eq!(
+        hashed.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    // A name without a hash revalidates, in /pkg/ too.
+    for path in ["/pkg/app.js", "/style.css"] {
+        let reply = server.request("GET", path, &[]).await;
+        assert_eq!(
+            reply.header("cache-control"),
+            Some("public, max-age=0, must-revalidate"),
+            "{path}"
+        );
+    }
+}

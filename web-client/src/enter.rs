@@ -36,25 +36,36 @@ pub fn start(document: &Document, show: bool) {
     form.set_hidden(false);
     // A server whose tokens name the person (an app's own sign-in): no name to ask for (the
     // field goes, its label with it). `--dev-sign-in` makes a token for the name given, so
-    // it asks; so does no answer, where an empty name is fine too.
-    wasm_bindgen_futures::spawn_local({
+    // it asks; so does no answer, where an empty name is fine too. Asked when the form is
+    // first used, not at load: a warm reload of the page asks the server for the page alone.
+    let asked = std::cell::Cell::new(false);
+    let ask = {
         let name = name.clone();
         let label = document
             .query_selector("label[for=enter-name]")
             .ok()
             .flatten();
-        async move {
-            if let Ok(AuthMode::Tokens { dev_sign_in: false }) =
-                fetch_mode(AUTH_CONFIG, AUTH_CONFIG_TIMEOUT).await
-            {
-                name.set_hidden(true);
-                name.set_value("");
-                if let Some(label) = label.and_then(|label| label.dyn_into::<HtmlElement>().ok()) {
-                    label.set_hidden(true);
-                }
+        move || {
+            if asked.replace(true) {
+                return;
             }
+            let (name, label) = (name.clone(), label.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Ok(AuthMode::Tokens { dev_sign_in: false }) =
+                    fetch_mode(AUTH_CONFIG, AUTH_CONFIG_TIMEOUT).await
+                {
+                    name.set_hidden(true);
+                    name.set_value("");
+                    if let Some(label) =
+                        label.and_then(|label| label.dyn_into::<HtmlElement>().ok())
+                    {
+                        label.set_hidden(true);
+                    }
+                }
+            });
         }
-    });
+    };
+    EventListener::new(&form, "focusin", move |_| ask()).forget();
     let storage = document
         .default_view()
         .and_then(|window| window.local_storage().ok().flatten());

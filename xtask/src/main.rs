@@ -12,6 +12,7 @@
 //! - `conformance`: the Autobahn|Testsuite fuzzing client against `/mirror`.
 
 mod bench;
+mod hashed;
 mod instructions;
 mod leftovers;
 mod page_load;
@@ -176,6 +177,11 @@ pub fn build_client(dev: bool) -> Result<()> {
             .arg(&wasm))?;
     }
     let static_dir = workspace_root().join("static");
+    let hashed = hashed::write(&static_dir)?;
+    announce(&format!(
+        "{} files named by their hash and static/pkg/index.html naming them",
+        hashed.len()
+    ));
     let copies = precompress::precompress(&static_dir)?;
     announce(&format!(
         "compressed copies (.br, .gz) in static/: {} written, {} already up to date",
