@@ -499,6 +499,49 @@ async fn bad_room_parameters_are_explained_and_open_no_socket() {
 
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_pause_the_server_asks_for_is_not_taken_for_a_hung_server() {
+    // A reply timeout (1 s) no longer than the pause after `rate_limited` (1 s): the wait for
+    // an answer counts from the resend, not from the refusal, or the page closes itself.
+    let server = TestServer::start_with_dir(
+        &built_static_dir(),
+        &["--publish-rate", "1", "--publish-burst", "1"],
+    )
+    .await;
+    let ana = Browser::start().await;
+    ana.record_requests().await;
+    ana.client()
+        .goto(&format!(
+            "http://{}/?room=slow&name=ana&reply-timeout=1",
+            server.addr
+        ))
+        .await
+        .expect("page loads");
+    ana.wait_for_status("open").await;
+    ana.run(
+        "const input = document.getElementById('message'), form = document.getElementById('composer');
+         for (let n = 0; n < 4; n++) { input.value = 'paced ' + n; form.requestSubmit(); }",
+    )
+    .await;
+    ana.wait_until("every publish delivered", async || {
+        let delivered = lines(&ana)
+            .await
+            .iter()
+            .filter(|line| line.state.as_deref() == Some("delivered"))
+            .count();
+        (delivered == 4).then_some(())
+    })
+    .await;
+    let (_, sockets, closes) = ana.requests().await;
+    assert_eq!(
+        (sockets, closes),
+        (1, vec![]),
+        "one connection throughout: {:?}",
+        ana.log_lines().await
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn a_burst_past_the_servers_publish_rate_is_delivered_once_each_in_order() {
     // 60 publishes at once: past the server's burst of 40, so some are refused with
     // `rate_limited`, kept, and sent again after the pause.

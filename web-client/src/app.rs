@@ -911,10 +911,12 @@ impl Client {
                 }
                 Turn::RetryDue => {
                     retry_at = None;
+                    // What goes out now is what an answer is waited for: the reply timeout
+                    // counts from here, not from the frame that asked for the pause.
+                    progress_at = js_sys::Date::now();
                     if let Some(view) = &self.room {
                         let join = view.room.borrow_mut().resume();
                         if let Some(join) = join {
-                            progress_at = js_sys::Date::now();
                             let _ = socket.send_text(&join);
                         }
                     }
