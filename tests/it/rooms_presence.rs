@@ -600,3 +600,42 @@ async fn a_user_who_comes_while_an_instances_pub_sub_is_down_shows_there_once_it
         back.elapsed()
     );
 }
+
+#[tokio::test]
+async fn a_user_typing_on_two_instances_is_said_once_per_interval() {
+    let redis = crate::support::Redis::start().await;
+    let keys = Keys::new();
+    let hmac = keys.path("hmac");
+    let url = redis.url();
+    let args = ["--auth-key", hmac.as_str(), "--redis-url", url.as_str()];
+    let first = TestServer::start(&args).await;
+    let second = TestServer::start(&args).await;
+    for server in [&first, &second] {
+        server.wait_for_readiness(hyper::StatusCode::OK).await;
+    }
+    let token = |sub: &str, name: &str| hs256(&claims(sub, Some(name), json!({"*": "write"}), 600));
+    // Ana in a tab on each instance; Bo beside the second tab.
+    let (mut ana_here, _) = sign_in(&first, &token("u-ana", "Ana")).await;
+    let (mut ana_there, _) = sign_in(&second, &token("u-ana", "Ana")).await;
+    let (mut bo, _) = sign_in(&second, &token("u-bo", "Bo")).await;
+    let mut bos = View::default();
+    bos.apply(join_with_presence(&mut bo, "desk").await);
+    ana_here.join("desk", None).await;
+    ana_there.join("desk", None).await;
+    bos.until(&mut bo, &["Ana", "Bo"]).await;
+    // Ana types in the first tab: Bo hears it, through the other instance.
+    ana_here
+        .send(json!({"type": "typing", "room": "desk"}))
+        .await;
+    assert!(matches!(bo.next().await, ServerFrame::Typing { user, .. } if user == "u-ana"));
+    // And at once in the second: the same user within the interval, not said again. Her
+    // message after it is the next thing Bo gets.
+    ana_there
+        .send(json!({"type": "typing", "room": "desk"}))
+        .await;
+    ana_there.send(publish("desk", "m1", "done typing")).await;
+    match bo.next().await {
+        ServerFrame::Message { text, .. } => assert_eq!(text, "done typing"),
+        other => panic!("expected the message, got {other:?}"),
+    }
+}

@@ -333,12 +333,19 @@ impl Hub {
         Some(frame)
     }
 
-    /// A `typing` frame from a member on another instance: to every member here.
-    pub(crate) fn typing_from_elsewhere(&self, room: &str, frame: &str) {
-        let shard = self.rooms.of(room);
-        let Some(local) = shard.get(room) else {
+    /// A `typing` frame from a member on another instance: to every member here, at most
+    /// once per interval per user whichever instances they type on.
+    pub(crate) fn typing_from_elsewhere(&self, room: &str, frame: &str, now_ms: u64) {
+        let Ok(ServerFrame::Typing { user, .. }) = ServerFrame::from_json(frame) else {
             return;
         };
+        let mut shard = self.rooms.of(room);
+        let Some(local) = shard.get_mut(room) else {
+            return;
+        };
+        if !local.presence.typing_elsewhere(&user, now_ms) {
+            return;
+        }
         let shared = QueuedText::shared(frame.to_owned().into());
         for listener in local.members.values() {
             if let Listener::Live { queue, .. } = listener {

@@ -130,6 +130,10 @@ impl Presence {
     /// Forgets what instances not heard from until `now_ms` said (an instance that died);
     /// `true` as for [`Presence::enter`].
     pub(crate) fn expire(&mut self, now_ms: u64) -> bool {
+        // Typing older than the interval throttles nothing: forgotten, so users typing on
+        // other instances are remembered only while it matters.
+        self.typing
+            .retain(|_, last| now_ms.saturating_sub(*last) < TYPING_INTERVAL_MS);
         let was_clean = self.changed.is_empty();
         let gone: Vec<String> = self
             .remote
@@ -271,6 +275,19 @@ impl Presence {
             left: Some(left),
             capped: false,
         })
+    }
+
+    /// A `typing` of `user` that another instance passed on, heard at `now_ms`: `true` to
+    /// pass it to the members here, unless that user's last one (typed here or elsewhere)
+    /// went out less than [`TYPING_INTERVAL_MS`] ago, so a user typing in tabs on two
+    /// instances is still said once per interval.
+    pub(crate) fn typing_elsewhere(&mut self, user: &str, now_ms: u64) -> bool {
+        let last = self.typing.get(user);
+        if last.is_some_and(|last| now_ms.saturating_sub(*last) < TYPING_INTERVAL_MS) {
+            return false;
+        }
+        self.typing.insert(user.to_owned(), now_ms);
+        true
     }
 
     /// A `typing` from `member` at `now_ms`: the frame for the room's other members, unless
@@ -434,6 +451,28 @@ mod tests {
         room.leave(1);
         room.leave(2);
         assert!(room.typing.is_empty());
+    }
+
+    #[test]
+    fn typing_from_elsewhere_counts_with_typing_here_and_is_forgotten_after_the_interval() {
+        let mut room = Presence::default();
+        room.enter(1, visitor("ana", true));
+        assert!(
+            room.typing_elsewhere("ana", 10_000),
+            "said on another instance"
+        );
+        assert!(room.typing("r", 1, 10_500).is_none(), "the same user here");
+        assert!(!room.typing_elsewhere("ana", 11_000));
+        assert!(room.typing("r", 1, 12_000).is_some());
+        assert!(!room.typing_elsewhere("ana", 13_000), "said here just now");
+        // Users of other instances are remembered only while it matters.
+        for n in 0..1_000 {
+            assert!(room.typing_elsewhere(&format!("far-{n}"), 20_000));
+        }
+        room.expire(21_999);
+        assert_eq!(room.typing.len(), 1_000);
+        room.expire(22_000);
+        assert!(room.typing.is_empty(), "{:?}", room.typing.len());
     }
 
     #[test]

@@ -257,7 +257,7 @@ impl Redis {
             // Answered with the room's next flush (within 200 ms): however many instances
             // ask, this one says its list at most once per interval.
             "q" => self.hub.presence_asked(room),
-            "t" => self.hub.typing_from_elsewhere(room, body),
+            "t" => self.hub.typing_from_elsewhere(room, body, super::now_ms()),
             _ => tracing::debug!(room, "an unknown notice on a room's channel"),
         }
     }
