@@ -22,8 +22,7 @@ use std::fmt;
 // them refused.
 use room_protocol::bounds::MAX_TEXT_BYTES;
 use room_protocol::order::{Rejoined, Seen};
-use room_protocol::{ClientFrame, ErrorCode, PresentUser, ServerFrame, names};
-use serde::{Deserialize, Serialize};
+use room_protocol::{ClientFrame, ErrorCode, PresentUser, ServerFrame, json, names};
 
 use crate::outbox::PushError;
 
@@ -50,12 +49,11 @@ pub const HISTORY_END: &str = "Messages above were sent before you came in.";
 pub const GAP_NOTICE: &str = "Some messages from while you were away could not be recovered.";
 
 /// One publish waiting for its acknowledgement.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
     pub id: String,
     pub text: String,
     /// Sent on the current connection, ack not yet in.
-    #[serde(skip)]
     in_flight: bool,
 }
 
@@ -130,6 +128,10 @@ pub enum Event {
         user: String,
         name: String,
         expires: u64,
+        /// Publishes restored from a reload that another user wrote (the sign-in now names
+        /// someone else: a shared computer, another account): out of the outbox, never sent
+        /// under this user's name; offered back to edit and send.
+        not_sent: Vec<Publish>,
     },
     /// Something for the user that concerns no one message.
     Notice(String),
@@ -179,6 +181,9 @@ pub struct Room {
     unstamped: VecDeque<String>,
     /// Whose it is ([`Room::owned_by`]); empty for none said.
     owner: String,
+    /// The user the server last said this is (`authed`), saved with the outbox: a reload
+    /// signed in as someone else does not send it. Empty in open mode.
+    user: String,
     /// Live messages that arrived while catching up, oldest first, at most
     /// [`CATCH_UP_BUFFER`]: `(offset, id, from, text, time)`.
     catching: VecDeque<(u64, String, String, String, u64)>,
@@ -205,6 +210,7 @@ impl Room {
             present: std::collections::BTreeMap::new(),
             unstamped: VecDeque::new(),
             owner: String::new(),
+            user: String::new(),
             catching: VecDeque::new(),
         }
     }
@@ -548,11 +554,22 @@ impl Room {
                 user,
                 name,
                 expires,
-            } => Event::SignedIn {
-                user,
-                name,
-                expires,
-            },
+            } => {
+                // The token goes before the join, and nothing is published before `joined`:
+                // what another user wrote is taken out before it could go.
+                let not_sent = if !self.user.is_empty() && self.user != user {
+                    self.pending.drain(..).collect()
+                } else {
+                    Vec::new()
+                };
+                self.user.clone_from(&user);
+                Event::SignedIn {
+                    user,
+                    name,
+                    expires,
+                    not_sent,
+                }
+            }
             ServerFrame::Presence {
                 room,
                 count,
@@ -674,75 +691,108 @@ impl Room {
 
     /// What a reload must keep, as one string for `sessionStorage`.
     pub fn save(&self) -> String {
-        let saved = SavedRoom {
-            version: SAVED_VERSION,
-            owner: self.owner.clone(),
-            room: self.room.clone(),
-            seen: self.seen.clone(),
-            pending: self.pending.iter().cloned().collect(),
-        };
-        serde_json::to_string(&saved).expect("a saved room is plain strings and numbers")
+        let mut out = String::new();
+        let mut saved = json::ObjectWriter::new(&mut out);
+        saved
+            .number("version", u64::from(SAVED_VERSION))
+            .string("owner", &self.owner)
+            .string("user", &self.user)
+            .string("room", &self.room)
+            .raw("seen", |out| self.seen.write_json(out))
+            .raw("pending", |out| {
+                out.push('[');
+                for (at, publish) in self.pending.iter().enumerate() {
+                    if at > 0 {
+                        out.push(',');
+                    }
+                    json::ObjectWriter::new(out)
+                        .string("id", &publish.id)
+                        .string("text", &publish.text)
+                        .end();
+                }
+                out.push(']');
+            })
+            .end();
+        out
     }
 
     /// Puts back what [`Room::save`] wrote for this room. Anything wrong (another version,
-    /// another room, more publishes than the outbox keeps, a bad id or text) refuses the whole
-    /// entry, with the reason, and leaves the room as it was.
+    /// another room or owner, more publishes than the outbox keeps, a bad id or text) refuses
+    /// the whole entry, with the reason, and leaves the room as it was.
     pub fn restore(&mut self, saved: &str) -> Result<(), String> {
-        let saved: SavedRoom = serde_json::from_str(saved)
-            .map_err(|error| format!("it is not what this page saves ({error})"))?;
-        if saved.version != SAVED_VERSION {
+        let shape = "it is not what this page saves";
+        let saved = json::parse(saved).map_err(|error| format!("{shape} ({error})"))?;
+        let field = |name: &str| {
+            saved
+                .get(name)
+                .ok_or_else(|| format!("{shape} (no {name:?})"))
+        };
+        let text = |name: &str| {
+            field(name)?
+                .as_str()
+                .ok_or_else(|| format!("{shape} ({name:?} is not a string)"))
+        };
+        let version = field("version")?.as_u64();
+        if version != Some(u64::from(SAVED_VERSION)) {
+            return Err(match version {
+                Some(version) => format!("it was written by version {version} of the page"),
+                None => format!("{shape} (no version)"),
+            });
+        }
+        let (owner, user, room) = (text("owner")?, text("user")?, text("room")?);
+        if room != self.room {
+            return Err(format!("it belongs to room {room:?}, not {:?}", self.room));
+        }
+        if owner != self.owner {
             return Err(format!(
-                "it was written by version {} of the page",
-                saved.version
+                "it was saved by {owner:?}, not {:?}: its messages are not sent under another name",
+                self.owner
             ));
         }
-        if saved.room != self.room {
-            return Err(format!(
-                "it belongs to room {:?}, not {:?}",
-                saved.room, self.room
-            ));
-        }
-        if saved.owner != self.owner {
-            return Err(format!(
-                "it was saved by {:?}, not {:?}: its messages are not sent under another name",
-                saved.owner, self.owner
-            ));
-        }
-        if saved.pending.len() > self.capacity {
+        let seen = Seen::from_json(field("seen")?).ok_or_else(|| format!("{shape} (seen)"))?;
+        let list = field("pending")?
+            .as_array()
+            .ok_or_else(|| format!("{shape} (pending)"))?;
+        if list.len() > self.capacity {
             return Err(format!(
                 "it holds {} messages, more than the {} the outbox keeps",
-                saved.pending.len(),
+                list.len(),
                 self.capacity
             ));
         }
-        for publish in &saved.pending {
-            if !names::is_message_id(&publish.id) {
+        let mut pending = VecDeque::with_capacity(list.len());
+        for item in list {
+            let (Some(id), Some(text)) = (
+                item.get("id").and_then(json::Value::as_str),
+                item.get("text").and_then(json::Value::as_str),
+            ) else {
+                return Err(format!("{shape} (a message in it)"));
+            };
+            if !names::is_message_id(id) {
                 return Err("a message in it has an invalid id".to_owned());
             }
-            if publish.text.is_empty() || self.check_length(&publish.text).is_err() {
+            if text.is_empty() || self.check_length(text).is_err() {
                 return Err("a message in it is empty or too long".to_owned());
             }
+            pending.push_back(Publish {
+                id: id.to_owned(),
+                text: text.to_owned(),
+                in_flight: false,
+            });
         }
-        self.seen = saved.seen;
-        self.pending = saved.pending.into();
+        user.clone_into(&mut self.user);
+        self.seen = seen;
+        self.pending = pending;
         Ok(())
     }
 }
 
-/// The first field of every saved room this version writes (2: with its owner).
-const SAVED_VERSION: u32 = 2;
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SavedRoom {
-    version: u32,
-    owner: String,
-    room: String,
-    seen: Seen,
-    pending: Vec<Publish>,
-}
+/// The first field of every saved room this version writes (2: with its owner; 3: with the
+/// signed-in user, written by hand).
+const SAVED_VERSION: u32 = 3;
 
 fn encode(frame: &ClientFrame) -> String {
-    serde_json::to_string(frame).expect("client frames are plain strings and numbers")
+    frame.to_json()
 }
 
 /// Why a publish was refused for good, as its line says it.
@@ -1355,7 +1405,7 @@ mod tests {
         let mut room = Room::new(ROOM).owned_by(OWNER);
         room.push("a".into(), "one".into()).expect("queued");
         let good = room.save();
-        let head = format!(r#""version":2,"owner":"{OWNER}","room":"lobby""#);
+        let head = format!(r#""version":3,"owner":"{OWNER}","user":"","room":"lobby""#);
         assert!(good.starts_with(&format!("{{{head}")), "{good}");
         let too_many: Vec<String> = (0..=ROOM_OUTBOX_CAPACITY)
             .map(|n| format!(r#"{{"id":"i{n}","text":"t"}}"#))
@@ -1366,7 +1416,9 @@ mod tests {
             "web-client outbox 1\n".to_owned(),
             "[1,2]".to_owned(),
             good[..good.len() - 1].to_owned(),
-            good.replace(r#""version":2"#, r#""version":1"#),
+            good.replace(r#""version":3"#, r#""version":2"#),
+            good.replace(r#""version":3"#, r#""version":"3""#),
+            good.replace(r#""user":"""#, r#""user":7"#),
             good.replace(r#""room":"lobby""#, r#""room":"other""#),
             // Another name (a reload with another `?name=`, a duplicated tab edited) or
             // another server: not sent under this one.
@@ -1402,6 +1454,47 @@ mod tests {
         );
         assert_eq!(exactly_full.restore(&full), Ok(()));
         assert_eq!(exactly_full.len(), ROOM_OUTBOX_CAPACITY);
+    }
+
+    #[test]
+    fn publishes_saved_by_one_user_are_not_sent_when_the_sign_in_names_another() {
+        let signed_in = |user: &str| {
+            ServerFrame::Authed {
+                user: user.into(),
+                name: user.to_uppercase(),
+                expires: 1,
+            }
+            .to_json()
+        };
+        let mut room = Room::new(ROOM).owned_by("ws://chat.example|");
+        room.connection_opened();
+        room.receive(&signed_in("u-ana"));
+        room.push("a".into(), "from ana".into()).expect("queued");
+        let saved = room.save();
+        // Reloaded, and signed in as Ana again: hers go.
+        let mut again = Room::new(ROOM).owned_by("ws://chat.example|");
+        again.restore(&saved).expect("restores");
+        again.connection_opened();
+        let Event::SignedIn { not_sent, .. } = again.receive(&signed_in("u-ana")) else {
+            panic!("signed in");
+        };
+        assert!(not_sent.is_empty());
+        assert_eq!(again.len(), 1);
+        // Reloaded, and the token now names Bo (a shared computer): nothing of Ana's goes.
+        let mut other = Room::new(ROOM).owned_by("ws://chat.example|");
+        other.restore(&saved).expect("restores");
+        other.connection_opened();
+        let Event::SignedIn { not_sent, .. } = other.receive(&signed_in("u-bo")) else {
+            panic!("signed in");
+        };
+        assert_eq!(
+            not_sent.iter().map(|p| p.text.as_str()).collect::<Vec<_>>(),
+            ["from ana"]
+        );
+        assert!(other.is_empty());
+        other.receive(&joined("E", 0, false));
+        assert_eq!(send_all(&mut other), Vec::<String>::new());
+        assert!(other.save().contains(r#""user":"u-bo""#));
     }
 
     #[test]

@@ -6,14 +6,14 @@ use std::time::Duration;
 
 use room_protocol::ClientFrame;
 use room_protocol::bounds::{MAX_TOKEN_BYTES, close};
-use serde::Deserialize;
+use room_protocol::json;
 
 /// The first frame on a connection to a server that wants tokens, and a refresh later.
 pub fn auth_frame(token: &str) -> String {
-    serde_json::to_string(&ClientFrame::Auth {
+    ClientFrame::Auth {
         token: token.to_owned(),
-    })
-    .expect("an auth frame is a plain string")
+    }
+    .to_json()
 }
 
 /// Share of a token's remaining life after which it is refreshed (4/5): early enough that a
@@ -52,17 +52,10 @@ pub fn refresh_delay(token: &str, now_ms: u64, expires_ms: u64) -> Duration {
 pub fn token_life(token: &str) -> Option<Duration> {
     // Whole seconds, as issuers write them: a fraction (allowed, rare) reads as no life, and
     // the clock decides. Integers only: parsing floats would add 10 KiB to the wasm.
-    #[derive(Deserialize)]
-    struct Times {
-        exp: Option<u64>,
-        iat: Option<u64>,
-    }
     let payload = token.split('.').nth(1)?;
-    // `from_str`, as every other parse in the clients: `from_slice` would be a second copy
-    // of serde_json's parser in the wasm.
-    let claims = String::from_utf8(base64url(payload)?).ok()?;
-    let times: Times = serde_json::from_str(&claims).ok()?;
-    let life = times.exp?.checked_sub(times.iat?)?;
+    let claims = json::parse(&String::from_utf8(base64url(payload)?).ok()?).ok()?;
+    let seconds = |name: &str| claims.get(name)?.as_u64();
+    let life = seconds("exp")?.checked_sub(seconds("iat")?)?;
     (life > 0).then(|| Duration::from_secs(life))
 }
 
@@ -128,27 +121,29 @@ pub enum AuthMode {
     Tokens { dev_sign_in: bool },
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AuthConfig {
-    tokens: bool,
-    #[serde(default)]
-    dev_sign_in: bool,
-}
-
 /// What `GET /auth/config` answered with `status` and `body`. A 404 is a server (or a proxy)
 /// without the route, whose rooms are open; `Err` says what was wrong, and is worth asking
 /// again (a restarting server, a proxy's 502).
 pub fn auth_mode(status: u16, body: &str) -> Result<AuthMode, String> {
     match status {
-        200 => match serde_json::from_str::<AuthConfig>(body) {
-            Ok(AuthConfig { tokens: false, .. }) => Ok(AuthMode::Open),
-            Ok(AuthConfig {
-                tokens: true,
-                dev_sign_in,
-            }) => Ok(AuthMode::Tokens { dev_sign_in }),
-            Err(_) => Err("its /auth/config is not the JSON this page reads".to_owned()),
-        },
+        200 => {
+            // `{"tokens":B}`, with `"devSignIn":B` or not.
+            let config = json::parse(body).ok();
+            let tokens = config
+                .as_ref()
+                .and_then(|config| config.get("tokens")?.as_bool());
+            let dev_sign_in = config
+                .as_ref()
+                .and_then(|config| match config.get("devSignIn") {
+                    None => Some(false),
+                    Some(value) => value.as_bool(),
+                });
+            match (tokens, dev_sign_in) {
+                (Some(false), Some(_)) => Ok(AuthMode::Open),
+                (Some(true), Some(dev_sign_in)) => Ok(AuthMode::Tokens { dev_sign_in }),
+                _ => Err("its /auth/config is not the JSON this page reads".to_owned()),
+            }
+        }
         404 => Ok(AuthMode::Open),
         0 => Err("its /auth/config answered with a redirect".to_owned()),
         status => Err(format!("its /auth/config answered HTTP {status}")),
@@ -170,11 +165,6 @@ pub enum TokenAnswer {
 /// Longest token URL answer read: a token at its limit in a small JSON object.
 pub const MAX_TOKEN_ANSWER_BYTES: usize = MAX_TOKEN_BYTES + 1024;
 
-#[derive(Deserialize)]
-struct Issued {
-    token: String,
-}
-
 /// What a token URL answered with `status` and `body` (`{"token":"JWT"}` on success; a
 /// refusal's body, when it is short text, is quoted to the user).
 pub fn token_answer(status: u16, body: &str) -> TokenAnswer {
@@ -191,8 +181,11 @@ pub fn token_answer(status: u16, body: &str) -> TokenAnswer {
                     body.len()
                 ));
             }
-            match serde_json::from_str::<Issued>(body) {
-                Ok(Issued { token })
+            let token = json::parse(body)
+                .ok()
+                .and_then(|mut answer| answer.take("token")?.into_string());
+            match token {
+                Some(token)
                     if !token.is_empty()
                         && token.len() <= MAX_TOKEN_BYTES
                         && token.bytes().all(|byte| byte.is_ascii_graphic()) =>

@@ -421,7 +421,15 @@ impl Talk for RoomTalk {
                 user,
                 name,
                 expires,
+                not_sent,
             } => {
+                for publish in not_sent {
+                    self.texts.remove(&publish.id);
+                    screen.failed(&format!(
+                        "{}: not sent, another user wrote it before this sign-in.",
+                        preview(&publish.text)
+                    ));
+                }
                 if self.refresh_at.is_none() && name != self.name {
                     screen.status(&format!("Signed in as {name} ({user})."));
                 }

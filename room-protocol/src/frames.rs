@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::names;
+use crate::{json, names};
 
 /// A place in a room's history: the epoch (which changes when the history is lost) and the
 /// offset of the last message seen in it.
@@ -155,40 +155,175 @@ impl ServerFrame {
         serde_json::to_string(self).expect("server frames are plain strings and numbers")
     }
 
-    /// Reads a server frame (clients and tests use this). Through [`Incoming`], a flat struct,
-    /// rather than the derived `Deserialize` of this internally tagged enum, which buffers the
-    /// whole object in serde's `Content` first: in the wasm client that derive alone was the
-    /// largest function (27 KiB before wasm-opt). Same frames accepted, same refused (a test
-    /// compares both on a table).
-    pub fn from_json(text: &str) -> Result<ServerFrame, serde_json::Error> {
-        serde_json::from_str::<Incoming>(text)?.into_frame()
+    /// Reads a server frame (clients and tests use this), by hand with [`json`]: the wasm
+    /// client carries no serde. Same frames accepted, same refused as the derived
+    /// `Deserialize` (a test compares both on a table); unknown fields are ignored.
+    pub fn from_json(text: &str) -> Result<ServerFrame, FrameError> {
+        let mut value = json::parse(text).map_err(FrameError)?;
+        if !matches!(value, json::Value::Object(_)) {
+            return Err(FrameError("a server frame is a JSON object".to_owned()));
+        }
+        let mut string = |name: &'static str| -> Result<String, FrameError> {
+            value
+                .take(name)
+                .and_then(json::Value::into_string)
+                .ok_or_else(|| FrameError::field(name))
+        };
+        let kind = string("type")?;
+        let room = string("room");
+        let id = string("id");
+        let user = string("user");
+        let name = string("name");
+        let optional = |field: Result<String, FrameError>| field.ok();
+        let (epoch, from, text, message, reason, code) = (
+            string("epoch"),
+            string("from"),
+            string("text"),
+            string("message"),
+            string("reason"),
+            string("code"),
+        );
+        let number = |name: &'static str| {
+            value
+                .get(name)
+                .and_then(json::Value::as_u64)
+                .ok_or_else(|| FrameError::field(name))
+        };
+        let flag = |name: &'static str| value.get(name).and_then(json::Value::as_bool);
+        let users = |name: &'static str| -> Result<Option<Vec<PresentUser>>, FrameError> {
+            match value.get(name) {
+                None | Some(json::Value::Null) => Ok(None),
+                Some(list) => PresentUser::list_from(list)
+                    .map(Some)
+                    .ok_or_else(|| FrameError::field(name)),
+            }
+        };
+        Ok(match kind.as_str() {
+            "joined" => ServerFrame::Joined {
+                room: room?,
+                epoch: epoch?,
+                offset: number("offset")?,
+                recovered: flag("recovered").ok_or_else(|| FrameError::field("recovered"))?,
+            },
+            "message" => ServerFrame::Message {
+                room: room?,
+                offset: number("offset")?,
+                id: id?,
+                user: user?,
+                from: from?,
+                text: text?,
+                time: number("time")?,
+            },
+            "ack" => ServerFrame::Ack {
+                room: room?,
+                id: id?,
+                offset: number("offset")?,
+            },
+            "left" => ServerFrame::Left {
+                room: room?,
+                reason: optional(reason),
+            },
+            "authed" => ServerFrame::Authed {
+                user: user?,
+                name: name?,
+                expires: number("expires")?,
+            },
+            "presence" => ServerFrame::Presence {
+                room: room?,
+                count: number("count")?,
+                members: users("members")?,
+                joined: users("joined")?,
+                left: users("left")?,
+                capped: flag("capped").unwrap_or(false),
+            },
+            "typing" => ServerFrame::Typing {
+                room: room?,
+                user: user?,
+                name: name?,
+            },
+            "error" => ServerFrame::Error {
+                code: ErrorCode::named(&code?).ok_or_else(|| FrameError::field("code"))?,
+                message: message?,
+                room: optional(room),
+                id: optional(id),
+            },
+            other => {
+                return Err(FrameError(format!(
+                    "unknown frame type {other:?}: joined, message, ack, left, authed, presence, typing or error"
+                )));
+            }
+        })
     }
 }
 
-/// Any server frame, before it is checked: every field optional.
-#[derive(Debug, Deserialize)]
-struct Incoming {
-    #[serde(rename = "type")]
-    kind: String,
-    room: Option<String>,
-    epoch: Option<String>,
-    offset: Option<u64>,
-    recovered: Option<bool>,
-    id: Option<String>,
-    user: Option<String>,
-    from: Option<String>,
-    text: Option<String>,
-    time: Option<u64>,
-    code: Option<ErrorCode>,
-    message: Option<String>,
-    reason: Option<String>,
-    name: Option<String>,
-    expires: Option<u64>,
-    count: Option<u64>,
-    members: Option<Vec<PresentUser>>,
-    joined: Option<Vec<PresentUser>>,
-    left: Option<Vec<PresentUser>>,
-    capped: Option<bool>,
+/// Why a text is not a server frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError(String);
+
+impl FrameError {
+    fn field(name: &str) -> FrameError {
+        FrameError(format!("a missing or malformed field {name:?}"))
+    }
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl ClientFrame {
+    /// The frame as the text of one WebSocket message, written by hand with [`json`] (the
+    /// wasm client carries no serde): the same text as the derived `Serialize` writes (a
+    /// test compares both).
+    pub fn to_json(&self) -> String {
+        let mut out = String::new();
+        let mut frame = json::ObjectWriter::new(&mut out);
+        match self {
+            ClientFrame::Join {
+                room,
+                since,
+                history,
+                presence,
+            } => {
+                frame.string("type", "join").string("room", room);
+                if let Some(since) = since {
+                    frame.raw("since", |out| {
+                        json::ObjectWriter::new(out)
+                            .string("epoch", &since.epoch)
+                            .number("offset", since.offset)
+                            .end();
+                    });
+                }
+                if let Some(history) = history {
+                    frame.number("history", *history);
+                }
+                if *presence {
+                    frame.bool("presence", true);
+                }
+            }
+            ClientFrame::Typing { room } => {
+                frame.string("type", "typing").string("room", room);
+            }
+            ClientFrame::Leave { room } => {
+                frame.string("type", "leave").string("room", room);
+            }
+            ClientFrame::Publish { room, id, text } => {
+                frame
+                    .string("type", "publish")
+                    .string("room", room)
+                    .string("id", id)
+                    .string("text", text);
+            }
+            ClientFrame::Auth { token } => {
+                frame.string("type", "auth").string("token", token);
+            }
+        }
+        frame.end();
+        out
+    }
 }
 
 /// A user in a room's presence: its id (a token's `sub`, or the `anon-` id of open mode) and
@@ -199,92 +334,18 @@ pub struct PresentUser {
     pub name: String,
 }
 
-impl Incoming {
-    fn into_frame(self) -> Result<ServerFrame, serde_json::Error> {
-        use serde::de::Error as _;
-        fn needed<T>(field: Option<T>, name: &'static str) -> Result<T, serde_json::Error> {
-            field.ok_or_else(|| serde_json::Error::missing_field(name))
-        }
-        let Incoming {
-            kind,
-            room,
-            epoch,
-            offset,
-            recovered,
-            id,
-            user,
-            from,
-            text,
-            time,
-            code,
-            message,
-            reason,
-            name,
-            expires,
-            count,
-            members,
-            joined,
-            left,
-            capped,
-        } = self;
-        Ok(match kind.as_str() {
-            "joined" => ServerFrame::Joined {
-                room: needed(room, "room")?,
-                epoch: needed(epoch, "epoch")?,
-                offset: needed(offset, "offset")?,
-                recovered: needed(recovered, "recovered")?,
-            },
-            "message" => ServerFrame::Message {
-                room: needed(room, "room")?,
-                offset: needed(offset, "offset")?,
-                id: needed(id, "id")?,
-                user: needed(user, "user")?,
-                from: needed(from, "from")?,
-                text: needed(text, "text")?,
-                time: needed(time, "time")?,
-            },
-            "ack" => ServerFrame::Ack {
-                room: needed(room, "room")?,
-                id: needed(id, "id")?,
-                offset: needed(offset, "offset")?,
-            },
-            "left" => ServerFrame::Left {
-                room: needed(room, "room")?,
-                reason,
-            },
-            "authed" => ServerFrame::Authed {
-                user: needed(user, "user")?,
-                name: needed(name, "name")?,
-                expires: needed(expires, "expires")?,
-            },
-            "presence" => ServerFrame::Presence {
-                room: needed(room, "room")?,
-                count: needed(count, "count")?,
-                members,
-                joined,
-                left,
-                capped: capped.unwrap_or(false),
-            },
-            "typing" => ServerFrame::Typing {
-                room: needed(room, "room")?,
-                user: needed(user, "user")?,
-                name: needed(name, "name")?,
-            },
-            "error" => ServerFrame::Error {
-                code: needed(code, "code")?,
-                message: needed(message, "message")?,
-                room,
-                id,
-            },
-            other => {
-                return Err(serde_json::Error::unknown_variant(
-                    other,
-                    &[
-                        "joined", "message", "ack", "left", "authed", "presence", "typing", "error",
-                    ],
-                ));
-            }
-        })
+impl PresentUser {
+    /// A JSON list of `{"user":U,"name":N}` objects; `None` if anything in it is not one.
+    fn list_from(list: &json::Value) -> Option<Vec<PresentUser>> {
+        list.as_array()?
+            .iter()
+            .map(|item| {
+                Some(PresentUser {
+                    user: item.get("user")?.as_str()?.to_owned(),
+                    name: item.get("name")?.as_str()?.to_owned(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -309,6 +370,23 @@ pub enum ErrorCode {
     /// The connection's token does not grant this: a join of a room it may not read, a
     /// publish to a room it may only read.
     Forbidden,
+}
+
+impl ErrorCode {
+    /// The code named `name` in an error frame (its snake_case name).
+    pub fn named(name: &str) -> Option<ErrorCode> {
+        Some(match name {
+            "bad_request" => ErrorCode::BadRequest,
+            "bad_room" => ErrorCode::BadRoom,
+            "not_joined" => ErrorCode::NotJoined,
+            "too_many_rooms" => ErrorCode::TooManyRooms,
+            "too_long" => ErrorCode::TooLong,
+            "rate_limited" => ErrorCode::RateLimited,
+            "unavailable" => ErrorCode::Unavailable,
+            "forbidden" => ErrorCode::Forbidden,
+            _ => return None,
+        })
+    }
 }
 
 /// A refusal: what goes into an error frame.
@@ -892,6 +970,35 @@ mod tests {
                 true,
             ),
             (r#"{"type":"left","room":"r"}"#, true),
+            (r#"{"type":"left","room":"r","reason":"forbidden"}"#, true),
+            (
+                r#"{"type":"presence","room":"r","count":2,"members":[{"user":"u","name":"N","x":1}],"capped":false}"#,
+                true,
+            ),
+            (
+                r#"{"type":"presence","room":"r","count":2,"members":[{"user":"u"}]}"#,
+                false,
+            ),
+            (
+                r#"{"type":"presence","room":"r","count":2,"left":{}}"#,
+                false,
+            ),
+            (
+                r#"{"type":"presence","room":"r","count":2,"members":null}"#,
+                true,
+            ),
+            (
+                r#"{"type":"typing","room":"r","user":"u","name":"N"}"#,
+                true,
+            ),
+            (
+                r#"{"type":"authed","user":"u","name":"N","expires":1}"#,
+                true,
+            ),
+            (
+                r#"{"type":"authed","user":"u","name":"N","expires":1.5}"#,
+                false,
+            ),
             (r#"{"type":"error","code":"too_long","message":"m"}"#, true),
             (
                 r#"{"type":"error","code":"too_long","message":"m","room":null}"#,
@@ -925,6 +1032,46 @@ mod tests {
     }
 
     #[test]
+    fn client_frames_are_written_as_serde_writes_them_and_read_back_by_the_server() {
+        let frames = [
+            ClientFrame::Join {
+                room: "lobby".into(),
+                since: None,
+                history: None,
+                presence: false,
+            },
+            ClientFrame::Join {
+                room: "a:b".into(),
+                since: Some(Position {
+                    epoch: "E\"1".into(),
+                    offset: u64::MAX,
+                }),
+                history: Some(50),
+                presence: true,
+            },
+            ClientFrame::Typing { room: "r".into() },
+            ClientFrame::Leave { room: "r".into() },
+            ClientFrame::Publish {
+                room: "r".into(),
+                id: "id-1".into(),
+                text: "line\nbreak \"quoted\" \u{1} \u{202e}😀".into(),
+            },
+            ClientFrame::Auth {
+                token: "a.b.c".into(),
+            },
+        ];
+        for frame in frames {
+            let written = frame.to_json();
+            assert_eq!(
+                written,
+                serde_json::to_string(&frame).expect("encodes"),
+                "{frame:?}"
+            );
+            assert_eq!(parse_client(&written), Ok(frame));
+        }
+    }
+
+    #[test]
     fn every_error_code_has_its_snake_case_name() {
         let names = [
             (ErrorCode::BadRequest, "bad_request"),
@@ -941,6 +1088,8 @@ mod tests {
                 serde_json::to_string(&code).expect("encodes"),
                 format!("\"{name}\"")
             );
+            assert_eq!(ErrorCode::named(name), Some(code));
         }
+        assert_eq!(ErrorCode::named("Bad_Request"), None);
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod bounds;
 pub mod frames;
+pub mod json;
 pub mod limits;
 pub mod names;
 pub mod order;

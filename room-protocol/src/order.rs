@@ -11,6 +11,8 @@ use std::collections::{HashSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::json;
+
 use crate::frames::Position;
 
 /// A room as a join finds it.
@@ -156,6 +158,47 @@ impl From<StoredSeen> for Seen {
             ids: newest_first.into_iter().rev().collect(),
             index,
         }
+    }
+}
+
+impl Seen {
+    /// Appends this as the JSON object `{"epoch":E,"last":N,"ids":[...]}` (as serde writes
+    /// it), for a client's storage, written by hand ([`json`]): the wasm carries no serde.
+    pub fn write_json(&self, out: &mut String) {
+        let mut object = json::ObjectWriter::new(out);
+        match &self.epoch {
+            Some(epoch) => object.string("epoch", epoch),
+            None => object.null("epoch"),
+        };
+        object.number("last", self.last);
+        object.raw("ids", |out| {
+            out.push('[');
+            for (at, id) in self.ids.iter().enumerate() {
+                if at > 0 {
+                    out.push(',');
+                }
+                json::push_string(out, id);
+            }
+            out.push(']');
+        });
+        object.end();
+    }
+
+    /// Reads what [`Seen::write_json`] wrote, checked as [`StoredSeen`] is; `None` when it is
+    /// not that shape.
+    pub fn from_json(value: &json::Value) -> Option<Seen> {
+        let epoch = match value.get("epoch") {
+            None | Some(json::Value::Null) => None,
+            Some(epoch) => Some(epoch.as_str()?.to_owned()),
+        };
+        let last = value.get("last")?.as_u64()?;
+        let ids = value
+            .get("ids")?
+            .as_array()?
+            .iter()
+            .map(|id| id.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()?;
+        Some(Seen::from(StoredSeen { epoch, last, ids }))
     }
 }
 
@@ -429,7 +472,11 @@ mod tests {
         }
         // After a full cut, a new id pushes the oldest out: the bound holds from then on.
         let stored = format!(r#"{{"epoch":"E","last":0,"ids":[{}]}}"#, many.join(","));
-        let mut seen: Seen = serde_json::from_str(&stored).expect("decodes");
+        let mut seen = Seen::from_json(&json::parse(&stored).expect("JSON")).expect("reads");
+        assert_eq!(
+            seen,
+            serde_json::from_str::<Seen>(&stored).expect("decodes")
+        );
         assert!(seen.message(1, "new"));
         assert_eq!(seen.ids.len(), SEEN_IDS);
     }
@@ -442,8 +489,32 @@ mod tests {
             assert!(seen.message(offset, &format!("id{offset}")));
         }
         assert_eq!(seen.ids.len(), SEEN_IDS);
-        let stored = serde_json::to_string(&seen).expect("encodes");
-        let mut restored: Seen = serde_json::from_str(&stored).expect("decodes");
+        // Written and read as the clients do, by hand, and as serde would.
+        let mut stored = String::new();
+        seen.write_json(&mut stored);
+        assert_eq!(stored, serde_json::to_string(&seen).expect("encodes"));
+        let mut restored = Seen::from_json(&json::parse(&stored).expect("JSON")).expect("reads");
+        assert_eq!(
+            restored,
+            serde_json::from_str::<Seen>(&stored).expect("decodes")
+        );
+        assert_eq!(
+            Seen::from_json(&json::parse(r#"{"last":3,"ids":["a"]}"#).expect("JSON")),
+            serde_json::from_str::<Seen>(r#"{"last":3,"ids":["a"]}"#).ok()
+        );
+        for bad in [
+            r#"{"epoch":1,"last":3,"ids":[]}"#,
+            r#"{"last":-3,"ids":[]}"#,
+            r#"{"last":3}"#,
+            r#"{"last":3,"ids":[1]}"#,
+        ] {
+            assert_eq!(
+                Seen::from_json(&json::parse(bad).expect("JSON")),
+                None,
+                "{bad}"
+            );
+            assert!(serde_json::from_str::<Seen>(bad).is_err(), "{bad}");
+        }
         // The newest ids are still known after a reload, the oldest were let go.
         restored.joined("F", 0, false);
         assert!(!restored.message(1, &format!("id{}", SEEN_IDS as u64 + 500)));

@@ -488,11 +488,15 @@ async fn bad_room_parameters_are_explained_and_open_no_socket() {
         // "Cannot connect: …" is the status of a page that never opens a socket.
         let status = page.wait_for_status("failed").await;
         assert!(status.contains(named), "{query}: {status}");
-        let notice = lines(&page).await;
-        assert!(
-            notice.iter().any(|line| line.whole.contains(named)),
-            "{query}: the conversation says it too: {notice:?}"
-        );
+        // The conversation says it too (its lines are drawn at the next frame).
+        page.wait_until(&format!("{query}: the notice"), async || {
+            lines(&page)
+                .await
+                .iter()
+                .any(|line| line.whole.contains(named))
+                .then_some(())
+        })
+        .await;
     }
     page.assert_no_csp_violations().await;
 }

@@ -1114,20 +1114,7 @@ impl Client {
                 self.send_waiting(socket);
             }
             Event::Stamped { id, time } => self.page.set_room_time(&id, &clock_time(time), time),
-            Event::Refused { id, reason, text } => {
-                if self.page.set_room_state(&id, OwnState::Refused(&reason)) {
-                    let mut refused = view.refused.borrow_mut();
-                    if refused.len() == room::ROOM_OUTBOX_CAPACITY
-                        && let Some((oldest, ..)) = refused.pop_front()
-                    {
-                        // Its text is no longer kept: no button that would do nothing.
-                        self.page.drop_resend(&oldest);
-                    }
-                    refused.push_back((id, text, reason));
-                } else {
-                    self.notice(format!("A message was {reason}: {}", preview(&text)));
-                }
-            }
+            Event::Refused { id, reason, text } => self.refused(view, id, reason, text),
             Event::Gap { rejoin } => {
                 backoff.reset();
                 self.notice(GAP_NOTICE.to_owned());
@@ -1157,12 +1144,45 @@ impl Client {
             }
             Event::RetryLater => wait = true,
             Event::Notice(text) => self.notice(text),
-            Event::SignedIn { name, expires, .. } => self.signed_in(view, name, expires),
+            Event::SignedIn {
+                name,
+                expires,
+                not_sent,
+                ..
+            } => {
+                // Restored from a reload, written by another user: offered back, never sent.
+                for publish in not_sent {
+                    self.refused(
+                        view,
+                        publish.id,
+                        "not sent: another user wrote it before this sign-in".to_owned(),
+                        publish.text,
+                    );
+                }
+                self.signed_in(view, name, expires);
+            }
             Event::Nothing => {}
         }
         // Saves the position too, which every shown message moves.
         self.show_waiting();
         wait
+    }
+
+    /// Own publish `id` was refused for good, for `reason`: its line says so and offers to
+    /// edit and send `text` again.
+    fn refused(&self, view: &RoomView, id: String, reason: String, text: String) {
+        if self.page.set_room_state(&id, OwnState::Refused(&reason)) {
+            let mut refused = view.refused.borrow_mut();
+            if refused.len() == room::ROOM_OUTBOX_CAPACITY
+                && let Some((oldest, ..)) = refused.pop_front()
+            {
+                // Its text is no longer kept: no button that would do nothing.
+                self.page.drop_resend(&oldest);
+            }
+            refused.push_back((id, text, reason));
+        } else {
+            self.notice(format!("A message was {reason}: {}", preview(&text)));
+        }
     }
 
     /// Who is in the room, and who is typing.

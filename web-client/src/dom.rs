@@ -623,7 +623,10 @@ impl Page {
         );
         let (was, now) = (format!("1:{old}"), format!("1:{new}"));
         for line in lines {
-            if line.get_attribute(AUTHOR_ATTRIBUTE).as_deref() != Some(was.as_str()) {
+            // A refused line keeps its author: restored from a reload, it may be another's.
+            if line.get_attribute(AUTHOR_ATTRIBUTE).as_deref() != Some(was.as_str())
+                || line.get_attribute(STATE_ATTRIBUTE).as_deref() == Some("refused")
+            {
                 continue;
             }
             let _ = line.set_attribute(AUTHOR_ATTRIBUTE, &now);

@@ -226,11 +226,12 @@ fn status_changes_show_text_state_and_the_reconnect_button() {
             "Closed (1000)",
             false,
         ),
+        // Offline offers Reconnect too: the browser's word for it is sometimes wrong.
         (
             Status::Offline,
             "offline",
             "Offline: waiting for the network",
-            true,
+            false,
         ),
     ];
     for (state, key, text, hidden) in cases {
