@@ -787,6 +787,27 @@ impl Room {
     }
 }
 
+/// The publishes an earlier version of the page saved for a room (versions 1 and 2, under a
+/// key without the owner): `(id, text)` of each valid one, at most the outbox's capacity.
+/// Whose they were is not known: the page offers them back rather than send them.
+pub fn earlier_pending(saved: &str) -> Vec<(String, String)> {
+    let Ok(saved) = json::parse(saved) else {
+        return Vec::new();
+    };
+    saved
+        .get("pending")
+        .and_then(json::Value::as_array)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|item| {
+            let id = item.get("id")?.as_str()?;
+            let text = item.get("text")?.as_str()?;
+            (names::is_message_id(id) && !text.is_empty()).then(|| (id.to_owned(), text.to_owned()))
+        })
+        .take(ROOM_OUTBOX_CAPACITY)
+        .collect()
+}
+
 /// The first field of every saved room this version writes (2: with its owner; 3: with the
 /// signed-in user, written by hand).
 const SAVED_VERSION: u32 = 3;
@@ -1495,6 +1516,25 @@ mod tests {
         other.receive(&joined("E", 0, false));
         assert_eq!(send_all(&mut other), Vec::<String>::new());
         assert!(other.save().contains(r#""user":"u-bo""#));
+    }
+
+    #[test]
+    fn an_earlier_versions_waiting_publishes_are_read_to_be_offered_back() {
+        let v2 = r#"{"version":2,"owner":"ws://h|ana","room":"lobby","seen":{"epoch":null,"last":0,"ids":[]},"pending":[{"id":"a","text":"one"},{"id":"","text":"bad id"},{"id":"b","text":""},{"id":"c","text":"two"}]}"#;
+        assert_eq!(
+            earlier_pending(v2),
+            [
+                ("a".to_owned(), "one".to_owned()),
+                ("c".to_owned(), "two".to_owned())
+            ]
+        );
+        assert!(earlier_pending("not json").is_empty());
+        assert!(earlier_pending(r#"{"pending":{}}"#).is_empty());
+        let many: Vec<String> = (0..ROOM_OUTBOX_CAPACITY + 5)
+            .map(|n| format!(r#"{{"id":"i{n}","text":"t"}}"#))
+            .collect();
+        let full = format!(r#"{{"version":1,"pending":[{}]}}"#, many.join(","));
+        assert_eq!(earlier_pending(&full).len(), ROOM_OUTBOX_CAPACITY);
     }
 
     #[test]

@@ -85,9 +85,13 @@ impl StaticFiles {
             return not_found();
         }
         let hashed = is_hashed(path);
-        // The built page, where there is one (looked for each time: a build while the server
-        // runs is picked up).
-        if matches!(path, "/" | "/index.html") && self.root.join(BUILT_INDEX).is_file() {
+        // The built page, where there is one (looked for each time, on the blocking pool as
+        // every file access here: a build while the server runs is picked up).
+        if matches!(path, "/" | "/index.html")
+            && tokio::fs::metadata(self.root.join(BUILT_INDEX))
+                .await
+                .is_ok_and(|meta| meta.is_file())
+        {
             let query = request.uri().query().map(|query| format!("?{query}"));
             let built = format!("/{BUILT_INDEX}{}", query.unwrap_or_default());
             if let Ok(uri) = built.parse() {

@@ -15,7 +15,9 @@ use gloo_events::EventListener;
 use gloo_timers::future::{IntervalStream, TimeoutFuture};
 use wasm_bindgen_futures::spawn_local;
 
-use crate::dom::{LogWatch, OUTBOX_KEY, OwnState, Page, RoomLine, room_key, warn};
+use crate::dom::{
+    LogWatch, OUTBOX_KEY, OwnState, Page, RoomLine, earlier_room_key, room_key, warn,
+};
 use crate::signin::{fetch_mode, fetch_token};
 use crate::socket::{Socket, SocketEvent};
 use crate::url::{AuthMode, DEFAULT_APP, RoomPage, Settings};
@@ -412,6 +414,21 @@ impl Client {
     /// *sending* again and go out first, with their ids.
     fn restore_room(&self, view: &RoomView) {
         let room_name = view.room.borrow().name().to_owned();
+        // What an earlier version of the page saved, for whichever name it had: offered
+        // back, never sent, and removed.
+        let earlier_key = earlier_room_key(&room_name);
+        if let Some(earlier) = self.page.saved(&earlier_key) {
+            let _ = self.page.keep(&earlier_key, None);
+            for (id, text) in room::earlier_pending(&earlier) {
+                self.show_own(view, &id, &text);
+                self.refused(
+                    view,
+                    id,
+                    "not sent: saved by an earlier version of this page".to_owned(),
+                    text,
+                );
+            }
+        }
         if let Some(saved) = self.page.saved(&view.key) {
             let restored = view.room.borrow_mut().restore(&saved);
             if let Err(why) = restored {
@@ -1333,7 +1350,9 @@ impl Client {
         if self.save_timer.get() {
             return;
         }
-        let wait = self.saved_at.get() + SAVE_EVERY_MILLIS - js_sys::Date::now();
+        // At most one interval, even if the clock stepped back since the last save.
+        let wait =
+            (self.saved_at.get() + SAVE_EVERY_MILLIS - js_sys::Date::now()).min(SAVE_EVERY_MILLIS);
         if wait <= 0.0 {
             return self.save_now();
         }

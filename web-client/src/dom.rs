@@ -67,6 +67,12 @@ pub const OUTBOX_KEY: &str = "web-client.outbox";
 /// the storage counts): well under the 5 MB a browser gives a tab, with room for the rest.
 pub const MAX_SAVED_CHARS: usize = 1024 * 1024;
 
+/// The `sessionStorage` key an earlier version of the page saved a room's state under (no
+/// owner in it): read once to offer its waiting messages back, then removed.
+pub fn earlier_room_key(room: &str) -> String {
+    format!("web-client.room:{room}")
+}
+
 /// The `sessionStorage` key of a room's saved state: per owner (server and name) and room,
 /// so a tab reloaded under another name finds nothing of the other's.
 pub fn room_key(owner: &str, room: &str) -> String {
@@ -983,11 +989,23 @@ impl Page {
         kept
     }
 
-    /// Calls `on_hide` when the page is being left or put away (`pagehide`): the last moment
-    /// to save.
-    pub fn on_hide(&self, mut on_hide: impl FnMut() + 'static) -> Option<EventListener> {
-        let window = self.window()?;
-        Some(EventListener::new(&window, "pagehide", move |_| on_hide()))
+    /// Calls `on_hide` when the page is being left (`pagehide`) or goes to the background
+    /// (hidden: a phone may then discard it without a `pagehide`): the moments to save.
+    pub fn on_hide(&self, on_hide: impl FnMut() + 'static) -> Vec<EventListener> {
+        let Some(window) = self.window() else {
+            return Vec::new();
+        };
+        let on_hide = Rc::new(RefCell::new(on_hide));
+        let on_hidden = Rc::clone(&on_hide);
+        let document = self.document.clone();
+        vec![
+            EventListener::new(&window, "pagehide", move |_| (on_hide.borrow_mut())()),
+            EventListener::new(&self.document, "visibilitychange", move |_| {
+                if document.visibility_state() == VisibilityState::Hidden {
+                    (on_hidden.borrow_mut())();
+                }
+            }),
+        ]
     }
 
     /// Calls `on_visible` when the tab, hidden until now, becomes visible.

@@ -59,10 +59,13 @@ struct Written {
 }
 
 impl Written {
-    /// Writes `content` into `pkg` as `name` with its hash; returns its path on the site.
+    /// Writes `content` into `pkg` as `name` with its hash (unless a file of that name, the
+    /// same content, is there: a page may be loading it); returns its path on the site.
     fn add(&mut self, pkg: &Path, source: &str, name: &str, content: &[u8]) -> Result<String> {
         let file = hashed_name(name, &hash(content));
-        std::fs::write(pkg.join(&file), content)?;
+        if !pkg.join(&file).is_file() {
+            replace_file(&pkg.join(&file), content)?;
+        }
         let path = format!("/pkg/{file}");
         self.names.push((source.to_owned(), path.clone()));
         self.files.push(file);
@@ -111,7 +114,7 @@ pub fn write(static_dir: &Path) -> Result<Vec<String>> {
             "static/index.html",
         )?;
     }
-    std::fs::write(pkg.join("index.html"), page)?;
+    replace_file(&pkg.join("index.html"), page.as_bytes())?;
     keep_two_builds(&pkg, &written.files)?;
     Ok(written.files)
 }
@@ -144,7 +147,20 @@ fn keep_two_builds(pkg: &Path, files: &[String]) -> Result<()> {
             std::fs::remove_file(pkg.join(&name))?;
         }
     }
-    std::fs::write(&list, builds[first_kept..].join("\n") + "\n")?;
+    replace_file(&list, (builds[first_kept..].join("\n") + "\n").as_bytes())?;
+    Ok(())
+}
+
+/// Writes `content` to `path` through a temporary file beside it and a rename, so a server
+/// serving `path` meanwhile sends the old file or the new one, never a part of either (a
+/// hashed file is cached for a year: a truncated one would be too).
+pub fn replace_file(path: &Path, content: &[u8]) -> Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{} names no file", path.display()))?;
+    let temporary = path.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    std::fs::write(&temporary, content)?;
+    std::fs::rename(&temporary, path)?;
     Ok(())
 }
 
@@ -256,8 +272,22 @@ mod tests {
         for file in first.iter().chain(&second) {
             assert!(on_disk.contains(file), "{file} kept: {on_disk:?}");
         }
-        // The same build again changes nothing.
+        // The same build again changes nothing, and rewrites no hashed file (a page may be
+        // loading it).
+        let wasm_path = dir
+            .path()
+            .join("pkg")
+            .join(second.iter().find(|f| f.ends_with(".wasm")).expect("wasm"));
+        let modified = std::fs::metadata(&wasm_path)
+            .and_then(|meta| meta.modified())
+            .expect("modified");
         assert_eq!(write(dir.path()).expect("again"), second);
+        assert_eq!(
+            std::fs::metadata(&wasm_path)
+                .and_then(|meta| meta.modified())
+                .expect("modified"),
+            modified
+        );
         built(dir.path(), b"third");
         let third = write(dir.path()).expect("third");
         let on_disk = hashed_files(dir.path());

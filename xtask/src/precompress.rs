@@ -44,7 +44,7 @@ pub fn precompress(dir: &Path) -> Result<Summary> {
             }
             let compressed = compress(&content)?;
             if compressed.len() < content.len() {
-                std::fs::write(&copy, compressed)?;
+                crate::hashed::replace_file(&copy, &compressed)?;
                 summary.written += 1;
             } else if copy_modified.is_some() {
                 std::fs::remove_file(&copy)?;
