@@ -255,3 +255,112 @@ async fn a_burst_is_saved_a_few_times_and_leaving_is_questioned_only_while_somet
     .await;
     page.assert_no_errors().await;
 }
+
+/// From the next page load on, the page's token URL answers with the token in
+/// `localStorage["test-token"]`: an app's sign-in, which knows who is signed in there.
+const TOKEN_FROM_THE_APP: &str = "const realFetch = window.fetch;
+    window.fetch = function (url, init) {
+      if (new URL(String(url), location.href).pathname === '/auth/token') {
+        const token = localStorage.getItem('test-token');
+        return Promise.resolve(new Response(JSON.stringify({ token }),
+          { status: 200, headers: { 'content-type': 'application/json' } }));
+      }
+      return realFetch.apply(this, arguments);
+    };";
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_reload_signed_in_as_someone_else_never_sends_the_first_users_messages() {
+    use crate::rooms_auth::{Keys, claims, hs256};
+
+    let keys = Keys::new();
+    let hmac = keys.path("hmac");
+    let server =
+        TestServer::start_with_dir(&built_static_dir(), &["--auth-key", hmac.as_str()]).await;
+    let proxy = Proxy::start(server.addr).await;
+    let token = |sub: &str, name: &str| hs256(&claims(sub, Some(name), json!({"*": "write"}), 600));
+    let page = Browser::start().await;
+    page.devtools(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({ "source": TOKEN_FROM_THE_APP }),
+    )
+    .await;
+    // Ana signed in to the app: the page (no `?name=`) gets her token.
+    page.client()
+        .goto(&format!("http://{}/", proxy.addr))
+        .await
+        .expect("page loads");
+    page.run(&format!(
+        "localStorage.setItem('test-token', {:?})",
+        token("u-ana", "Ana")
+    ))
+    .await;
+    page.client()
+        .goto(&format!("http://{}/?room=vault", proxy.addr))
+        .await
+        .expect("page loads");
+    page.wait_for_status("open").await;
+    page.wait_until("signed in as Ana", async || {
+        (page.run("return document.title").await == json!("Room vault · Ana")).then_some(())
+    })
+    .await;
+    proxy.refuse(true);
+    page.wait_for_status("reconnecting").await;
+    page.type_message("from ana").await;
+    page.wait_until("saved with the message", async || {
+        let saved = page
+            .run("return Object.values(sessionStorage).join()")
+            .await;
+        saved
+            .as_str()
+            .is_some_and(|saved| saved.contains("from ana") && saved.contains("u-ana"))
+            .then_some(())
+    })
+    .await;
+    // Ana signs out of the app and Bo signs in; the chat tab is reloaded.
+    page.run(&format!(
+        "localStorage.setItem('test-token', {:?})",
+        token("u-bo", "Bo")
+    ))
+    .await;
+    proxy.refuse(false);
+    page.client().refresh().await.expect("reloads");
+    page.wait_until("signed in as Bo", async || {
+        (page.run("return document.title").await == json!("Room vault · Bo")).then_some(())
+    })
+    .await;
+    page.watch_for_errors().await;
+    // Ana's line is handed back, refused, under her name; nothing of hers went.
+    page.wait_until("Ana's line refused", async || {
+        lines(&page).await.iter().find(|line| {
+            line.text.as_deref() == Some("from ana")
+                && line.class.contains("given-up")
+                && line.author.as_deref() != Some("Bo")
+        })?;
+        Some(())
+    })
+    .await;
+    page.type_message("bo here").await;
+    wait_for_message(&page, "Bo", "bo here").await;
+    // A reader of the room, with a token of its own.
+    let (mut watcher, _) = crate::rooms_auth::sign_in(&server, &token("u-watch", "Watch")).await;
+    watcher
+        .send(json!({"type": "join", "room": "vault", "history": 10}))
+        .await;
+    let mut said = Vec::new();
+    loop {
+        match watcher.next().await {
+            room_protocol::ServerFrame::Message { from, text, .. } => {
+                let done = text == "bo here";
+                said.push((from, text));
+                if done {
+                    break;
+                }
+            }
+            room_protocol::ServerFrame::Joined { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(said, [("Bo".to_owned(), "bo here".to_owned())]);
+    page.assert_no_errors().await;
+}
