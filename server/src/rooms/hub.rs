@@ -343,7 +343,7 @@ impl Hub {
         let Some(local) = shard.get_mut(room) else {
             return;
         };
-        if !local.presence.typing_elsewhere(&user, now_ms) {
+        if !local.presence.typed(&user, now_ms) {
             return;
         }
         let shared = QueuedText::shared(frame.to_owned().into());

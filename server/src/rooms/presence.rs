@@ -277,11 +277,11 @@ impl Presence {
         })
     }
 
-    /// A `typing` of `user` that another instance passed on, heard at `now_ms`: `true` to
-    /// pass it to the members here, unless that user's last one (typed here or elsewhere)
-    /// went out less than [`TYPING_INTERVAL_MS`] ago, so a user typing in tabs on two
-    /// instances is still said once per interval.
-    pub(crate) fn typing_elsewhere(&mut self, user: &str, now_ms: u64) -> bool {
+    /// A `typing` of `user` heard at `now_ms`, typed here ([`Presence::typing`]) or passed on
+    /// by another instance: `true` to pass it to the members here, unless that user's last
+    /// one (from anywhere) went out less than [`TYPING_INTERVAL_MS`] ago, so a user typing in
+    /// tabs on two instances is still said once per interval.
+    pub(crate) fn typed(&mut self, user: &str, now_ms: u64) -> bool {
         let last = self.typing.get(user);
         if last.is_some_and(|last| now_ms.saturating_sub(*last) < TYPING_INTERVAL_MS) {
             return false;
@@ -299,18 +299,14 @@ impl Presence {
         now_ms: u64,
     ) -> Option<ServerFrame> {
         let visitor = self.members.get(&member)?;
-        let last = self.typing.get(&visitor.user);
-        if last.is_some_and(|last| now_ms.saturating_sub(*last) < TYPING_INTERVAL_MS) {
+        let (user, name) = (visitor.user.clone(), visitor.name.clone());
+        if !self.typed(&user, now_ms) {
             return None;
         }
-        self.typing.insert(visitor.user.clone(), now_ms);
-        let name = self
-            .local
-            .get(&visitor.user)
-            .map_or_else(|| visitor.name.clone(), |(name, _)| name.clone());
+        let name = self.local.get(&user).map_or(name, |(name, _)| name.clone());
         Some(ServerFrame::Typing {
             room: room.to_owned(),
-            user: visitor.user.clone(),
+            user,
             name,
         })
     }
@@ -457,17 +453,14 @@ mod tests {
     fn typing_from_elsewhere_counts_with_typing_here_and_is_forgotten_after_the_interval() {
         let mut room = Presence::default();
         room.enter(1, visitor("ana", true));
-        assert!(
-            room.typing_elsewhere("ana", 10_000),
-            "said on another instance"
-        );
+        assert!(room.typed("ana", 10_000), "said on another instance");
         assert!(room.typing("r", 1, 10_500).is_none(), "the same user here");
-        assert!(!room.typing_elsewhere("ana", 11_000));
+        assert!(!room.typed("ana", 11_000));
         assert!(room.typing("r", 1, 12_000).is_some());
-        assert!(!room.typing_elsewhere("ana", 13_000), "said here just now");
+        assert!(!room.typed("ana", 13_000), "said here just now");
         // Users of other instances are remembered only while it matters.
         for n in 0..1_000 {
-            assert!(room.typing_elsewhere(&format!("far-{n}"), 20_000));
+            assert!(room.typed(&format!("far-{n}"), 20_000));
         }
         room.expire(21_999);
         assert_eq!(room.typing.len(), 1_000);
