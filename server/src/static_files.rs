@@ -45,8 +45,6 @@ const COPY_SUFFIXES: [&str; 2] = ["br", "gz"];
 #[derive(Debug, Clone)]
 pub(crate) struct StaticFiles {
     serve_dir: ServeDir<tower_http::services::fs::DefaultServeDirFallback, ContainedBackend>,
-    /// Canonical static root.
-    root: Arc<Path>,
 }
 
 impl StaticFiles {
@@ -67,40 +65,47 @@ impl StaticFiles {
                  run `cargo xtask build-client`, or delete the copy"
             );
         }
-        let root: Arc<Path> = Arc::from(root.as_path());
         let backend = ContainedBackend {
-            root: Arc::clone(&root),
+            root: Arc::from(root.as_path()),
         };
         let serve_dir = ServeDir::with_backend(&root, backend)
             .append_index_html_on_directories(true)
             .precompressed_br()
             .precompressed_gzip();
-        Ok(StaticFiles { serve_dir, root })
+        Ok(StaticFiles { serve_dir })
     }
 
     /// Answers a `GET` or `HEAD` for a file.
-    pub(crate) async fn serve(&self, mut request: Request<Incoming>) -> Response<Body> {
-        let path = request.uri().path();
+    pub(crate) async fn serve(&self, request: Request<Incoming>) -> Response<Body> {
+        // A file request's body is never read: only its head goes on.
+        let (head, _body) = request.into_parts();
+        let path = head.uri.path();
         if !is_plain_path(path) {
             return not_found();
         }
         let hashed = is_hashed(path);
-        // The built page, where there is one (looked for each time, on the blocking pool as
-        // every file access here: a build while the server runs is picked up).
-        if matches!(path, "/" | "/index.html")
-            && tokio::fs::metadata(self.root.join(BUILT_INDEX))
-                .await
-                .is_ok_and(|meta| meta.is_file())
-        {
-            let query = request.uri().query().map(|query| format!("?{query}"));
-            let built = format!("/{BUILT_INDEX}{}", query.unwrap_or_default());
-            if let Ok(uri) = built.parse() {
-                *request.uri_mut() = uri;
+        // The built page where there is one, else the source page: asked for first, with no
+        // look of its own at the disk (a build while the server runs is picked up).
+        let built = matches!(path, "/" | "/index.html")
+            .then(|| {
+                let query = head.uri.query().map(|query| format!("?{query}"));
+                format!("/{BUILT_INDEX}{}", query.unwrap_or_default())
+                    .parse()
+                    .ok()
+            })
+            .flatten();
+        let mut response = None;
+        if let Some(uri) = built {
+            let mut built_head = head.clone();
+            built_head.uri = uri;
+            let found = self.file(Request::from_parts(built_head, ())).await;
+            if found.status() != StatusCode::NOT_FOUND {
+                response = Some(found);
             }
         }
-        let response = match self.serve_dir.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(infallible) => match infallible {},
+        let response = match response {
+            Some(response) => response,
+            None => self.file(Request::from_parts(head, ())).await,
         };
         // `ServeDir`'s 404 has an empty body; every 404 of this server says what happened.
         if response.status() == StatusCode::NOT_FOUND {
@@ -123,6 +128,19 @@ impl StaticFiles {
             response.headers_mut().insert(CACHE_CONTROL, policy);
         }
         response
+    }
+}
+
+impl StaticFiles {
+    /// `ServeDir`'s answer for `request`.
+    async fn file(
+        &self,
+        request: Request<()>,
+    ) -> Response<tower_http::services::fs::ServeFileSystemResponseBody> {
+        match self.serve_dir.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(infallible) => match infallible {},
+        }
     }
 }
 
