@@ -249,11 +249,16 @@ impl Page {
 
     /// The lines, drawn or waiting to be, that show message `id`.
     fn lines_of(&self, id: &str) -> Vec<Element> {
+        // Compared here, not in a selector: a restored id may hold quotes.
+        self.lines_where(&format!("[{MESSAGE_ATTRIBUTE}]"), |line| {
+            line.get_attribute(MESSAGE_ATTRIBUTE).as_deref() == Some(id)
+        })
+    }
+
+    /// The lines matching `selector`, drawn or waiting to be, that `keep` keeps.
+    fn lines_where(&self, selector: &str, keep: impl Fn(&Element) -> bool) -> Vec<Element> {
         let mut found = Vec::new();
-        if let Ok(lines) = self
-            .log
-            .query_selector_all(&format!("[{MESSAGE_ATTRIBUTE}]"))
-        {
+        if let Ok(lines) = self.log.query_selector_all(selector) {
             for index in 0..lines.length() {
                 if let Some(line) = lines
                     .item(index)
@@ -263,15 +268,12 @@ impl Page {
                 }
             }
         }
-        found.extend(
-            self.drawn
-                .borrow()
-                .lines
-                .iter()
-                .map(|(line, _)| line.clone()),
-        );
-        // Compared here, not in a selector: a restored id may hold quotes.
-        found.retain(|line| line.get_attribute(MESSAGE_ATTRIBUTE).as_deref() == Some(id));
+        for (line, _) in &self.drawn.borrow().lines {
+            if line.matches(selector).unwrap_or(false) {
+                found.push(line.clone());
+            }
+        }
+        found.retain(keep);
         found
     }
 
@@ -608,33 +610,13 @@ impl Page {
     /// Puts `new` as the author of one's own lines (drawn or waiting) that show `old`: the
     /// server said who the user is (a token's name) after the page showed them.
     pub fn rename_own(&self, old: &str, new: &str) {
-        let mut lines = Vec::new();
-        if let Ok(drawn) = self.log.query_selector_all("li.own") {
-            for index in 0..drawn.length() {
-                if let Some(line) = drawn
-                    .item(index)
-                    .and_then(|node| node.dyn_into::<Element>().ok())
-                {
-                    lines.push(line);
-                }
-            }
-        }
-        lines.extend(
-            self.drawn
-                .borrow()
-                .lines
-                .iter()
-                .map(|(line, _)| line.clone())
-                .filter(|line| line.class_list().contains("own")),
-        );
         let (was, now) = (format!("1:{old}"), format!("1:{new}"));
+        // A refused line keeps its author: restored from a reload, it may be another's.
+        let lines = self.lines_where("li.own", |line| {
+            line.get_attribute(AUTHOR_ATTRIBUTE).as_deref() == Some(was.as_str())
+                && line.get_attribute(STATE_ATTRIBUTE).as_deref() != Some("refused")
+        });
         for line in lines {
-            // A refused line keeps its author: restored from a reload, it may be another's.
-            if line.get_attribute(AUTHOR_ATTRIBUTE).as_deref() != Some(was.as_str())
-                || line.get_attribute(STATE_ATTRIBUTE).as_deref() == Some("refused")
-            {
-                continue;
-            }
             let _ = line.set_attribute(AUTHOR_ATTRIBUTE, &now);
             if let Ok(Some(author)) = line.query_selector(".author") {
                 // Shown as every name is: with its disruptive characters as their codes.
