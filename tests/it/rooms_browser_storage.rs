@@ -46,6 +46,28 @@ async fn open_through(proxy: &Proxy, room: &str, name: &str) -> Browser {
     page
 }
 
+/// What `room` says, `(author, text)` from its recent history on, until the message `last`,
+/// as a member that joins it now reads it.
+async fn said_until(member: &mut Member, room: &str, last: &str) -> Vec<(String, String)> {
+    member
+        .send(json!({"type": "join", "room": room, "history": 10}))
+        .await;
+    let mut said = Vec::new();
+    loop {
+        match member.next().await {
+            room_protocol::ServerFrame::Message { from, text, .. } => {
+                let done = text == last;
+                said.push((from, text));
+                if done {
+                    return said;
+                }
+            }
+            room_protocol::ServerFrame::Joined { .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 /// Whether some line of the page's log contains `text`.
 async fn says(page: &Browser, text: &str) -> bool {
     lines(page)
@@ -142,23 +164,10 @@ async fn a_tab_reloaded_under_another_name_never_sends_the_first_names_messages(
     page.type_message("bo here").await;
     wait_for_message(&page, "bo", "bo here").await;
     let mut watcher = Member::connect(&server, "watcher").await;
-    let json_join = json!({"type": "join", "room": "vault", "history": 10});
-    watcher.send(json_join).await;
-    let mut authors = Vec::new();
-    loop {
-        match watcher.next().await {
-            room_protocol::ServerFrame::Message { from, text, .. } => {
-                let done = text == "bo here";
-                authors.push((from, text));
-                if done {
-                    break;
-                }
-            }
-            room_protocol::ServerFrame::Joined { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(authors, [("bo".to_owned(), "bo here".to_owned())]);
+    assert_eq!(
+        said_until(&mut watcher, "vault", "bo here").await,
+        [("bo".to_owned(), "bo here".to_owned())]
+    );
     // Back as ana: her message goes, under her name.
     page.client()
         .goto(&format!("http://{}/?room=vault&name=ana", proxy.addr))
@@ -344,23 +353,9 @@ async fn a_reload_signed_in_as_someone_else_never_sends_the_first_users_messages
     wait_for_message(&page, "Bo", "bo here").await;
     // A reader of the room, with a token of its own.
     let (mut watcher, _) = crate::rooms_auth::sign_in(&server, &token("u-watch", "Watch")).await;
-    watcher
-        .send(json!({"type": "join", "room": "vault", "history": 10}))
-        .await;
-    let mut said = Vec::new();
-    loop {
-        match watcher.next().await {
-            room_protocol::ServerFrame::Message { from, text, .. } => {
-                let done = text == "bo here";
-                said.push((from, text));
-                if done {
-                    break;
-                }
-            }
-            room_protocol::ServerFrame::Joined { .. } => {}
-            other => panic!("{other:?}"),
-        }
-    }
-    assert_eq!(said, [("Bo".to_owned(), "bo here".to_owned())]);
+    assert_eq!(
+        said_until(&mut watcher, "vault", "bo here").await,
+        [("Bo".to_owned(), "bo here".to_owned())]
+    );
     page.assert_no_errors().await;
 }
