@@ -526,3 +526,16 @@ async fn a_message_never_answered_fails_after_three_tries_and_the_next_one_is_an
     );
     running.stop().await;
 }
+
+#[wasm_bindgen_test]
+fn a_copy_past_the_saved_bound_is_not_kept_and_takes_the_older_one_with_it() {
+    let (_document, page) = fresh_page();
+    let key = "web-client.test-bound";
+    let at_bound = "x".repeat(web_client::dom::MAX_SAVED_CHARS);
+    assert_eq!(page.keep(key, Some(&at_bound)), Ok(()));
+    assert_eq!(page.saved(key).map(|kept| kept.len()), Some(at_bound.len()));
+    let past = "x".repeat(web_client::dom::MAX_SAVED_CHARS + 1);
+    let refused = page.keep(key, Some(&past)).expect_err("past the bound");
+    assert!(refused.contains("KiB"), "{refused}");
+    assert_eq!(page.saved(key), None, "the older copy went too");
+}
