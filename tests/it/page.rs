@@ -134,6 +134,20 @@ impl Page {
         }
     }
 
+    /// Waits (at most 20 s) until `selector` matches an element: the page draws its lines at
+    /// the next animation frame, after the status changed.
+    async fn wait_for_element(&self, selector: &str) {
+        let script = "return document.querySelector(arguments[0]) !== null";
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.script(script, json!(selector)).await != json!(true) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {selector}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Types `text` into the message input and presses Enter, as a person would.
     async fn type_message(&self, text: &str) {
         let input = self.element("message").await;
@@ -601,6 +615,7 @@ async fn the_text_follows_the_browsers_font_size_setting() {
         page.set_default_font_size(font_px).await;
         page.open("/").await;
         page.wait_for_status("open").await;
+        page.wait_for_element("#log li").await;
         let measured: Vec<f64> =
             serde_json::from_value(page.script(FONT_SIZES, selectors.clone()).await)
                 .expect("sizes");
