@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod outbox;
 pub mod room;
 pub mod saved;
+pub mod session;
 pub mod settings;
 pub mod shown;
 pub mod signin;
