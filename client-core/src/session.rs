@@ -139,8 +139,9 @@ pub enum Effect {
     Finished,
 }
 
-/// The conversation the session carries.
+/// The conversation the session carries. One per client, made once: its size does not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum Talk {
     /// An app's (`/subscriptions`, `/echo`, `/mirror`), as its rules say it answers.
     App(Outbox),

@@ -123,7 +123,7 @@ fn an_app_conversation_sends_what_is_typed_and_shows_the_answers() {
     assert!(sends(&effects).is_empty());
     session.text(10, GREETING);
     assert_eq!(drain(&mut session), [Effect::Reply(GREETING.into())]);
-    session.push(20, "foo".into()).unwrap();
+    session.push(20, "foo".into()).expect("queued");
     let effects = drain(&mut session);
     assert_eq!(sends(&effects), ["foo"]);
     assert!(matches!(&effects[1], Effect::Sent { again: false, .. }));
@@ -142,7 +142,7 @@ fn the_greeting_is_a_setting_every_connection_or_the_first_only() {
         session.text(1, GREETING);
         assert_eq!(drain(&mut session), [Effect::Reply(GREETING.into())]);
         session.closed(2, Ok((1001, "restart".into())));
-        let (why, retry_in) = lost(&drain(&mut session)).unwrap();
+        let (why, retry_in) = lost(&drain(&mut session)).expect("the connection is lost");
         assert_eq!(
             why,
             Lost::Closed {
@@ -164,7 +164,7 @@ fn the_greeting_is_a_setting_every_connection_or_the_first_only() {
 fn a_silent_server_is_closed_at_the_reply_deadline_counted_from_the_last_progress() {
     let mut session = app(Greeting::Every);
     connect(&mut session, 0);
-    session.push(1_000, "hello".into()).unwrap();
+    session.push(1_000, "hello".into()).expect("queued");
     drain(&mut session);
     // Three of the ten copies: progress, the deadline moves.
     for at in [2_000, 3_000, 4_000] {
@@ -177,7 +177,10 @@ fn a_silent_server_is_closed_at_the_reply_deadline_counted_from_the_last_progres
     session.handle_timeout(9_000);
     let effects = drain(&mut session);
     assert_eq!(closes(&effects), [NO_REPLY]);
-    assert_eq!(lost(&effects).unwrap().0, Lost::NoReply(REPLY));
+    assert_eq!(
+        lost(&effects).expect("the connection is lost").0,
+        Lost::NoReply(REPLY)
+    );
     assert_eq!(session.status(9_000), Status::Reconnecting { seconds: 1 });
 }
 
@@ -187,7 +190,7 @@ fn a_message_typed_while_nothing_is_owed_starts_the_deadline_from_when_it_goes()
     connect(&mut session, 0);
     session.text(1, GREETING);
     drain(&mut session);
-    session.push(60_000, "hello".into()).unwrap();
+    session.push(60_000, "hello".into()).expect("queued");
     drain(&mut session);
     assert_eq!(session.timeout(), Some(65_000), "not from the greeting");
 }
@@ -201,7 +204,7 @@ fn the_reply_deadline_counts_from_the_resend_after_rate_limited_not_from_the_ref
     connect(&mut session, 0);
     session.text(10, &joined("E", 0));
     drain(&mut session);
-    session.publish(100, id(1), "one".into()).unwrap();
+    session.publish(100, id(1), "one".into()).expect("queued");
     assert_eq!(sends(&drain(&mut session)).len(), 1);
     session.text(200, &rate_limited(&id(1)));
     assert!(drain(&mut session).is_empty(), "kept, nothing shown");
@@ -227,7 +230,7 @@ fn the_reply_deadline_counts_from_the_resend_after_rate_limited_not_from_the_ref
 fn joins_and_the_token_go_before_any_publish() {
     let mut session = room();
     session.with_tokens();
-    session.publish(0, id(1), "early".into()).unwrap();
+    session.publish(0, id(1), "early".into()).expect("queued");
     session.start(0);
     assert_eq!(drain(&mut session), [Effect::Fetch(Fetch::Token)]);
     session.token(5, TokenAnswer::Token("T".into()));
@@ -257,7 +260,7 @@ fn a_socket_that_does_not_open_in_time_is_abandoned_and_tried_again() {
     session.handle_timeout(5_000);
     let effects = drain(&mut session);
     assert_eq!(closes(&effects), [NO_REPLY]);
-    let (why, retry_in) = lost(&effects).unwrap();
+    let (why, retry_in) = lost(&effects).expect("the connection is lost");
     assert_eq!(
         why,
         Lost::OpenTimedOut {
@@ -277,7 +280,7 @@ fn with_a_connect_timeout_the_session_gives_up_naming_the_real_cause() {
     session.start(0);
     drain(&mut session);
     session.not_opened(100, Some("Connection refused".into()));
-    let (_, retry_in) = lost(&drain(&mut session)).unwrap();
+    let (_, retry_in) = lost(&drain(&mut session)).expect("the connection is lost");
     assert_eq!(retry_in, Duration::from_micros(499_999));
     let again = 100 + millis(retry_in);
     session.handle_timeout(again);
@@ -306,11 +309,11 @@ fn the_backoff_grows_with_failures_and_starts_over_only_after_an_answer() {
         drain(session);
         session.opened(*now, false);
         if answer {
-            session.push(*now, "foo".into()).unwrap();
+            session.push(*now, "foo".into()).expect("queued");
             session.text(*now, "bar");
         }
         session.closed(*now, Err("reset".into()));
-        let (_, retry_in) = lost(&drain(session)).unwrap();
+        let (_, retry_in) = lost(&drain(session)).expect("the connection is lost");
         *now += millis(retry_in) + 1;
         (retry_in.as_millis() + 1) as u64
     };
@@ -328,7 +331,7 @@ fn what_a_close_means() {
     // The answer to `end`: stays closed until asked.
     let mut session = app(Greeting::Every);
     connect(&mut session, 0);
-    session.push(1, "end".into()).unwrap();
+    session.push(1, "end".into()).expect("queued");
     drain(&mut session);
     session.closed(2, Ok((1000, String::new())));
     let effects = drain(&mut session);
@@ -348,7 +351,7 @@ fn what_a_close_means() {
     // Too big: the message is given up, the user told, and the session reconnects.
     let mut session = app(Greeting::Every);
     connect(&mut session, 0);
-    session.push(1, "x".repeat(100)).unwrap();
+    session.push(1, "x".repeat(100)).expect("queued");
     drain(&mut session);
     session.closed(2, Ok((1009, "too big".into())));
     let effects = drain(&mut session);
@@ -373,7 +376,7 @@ fn an_expired_token_is_replaced_and_a_refused_one_stops_until_asked() {
     session.opened(0, false);
     drain(&mut session);
     session.closed(10, Ok((4408, "token expired".into())));
-    let (_, retry_in) = lost(&drain(&mut session)).unwrap();
+    let (_, retry_in) = lost(&drain(&mut session)).expect("the connection is lost");
     session.handle_timeout(10 + millis(retry_in));
     assert_eq!(
         drain(&mut session),
@@ -432,7 +435,7 @@ fn the_token_is_refreshed_on_the_open_connection_at_four_fifths_of_its_life() {
 fn the_console_finishes_once_everything_is_answered_and_the_greeting_came() {
     let mut session = app(Greeting::First);
     connect(&mut session, 0);
-    session.push(1, "foo".into()).unwrap();
+    session.push(1, "foo".into()).expect("queued");
     session.input_ended(2);
     assert!(closes(&drain(&mut session)).is_empty(), "foo is unanswered");
     session.text(3, GREETING);
