@@ -30,8 +30,11 @@ use crate::connect::Connector;
 use crate::run::{Stop, Timeouts};
 use crate::screen::{Escape, Screen};
 use crate::signals::Signals;
-use crate::talk::{AppTalk, Follow, RoomTalk, Talk};
+use crate::talk::{Follow, RoomView, View};
 use crate::token::TokenSource;
+use client_core::outbox::Outbox;
+use client_core::room::{ROOM_OUTBOX_CAPACITY, Room};
+use client_core::session::Talk;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
@@ -97,14 +100,19 @@ async fn main() -> ExitCode {
                 presence: config.presence,
                 typing: config.typing,
             };
-            let talk = RoomTalk::new(&room, &name, limit).following(config.history, follow);
+            let mut joined = Room::with_capacity(&room, ROOM_OUTBOX_CAPACITY, limit)
+                .with_history(config.history);
+            if follow.presence || follow.typing {
+                joined = joined.with_presence();
+            }
+            let view = View::Room(RoomView::new(&room, &name, limit, follow));
             // Others' names and texts reach this terminal or pipe: none may forge a line or
             // send the terminal an escape sequence.
             let screen = Screen::new(Escape::Controls);
             let tokens = tokens.as_ref();
             talk_until_done(
                 &connector,
-                talk,
+                (Talk::Room(joined), view),
                 limit,
                 timeouts,
                 tokens,
@@ -114,7 +122,10 @@ async fn main() -> ExitCode {
             .await
         }
         Conversation::App(app) => {
-            let talk = AppTalk::new(app, config.max_message_size);
+            let talk = Talk::App(Outbox::new(app, config.max_message_size));
+            let view = View::App {
+                max_message_bytes: config.max_message_size,
+            };
             // A pipe gets each reply exactly as received but for its line breaks; a terminal
             // would act on the control characters in it.
             let screen = Screen::new(if std::io::stdout().is_terminal() {
@@ -125,7 +136,7 @@ async fn main() -> ExitCode {
             let limit = config.max_message_size;
             talk_until_done(
                 &connector,
-                talk,
+                (talk, view),
                 limit,
                 timeouts,
                 None,
@@ -149,7 +160,7 @@ enum Conversation {
 /// Reads standard input (lines of at most `limit` bytes) and talks until done; the exit code.
 async fn talk_until_done(
     connector: &Connector,
-    mut talk: impl Talk,
+    (talk, mut view): (Talk, View),
     limit: usize,
     timeouts: Timeouts,
     tokens: Option<&TokenSource>,
@@ -159,7 +170,8 @@ async fn talk_until_done(
     let mut lines = input::read_stdin(limit);
     let result = run::run(
         connector,
-        &mut talk,
+        talk,
+        &mut view,
         &mut lines,
         timeouts,
         tokens,
