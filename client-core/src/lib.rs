@@ -4,6 +4,8 @@
 //! messages between it, their socket and their screen, so both behave alike and the rules
 //! are tested once, natively, with `cargo test`.
 //!
+//! - [`session`]: the conversation as a sans-IO state machine (events and the time in,
+//!   effects out): every timing rule, once, for both clients.
 //! - [`outbox`]: every message from typed to answered (or given up), counted by the shared
 //!   `rules`, so each answer is shown exactly as many times as the rules say.
 //! - [`backoff`]: full-jitter reconnection delays.

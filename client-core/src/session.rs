@@ -456,12 +456,9 @@ impl Session {
                 }
                 self.attempt(now, false);
             }
-            TokenAnswer::Refused(words) => self.signed_out(
-                format!(
-                    "Cannot sign in: {words}. Nothing more is tried until you ask to reconnect."
-                ),
-                words,
-            ),
+            TokenAnswer::Refused(words) => {
+                self.signed_out(format!("Cannot sign in: {words}."), words);
+            }
             TokenAnswer::Unavailable(why) => self.attempt_failed(now, Lost::Unavailable(why)),
         }
     }

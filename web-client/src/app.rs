@@ -1,10 +1,10 @@
-//! Wiring: the page's events become [`Wake`]s for one connection task, which opens the
-//! socket, sends what the outbox offers, reads the answers, notices a server that stopped
-//! answering, and reconnects. The outbox decides what to send and when a message is done (or
-//! given up); this module only moves messages between it, the socket and the page, and keeps
-//! the outbox in the tab's `sessionStorage` so a reload loses nothing.
+//! Wiring: the page's events become [`Wake`]s for one connection task, the shell of the core's
+//! [`Session`]. The task opens, writes and closes the socket as the session says, feeds it the
+//! socket's events, the page's wakes, the sign-in's answers and the time, and shows what it
+//! reports; it decides nothing about timing, retries or what a frame means. This module also
+//! keeps what waits in the tab's `sessionStorage`, so a reload loses nothing.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use futures::channel::{mpsc, oneshot};
 use futures::future::LocalBoxFuture;
 use futures::{FutureExt, StreamExt, future};
 use gloo_events::EventListener;
-use gloo_timers::future::{IntervalStream, TimeoutFuture};
+use gloo_timers::future::TimeoutFuture;
 use wasm_bindgen_futures::spawn_local;
 
 use crate::dom::{
@@ -21,23 +21,21 @@ use crate::dom::{
 use crate::signin::{fetch_mode, fetch_token};
 use crate::socket::{Socket, SocketEvent};
 use crate::url::{AuthMode, DEFAULT_APP, RoomPage, Settings};
-use client_core::backoff::Backoff;
 use client_core::outbox::{
-    CloseMeant, GivenUp, MAX_MESSAGE_BYTES, MessageId, OUTBOX_CAPACITY, Outbox, PushError, Received,
+    GivenUp, MAX_MESSAGE_BYTES, MessageId, OUTBOX_CAPACITY, Outbox, PushError,
 };
-use client_core::room::{self, Event, GAP_NOTICE, HISTORY_END, RETRY_AFTER_MILLIS, Room};
+use client_core::room::{self, Event, GAP_NOTICE, HISTORY_END, Room};
 use client_core::saved;
-use client_core::signin::{IdentityClose, TokenAnswer, auth_frame, identity_close, refresh_delay};
-use client_core::status::{
-    AfterClose, NO_REPLY, Status, after_close, cannot_connect_notice, close_notice,
-    no_reply_notice, no_reply_reason, not_opened_reason, open_timeout_reason,
-};
+use client_core::session::{self, Effect, Fetch, Greeting, Lost, Millis, Session, Talk};
+use client_core::settings::DEFAULT_REPLY_TIMEOUT;
+use client_core::signin::TokenAnswer;
+use client_core::status::{Status, cannot_connect_notice, no_reply_notice, not_opened_reason};
 use client_core::transcript::{Entry, Speaker, Transcript};
 
 /// What the page tells the connection task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
-    /// A message was queued.
+    /// A message was queued: what the session now sends is carried out.
     Queued,
     /// The Reconnect button was pressed.
     ReconnectClicked,
@@ -53,36 +51,28 @@ enum Wake {
     Typed,
 }
 
-/// How a connection ended.
-#[derive(Debug)]
-enum Ending {
-    /// The socket closed with this code and reason.
-    Closed { code: u16, reason: String },
-    /// The socket never opened: the browser refused it or the server was not there (it fires
-    /// `error`, and for a socket the CSP refuses, no `close` at all).
-    NotOpened,
-    /// The server did not accept the connection within the open timeout.
-    OpenTimedOut { reason: String },
-    /// The client gave up on a server that did not answer; the notice says so.
-    GaveUp { notice: String },
-    /// [`Running::stop`] asked for it.
-    Stopped,
-}
-
-/// What woke the connection task while a socket is open.
+/// What woke the connection task.
 #[derive(Debug)]
 enum Turn {
+    /// The socket left the connecting state: `true` if it opened.
+    Opened(bool),
     Socket(SocketEvent),
     Wake(Option<Wake>),
-    NoReply,
-    /// The pause the server asked for (`rate_limited`, `unavailable`) is over.
-    RetryDue,
+    /// The session's timeout is due.
+    Timer,
+    Fetched(Fetched),
     /// Someone's "is typing" is over: the presence line is drawn again.
     Redraw,
-    /// The token is due for a refresh.
-    RefreshDue,
-    /// The token URL answered a refresh.
-    Refreshed(TokenAnswer),
+    /// A second of the countdown to the next attempt passed.
+    Tick,
+}
+
+/// What a fetch the session asked for answered.
+#[derive(Debug)]
+enum Fetched {
+    /// `GET /auth/config`: whether the server wants tokens.
+    Setup(Result<AuthMode, String>),
+    Token(TokenAnswer),
 }
 
 /// A started client: [`Running::stop`] ends it (its socket closed, its listeners removed).
@@ -103,24 +93,25 @@ impl Running {
 }
 
 /// Everything the connection task and the event handlers share. Single-threaded: `RefCell`
-/// borrows are never held across an `await`.
+/// borrows are never held across an `await`, nor while the page is changed.
 #[derive(Debug)]
 pub struct Client {
     page: Page,
-    outbox: RefCell<Outbox>,
+    /// The conversation and every decision about it.
+    session: RefCell<Session>,
     transcript: RefCell<Transcript>,
     wakes: mpsc::UnboundedSender<Wake>,
     /// The URL the outbox is saved for across reloads; `None` when the settings are wrong.
     saved_for: Option<String>,
     /// The server ended the conversation (`end`): nothing goes out until Reconnect.
     ended_by_server: Cell<bool>,
-    /// The browser said it is offline and has not said it is back.
-    offline: Cell<bool>,
-    /// The room view's state; `None` in the `/subscriptions` view, whose outbox is then the
-    /// one in use. Both views share everything else: status, backoff, reconnects, timeouts.
+    /// The room view's state; `None` in the `/subscriptions` view. Both views share
+    /// everything else: status, backoff, reconnects, timeouts.
     room: Option<RoomView>,
     /// Itself, for the timer that saves later.
     this: Weak<Client>,
+    /// The status shown, not drawn again while it is the same.
+    shown_status: RefCell<Option<Status>>,
     /// What a reload needs changed since it was last saved.
     save_due: Cell<bool>,
     /// A timer will save.
@@ -139,14 +130,11 @@ const SAVE_EVERY_MILLIS: f64 = 250.0;
 /// The room the page is in, and who the user is there.
 #[derive(Debug)]
 struct RoomView {
-    room: RefCell<Room>,
     /// Users in the room, and whether the server stopped naming them (past its cap).
     present: Cell<(u64, bool)>,
     /// Who is typing, and until when (`Date.now()`, whole ms: an `f64` here would bring
     /// float formatting into the wasm through `Debug`).
     typing: RefCell<Vec<(String, u64)>>,
-    /// When this page last said it is typing (`Date.now()`, whole ms).
-    typed_at: Cell<u64>,
     /// Lines of others that arrived while the tab was hidden (in the title).
     unread: Cell<u32>,
     /// Refused publishes (id, text, why), newest last, at most the outbox's capacity: their
@@ -157,21 +145,6 @@ struct RoomView {
     /// Where its state is saved for a reload (per server, name and room).
     key: String,
     page: RoomPage,
-    /// With a server that wants tokens: the sign-in's state.
-    signin: RefCell<SignIn>,
-}
-
-/// Signing in to a server that wants tokens (`--auth-key`).
-#[derive(Debug, Default)]
-struct SignIn {
-    /// Whether the server wants tokens; once learned, for the life of the page.
-    tokens: bool,
-    /// The token to send first on the next connection; taken away by a 4408 or a refusal.
-    token: Option<String>,
-    /// When (`Date.now()`) to refresh the token, once the server accepted it.
-    refresh_at: Option<f64>,
-    /// When (ms since the epoch) the token the server accepted expires.
-    expires: Option<f64>,
 }
 
 /// Messages of the room's recent history shown on entry.
@@ -184,18 +157,32 @@ const TYPING_SHOWN_MILLIS: u64 = 3_000;
 /// The name own lines carry before a server that wants tokens said whose they are.
 const UNNAMED: &str = "you";
 
-/// How long to wait before asking the token URL again after it could not answer a refresh.
-const REFRESH_RETRY_MILLIS: f64 = 5_000.0;
-
 /// How a client starts. Built once per page and moved at once: its size does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Plan {
     /// `/subscriptions` or another app, at these settings.
     Talk(Settings),
     /// A room; its settings follow from what the server says about tokens.
-    Room(RoomView),
+    Room(RoomView, Room),
     /// Settings that cannot work: the page says why.
     Broken(String),
+}
+
+/// The page's clock, for the session: `Date.now()`.
+fn now() -> Millis {
+    js_sys::Date::now() as Millis
+}
+
+/// The session's settings for the page: it never gives up, and every connection's greeting
+/// is shown (it says the connection is new).
+fn session_config(reply_timeout: Duration) -> session::Config {
+    session::Config {
+        reply_timeout,
+        connect_timeout: None,
+        greeting: Greeting::Every,
+        epoch_at_zero: 0,
+        jitter: js_sys::Math::random,
+    }
 }
 
 impl Client {
@@ -214,24 +201,20 @@ impl Client {
                 let name = settings.name.clone().unwrap_or_else(|| UNNAMED.to_owned());
                 page.show_room(&settings.room, &name);
                 let owner = settings.owner();
+                let room = Room::new(&settings.room)
+                    .owned_by(&owner)
+                    .with_history(HISTORY_ON_ENTRY)
+                    .with_presence();
                 let view = RoomView {
-                    room: RefCell::new(
-                        Room::new(&settings.room)
-                            .owned_by(&owner)
-                            .with_history(HISTORY_ON_ENTRY)
-                            .with_presence(),
-                    ),
                     key: room_key(&owner, &settings.room),
                     present: Cell::new((0, false)),
                     typing: RefCell::new(Vec::new()),
-                    typed_at: Cell::new(0),
                     unread: Cell::new(0),
                     refused: RefCell::default(),
                     name: RefCell::new(name),
                     page: settings,
-                    signin: RefCell::default(),
                 };
-                Client::start_view(page, Plan::Room(view))
+                Client::start_view(page, Plan::Room(view, room))
             }
             Err(error) => Client::start_view(page, Plan::Broken(error)),
         }
@@ -240,29 +223,37 @@ impl Client {
     fn start_view(page: Page, plan: Plan) -> Running {
         let (wakes, mut wakes_rx) = mpsc::unbounded();
         let (ended_tx, ended) = oneshot::channel();
-        let (app, max_message_bytes, saved_for) = match &plan {
-            Plan::Talk(settings) => (
-                settings.app,
-                settings.max_message_bytes,
-                Some(settings.url.clone()),
-            ),
-            Plan::Room(_) | Plan::Broken(_) => (DEFAULT_APP, MAX_MESSAGE_BYTES, None),
-        };
-        let (room, settings) = match plan {
-            Plan::Room(view) => (Some(view), None),
-            Plan::Talk(settings) => (None, Some(Ok(settings))),
-            Plan::Broken(error) => (None, Some(Err(error))),
+        let (session, room, settings, saved_for) = match plan {
+            Plan::Talk(settings) => {
+                let outbox = Outbox::new(settings.app, settings.max_message_bytes);
+                let config = session_config(settings.reply_timeout);
+                let saved_for = Some(settings.url.clone());
+                let session = Session::new(Talk::App(outbox), config);
+                (session, None, Some(Ok(settings)), saved_for)
+            }
+            Plan::Room(view, room) => {
+                let config = session_config(view.page.reply_timeout());
+                // The setup: whether the server wants tokens (`/auth/config`).
+                let session = Session::new(Talk::Room(room), config).preparing();
+                (session, Some(view), None, None)
+            }
+            Plan::Broken(error) => {
+                let outbox = Outbox::new(DEFAULT_APP, MAX_MESSAGE_BYTES);
+                let session =
+                    Session::new(Talk::App(outbox), session_config(DEFAULT_REPLY_TIMEOUT));
+                (session, None, Some(Err(error)), None)
+            }
         };
         let client = Rc::new_cyclic(|this| Client {
-            offline: Cell::new(!page.is_online()),
             page,
-            outbox: RefCell::new(Outbox::new(app, max_message_bytes)),
+            session: RefCell::new(session),
             transcript: RefCell::default(),
             wakes: wakes.clone(),
             saved_for,
             ended_by_server: Cell::new(false),
             room,
             this: this.clone(),
+            shown_status: RefCell::new(None),
             save_due: Cell::new(false),
             save_timer: Cell::new(false),
             saved_at: Cell::new(0.0),
@@ -277,15 +268,33 @@ impl Client {
                 // The listeners live as long as this task.
                 let _listeners = listeners;
                 match settings {
-                    None => client.enter_room(&mut wakes_rx).await,
-                    Some(Ok(settings)) => client.stay_connected(&settings, &mut wakes_rx).await,
                     Some(Err(error)) => client.cannot_connect(error, &mut wakes_rx).await,
+                    Some(Ok(settings)) => client.drive(Some(settings), &mut wakes_rx).await,
+                    None => client.drive(None, &mut wakes_rx).await,
                 }
             }
             // Nobody waits for it when the page dropped its handle.
             let _ = ended_tx.send(());
         });
         Running { wakes, ended }
+    }
+
+    fn session(&self) -> RefMut<'_, Session> {
+        self.session.borrow_mut()
+    }
+
+    /// The app view's outbox.
+    fn outbox(&self) -> Option<Ref<'_, Outbox>> {
+        Ref::filter_map(self.session.borrow(), |session| match session.talk() {
+            Talk::App(outbox) => Some(outbox),
+            Talk::Room(_) => None,
+        })
+        .ok()
+    }
+
+    /// The room view's room.
+    fn joined(&self) -> Option<Ref<'_, Room>> {
+        Ref::filter_map(self.session.borrow(), Session::room).ok()
     }
 
     /// Turns the page's events into wakes.
@@ -318,14 +327,12 @@ impl Client {
         listeners.extend(self.page.on_online({
             let client = Rc::clone(&self);
             move || {
-                client.offline.set(false);
                 let _ = client.wakes.unbounded_send(Wake::Online);
             }
         }));
         listeners.extend(self.page.on_offline({
             let client = Rc::clone(&self);
             move || {
-                client.offline.set(true);
                 let _ = client.wakes.unbounded_send(Wake::Offline);
             }
         }));
@@ -389,7 +396,8 @@ impl Client {
         };
         let mut restored = 0;
         for text in messages {
-            let pushed = self.outbox.borrow_mut().push(text);
+            // Before the session starts: nothing is sent yet, whatever the time.
+            let pushed = self.session().push(0, text);
             match pushed {
                 Ok(_) => restored += 1,
                 // Words, not `{:?}`: Debug formatting would add a kilobyte to the wasm.
@@ -413,7 +421,10 @@ impl Client {
     /// Puts back the room's outbox and position this tab saved: its publishes are shown as
     /// *sending* again and go out first, with their ids.
     fn restore_room(&self, view: &RoomView) {
-        let room_name = view.room.borrow().name().to_owned();
+        let room_name = self
+            .joined()
+            .map(|room| room.name().to_owned())
+            .unwrap_or_default();
         // What an earlier version of the page saved, for whichever name it had: offered
         // back, never sent, and removed.
         let earlier_key = earlier_room_key(&room_name);
@@ -430,7 +441,10 @@ impl Client {
             }
         }
         if let Some(saved) = self.page.saved(&view.key) {
-            let restored = view.room.borrow_mut().restore(&saved);
+            let restored = match self.session().talk_mut() {
+                Talk::Room(room) => room.restore(&saved),
+                Talk::App(_) => Ok(()),
+            };
             if let Err(why) = restored {
                 warn(&format!(
                     "The saved state of room {room_name} was ignored: {why}."
@@ -438,12 +452,14 @@ impl Client {
                 let _ = self.page.keep(&view.key, None);
             }
         }
-        let pending: Vec<(String, String)> = view
-            .room
-            .borrow()
-            .pending()
-            .map(|publish| (publish.id.clone(), publish.text.clone()))
-            .collect();
+        let pending: Vec<(String, String)> = self
+            .joined()
+            .map(|room| {
+                room.pending()
+                    .map(|publish| (publish.id.clone(), publish.text.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         if !pending.is_empty() {
             let count = pending.len();
             let plural = if count == 1 { "message" } else { "messages" };
@@ -461,9 +477,9 @@ impl Client {
     /// The input changed: say at once when it is too long to send, before Send is pressed.
     fn check_input(&self) {
         let text = self.page.input_value();
-        let checked = match &self.room {
-            Some(view) => view.room.borrow().check_length(&text),
-            None => self.outbox.borrow().check_length(&text),
+        let checked = match self.session.borrow().talk() {
+            Talk::Room(room) => room.check_length(&text),
+            Talk::App(outbox) => outbox.check_length(&text),
         };
         if self.room.is_some() && !text.is_empty() {
             let _ = self.wakes.unbounded_send(Wake::Typed);
@@ -483,7 +499,7 @@ impl Client {
             return self.submit_to_room(view);
         }
         let text = self.page.input_value();
-        let pushed = self.outbox.borrow_mut().push(text);
+        let pushed = self.session().push(now(), text);
         match pushed {
             Ok(_) => {
                 self.page.clear_input();
@@ -519,7 +535,7 @@ impl Client {
             return;
         };
         let id = room::message_id(&random);
-        let pushed = view.room.borrow_mut().push(id.clone(), text.clone());
+        let pushed = self.session().publish(now(), id.clone(), text.clone());
         match pushed {
             Ok(()) => {
                 self.page.clear_input();
@@ -556,271 +572,203 @@ impl Client {
         }
     }
 
-    /// Connects, talks until the connection ends, then reconnects or waits for the user.
-    async fn stay_connected(&self, settings: &Settings, wakes: &mut mpsc::UnboundedReceiver<Wake>) {
-        let mut backoff = Backoff::default();
+    /// The connection task: carries out what the session asks, feeds it what happens, shows
+    /// what it reports, until [`Running::stop`]. `settings`: the app view's; the room view's
+    /// follow from the setup (whether the server wants tokens).
+    async fn drive(
+        &self,
+        mut settings: Option<Settings>,
+        wakes: &mut mpsc::UnboundedReceiver<Wake>,
+    ) {
+        let mut socket: Option<Socket> = None;
+        // The socket is still connecting: the next event is its `open` or `error`.
+        let mut opening = false;
+        let mut fetching: Option<LocalBoxFuture<'_, Fetched>> = None;
         // Whether this outage was already reported in the conversation: once is enough.
         let mut outage_reported = false;
+        // What the last fetch asked, to name it when it cannot be answered.
+        let mut asked = Fetch::Setup;
+        self.session().network(now(), self.page.is_online());
+        self.session().start(now());
+        // What waits when the last turn began: a change is kept for a reload.
+        let mut left = self.session.borrow().left();
         loop {
-            if self.offline.get() {
-                self.page.set_status(&Status::Offline);
-                if !wait_until_online(wakes).await {
-                    return;
+            // Whether what a reload needs changed (the room's position, a message given up).
+            let mut changed = false;
+            loop {
+                // Taken out first: the borrow must end before the effect is carried out.
+                let effect = self.session().poll();
+                let Some(effect) = effect else { break };
+                changed |= changes_saved_state(&effect);
+                match effect {
+                    Effect::Connect => {
+                        let Some(url) = settings.as_ref().map(|settings| settings.url.clone())
+                        else {
+                            continue;
+                        };
+                        match Socket::open(&url) {
+                            Ok(opened) => {
+                                socket = Some(opened);
+                                opening = true;
+                            }
+                            // A malformed URL will not get better by retrying.
+                            Err(error) => {
+                                return self.cannot_connect(format!("{url}: {error}"), wakes).await;
+                            }
+                        }
+                    }
+                    Effect::Send(text) => {
+                        // Refused only by a socket that is closing already: its close event
+                        // follows, and the session sends it again on the next connection.
+                        if let Some(open) = socket.as_mut() {
+                            let _ = open.send_text(&text);
+                        }
+                    }
+                    Effect::Close { code, reason } => {
+                        if let Some(open) = socket.take() {
+                            open.close(code, &reason);
+                        }
+                    }
+                    Effect::Fetch(fetch) => {
+                        asked = fetch;
+                        fetching = self.fetch(fetch);
+                    }
+                    Effect::Lost { why, .. } => {
+                        socket = None;
+                        self.lost(why, asked, settings.as_ref(), &mut outage_reported);
+                    }
+                    shown => self.show(shown),
                 }
             }
-            match self
-                .ready_to_sign_in(&mut backoff, &mut outage_reported, wakes)
-                .await
-            {
-                Step::Go => {}
-                Step::Again => continue,
-                Step::Stopped => return,
+            self.show_status();
+            self.show_pending();
+            let now_left = self.session.borrow().left();
+            if changed || now_left != left {
+                self.save_soon();
             }
-            self.page.set_status(&Status::Connecting);
-            let ending = match Socket::open(&settings.url) {
-                Ok(socket) => {
-                    self.converse(socket, settings, &mut backoff, &mut outage_reported, wakes)
-                        .await
-                }
-                // A malformed URL will not get better by retrying.
-                Err(error) => {
-                    let error = format!("{}: {error}", settings.url);
-                    return self.cannot_connect(error, wakes).await;
-                }
+            left = now_left;
+            let timers = Timers {
+                session: self.session.borrow().timeout(),
+                redraw: self
+                    .room
+                    .as_ref()
+                    .and_then(|view| view.typing.borrow().iter().map(|(_, until)| *until).min()),
+                // The countdown, in a visible tab (a hidden one gets no frames to draw it).
+                tick: matches!(
+                    *self.shown_status.borrow(),
+                    Some(Status::Reconnecting { .. })
+                ) && !self.page.is_hidden(),
             };
-            if let Some(view) = &self.room {
-                view.room.borrow_mut().connection_closed();
-            }
-            // Taken out first: the borrow must end before the page is updated.
-            let given_up = self.outbox.borrow_mut().connection_closed();
-            if let Some(given_up) = given_up {
-                self.show_given_up(&given_up);
-            }
-            self.show_waiting();
-            let reconnect = match ending {
-                Ending::Stopped => return,
-                Ending::Closed { code, reason } => {
-                    let identity = self
-                        .signs_in()
-                        .then(|| identity_close(code, &reason))
-                        .flatten();
-                    match (identity, after_close(code)) {
-                        (Some(IdentityClose::Expired), _) => {
-                            // A new token, then the same positions: nothing lost.
-                            self.forget_token();
-                            true
-                        }
-                        (Some(IdentityClose::Refused(words)), _) => {
-                            self.forget_token();
-                            self.signed_out(&words, &format!("{code}: {reason}"));
-                            if !wait_for_click(wakes).await {
-                                return;
+            let turn = next_turn(socket.as_mut(), opening, wakes, timers, &mut fetching).await;
+            let now = now();
+            match turn {
+                Turn::Opened(true) => {
+                    opening = false;
+                    outage_reported = false;
+                    let extensions = socket.as_ref().map(Socket::extensions).unwrap_or_default();
+                    self.page.show_extensions(&extensions);
+                    let compressed = extensions.starts_with("permessage-deflate");
+                    self.session().opened(now, compressed);
+                }
+                // The browser fired `error` before `open`. A `close` usually follows, but not
+                // for a socket the CSP refused: waiting for it could last forever.
+                Turn::Opened(false) => {
+                    opening = false;
+                    socket = None;
+                    self.session().not_opened(now, None);
+                }
+                Turn::Socket(SocketEvent::Text(text)) => self.session().text(now, &text),
+                Turn::Socket(SocketEvent::Binary(length)) => self.session().binary(now, length),
+                Turn::Socket(SocketEvent::Closed { code, reason }) => {
+                    socket = None;
+                    self.session().closed(now, Ok((code, reason)));
+                }
+                Turn::Timer => self.session().handle_timeout(now),
+                Turn::Fetched(fetched) => {
+                    fetching = None;
+                    match fetched {
+                        Fetched::Setup(Ok(mode)) => {
+                            let Some(view) = &self.room else { continue };
+                            if matches!(mode, AuthMode::Tokens { .. }) {
+                                self.session().with_tokens();
                             }
-                            backoff.reset();
-                            false
-                        }
-                        (None, AfterClose::StayClosed) => {
-                            self.ended_by_server.set(true);
-                            self.show_waiting();
-                            self.page.set_status(&Status::Closed { code, reason });
-                            if !wait_for_click(wakes).await {
-                                return;
+                            match view.page.settings(mode) {
+                                Ok(found) => settings = Some(found),
+                                Err(error) => return self.cannot_connect(error, wakes).await,
                             }
-                            self.ended_by_server.set(false);
-                            backoff.reset();
-                            false
+                            self.session().fetched(now, Ok(()));
                         }
-                        (None, AfterClose::Reconnect) => true,
+                        Fetched::Setup(Err(why)) => self.session().fetched(now, Err(why)),
+                        Fetched::Token(answer) => self.session().token(now, answer),
                     }
                 }
-                Ending::NotOpened => {
-                    self.report_outage(&settings.url, not_opened_reason(), &mut outage_reported);
-                    true
+                Turn::Wake(Some(Wake::Queued) | None) | Turn::Tick => {}
+                Turn::Wake(Some(Wake::Typed)) => self.session().typed(now),
+                Turn::Wake(Some(Wake::Online)) => self.session().network(now, true),
+                Turn::Wake(Some(Wake::Offline)) => self.session().network(now, false),
+                Turn::Wake(Some(Wake::Visible)) => self.session().visible(now),
+                Turn::Wake(Some(Wake::ReconnectClicked)) => {
+                    self.ended_by_server.set(false);
+                    self.session().reconnect(now);
                 }
-                Ending::OpenTimedOut { reason } => {
-                    self.report_outage(&settings.url, &reason, &mut outage_reported);
-                    true
-                }
-                Ending::GaveUp { notice } => {
-                    self.notice(notice);
-                    true
-                }
-            };
-            if reconnect {
-                let delay = backoff.next_delay(js_sys::Math::random());
-                if !self.wait_to_reconnect(delay, wakes).await {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// The room view: learns whether the server wants tokens (asking again while it cannot
-    /// answer), then stays connected with the settings that follow.
-    async fn enter_room(&self, wakes: &mut mpsc::UnboundedReceiver<Wake>) {
-        let Some(view) = &self.room else { return };
-        let mut backoff = Backoff::default();
-        let mut outage_reported = false;
-        let mode = loop {
-            if self.offline.get() {
-                self.page.set_status(&Status::Offline);
-                if !wait_until_online(wakes).await {
-                    return;
-                }
-            }
-            self.page.set_status(&Status::Connecting);
-            let asked = fetch_mode(&view.page.config_url, view.page.reply_timeout());
-            match unless_stopped(asked, wakes).await {
-                None => return,
-                Some(Ok(mode)) => break mode,
-                Some(Err(why)) => {
-                    self.report_outage(&view.page.config_url, &why, &mut outage_reported);
-                    let delay = backoff.next_delay(js_sys::Math::random());
-                    if !self.wait_to_reconnect(delay, wakes).await {
-                        return;
+                Turn::Wake(Some(Wake::Stop)) => {
+                    if let Some(open) = socket.take() {
+                        open.close(NORMAL_CLOSURE, "the page stopped the client");
                     }
+                    return;
                 }
+                Turn::Redraw => self.show_presence(),
             }
-        };
-        view.signin.borrow_mut().tokens = matches!(mode, AuthMode::Tokens { .. });
-        match view.page.settings(mode) {
-            Ok(settings) => self.stay_connected(&settings, wakes).await,
-            Err(error) => self.cannot_connect(error, wakes).await,
         }
     }
 
-    /// Whether this page signs in with tokens.
-    fn signs_in(&self) -> bool {
-        self.room
-            .as_ref()
-            .is_some_and(|view| view.signin.borrow().tokens)
-    }
-
-    /// Before a connection to a server that wants tokens: a token to send first, the one
-    /// kept unless it is about to expire, or a new one from the token URL. A refusal is said
-    /// once and nothing is asked again until Reconnect is pressed.
-    async fn ready_to_sign_in(
-        &self,
-        backoff: &mut Backoff,
-        outage_reported: &mut bool,
-        wakes: &mut mpsc::UnboundedReceiver<Wake>,
-    ) -> Step {
-        let Some(view) = self.room.as_ref().filter(|_| self.signs_in()) else {
-            return Step::Go;
-        };
-        {
-            let mut signin = view.signin.borrow_mut();
-            let expiring = signin
-                .expires
-                .is_some_and(|expires| expires - js_sys::Date::now() < MIN_TOKEN_LIFE_MILLIS);
-            if expiring {
-                signin.token = None;
-            }
-            if signin.token.is_some() {
-                return Step::Go;
-            }
-        }
-        self.page.set_status(&Status::Connecting);
+    /// What the session asked to fetch, under way.
+    fn fetch(&self, fetch: Fetch) -> Option<LocalBoxFuture<'static, Fetched>> {
+        let view = self.room.as_ref()?;
         let page = &view.page;
-        let asked = fetch_token(&page.token_url, page.name.as_deref(), page.reply_timeout());
-        match unless_stopped(asked, wakes).await {
-            None => Step::Stopped,
-            Some(TokenAnswer::Token(token)) => {
-                let mut signin = view.signin.borrow_mut();
-                signin.token = Some(token);
-                signin.expires = None;
-                Step::Go
+        let timeout = page.reply_timeout();
+        Some(match fetch {
+            Fetch::Setup => {
+                let url = page.config_url.clone();
+                async move { Fetched::Setup(fetch_mode(&url, timeout).await) }.boxed_local()
             }
-            Some(TokenAnswer::Refused(words)) => {
-                self.signed_out(&format!("Cannot sign in: {words}."), &words);
-                if !wait_for_click(wakes).await {
-                    return Step::Stopped;
-                }
-                backoff.reset();
-                Step::Again
+            Fetch::Token | Fetch::Refresh => {
+                let (url, name) = (page.token_url.clone(), page.name.clone());
+                async move { Fetched::Token(fetch_token(&url, name.as_deref(), timeout).await) }
+                    .boxed_local()
             }
-            Some(TokenAnswer::Unavailable(why)) => {
-                self.report_outage(&page.token_url, &why, outage_reported);
-                let delay = backoff.next_delay(js_sys::Math::random());
-                if self.wait_to_reconnect(delay, wakes).await {
-                    Step::Again
-                } else {
-                    Step::Stopped
-                }
-            }
-        }
+        })
     }
 
-    /// The token is no longer good for connecting: the next connection asks for another.
-    fn forget_token(&self) {
-        if let Some(view) = &self.room {
-            let mut signin = view.signin.borrow_mut();
-            signin.token = None;
-            signin.expires = None;
-            signin.refresh_at = None;
-        }
-    }
-
-    /// Says once that signing in was refused (`said`: the token URL's words, or the server's
-    /// close), shows `reason` in the status, and Reconnect to try again.
-    fn signed_out(&self, said: &str, reason: &str) {
-        self.notice(format!(
-            "{said} Nothing more is tried until you press Reconnect; what you type waits here."
-        ));
-        self.page.set_status(&Status::SignedOut {
-            reason: reason.to_owned(),
-        });
-    }
-
-    /// The server accepted the token: refresh it at about 80% of its life, and show the name
-    /// it gives to others.
-    fn signed_in(&self, view: &RoomView, name: String, expires: u64) {
-        let now = js_sys::Date::now();
-        {
-            let mut signin = view.signin.borrow_mut();
-            // ms since the epoch: exact in f64 for the next 285,000 years.
-            #[allow(clippy::cast_precision_loss)]
-            let expires = expires as f64;
-            signin.expires = Some(expires);
-            let token = signin.token.as_deref().unwrap_or_default();
-            let delay = refresh_delay(token, now as u64, expires as u64);
-            signin.refresh_at = Some(now + f64::from(millis(delay)));
-        }
-        let known = view.name.borrow().clone();
-        if known != name {
-            self.page.rename_own(&known, &name);
-            self.page.show_room(view.room.borrow().name(), &name);
-            self.notice(format!("Signed in as {name}."));
-            *view.name.borrow_mut() = name;
-        }
-    }
-
-    /// The token URL answered a refresh: the new token goes out on this connection (its
-    /// `authed` sets the next refresh); a refusal is said once and the connection lasts until
-    /// the token expires; no answer is asked again a little later, while the token lasts.
-    fn refreshed(&self, answer: TokenAnswer, socket: &mut Socket) {
-        let Some(view) = &self.room else { return };
-        match answer {
-            TokenAnswer::Token(token) => {
-                // Refused only by a socket that closed already: its close event follows, and
-                // the next connection sends this token first.
-                let _ = socket.send_text(&auth_frame(&token));
-                view.signin.borrow_mut().token = Some(token);
+    /// A connection, or an attempt, is over: an attempt's failure is said once per outage, a
+    /// server that stopped answering each time.
+    fn lost(&self, why: Lost, asked: Fetch, settings: Option<&Settings>, reported: &mut bool) {
+        let url = || match (asked, &self.room, settings) {
+            (Fetch::Setup, Some(view), _) => view.page.config_url.clone(),
+            (Fetch::Token | Fetch::Refresh, Some(view), _) => view.page.token_url.clone(),
+            (_, _, Some(settings)) => settings.url.clone(),
+            _ => String::new(),
+        };
+        let reason = match why {
+            Lost::NoReply(timeout) => return self.notice(no_reply_notice(timeout)),
+            // The close was said already, by the session's notice or the status.
+            Lost::Closed { .. } | Lost::Broken(_) => return,
+            Lost::NotOpened(why) => {
+                let url = settings
+                    .map(|settings| settings.url.clone())
+                    .unwrap_or_default();
+                let reason = why.unwrap_or_else(|| not_opened_reason().to_owned());
+                return self.report_outage(&url, &reason, reported);
             }
-            TokenAnswer::Refused(words) => self.notice(format!(
-                "Cannot refresh the sign-in: {words}. This page stays connected until the \
-                 token expires."
-            )),
-            TokenAnswer::Unavailable(why) => {
-                warn(&format!("The token refresh failed ({why}): trying again."));
-                let mut signin = view.signin.borrow_mut();
-                let again = js_sys::Date::now() + REFRESH_RETRY_MILLIS;
-                signin.refresh_at = signin
-                    .expires
-                    .filter(|expires| again < *expires)
-                    .map(|_| again);
+            Lost::OpenTimedOut { reason, .. } => {
+                let url = settings
+                    .map(|settings| settings.url.clone())
+                    .unwrap_or_default();
+                return self.report_outage(&url, &reason, reported);
             }
-        }
+            Lost::Unavailable(why) => why,
+        };
+        self.report_outage(&url(), &reason, reported);
     }
 
     /// Says once per outage that the server cannot be reached.
@@ -831,264 +779,59 @@ impl Client {
         }
     }
 
-    /// One connection, from opening to its end. While a message waits for its answer and no
-    /// frame arrives for the reply timeout, the server is taken for hung and the client closes.
-    async fn converse(
-        &self,
-        mut socket: Socket,
-        settings: &Settings,
-        backoff: &mut Backoff,
-        outage_reported: &mut bool,
-        wakes: &mut mpsc::UnboundedReceiver<Wake>,
-    ) -> Ending {
-        let timeout = settings.reply_timeout;
-        // A hung server can accept TCP (the kernel does) and never answer the handshake.
-        let opened = {
-            let opening = socket.opened();
-            futures::pin_mut!(opening);
-            match future::select(opening, TimeoutFuture::new(millis(timeout))).await {
-                future::Either::Left((opened, _)) => Some(opened),
-                future::Either::Right(((), _)) => None,
-            }
-        };
-        let Some(opened) = opened else {
-            let reason = open_timeout_reason(timeout);
-            socket.close(NO_REPLY, &reason);
-            return Ending::OpenTimedOut { reason };
-        };
-        if !opened {
-            // The browser fired `error` before `open`. A `close` usually follows, but not for a
-            // socket the CSP refused: waiting for it could last forever, and its code would be
-            // 1006 anyway.
-            return Ending::NotOpened;
-        }
-        *outage_reported = false;
-        self.outbox.borrow_mut().connection_opened();
-        if let Some(view) = &self.room {
-            let token = view.signin.borrow().token.clone();
-            if let Some(token) = token {
-                // First on the connection: the server reads nothing else before it.
-                let _ = socket.send_text(&auth_frame(&token));
-            }
-            let join = view.room.borrow_mut().connection_opened();
-            // Refused only by a socket that closed already: its close event follows.
-            let _ = socket.send_text(&join);
-        }
-        let extensions = socket.extensions();
-        self.page.show_extensions(&extensions);
-        let compressed = extensions.starts_with("permessage-deflate");
-        self.show_open(compressed);
-        self.send_waiting(&mut socket);
-        // When the oldest unanswered message last saw progress: it was sent, or a frame came.
-        let mut progress_at = js_sys::Date::now();
-        // When sending may go on after the server asked to wait.
-        let mut retry_at = None;
-        // The token URL's answer to a refresh, while it is asked.
-        let mut refreshing: Option<LocalBoxFuture<'_, TokenAnswer>> = None;
-        loop {
-            let deadline = self
-                .awaiting_reply()
-                .then(|| progress_at + millis(timeout) as f64);
-            let refresh_at = self
-                .room
-                .as_ref()
-                .and_then(|view| view.signin.borrow().refresh_at)
-                .filter(|_| refreshing.is_none());
-            let redraw_at = self.room.as_ref().and_then(|view| {
-                view.typing
-                    .borrow()
-                    .iter()
-                    .map(|(_, until)| *until)
-                    .min()
-                    .map(|until| until as f64)
-            });
-            let timers = Timers {
-                deadline,
-                retry_at,
-                refresh_at,
-                redraw_at,
-            };
-            match next_turn(&mut socket, wakes, timers, &mut refreshing).await {
-                Turn::Socket(SocketEvent::Text(text)) => {
-                    progress_at = js_sys::Date::now();
-                    // A frame came from the server: whatever `navigator.onLine` said, the
-                    // network works.
-                    if self.offline.replace(false) {
-                        self.show_open(compressed);
-                    }
-                    match &self.room {
-                        Some(view) => {
-                            if self.receive_in_room(view, text, backoff, &mut socket) {
-                                retry_at =
-                                    Some(js_sys::Date::now() + f64::from(RETRY_AFTER_MILLIS));
-                            }
-                        }
-                        None => self.receive(text, backoff),
-                    }
-                }
-                Turn::RetryDue => {
-                    retry_at = None;
-                    // What goes out now is what an answer is waited for: the reply timeout
-                    // counts from here, not from the frame that asked for the pause.
-                    progress_at = js_sys::Date::now();
-                    if let Some(view) = &self.room {
-                        let join = view.room.borrow_mut().resume();
-                        if let Some(join) = join {
-                            let _ = socket.send_text(&join);
-                        }
-                    }
-                    self.send_waiting(&mut socket);
-                }
-                Turn::Socket(SocketEvent::Binary(length)) => {
-                    progress_at = js_sys::Date::now();
-                    self.notice(format!("The server sent {length} bytes of binary data."));
-                }
-                Turn::Socket(SocketEvent::Closed { code, reason }) => {
-                    let meant = self.outbox.borrow_mut().received_close(code);
-                    match meant {
-                        CloseMeant::Refusal(refused) => self.show_given_up(&refused),
-                        CloseMeant::Answer => {}
-                        CloseMeant::Nothing => {
-                            if let Some(text) = close_notice(code, &reason) {
-                                self.notice(text);
-                            }
-                        }
-                    }
-                    return Ending::Closed { code, reason };
-                }
-                Turn::Wake(Some(Wake::Queued)) => {
-                    if !self.awaiting_reply() {
-                        progress_at = js_sys::Date::now();
-                    }
-                    self.send_waiting(&mut socket);
-                }
-                Turn::Wake(Some(Wake::Typed)) => {
-                    if let Some(view) = &self.room {
-                        let now = js_sys::Date::now() as u64;
-                        // The server forwards no more than one per interval anyway.
-                        let due = now.saturating_sub(view.typed_at.get())
-                            >= room_protocol::bounds::TYPING_INTERVAL_MS;
-                        let frame = view.room.borrow().typing_frame();
-                        if let (true, Some(frame)) = (due, frame)
-                            && socket.send_text(&frame)
-                        {
-                            view.typed_at.set(now);
-                        }
-                    }
-                }
-                Turn::Redraw => self.show_presence(),
-                Turn::Wake(Some(Wake::Offline)) => self.page.set_status(&Status::Offline),
-                Turn::Wake(Some(Wake::Online)) => self.show_open(compressed),
-                Turn::Wake(Some(Wake::Stop)) => {
-                    socket.close(NORMAL_CLOSURE, "the page stopped the client");
-                    return Ending::Stopped;
-                }
-                // Nothing to reconnect while connected. The channel cannot close: this
-                // client holds its sender.
-                Turn::Wake(Some(Wake::ReconnectClicked | Wake::Visible) | None) => {}
-                Turn::RefreshDue => {
-                    if let Some(view) = &self.room {
-                        view.signin.borrow_mut().refresh_at = None;
-                        let page = &view.page;
-                        let asked = fetch_token(&page.token_url, page.name.as_deref(), timeout);
-                        refreshing = Some(asked.boxed_local());
-                    }
-                }
-                Turn::Refreshed(answer) => {
-                    refreshing = None;
-                    self.refreshed(answer, &mut socket);
-                }
-                Turn::NoReply => {
-                    socket.close(NO_REPLY, &no_reply_reason(timeout));
-                    return Ending::GaveUp {
-                        notice: no_reply_notice(timeout),
-                    };
-                }
-            }
+    /// The status line, drawn again only when it changed.
+    fn show_status(&self) {
+        let status = self.session.borrow().status(now());
+        let mut shown = self.shown_status.borrow_mut();
+        if shown.as_ref() != Some(&status) {
+            self.page.set_status(&status);
+            *shown = Some(status);
         }
     }
 
-    /// "Connected", unless the browser says it is offline.
-    fn show_open(&self, compressed: bool) {
-        if self.offline.get() {
-            self.page.set_status(&Status::Offline);
-        } else {
-            self.page.set_status(&Status::Open { compressed });
-        }
-    }
-
-    /// Whether the server owes this connection an answer.
-    fn awaiting_reply(&self) -> bool {
-        self.outbox.borrow().awaiting_reply()
-            || self
-                .room
-                .as_ref()
-                .is_some_and(|view| view.room.borrow().awaiting_reply())
-    }
-
-    /// Sends what the outbox offers, in order, while the socket takes it.
-    fn send_waiting(&self, socket: &mut Socket) {
-        if let Some(view) = &self.room {
-            loop {
-                let next = view.room.borrow().next_to_send();
-                let Some((id, frame)) = next else {
-                    break;
+    /// Shows what the session reported.
+    fn show(&self, effect: Effect) {
+        match effect {
+            Effect::Reply(text) => self.record(Speaker::Server, text),
+            Effect::Sent { id, text, again } => {
+                let speaker = if again {
+                    Speaker::YouAgain
+                } else {
+                    Speaker::You
                 };
-                if !socket.send_text(&frame) {
-                    break;
-                }
-                view.room.borrow_mut().mark_sent(&id);
+                self.record_message(speaker, text, id);
             }
-            return self.show_waiting();
-        }
-        loop {
-            let Some(message) = self.outbox.borrow().next_to_send() else {
-                break;
-            };
-            if !socket.send_text(&message.text) {
-                break;
+            Effect::GivenUp(given_up) => self.show_given_up(&given_up),
+            Effect::Binary(length) => {
+                self.notice(format!("The server sent {length} bytes of binary data."));
             }
-            self.outbox.borrow_mut().mark_sent();
-            let speaker = if message.again {
-                Speaker::YouAgain
-            } else {
-                Speaker::You
-            };
-            self.record_message(speaker, message.text, message.id);
-        }
-        self.show_waiting();
-    }
-
-    /// A text from the server: counted against the oldest unanswered message, and shown unless
-    /// it is a copy already shown before the connection broke.
-    fn receive(&self, text: String, backoff: &mut Backoff) {
-        let received = self.outbox.borrow_mut().received_text(&text);
-        match received {
-            Received::Answer { complete, show } => {
-                // The server works: the next drop starts from the shortest wait again.
-                backoff.reset();
-                if show {
-                    self.record(Speaker::Server, text);
-                }
-                if complete {
-                    self.show_waiting();
+            Effect::Notice(text) => self.notice(text),
+            Effect::Room(event) => {
+                if let Some(view) = &self.room {
+                    self.show_room_event(view, event);
                 }
             }
-            Received::Greeting | Received::Unexpected => self.record(Speaker::Server, text),
+            Effect::Ended { .. } => self.ended_by_server.set(true),
+            Effect::SignedOut { said, .. } => self.notice(format!(
+                "{said} Nothing more is tried until you press Reconnect; what you type waits here."
+            )),
+            Effect::RefreshRefused(words) => self.notice(format!(
+                "Cannot refresh the sign-in: {words}. This page stays connected until the \
+                 token expires."
+            )),
+            // The page never gives up and never finishes; the rest is carried out in `drive`.
+            Effect::GaveUp(_)
+            | Effect::Finished
+            | Effect::Fetch(_)
+            | Effect::Connect
+            | Effect::Send(_)
+            | Effect::Close { .. }
+            | Effect::Lost { .. } => {}
         }
     }
 
-    /// A frame from the room's server, as the room decides; `true` when the server asked to
-    /// wait before sending more.
-    fn receive_in_room(
-        &self,
-        view: &RoomView,
-        text: String,
-        backoff: &mut Backoff,
-        socket: &mut Socket,
-    ) -> bool {
-        let event = view.room.borrow_mut().receive(&text);
-        let mut wait = false;
+    /// What a room frame meant, on the page.
+    fn show_room_event(&self, view: &RoomView, event: Event) {
         match event {
             Event::Show {
                 from,
@@ -1102,7 +845,8 @@ impl Client {
                     self.page.set_unread(view.unread.get());
                 }
                 // The line where the room's history ends and what happens now begins.
-                if earlier && !view.room.borrow().in_history() {
+                let in_history = self.joined().is_some_and(|room| room.in_history());
+                if earlier && !in_history {
                     self.notice(HISTORY_END.to_owned());
                 }
                 // Whoever wrote it is no longer typing.
@@ -1114,7 +858,7 @@ impl Client {
                 self.show_presence();
             }
             Event::Typing { name, .. } => {
-                let until = js_sys::Date::now() as u64 + TYPING_SHOWN_MILLIS;
+                let until = now() + TYPING_SHOWN_MILLIS;
                 let mut typing = view.typing.borrow_mut();
                 typing.retain(|(typist, _)| *typist != name);
                 typing.push((name, until));
@@ -1122,31 +866,15 @@ impl Client {
                 self.show_presence();
             }
             Event::Delivered { id, time } => {
-                backoff.reset();
                 self.page.set_room_state(&id, OwnState::Delivered);
                 if let Some(time) = time {
                     self.page.set_room_time(&id, &clock_time(time), time);
                 }
-                // A place in flight opened.
-                self.send_waiting(socket);
             }
             Event::Stamped { id, time } => self.page.set_room_time(&id, &clock_time(time), time),
             Event::Refused { id, reason, text } => self.refused(view, id, reason, text),
-            Event::Gap { rejoin } => {
-                backoff.reset();
-                self.notice(GAP_NOTICE.to_owned());
-                match rejoin {
-                    // Refused only by a socket that closed already: its close event follows.
-                    Some(join) => drop(socket.send_text(&join)),
-                    None => self.send_waiting(socket),
-                }
-            }
-            Event::Joined => {
-                backoff.reset();
-                self.send_waiting(socket);
-            }
+            Event::Gap { .. } => self.notice(GAP_NOTICE.to_owned()),
             Event::CaughtUp { missed } => {
-                backoff.reset();
                 for line in missed {
                     match line.own {
                         Some(id) => {
@@ -1157,16 +885,9 @@ impl Client {
                         None => self.show_message(&line.from, &line.text, line.time, true),
                     }
                 }
-                self.send_waiting(socket);
             }
-            Event::RetryLater => wait = true,
             Event::Notice(text) => self.notice(text),
-            Event::SignedIn {
-                name,
-                expires,
-                not_sent,
-                ..
-            } => {
+            Event::SignedIn { name, not_sent, .. } => {
                 // Restored from a reload, written by another user: offered back, never sent.
                 for publish in not_sent {
                     self.refused(
@@ -1176,13 +897,25 @@ impl Client {
                         publish.text,
                     );
                 }
-                self.signed_in(view, name, expires);
+                self.signed_in(view, name);
             }
-            Event::Nothing => {}
+            Event::Joined | Event::RetryLater | Event::Nothing => {}
         }
-        // Saves the position too, which every shown message moves.
-        self.show_waiting();
-        wait
+    }
+
+    /// The server accepted the token: own lines carry the name it gives to others.
+    fn signed_in(&self, view: &RoomView, name: String) {
+        let known = view.name.borrow().clone();
+        if known != name {
+            self.page.rename_own(&known, &name);
+            let room = self
+                .joined()
+                .map(|room| room.name().to_owned())
+                .unwrap_or_default();
+            self.page.show_room(&room, &name);
+            self.notice(format!("Signed in as {name}."));
+            *view.name.borrow_mut() = name;
+        }
     }
 
     /// Own publish `id` was refused for good, for `reason`: its line says so and offers to
@@ -1208,8 +941,11 @@ impl Client {
         let now = js_sys::Date::now() as u64;
         view.typing.borrow_mut().retain(|(_, until)| *until > now);
         let (count, capped) = view.present.get();
-        self.page
-            .set_people(count, capped, &view.room.borrow().present());
+        self.page.set_people(
+            count,
+            capped,
+            &self.joined().map(|room| room.present()).unwrap_or_default(),
+        );
         let typing: Vec<String> = view
             .typing
             .borrow()
@@ -1270,47 +1006,18 @@ impl Client {
         self.show_waiting();
     }
 
-    /// Waits `delay` before the next attempt, showing "Reconnecting in N s". One timer runs
-    /// the whole wait (browsers throttle chains of short timers in background tabs); the
-    /// once-a-second refresh only redraws the countdown, which is not announced. The network
-    /// coming back or the tab becoming visible ends the wait at once. `false`: stopped.
-    async fn wait_to_reconnect(
-        &self,
-        delay: Duration,
-        wakes: &mut mpsc::UnboundedReceiver<Wake>,
-    ) -> bool {
-        let until = js_sys::Date::now() + delay.as_secs_f64() * 1000.0;
-        let mut wait = TimeoutFuture::new(millis(delay)).fuse();
-        let mut redraw = IntervalStream::new(1000).fuse();
-        loop {
-            let left = ((until - js_sys::Date::now()) / 1000.0).max(0.0);
-            if self.offline.get() {
-                self.page.set_status(&Status::Offline);
-            } else {
-                self.page.set_status(&Status::Reconnecting {
-                    seconds: left.ceil() as u32,
-                });
-            }
-            futures::select_biased! {
-                () = wait => return true,
-                wake = wakes.next() => match wake {
-                    Some(Wake::Online | Wake::Visible) => return true,
-                    Some(Wake::Stop) | None => return false,
-                    Some(Wake::Queued | Wake::ReconnectClicked | Wake::Offline | Wake::Typed) => {}
-                },
-                _ = redraw.next() => {}
-            }
-        }
-    }
-
     /// Shows what waits, and has it kept for a reload.
     fn show_waiting(&self) {
-        let waiting = if let Some(view) = &self.room {
-            let room = view.room.borrow();
+        self.show_pending();
+        self.save_soon();
+    }
+
+    /// Shows what waits, and guards leaving while something does.
+    fn show_pending(&self) {
+        let waiting = if let Some(room) = self.joined() {
             self.page.set_waiting(&room.waiting().to_string());
             !room.is_empty()
-        } else {
-            let outbox = self.outbox.borrow();
+        } else if let Some(outbox) = self.outbox() {
             let waiting = outbox.waiting();
             let text = if self.ended_by_server.get() && !outbox.is_empty() {
                 format!("{waiting}: the server ended the conversation, press Reconnect to send")
@@ -1319,9 +1026,10 @@ impl Client {
             };
             self.page.set_waiting(&text);
             !outbox.is_empty()
+        } else {
+            false
         };
         self.guard_leaving(waiting);
-        self.save_soon();
     }
 
     /// Asks the browser to confirm leaving while something waits, and only then.
@@ -1332,13 +1040,8 @@ impl Client {
         } else if guard.is_none() {
             let this = self.this.clone();
             *guard = self.page.on_leave(move || {
-                this.upgrade().is_some_and(|client| {
-                    !client.outbox.borrow().is_empty()
-                        || client
-                            .room
-                            .as_ref()
-                            .is_some_and(|view| !view.room.borrow().is_empty())
-                })
+                this.upgrade()
+                    .is_some_and(|client| client.session.borrow().left() > 0)
             });
         }
     }
@@ -1374,11 +1077,9 @@ impl Client {
             return;
         }
         self.saved_at.set(js_sys::Date::now());
-        let (key, copy, count) = if let Some(view) = &self.room {
-            let room = view.room.borrow();
+        let (key, copy, count) = if let (Some(view), Some(room)) = (&self.room, self.joined()) {
             (view.key.clone(), Some(room.save()), room.len())
-        } else if let Some(url) = &self.saved_for {
-            let outbox = self.outbox.borrow();
+        } else if let (Some(url), Some(outbox)) = (&self.saved_for, self.outbox()) {
             let copy = (!outbox.is_empty()).then(|| saved::encode(url, &outbox.texts()));
             (OUTBOX_KEY.to_owned(), copy, outbox.len())
         } else {
@@ -1421,102 +1122,97 @@ impl Client {
     }
 }
 
+/// Whether `effect` changes what is saved for a reload (besides how many messages wait): a
+/// room's position or user, a message given up.
+fn changes_saved_state(effect: &Effect) -> bool {
+    match effect {
+        Effect::GivenUp(_) => true,
+        Effect::Room(event) => !matches!(
+            event,
+            Event::Presence { .. }
+                | Event::Typing { .. }
+                | Event::Stamped { .. }
+                | Event::Notice(_)
+        ),
+        _ => false,
+    }
+}
+
 /// The close code the client sends when it stops on purpose.
 const NORMAL_CLOSURE: u16 = 1000;
 
-/// The times [`next_turn`] waits for (`Date.now()` values in milliseconds).
+/// What [`next_turn`] waits for besides the socket, the page and a fetch.
 #[derive(Debug, Clone, Copy)]
 struct Timers {
-    /// The reply deadline.
-    deadline: Option<f64>,
-    /// The end of the pause the server asked for.
-    retry_at: Option<f64>,
-    /// When the token is due for a refresh.
-    refresh_at: Option<f64>,
+    /// The session's next timeout.
+    session: Option<Millis>,
     /// When someone's "is typing" ends.
-    redraw_at: Option<f64>,
+    redraw: Option<Millis>,
+    /// Redraw the countdown in a second.
+    tick: bool,
 }
 
-/// Waits for the open socket's next event, the page's next wake, one of the `timers`, or the
-/// token URL's answer to a refresh, whichever comes first; socket events win a tie, so an
-/// answer that arrives at the deadline still counts.
+/// Waits for the socket's next event (its opening, while `opening`), the page's next wake,
+/// one of the `timers`, or the answer to a fetch, whichever comes first; socket events win a
+/// tie, so an answer that arrives at the deadline still counts. One timer runs each wait:
+/// browsers throttle chains of short timers in background tabs, and a hidden tab ticks no
+/// countdown.
 async fn next_turn(
-    socket: &mut Socket,
+    socket: Option<&mut Socket>,
+    opening: bool,
     wakes: &mut mpsc::UnboundedReceiver<Wake>,
     timers: Timers,
-    refreshing: &mut Option<LocalBoxFuture<'_, TokenAnswer>>,
+    fetching: &mut Option<LocalBoxFuture<'_, Fetched>>,
 ) -> Turn {
-    let no_reply = until(timers.deadline).fuse();
-    let retry = until(timers.retry_at).fuse();
-    let refresh = until(timers.refresh_at).fuse();
-    let redraw = until(timers.redraw_at).fuse();
-    let refreshed = async {
-        match refreshing.as_mut() {
+    let event = async {
+        match socket {
+            Some(socket) if opening => Turn::Opened(socket.opened().await),
+            Some(socket) => Turn::Socket(socket.next_event().await),
+            None => future::pending().await,
+        }
+    }
+    .fuse();
+    let timer = until(timers.session).fuse();
+    let redraw = until(timers.redraw).fuse();
+    let tick = async {
+        if timers.tick {
+            TimeoutFuture::new(1_000).await;
+        } else {
+            future::pending::<()>().await;
+        }
+    }
+    .fuse();
+    let fetched = async {
+        match fetching.as_mut() {
             Some(asked) => asked.await,
             None => future::pending().await,
         }
     }
     .fuse();
-    let event = socket.next_event().fuse();
-    futures::pin_mut!(no_reply, retry, refresh, redraw, refreshed, event);
+    futures::pin_mut!(event, timer, redraw, tick, fetched);
     futures::select_biased! {
-        event = event => Turn::Socket(event),
+        turn = event => turn,
         wake = wakes.next() => Turn::Wake(wake),
-        () = no_reply => Turn::NoReply,
-        () = retry => Turn::RetryDue,
-        answer = refreshed => Turn::Refreshed(answer),
-        () = refresh => Turn::RefreshDue,
+        () = timer => Turn::Timer,
+        fetched = fetched => Turn::Fetched(fetched),
         () = redraw => Turn::Redraw,
-    }
-}
-
-/// What follows the step before connecting.
-enum Step {
-    /// Connect.
-    Go,
-    /// Start over (the user pressed Reconnect, or the wait after a failure is over).
-    Again,
-    /// [`Running::stop`] asked to end.
-    Stopped,
-}
-
-/// A token closer to its expiry than this is not used for a new connection: another is
-/// asked for first.
-const MIN_TOKEN_LIFE_MILLIS: f64 = 5_000.0;
-
-/// `work`'s result, or `None` when [`Running::stop`] asks to end first; other wakes are of no
-/// concern while it runs (what is queued goes out once connected).
-async fn unless_stopped<T>(
-    work: impl Future<Output = T>,
-    wakes: &mut mpsc::UnboundedReceiver<Wake>,
-) -> Option<T> {
-    let work = work.fuse();
-    futures::pin_mut!(work);
-    loop {
-        futures::select_biased! {
-            done = work => return Some(done),
-            wake = wakes.next() => {
-                if matches!(wake, Some(Wake::Stop) | None) {
-                    return None;
-                }
-            }
-        }
+        () = tick => Turn::Tick,
     }
 }
 
 /// Resolves at `at` (a `Date.now()` in milliseconds); never for `None`. A browser timer
 /// takes at most 2^31 - 1 ms (24.8 days; past it, it fires at once): a later time is waited
 /// for in steps.
-async fn until(at: Option<f64>) {
+async fn until(at: Option<Millis>) {
     let Some(at) = at else {
         return future::pending::<()>().await;
     };
     loop {
-        let left = at - js_sys::Date::now();
-        if left <= 0.0 {
+        let left = at.saturating_sub(now());
+        if left == 0 {
             return;
         }
-        TimeoutFuture::new(left.min(f64::from(i32::MAX)) as u32).await;
+        TimeoutFuture::new(u32::try_from(left.min(i32::MAX as u64)).unwrap_or(u32::MAX)).await;
     }
 }
 
@@ -1526,44 +1222,10 @@ fn clock_time(millis: u64) -> String {
     room::clock_time(millis, offset_minutes)
 }
 
-/// Waits until the Reconnect button is pressed (`true`) or the client is stopped (`false`);
-/// other wakes change nothing while closed.
-async fn wait_for_click(wakes: &mut mpsc::UnboundedReceiver<Wake>) -> bool {
-    loop {
-        match wakes.next().await {
-            Some(Wake::ReconnectClicked) => return true,
-            Some(Wake::Stop) | None => return false,
-            Some(Wake::Queued | Wake::Online | Wake::Offline | Wake::Visible | Wake::Typed) => {}
-        }
-    }
-}
-
-/// Waits until the browser is online again, the user asks to reconnect anyway, or the longest
-/// backoff has passed (`true`: `navigator.onLine` is sometimes wrong, and a page that believed
-/// it would never try again), or the client is stopped (`false`).
-async fn wait_until_online(wakes: &mut mpsc::UnboundedReceiver<Wake>) -> bool {
-    let mut anyway = TimeoutFuture::new(millis(client_core::backoff::MAX_WINDOW)).fuse();
-    loop {
-        futures::select_biased! {
-            wake = wakes.next() => match wake {
-                Some(Wake::Online | Wake::ReconnectClicked) => return true,
-                Some(Wake::Stop) | None => return false,
-                Some(Wake::Queued | Wake::Offline | Wake::Visible | Wake::Typed) => {}
-            },
-            () = anyway => return true,
-        }
-    }
-}
-
 /// The start of `text`, quoted, for a notice about it (shown as text: nothing to escape).
 fn preview(text: &str) -> String {
     match client_core::shown::preview(text) {
         (start, true) => format!("\"{start}…\""),
         (whole, false) => format!("\"{whole}\""),
     }
-}
-
-/// A duration as a browser timer's milliseconds.
-fn millis(duration: Duration) -> u32 {
-    u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
