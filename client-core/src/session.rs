@@ -96,15 +96,18 @@ pub enum Effect {
     Fetch(Fetch),
     /// Open a socket; then [`Session::opened`], or [`Session::not_opened`].
     Connect,
-    /// Send this text frame on the open socket. It counts as sent: if the socket breaks,
-    /// [`Session::send_failed`] or the close says so, and it goes again on the next one.
-    Send(String),
+    /// Send this text frame on the open socket. With `report`, call [`Session::sent`] once the
+    /// socket took it (a message or a publish: nothing more of the conversation goes out
+    /// until then, and one never written is neither counted as a try nor said as sent);
+    /// without, it is a frame of this connection only (the token, a join, `typing`).
+    Send { text: String, report: bool },
     /// Close the socket (or abandon the attempt to open it) with this code and reason; no
     /// more events from it are wanted.
     Close { code: u16, reason: String },
     /// The app answered: show this text.
     Reply(String),
-    /// The app's message went out; `again`: it went out on an earlier connection too.
+    /// The app's message was written ([`Session::sent`]); `again`: it went out on an earlier
+    /// connection too.
     Sent {
         id: MessageId,
         text: String,
@@ -192,6 +195,8 @@ struct Open {
 /// The token, with a server that wants them.
 #[derive(Debug, Default)]
 struct SignIn {
+    /// A new token can be had before this one expires (a refresh is asked for).
+    renewable: bool,
     token: Option<String>,
     /// Send it next (a new connection, or a refresh).
     due: bool,
@@ -201,6 +206,15 @@ struct SignIn {
     refreshing: bool,
     /// When (this clock) the accepted token expires.
     expires: Option<Millis>,
+}
+
+/// What the shell was handed to write and has not yet reported written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Writing {
+    /// The outbox's next message.
+    Message(crate::outbox::Outgoing),
+    /// The room's publish with this id.
+    Publish(String),
 }
 
 /// A token closer to its expiry than this is not used for a new connection.
@@ -222,6 +236,8 @@ pub struct Session {
     setup_due: bool,
     /// Joins to send before any publish.
     joins: VecDeque<String>,
+    /// A message or publish handed to the shell and not yet reported written.
+    writing: Option<Writing>,
     /// The first connection's greeting was shown.
     greeted: bool,
     /// More lines may be typed.
@@ -247,6 +263,7 @@ impl Session {
             signin: None,
             setup_due: false,
             joins: VecDeque::new(),
+            writing: None,
             greeted: false,
             input_open: true,
             online: true,
@@ -262,9 +279,11 @@ impl Session {
         self
     }
 
-    /// The server wants tokens: one goes first on every connection.
-    pub fn with_tokens(&mut self) {
-        self.signin.get_or_insert_with(SignIn::default);
+    /// The server wants tokens: one goes first on every connection. `renewable`: the shell
+    /// can fetch another before it expires (a refresh on the open connection); without, the
+    /// connection lasts until the server's 4408.
+    pub fn with_tokens(&mut self, renewable: bool) {
+        self.signin.get_or_insert_with(SignIn::default).renewable = renewable;
     }
 
     pub fn signs_in(&self) -> bool {
@@ -576,6 +595,8 @@ impl Session {
     /// What a connection held is let go, and what it left unanswered given up if it must be.
     fn forget_connection(&mut self) {
         self.joins.clear();
+        // Never written: neither a try nor "sent again" on the next connection.
+        self.writing = None;
         if let Some(signin) = &mut self.signin {
             signin.due = false;
             signin.refresh_at = None;
@@ -657,7 +678,7 @@ impl Session {
                 if let Some(signin) = &mut self.signin {
                     let token = signin.token.as_deref().unwrap_or_default();
                     let delay = millis(refresh_delay(token, wall, *expires));
-                    signin.refresh_at = Some(now + delay);
+                    signin.refresh_at = signin.renewable.then_some(now + delay);
                     // On this clock, as every other time here.
                     signin.expires = Some(now.saturating_add(expires.saturating_sub(wall)));
                 }
@@ -746,7 +767,10 @@ impl Session {
 
     fn forget_token(&mut self) {
         if let Some(signin) = &mut self.signin {
-            *signin = SignIn::default();
+            *signin = SignIn {
+                renewable: signin.renewable,
+                ..SignIn::default()
+            };
         }
     }
 
@@ -857,21 +881,19 @@ impl Session {
             .is_none_or(|at| now.saturating_sub(at) >= TYPING_INTERVAL_MS);
         if let (true, Some(frame)) = (due, room.typing_frame()) {
             self.typed_at = Some(now);
-            self.effects.push_back(Effect::Send(frame));
+            self.effects.push_back(Effect::Send {
+                text: frame,
+                report: false,
+            });
         }
     }
 
     /// The input ended: once everything is answered, the session closes (1000) and finishes.
+    /// Between connections it keeps trying: the next one finishes once it is open (and its
+    /// greeting, if one is owed, came), and a connect timeout still says it never opened.
     pub fn input_ended(&mut self, now: Millis) {
         self.input_open = false;
-        match self.state {
-            State::Open(_) => self.finish(now),
-            State::Waiting { .. } | State::Offline { .. } if self.left() == 0 => {
-                self.state = State::Done;
-                self.effects.push_back(Effect::Finished);
-            }
-            _ => {}
-        }
+        self.finish(now);
     }
 
     /// Whether the input ended and all is answered, but a greeting still due is waited for.
@@ -939,7 +961,7 @@ impl Session {
     }
 
     /// Sends what may go out now, in order: the token, joins, then what the conversation
-    /// offers.
+    /// offers, one at a time ([`Session::sent`] lets the next go).
     fn flush(&mut self, now: Millis) {
         let State::Open(open) = &self.state else {
             return;
@@ -947,36 +969,57 @@ impl Session {
         if open.broken_at.is_some() {
             return;
         }
+        let send = |text| Effect::Send {
+            text,
+            report: false,
+        };
         if let Some(signin) = &mut self.signin
             && signin.due
             && let Some(token) = &signin.token
         {
             signin.due = false;
-            self.effects.push_back(Effect::Send(auth_frame(token)));
+            self.effects.push_back(send(auth_frame(token)));
         }
         while let Some(join) = self.joins.pop_front() {
-            self.effects.push_back(Effect::Send(join));
+            self.effects.push_back(send(join));
         }
-        match &mut self.talk {
-            Talk::App(outbox) => {
-                while let Some(message) = outbox.next_to_send() {
-                    outbox.mark_sent();
-                    self.effects.push_back(Effect::Send(message.text.clone()));
-                    self.effects.push_back(Effect::Sent {
-                        id: message.id,
-                        text: message.text,
-                        again: message.again,
-                    });
-                }
-            }
-            Talk::Room(room) => {
-                while let Some((id, frame)) = room.next_to_send() {
-                    room.mark_sent(&id);
-                    self.effects.push_back(Effect::Send(frame));
-                }
+        if self.writing.is_none() {
+            let next = match &self.talk {
+                Talk::App(outbox) => outbox
+                    .next_to_send()
+                    .map(|message| (message.text.clone(), Writing::Message(message))),
+                Talk::Room(room) => room
+                    .next_to_send()
+                    .map(|(id, frame)| (frame, Writing::Publish(id))),
+            };
+            if let Some((text, writing)) = next {
+                self.writing = Some(writing);
+                self.effects.push_back(Effect::Send { text, report: true });
             }
         }
         self.finish(now);
+    }
+
+    /// The socket took the frame of the last [`Effect::Send`] with `report` (or may have: a
+    /// write that timed out can still be flushed before the close): it counts as sent, and
+    /// the next may go.
+    pub fn sent(&mut self, now: Millis) {
+        let Some(writing) = self.writing.take() else {
+            return;
+        };
+        match (writing, &mut self.talk) {
+            (Writing::Message(message), Talk::App(outbox)) => {
+                outbox.mark_sent();
+                self.effects.push_back(Effect::Sent {
+                    id: message.id,
+                    text: message.text,
+                    again: message.again,
+                });
+            }
+            (Writing::Publish(id), Talk::Room(room)) => room.mark_sent(&id),
+            _ => {}
+        }
+        self.flush(now);
     }
 }
 

@@ -114,8 +114,8 @@ pub async fn run(
             jitter,
         },
     );
-    if tokens.is_some() {
-        session.with_tokens();
+    if let Some(source) = tokens {
+        session.with_tokens(source.renewable());
     }
     let reply = timeouts.reply;
     let mut socket: Option<Socket> = None;
@@ -143,7 +143,7 @@ pub async fn run(
                     }
                     opening = Some(Box::pin(connector.open()));
                 }
-                Effect::Send(text) => {
+                Effect::Send { text, report } => {
                     let Some(open) = socket.as_mut().filter(|_| !broken) else {
                         continue;
                     };
@@ -151,13 +151,23 @@ pub async fn run(
                     // does not wait.
                     let sending = timeout(reply, open.send(Message::text(text)));
                     let failed = match unless_signalled(signals, sending).await {
-                        Ok(Ok(Ok(()))) => continue,
+                        Ok(Ok(Ok(()))) => {
+                            if report {
+                                session.sent(clock.now());
+                            }
+                            continue;
+                        }
                         Ok(Ok(Err(error))) => error.to_string(),
                         // Possibly sent: tungstenite keeps what it could not write and
                         // flushes it before the close that follows, so the server may
-                        // answer it. The session counted it as sent: it goes again as a
-                        // resend, whose answers are not printed twice.
-                        Ok(Err(_)) => format!("the server took nothing for {}", seconds(reply)),
+                        // answer it. Counted as sent, it goes again as a resend, whose
+                        // answers are not printed twice.
+                        Ok(Err(_)) => {
+                            if report {
+                                session.sent(clock.now());
+                            }
+                            format!("the server took nothing for {}", seconds(reply))
+                        }
                         Err(signal) => {
                             return Err(close_for_signal(
                                 open,
@@ -194,18 +204,12 @@ pub async fn run(
                 Effect::Fetch(Fetch::Setup) => session.fetched(clock.now(), Ok(())),
                 Effect::Fetch(kind) => {
                     let Some(source) = tokens else { continue };
-                    if !source.renewable() {
-                        match kind {
-                            // Not refreshed: the server's 4408 at expiry says so.
-                            Fetch::Refresh => continue,
-                            Fetch::Token if signed => {
-                                return Err(Stop::NoToken(
-                                    "the token expired: start again with a fresh --token"
-                                        .to_owned(),
-                                ));
-                            }
-                            Fetch::Token | Fetch::Setup => {}
-                        }
+                    // A fixed token is never refreshed (the session knows): after the server's
+                    // 4408, it is the one asked for again.
+                    if !source.renewable() && signed {
+                        return Err(Stop::NoToken(
+                            "the token expired: start again with a fresh --token".to_owned(),
+                        ));
                     }
                     signed = true;
                     fetching = Some((kind, Box::pin(source.fetch(reply))));
@@ -213,6 +217,8 @@ pub async fn run(
                 Effect::Lost { why, retry_in } => {
                     socket = None;
                     opening = None;
+                    // A refresh for the connection that is gone is of no use.
+                    fetching = fetching.filter(|(kind, _)| *kind != Fetch::Refresh);
                     let after = reconnecting_in(retry_in);
                     match lost_words(&why) {
                         Said::Connection(what) => {
@@ -259,9 +265,6 @@ pub async fn run(
                         "the server refused to sign in ({reason})"
                     )));
                 }
-                Effect::RefreshRefused(words) => screen.status(&format!(
-                    "Cannot refresh the token: {words}. Another is asked for when this one expires."
-                )),
                 Effect::Finished => return Ok(()),
                 shown => {
                     if let Err(StdoutGone(error)) = view.show(shown, screen) {

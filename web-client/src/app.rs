@@ -617,11 +617,12 @@ impl Client {
                             }
                         }
                     }
-                    Effect::Send(text) => {
+                    Effect::Send { text, report } => {
                         // Refused only by a socket that is closing already: its close event
                         // follows, and the session sends it again on the next connection.
-                        if let Some(open) = socket.as_mut() {
-                            let _ = open.send_text(&text);
+                        let written = socket.as_mut().is_some_and(|open| open.send_text(&text));
+                        if written && report {
+                            self.session().sent(now());
                         }
                     }
                     Effect::Close { code, reason } => {
@@ -690,7 +691,7 @@ impl Client {
                         Fetched::Setup(Ok(mode)) => {
                             let Some(view) = &self.room else { continue };
                             if matches!(mode, AuthMode::Tokens { .. }) {
-                                self.session().with_tokens();
+                                self.session().with_tokens(true);
                             }
                             match view.page.settings(mode) {
                                 Ok(found) => settings = Some(found),
@@ -824,7 +825,7 @@ impl Client {
             | Effect::Finished
             | Effect::Fetch(_)
             | Effect::Connect
-            | Effect::Send(_)
+            | Effect::Send { .. }
             | Effect::Close { .. }
             | Effect::Lost { .. } => {}
         }
@@ -1129,10 +1130,7 @@ fn changes_saved_state(effect: &Effect) -> bool {
         Effect::GivenUp(_) => true,
         Effect::Room(event) => !matches!(
             event,
-            Event::Presence { .. }
-                | Event::Typing { .. }
-                | Event::Stamped { .. }
-                | Event::Notice(_)
+            Event::Presence { .. } | Event::Typing { .. } | Event::Notice(_)
         ),
         _ => false,
     }

@@ -32,15 +32,25 @@ fn room() -> Session {
     Session::new(Talk::Room(Room::new(ROOM)), config(Greeting::Every))
 }
 
+/// What the session asks, carried out as a shell whose socket takes every frame at once.
 fn drain(session: &mut Session) -> Vec<Effect> {
-    std::iter::from_fn(|| session.poll()).collect()
+    let mut effects = Vec::new();
+    while let Some(effect) = session.poll() {
+        let written = matches!(effect, Effect::Send { report: true, .. });
+        effects.push(effect);
+        if written {
+            // The time of the write matters to nothing these tests check.
+            session.sent(0);
+        }
+    }
+    effects
 }
 
 fn sends(effects: &[Effect]) -> Vec<String> {
     effects
         .iter()
         .filter_map(|effect| match effect {
-            Effect::Send(text) => Some(text.clone()),
+            Effect::Send { text, .. } => Some(text.clone()),
             _ => None,
         })
         .collect()
@@ -197,10 +207,10 @@ fn a_message_typed_while_nothing_is_owed_starts_the_deadline_from_when_it_goes()
 
 #[test]
 fn the_reply_deadline_counts_from_the_resend_after_rate_limited_not_from_the_refusal() {
-    // A reply timeout no longer than the pause: the page once closed itself here (4000),
+    // A reply timeout shorter than the pause: the page once closed itself here (4000),
     // counting the deadline from the `rate_limited` frame.
     let mut session = room();
-    session.config.reply_timeout = Duration::from_millis(1_000);
+    session.config.reply_timeout = Duration::from_millis(800);
     connect(&mut session, 0);
     session.text(10, &joined("E", 0));
     drain(&mut session);
@@ -213,12 +223,15 @@ fn the_reply_deadline_counts_from_the_resend_after_rate_limited_not_from_the_ref
         Some(1_200),
         "the pause, no deadline during it"
     );
+    // Where a deadline counted from the refusal would fall.
+    session.handle_timeout(1_000);
+    assert!(drain(&mut session).is_empty());
     session.handle_timeout(1_200);
     let effects = drain(&mut session);
     assert!(closes(&effects).is_empty(), "{effects:?}");
     assert_eq!(sends(&effects).len(), 1, "sent again after the pause");
-    assert_eq!(session.timeout(), Some(2_200), "counted from the resend");
-    session.text(2_100, &ack(&id(1), 1));
+    assert_eq!(session.timeout(), Some(2_000), "counted from the resend");
+    session.text(1_900, &ack(&id(1), 1));
     assert!(matches!(
         drain(&mut session)[..],
         [Effect::Room(room::Event::Delivered { .. })]
@@ -229,7 +242,7 @@ fn the_reply_deadline_counts_from_the_resend_after_rate_limited_not_from_the_ref
 #[test]
 fn joins_and_the_token_go_before_any_publish() {
     let mut session = room();
-    session.with_tokens();
+    session.with_tokens(true);
     session.publish(0, id(1), "early".into()).expect("queued");
     session.start(0);
     assert_eq!(drain(&mut session), [Effect::Fetch(Fetch::Token)]);
@@ -310,6 +323,7 @@ fn the_backoff_grows_with_failures_and_starts_over_only_after_an_answer() {
         session.opened(*now, false);
         if answer {
             session.push(*now, "foo".into()).expect("queued");
+            drain(session);
             session.text(*now, "bar");
         }
         session.closed(*now, Err("reset".into()));
@@ -368,7 +382,7 @@ fn what_a_close_means() {
 #[test]
 fn an_expired_token_is_replaced_and_a_refused_one_stops_until_asked() {
     let mut session = room();
-    session.with_tokens();
+    session.with_tokens(true);
     session.start(0);
     drain(&mut session);
     session.token(0, TokenAnswer::Token("T".into()));
@@ -402,7 +416,7 @@ fn an_expired_token_is_replaced_and_a_refused_one_stops_until_asked() {
 #[test]
 fn the_token_is_refreshed_on_the_open_connection_at_four_fifths_of_its_life() {
     let mut session = room();
-    session.with_tokens();
+    session.with_tokens(true);
     session.start(0);
     session.token(0, TokenAnswer::Token("T".into()));
     session.opened(0, false);
@@ -425,10 +439,50 @@ fn the_token_is_refreshed_on_the_open_connection_at_four_fifths_of_its_life() {
         "on the same connection"
     );
     assert!(session.is_connected());
-    // Past the expiry nothing is asked again: the server's 4408 says so.
-    session.handle_timeout(100_500);
-    session.token(100_600, TokenAnswer::Unavailable("502".into()));
+    // The new token expires at 101,000: refreshed at 80% of what is left.
+    session.text(88_000, &authed(EPOCH + 101_000));
+    drain(&mut session);
+    assert_eq!(session.timeout(), Some(88_000 + 10_400));
+    session.handle_timeout(98_400);
+    assert_eq!(drain(&mut session), [Effect::Fetch(Fetch::Refresh)]);
+    // Down again, too near the expiry for another try in 5 s: nothing more is asked, and
+    // the server's 4408 will say so.
+    session.token(98_500, TokenAnswer::Unavailable("502".into()));
     assert_eq!(session.timeout(), None);
+    assert!(session.is_connected());
+}
+
+#[test]
+fn a_token_that_cannot_be_renewed_is_not_refreshed() {
+    let mut session = room();
+    session.with_tokens(false);
+    session.start(0);
+    session.token(0, TokenAnswer::Token("T".into()));
+    session.opened(0, false);
+    session.text(0, &joined("E", 0));
+    session.text(1_000, &authed(EPOCH + 1_000 + 100_000));
+    drain(&mut session);
+    assert_eq!(session.timeout(), None, "no refresh: 4408 ends it");
+}
+
+#[test]
+fn a_token_about_to_expire_is_replaced_before_the_next_connection() {
+    let mut session = room();
+    session.with_tokens(true);
+    session.start(0);
+    session.token(0, TokenAnswer::Token("T".into()));
+    session.opened(0, false);
+    // Expires 6 s from now; the connection drops 2 s later.
+    session.text(0, &authed(EPOCH + 6_000));
+    drain(&mut session);
+    session.closed(2_000, Err("reset".into()));
+    let (_, retry_in) = lost(&drain(&mut session)).expect("the connection is lost");
+    session.handle_timeout(2_000 + millis(retry_in));
+    assert_eq!(
+        drain(&mut session),
+        [Effect::Fetch(Fetch::Token)],
+        "under 5 s left"
+    );
 }
 
 #[test]
@@ -534,4 +588,183 @@ fn a_burst_past_the_outbox_is_refused_not_lost() {
     let sent = sends(&drain(&mut session));
     assert_eq!(sent.len(), 1);
     assert!(sent[0].contains("\"m0\""), "{}", sent[0]);
+}
+
+#[test]
+fn one_message_is_written_at_a_time_and_one_never_written_is_no_try() {
+    let mut session = app(Greeting::Every);
+    connect(&mut session, 0);
+    session.push(1, "one".into()).expect("queued");
+    session.push(2, "two".into()).expect("queued");
+    let handed: Vec<Effect> = std::iter::from_fn(|| session.poll()).collect();
+    assert_eq!(
+        sends(&handed),
+        ["one"],
+        "the next waits for this one's write"
+    );
+    assert_eq!(
+        session.timeout(),
+        None,
+        "nothing is owed before it is written"
+    );
+    let mut now = 3;
+    for _ in 0..5 {
+        // The socket breaks before the message is written.
+        session.closed(now, Err("reset".into()));
+        let effects = drain(&mut session);
+        assert!(
+            !effects
+                .iter()
+                .any(|effect| matches!(effect, Effect::GivenUp(_))),
+            "never written: no try counted: {effects:?}"
+        );
+        let (_, retry_in) = lost(&effects).expect("lost");
+        now += millis(retry_in) + 1;
+        session.handle_timeout(now);
+        assert_eq!(drain(&mut session), [Effect::Connect]);
+        session.opened(now, false);
+        let handed: Vec<Effect> = std::iter::from_fn(|| session.poll()).collect();
+        assert_eq!(sends(&handed), ["one"]);
+    }
+    // Written at last: said as sent, the first time, not "again"; then the next.
+    session.sent(now);
+    let effects = drain(&mut session);
+    assert_eq!(
+        effects[0],
+        Effect::Sent {
+            id: MessageId(0),
+            text: "one".into(),
+            again: false
+        }
+    );
+    assert_eq!(sends(&effects), ["two"]);
+}
+
+#[test]
+fn a_failed_send_is_taken_for_a_broken_connection_after_the_reply_timeout() {
+    let mut session = app(Greeting::Every);
+    connect(&mut session, 0);
+    session.push(10, "one".into()).expect("queued");
+    assert_eq!(sends(&drain(&mut session)), ["one"]);
+    session.push(20, "two".into()).expect("queued");
+    // Handed to the shell, whose write fails.
+    let handed: Vec<Effect> = std::iter::from_fn(|| session.poll()).collect();
+    assert_eq!(sends(&handed), ["two"]);
+    session.send_failed(30);
+    // Answers still count, but nothing more goes out on this socket.
+    session.text(40, "one");
+    session.push(50, "three".into()).expect("queued");
+    assert!(sends(&drain(&mut session)).is_empty());
+    assert_eq!(
+        session.timeout(),
+        Some(30 + 5_000),
+        "its close, within the reply timeout"
+    );
+    session.handle_timeout(5_030);
+    let effects = drain(&mut session);
+    assert!(
+        matches!(lost(&effects), Some((Lost::Broken(_), _))),
+        "{effects:?}"
+    );
+}
+
+#[test]
+fn after_a_lost_connection_the_wait_leaves_half_the_connect_timeout_to_connect() {
+    let mut session = app(Greeting::First);
+    session.config.connect_timeout = Some(Duration::from_millis(600));
+    connect(&mut session, 0);
+    session.closed(10, Err("reset".into()));
+    let (_, retry_in) = lost(&drain(&mut session)).expect("lost");
+    assert_eq!(
+        retry_in,
+        Duration::from_millis(300),
+        "not the backoff's 500"
+    );
+}
+
+#[test]
+fn a_wait_ends_at_once_when_the_tab_shows_or_the_network_comes_back() {
+    let mut session = app(Greeting::Every);
+    connect(&mut session, 0);
+    session.closed(10, Err("reset".into()));
+    drain(&mut session);
+    assert!(matches!(session.status(10), Status::Reconnecting { .. }));
+    session.visible(20);
+    assert_eq!(drain(&mut session), [Effect::Connect]);
+    session.not_opened(30, None);
+    drain(&mut session);
+    assert!(matches!(session.status(30), Status::Reconnecting { .. }));
+    session.network(40, true);
+    assert_eq!(drain(&mut session), [Effect::Connect]);
+}
+
+#[test]
+fn reconnect_after_the_server_ended_it_starts_the_backoff_over() {
+    let mut session = app(Greeting::Every);
+    session.start(0);
+    let mut now = 0;
+    for _ in 0..4 {
+        session.handle_timeout(now);
+        drain(&mut session);
+        session.not_opened(now, None);
+        let (_, retry_in) = lost(&drain(&mut session)).expect("lost");
+        now += millis(retry_in) + 1;
+    }
+    session.handle_timeout(now);
+    drain(&mut session);
+    session.opened(now, false);
+    session.closed(now, Ok((1000, String::new())));
+    assert!(session.is_closed());
+    drain(&mut session);
+    session.reconnect(now);
+    drain(&mut session);
+    session.not_opened(now, None);
+    let (_, retry_in) = lost(&drain(&mut session)).expect("lost");
+    assert_eq!(
+        retry_in,
+        Duration::from_micros(499_999),
+        "the first window again"
+    );
+}
+
+#[test]
+fn binary_data_is_progress_too() {
+    let mut session = app(Greeting::Every);
+    connect(&mut session, 0);
+    session.push(0, "hello".into()).expect("queued");
+    drain(&mut session);
+    session.binary(3_000, 10);
+    assert_eq!(drain(&mut session), [Effect::Binary(10)]);
+    assert_eq!(session.timeout(), Some(8_000));
+}
+
+#[test]
+fn the_console_does_not_wait_for_a_greeting_it_will_not_show() {
+    let mut session = app(Greeting::First);
+    connect(&mut session, 0);
+    session.text(1, GREETING);
+    session.closed(2, Ok((1001, String::new())));
+    let (_, retry_in) = lost(&drain(&mut session)).expect("lost");
+    let at = 2 + millis(retry_in);
+    session.handle_timeout(at);
+    session.opened(at, false);
+    session.input_ended(at + 1);
+    assert_eq!(
+        closes(&drain(&mut session)),
+        [1000],
+        "the second greeting is not printed: nothing to wait for"
+    );
+}
+
+#[test]
+fn input_that_ends_while_no_connection_is_open_does_not_finish_before_one_opens() {
+    let mut session = app(Greeting::First);
+    session.config.connect_timeout = Some(Duration::from_secs(2));
+    session.start(0);
+    drain(&mut session);
+    session.not_opened(10, Some("refused".into()));
+    drain(&mut session);
+    session.input_ended(20);
+    assert!(drain(&mut session).is_empty(), "still trying");
+    assert!(!session.is_done());
 }
