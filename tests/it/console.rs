@@ -1023,6 +1023,42 @@ async fn a_token_command_refreshes_before_expiry_and_a_fixed_token_that_expires_
 }
 
 #[tokio::test]
+async fn a_token_command_whose_refresh_fails_gets_a_new_token_after_4408_and_loses_nothing() {
+    let signed = Signed::start().await;
+    let url = signed.server.ws_url("/subscriptions");
+    // The command's second run (the refresh) fails; the first and third mint a 3 s token.
+    let runs = tempfile::tempdir().expect("a temporary directory");
+    let count = runs.path().join("runs");
+    let command = format!(
+        "n=$(cat '{count}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{count}'; \
+         if [ $n -eq 2 ]; then exit 1; fi; {}",
+        signed.mint_command("ana", "Ana", "3s"),
+        count = count.display()
+    );
+    let mut ana = Console::start(&[&url, "--room", "lobby", "--token-command", &command]);
+    ana.wait_for_status("Joined room lobby as Ana").await;
+    ana.type_text("before the expiry\n").await;
+    assert_eq!(ana.next_line().await, "Ana: before the expiry");
+    ana.wait_for_status("Cannot refresh the token").await;
+    // The token runs out: the server closes 4408, a new token is run for, and the client
+    // joins again from its position.
+    ana.wait_for_status("4408").await;
+    ana.wait_for_status("Connected to").await;
+    ana.wait_for_status("Joined room lobby as Ana").await;
+    ana.type_text("after the expiry\n").await;
+    // Nothing printed twice: the next line is the new one.
+    assert_eq!(ana.next_line().await, "Ana: after the expiry");
+    ana.close_stdin();
+    let ended = ana.ended(PATIENCE).await;
+    assert!(ended.status.success(), "{ended:?}");
+    assert_eq!(
+        std::fs::read_to_string(&count).expect("counted").trim(),
+        "3",
+        "one failed refresh, one new token"
+    );
+}
+
+#[tokio::test]
 async fn a_refused_token_is_said_once_and_the_client_stops_without_retrying() {
     let signed = Signed::start().await;
     let url = signed.server.ws_url("/subscriptions");

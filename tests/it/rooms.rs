@@ -174,8 +174,10 @@ async fn every_frame_of_the_protocol() {
             assert_eq!((from.as_str(), text.as_str()), ("ana", "hello <b>"));
             // In open mode every connection is an anonymous user of its own.
             assert!(
-                user.len() == 21 && user.starts_with("anon-"),
-                "an anon- id: {user}"
+                user.len() == 21
+                    && user.starts_with("anon-")
+                    && user[5..].bytes().all(|digit| digit.is_ascii_hexdigit()),
+                "anon- and 16 hex digits: {user}"
             );
             assert!(*time > 1_700_000_000_000, "milliseconds since the epoch");
         }

@@ -751,12 +751,27 @@ async fn server_token_mints_what_the_server_accepts_and_refuses_a_short_secret()
         .expect("the binary runs");
     assert_eq!(started.status.code(), Some(2));
     let said = String::from_utf8_lossy(&started.stderr);
+    assert_eq!(said.lines().count(), 1, "{said}");
     assert!(said.contains("at least 32"), "{said}");
+    // AUTH_KEY, comma-separated, is read like --auth-key given twice: its second key is the
+    // short one, and the server refuses to start.
+    let started = std::process::Command::new(server_binary())
+        .args(["--addr", "127.0.0.1:0"])
+        .env(
+            "AUTH_KEY",
+            format!("{},{}", keys.path("hmac"), keys.path("short")),
+        )
+        .output()
+        .expect("the binary runs");
+    assert_eq!(started.status.code(), Some(2), "{started:?}");
+    assert!(String::from_utf8_lossy(&started.stderr).contains("at least 32"));
 }
 
 #[tokio::test]
 async fn dev_sign_in_names_people_and_the_config_says_what_the_page_needs() {
     let open = TestServer::start(&[]).await;
+    open.wait_for_log("rooms are open: anyone can join any room under any name; set --auth-key")
+        .await;
     let config = http_request(open.addr, "GET", "/auth/config", &[]).await;
     assert_eq!(
         serde_json::from_slice::<Value>(&config.body).expect("JSON"),
@@ -771,6 +786,13 @@ async fn dev_sign_in_names_people_and_the_config_says_what_the_page_needs() {
     anon.join("lobby", None).await;
 
     let server = TestServer::start(&["--dev-sign-in"]).await;
+    server
+        .wait_for_log("--dev-sign-in: POST /auth/token signs a token for any name")
+        .await;
+    assert!(
+        !server.logs().contains("rooms are open"),
+        "tokens: not open"
+    );
     let config = http_request(server.addr, "GET", "/auth/config", &[]).await;
     assert_eq!(
         serde_json::from_slice::<Value>(&config.body).expect("JSON"),
@@ -806,6 +828,18 @@ async fn dev_sign_in_names_people_and_the_config_says_what_the_page_needs() {
     assert_eq!(cross_site.status, 403);
     let huge = http_post_form(server.addr, "/auth/token", &[], &"name=a&".repeat(500)).await;
     assert_eq!(huge.status, 413);
+
+    // --dev-rooms: the grants of every token it signs.
+    let reader = TestServer::start(&["--dev-sign-in", "--dev-rooms", "news=read"]).await;
+    let reply = http_post_form(reader.addr, "/auth/token", &[], "name=Cy").await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let body: Value = serde_json::from_slice(&reply.body).expect("JSON");
+    let (mut cy, _) = sign_in(&reader, body["token"].as_str().expect("a token")).await;
+    cy.join("news", None).await;
+    cy.send(publish("news", "n1", "no")).await;
+    cy.expect_error(ErrorCode::Forbidden).await;
+    cy.send(json!({"type": "join", "room": "lobby"})).await;
+    cy.expect_error(ErrorCode::Forbidden).await;
 }
 
 #[tokio::test]
@@ -858,4 +892,33 @@ async fn through_redis_a_token_is_good_on_every_instance_and_dedup_keys_hold_the
             "rooms:{lobby}:uid:3:ana:same-id"
         ]
     );
+
+    // Grants hold on every instance: read-only is read-only, and a refresh that no longer
+    // grants a room leaves it.
+    let (mut cy, _) = sign_in(
+        &first,
+        &hs256(&claims("cy", None, json!({"lobby": "read"}), 60)),
+    )
+    .await;
+    cy.join("lobby", None).await;
+    cy.send(publish("lobby", "cy-1", "no")).await;
+    cy.expect_error(ErrorCode::Forbidden).await;
+    let renewed = claims("bo", None, json!({"elsewhere": "write"}), 120);
+    bo.send(json!({"type": "auth", "token": hs256(&renewed)}))
+        .await;
+    loop {
+        match bo.next().await {
+            ServerFrame::Left { room, reason } => {
+                assert_eq!(
+                    (room.as_str(), reason.as_deref()),
+                    ("lobby", Some("forbidden"))
+                );
+                break;
+            }
+            ServerFrame::Authed { .. } | ServerFrame::Message { .. } | ServerFrame::Ack { .. } => {}
+            other => panic!("expected lobby left, got {other:?}"),
+        }
+    }
+    bo.send(json!({"type": "join", "room": "lobby"})).await;
+    bo.expect_error(ErrorCode::Forbidden).await;
 }

@@ -250,8 +250,31 @@ async fn a_refusing_token_url_is_said_once_and_not_asked_again_until_reconnect()
     assert!(status.contains("HTTP 404"), "{status}");
     page.watch_for_errors().await;
     page.type_message("typed while signed out").await;
+    // An app's backend that refuses (401: not logged in), on a second page.
+    let refused = Browser::start().await;
+    refused
+        .devtools(
+            "Page.addScriptToEvaluateOnNewDocument",
+            // In a scope of its own: the recorder below declares its own `realFetch`.
+            json!({ "source": "(() => { const realFetch = window.fetch;
+                window.fetch = function (url, init) {
+                  if (new URL(String(url), location.href).pathname === '/auth/token') {
+                    return Promise.resolve(new Response('log in first', { status: 401 }));
+                  }
+                  return realFetch.apply(this, arguments);
+                }; })();" }),
+        )
+        .await;
+    refused.record_requests().await;
+    refused
+        .client()
+        .goto(&format!("http://{}/?room=lobby", server.addr))
+        .await
+        .expect("page loads");
+    let status = refused.wait_for_status("signed-out").await;
+    assert!(status.contains("HTTP 401: log in first"), "{status}");
     // Long enough for several attempts of a page that would retry (its first waits are
-    // under a second): none comes.
+    // under a second): none comes, on either page.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let said = |lines: &[crate::rooms_browser::Line]| {
         lines
@@ -259,6 +282,14 @@ async fn a_refusing_token_url_is_said_once_and_not_asked_again_until_reconnect()
             .filter(|line| line.whole.starts_with("Cannot sign in:"))
             .count()
     };
+    assert_eq!(
+        said(&lines(&refused).await),
+        1,
+        "{:?}",
+        lines(&refused).await
+    );
+    assert_eq!(token_posts(&refused).await, [json!(401)]);
+    assert_eq!(refused.requests().await.1, 0, "no socket without a token");
     assert_eq!(said(&lines(&page).await), 1, "{:?}", lines(&page).await);
     assert_eq!(token_posts(&page).await, [json!(404)]);
     let (_, sockets, _) = page.requests().await;

@@ -459,6 +459,76 @@ async fn a_refused_line_goes_back_to_the_composer_and_own_lines_take_the_servers
     }
 }
 
+/// Submits `texts` from the composer one after the other, as fast as a script can.
+async fn submit_all(page: &Browser, texts: &[String]) {
+    let script = "const input = document.getElementById('message');
+        const form = document.getElementById('composer');
+        for (const text of arguments[0]) { input.value = text; form.requestSubmit(); }";
+    page.client()
+        .execute(script, vec![json!(texts)])
+        .await
+        .expect("submits");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn past_a_hundred_refusals_only_the_oldest_line_loses_its_way_back() {
+    // The page keeps the texts of the last 100 refused publishes (the outbox's capacity) for
+    // "Edit and send again"; one more, and the oldest line's button goes, not its line.
+    let server = TestServer::start_with_dir(&built_static_dir(), &["--max-text-bytes", "16"]).await;
+    let ana = open_room(server.addr, "desk", "ana").await;
+    let texts: Vec<String> = (0..101)
+        .map(|n| format!("too long for it, {n:03}"))
+        .collect();
+    let refused = async |count: usize| {
+        ana.wait_until(&format!("{count} refused"), async || {
+            let given_up = ana
+                .run("return document.querySelectorAll('#log li.given-up').length")
+                .await;
+            (given_up == json!(count)).then_some(())
+        })
+        .await;
+    };
+    // Two bursts: the outbox holds 100 at once.
+    submit_all(&ana, &texts[..60]).await;
+    refused(60).await;
+    submit_all(&ana, &texts[60..]).await;
+    refused(101).await;
+    let buttons: Vec<(String, bool)> = serde_json::from_value(
+        ana.run(
+            "return Array.from(document.querySelectorAll('#log li.given-up'),
+                li => [li.querySelector('.text').textContent, li.querySelector('button.resend') !== null])",
+        )
+        .await,
+    )
+    .expect("lines");
+    let texts_shown: Vec<&str> = buttons.iter().map(|(text, _)| text.as_str()).collect();
+    assert_eq!(
+        texts_shown,
+        texts.iter().map(String::as_str).collect::<Vec<_>>(),
+        "every line stays"
+    );
+    let without: Vec<&str> = buttons
+        .iter()
+        .filter(|(_, button)| !button)
+        .map(|(text, _)| text.as_str())
+        .collect();
+    assert_eq!(
+        without,
+        [texts[0].as_str()],
+        "only the oldest lost its button"
+    );
+    // The oldest kept still works.
+    ana.run("document.querySelectorAll('#log li.given-up button.resend')[0].click()")
+        .await;
+    assert_eq!(
+        ana.run("return document.getElementById('message').value")
+            .await,
+        json!(texts[1]),
+    );
+    ana.assert_no_errors().await;
+}
+
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn the_front_page_leads_into_a_room_and_remembers_the_name() {
