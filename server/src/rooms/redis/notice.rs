@@ -80,3 +80,56 @@ pub(super) async fn send(
         tracing::debug!("the last presence notices were not sent");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::{NOTICE_BACKLOG, Redis};
+    use crate::metrics::RoomMetrics;
+    use crate::rooms::RoomSettings;
+    use crate::rooms::hub::Hub;
+
+    #[tokio::test]
+    async fn past_the_backlog_the_newest_notices_are_let_go_and_nothing_waits() {
+        let hub = Arc::new(Hub::new(10, u64::MAX, 1000, RoomMetrics::default()));
+        let settings = RoomSettings {
+            history_messages: 100,
+            history_bytes: 1 << 20,
+            history_ttl_ms: 300_000,
+            max_rooms: 10,
+            dedup_window_ms: 300_000,
+            dedup_max_ids: 1_000,
+            presence_max_members: 1000,
+            presence_ttl_ms: 15_000,
+        };
+        // Nothing connects until used.
+        let redis = Redis::new("redis://127.0.0.1:1", hub, settings, RoomMetrics::default())
+            .expect("a lazy client");
+        // A sender that takes nothing (Redis frozen): the notices pile up to the bound.
+        let (notices, mut queued) = tokio::sync::mpsc::channel(NOTICE_BACKLOG);
+        redis.notices.set(notices).expect("set once");
+        // 5,000 typing notices, as fast as sessions could ask: none of them waits.
+        for n in 0..5_000 {
+            redis.publish_typing("r", &format!("{{\"n\":{n}}}"));
+        }
+        let mut kept = Vec::new();
+        while let Ok(notice) = queued.try_recv() {
+            kept.push(notice.payload);
+        }
+        assert_eq!(kept.len(), NOTICE_BACKLOG, "up to the bound");
+        assert!(kept[0].ends_with("{\"n\":0}"), "{}", kept[0]);
+        assert!(
+            kept[NOTICE_BACKLOG - 1].ends_with(&format!("{{\"n\":{}}}", NOTICE_BACKLOG - 1)),
+            "in order, the oldest kept: {}",
+            kept[NOTICE_BACKLOG - 1]
+        );
+        // Room again: the next notice is queued.
+        redis.publish_typing("r", "{\"n\":\"later\"}");
+        assert!(
+            queued
+                .try_recv()
+                .is_ok_and(|notice| notice.payload.ends_with("{\"n\":\"later\"}"))
+        );
+    }
+}
