@@ -159,7 +159,7 @@ mod tests {
     use crate::outgoing::Compression;
     use crate::rooms::hub::Hub;
     use crate::rooms::tests::anyone;
-    use crate::rooms::{MemberQueue, RoomSettings, Snapshot};
+    use crate::rooms::{MemberQueue, Snapshot};
     use redis::Value;
 
     fn message(room: &str, offset: u64) -> redis::Msg {
@@ -175,24 +175,7 @@ mod tests {
     #[tokio::test]
     async fn past_a_workers_backlog_the_room_is_read_from_the_stream_instead() {
         let hub = Arc::new(Hub::new(10, u64::MAX, 1000, RoomMetrics::default()));
-        let settings = RoomSettings {
-            history_messages: 100,
-            history_bytes: 1 << 20,
-            history_ttl_ms: 300_000,
-            max_rooms: 10,
-            dedup_window_ms: 300_000,
-            dedup_max_ids: 1_000,
-            presence_max_members: 1000,
-            presence_ttl_ms: 15_000,
-        };
-        // Nothing connects until used.
-        let redis = Redis::new(
-            "redis://127.0.0.1:1",
-            Arc::clone(&hub),
-            settings,
-            RoomMetrics::default(),
-        )
-        .expect("a lazy client");
+        let redis = super::super::lazy_for_tests(Arc::clone(&hub));
         // One worker that takes nothing: what the link hands it piles up to the bound.
         let (sender, _receiver) = mpsc::channel(WORKER_BACKLOG);
         redis

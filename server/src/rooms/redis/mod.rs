@@ -416,3 +416,20 @@ impl Redis {
         }
     }
 }
+
+/// A broker whose client connects only when used, for unit tests of what it does before.
+#[cfg(test)]
+pub(super) fn lazy_for_tests(hub: Arc<Hub>) -> Arc<Redis> {
+    let settings = RoomSettings {
+        history_messages: 100,
+        history_bytes: 1 << 20,
+        history_ttl_ms: 300_000,
+        max_rooms: 10,
+        dedup_window_ms: 300_000,
+        dedup_max_ids: 1_000,
+        presence_max_members: 1000,
+        presence_ttl_ms: 15_000,
+    };
+    // Nothing listens on port 1: nothing connects until used.
+    Redis::new("redis://127.0.0.1:1", hub, settings, RoomMetrics::default()).expect("a lazy client")
+}

@@ -85,27 +85,14 @@ pub(super) async fn send(
 mod tests {
     use std::sync::Arc;
 
-    use super::super::{NOTICE_BACKLOG, Redis};
+    use super::super::NOTICE_BACKLOG;
     use crate::metrics::RoomMetrics;
-    use crate::rooms::RoomSettings;
     use crate::rooms::hub::Hub;
 
     #[tokio::test]
     async fn past_the_backlog_the_newest_notices_are_let_go_and_nothing_waits() {
         let hub = Arc::new(Hub::new(10, u64::MAX, 1000, RoomMetrics::default()));
-        let settings = RoomSettings {
-            history_messages: 100,
-            history_bytes: 1 << 20,
-            history_ttl_ms: 300_000,
-            max_rooms: 10,
-            dedup_window_ms: 300_000,
-            dedup_max_ids: 1_000,
-            presence_max_members: 1000,
-            presence_ttl_ms: 15_000,
-        };
-        // Nothing connects until used.
-        let redis = Redis::new("redis://127.0.0.1:1", hub, settings, RoomMetrics::default())
-            .expect("a lazy client");
+        let redis = super::super::lazy_for_tests(hub);
         // A sender that takes nothing (Redis frozen): the notices pile up to the bound.
         let (notices, mut queued) = tokio::sync::mpsc::channel(NOTICE_BACKLOG);
         redis.notices.set(notices).expect("set once");
