@@ -234,6 +234,9 @@ pub struct Session {
     signin: Option<SignIn>,
     /// The shell has a setup to fetch before connecting the first time.
     setup_due: bool,
+    /// The setup's answer is the one the shell remembered, not yet borne out by a connection:
+    /// if the next attempt fails, the setup is asked for again (the server may have changed).
+    setup_remembered: bool,
     /// Joins to send before any publish.
     joins: VecDeque<String>,
     /// A message or publish handed to the shell and not yet reported written.
@@ -262,6 +265,7 @@ impl Session {
             effects: VecDeque::new(),
             signin: None,
             setup_due: false,
+            setup_remembered: false,
             joins: VecDeque::new(),
             writing: None,
             greeted: false,
@@ -284,6 +288,11 @@ impl Session {
     /// connection lasts until the server's 4408.
     pub fn with_tokens(&mut self, renewable: bool) {
         self.signin.get_or_insert_with(SignIn::default).renewable = renewable;
+    }
+
+    /// The server wants no token (a setup that said so, after one that said it did).
+    pub fn without_tokens(&mut self) {
+        self.signin = None;
     }
 
     pub fn signs_in(&self) -> bool {
@@ -458,6 +467,28 @@ impl Session {
         }
     }
 
+    /// The shell answers [`Fetch::Setup`] from what it remembered of an earlier one (a page
+    /// reload: no request). The first attempt goes by it; if that attempt fails before a
+    /// socket opens (a server that changed its mind refuses the URL, or the token URL), the
+    /// setup is asked for again at once, before any failure is said or waited for.
+    pub fn fetched_from_memory(&mut self, now: Millis) {
+        if self.state == State::Fetching(Fetch::Setup) {
+            self.setup_due = false;
+            self.setup_remembered = true;
+            self.attempt(now, false);
+        }
+    }
+
+    /// An attempt failed while the setup was only remembered: ask for it again, now.
+    fn recheck_setup(&mut self, now: Millis) -> bool {
+        if !std::mem::take(&mut self.setup_remembered) {
+            return false;
+        }
+        self.setup_due = true;
+        self.attempt(now, false);
+        true
+    }
+
     /// The token source answered a [`Fetch::Token`] or a [`Fetch::Refresh`].
     pub fn token(&mut self, now: Millis, answer: TokenAnswer) {
         let refreshing = self.signin.as_ref().is_some_and(|signin| signin.refreshing);
@@ -475,6 +506,7 @@ impl Session {
                 }
                 self.attempt(now, false);
             }
+            TokenAnswer::Refused(_) | TokenAnswer::Unavailable(_) if self.recheck_setup(now) => {}
             TokenAnswer::Refused(words) => {
                 self.signed_out(format!("Cannot sign in: {words}."), words);
             }
@@ -518,6 +550,7 @@ impl Session {
             broken_at: None,
         });
         self.last_failure = None;
+        self.setup_remembered = false;
         self.joins.clear();
         if let Some(signin) = &mut self.signin {
             signin.due = signin.token.is_some();
@@ -539,6 +572,9 @@ impl Session {
     /// An attempt failed before a socket opened: the next one after the backoff, unless the
     /// connect timeout is over.
     fn attempt_failed(&mut self, now: Millis, why: Lost) {
+        if self.recheck_setup(now) {
+            return;
+        }
         let cut_short = matches!(
             why,
             Lost::OpenTimedOut {

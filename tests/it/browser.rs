@@ -1343,7 +1343,7 @@ async fn focus_returns_to_the_input_and_after_end_the_page_says_reconnect_is_nee
 
 /// The server's HTTP responses so far, by class (`2xx`, `3xx`, ...), from its metrics; the
 /// WebSocket upgrades (`1xx`) left out.
-async fn responses(server: &TestServer) -> std::collections::BTreeMap<String, u64> {
+pub(crate) async fn responses(server: &TestServer) -> std::collections::BTreeMap<String, u64> {
     let metrics = server.metrics().await;
     metrics
         .lines()

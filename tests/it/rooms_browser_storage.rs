@@ -359,3 +359,84 @@ async fn a_reload_signed_in_as_someone_else_never_sends_the_first_users_messages
     );
     page.assert_no_errors().await;
 }
+
+/// Waits until one's own line `text` says it was delivered.
+async fn delivered(page: &Browser, text: &str) {
+    page.wait_until(&format!("{text} delivered"), async || {
+        lines(page)
+            .await
+            .iter()
+            .any(|line| {
+                line.text.as_deref() == Some(text) && line.state.as_deref() == Some("delivered")
+            })
+            .then_some(())
+    })
+    .await;
+}
+
+/// Reloads `page` and waits until the new page is connected.
+async fn reload(page: &Browser) {
+    page.run("window.__before_reload = true").await;
+    page.client().refresh().await.expect("reloads");
+    page.wait_until("the reloaded page", async || {
+        let fresh = page
+            .run("return window.__before_reload === undefined")
+            .await;
+        (fresh == json!(true)).then_some(())
+    })
+    .await;
+    page.wait_for_status("open").await;
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_warm_reload_of_a_room_asks_for_the_page_alone_and_a_stale_mode_is_asked_again() {
+    use crate::browser::responses;
+
+    let server =
+        TestServer::start_with_dir(&built_static_dir(), &["--metrics-addr", "127.0.0.1:0"]).await;
+    let page = crate::rooms_browser::open_room(server.addr, "hall", "ana").await;
+    let cold = responses(&server).await;
+    reload(&page).await;
+    page.type_message("after the reload").await;
+    delivered(&page, "after the reload").await;
+    let warm = responses(&server).await;
+    let asked: Vec<(String, u64)> = warm
+        .iter()
+        .map(|(class, count)| (class.clone(), count - cold.get(class).copied().unwrap_or(0)))
+        .filter(|(_, count)| *count > 0)
+        .collect();
+    assert_eq!(
+        asked,
+        [("3xx".to_owned(), 1)],
+        "the page's revalidation alone: whether the server wants tokens was remembered"
+    );
+
+    // The tab remembers tokens, but this server (restarted another way, say) wants none:
+    // the page asks again instead of saying it cannot sign in.
+    page.run("sessionStorage.setItem('web-client.auth-mode', 'tokens')")
+        .await;
+    reload(&page).await;
+    page.watch_for_errors().await;
+    page.type_message("open again").await;
+    delivered(&page, "open again").await;
+    assert!(
+        !says(&page, "Cannot sign in").await,
+        "{:?}",
+        lines(&page).await
+    );
+
+    // The other way: remembered open, but this server wants tokens (its dev sign-in gives
+    // them): the refused URL makes the page ask, and it signs in.
+    let signed = TestServer::start_with_dir(&built_static_dir(), &["--dev-sign-in"]).await;
+    let bo = crate::rooms_browser::open_room(signed.addr, "hall", "bo").await;
+    bo.run("sessionStorage.setItem('web-client.auth-mode', 'open')")
+        .await;
+    reload(&bo).await;
+    bo.watch_for_errors().await;
+    bo.type_message("signed in again").await;
+    delivered(&bo, "signed in again").await;
+    assert!(!says(&bo, "Cannot connect").await, "{:?}", lines(&bo).await);
+    bo.assert_no_errors().await;
+    page.assert_no_errors().await;
+}

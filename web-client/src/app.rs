@@ -588,6 +588,9 @@ impl Client {
         let mut outage_reported = false;
         // What the last fetch asked, to name it when it cannot be answered.
         let mut asked = Fetch::Setup;
+        // What an earlier page in this tab learned of the server's mode was tried (a reload
+        // asks nothing for it; the session asks for real if the first attempt fails).
+        let mut recalled = false;
         self.session().network(now(), self.page.is_online());
         self.session().start(now());
         // What waits when the last turn began: a change is kept for a reload.
@@ -632,6 +635,16 @@ impl Client {
                     }
                     Effect::Fetch(fetch) => {
                         asked = fetch;
+                        let remembered = (fetch == Fetch::Setup
+                            && !std::mem::replace(&mut recalled, true))
+                        .then(|| self.page.saved(AUTH_MODE_KEY))
+                        .flatten()
+                        .and_then(|saved| decode_mode(&saved));
+                        if let Some(found) = remembered.and_then(|mode| self.use_mode(mode).ok()) {
+                            settings = Some(found);
+                            self.session().fetched_from_memory(now());
+                            continue;
+                        }
                         fetching = self.fetch(fetch);
                     }
                     Effect::Lost { why, .. } => {
@@ -689,11 +702,9 @@ impl Client {
                     fetching = None;
                     match fetched {
                         Fetched::Setup(Ok(mode)) => {
-                            let Some(view) = &self.room else { continue };
-                            if matches!(mode, AuthMode::Tokens { .. }) {
-                                self.session().with_tokens(true);
-                            }
-                            match view.page.settings(mode) {
+                            // Kept for a reload of this tab; not kept, it is asked again.
+                            let _ = self.page.keep(AUTH_MODE_KEY, Some(encode_mode(mode)));
+                            match self.use_mode(mode) {
                                 Ok(found) => settings = Some(found),
                                 Err(error) => return self.cannot_connect(error, wakes).await,
                             }
@@ -721,6 +732,18 @@ impl Client {
                 Turn::Redraw => self.show_presence(),
             }
         }
+    }
+
+    /// The room view's settings for a server in `mode`, and the session told whether it
+    /// signs in.
+    fn use_mode(&self, mode: AuthMode) -> Result<Settings, String> {
+        let view = self.room.as_ref().ok_or_else(String::new)?;
+        match mode {
+            // The token URL gives a new one whenever asked.
+            AuthMode::Tokens { .. } => self.session().with_tokens(true),
+            AuthMode::Open => self.session().without_tokens(),
+        }
+        view.page.settings(mode)
     }
 
     /// What the session asked to fetch, under way.
@@ -1133,6 +1156,26 @@ fn changes_saved_state(effect: &Effect) -> bool {
             Event::Presence { .. } | Event::Typing { .. } | Event::Notice(_)
         ),
         _ => false,
+    }
+}
+
+/// Where the room view keeps, for a reload of the tab, whether the server wants tokens.
+const AUTH_MODE_KEY: &str = "web-client.auth-mode";
+
+fn encode_mode(mode: AuthMode) -> &'static str {
+    match mode {
+        AuthMode::Open => "open",
+        AuthMode::Tokens { dev_sign_in: false } => "tokens",
+        AuthMode::Tokens { dev_sign_in: true } => "tokens dev",
+    }
+}
+
+fn decode_mode(saved: &str) -> Option<AuthMode> {
+    match saved {
+        "open" => Some(AuthMode::Open),
+        "tokens" => Some(AuthMode::Tokens { dev_sign_in: false }),
+        "tokens dev" => Some(AuthMode::Tokens { dev_sign_in: true }),
+        _ => None,
     }
 }
 

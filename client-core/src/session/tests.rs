@@ -768,3 +768,63 @@ fn input_that_ends_while_no_connection_is_open_does_not_finish_before_one_opens(
     assert!(drain(&mut session).is_empty(), "still trying");
     assert!(!session.is_done());
 }
+
+#[test]
+fn a_remembered_setup_that_fails_its_first_attempt_is_asked_for_again_at_once() {
+    // Remembered "open": the server now refuses that URL.
+    let mut session =
+        Session::new(Talk::Room(Room::new(ROOM)), config(Greeting::Every)).preparing();
+    session.start(0);
+    assert_eq!(drain(&mut session), [Effect::Fetch(Fetch::Setup)]);
+    session.fetched_from_memory(0);
+    assert_eq!(drain(&mut session), [Effect::Connect]);
+    session.not_opened(10, None);
+    assert_eq!(
+        drain(&mut session),
+        [Effect::Fetch(Fetch::Setup)],
+        "no failure said, no wait"
+    );
+    // The real answer: tokens.
+    session.with_tokens(true);
+    session.fetched(20, Ok(()));
+    assert_eq!(drain(&mut session), [Effect::Fetch(Fetch::Token)]);
+
+    // Remembered "tokens": the server now takes none, and its token URL is not there.
+    let mut session =
+        Session::new(Talk::Room(Room::new(ROOM)), config(Greeting::Every)).preparing();
+    session.with_tokens(true);
+    session.start(0);
+    drain(&mut session);
+    session.fetched_from_memory(0);
+    assert_eq!(drain(&mut session), [Effect::Fetch(Fetch::Token)]);
+    session.token(10, TokenAnswer::Refused("is not there (HTTP 404)".into()));
+    assert_eq!(
+        drain(&mut session),
+        [Effect::Fetch(Fetch::Setup)],
+        "not signed out"
+    );
+    session.without_tokens();
+    session.fetched(20, Ok(()));
+    assert_eq!(drain(&mut session), [Effect::Connect]);
+    // Borne out by a connection: later failures are failures.
+    session.opened(30, false);
+    drain(&mut session);
+    session.closed(40, Err("reset".into()));
+    assert!(lost(&drain(&mut session)).is_some());
+    let mut session =
+        Session::new(Talk::Room(Room::new(ROOM)), config(Greeting::Every)).preparing();
+    session.start(0);
+    drain(&mut session);
+    session.fetched_from_memory(0);
+    drain(&mut session);
+    session.opened(10, false);
+    drain(&mut session);
+    session.closed(20, Err("reset".into()));
+    let (_, retry_in) = lost(&drain(&mut session)).expect("lost");
+    session.handle_timeout(20 + millis(retry_in));
+    session.not_opened(30 + millis(retry_in), None);
+    assert!(
+        lost(&drain(&mut session)).is_some(),
+        "a failure, not a new setup"
+    );
+}
