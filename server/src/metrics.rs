@@ -46,6 +46,7 @@ pub(crate) struct RoomMetrics {
     gaps_filled: Counter,
     redis_errors: Counter,
     dedup_forgotten: Counter,
+    notices_dropped: Counter,
     /// 1 while the Redis link is up, 0 while it is down; 1 without Redis.
     redis_up: Gauge,
 }
@@ -81,6 +82,11 @@ impl RoomMetrics {
             "rooms_dedup_forgotten",
             "Message ids forgotten before the end of --dedup-window (over --dedup-max-ids)",
             self.dedup_forgotten.clone(),
+        );
+        registry.register(
+            "rooms_notices_dropped",
+            "Presence and typing notices to the other instances let go: too many waiting for Redis",
+            self.notices_dropped.clone(),
         );
         registry.register(
             "rooms_redis_up",
@@ -119,6 +125,15 @@ impl RoomMetrics {
     #[cfg(test)]
     pub(crate) fn dedup_forgotten_count(&self) -> u64 {
         self.dedup_forgotten.get()
+    }
+
+    pub(crate) fn notice_dropped(&self) {
+        self.notices_dropped.inc();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn notices_dropped_count(&self) -> u64 {
+        self.notices_dropped.get()
     }
 
     pub(crate) fn redis_up(&self, up: bool) {

@@ -68,6 +68,8 @@ pub(crate) struct Redis {
     reachable: AtomicBool,
     /// The current outage has been logged.
     warned: AtomicBool,
+    /// When notices were last said to be let go (ms since the start), 0 for never.
+    notices_warned_at: AtomicU64,
     /// The pub/sub link has been up at least once (its first time is logged).
     linked_once: AtomicBool,
     /// Rooms whose gap is being read, and whether another gap was found meanwhile.
@@ -143,6 +145,7 @@ impl Redis {
             subscribed: Shards::default(),
             reachable: AtomicBool::new(false),
             warned: AtomicBool::new(false),
+            notices_warned_at: AtomicU64::new(0),
             linked_once: AtomicBool::new(false),
             filling: Mutex::new(HashMap::new()),
             changes: Mutex::new(link::Changes::default()),
@@ -216,7 +219,8 @@ impl Redis {
     /// Sends `payload` on `room`'s channel, after every notice asked for before it
     /// ([`notice`]); `lists` says whether a presence list names anyone. Best effort: presence
     /// is said again every third of its TTL, a lost typing is no loss, and past
-    /// [`NOTICE_BACKLOG`] waiting notices the newest are let go.
+    /// [`NOTICE_BACKLOG`] waiting notices the newest are let go: counted, and warned of at
+    /// most once a minute.
     fn notice(&self, room: &str, payload: String, lists: Option<bool>) {
         let Some(notices) = self.notices.get() else {
             return;
@@ -227,10 +231,22 @@ impl Redis {
             lists,
         };
         if notices.try_send(notice).is_err() {
-            tracing::debug!(
-                room,
-                "a presence or typing notice was let go: too many waiting"
-            );
+            self.metrics.notice_dropped();
+            // Said at most once a minute: a frozen Redis would otherwise flood the log.
+            let now = super::now_ms().max(1);
+            let last = self.notices_warned_at.load(Ordering::Relaxed);
+            if (last == 0 || now.saturating_sub(last) >= 60_000)
+                && self
+                    .notices_warned_at
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    room,
+                    "presence and typing notices to the other instances are let go: {NOTICE_BACKLOG} \
+                     wait for Redis (they are said again every third of --presence-ttl)"
+                );
+            }
         }
     }
 

@@ -105,6 +105,11 @@ mod tests {
             kept.push(notice.payload);
         }
         assert_eq!(kept.len(), NOTICE_BACKLOG, "up to the bound");
+        assert_eq!(
+            redis.metrics.notices_dropped_count(),
+            (5_000 - NOTICE_BACKLOG) as u64,
+            "each one let go is counted"
+        );
         assert!(kept[0].ends_with("{\"n\":0}"), "{}", kept[0]);
         assert!(
             kept[NOTICE_BACKLOG - 1].ends_with(&format!("{{\"n\":{}}}", NOTICE_BACKLOG - 1)),
