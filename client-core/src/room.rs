@@ -879,13 +879,14 @@ pub fn query_encode(value: &str) -> String {
     encoded
 }
 
+/// Server frames for the tests of this module and of the session.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_frames {
+    use room_protocol::{ErrorCode, ServerFrame};
 
     const ROOM: &str = "lobby";
 
-    fn joined(epoch: &str, offset: u64, recovered: bool) -> String {
+    pub(crate) fn joined(epoch: &str, offset: u64, recovered: bool) -> String {
         ServerFrame::Joined {
             room: ROOM.into(),
             epoch: epoch.into(),
@@ -895,7 +896,7 @@ mod tests {
         .to_json()
     }
 
-    fn message(offset: u64, id: &str, from: &str, text: &str) -> String {
+    pub(crate) fn message(offset: u64, id: &str, from: &str, text: &str) -> String {
         ServerFrame::Message {
             room: ROOM.into(),
             offset,
@@ -908,7 +909,7 @@ mod tests {
         .to_json()
     }
 
-    fn ack(id: &str, offset: u64) -> String {
+    pub(crate) fn ack(id: &str, offset: u64) -> String {
         ServerFrame::Ack {
             room: ROOM.into(),
             id: id.into(),
@@ -917,7 +918,7 @@ mod tests {
         .to_json()
     }
 
-    fn error(code: ErrorCode, id: Option<&str>) -> String {
+    pub(crate) fn error(code: ErrorCode, id: Option<&str>) -> String {
         ServerFrame::Error {
             code,
             message: "words".into(),
@@ -926,6 +927,14 @@ mod tests {
         }
         .to_json()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_frames::{ack, error, joined, message};
+    use super::*;
+
+    const ROOM: &str = "lobby";
 
     /// Sends everything the room offers now; returns the ids.
     fn send_all(room: &mut Room) -> Vec<String> {

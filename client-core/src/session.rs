@@ -295,7 +295,7 @@ impl Session {
         self.signin = None;
     }
 
-    pub fn signs_in(&self) -> bool {
+    fn signs_in(&self) -> bool {
         self.signin.is_some()
     }
 
@@ -368,17 +368,20 @@ impl Session {
     }
 
     /// Whether a socket is open (or opening).
-    pub fn is_connected(&self) -> bool {
+    #[cfg(test)]
+    fn is_connected(&self) -> bool {
         matches!(self.state, State::Open(_) | State::Connecting { .. })
     }
 
     /// Whether nothing more will happen.
-    pub fn is_done(&self) -> bool {
+    #[cfg(test)]
+    fn is_done(&self) -> bool {
         self.state == State::Done
     }
 
     /// Whether nothing goes out until [`Session::reconnect`].
-    pub fn is_closed(&self) -> bool {
+    #[cfg(test)]
+    fn is_closed(&self) -> bool {
         matches!(self.state, State::Closed(_))
     }
 
@@ -391,7 +394,7 @@ impl Session {
     }
 
     /// Whether the server owes the open connection an answer.
-    pub fn awaiting_reply(&self) -> bool {
+    fn awaiting_reply(&self) -> bool {
         match &self.talk {
             Talk::App(outbox) => outbox.awaiting_reply(),
             Talk::Room(room) => room.awaiting_reply(),

@@ -1356,6 +1356,23 @@ pub(crate) async fn responses(server: &TestServer) -> std::collections::BTreeMap
         .collect()
 }
 
+/// The server's HTTP responses since `before` (a [`responses`]), by class: the classes
+/// that grew, and by how much.
+pub(crate) async fn responses_since(
+    server: &TestServer,
+    before: &std::collections::BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    responses(server)
+        .await
+        .into_iter()
+        .map(|(class, count)| {
+            let grown = count - before.get(&class).copied().unwrap_or_default();
+            (class, grown)
+        })
+        .filter(|(_, count)| *count > 0)
+        .collect()
+}
+
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn a_warm_reload_asks_the_server_for_the_page_alone() {
@@ -1397,19 +1414,8 @@ async fn a_warm_reload_asks_the_server_for_the_page_alone() {
         .await;
     browser.wait_for_status("open").await;
     browser.type_and_wait_for_answers("warm", 10).await;
-    let warm = responses(&server).await;
-    let asked: Vec<(String, u64)> = warm
-        .iter()
-        .map(|(class, count)| {
-            (
-                class.clone(),
-                count - cold.get(class).copied().unwrap_or_default(),
-            )
-        })
-        .filter(|(_, count)| *count > 0)
-        .collect();
     assert_eq!(
-        asked,
+        responses_since(&server, &cold).await,
         [("3xx".to_owned(), 1)],
         "a warm reload asked for more than the page's revalidation"
     );

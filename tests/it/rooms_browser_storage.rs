@@ -68,6 +68,23 @@ async fn said_until(member: &mut Member, room: &str, last: &str) -> Vec<(String,
     }
 }
 
+/// Types `text` and waits until this tab's storage holds it, and each of `also`.
+async fn type_until_saved(page: &Browser, text: &str, also: &[&str]) {
+    page.type_message(text).await;
+    page.wait_until("saved with the message", async || {
+        let saved = page
+            .run("return Object.values(sessionStorage).join()")
+            .await;
+        saved
+            .as_str()
+            .is_some_and(|saved| {
+                saved.contains(text) && also.iter().all(|part| saved.contains(part))
+            })
+            .then_some(())
+    })
+    .await;
+}
+
 /// Whether some line of the page's log contains `text`.
 async fn says(page: &Browser, text: &str) -> bool {
     lines(page)
@@ -134,17 +151,7 @@ async fn a_tab_reloaded_under_another_name_never_sends_the_first_names_messages(
     let page = open_through(&proxy, "vault", "ana").await;
     proxy.refuse(true);
     page.wait_for_status("reconnecting").await;
-    page.type_message("from ana").await;
-    page.wait_until("saved with the message", async || {
-        let saved = page
-            .run("return Object.values(sessionStorage).join()")
-            .await;
-        saved
-            .as_str()
-            .is_some_and(|saved| saved.contains("from ana"))
-            .then_some(())
-    })
-    .await;
+    type_until_saved(&page, "from ana", &[]).await;
     // The same tab, now as bo (a reload with another `?name=`, a duplicated tab edited).
     page.client()
         .goto(&format!("http://{}/?room=vault&name=bo", proxy.addr))
@@ -315,17 +322,7 @@ async fn a_reload_signed_in_as_someone_else_never_sends_the_first_users_messages
     .await;
     proxy.refuse(true);
     page.wait_for_status("reconnecting").await;
-    page.type_message("from ana").await;
-    page.wait_until("saved with the message", async || {
-        let saved = page
-            .run("return Object.values(sessionStorage).join()")
-            .await;
-        saved
-            .as_str()
-            .is_some_and(|saved| saved.contains("from ana") && saved.contains("u-ana"))
-            .then_some(())
-    })
-    .await;
+    type_until_saved(&page, "from ana", &["u-ana"]).await;
     // Ana signs out of the app and Bo signs in; the chat tab is reloaded.
     page.run(&format!(
         "localStorage.setItem('test-token', {:?})",
@@ -376,22 +373,14 @@ async fn delivered(page: &Browser, text: &str) {
 
 /// Reloads `page` and waits until the new page is connected.
 async fn reload(page: &Browser) {
-    page.run("window.__before_reload = true").await;
-    page.client().refresh().await.expect("reloads");
-    page.wait_until("the reloaded page", async || {
-        let fresh = page
-            .run("return window.__before_reload === undefined")
-            .await;
-        (fresh == json!(true)).then_some(())
-    })
-    .await;
+    page.reload_accepting_the_question().await;
     page.wait_for_status("open").await;
 }
 
 #[tokio::test]
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn a_warm_reload_of_a_room_asks_for_the_page_alone_and_a_stale_mode_is_asked_again() {
-    use crate::browser::responses;
+    use crate::browser::{responses, responses_since};
 
     let server =
         TestServer::start_with_dir(&built_static_dir(), &["--metrics-addr", "127.0.0.1:0"]).await;
@@ -400,14 +389,8 @@ async fn a_warm_reload_of_a_room_asks_for_the_page_alone_and_a_stale_mode_is_ask
     reload(&page).await;
     page.type_message("after the reload").await;
     delivered(&page, "after the reload").await;
-    let warm = responses(&server).await;
-    let asked: Vec<(String, u64)> = warm
-        .iter()
-        .map(|(class, count)| (class.clone(), count - cold.get(class).copied().unwrap_or(0)))
-        .filter(|(_, count)| *count > 0)
-        .collect();
     assert_eq!(
-        asked,
+        responses_since(&server, &cold).await,
         [("3xx".to_owned(), 1)],
         "the page's revalidation alone: whether the server wants tokens was remembered"
     );

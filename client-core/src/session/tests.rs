@@ -2,6 +2,7 @@
 //! when things happen.
 
 use super::*;
+use crate::room::test_frames::{ack, error, joined};
 use room_protocol::{ErrorCode, ServerFrame};
 use rules::{App, GREETING};
 
@@ -73,6 +74,15 @@ fn lost(effects: &[Effect]) -> Option<(Lost, Duration)> {
     })
 }
 
+/// The connection was lost at `at`: what that did is drained, and the wait waited out
+/// (`handle_timeout` at its end); the time then.
+fn wait_out(session: &mut Session, at: Millis) -> Millis {
+    let (_, retry_in) = lost(&drain(session)).expect("the connection is lost");
+    let then = at + millis(retry_in);
+    session.handle_timeout(then);
+    then
+}
+
 /// Started and opened at `at`; what that did.
 fn connect(session: &mut Session, at: Millis) -> Vec<Effect> {
     session.start(at);
@@ -82,35 +92,6 @@ fn connect(session: &mut Session, at: Millis) -> Vec<Effect> {
     session.opened(at, false);
     effects.extend(drain(session));
     effects
-}
-
-fn joined(epoch: &str, offset: u64) -> String {
-    ServerFrame::Joined {
-        room: ROOM.into(),
-        epoch: epoch.into(),
-        offset,
-        recovered: true,
-    }
-    .to_json()
-}
-
-fn ack(id: &str, offset: u64) -> String {
-    ServerFrame::Ack {
-        room: ROOM.into(),
-        id: id.into(),
-        offset,
-    }
-    .to_json()
-}
-
-fn rate_limited(id: &str) -> String {
-    ServerFrame::Error {
-        code: ErrorCode::RateLimited,
-        message: "slow down".into(),
-        room: Some(ROOM.into()),
-        id: Some(id.into()),
-    }
-    .to_json()
 }
 
 fn authed(expires: u64) -> String {
@@ -212,11 +193,11 @@ fn the_reply_deadline_counts_from_the_resend_after_rate_limited_not_from_the_ref
     let mut session = room();
     session.config.reply_timeout = Duration::from_millis(800);
     connect(&mut session, 0);
-    session.text(10, &joined("E", 0));
+    session.text(10, &joined("E", 0, true));
     drain(&mut session);
     session.publish(100, id(1), "one".into()).expect("queued");
     assert_eq!(sends(&drain(&mut session)).len(), 1);
-    session.text(200, &rate_limited(&id(1)));
+    session.text(200, &error(ErrorCode::RateLimited, Some(&id(1))));
     assert!(drain(&mut session).is_empty(), "kept, nothing shown");
     assert_eq!(
         session.timeout(),
@@ -258,7 +239,7 @@ fn joins_and_the_token_go_before_any_publish() {
         Some(10 + 5_000),
         "the join is owed an answer"
     );
-    session.text(20, &joined("E", 0));
+    session.text(20, &joined("E", 0, true));
     let effects = drain(&mut session);
     assert_eq!(effects[0], Effect::Room(room::Event::Joined));
     assert!(sends(&effects)[0].contains("early"), "{effects:?}");
@@ -390,8 +371,7 @@ fn an_expired_token_is_replaced_and_a_refused_one_stops_until_asked() {
     session.opened(0, false);
     drain(&mut session);
     session.closed(10, Ok((4408, "token expired".into())));
-    let (_, retry_in) = lost(&drain(&mut session)).expect("the connection is lost");
-    session.handle_timeout(10 + millis(retry_in));
+    wait_out(&mut session, 10);
     assert_eq!(
         drain(&mut session),
         [Effect::Fetch(Fetch::Token)],
@@ -420,7 +400,7 @@ fn the_token_is_refreshed_on_the_open_connection_at_four_fifths_of_its_life() {
     session.start(0);
     session.token(0, TokenAnswer::Token("T".into()));
     session.opened(0, false);
-    session.text(0, &joined("E", 0));
+    session.text(0, &joined("E", 0, true));
     session.text(1_000, &authed(EPOCH + 1_000 + 100_000));
     drain(&mut session);
     assert_eq!(session.timeout(), Some(1_000 + 80_000));
@@ -459,7 +439,7 @@ fn a_token_that_cannot_be_renewed_is_not_refreshed() {
     session.start(0);
     session.token(0, TokenAnswer::Token("T".into()));
     session.opened(0, false);
-    session.text(0, &joined("E", 0));
+    session.text(0, &joined("E", 0, true));
     session.text(1_000, &authed(EPOCH + 1_000 + 100_000));
     drain(&mut session);
     assert_eq!(session.timeout(), None, "no refresh: 4408 ends it");
@@ -476,8 +456,7 @@ fn a_token_about_to_expire_is_replaced_before_the_next_connection() {
     session.text(0, &authed(EPOCH + 6_000));
     drain(&mut session);
     session.closed(2_000, Err("reset".into()));
-    let (_, retry_in) = lost(&drain(&mut session)).expect("the connection is lost");
-    session.handle_timeout(2_000 + millis(retry_in));
+    wait_out(&mut session, 2_000);
     assert_eq!(
         drain(&mut session),
         [Effect::Fetch(Fetch::Token)],
@@ -540,7 +519,7 @@ fn typing_is_told_at_most_once_per_interval() {
         drain(&mut session).is_empty(),
         "not before the room is joined"
     );
-    session.text(2, &joined("E", 0));
+    session.text(2, &joined("E", 0, true));
     drain(&mut session);
     let mut told = Vec::new();
     for at in (0..=4_000).step_by(500) {
@@ -556,7 +535,7 @@ fn typing_is_told_at_most_once_per_interval() {
 fn a_burst_past_the_outbox_is_refused_not_lost() {
     let mut session = room();
     connect(&mut session, 0);
-    session.text(1, &joined("E", 0));
+    session.text(1, &joined("E", 0, true));
     let refused = (0..1_000u16)
         .filter(|n| {
             let random = [
@@ -744,9 +723,7 @@ fn the_console_does_not_wait_for_a_greeting_it_will_not_show() {
     connect(&mut session, 0);
     session.text(1, GREETING);
     session.closed(2, Ok((1001, String::new())));
-    let (_, retry_in) = lost(&drain(&mut session)).expect("lost");
-    let at = 2 + millis(retry_in);
-    session.handle_timeout(at);
+    let at = wait_out(&mut session, 2);
     session.opened(at, false);
     session.input_ended(at + 1);
     assert_eq!(
@@ -820,9 +797,8 @@ fn a_remembered_setup_that_fails_its_first_attempt_is_asked_for_again_at_once() 
     session.opened(10, false);
     drain(&mut session);
     session.closed(20, Err("reset".into()));
-    let (_, retry_in) = lost(&drain(&mut session)).expect("lost");
-    session.handle_timeout(20 + millis(retry_in));
-    session.not_opened(30 + millis(retry_in), None);
+    let at = wait_out(&mut session, 20);
+    session.not_opened(at + 10, None);
     assert!(
         lost(&drain(&mut session)).is_some(),
         "a failure, not a new setup"
