@@ -1341,6 +1341,117 @@ async fn focus_returns_to_the_input_and_after_end_the_page_says_reconnect_is_nee
         .expect("session closes");
 }
 
+/// A copy of the built site in a temporary directory, without the compressed copies (so an
+/// edited file is served as edited), `pkg/` left out unless `with_client`.
+fn copy_of_built_site(with_client: bool) -> tempfile::TempDir {
+    fn copy(from: &std::path::Path, to: &std::path::Path, with_client: bool) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read the site") {
+            let entry = entry.expect("entry");
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if path.is_dir() {
+                if with_client || name != "pkg" {
+                    copy(&path, &to.join(&name), with_client);
+                }
+            } else if !name.ends_with(".br") && !name.ends_with(".gz") {
+                std::fs::copy(&path, to.join(&name)).expect("copy");
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    copy(&built_static_dir(), dir.path(), with_client);
+    dir
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_page_whose_wasm_comes_under_another_type_still_starts() {
+    // The start script compiles the wasm while the glue loads (`compileStreaming`, which
+    // wants `application/wasm`); a server or proxy that labels it otherwise must cost only
+    // time. Here the wasm is renamed `.bin` (served as `application/octet-stream`).
+    let site = copy_of_built_site(true);
+    let pkg = site.path().join("pkg");
+    let page = std::fs::read_to_string(pkg.join("index.html")).expect("the built page");
+    let (wasm, start) = {
+        let named = |prefix: &str, suffix: &str| {
+            let at = page.find(prefix).expect("the page names the file");
+            let end = page[at..].find(suffix).expect("its extension") + at + suffix.len();
+            page[at..end].to_owned()
+        };
+        (named("web_client_bg.", ".wasm"), named("start.", ".js"))
+    };
+    let renamed = wasm.replace(".wasm", ".bin");
+    std::fs::rename(pkg.join(&wasm), pkg.join(&renamed)).expect("rename");
+    let glue = std::fs::read_to_string(pkg.join(&start))
+        .expect("the start script")
+        .split('"')
+        .find(|part| part.starts_with("/pkg/web_client.") && part.ends_with(".js"))
+        .expect("the start script names the glue")
+        .trim_start_matches("/pkg/")
+        .to_owned();
+    for file in ["index.html", start.as_str(), glue.as_str()] {
+        let text = std::fs::read_to_string(pkg.join(file)).expect("a text file");
+        assert!(text.contains(&wasm), "{file} names the wasm");
+        std::fs::write(pkg.join(file), text.replace(&wasm, &renamed)).expect("write");
+    }
+    let server = TestServer::start_with_dir(site.path(), &[]).await;
+    let browser = Browser::start().await;
+    browser
+        .client()
+        .goto(&format!("http://{}/", server.addr))
+        .await
+        .expect("page loads");
+    browser.watch_for_errors().await;
+    browser.wait_for_status("open").await;
+    browser.type_and_wait_for_answers("octet", 10).await;
+    browser.assert_no_errors().await;
+    let script = format!(
+        "return performance.getEntriesByType('resource')
+            .filter(e => e.name.endsWith('/pkg/{renamed}')).length"
+    );
+    let fetched = browser.run(&script).await;
+    assert!(
+        fetched.as_u64().is_some_and(|count| count >= 1),
+        "the wasm came from its new name: {fetched}"
+    );
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_site_without_the_built_client_says_how_to_build_it() {
+    let site = copy_of_built_site(false);
+    let server = TestServer::start_with_dir(site.path(), &[]).await;
+    let browser = Browser::start().await;
+    browser
+        .client()
+        .goto(&format!("http://{}/", server.addr))
+        .await
+        .expect("page loads");
+    let status = browser.wait_for_status("closed").await;
+    assert_eq!(status, "The web client could not start.");
+    let help = browser
+        .run("return Array.from(document.querySelectorAll('.problem'), p => p.textContent)")
+        .await;
+    assert!(
+        help.to_string().contains("has not been built yet")
+            && help.to_string().contains("cargo xtask serve"),
+        "{help}"
+    );
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
 /// The server's HTTP responses so far, by class (`2xx`, `3xx`, ...), from its metrics; the
 /// WebSocket upgrades (`1xx`) left out.
 pub(crate) async fn responses(server: &TestServer) -> std::collections::BTreeMap<String, u64> {

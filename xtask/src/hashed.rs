@@ -3,7 +3,7 @@
 //! After wasm-pack and wasm-opt, [`write`] copies every file the page loads into
 //! `static/pkg/` under a name that holds the first 16 hex digits of its SHA-256
 //! (`style.0123456789abcdef.css`), rewriting the names each one holds of the others first
-//! (the glue names the `.wasm`, the start script names the glue), and writes
+//! (the glue names the `.wasm`, the start script names the glue and the `.wasm`), and writes
 //! `static/pkg/index.html`: `static/index.html` with every name replaced. The server serves
 //! that page for `/` and the hashed files as `immutable` for a year. The sources in
 //! `static/` stay as they are (and keep working unhashed, revalidated, before any build).
@@ -93,10 +93,17 @@ pub fn write(static_dir: &Path) -> Result<Vec<String>> {
         "the wasm-bindgen glue",
     )?;
     let glue_path = written.add(&pkg, "/pkg/web_client.js", "web_client.js", glue.as_bytes())?;
+    // The start script names the glue, and the wasm it compiles while the glue loads.
     let start = replaced(
         &read(static_dir.join("start.js"))?,
         "\"/pkg/web_client.js\"",
         &format!("\"{glue_path}\""),
+        "static/start.js",
+    )?;
+    let start = replaced(
+        &start,
+        "\"/pkg/web_client_bg.wasm\"",
+        &format!("\"{wasm_path}\""),
         "static/start.js",
     )?;
     written.add(&pkg, "/start.js", "start.js", start.as_bytes())?;
@@ -189,7 +196,10 @@ mod tests {
         .expect("glue");
         std::fs::write(
             dir.join("start.js"),
-            "const client = await import(\"/pkg/web_client.js\");",
+            concat!(
+                "const compiled = WebAssembly.compileStreaming(fetch(\"/pkg/web_client_bg.wasm\"));",
+                "const client = await import(\"/pkg/web_client.js\");"
+            ),
         )
         .expect("start");
         std::fs::write(dir.join("style.css"), "body {}").expect("css");
@@ -251,7 +261,14 @@ mod tests {
             .find(|f| f.starts_with("start."))
             .expect("start");
         let start_text = std::fs::read_to_string(pkg.join(start)).expect("start");
-        assert!(start_text.contains(&format!("/pkg/{glue}")), "{start_text}");
+        assert!(
+            start_text.contains(&format!("\"/pkg/{glue}\"")),
+            "{start_text}"
+        );
+        assert!(
+            start_text.contains(&format!("\"/pkg/{wasm}\"")),
+            "{start_text}"
+        );
         assert!(page.contains(&format!("/pkg/{start}")), "{page}");
         // Each name is its content's hash.
         assert_eq!(*wasm, hashed_name("web_client_bg.wasm", &hash(b"wasm one")));

@@ -18,7 +18,9 @@ struct Args {
     /// Loads after the first one, in the same browser.
     #[arg(long, default_value_t = 3)]
     warm: usize,
-    /// Also print, to stderr, when each resource of every load started and ended.
+    /// Also print, to stderr, when each resource of every load started and ended, when the
+    /// document became interactive, and any `performance.mark` the page made (add some to a
+    /// copy of the page to see where its time goes).
     #[arg(long)]
     timeline: bool,
 }
@@ -76,7 +78,10 @@ async fn print_timeline(browser: &headless::Browser, enabled: bool) -> Result<()
     let script = "return performance.getEntriesByType('navigation')
         .concat(performance.getEntriesByType('resource'))
         .map(e => [e.name, Math.round(e.startTime), Math.round(e.responseStart),
-                   Math.round(e.responseEnd), e.responseStatus, e.transferSize])";
+                   Math.round(e.responseEnd), e.responseStatus, e.transferSize])
+        .concat(performance.getEntriesByType('navigation')
+            .map(e => ['domInteractive', Math.round(e.domInteractive)]))
+        .concat(performance.getEntriesByType('mark').map(e => [e.name, Math.round(e.startTime)]))";
     let entries = browser.client.execute(script, vec![]).await?;
     eprintln!("{entries}");
     Ok(())
