@@ -47,9 +47,10 @@ commands:
                        Redis; BENCH_ROOMS_ROWS=TEXT: only rooms rows whose name contains it;
                        `instructions rooms`: callgrind in the paced rooms rows;
                        BENCH_BASELINE_SERVER=PATH: another build of the server beside this
-                       one in the rooms rows, as `before`), or the reconnect storm (5,000
-                       members back on a second instance), or the presence join storm
-                       (1,000 members into one room within a second)
+                       one in the rooms rows, as `before`; BENCH_BASELINE_STATIC=DIR:
+                       another built static/ beside this one in the page-load rows), or the
+                       reconnect storm (5,000 members back on a second instance), or the
+                       presence join storm (1,000 members into one room within a second)
   conformance          run the Autobahn|Testsuite against /mirror: cases 1-7, 9 and 10,
                        and with --compression also 12 and 13 (permessage-deflate)
 ";
