@@ -1452,6 +1452,79 @@ async fn a_site_without_the_built_client_says_how_to_build_it() {
         .expect("session closes");
 }
 
+#[tokio::test]
+#[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
+async fn a_line_into_a_quiet_log_is_drawn_before_the_next_frame_and_a_burst_at_most_twice_a_frame()
+{
+    let server = TestServer::start_with_dir(&built_static_dir(), &[]).await;
+    let browser = Browser::start().await;
+    // Before the page's own scripts: count animation frames (a frame's callbacks run in the
+    // order they were asked for, so this count moves before the page's own draw in a frame),
+    // and note each insertion into the log with the frame it happened in and the frames that
+    // began since the socket's last message.
+    let source = "window.__frames = 0; window.__sinceMessage = 0; window.__insertions = [];
+        const tick = () => { __frames++; __sinceMessage++; requestAnimationFrame(tick); };
+        requestAnimationFrame(tick);
+        const RealSocket = window.WebSocket;
+        window.WebSocket = class extends RealSocket {
+          constructor(...args) {
+            super(...args);
+            this.addEventListener('message', () => { __sinceMessage = 0; });
+          }
+        };
+        document.addEventListener('DOMContentLoaded', () => {
+          new MutationObserver(records => {
+            for (const record of records) {
+              if (record.addedNodes.length > 0) {
+                __insertions.push([__frames, __sinceMessage, record.addedNodes.length]);
+              }
+            }
+          }).observe(document.getElementById('log'), { childList: true });
+        });";
+    browser
+        .devtools(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": source }),
+        )
+        .await;
+    browser
+        .client()
+        .goto(&format!("http://{}/", server.addr))
+        .await
+        .expect("page loads");
+    browser.wait_for_status("open").await;
+    browser.type_and_wait_for_answers("burst", 10).await;
+    let insertions: Vec<(u64, u64, u64)> =
+        serde_json::from_value(browser.run("return window.__insertions").await)
+            .expect("the insertions");
+    // The greeting came into an empty log: drawn in the task that received it.
+    assert_eq!(
+        insertions.first().map(|&(_, since, lines)| (since, lines)),
+        Some((0, 1)),
+        "{insertions:?}"
+    );
+    // Every line is there, and no frame saw more than two insertions: the one at once, then
+    // the rest of a burst together at the next frame.
+    let lines: u64 = insertions.iter().map(|&(.., lines)| lines).sum();
+    assert_eq!(
+        lines, 12,
+        "the greeting, one's own line, ten answers: {insertions:?}"
+    );
+    for (frame, ..) in &insertions {
+        let in_frame = insertions
+            .iter()
+            .filter(|(other, ..)| other == frame)
+            .count();
+        assert!(in_frame <= 2, "frame {frame}: {insertions:?}");
+    }
+    browser
+        .client()
+        .clone()
+        .close()
+        .await
+        .expect("session closes");
+}
+
 /// The server's HTTP responses so far, by class (`2xx`, `3xx`, ...), from its metrics; the
 /// WebSocket upgrades (`1xx`) left out.
 pub(crate) async fn responses(server: &TestServer) -> std::collections::BTreeMap<String, u64> {
