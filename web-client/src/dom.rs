@@ -4,12 +4,10 @@
 //! its own, with the characters [`client_core::shown`] picks shown as their code.
 //!
 //! New lines are drawn in batches: each is made at once (so it can be marked before it is
-//! drawn) and goes into the log with the others of its batch, in one insertion, with one look
-//! at whether the reader was at the bottom (only then does the view follow; otherwise a "new
-//! messages" button appears). A line into a log that drew nothing for a frame's time is drawn
-//! at the end of the task that made it (it shows a frame sooner: the usual case in a quiet
-//! room); lines that follow within that time wait for the next animation frame, together. A
-//! hidden tab, which gets no frames, is drawn by a timer instead. Screen readers hear the frame's live lines once, from a
+//! drawn) and goes into the log at the next animation frame with the others of that frame, in
+//! one insertion, with one look at whether the reader was at the bottom (only then does the
+//! view follow; otherwise a "new messages" button appears). A hidden tab, which gets no frames,
+//! is drawn by a timer instead. Screen readers hear the frame's live lines once, from a
 //! region of their own: a replay of the room's history is drawn, not read out.
 
 use std::cell::RefCell;
@@ -55,8 +53,6 @@ const IME_KEY_CODE: u32 = 229;
 const BOTTOM_SLACK: i32 = 8;
 /// A hidden tab gets no animation frames: its lines are drawn by a timer after this long.
 const HIDDEN_FLUSH_MILLIS: i32 = 250;
-/// A log that drew nothing for this long (a frame at 60 Hz) draws its next line at once.
-const IDLE_MILLIS: f64 = 16.0;
 /// Lines of one author closer than this (ms) are grouped under one name.
 const GROUP_MILLIS: u64 = 5 * 60 * 1000;
 /// The attribute with a room line's author (and whether it is one's own), for grouping.
@@ -123,11 +119,8 @@ struct Drawn {
     /// The reader scrolled up from the bottom (said by the log's scroll events, so a log
     /// that shrank under a growing composer still follows).
     unstuck: bool,
-    /// A draw (at the end of this task, or a frame and the hidden tab's timer) has been
-    /// asked for.
+    /// A frame (and the hidden tab's timer) has been asked for.
     scheduled: bool,
-    /// When lines were last drawn (`Date.now()`, ms).
-    drawn_at: f64,
     /// The title without its unread count.
     title: String,
     /// The count and whether it is capped, and the names in the member list, as drawn.
@@ -325,19 +318,12 @@ impl Page {
         self.schedule_flush();
     }
 
-    /// Asks for [`Page::flush`]: at the end of this task if the log drew nothing for
-    /// [`IDLE_MILLIS`], else at the next animation frame, and by a timer for a hidden tab
-    /// (which gets no frames); whichever comes first draws, the other finds nothing.
+    /// Asks for [`Page::flush`] at the next animation frame, and by a timer for a hidden
+    /// tab (which gets no frames); whichever comes first draws, the other finds nothing.
     fn schedule_flush(&self) {
         let Some(window) = self.window() else {
             return self.flush();
         };
-        if js_sys::Date::now() - self.drawn.borrow().drawn_at >= IDLE_MILLIS {
-            // A microtask: after what this task makes (the rest of a frame's batch), before
-            // the browser renders.
-            let page = self.clone();
-            return wasm_bindgen_futures::spawn_local(async move { page.flush() });
-        }
         let page = self.clone();
         let frame = Closure::once_into_js(move || page.flush());
         if window
@@ -370,7 +356,6 @@ impl Page {
         if lines.is_empty() {
             return;
         }
-        self.drawn.borrow_mut().drawn_at = js_sys::Date::now();
         let batch = self.document.create_document_fragment();
         let mut said = Vec::new();
         for (line, words) in lines {
