@@ -32,6 +32,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -741,18 +742,27 @@ async fn flush<S: Stream>(ws: &mut Socket<S>, send_timeout: Duration) -> Result<
 ///
 /// A client that does not read fills its TCP window and then our bounded write buffer; rather
 /// than buffer without limit, the session gives up on it after `send_timeout`.
+///
+/// The timer is armed only for a write that has to wait: most are done on their first poll
+/// (the socket had room), and a timer made for each would cost every delivery a clock read
+/// and its setup and teardown.
 async fn within(
     send_timeout: Duration,
     write: impl Future<Output = Result<(), WsError>>,
 ) -> Result<(), End> {
-    match timeout(send_timeout, write).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(classify(error)),
-        Err(_elapsed) => {
-            tracing::info!("client does not read its replies; closing");
-            Err(End::slow_reader())
-        }
-    }
+    let mut write = std::pin::pin!(write);
+    let first = poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+    let done = match first {
+        Poll::Ready(done) => done,
+        Poll::Pending => match timeout(send_timeout, write).await {
+            Ok(done) => done,
+            Err(_elapsed) => {
+                tracing::info!("client does not read its replies; closing");
+                return Err(End::slow_reader());
+            }
+        },
+    };
+    done.map_err(classify)
 }
 
 /// Sorts an error from the socket into an expected ending or a protocol failure.
