@@ -9,7 +9,9 @@ use server::config::{Command, LogFormat};
 use server::{Config, Server, display_url};
 use tokio::net::TcpListener;
 use tracing::Level;
+use tracing_log::{AsLog, LogTracer};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
 
@@ -47,20 +49,34 @@ async fn main() -> ExitCode {
     let no_payloads = filter_fn(|meta| {
         !(*meta.level() == Level::TRACE && meta.target().starts_with("tungstenite"))
     });
+    // Crates that log through `log` (tungstenite, rustls) reach the filter only at the levels
+    // it can let through: `log`'s own level check (one atomic load) stops the rest. Left at
+    // `log`'s maximum, as `init()` would set it, every frame tungstenite reads or writes made
+    // trace and debug calls that went all the way to the filter to be refused: half the
+    // instructions of a rooms delivery (callgrind).
+    let log_level = filter
+        .max_level_hint()
+        .unwrap_or(LevelFilter::TRACE)
+        .as_log();
     let logs = tracing_subscriber::fmt::layer().with_writer(writer);
     let registry = tracing_subscriber::registry();
-    match config.log_format {
-        LogFormat::Text => registry
-            .with(
+    let installed = match config.log_format {
+        LogFormat::Text => tracing::subscriber::set_global_default(
+            registry.with(
                 logs.with_ansi(std::io::stderr().is_terminal())
                     .with_filter(filter)
                     .with_filter(no_payloads),
-            )
-            .init(),
-        LogFormat::Json => registry
-            .with(logs.json().with_filter(filter).with_filter(no_payloads))
-            .init(),
-    }
+            ),
+        ),
+        LogFormat::Json => tracing::subscriber::set_global_default(
+            registry.with(logs.json().with_filter(filter).with_filter(no_payloads)),
+        ),
+    };
+    installed.expect("the only logger main installs");
+    LogTracer::builder()
+        .with_max_level(log_level)
+        .init()
+        .expect("the only `log` logger main installs");
 
     // Each connection is a file descriptor; the usual soft limit of 1024 would cap the server
     // far below --max-connections. Raise it to the hard limit, as servers commonly do.

@@ -57,6 +57,26 @@ async fn json_logs_are_one_object_per_line() {
 }
 
 #[tokio::test]
+async fn records_of_crates_that_log_through_log_follow_the_filter() {
+    // tungstenite logs through `log`, not `tracing`: its debug line for a close frame shows
+    // when the filter asks for its debug lines, and not at the default level, which the
+    // server also gives `log` as its own maximum (so refused calls cost one level check).
+    let close_and_wait = async |server: &TestServer| {
+        let mut client = server.connect("/mirror").await;
+        client.close(None).await.expect("close");
+        expect_close(&mut client).await;
+        server.wait_for_log("client closed the connection").await;
+    };
+    let debug = TestServer::start(&["--log", "info,server=debug,tungstenite=debug"]).await;
+    close_and_wait(&debug).await;
+    debug.wait_for_log("Received close frame").await;
+    let info = TestServer::start(&["--log", "info,server=debug"]).await;
+    close_and_wait(&info).await;
+    let logs = info.logs();
+    assert!(!logs.contains("Received close frame"), "{logs}");
+}
+
+#[tokio::test]
 async fn a_flood_of_idle_connections_at_a_low_open_file_limit_neither_spins_nor_floods_the_log() {
     let fixture = static_fixture();
     let launch = Launch {
