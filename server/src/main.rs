@@ -58,19 +58,18 @@ async fn main() -> ExitCode {
         .max_level_hint()
         .unwrap_or(LevelFilter::TRACE)
         .as_log();
+    // Both filters are global, not the layer's own: what they refuse is off for the whole
+    // subscriber, so a span they disable (the connection's, below `info`) is never recorded
+    // in the registry nor entered on every poll of its task.
     let logs = tracing_subscriber::fmt::layer().with_writer(writer);
-    let registry = tracing_subscriber::registry();
+    let filtered = tracing_subscriber::registry()
+        .with(filter)
+        .with(no_payloads);
     let installed = match config.log_format {
         LogFormat::Text => tracing::subscriber::set_global_default(
-            registry.with(
-                logs.with_ansi(std::io::stderr().is_terminal())
-                    .with_filter(filter)
-                    .with_filter(no_payloads),
-            ),
+            filtered.with(logs.with_ansi(std::io::stderr().is_terminal())),
         ),
-        LogFormat::Json => tracing::subscriber::set_global_default(
-            registry.with(logs.json().with_filter(filter).with_filter(no_payloads)),
-        ),
+        LogFormat::Json => tracing::subscriber::set_global_default(filtered.with(logs.json())),
     };
     installed.expect("the only logger main installs");
     LogTracer::builder()
