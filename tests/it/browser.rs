@@ -518,7 +518,16 @@ async fn open_page(path_and_query: &str) -> (TestServer, Browser) {
 
 /// Like [`open_page`], with a server started with `server_args`.
 async fn open_page_of(server_args: &[&str], path_and_query: &str) -> (TestServer, Browser) {
-    let server = TestServer::start_with_dir(&built_static_dir(), server_args).await;
+    open_site(&built_static_dir(), server_args, path_and_query).await
+}
+
+/// Like [`open_page_of`], with the server serving `static_dir`.
+async fn open_site(
+    static_dir: &std::path::Path,
+    server_args: &[&str],
+    path_and_query: &str,
+) -> (TestServer, Browser) {
+    let server = TestServer::start_with_dir(static_dir, server_args).await;
     let browser = Browser::start().await;
     browser
         .client()
@@ -1395,13 +1404,7 @@ async fn a_page_whose_wasm_comes_under_another_type_still_starts() {
         assert!(text.contains(&wasm), "{file} names the wasm");
         std::fs::write(pkg.join(file), text.replace(&wasm, &renamed)).expect("write");
     }
-    let server = TestServer::start_with_dir(site.path(), &[]).await;
-    let browser = Browser::start().await;
-    browser
-        .client()
-        .goto(&format!("http://{}/", server.addr))
-        .await
-        .expect("page loads");
+    let (_server, browser) = open_site(site.path(), &[], "/").await;
     browser.watch_for_errors().await;
     browser.wait_for_status("open").await;
     browser.type_and_wait_for_answers("octet", 10).await;
@@ -1427,13 +1430,7 @@ async fn a_page_whose_wasm_comes_under_another_type_still_starts() {
 #[ignore = "needs Chromium, chromedriver and the built client: run `cargo xtask test`"]
 async fn a_site_without_the_built_client_says_how_to_build_it() {
     let site = copy_of_built_site(false);
-    let server = TestServer::start_with_dir(site.path(), &[]).await;
-    let browser = Browser::start().await;
-    browser
-        .client()
-        .goto(&format!("http://{}/", server.addr))
-        .await
-        .expect("page loads");
+    let (_server, browser) = open_site(site.path(), &[], "/").await;
     let status = browser.wait_for_status("closed").await;
     assert_eq!(status, "The web client could not start.");
     let help = browser
