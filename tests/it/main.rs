@@ -3,6 +3,7 @@
 //! One test binary (faster to link, one place for helpers); each module covers one surface.
 
 mod browser;
+mod budget;
 mod bursts;
 mod compression;
 mod console;

@@ -57,6 +57,9 @@ pub struct Launch {
     pub never_read_stderr: bool,
     /// Environment variables set for the server, e.g. settings a flag would also give.
     pub env: &'static [(&'static str, &'static str)],
+    /// A program the server runs under, with its arguments (valgrind): it must exec the
+    /// server in its own process, so the process id and signals stay the server's.
+    pub under: Vec<String>,
 }
 
 /// A running server process, killed when dropped.
@@ -111,8 +114,17 @@ impl TestServer {
             .then_some(vec![])
             .unwrap_or_else(|| vec!["--addr", "127.0.0.1:0"]);
         let mut command = match launch.shell_prefix {
+            None if !launch.under.is_empty() => {
+                let mut command = Command::new(&launch.under[0]);
+                command.args(&launch.under[1..]).arg(server_binary());
+                command
+            }
             // `$0` is the binary, `$@` its arguments: no quoting problems.
             Some(prefix) => {
+                assert!(
+                    launch.under.is_empty(),
+                    "a shell prefix or a program to run under, not both"
+                );
                 let mut command = Command::new("sh");
                 command
                     .arg("-c")

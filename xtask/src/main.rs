@@ -286,6 +286,8 @@ fn test_all() -> Result<()> {
     let (chromium, chromedriver) = tools::ensure_chromium()?;
     let nginx = tools::ensure_nginx()?;
     let redis = tools::ensure_redis()?;
+    // The release server's instruction budgets (`tests/it/budget.rs`).
+    let valgrind = tools::ensure_valgrind()?;
 
     announce("unit, integration and browser end-to-end tests");
     run(command(cargo())
@@ -296,6 +298,7 @@ fn test_all() -> Result<()> {
         .env("CHROMIUM", &chromium)
         .env("NGINX", &nginx)
         .env("REDIS_SERVER", &redis)
+        .env("VALGRIND", &valgrind)
         .env("STATIC_DIR", workspace_root().join("static")))?;
 
     announce("web client tests in headless Chromium (wasm-pack test), against a real server");
