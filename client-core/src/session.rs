@@ -142,6 +142,48 @@ pub enum Effect {
     Finished,
 }
 
+impl Effect {
+    /// Whether this changes what a reload needs besides how many messages wait (which a shell
+    /// sees itself): a room's position, user or pending publishes, or a message given up. A
+    /// shell that keeps the conversation for a reload saves after such an effect. Every
+    /// variant is named: a new one must say whether it changes the saved state.
+    pub fn changes_saved_state(&self) -> bool {
+        match self {
+            Effect::GivenUp(_) => true,
+            Effect::Room(event) => match event {
+                room::Event::Show { .. }
+                | room::Event::Delivered { .. }
+                | room::Event::Stamped { .. }
+                | room::Event::Refused { .. }
+                | room::Event::Gap { .. }
+                | room::Event::Joined
+                | room::Event::CaughtUp { .. }
+                | room::Event::SignedIn { .. } => true,
+                room::Event::Presence { .. }
+                | room::Event::Typing { .. }
+                | room::Event::Notice(_)
+                // Handled by the session, never handed to a shell.
+                | room::Event::RetryLater
+                | room::Event::Nothing => false,
+            },
+            Effect::Fetch(_)
+            | Effect::Connect
+            | Effect::Send { .. }
+            | Effect::Close { .. }
+            | Effect::Reply(_)
+            | Effect::Sent { .. }
+            | Effect::Binary(_)
+            | Effect::Notice(_)
+            | Effect::Lost { .. }
+            | Effect::GaveUp(_)
+            | Effect::Ended { .. }
+            | Effect::SignedOut { .. }
+            | Effect::RefreshRefused(_)
+            | Effect::Finished => false,
+        }
+    }
+}
+
 /// The conversation the session carries. One per client, made once: its size does not matter.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]

@@ -602,7 +602,7 @@ impl Client {
                 // Taken out first: the borrow must end before the effect is carried out.
                 let effect = self.session().poll();
                 let Some(effect) = effect else { break };
-                changed |= changes_saved_state(&effect);
+                changed |= effect.changes_saved_state();
                 match effect {
                     Effect::Connect => {
                         let Some(url) = settings.as_ref().map(|settings| settings.url.clone())
@@ -1143,19 +1143,6 @@ impl Client {
 
     fn notice(&self, text: String) {
         self.record(Speaker::Notice, text);
-    }
-}
-
-/// Whether `effect` changes what is saved for a reload (besides how many messages wait): a
-/// room's position or user, a message given up.
-fn changes_saved_state(effect: &Effect) -> bool {
-    match effect {
-        Effect::GivenUp(_) => true,
-        Effect::Room(event) => !matches!(
-            event,
-            Event::Presence { .. } | Event::Typing { .. } | Event::Notice(_)
-        ),
-        _ => false,
     }
 }
 

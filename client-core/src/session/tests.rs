@@ -804,3 +804,65 @@ fn a_remembered_setup_that_fails_its_first_attempt_is_asked_for_again_at_once() 
         "a failure, not a new setup"
     );
 }
+
+#[test]
+fn only_what_a_reload_needs_marks_the_saved_state_changed() {
+    let changes = [
+        room::Event::Show {
+            from: "ann".into(),
+            text: "hi".into(),
+            time: 1,
+            earlier: false,
+        },
+        room::Event::Delivered {
+            id: "1".into(),
+            time: None,
+        },
+        room::Event::Stamped {
+            id: "1".into(),
+            time: 1,
+        },
+        room::Event::Refused {
+            id: "1".into(),
+            reason: "too long".into(),
+            text: "hi".into(),
+        },
+        room::Event::Gap { rejoin: None },
+        room::Event::Joined,
+        room::Event::CaughtUp { missed: vec![] },
+    ];
+    for event in changes {
+        assert!(
+            Effect::Room(event.clone()).changes_saved_state(),
+            "{event:?}"
+        );
+    }
+    let passing = [
+        room::Event::Presence {
+            joined: vec!["ann".into()],
+            left: vec![],
+            everyone: None,
+            count: 1,
+            capped: false,
+        },
+        room::Event::Typing {
+            user: "ann".into(),
+            name: "Ann".into(),
+        },
+        room::Event::Notice("hello".into()),
+    ];
+    for event in passing {
+        assert!(
+            !Effect::Room(event.clone()).changes_saved_state(),
+            "{event:?}"
+        );
+    }
+    for effect in [
+        Effect::Connect,
+        Effect::Reply("bar".into()),
+        Effect::Notice("hello".into()),
+        Effect::Finished,
+    ] {
+        assert!(!effect.changes_saved_state(), "{effect:?}");
+    }
+}
