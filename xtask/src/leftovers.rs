@@ -12,6 +12,11 @@
 //!   (`tools::command`), and every process those start inherits it: this finds what left the
 //!   tree (a process adopted by another subreaper), and works where there is no subreaper.
 //!
+//! Files too: every command of a `test` run gets a `TMPDIR` of the run's own ([`use_run_tmp`]),
+//! which [`remove_run_tmp`] removes once the processes are gone,
+//! saying how much was left in it (what a killed test, or a browser that did not quit, leaves
+//! in `/tmp` otherwise stays there for good).
+//!
 //! An adopted process that exits stays a zombie of xtask until xtask exits (xtask cannot tell
 //! it from the children it waits for itself, so it reaps none): a zombie is not running and
 //! counts as gone.
@@ -38,6 +43,51 @@ pub fn run_id() -> &'static str {
             .as_nanos();
         format!("{}-{started}", std::process::id())
     })
+}
+
+static RUN_TMP: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Gives every command started from now on (`tools::command`) `TMPDIR` = a directory of this
+/// run's own, made here: `xtask-PID` in the system's temporary directory. A short path, as
+/// unix sockets need (108 bytes): Chromium's singleton socket lies three directories down.
+pub fn use_run_tmp() -> std::io::Result<()> {
+    let dir = std::env::temp_dir().join(format!("xtask-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let _ = RUN_TMP.set(dir);
+    Ok(())
+}
+
+/// This run's `TMPDIR`, once [`use_run_tmp`] made it.
+pub fn run_tmp() -> Option<&'static Path> {
+    RUN_TMP.get().map(|dir| dir.as_path())
+}
+
+/// Removes this run's `TMPDIR` (call it after [`sweep`]); returns what was left in it, as
+/// entries directly in it and bytes in all, if anything was.
+pub fn remove_run_tmp() -> std::io::Result<Option<(usize, u64)>> {
+    let Some(dir) = run_tmp() else {
+        return Ok(None);
+    };
+    let entries = std::fs::read_dir(dir)?.count();
+    let bytes = size_of(dir);
+    std::fs::remove_dir_all(dir)?;
+    Ok((entries > 0).then_some((entries, bytes)))
+}
+
+/// Bytes of the files under `path` (what cannot be read counts as nothing).
+fn size_of(path: &Path) -> u64 {
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !metadata.is_dir() {
+        return metadata.len();
+    }
+    std::fs::read_dir(path)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| size_of(&entry.path()))
+        .sum()
 }
 
 /// Makes this process the child subreaper of its descendants (Linux): orphans are adopted

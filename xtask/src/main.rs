@@ -238,8 +238,21 @@ fn test() -> Result<()> {
              that keep their environment will be found"
         );
     }
+    if let Err(error) = leftovers::use_run_tmp() {
+        eprintln!(
+            "warning: cannot make the run's TMPDIR ({error}): what the tests leave in /tmp stays there"
+        );
+    }
     let result = test_all();
     let left = leftovers::sweep();
+    match leftovers::remove_run_tmp() {
+        Ok(None) => {}
+        Ok(Some((entries, bytes))) => eprintln!(
+            "note: the tests left {entries} entries ({} KiB) in the run's TMPDIR; removed",
+            bytes / 1024
+        ),
+        Err(error) => eprintln!("warning: cannot remove the run's TMPDIR: {error}"),
+    }
     if left.is_empty() {
         return result;
     }

@@ -28,7 +28,7 @@ fn tool_path() -> &'static OsString {
 }
 
 /// A command for `program`, found on the extended `PATH` and run with it, marked as this run's
-/// (`leftovers`).
+/// (`leftovers`), with the run's own `TMPDIR` in a `test` run.
 pub fn command(program: impl AsRef<OsStr>) -> Command {
     let program = program.as_ref();
     let resolved = program
@@ -39,6 +39,9 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     command
         .env("PATH", tool_path())
         .env(crate::leftovers::MARKER, crate::leftovers::run_id());
+    if let Some(tmp) = crate::leftovers::run_tmp() {
+        command.env("TMPDIR", tmp);
+    }
     command
 }
 
