@@ -64,6 +64,9 @@ impl Scenario {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     All,
+    /// Only the echo rows, the standard shape first (this server against fastwebsockets and
+    /// tokio-tungstenite), with the start-up time.
+    Echo,
     /// Only the static-file rows (wrk against nginx).
     Static,
     /// Only the page-load rows (headless Chromium).
@@ -93,7 +96,8 @@ pub fn bench(section: Section) -> Result<()> {
     // The rooms rows never load the page: no need to build the web client for them alone.
     if !matches!(
         section,
-        Section::Rooms
+        Section::Echo
+            | Section::Rooms
             | Section::RoomsRedis
             | Section::RoomsInstructions
             | Section::Storm
@@ -146,7 +150,7 @@ pub fn bench(section: Section) -> Result<()> {
     // scenario -> server -> runs
     let mut results: BTreeMap<&str, BTreeMap<&str, Vec<Value>>> = BTreeMap::new();
 
-    let scenarios = if section == Section::All {
+    let scenarios = if matches!(section, Section::All | Section::Echo) {
         SCENARIOS
     } else {
         &[]
@@ -247,8 +251,8 @@ pub fn bench(section: Section) -> Result<()> {
     {
         writeln!(jsonl, "{line}")?;
     }
-    let table = match section {
-        Section::All => {
+    let echo_table = match section {
+        Section::All | Section::Echo => {
             let start_ms = start_up_ms(&servers[0], 9)?;
             writeln!(
                 jsonl,
@@ -256,6 +260,12 @@ pub fn bench(section: Section) -> Result<()> {
                 serde_json::json!({"scenario": "start-up", "server": "server", "ms": start_ms})
             )?;
             render_table(&results, start_ms, &servers, &pinning, reps, seconds)
+        }
+        _ => String::new(),
+    };
+    let table = match section {
+        Section::All => {
+            echo_table
                 + &instructions_table
                 + &rooms_table
                 + &storm_table
@@ -265,6 +275,7 @@ pub fn bench(section: Section) -> Result<()> {
                 + &static_table(&statics)
                 + &page_load_table
         }
+        Section::Echo => echo_table,
         Section::Static => static_table(&statics),
         Section::PageLoad => page_load_table,
         Section::Deployment => deployment_table,

@@ -40,9 +40,9 @@ commands:
                        (e.g. cargo xtask serve --addr 127.0.0.1:3000)
   test                 run every check and test (installs what is missing)
   build-client [--dev] build only the wasm client into static/pkg
-  bench [static|page-load|deployment|compression|instructions [rooms]|rooms [redis]|storm|presence]
+  bench [echo|static|page-load|deployment|compression|instructions [rooms]|rooms [redis]|storm|presence]
                        benchmark the server against reference servers (prints a table), or
-                       only the static-file, page-load, metrics+TLS, permessage-deflate,
+                       only the echo (standard shape), static-file, page-load, metrics+TLS, permessage-deflate,
                        callgrind, or rooms fan-out rows (`rooms redis`: only those through
                        Redis; BENCH_ROOMS_ROWS=TEXT: only rooms rows whose name contains it;
                        `instructions rooms`: callgrind in the paced rooms rows;
@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         Some("build-client") => build_client(args.get(1).is_some_and(|arg| arg == "--dev")),
         Some("bench") => match args.get(1).map(String::as_str) {
             None => bench::bench(bench::Section::All),
+            Some("echo") => bench::bench(bench::Section::Echo),
             Some("static") => bench::bench(bench::Section::Static),
             Some("deployment") => bench::bench(bench::Section::Deployment),
             Some("compression") => bench::bench(bench::Section::Compression),
