@@ -81,9 +81,8 @@ pub(crate) struct Memory {
     rooms: Shards<Arc<Mutex<StoredRoom>>>,
     /// Rooms stored, for `--max-rooms`.
     count: AtomicUsize,
-    /// Rooms kept only for their history, by when they lost their last member (entries whose
-    /// room was joined again or dropped meanwhile are skipped).
-    memberless: Mutex<VecDeque<(String, u64)>>,
+    /// Rooms kept only for their history, in the order they lost their last member.
+    memberless: Mutex<Memberless>,
     memberless_stamp: AtomicU64,
     dedup: Dedup,
 }
@@ -101,7 +100,7 @@ impl Memory {
             metrics,
             rooms: Shards::default(),
             count: AtomicUsize::new(0),
-            memberless: Mutex::new(VecDeque::new()),
+            memberless: Mutex::new(Memberless::default()),
             memberless_stamp: AtomicU64::new(0),
         }
     }
@@ -134,7 +133,7 @@ impl Memory {
     /// Drops the room that has gone longest without members; `false` if there is none.
     fn evict_one(&self) -> bool {
         loop {
-            let Some((name, stamp)) = lock(&self.memberless).pop_front() else {
+            let Some((name, stamp)) = lock(&self.memberless).pop_oldest() else {
                 return false;
             };
             let mut rooms = self.rooms.of(&name);
@@ -178,7 +177,10 @@ impl Memory {
     pub(crate) fn subscribe(&self, name: &str, now_ms: u64) -> Result<(), Problem> {
         self.with_room(name, now_ms, |stored| {
             stored.occupied = true;
-            stored.memberless_since = None;
+            // Only a room that was memberless takes the shared lock.
+            if stored.memberless_since.take().is_some() {
+                lock(&self.memberless).occupied(name);
+            }
         })
     }
 
@@ -204,7 +206,7 @@ impl Memory {
         drop(rooms);
         let stamp = self.memberless_stamp.fetch_add(1, Ordering::Relaxed);
         stored.memberless_since = Some(stamp);
-        lock(&self.memberless).push_back((name.to_owned(), stamp));
+        lock(&self.memberless).push(name, stamp);
     }
 
     /// Takes a publish: the offset it got, or the one it got before if its id is known.
@@ -277,5 +279,56 @@ impl Memory {
     #[cfg(test)]
     pub(crate) fn room_count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// Entries in the eviction order, current or not.
+    #[cfg(test)]
+    pub(crate) fn memberless_entries(&self) -> usize {
+        lock(&self.memberless).order.len()
+    }
+}
+
+/// The eviction order of the rooms kept only for their history: each time a room lost its
+/// last member, oldest first, with the stamp of that time. An entry whose room was joined
+/// again (or lost its members again later) is no longer current; `current` says which are, so
+/// the order can be compacted without taking any room's lock. Without that, a room with
+/// history that people keep joining and leaving (the last person in it reloading the page)
+/// added an entry each time, and entries went only when `--max-rooms` was reached: 110 bytes
+/// per leave, for ever. The order holds at most twice the current entries (and a few).
+#[derive(Debug, Default)]
+struct Memberless {
+    order: VecDeque<(String, u64)>,
+    /// The stamp of each memberless room's current entry.
+    current: std::collections::HashMap<String, u64>,
+}
+
+impl Memberless {
+    /// Entries beyond twice the current ones that are let stand before a compaction.
+    const SLACK: usize = 64;
+
+    fn push(&mut self, name: &str, stamp: u64) {
+        self.current.insert(name.to_owned(), stamp);
+        self.order.push_back((name.to_owned(), stamp));
+        if self.order.len() > 2 * self.current.len() + Self::SLACK {
+            let current = &self.current;
+            self.order
+                .retain(|(name, stamp)| current.get(name) == Some(stamp));
+        }
+    }
+
+    /// The room has members again: its entry is no longer current.
+    fn occupied(&mut self, name: &str) {
+        self.current.remove(name);
+    }
+
+    /// The oldest current entry, taken out.
+    fn pop_oldest(&mut self) -> Option<(String, u64)> {
+        while let Some((name, stamp)) = self.order.pop_front() {
+            if self.current.get(&name) == Some(&stamp) {
+                self.current.remove(&name);
+                return Some((name, stamp));
+            }
+        }
+        None
     }
 }

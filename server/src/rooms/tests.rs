@@ -322,6 +322,47 @@ fn rooms_kept_for_history_make_way_for_a_room_with_members_oldest_first() {
 }
 
 #[test]
+fn joining_and_leaving_a_room_kept_for_its_history_stays_bounded_and_keeps_the_order() {
+    let engine = engine(settings());
+    let Engine { broker, .. } = &*engine;
+    let super::Broker::Memory(memory) = broker else {
+        panic!("memory broker")
+    };
+    // Nine rooms with history and nobody in them; "busy" is the newest of them all.
+    for n in 0..9 {
+        let room = format!("r{n}");
+        join(&engine, &room, None, n, n);
+        publish_now(&engine, &publish(&room, "m", "x"), n).expect("publishes");
+        engine.forget(&room, n, n);
+    }
+    join(&engine, "busy", None, 100, 10);
+    publish_now(&engine, &publish("busy", "m", "x"), 10).expect("publishes");
+    engine.forget("busy", 100, 10);
+    // Its last member comes and goes 10,000 times (a reload, again and again): the eviction
+    // order keeps one current entry per room, and no more than twice them and its slack.
+    for n in 0..10_000 {
+        join(&engine, "busy", None, 100, 11 + n);
+        engine.forget("busy", 100, 11 + n);
+    }
+    assert!(
+        memory.memberless_entries() <= 2 * 10 + 64,
+        "{} entries for 10 memberless rooms",
+        memory.memberless_entries()
+    );
+    // The order is still by when each room lost its last member: the nine older rooms make
+    // way first, "busy" last.
+    for n in 0..9 {
+        join(&engine, &format!("new{n}"), None, 200 + n, 20_000);
+    }
+    let queue = join(&engine, "busy", None, 300, 20_000);
+    let replayed = frames(&queue);
+    assert!(
+        matches!(&replayed[0], ServerFrame::Joined { offset: 1, .. }),
+        "busy kept its history: {replayed:?}"
+    );
+}
+
+#[test]
 fn rooms_with_members_are_never_evicted_and_past_them_a_join_is_refused() {
     let engine = engine(settings());
     let queues: Vec<_> = (0..10)
