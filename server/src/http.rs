@@ -438,14 +438,35 @@ fn has_name(query: Option<&str>) -> bool {
         .is_some_and(|query| form_urlencoded::parse(query.as_bytes()).any(|(key, _)| key == "name"))
 }
 
-/// The display name of a `/rooms` member: the `name` parameter of the query, decoded as a
-/// form (`+` is a space), valid by [`names::is_display_name`], and given once.
+/// The display name of a `/rooms` member: the `name` parameter of the query, valid by
+/// [`names::is_display_name`], and given once.
 fn display_name(query: Option<&str>) -> Option<String> {
-    let mut names = form_urlencoded::parse(query?.as_bytes())
-        .filter(|(key, _)| key == "name")
-        .map(|(_, value)| value.into_owned());
-    let name = names.next()?;
+    one_name(query?.as_bytes())
+}
+
+/// The one `name` of a form (a query, or a sign-in form's body), if it is given exactly once,
+/// decodes to UTF-8 and is a display name. `form_urlencoded` alone would take `%ff` as `�`:
+/// a name nobody typed, which the server would then show to everyone.
+fn one_name(form: &[u8]) -> Option<String> {
+    let mut names = form.split(|&byte| byte == b'&').filter_map(|pair| {
+        let mut parts = pair.splitn(2, |&byte| byte == b'=');
+        let (key, value) = (parts.next()?, parts.next().unwrap_or_default());
+        (form_decode(key).as_deref() == Some("name")).then(|| form_decode(value))
+    });
+    let name = names.next()??;
     (names.next().is_none() && names::is_display_name(&name)).then_some(name)
+}
+
+/// One key or value of a form: `+` is a space, `%XX` a byte, and the bytes must be UTF-8.
+fn form_decode(encoded: &[u8]) -> Option<String> {
+    let spaced: Vec<u8> = encoded
+        .iter()
+        .map(|&byte| if byte == b'+' { b' ' } else { byte })
+        .collect();
+    percent_encoding::percent_decode(&spaced)
+        .decode_utf8()
+        .ok()
+        .map(|decoded| decoded.into_owned())
 }
 
 /// Everything that must hold before the server agrees to upgrade (RFC 6455, section 4.2.1),
@@ -609,12 +630,9 @@ async fn dev_token(request: Request<Incoming>, shared: &Shared) -> Response<Body
             );
         }
     };
-    let mut names_given = form_urlencoded::parse(&body)
-        .filter(|(key, _)| key == "name")
-        .map(|(_, value)| value);
-    let name = match (names_given.next(), names_given.next()) {
-        (Some(name), None) if names::is_display_name(&name) => name,
-        _ => {
+    let name = match one_name(&body) {
+        Some(name) => name,
+        None => {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!(

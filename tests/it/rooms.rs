@@ -368,6 +368,10 @@ async fn display_names_are_checked_at_the_handshake() {
         "?name=a%0Ab",
         "?name=a&name=b",
         &format!("?name={long}"),
+        // Not UTF-8 once decoded, alone or in a longer name: refused, never shown as `�`.
+        "?name=%ff",
+        "?name=ana%C3",
+        "?name=ana&n%ffme=x&name=%ff",
     ] {
         let path = format!("/rooms{query}");
         let reply = server
@@ -387,6 +391,18 @@ async fn display_names_are_checked_at_the_handshake() {
     // 32 characters of two bytes each is a name.
     let mut member = Member::connect(&server, &"%C3%A9".repeat(32)).await;
     member.join("lobby", None).await;
+    // A form's `+` is a space, and other parameters do not matter.
+    let mut spaced = Member::connect(&server, "ana+b%C3%A9&x=%ff").await;
+    spaced.join("lobby", None).await;
+    spaced
+        .send(json!({"type": "publish", "room": "lobby", "id": "1", "text": "hi"}))
+        .await;
+    let from = loop {
+        if let ServerFrame::Message { from, .. } = spaced.next().await {
+            break from;
+        }
+    };
+    assert_eq!(from, "ana bé");
 }
 
 #[tokio::test]

@@ -816,8 +816,10 @@ async fn dev_sign_in_names_people_and_the_config_says_what_the_page_needs() {
     assert_eq!(ana, ana_again, "one name, one user");
     assert_ne!(ana, bo);
 
-    let bad = http_post_form(server.addr, "/auth/token", &[], "name=").await;
-    assert_eq!(bad.status, 400);
+    for form in ["name=", "name=%ff", "name=Ana&name=Bo"] {
+        let bad = http_post_form(server.addr, "/auth/token", &[], form).await;
+        assert_eq!(bad.status, 400, "{form}");
+    }
     let cross_site = http_post_form(
         server.addr,
         "/auth/token",
