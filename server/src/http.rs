@@ -74,7 +74,11 @@ pub(crate) async fn handle<S: session::Stream>(
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
     let response = if let Some(endpoint) = Endpoint::from_path(path) {
+        // The handshake checks Host itself (stricter: it must name this server), and counts
+        // its refusals.
         upgrade::<S>(request, endpoint, &shared, slot)
+    } else if let Some(problem) = target_problem(&request) {
+        text(StatusCode::BAD_REQUEST, problem)
     } else if let Some(probe) = Probe::from_path(path) {
         probe.answer(request.method(), &shared)
     } else if path == "/auth/config" {
@@ -92,6 +96,30 @@ pub(crate) async fn handle<S: session::Stream>(
     shared.security_headers.apply(response.headers_mut());
     shared.metrics.responded(response.status());
     Ok(response)
+}
+
+/// What RFC 9112 says a server must answer 400 to, which hyper lets through: a target in
+/// authority form (`example.com:80`, for CONNECT only, section 3.2.3; `ServeDir` answered it
+/// 500), and in HTTP/1.1 no `Host`, several, or one that is not a host and port (section 3.2).
+fn target_problem<B>(request: &Request<B>) -> Option<&'static str> {
+    let uri = request.uri();
+    if uri.scheme().is_none() && uri.authority().is_some() {
+        return Some("A request target is a path, such as /index.html.\n");
+    }
+    if request.version() < Version::HTTP_11 {
+        return None;
+    }
+    match Field::of(request.headers(), header::HOST) {
+        Field::Once(host) if host.is_empty() || is_host(host.as_bytes()) => None,
+        Field::Once(_) | Field::Absent | Field::Repeated => {
+            Some("An HTTP/1.1 request needs exactly one Host header, a host and port.\n")
+        }
+    }
+}
+
+/// Whether a `Host` value is a host and optional port (a URI authority without user info).
+fn is_host(value: &[u8]) -> bool {
+    http::uri::Authority::try_from(value).is_ok_and(|authority| !authority.as_str().contains('@'))
 }
 
 /// Headers every response carries: a Content-Security-Policy that allows exactly what the

@@ -145,11 +145,14 @@ impl StaticFiles {
 }
 
 /// `ServeDir` refuses `..` (also percent-encoded) but hands NUL and backslashes to the file
-/// system; they never name a file we serve.
+/// system; they never name a file we serve. Nor does a path that starts with an empty segment
+/// (`//pkg`): `ServeDir` would redirect it to `//pkg/`, which a browser reads as the host
+/// `pkg`.
 fn is_plain_path(path: &str) -> bool {
-    percent_decode_str(path)
-        .decode_utf8()
-        .is_ok_and(|decoded| !decoded.contains(['\0', '\\']))
+    !path.starts_with("//")
+        && percent_decode_str(path)
+            .decode_utf8()
+            .is_ok_and(|decoded| !decoded.contains(['\0', '\\']))
 }
 
 /// Whether `path` names a file by its content's hash: under `/pkg/`, with a last-but-one
@@ -199,9 +202,17 @@ const READ_WHOLE_UP_TO: u64 = 256 * 1024;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = io::Result<T>> + Send>>;
 
-/// The path with every symlink resolved, if it stays under `root`.
+/// The path with every symlink resolved, if it stays under `root`. A name longer than the file
+/// system takes names no file either: not found, as any other (`ServeDir` answers other errors
+/// 500, a fault of the server's, which any client could raise at will).
 fn contained(root: &Path, path: &Path) -> io::Result<PathBuf> {
-    let real = path.canonicalize()?;
+    let real = path.canonicalize().map_err(|error| {
+        if error.kind() == io::ErrorKind::InvalidFilename {
+            io::Error::new(io::ErrorKind::NotFound, error)
+        } else {
+            error
+        }
+    })?;
     if real.starts_with(root) {
         Ok(real)
     } else {

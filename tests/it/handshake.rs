@@ -39,7 +39,7 @@ fn handshake_lines(addr: SocketAddr, key: &str) -> Vec<String> {
 }
 
 /// A request head: `request_line` and then `lines`, exactly as given.
-fn request(request_line: &str, lines: &[String]) -> String {
+pub(crate) fn request(request_line: &str, lines: &[String]) -> String {
     let mut request = format!("{request_line}\r\n");
     for line in lines {
         request.push_str(line);
@@ -50,7 +50,7 @@ fn request(request_line: &str, lines: &[String]) -> String {
 }
 
 /// A response as it came back on a raw connection, which stays open for more.
-struct RawReply {
+pub(crate) struct RawReply {
     stream: TcpStream,
     /// The status line and header lines, as sent.
     head: String,
@@ -58,12 +58,12 @@ struct RawReply {
 }
 
 impl RawReply {
-    fn status_line(&self) -> &str {
+    pub(crate) fn status_line(&self) -> &str {
         self.head.lines().next().unwrap_or_default()
     }
 
     /// The value of header `name` (case-insensitive), if present.
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().skip(1).find_map(|line| {
             let (key, value) = line.split_once(':')?;
             key.eq_ignore_ascii_case(name).then(|| value.trim())
@@ -71,7 +71,7 @@ impl RawReply {
     }
 
     /// A refusal: `status_line`, a one-line body containing `reason` (none for `HEAD`).
-    fn assert_refused(&self, status_line: &str, reason: &str) {
+    pub(crate) fn assert_refused(&self, status_line: &str, reason: &str) {
         assert_eq!(self.status_line(), status_line, "{}", self.head);
         assert!(self.body.contains(reason), "{reason:?} in {:?}", self.body);
         if !self.body.is_empty() {
@@ -81,7 +81,7 @@ impl RawReply {
     }
 
     /// The connection was not upgraded: it still answers a plain HTTP request.
-    async fn assert_still_http(self, addr: SocketAddr) {
+    pub(crate) async fn assert_still_http(self, addr: SocketAddr) {
         let probe = request("GET /healthz HTTP/1.1", &[format!("Host: {addr}")]);
         let reply = exchange_on(self.stream, &probe).await;
         assert_eq!(
@@ -94,7 +94,7 @@ impl RawReply {
 }
 
 /// Sends `request` on a new connection to `addr` and reads the answer.
-async fn exchange(addr: SocketAddr, request: &str) -> RawReply {
+pub(crate) async fn exchange(addr: SocketAddr, request: &str) -> RawReply {
     let stream = TcpStream::connect(addr).await.expect("connect");
     exchange_on(stream, request).await
 }

@@ -225,3 +225,63 @@ async fn connect_sources_widen_only_connect_src() {
         "{policy}"
     );
 }
+
+#[tokio::test]
+async fn requests_rfc_9112_refuses_get_400_and_paths_that_name_no_file_404() {
+    use crate::handshake::{exchange, request};
+    let server = TestServer::start(&[]).await;
+    let addr = server.addr;
+    let host = format!("Host: {addr}");
+    // RFC 9112 3.2: an HTTP/1.1 request without Host, with two, or with one that is not a
+    // host and port; 3.2.3: a target in authority form, which is for CONNECT only.
+    for (request_line, lines) in [
+        ("GET /style.css HTTP/1.1", vec![]),
+        (
+            "GET /style.css HTTP/1.1",
+            vec![host.clone(), "Host: elsewhere.example".into()],
+        ),
+        ("GET /style.css HTTP/1.1", vec!["Host: a b".into()]),
+        (
+            "GET /style.css HTTP/1.1",
+            vec!["Host: user@example.com".into()],
+        ),
+        ("GET example.com:80 HTTP/1.1", vec![host.clone()]),
+    ] {
+        let reply = exchange(addr, &request(request_line, &lines)).await;
+        reply.assert_refused("HTTP/1.1 400 Bad Request", "");
+    }
+    // HTTP/1.0 has no Host to require; an empty Host is what a target without authority has.
+    for (request_line, lines, status_line) in [
+        ("GET /style.css HTTP/1.0", vec![], "HTTP/1.0 200 OK"),
+        (
+            "GET /style.css HTTP/1.1",
+            vec!["Host:".to_owned()],
+            "HTTP/1.1 200 OK",
+        ),
+        (
+            "GET /style.css HTTP/1.1",
+            vec!["Host: [::1]:8080".to_owned()],
+            "HTTP/1.1 200 OK",
+        ),
+    ] {
+        let reply = exchange(addr, &request(request_line, &lines)).await;
+        assert_eq!(reply.status_line(), status_line, "{lines:?}");
+    }
+    // Paths that name no file: a name longer than a file system takes (was 500), and a path
+    // that starts with an empty segment, which `ServeDir` redirected to `//pkg/`: a browser
+    // reads that as the host `pkg`.
+    for path in [
+        format!("/{}", "a".repeat(256)),
+        format!("/pkg/{}.js", "a".repeat(300)),
+        "//pkg".into(),
+        "//style.css".into(),
+    ] {
+        let reply = exchange(
+            addr,
+            &request(&format!("GET {path} HTTP/1.1"), std::slice::from_ref(&host)),
+        )
+        .await;
+        assert_eq!(reply.status_line(), "HTTP/1.1 404 Not Found", "{path}");
+        assert_eq!(reply.header("location"), None, "{path}");
+    }
+}
