@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue, IF_RANGE, RANGE};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -70,6 +70,9 @@ impl StaticFiles {
         };
         let serve_dir = ServeDir::with_backend(&root, backend)
             .append_index_html_on_directories(true)
+            // Several ranges in one request get the whole file (RFC 9110 lets a server ignore
+            // `Range`), not `416`, which says they cannot be satisfied.
+            .ignore_multi_range_requests(true)
             .precompressed_br()
             .precompressed_gzip();
         Ok(StaticFiles { serve_dir })
@@ -78,7 +81,8 @@ impl StaticFiles {
     /// Answers a `GET` or `HEAD` for a file.
     pub(crate) async fn serve(&self, request: Request<Incoming>) -> Response<Body> {
         // A file request's body is never read: only its head goes on.
-        let (head, _body) = request.into_parts();
+        let (mut head, _body) = request.into_parts();
+        let suffix_range = keep_only_ranges_served_right(&mut head.headers);
         let path = head.uri.path();
         if !is_plain_path(path) {
             return not_found();
@@ -105,7 +109,22 @@ impl StaticFiles {
         }
         let response = match response {
             Some(response) => response,
-            None => self.file(Request::from_parts(head, ())).await,
+            None => {
+                let whole = suffix_range.then(|| {
+                    let mut whole = head.clone();
+                    whole.headers.remove(RANGE);
+                    whole
+                });
+                let response = self.file(Request::from_parts(head, ())).await;
+                match whole {
+                    // A suffix longer than the file means the whole file (RFC 9110 14.1.3),
+                    // which `ServeDir` refuses with 416.
+                    Some(whole) if response.status() == StatusCode::RANGE_NOT_SATISFIABLE => {
+                        self.file(Request::from_parts(whole, ())).await
+                    }
+                    _ => response,
+                }
+            }
         };
         // `ServeDir`'s 404 has an empty body; every 404 of this server says what happened.
         if response.status() == StatusCode::NOT_FOUND {
@@ -142,6 +161,29 @@ impl StaticFiles {
             Err(infallible) => match infallible {},
         }
     }
+}
+
+/// Takes out a `Range` that `ServeDir` would answer wrongly, which RFC 9110 lets a server
+/// ignore (section 14.2) and so serve the whole file: any `Range` beside `If-Range`, which
+/// `ServeDir` does not evaluate (a resumed download must never be spliced from two versions
+/// of a file, section 13.1.5; the files here are small enough to send again whole), and a unit
+/// other than `bytes` (`ServeDir` answered 416). Returns whether what is left is one suffix
+/// range (`bytes=-N`).
+fn keep_only_ranges_served_right(headers: &mut HeaderMap) -> bool {
+    let Some(range) = headers.get(RANGE) else {
+        return false;
+    };
+    let bytes = range
+        .as_bytes()
+        .get(..6)
+        .is_some_and(|unit| unit.eq_ignore_ascii_case(b"bytes="));
+    if headers.contains_key(IF_RANGE) || !bytes {
+        headers.remove(RANGE);
+        return false;
+    }
+    let spec = &range.as_bytes()[6..];
+    let spec = spec.trim_ascii();
+    spec.first() == Some(&b'-') && !spec.contains(&b',')
 }
 
 /// `ServeDir` refuses `..` (also percent-encoded) but hands NUL and backslashes to the file

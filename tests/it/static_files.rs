@@ -241,6 +241,40 @@ async fn range_requests_get_just_those_bytes() {
     assert_eq!(beyond.status, StatusCode::RANGE_NOT_SATISFIABLE);
 }
 
+/// What RFC 9110 asks of ranges that `ServeDir` alone got wrong: each gets the whole file.
+#[tokio::test]
+async fn ranges_a_server_must_not_answer_as_asked_get_the_whole_file() {
+    let server = TestServer::start(&[]).await;
+    let total = LARGE_JS.len();
+    let cases: [&[(&str, &str)]; 5] = [
+        // 13.1.5: a validator that does not match (here, none could) must not get a part
+        // of another version of the file spliced onto the one the client has.
+        &[("range", "bytes=0-9"), ("if-range", "\"stale\"")],
+        &[
+            ("range", "bytes=0-9"),
+            ("if-range", "Sat, 01 Jan 2000 00:00:00 GMT"),
+        ],
+        // 14.2: a unit the server does not know is ignored.
+        &[("range", "items=0-5")],
+        // 14.2: a server may ignore Range; several ranges are not "unsatisfiable".
+        &[("range", "bytes=0-0,5-9")],
+        // 14.1.3: a suffix longer than the file means all of it.
+        &[("range", "bytes=-100000000")],
+    ];
+    for headers in cases {
+        let reply = server.request("GET", "/pkg/app.js", headers).await;
+        assert!(
+            reply.status == StatusCode::OK
+                || (reply.status == StatusCode::PARTIAL_CONTENT
+                    && reply.header("content-range")
+                        == Some(format!("bytes 0-{}/{total}", total - 1).as_str())),
+            "{headers:?}: {}",
+            reply.status
+        );
+        assert_eq!(reply.body, LARGE_JS.as_bytes(), "{headers:?}");
+    }
+}
+
 #[tokio::test]
 async fn head_sends_the_headers_without_a_body() {
     let server = TestServer::start(&[]).await;
