@@ -165,7 +165,7 @@ fn display_name(name: &str) -> Result<String, String> {
         Err(format!(
             "must be 1 to {} characters, {}",
             names::MAX_DISPLAY_NAME,
-            names::REFUSED_CHARACTERS
+            names::DISPLAY_NAME_RULES
         ))
     }
 }

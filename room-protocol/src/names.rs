@@ -23,6 +23,40 @@ pub const MAX_MESSAGE_ID: usize = 64;
 pub const REFUSED_CHARACTERS: &str =
     "no control, format or line separator characters (Unicode Cc, Cf, Zl, Zp)";
 
+/// What a display name may not be, in words, for the messages that refuse one: its
+/// characters ([`REFUSED_CHARACTERS`]) and how it shows.
+pub const DISPLAY_NAME_RULES: &str = "no control, format or line separator characters \
+     (Unicode Cc, Cf, Zl, Zp), no blank fillers, no space at either end, and at most 4 \
+     combining marks in a row";
+
+/// Characters that show as nothing, though Unicode gives them a category that shows (a
+/// letter, a mark, a symbol): a name of them, or with them, would look like a name without.
+const BLANK_LOOKING: &[char] = &[
+    '\u{34F}',  // combining grapheme joiner
+    '\u{115F}', // Hangul choseong filler
+    '\u{1160}', // Hangul jungseong filler
+    '\u{17B4}', // Khmer vowel inherent aq
+    '\u{17B5}', // Khmer vowel inherent aa
+    '\u{2800}', // braille pattern blank
+    '\u{3164}', // Hangul filler
+    '\u{FFA0}', // halfwidth Hangul filler
+];
+
+/// Most combining marks of the combining blocks in a row: Vietnamese stacks two on a vowel;
+/// dozens make a name that spills over the lines above and below it.
+const MAX_MARKS_IN_A_ROW: usize = 4;
+
+/// A mark of the blocks made of combining marks (diacritics, their extensions and
+/// supplement, those for symbols, half marks).
+fn is_combining_diacritic(c: char) -> bool {
+    matches!(c,
+        '\u{300}'..='\u{36F}'
+        | '\u{1AB0}'..='\u{1AFF}'
+        | '\u{1DC0}'..='\u{1DFF}'
+        | '\u{20D0}'..='\u{20FF}'
+        | '\u{FE20}'..='\u{FE2F}')
+}
+
 /// 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
 pub fn is_room_name(name: &str) -> bool {
     (1..=MAX_ROOM_NAME).contains(&name.len())
@@ -31,9 +65,22 @@ pub fn is_room_name(name: &str) -> bool {
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b':' | b'-'))
 }
 
-/// 1 to 32 characters, none of them [`is_control_or_format`].
+/// 1 to 32 characters, none of them [`is_control_or_format`] or blank-looking, no white space
+/// at either end, at most [`MAX_MARKS_IN_A_ROW`] combining marks in a row: no two names that
+/// look alike differ by what cannot be seen (`ana` and `ana `), and no name is blank.
 pub fn is_display_name(name: &str) -> bool {
+    let mut marks = 0;
     counted_without_controls(name, MAX_DISPLAY_NAME)
+        && !name.starts_with(char::is_whitespace)
+        && !name.ends_with(char::is_whitespace)
+        && name.chars().all(|c| {
+            marks = if is_combining_diacritic(c) {
+                marks + 1
+            } else {
+                0
+            };
+            marks <= MAX_MARKS_IN_A_ROW && !BLANK_LOOKING.contains(&c)
+        })
 }
 
 /// 1 to 64 characters, none of them [`is_control_or_format`].
@@ -223,6 +270,39 @@ mod tests {
             assert!(is_display_name(good), "{good:?}");
             assert!(is_message_id(good), "{good:?}");
             assert!(!good.chars().any(is_control_or_format), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn a_display_name_cannot_look_like_another_or_like_nothing() {
+        for bad in [
+            " ",
+            "   ",
+            "ana ",
+            " ana",
+            "ana\u{3000}",
+            "\u{A0}ana",
+            "\u{3164}",
+            "ana\u{3164}",
+            "\u{115F}\u{1160}",
+            "\u{FFA0}",
+            "\u{2800}",
+            "a\u{34F}na",
+            "\u{17B4}",
+            &format!("a{}", "\u{301}".repeat(5)),
+            &format!("a{}", "\u{1DC0}\u{20D0}\u{FE20}\u{1AB0}\u{300}"),
+        ] {
+            assert!(!is_display_name(bad), "{bad:?}");
+        }
+        for good in [
+            "a b",
+            "Nguyễn",
+            // Decomposed: e, circumflex, tilde below... two marks on one letter.
+            "Nguye\u{302}\u{303}n",
+            &format!("a{}", "\u{301}".repeat(4)),
+            &format!("{}b", "a\u{301}".repeat(8)),
+        ] {
+            assert!(is_display_name(good), "{good:?}");
         }
     }
 

@@ -554,7 +554,7 @@ pub fn mint(args: &crate::config::TokenArgs) -> Result<String, String> {
         return Err(format!(
             "--name: 1 to {} characters, {}",
             names::MAX_DISPLAY_NAME,
-            names::REFUSED_CHARACTERS
+            names::DISPLAY_NAME_RULES
         ));
     }
     let signer = Signer::load(&args.auth_key)?;

@@ -303,7 +303,7 @@ fn upgrade<S: session::Stream>(
                     format!(
                         "/rooms needs ?name=NAME: a display name of 1 to {} characters, {}.\n",
                         names::MAX_DISPLAY_NAME,
-                        names::REFUSED_CHARACTERS
+                        names::DISPLAY_NAME_RULES
                     ),
                 );
                 shared.metrics.handshake_refused(response.status());
@@ -666,7 +666,7 @@ async fn dev_token(request: Request<Incoming>, shared: &Shared) -> Response<Body
                 format!(
                     "Sign in with one name: 1 to {} characters, {}.\n",
                     names::MAX_DISPLAY_NAME,
-                    names::REFUSED_CHARACTERS
+                    names::DISPLAY_NAME_RULES
                 ),
             );
         }

@@ -372,6 +372,11 @@ async fn display_names_are_checked_at_the_handshake() {
         "?name=%ff",
         "?name=ana%C3",
         "?name=ana&n%ffme=x&name=%ff",
+        // Names that look like another or like nothing.
+        "?name=ana+",
+        "?name=%20",
+        "?name=%E3%85%A4",
+        "?name=%E2%A0%80",
     ] {
         let path = format!("/rooms{query}");
         let reply = server

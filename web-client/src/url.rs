@@ -142,7 +142,7 @@ fn room_page(protocol: &str, host: &str, query: RoomQuery<'_>) -> Result<RoomPag
         return Err(format!(
             "?name= must be 1 to {} characters, {}, not {name:?}",
             names::MAX_DISPLAY_NAME,
-            names::REFUSED_CHARACTERS
+            names::DISPLAY_NAME_RULES
         ));
     }
     let origin = page_origin(protocol, host)?;
@@ -179,7 +179,7 @@ pub fn room_link(room: &str, name: &str) -> Result<String, String> {
         return Err(format!(
             "A name is 1 to {} characters, {}",
             names::MAX_DISPLAY_NAME,
-            names::REFUSED_CHARACTERS
+            names::DISPLAY_NAME_RULES
         ));
     }
     Ok(format!(
