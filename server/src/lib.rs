@@ -76,6 +76,29 @@ pub enum StartError {
     Auth(String),
     #[error("--connect-src cannot go into a Content-Security-Policy header: {0}")]
     ConnectSrc(#[from] ::http::header::InvalidHeaderValue),
+    /// Flags that each pass but not together: a flag error (exit 2).
+    #[error("{0}")]
+    Flags(String),
+}
+
+/// Bytes of a publish frame besides its text: the type, a room name of 64 characters, an id
+/// of 64 characters of up to 4 bytes, each escaped (`"` and `\` take 2), and the punctuation.
+const PUBLISH_FRAME_OVERHEAD: u64 = 1024;
+
+/// A publish of `--max-text-bytes` must fit in `--max-message-size` however its text is
+/// written: JSON writes a control character as `\u001b`, 6 bytes for 1. Otherwise a text the
+/// server would take is cut off at the socket (close 1009) instead of being refused as
+/// `too_long`, with the connection kept.
+fn check_text_fits(config: &Config) -> Result<(), StartError> {
+    let needed = 6 * u64::from(config.max_text_bytes) + PUBLISH_FRAME_OVERHEAD;
+    if needed > u64::from(config.max_message_size) {
+        return Err(StartError::Flags(format!(
+            "--max-text-bytes {} needs --max-message-size {needed} at least (now {}): a publish \
+             of that text written as JSON, where a control character takes 6 bytes",
+            config.max_text_bytes, config.max_message_size
+        )));
+    }
+    Ok(())
 }
 
 /// State every connection shares.
@@ -127,8 +150,10 @@ impl Server {
     /// Opens the static directory and prepares the shared state; fails before anything is
     /// bound or printed.
     pub fn new(config: Config) -> Result<Server, StartError> {
-        // First: a key that cannot be used is a flag error (exit 2), whatever else is wrong.
+        // First: a key that cannot be used, or flags that do not go together, are flag errors
+        // (exit 2), whatever else is wrong.
         let auth = auth::Auth::from_config(&config).map_err(StartError::Auth)?;
+        check_text_fits(&config)?;
         let static_files =
             StaticFiles::open(&config.static_dir).map_err(|source| StartError::StaticDir {
                 path: config.static_dir.clone(),

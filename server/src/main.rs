@@ -93,7 +93,7 @@ async fn main() -> ExitCode {
     let (addr, metrics_addr) = (config.addr, config.metrics_addr);
     let server = match Server::new(config) {
         Ok(server) => server,
-        Err(error @ server::StartError::Auth(_)) => {
+        Err(error @ (server::StartError::Auth(_) | server::StartError::Flags(_))) => {
             eprintln!("error: {error}");
             return ExitCode::from(2);
         }

@@ -411,6 +411,12 @@ async fn every_flag_error_is_one_line_and_exit_2() {
         (&["--tls-cert", "/no/cert.pem"][..], "--tls-key"),
         (&["--log-format", "xml"][..], "--log-format"),
         (&["--max-connections", "0"][..], "--max-connections"),
+        // Each within its range, not together: a publish of that text would not fit.
+        (&["--max-text-bytes", "1048576"][..], "--max-text-bytes"),
+        (
+            &["--max-text-bytes", "1000", "--max-message-size", "7023"][..],
+            "--max-message-size 7024",
+        ),
     ] {
         let failure = start_failure(args, &[]).await;
         assert_one_line_exit_2(failure, flag, &format!("{args:?}"));

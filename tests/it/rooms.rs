@@ -277,6 +277,38 @@ async fn every_error_code_and_the_connection_stays_open() {
 }
 
 #[tokio::test]
+async fn the_longest_text_of_control_characters_fits_the_smallest_message_size_allowed() {
+    // The server refuses to start with a message size that a text of --max-text-bytes,
+    // written as JSON (6 bytes a control character), could pass: at the smallest it takes,
+    // such a text is taken, and one byte more is `too_long`, never a close.
+    let server =
+        TestServer::start(&["--max-text-bytes", "1000", "--max-message-size", "7024"]).await;
+    let mut ana = Member::connect(&server, "ana").await;
+    ana.join("lobby", None).await;
+    let controls = "\u{1}".repeat(1000);
+    let request = publish("lobby", "at-the-limit", &controls).to_string();
+    assert!(request.len() > 6000, "{} bytes", request.len());
+    ana.send(publish("lobby", "at-the-limit", &controls)).await;
+    ana.send(publish("lobby", "past-it", &"\u{1}".repeat(1001)))
+        .await;
+    let (mut acked, mut refused) = (false, false);
+    while !(acked && refused) {
+        match ana.next().await {
+            ServerFrame::Ack { id, .. } => {
+                assert_eq!(id, "at-the-limit");
+                acked = true;
+            }
+            ServerFrame::Message { .. } => {}
+            ServerFrame::Error { code, id, .. } => {
+                assert_eq!((code, id.as_deref()), (ErrorCode::TooLong, Some("past-it")));
+                refused = true;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
 async fn the_protocols_bounds_are_the_servers_defaults() {
     // The clients refuse longer texts themselves and pace themselves by the rate, so a server
     // started without flags must take exactly `MAX_TEXT_BYTES` and `PUBLISH_BURST` at once.
