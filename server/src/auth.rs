@@ -142,6 +142,9 @@ pub(crate) enum Refusal {
     TooLong,
     Malformed,
     AlgorithmNotAllowed,
+    /// The header names extensions the token may not be used without (`crit`, RFC 7515
+    /// 4.1.6): this server understands none.
+    CriticalExtension,
     BadSignature,
     Expired,
     NotYetValid,
@@ -156,6 +159,7 @@ impl Refusal {
             Refusal::TooLong => "token too long",
             Refusal::Malformed => "malformed token",
             Refusal::AlgorithmNotAllowed => "algorithm not allowed",
+            Refusal::CriticalExtension => "critical header extension not understood (crit)",
             Refusal::BadSignature => "bad signature",
             Refusal::Expired => "token expired",
             Refusal::NotYetValid => "token not yet valid",
@@ -168,7 +172,7 @@ impl Refusal {
             Refusal::BadClaim("exp") => "bad claim: exp (seconds since the Unix epoch)",
             Refusal::BadClaim("nbf") => "bad claim: nbf (seconds since the Unix epoch)",
             Refusal::BadClaim("name") => {
-                "bad claim: name (a display name: 1 to 32 characters, no control or format characters)"
+                "bad claim: name (a display name: 1 to 32 characters, none invisible, no space at either end)"
             }
             Refusal::BadClaim(_) => {
                 "bad claim: rooms (an object of room names or prefixes ending in * to \"read\" or \"write\")"
@@ -369,11 +373,17 @@ fn algorithm_of(header: &str) -> Result<Algorithm, Refusal> {
     #[derive(Deserialize)]
     struct Head {
         alg: Option<Value>,
+        crit: Option<Value>,
     }
     let bytes = BASE64URL_NOPAD
         .decode(header.as_bytes())
         .map_err(|_| Refusal::Malformed)?;
     let head: Head = serde_json::from_slice(&bytes).map_err(|_| Refusal::Malformed)?;
+    // A token that says it must not be used by anyone who does not understand an extension
+    // (even an empty list, which RFC 7515 forbids) is not used here.
+    if head.crit.is_some() {
+        return Err(Refusal::CriticalExtension);
+    }
     match head.alg.as_ref().and_then(Value::as_str) {
         Some("HS256") => Ok(Algorithm::HS256),
         Some("EdDSA") => Ok(Algorithm::EdDSA),
@@ -766,6 +776,19 @@ mod tests {
             (
                 hs256(r#"{"typ":"JWT"}"#, &claims(""), SECRET),
                 Refusal::Malformed,
+            ),
+            // Signed with the right key, but it may not be used without an extension.
+            (
+                hs256(
+                    r#"{"alg":"HS256","crit":["exp-v2"],"exp-v2":1}"#,
+                    &claims(""),
+                    SECRET,
+                ),
+                Refusal::CriticalExtension,
+            ),
+            (
+                hs256(r#"{"alg":"HS256","crit":[]}"#, &claims(""), SECRET),
+                Refusal::CriticalExtension,
             ),
             (
                 hs256(HEADER, &claims(""), b"another secret of 32 bytes......"),
