@@ -536,6 +536,11 @@ fn check_handshake<'request, B>(
     if !is_sixteen_bytes_of_base64(key) {
         return Err(Refusal::MalformedKey);
     }
+    // A browser sends one `Origin`: two are no browser's, and the second could hide behind
+    // the first.
+    if let Field::Repeated = Field::of(headers, header::ORIGIN) {
+        return Err(Refusal::Repeated("Origin"));
+    }
     if let Some(origin) = headers.get(header::ORIGIN)
         && !origin_allowed(origin, headers, allowed_origins)
     {
@@ -595,7 +600,13 @@ fn origin_allowed(origin: &HeaderValue, headers: &HeaderMap, allowed: &[String])
     {
         return true;
     }
-    let origin_host = origin.split_once("://").map(|(_, authority)| authority);
+    // A page's origin, as a browser sends it: `http` or `https`, then the host.
+    let origin_host = origin
+        .split_once("://")
+        .filter(|(scheme, _)| {
+            scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")
+        })
+        .map(|(_, authority)| authority);
     let host = headers
         .get(header::HOST)
         .and_then(|host| host.to_str().ok());

@@ -109,9 +109,12 @@ async fn handshake_problems_get_their_own_status() {
 async fn foreign_origins_are_refused_and_own_or_listed_ones_accepted() {
     let server = TestServer::start(&["--allowed-origin", "https://app.example"]).await;
     let own = format!("http://{}", server.addr);
+    let own_host_other_scheme = format!("evil://{}", server.addr);
     let cases = [
         (Some("https://evil.example"), StatusCode::FORBIDDEN),
         (Some("null"), StatusCode::FORBIDDEN),
+        // The server's host, but no page's origin: only http and https are.
+        (Some(own_host_other_scheme.as_str()), StatusCode::FORBIDDEN),
         (Some(own.as_str()), StatusCode::SWITCHING_PROTOCOLS),
         (Some("https://app.example"), StatusCode::SWITCHING_PROTOCOLS),
         (None, StatusCode::SWITCHING_PROTOCOLS),
@@ -124,6 +127,11 @@ async fn foreign_origins_are_refused_and_own_or_listed_ones_accepted() {
         let reply = server.request("GET", "/subscriptions", &headers).await;
         assert_eq!(reply.status, expected, "origin {origin:?}");
     }
+    // Two origins are no browser's, whichever comes first.
+    let mut headers = UPGRADE.to_vec();
+    headers.extend([("origin", own.as_str()), ("origin", "https://evil.example")]);
+    let reply = server.request("GET", "/subscriptions", &headers).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
     server
         .wait_for_log("refused a WebSocket from a foreign origin")
         .await;
