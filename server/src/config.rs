@@ -70,8 +70,7 @@ pub struct Config {
     pub header_timeout: Duration,
 
     /// Seconds a batch of replies may wait for a client that does not read before the
-    /// connection is closed (1008), and an HTTP response may go without progress before it is
-    /// cut off; at most 3600 (an hour).
+    /// connection is closed (1008), at most 3600 (an hour).
     #[arg(long, env = "SEND_TIMEOUT", default_value = "10",
           value_parser = seconds_at_most(MAX_TIMEOUT))]
     pub send_timeout: Duration,

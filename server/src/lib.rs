@@ -14,7 +14,6 @@ mod read_ahead;
 mod rooms;
 mod session;
 mod static_files;
-mod write_deadline;
 
 use std::future::Future;
 use std::io;
@@ -40,7 +39,6 @@ use http::SecurityHeaders;
 use metrics::Metrics;
 use session::SessionTiming;
 use static_files::StaticFiles;
-use write_deadline::WriteDeadline;
 
 /// Per-connection read buffer of tungstenite. Its default (128 KiB, allocated up front) would
 /// cost 1.3 GiB for 10,000 idle sockets. It is only the most tungstenite takes per call, not a
@@ -371,10 +369,7 @@ async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>) {
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(shared.config.header_timeout)
-            .serve_connection(
-                TokioIo::new(WriteDeadline::new(stream, shared.config.send_timeout)),
-                service,
-            );
+            .serve_connection(TokioIo::new(stream), service);
         let shutdown = shared.shutdown.clone();
         shared.tracker.spawn(async move {
             tokio::pin!(connection);
@@ -543,10 +538,7 @@ async fn serve_http<S: session::Stream>(
         .header_read_timeout(shared.config.header_timeout)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(
-            TokioIo::new(WriteDeadline::new(stream, shared.config.send_timeout)),
-            service,
-        )
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -559,13 +551,8 @@ async fn serve_http<S: session::Stream>(
         }
     };
     if let Err(error) = result {
-        let timed_out_writing = std::error::Error::source(&error)
-            .and_then(|source| source.downcast_ref::<io::Error>())
-            .is_some_and(|source| source.kind() == io::ErrorKind::TimedOut);
         if error.is_timeout() {
             tracing::info!("request headers too slow; connection closed");
-        } else if timed_out_writing {
-            tracing::info!("client does not read the response; connection closed");
         } else if error.is_incomplete_message() || error.is_closed() {
             tracing::debug!(%error, "client went away mid-request");
         } else {

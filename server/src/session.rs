@@ -56,7 +56,6 @@ use crate::gate::Gate;
 use crate::metrics::SessionMetrics;
 use crate::outgoing::{Compression, QueuedText};
 use crate::read_ahead::ReadAhead;
-use crate::write_deadline::WriteDeadline;
 
 /// A session's socket: tungstenite over the stream hyper upgraded, whatever it is.
 type Socket<S> = WebSocketStream<S>;
@@ -140,12 +139,10 @@ pub(crate) async fn run_upgraded<S: Stream>(
     config: WebSocketConfig,
     context: SessionContext,
 ) {
-    let parts = upgraded.downcast::<TokioIo<WriteDeadline<S>>>().expect(
-        "hyper's HTTP/1 server upgrades the very IO it was given, a \
-         `TokioIo<WriteDeadline<S>>` (`serve_http`)",
+    let parts = upgraded.downcast::<TokioIo<S>>().expect(
+        "hyper's HTTP/1 server upgrades the very IO it was given, a `TokioIo<S>` (`serve_http`)",
     );
-    // The session keeps deadlines of its own on every write.
-    let stream = ReadAhead::new(parts.io.into_inner().into_inner(), &parts.read_buf);
+    let stream = ReadAhead::new(parts.io.into_inner(), &parts.read_buf);
     // hyper's read buffer (8 KiB or more) must not live as long as the session.
     drop(parts.read_buf);
     serve(stream, config, context).await;
