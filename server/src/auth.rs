@@ -373,15 +373,17 @@ fn algorithm_of(header: &str) -> Result<Algorithm, Refusal> {
     #[derive(Deserialize)]
     struct Head {
         alg: Option<Value>,
-        crit: Option<Value>,
     }
     let bytes = BASE64URL_NOPAD
         .decode(header.as_bytes())
         .map_err(|_| Refusal::Malformed)?;
     let head: Head = serde_json::from_slice(&bytes).map_err(|_| Refusal::Malformed)?;
     // A token that says it must not be used by anyone who does not understand an extension
-    // (even an empty list, which RFC 7515 forbids) is not used here.
-    if head.crit.is_some() {
+    // is not used here, whatever `crit` holds (an empty list or `null` are not allowed
+    // either). Looked up as a key: `Option` would take `null` for absent.
+    let fields: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| Refusal::Malformed)?;
+    if fields.contains_key("crit") {
         return Err(Refusal::CriticalExtension);
     }
     match head.alg.as_ref().and_then(Value::as_str) {
@@ -430,7 +432,9 @@ fn claims_of(payload: &str, now_ms: u64) -> Result<Identity, Refusal> {
                 "(no name)".to_owned()
             }
         }
-        Some(Value::String(name)) if names::is_display_name(name) => name.clone(),
+        // Trimmed first: a name from profile data with a space at an end ("Ana ") is meant
+        // as the name without it, and refusing the whole token for it would lock its user out.
+        Some(Value::String(name)) if names::is_display_name(name.trim()) => name.trim().to_owned(),
         Some(_) => return Err(Refusal::BadClaim("name")),
     };
     Ok(Identity {
@@ -756,6 +760,9 @@ mod tests {
         assert!(!identity.grants.may_read("lobby2"));
         let unnamed = hs256(HEADER, &claims(""), SECRET);
         assert_eq!(keys().verify(&unnamed, NOW_MS).expect("ok").name, "ana");
+        // A space at an end of the name is not part of it; the token still holds.
+        let spaced = hs256(HEADER, &claims(r#","name":" Ana ""#), SECRET);
+        assert_eq!(keys().verify(&spaced, NOW_MS).expect("ok").name, "Ana");
     }
 
     #[test]
@@ -788,6 +795,10 @@ mod tests {
             ),
             (
                 hs256(r#"{"alg":"HS256","crit":[]}"#, &claims(""), SECRET),
+                Refusal::CriticalExtension,
+            ),
+            (
+                hs256(r#"{"alg":"HS256","crit":null}"#, &claims(""), SECRET),
                 Refusal::CriticalExtension,
             ),
             (

@@ -74,8 +74,8 @@ pub(crate) async fn handle<S: session::Stream>(
 ) -> Result<Response<Body>, Infallible> {
     let path = request.uri().path();
     let response = if let Some(endpoint) = Endpoint::from_path(path) {
-        // The handshake checks Host itself (stricter: it must name this server), and counts
-        // its refusals.
+        // The handshake checks Host itself (stricter: one, not empty), and counts its
+        // refusals.
         upgrade::<S>(request, endpoint, &shared, slot)
     } else if let Some(problem) = target_problem(&request) {
         text(StatusCode::BAD_REQUEST, problem)
@@ -106,14 +106,13 @@ fn target_problem<B>(request: &Request<B>) -> Option<&'static str> {
     if uri.scheme().is_none() && uri.authority().is_some() {
         return Some("A request target is a path, such as /index.html.\n");
     }
-    if request.version() < Version::HTTP_11 {
-        return None;
-    }
+    // Any request with two Hosts or an invalid one; only HTTP/1.0 may have none.
     match Field::of(request.headers(), header::HOST) {
         Field::Once(host) if host.is_empty() || is_host(host.as_bytes()) => None,
-        Field::Once(_) | Field::Absent | Field::Repeated => {
-            Some("An HTTP/1.1 request needs exactly one Host header, a host and port.\n")
-        }
+        Field::Absent if request.version() < Version::HTTP_11 => None,
+        Field::Once(_) | Field::Absent | Field::Repeated => Some(
+            "A request needs exactly one Host header (HTTP/1.0 may have none), a host and port.\n",
+        ),
     }
 }
 
@@ -515,7 +514,7 @@ fn check_handshake<'request, B>(
         return Err(Refusal::HttpVersion);
     }
     match Field::of(headers, header::HOST) {
-        Field::Once(host) if !host.is_empty() => {}
+        Field::Once(host) if !host.is_empty() && is_host(host.as_bytes()) => {}
         Field::Once(_) | Field::Absent | Field::Repeated => return Err(Refusal::Host),
     }
     match Field::of(headers, header::SEC_WEBSOCKET_VERSION) {
@@ -644,8 +643,13 @@ async fn dev_token(request: Request<Incoming>, shared: &Shared) -> Response<Body
     if request.method() != Method::POST {
         return method_not_allowed("POST");
     }
+    let two_origins = matches!(
+        Field::of(request.headers(), header::ORIGIN),
+        Field::Repeated
+    );
     if let Some(origin) = request.headers().get(header::ORIGIN)
-        && !origin_allowed(origin, request.headers(), &shared.config.allowed_origins)
+        && (two_origins
+            || !origin_allowed(origin, request.headers(), &shared.config.allowed_origins))
     {
         return text(
             StatusCode::FORBIDDEN,

@@ -276,6 +276,9 @@ async fn a_handshake_without_exactly_one_host_gets_400_and_no_session() {
         with_hosts(&[""]),
         with_hosts(&[&addr.to_string(), &addr.to_string()]),
         with_hosts(&[&addr.to_string(), "elsewhere.example"]),
+        // One, but no host and port.
+        with_hosts(&["a b"]),
+        with_hosts(&["user@elsewhere.example"]),
     ];
     for lines in &cases {
         let reply = exchange(addr, &request("GET /subscriptions HTTP/1.1", lines)).await;

@@ -254,9 +254,20 @@ async fn requests_rfc_9112_refuses_get_400_and_paths_that_name_no_file_404() {
             vec!["Host: user@example.com".into()],
         ),
         ("GET example.com:80 HTTP/1.1", vec![host.clone()]),
+        // HTTP/1.0 may send no Host, but never two or an invalid one.
+        (
+            "GET /style.css HTTP/1.0",
+            vec!["Host: a".into(), "Host: b".into()],
+        ),
+        ("GET /style.css HTTP/1.0", vec!["Host: a b".into()]),
     ] {
         let reply = exchange(addr, &request(request_line, &lines)).await;
-        reply.assert_refused("HTTP/1.1 400 Bad Request", "");
+        assert_eq!(
+            reply.status_line().split(' ').nth(1),
+            Some("400"),
+            "{request_line} {lines:?}"
+        );
+        reply.assert_refused(reply.status_line(), "");
     }
     // HTTP/1.0 has no Host to require; an empty Host is what a target without authority has.
     for (request_line, lines, status_line) in [

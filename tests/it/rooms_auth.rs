@@ -828,6 +828,19 @@ async fn dev_sign_in_names_people_and_the_config_says_what_the_page_needs() {
     )
     .await;
     assert_eq!(cross_site.status, 403);
+    // Two origins, the server's own first: no browser's request.
+    let own = format!("http://{}", server.addr);
+    let two_origins = http_post_form(
+        server.addr,
+        "/auth/token",
+        &[
+            ("origin", own.as_str()),
+            ("origin", "http://elsewhere.example"),
+        ],
+        "name=Ana",
+    )
+    .await;
+    assert_eq!(two_origins.status, 403);
     let huge = http_post_form(server.addr, "/auth/token", &[], &"name=a&".repeat(500)).await;
     assert_eq!(huge.status, 413);
 
