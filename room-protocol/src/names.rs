@@ -31,30 +31,58 @@ pub const DISPLAY_NAME_RULES: &str = "no control, format or line separator chara
 
 /// Characters that show as nothing, though Unicode gives them a category that shows (a
 /// letter, a mark, a symbol): a name of them, or with them, would look like a name without.
-const BLANK_LOOKING: &[char] = &[
-    '\u{34F}',  // combining grapheme joiner
-    '\u{115F}', // Hangul choseong filler
-    '\u{1160}', // Hangul jungseong filler
-    '\u{17B4}', // Khmer vowel inherent aq
-    '\u{17B5}', // Khmer vowel inherent aa
-    '\u{2800}', // braille pattern blank
-    '\u{3164}', // Hangul filler
-    '\u{FFA0}', // halfwidth Hangul filler
+/// As ranges, first and last.
+const BLANK_LOOKING: &[(char, char)] = &[
+    ('\u{34F}', '\u{34F}'),     // combining grapheme joiner
+    ('\u{115F}', '\u{1160}'),   // Hangul choseong and jungseong fillers
+    ('\u{17B4}', '\u{17B5}'),   // Khmer inherent vowels
+    ('\u{180B}', '\u{180F}'),   // Mongolian free variation selectors
+    ('\u{2800}', '\u{2800}'),   // braille pattern blank
+    ('\u{3164}', '\u{3164}'),   // Hangul filler
+    ('\u{FE00}', '\u{FE0E}'),   // variation selectors 1-15 (16, emoji style, below)
+    ('\u{FFA0}', '\u{FFA0}'),   // halfwidth Hangul filler
+    ('\u{16FE4}', '\u{16FE4}'), // Khitan small script filler
+    ('\u{E0100}', '\u{E01EF}'), // variation selectors 17-256
 ];
 
-/// Most combining marks of the combining blocks in a row: Vietnamese stacks two on a vowel;
-/// dozens make a name that spills over the lines above and below it.
+/// Variation selector 16: draws the symbol before it as an emoji (`❤\u{FE0F}`), so it may
+/// follow a symbol; after a letter, or first, it shows nothing.
+const EMOJI_STYLE: char = '\u{FE0F}';
+
+/// Most combining marks in a row: Vietnamese stacks two on a vowel, Hebrew with points and
+/// cantillation three; dozens make a name that spills over the lines above and below it.
 const MAX_MARKS_IN_A_ROW: usize = 4;
 
-/// A mark of the blocks made of combining marks (diacritics, their extensions and
-/// supplement, those for symbols, half marks).
-fn is_combining_diacritic(c: char) -> bool {
+/// A combining mark of the blocks where marks are stacked: the combining diacritics, their
+/// extensions and supplement, those for symbols, half marks, and the marks of Cyrillic,
+/// Hebrew, Arabic, Devanagari and Thai. A few characters of those ranges are not marks
+/// (Hebrew's maqaf): counting them too only matters past four in a row.
+fn is_combining_mark(c: char) -> bool {
     matches!(c,
         '\u{300}'..='\u{36F}'
+        | '\u{483}'..='\u{489}'
+        | '\u{591}'..='\u{5C7}'
+        | '\u{610}'..='\u{61A}'
+        | '\u{64B}'..='\u{65F}'
+        | '\u{670}'
+        | '\u{6D6}'..='\u{6ED}'
+        | '\u{900}'..='\u{903}'
+        | '\u{93A}'..='\u{94F}'
+        | '\u{951}'..='\u{957}'
+        | '\u{962}'..='\u{963}'
+        | '\u{E31}'
+        | '\u{E34}'..='\u{E3A}'
+        | '\u{E47}'..='\u{E4E}'
         | '\u{1AB0}'..='\u{1AFF}'
         | '\u{1DC0}'..='\u{1DFF}'
         | '\u{20D0}'..='\u{20FF}'
         | '\u{FE20}'..='\u{FE2F}')
+}
+
+fn is_blank_looking(c: char) -> bool {
+    BLANK_LOOKING
+        .iter()
+        .any(|&(first, last)| (first..=last).contains(&c))
 }
 
 /// 1 to 64 characters of `A-Z a-z 0-9 _ . : -`.
@@ -70,16 +98,19 @@ pub fn is_room_name(name: &str) -> bool {
 /// look alike differ by what cannot be seen (`ana` and `ana `), and no name is blank.
 pub fn is_display_name(name: &str) -> bool {
     let mut marks = 0;
+    let mut before: Option<char> = None;
     counted_without_controls(name, MAX_DISPLAY_NAME)
         && !name.starts_with(char::is_whitespace)
         && !name.ends_with(char::is_whitespace)
         && name.chars().all(|c| {
-            marks = if is_combining_diacritic(c) {
-                marks + 1
+            marks = if is_combining_mark(c) { marks + 1 } else { 0 };
+            let shows = if c == EMOJI_STYLE {
+                before.is_some_and(|symbol| !symbol.is_alphanumeric() && !symbol.is_whitespace())
             } else {
-                0
+                !is_blank_looking(c)
             };
-            marks <= MAX_MARKS_IN_A_ROW && !BLANK_LOOKING.contains(&c)
+            before = Some(c);
+            marks <= MAX_MARKS_IN_A_ROW && shows
         })
 }
 
@@ -291,6 +322,19 @@ mod tests {
             "\u{17B4}",
             &format!("a{}", "\u{301}".repeat(5)),
             &format!("a{}", "\u{1DC0}\u{20D0}\u{FE20}\u{1AB0}\u{300}"),
+            // Variation selectors that show nothing: first, after a letter, or any but 16.
+            "\u{FE0F}",
+            "\u{FE00}",
+            "ana\u{FE00}",
+            "ana\u{FE0F}",
+            "ana\u{E0100}",
+            "\u{180B}",
+            "\u{16FE4}",
+            // Stacks in the scripts that stack.
+            &format!("a{}", "\u{E49}".repeat(5)),
+            &format!("a{}", "\u{591}".repeat(5)),
+            &format!("a{}", "\u{483}".repeat(5)),
+            &format!("\u{628}{}", "\u{64B}".repeat(5)),
         ] {
             assert!(!is_display_name(bad), "{bad:?}");
         }
@@ -301,6 +345,15 @@ mod tests {
             "Nguye\u{302}\u{303}n",
             &format!("a{}", "\u{301}".repeat(4)),
             &format!("{}b", "a\u{301}".repeat(8)),
+            "❤\u{FE0F}",
+            "ana ❤\u{FE0F}",
+            // Hebrew with points, Thai with a vowel and a tone mark, Arabic with harakat,
+            // Hindi.
+            "שָׁלוֹם",
+            "สมชาย",
+            "กิ่ง",
+            "مُحَمَّد",
+            "प्रिया",
         ] {
             assert!(is_display_name(good), "{good:?}");
         }
