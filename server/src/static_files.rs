@@ -166,18 +166,19 @@ impl StaticFiles {
 /// Takes out a `Range` that `ServeDir` would answer wrongly, which RFC 9110 lets a server
 /// ignore (section 14.2) and so serve the whole file: any `Range` beside `If-Range`, which
 /// `ServeDir` does not evaluate (a resumed download must never be spliced from two versions
-/// of a file, section 13.1.5; the files here are small enough to send again whole), and a unit
-/// other than `bytes` (`ServeDir` answered 416). Returns whether what is left is one suffix
-/// range (`bytes=-N`).
+/// of a file, section 13.1.5; the files here are small enough to send again whole), and one
+/// `ServeDir`'s parser does not take (a unit other than `bytes`, among others: it answered
+/// 416). Returns whether what is left is one suffix range (`bytes=-N`).
 fn keep_only_ranges_served_right(headers: &mut HeaderMap) -> bool {
     let Some(range) = headers.get(RANGE) else {
         return false;
     };
-    let bytes = range
-        .as_bytes()
-        .get(..6)
-        .is_some_and(|unit| unit.eq_ignore_ascii_case(b"bytes="));
-    if headers.contains_key(IF_RANGE) || !bytes {
+    // What `ServeDir` cannot parse (another unit, `Bytes=`, `bytes=0-9,`, leading zeros) it
+    // answers 416, which says the range is outside the file.
+    let parsed = range
+        .to_str()
+        .is_ok_and(|range| http_range_header::parse_range_header(range).is_ok());
+    if headers.contains_key(IF_RANGE) || !parsed {
         headers.remove(RANGE);
         return false;
     }
