@@ -202,7 +202,7 @@ pub struct Config {
     pub room_flush_interval: u64,
 
     /// Rooms: longest `text` of a publish in UTF-8 bytes (`too_long` past it); at most 1 MiB,
-    /// and `--max-message-size` must hold 6 times it and 1 KiB (the publish written as JSON,
+    /// and `--max-message-size` must hold 6 times it and 2 KiB (the publish written as JSON,
     /// where a control character takes 6 bytes).
     #[arg(long, env = "MAX_TEXT_BYTES",
           default_value_t = room_protocol::bounds::MAX_TEXT_BYTES as u32,

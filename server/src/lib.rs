@@ -79,9 +79,10 @@ pub enum StartError {
     Flags(String),
 }
 
-/// Bytes of a publish frame besides its text: the type, a room name of 64 characters, an id
-/// of 64 characters of up to 4 bytes, each escaped (`"` and `\` take 2), and the punctuation.
-const PUBLISH_FRAME_OVERHEAD: u64 = 1024;
+/// Bytes of a publish frame besides its text, at most: a room name of 64 characters, each
+/// written as an escape (`\u0072`, 6 bytes), an id of 64 characters outside the BMP, each an
+/// escaped surrogate pair (12 bytes), the type and the punctuation: 384 + 768 + 41.
+const PUBLISH_FRAME_OVERHEAD: u64 = 2048;
 
 /// A publish of `--max-text-bytes` must fit in `--max-message-size` however its text is
 /// written: JSON writes a control character as `\u001b`, 6 bytes for 1. Otherwise a text the

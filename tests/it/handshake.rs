@@ -417,8 +417,8 @@ async fn every_flag_error_is_one_line_and_exit_2() {
         // Each within its range, not together: a publish of that text would not fit.
         (&["--max-text-bytes", "1048576"][..], "--max-text-bytes"),
         (
-            &["--max-text-bytes", "1000", "--max-message-size", "7023"][..],
-            "--max-message-size 7024",
+            &["--max-text-bytes", "1000", "--max-message-size", "8047"][..],
+            "--max-message-size 8048",
         ),
     ] {
         let failure = start_failure(args, &[]).await;

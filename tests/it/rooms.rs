@@ -277,35 +277,39 @@ async fn every_error_code_and_the_connection_stays_open() {
 }
 
 #[tokio::test]
-async fn the_longest_text_of_control_characters_fits_the_smallest_message_size_allowed() {
-    // The server refuses to start with a message size that a text of --max-text-bytes,
-    // written as JSON (6 bytes a control character), could pass: at the smallest it takes,
-    // such a text is taken, and one byte more is `too_long`, never a close.
+async fn the_longest_publish_fits_the_smallest_message_size_allowed() {
+    // The server refuses to start with a message size that a publish of --max-text-bytes could
+    // pass, however a client writes its JSON. At the smallest it takes, the longest publish
+    // there is gets its ack, and one more byte of text is `too_long`, never a close: a room of
+    // 64 characters each written as an escape, an id of 64 characters outside the BMP each an
+    // escaped surrogate pair, and a text of 1,000 control characters (6 bytes each).
     let server =
-        TestServer::start(&["--max-text-bytes", "1000", "--max-message-size", "7024"]).await;
+        TestServer::start(&["--max-text-bytes", "1000", "--max-message-size", "8048"]).await;
+    let room = "r".repeat(64);
     let mut ana = Member::connect(&server, "ana").await;
-    ana.join("lobby", None).await;
-    let controls = "\u{1}".repeat(1000);
-    let request = publish("lobby", "at-the-limit", &controls).to_string();
-    assert!(request.len() > 6000, "{} bytes", request.len());
-    ana.send(publish("lobby", "at-the-limit", &controls)).await;
-    ana.send(publish("lobby", "past-it", &"\u{1}".repeat(1001)))
-        .await;
-    let (mut acked, mut refused) = (false, false);
-    while !(acked && refused) {
+    ana.join(&room, None).await;
+    let escaped_room = "\\u0072".repeat(64);
+    let frame = |pair: &str, controls: usize| {
+        format!(
+            r#"{{"type":"publish","room":"{escaped_room}","id":"{}","text":"{}"}}"#,
+            pair.repeat(64),
+            "\\u0001".repeat(controls)
+        )
+    };
+    let longest = frame("\\ud83d\\ude00", 1000);
+    assert!(longest.len() > 7 * 1024, "{} bytes", longest.len());
+    ana.client.send(Message::text(longest)).await.expect("sent");
+    let acked = loop {
         match ana.next().await {
-            ServerFrame::Ack { id, .. } => {
-                assert_eq!(id, "at-the-limit");
-                acked = true;
-            }
+            ServerFrame::Ack { id, .. } => break id,
             ServerFrame::Message { .. } => {}
-            ServerFrame::Error { code, id, .. } => {
-                assert_eq!((code, id.as_deref()), (ErrorCode::TooLong, Some("past-it")));
-                refused = true;
-            }
-            other => panic!("unexpected {other:?}"),
+            other => panic!("expected the ack, got {other:?}"),
         }
-    }
+    };
+    assert_eq!(acked, "😀".repeat(64));
+    let past = frame("\\ud83d\\ude01", 1001);
+    ana.client.send(Message::text(past)).await.expect("sent");
+    ana.expect_error(ErrorCode::TooLong).await;
 }
 
 #[tokio::test]
