@@ -201,13 +201,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub room_flush_interval: u64,
 
-    /// Rooms: longest `text` of a publish in UTF-8 bytes (`too_long` past it); at most 1 MiB,
-    /// and `--max-message-size` must hold 6 times it and 2 KiB (the publish written as JSON,
-    /// where a control character takes 6 bytes).
+    /// Rooms: longest `text` of a publish in UTF-8 bytes (`too_long` past it); at most 1 MiB.
+    /// `--max-message-size` must hold 6 times it and 2 KiB (the publish written as JSON, where
+    /// a control character takes 6 bytes): given here, it is checked; by default 4096, lowered
+    /// to fit a smaller `--max-message-size`.
     #[arg(long, env = "MAX_TEXT_BYTES",
-          default_value_t = room_protocol::bounds::MAX_TEXT_BYTES as u32,
           value_parser = clap::value_parser!(u32).range(1..=1024 * 1024))]
-    pub max_text_bytes: u32,
+    pub max_text_bytes: Option<u32>,
 
     /// Rooms across instances: every instance given the same Redis shares its rooms
     /// (`redis://HOST:PORT/DB` or `unix:///path/to/redis.sock`). Without it, rooms live in

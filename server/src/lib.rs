@@ -84,20 +84,34 @@ pub enum StartError {
 /// escaped surrogate pair (12 bytes), the type and the punctuation: 384 + 768 + 41.
 const PUBLISH_FRAME_OVERHEAD: u64 = 2048;
 
-/// A publish of `--max-text-bytes` must fit in `--max-message-size` however its text is
-/// written: JSON writes a control character as `\u001b`, 6 bytes for 1. Otherwise a text the
-/// server would take is cut off at the socket (close 1009) instead of being refused as
-/// `too_long`, with the connection kept.
-fn check_text_fits(config: &Config) -> Result<(), StartError> {
-    let needed = 6 * u64::from(config.max_text_bytes) + PUBLISH_FRAME_OVERHEAD;
-    if needed > u64::from(config.max_message_size) {
-        return Err(StartError::Flags(format!(
-            "--max-text-bytes {} needs --max-message-size {needed} at least (now {}): a publish \
+/// The longest text of a publish: `--max-text-bytes`, which must fit in `--max-message-size`
+/// however its text is written (JSON writes a control character as `\u001b`, 6 bytes for
+/// 1), or else the protocol's default, lowered to fit. Otherwise a text the server would take
+/// is cut off at the socket (close 1009) instead of being refused as `too_long` with the
+/// connection kept.
+fn text_limit(config: &Config) -> Result<usize, StartError> {
+    let fits = |text: u64| 6 * text + PUBLISH_FRAME_OVERHEAD <= u64::from(config.max_message_size);
+    match config.max_text_bytes {
+        Some(text) if fits(u64::from(text)) => Ok(text as usize),
+        Some(text) => Err(StartError::Flags(format!(
+            "--max-text-bytes {text} needs --max-message-size {} at least (now {}): a publish \
              of that text written as JSON, where a control character takes 6 bytes",
-            config.max_text_bytes, config.max_message_size
-        )));
+            6 * u64::from(text) + PUBLISH_FRAME_OVERHEAD,
+            config.max_message_size
+        ))),
+        None => {
+            let default = room_protocol::bounds::MAX_TEXT_BYTES as u64;
+            let room =
+                u64::from(config.max_message_size).saturating_sub(PUBLISH_FRAME_OVERHEAD) / 6;
+            if room < default {
+                tracing::warn!(
+                    max_text_bytes = room,
+                    "rooms: texts of a publish are limited to what --max-message-size holds"
+                );
+            }
+            Ok(default.min(room) as usize)
+        }
     }
-    Ok(())
 }
 
 /// State every connection shares.
@@ -152,7 +166,7 @@ impl Server {
         // First: a key that cannot be used, or flags that do not go together, are flag errors
         // (exit 2), whatever else is wrong.
         let auth = auth::Auth::from_config(&config).map_err(StartError::Auth)?;
-        check_text_fits(&config)?;
+        let max_text_bytes = text_limit(&config)?;
         let static_files =
             StaticFiles::open(&config.static_dir).map_err(|source| StartError::StaticDir {
                 path: config.static_dir.clone(),
@@ -190,7 +204,7 @@ impl Server {
         };
         let member_limits = rooms::MemberLimits {
             max_rooms: config.max_rooms_per_connection as usize,
-            max_text_bytes: config.max_text_bytes as usize,
+            max_text_bytes,
             publish_rate: config.publish_rate,
             publish_burst: config.publish_burst,
             join_rate: config.join_rate,

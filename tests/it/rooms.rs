@@ -283,10 +283,22 @@ async fn the_longest_publish_fits_the_smallest_message_size_allowed() {
     // there is gets its ack, and one more byte of text is `too_long`, never a close: a room of
     // 64 characters each written as an escape, an id of 64 characters outside the BMP each an
     // escaped surrogate pair, and a text of 1,000 control characters (6 bytes each).
-    let server =
+    // Given, --max-text-bytes is checked against the message size; left to its default, it
+    // is lowered to what the message size holds, with a warning.
+    let given =
         TestServer::start(&["--max-text-bytes", "1000", "--max-message-size", "8048"]).await;
+    let lowered = TestServer::start(&["--max-message-size", "8048"]).await;
+    lowered
+        .wait_for_log("rooms: texts of a publish are limited to what --max-message-size holds")
+        .await;
+    for server in [given, lowered] {
+        longest_publish_then_one_byte_more(&server).await;
+    }
+}
+
+async fn longest_publish_then_one_byte_more(server: &TestServer) {
     let room = "r".repeat(64);
-    let mut ana = Member::connect(&server, "ana").await;
+    let mut ana = Member::connect(server, "ana").await;
     ana.join(&room, None).await;
     let escaped_room = "\\u0072".repeat(64);
     let frame = |pair: &str, controls: usize| {
