@@ -47,7 +47,30 @@ pub struct Browser {
     _driver: Child,
     group: ProcessGroup,
     /// chromedriver's and Chromium's `TMPDIR`: removed after `group` is killed.
-    _tmp: tempfile::TempDir,
+    _tmp: BrowserFiles,
+}
+
+/// The browser's temporary directory, removed when dropped. A process of the group killed
+/// just before may have had a file write in flight: the removal is tried again a few times
+/// (`TempDir` alone gives up silently at the first error).
+#[derive(Debug)]
+struct BrowserFiles(Option<tempfile::TempDir>);
+
+impl Drop for BrowserFiles {
+    fn drop(&mut self) {
+        let Some(dir) = self.0.take() else { return };
+        let path = dir.path().to_owned();
+        if dir.close().is_ok() {
+            return;
+        }
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(25));
+            if std::fs::remove_dir_all(&path).is_ok() || !path.exists() {
+                return;
+            }
+        }
+        eprintln!("headless: could not remove {}", path.display());
+    }
 }
 
 impl Browser {
@@ -110,7 +133,7 @@ impl Browser {
             session,
             _driver: driver,
             group,
-            _tmp: tmp,
+            _tmp: BrowserFiles(Some(tmp)),
         })
     }
 
@@ -118,6 +141,14 @@ impl Browser {
     /// crash handlers leave it, and quit with the browser).
     pub fn process_group(&self) -> u32 {
         self.group.id
+    }
+
+    /// chromedriver's and Chromium's `TMPDIR`, removed when the `Browser` is dropped.
+    pub fn temporary_directory(&self) -> &std::path::Path {
+        self._tmp
+            .0
+            .as_ref()
+            .map_or(std::path::Path::new(""), |dir| dir.path())
     }
 
     /// Ends the session (Chromium quits), then the driver.
@@ -233,6 +264,10 @@ const SESSION_END: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 struct ProcessGroup {
     id: u32,
+    /// The leader, never waited for while the group is in use: not reaped, its process id
+    /// (the group's) cannot be taken by another process, so the kill in `drop` reaches this
+    /// group and no other, even if everything in it has died.
+    _leader: Child,
     /// The leader's standard input: dropping it is the signal.
     _lifeline: tokio::process::ChildStdin,
 }
@@ -263,10 +298,10 @@ impl ProcessGroup {
             .map_err(|error| format!("cannot start sh: {error}"))?;
         let id = leader.id().ok_or("the group's leader exited at once")?;
         let lifeline = leader.stdin.take().ok_or("no stdin")?;
-        // Not waited for: tokio reaps a dropped child in the background.
-        drop(leader);
         Ok(ProcessGroup {
             id,
+            // Reaped in the background once dropped, after the group's kill.
+            _leader: leader,
             _lifeline: lifeline,
         })
     }

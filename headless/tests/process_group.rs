@@ -127,6 +127,27 @@ async fn a_browser_whose_owner_is_killed_quits() {
     assert_group_ends(group, "a browser whose owner was killed").await;
 }
 
+#[tokio::test]
+#[ignore = "needs Chromium and chromedriver: run `cargo xtask test`"]
+async fn a_dropped_browser_leaves_no_files() {
+    let browser = Browser::start().await.expect("the browser starts");
+    browser
+        .client
+        .goto("data:text/html,<p>files</p>")
+        .await
+        .expect("a page loads");
+    let files = browser.temporary_directory().to_owned();
+    let held = std::fs::read_dir(&files)
+        .map(|entries| entries.count())
+        .unwrap_or(0);
+    // chromedriver's profile and Chromium's singleton socket are made in it.
+    assert!(held > 0, "nothing in {}", files.display());
+    let group = browser.process_group();
+    drop(browser);
+    assert_group_ends(group, "a dropped browser").await;
+    assert!(!files.exists(), "{} outlived its browser", files.display());
+}
+
 /// Not a test of its own: the process [`a_browser_whose_owner_is_killed_quits`] starts (with
 /// [`OWNER_ENV`] set) holds a browser here until it is killed. Run without it, it does nothing.
 #[tokio::test]
