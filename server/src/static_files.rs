@@ -191,11 +191,18 @@ fn keep_only_ranges_served_right(headers: &mut HeaderMap) -> bool {
 /// system; they never name a file we serve. Nor does a path that starts with an empty segment
 /// (`//pkg`): `ServeDir` would redirect it to `//pkg/`, which a browser reads as the host
 /// `pkg`.
+///
+/// Nor does a hidden file or directory (a segment starting with `.`: `.env`, `.git/config`,
+/// the `.gitignore` wasm-pack writes), which a static directory kept in a repository or
+/// built in place may hold, except `.well-known` (RFC 8615: `security.txt`, ACME challenges).
 fn is_plain_path(path: &str) -> bool {
     !path.starts_with("//")
-        && percent_decode_str(path)
-            .decode_utf8()
-            .is_ok_and(|decoded| !decoded.contains(['\0', '\\']))
+        && percent_decode_str(path).decode_utf8().is_ok_and(|decoded| {
+            !decoded.contains(['\0', '\\'])
+                && !decoded
+                    .split('/')
+                    .any(|segment| segment.starts_with('.') && segment != ".well-known")
+        })
 }
 
 /// Whether `path` names a file by its content's hash: under `/pkg/`, with a last-but-one

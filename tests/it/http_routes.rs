@@ -286,14 +286,36 @@ async fn requests_rfc_9112_refuses_get_400_and_paths_that_name_no_file_404() {
         let reply = exchange(addr, &request(request_line, &lines)).await;
         assert_eq!(reply.status_line(), status_line, "{lines:?}");
     }
-    // Paths that name no file: a name longer than a file system takes (was 500), and a path
-    // that starts with an empty segment, which `ServeDir` redirected to `//pkg/`: a browser
-    // reads that as the host `pkg`.
+    // Hidden files are not served, whatever the static directory holds; `.well-known` is.
+    let served_dir = server.static_dir().expect("the fixture");
+    std::fs::create_dir_all(served_dir.join(".well-known")).expect("mkdir");
+    std::fs::write(
+        served_dir.join(".well-known/security.txt"),
+        "Contact: mailto:security@example.com\n",
+    )
+    .expect("write");
+    std::fs::write(served_dir.join(".env"), "SECRET=1\n").expect("write");
+    std::fs::write(served_dir.join("pkg/.gitignore"), "*\n").expect("write");
+    let well_known = exchange(
+        addr,
+        &request(
+            "GET /.well-known/security.txt HTTP/1.1",
+            std::slice::from_ref(&host),
+        ),
+    )
+    .await;
+    assert_eq!(well_known.status_line(), "HTTP/1.1 200 OK");
+    // Paths that name no file: a name longer than a file system takes (was 500), a path
+    // that starts with an empty segment, which `ServeDir` redirected to `//pkg/` (a browser
+    // reads that as the host `pkg`), and hidden files.
     for path in [
         format!("/{}", "a".repeat(256)),
         format!("/pkg/{}.js", "a".repeat(300)),
         "//pkg".into(),
         "//style.css".into(),
+        "/.env".into(),
+        "/%2eenv".into(),
+        "/pkg/.gitignore".into(),
     ] {
         let reply = exchange(
             addr,
