@@ -189,17 +189,12 @@ async fn the_plain_path_stays_within_its_instruction_budget() {
     let few = mirror_run(FEW, out_dir.path()).await;
     let many = mirror_run(MANY, out_dir.path()).await;
     let per_message = many.saturating_sub(few) as f64 / (MANY - FEW) as f64;
-    eprintln!(
-        "/mirror, 32 B: {per_message:.0} instructions per message (budget {MIRROR_32B_BUDGET:.0})"
-    );
-    // A run that counted nothing would pass any budget.
-    assert!(
-        per_message > 1_000.0,
-        "{per_message:.0} instructions per message cannot be right: few {few}, many {many}"
-    );
-    assert!(
-        per_message <= MIRROR_32B_BUDGET,
-        "/mirror costs {per_message:.0} instructions per 32 B message, over its budget of {MIRROR_32B_BUDGET:.0}: profile it (`cargo xtask bench instructions`, then `callgrind_annotate`) before raising the budget"
+    assert_within_budget(
+        "/mirror, per 32 B message",
+        per_message,
+        1_000.0,
+        MIRROR_32B_BUDGET,
+        "cargo xtask bench instructions",
     );
 }
 
@@ -213,15 +208,25 @@ async fn a_room_delivery_stays_within_its_instruction_budget() {
     // Each publish reaches every reader and the publisher itself.
     let deliveries = ((MANY_PUBLISHES - FEW_PUBLISHES) * (READERS + 1)) as f64;
     let per_delivery = many.saturating_sub(few) as f64 / deliveries;
-    eprintln!(
-        "one room of {READERS}: {per_delivery:.0} instructions per delivery (budget {ROOM_DELIVERY_BUDGET:.0})"
+    assert_within_budget(
+        &format!("one room of {READERS}, per delivery"),
+        per_delivery,
+        500.0,
+        ROOM_DELIVERY_BUDGET,
+        "cargo xtask bench instructions rooms",
+    );
+}
+
+/// Says the figure, then checks it: above `floor` (a run that counted nothing would pass any
+/// budget) and at most `budget`, naming the benchmark that profiles it.
+fn assert_within_budget(what: &str, per_unit: f64, floor: f64, budget: f64, bench: &str) {
+    eprintln!("{what}: {per_unit:.0} instructions (budget {budget:.0})");
+    assert!(
+        per_unit > floor,
+        "{what}: {per_unit:.0} instructions cannot be right"
     );
     assert!(
-        per_delivery > 500.0,
-        "{per_delivery:.0} instructions per delivery cannot be right: few {few}, many {many}"
-    );
-    assert!(
-        per_delivery <= ROOM_DELIVERY_BUDGET,
-        "a room delivery costs {per_delivery:.0} instructions, over its budget of {ROOM_DELIVERY_BUDGET:.0}: profile it (`cargo xtask bench instructions rooms`, then `callgrind_annotate`) before raising the budget"
+        per_unit <= budget,
+        "{what}: {per_unit:.0} instructions, over the budget of {budget:.0}: profile it (`{bench}`, then `callgrind_annotate`) before raising the budget"
     );
 }
